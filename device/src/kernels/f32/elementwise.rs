@@ -1,0 +1,74 @@
+//! Element-wise kernels: residual add (with a fused activation) and stand-alone activations.
+
+use crate::kernels::Activation;
+
+/// `output = activation(inputs[0] + inputs[1] + ...)`; every input has `output.len()` values.
+pub fn add(inputs: &[&[f32]], activation: Activation, output: &mut [f32]) {
+    assert!(!inputs.is_empty(), "add needs at least one input");
+    for x in inputs {
+        assert_eq!(x.len(), output.len(), "add input length");
+    }
+    match inputs {
+        [a, b] => {
+            for ((o, a), b) in output.iter_mut().zip(a.iter()).zip(b.iter()) {
+                *o = activation.apply(a + b);
+            }
+        }
+        [first, rest @ ..] => {
+            output.copy_from_slice(first);
+            for x in rest {
+                for (o, v) in output.iter_mut().zip(x.iter()) {
+                    *o += v;
+                }
+            }
+            activate_in_place(activation, output);
+        }
+        [] => unreachable!(),
+    }
+}
+
+/// Applies an activation in place.
+pub fn activate_in_place(activation: Activation, values: &mut [f32]) {
+    if activation == Activation::None {
+        return;
+    }
+    for v in values {
+        *v = activation.apply(*v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::f32::test_util::{Rng, assert_close};
+
+    #[test]
+    fn add_two_and_three_inputs_with_activations() {
+        let mut rng = Rng::new(500);
+        let a: Vec<f32> = rng.vec(37).iter().map(|v| v * 8.0).collect();
+        let b: Vec<f32> = rng.vec(37).iter().map(|v| v * 8.0).collect();
+        let c: Vec<f32> = rng.vec(37).iter().map(|v| v * 8.0).collect();
+        for act in [Activation::None, Activation::Relu, Activation::Relu6] {
+            let mut got = vec![0.0; 37];
+            add(&[&a, &b], act, &mut got);
+            let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| act.apply(x + y)).collect();
+            assert_close(&got, &want, 0.0, "add2");
+            add(&[&a, &b, &c], act, &mut got);
+            let want: Vec<f32> = (0..37).map(|i| act.apply(a[i] + b[i] + c[i])).collect();
+            assert_close(&got, &want, 1e-6, "add3");
+        }
+        let mut one = vec![0.0; 1];
+        add(&[&[-2.0]], Activation::Relu, &mut one);
+        assert_eq!(one, [0.0]);
+    }
+
+    #[test]
+    fn relu_and_relu6() {
+        let mut v = [-1.0, 0.5, 7.0];
+        activate_in_place(Activation::Relu6, &mut v);
+        assert_eq!(v, [0.0, 0.5, 6.0]);
+        let mut v = [-1.0, 0.5, 7.0];
+        activate_in_place(Activation::Relu, &mut v);
+        assert_eq!(v, [0.0, 0.5, 7.0]);
+    }
+}

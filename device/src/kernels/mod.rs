@@ -1,0 +1,453 @@
+//! Inference kernels, one module per number format.
+//!
+//! The shape parameters ([`Conv2dParams`], [`Pool2dParams`], ...) are shared by every number
+//! format: an int8 family (`kernels::i8`, per-channel weight scales) sits beside [`f32`] and
+//! takes the same parameters plus its quantisation data. Parameters are validated when they
+//! are built (`const fn new`), so a shape that cannot work is refused at plan time (or at
+//! compile time of a generated crate), never by a panic inside a kernel.
+//!
+//! Activations are channel-major (CHW), like the export format.
+
+pub mod f32;
+
+use core::fmt;
+
+/// The activation fused into a kernel's epilogue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Activation {
+    /// Identity.
+    None,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+}
+
+impl Activation {
+    /// Applies the activation to one value.
+    #[inline(always)]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::None => x,
+            Activation::Relu => x.max(0.0),
+            Activation::Relu6 => x.clamp(0.0, 6.0),
+        }
+    }
+}
+
+/// The shape of one activation: channels x height x width, stored CHW.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Shape3 {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Shape3 {
+    pub const fn new(channels: usize, height: usize, width: usize) -> Self {
+        Shape3 {
+            channels,
+            height,
+            width,
+        }
+    }
+
+    /// Number of values.
+    pub const fn len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// True when the shape holds no value.
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Pixels per channel.
+    pub const fn plane(&self) -> usize {
+        self.height * self.width
+    }
+}
+
+impl fmt::Display for Shape3 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}x{}", self.channels, self.height, self.width)
+    }
+}
+
+/// Why a layer's shape cannot be computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShapeError {
+    /// A dimension (channels, height, width, kernel, feature count) is zero.
+    ZeroDimension,
+    /// A stride is zero.
+    ZeroStride,
+    /// The kernel does not fit the padded input along one axis (0 = height, 1 = width).
+    KernelLargerThanInput {
+        axis: usize,
+        kernel: usize,
+        padded_input: usize,
+    },
+    /// Pooling padding must be at most half the kernel, or a window could hold only padding.
+    PoolPaddingTooLarge {
+        axis: usize,
+        kernel: usize,
+        padding: usize,
+    },
+    /// Depthwise convolution needs as many output channels as input channels.
+    DepthwiseChannelMismatch {
+        in_channels: usize,
+        out_channels: usize,
+    },
+}
+
+impl fmt::Display for ShapeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let axis_name = |a: usize| if a == 0 { "height" } else { "width" };
+        match *self {
+            ShapeError::ZeroDimension => write!(f, "a dimension is zero"),
+            ShapeError::ZeroStride => write!(f, "a stride is zero"),
+            ShapeError::KernelLargerThanInput {
+                axis,
+                kernel,
+                padded_input,
+            } => write!(
+                f,
+                "kernel {} {kernel} is larger than the padded input {padded_input}",
+                axis_name(axis)
+            ),
+            ShapeError::PoolPaddingTooLarge {
+                axis,
+                kernel,
+                padding,
+            } => write!(
+                f,
+                "pooling padding {padding} along the {} is more than half the kernel {kernel}",
+                axis_name(axis)
+            ),
+            ShapeError::DepthwiseChannelMismatch {
+                in_channels,
+                out_channels,
+            } => write!(
+                f,
+                "depthwise convolution needs in_channels == out_channels, got {in_channels} and {out_channels}"
+            ),
+        }
+    }
+}
+
+/// Output length along one axis: `floor((input + 2 * padding - kernel) / stride) + 1`.
+pub const fn output_dim(
+    axis: usize,
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<usize, ShapeError> {
+    if input == 0 || kernel == 0 {
+        return Err(ShapeError::ZeroDimension);
+    }
+    if stride == 0 {
+        return Err(ShapeError::ZeroStride);
+    }
+    let padded_input = input + 2 * padding;
+    if kernel > padded_input {
+        return Err(ShapeError::KernelLargerThanInput {
+            axis,
+            kernel,
+            padded_input,
+        });
+    }
+    Ok((padded_input - kernel) / stride + 1)
+}
+
+/// The geometry of a sliding-window layer (convolution or pooling), validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub input: Shape3,
+    pub output: Shape3,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+}
+
+impl Window {
+    const fn new(
+        input: Shape3,
+        out_channels: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> Result<Self, ShapeError> {
+        if input.channels == 0 || out_channels == 0 {
+            return Err(ShapeError::ZeroDimension);
+        }
+        let out_h = match output_dim(0, input.height, kernel[0], stride[0], padding[0]) {
+            Ok(v) => v,
+            Err(e) => return Err(e),
+        };
+        let out_w = match output_dim(1, input.width, kernel[1], stride[1], padding[1]) {
+            Ok(v) => v,
+            Err(e) => return Err(e),
+        };
+        Ok(Window {
+            input,
+            output: Shape3::new(out_channels, out_h, out_w),
+            kernel,
+            stride,
+            padding,
+        })
+    }
+
+    /// The range of kernel offsets `k` along one axis for which `out * stride + k - padding`
+    /// falls inside the input; empty ranges are returned as `lo == hi`.
+    #[inline(always)]
+    pub(crate) fn valid_taps(&self, axis: usize, out: usize) -> (usize, usize) {
+        let origin = (out * self.stride[axis]) as isize - self.padding[axis] as isize;
+        let size = if axis == 0 {
+            self.input.height
+        } else {
+            self.input.width
+        } as isize;
+        let kernel = self.kernel[axis] as isize;
+        let lo = (-origin).clamp(0, kernel);
+        let hi = (size - origin).clamp(lo, kernel);
+        (lo as usize, hi as usize)
+    }
+
+    /// Output columns `[lo, hi)` whose whole window lies inside the input width (no padding).
+    pub(crate) fn interior_columns(&self) -> (usize, usize) {
+        let [_, sw] = self.stride;
+        let [_, pw] = self.padding;
+        let kw = self.kernel[1];
+        let lo = pw.div_ceil(sw).min(self.output.width);
+        // Last column x with x * sw - pw + kw <= width.
+        let hi = if self.input.width + pw >= kw {
+            ((self.input.width + pw - kw) / sw + 1).min(self.output.width)
+        } else {
+            0
+        };
+        (lo, hi.max(lo))
+    }
+}
+
+/// A convolution (dense or depthwise), validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dParams {
+    pub window: Window,
+    pub activation: Activation,
+}
+
+impl Conv2dParams {
+    /// A dense convolution (`groups == 1`).
+    pub const fn new(
+        input: Shape3,
+        out_channels: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        activation: Activation,
+    ) -> Result<Self, ShapeError> {
+        match Window::new(input, out_channels, kernel, stride, padding) {
+            Ok(window) => Ok(Conv2dParams { window, activation }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A depthwise convolution (`groups == in_channels == out_channels`).
+    pub const fn depthwise(
+        input: Shape3,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        activation: Activation,
+    ) -> Result<Self, ShapeError> {
+        Self::new(input, input.channels, kernel, stride, padding, activation)
+    }
+
+    pub const fn input(&self) -> Shape3 {
+        self.window.input
+    }
+
+    pub const fn output(&self) -> Shape3 {
+        self.window.output
+    }
+
+    /// Weights of a dense convolution: `out * in * kh * kw`.
+    pub const fn dense_weight_len(&self) -> usize {
+        self.window.output.channels
+            * self.window.input.channels
+            * self.window.kernel[0]
+            * self.window.kernel[1]
+    }
+
+    /// Weights of a depthwise convolution: `channels * kh * kw`.
+    pub const fn depthwise_weight_len(&self) -> usize {
+        self.window.input.channels * self.window.kernel[0] * self.window.kernel[1]
+    }
+
+    /// Multiply-accumulates of a dense convolution.
+    pub const fn dense_macs(&self) -> usize {
+        self.window.output.len()
+            * self.window.input.channels
+            * self.window.kernel[0]
+            * self.window.kernel[1]
+    }
+
+    /// True when the dense convolution is a plain 1x1 (pointwise) one: kernel 1, stride 1,
+    /// no padding; [`f32::pointwise_conv`] handles those faster.
+    pub const fn is_pointwise(&self) -> bool {
+        let w = &self.window;
+        w.kernel[0] == 1
+            && w.kernel[1] == 1
+            && w.stride[0] == 1
+            && w.stride[1] == 1
+            && w.padding[0] == 0
+            && w.padding[1] == 0
+    }
+}
+
+/// A max or average pooling window, validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2dParams {
+    pub window: Window,
+}
+
+impl Pool2dParams {
+    pub const fn new(
+        input: Shape3,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> Result<Self, ShapeError> {
+        let mut axis = 0;
+        while axis < 2 {
+            if 2 * padding[axis] > kernel[axis] {
+                return Err(ShapeError::PoolPaddingTooLarge {
+                    axis,
+                    kernel: kernel[axis],
+                    padding: padding[axis],
+                });
+            }
+            axis += 1;
+        }
+        match Window::new(input, input.channels, kernel, stride, padding) {
+            Ok(window) => Ok(Pool2dParams { window }),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub const fn output(&self) -> Shape3 {
+        self.window.output
+    }
+}
+
+/// A fully connected layer, validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearParams {
+    pub in_features: usize,
+    pub out_features: usize,
+    pub activation: Activation,
+}
+
+impl LinearParams {
+    pub const fn new(
+        in_features: usize,
+        out_features: usize,
+        activation: Activation,
+    ) -> Result<Self, ShapeError> {
+        if in_features == 0 || out_features == 0 {
+            return Err(ShapeError::ZeroDimension);
+        }
+        Ok(LinearParams {
+            in_features,
+            out_features,
+            activation,
+        })
+    }
+
+    pub const fn weight_len(&self) -> usize {
+        self.in_features * self.out_features
+    }
+}
+
+/// Unwraps a shape result in a `const` context, so that a generated crate with a bad shape
+/// fails to compile instead of failing at run time.
+#[macro_export]
+macro_rules! const_params {
+    ($e:expr) => {
+        match $e {
+            Ok(p) => p,
+            Err(_) => panic!("invalid layer shape"),
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_dim_matches_the_formula() {
+        assert_eq!(output_dim(0, 28, 3, 1, 1), Ok(28));
+        assert_eq!(output_dim(0, 28, 2, 2, 0), Ok(14));
+        assert_eq!(output_dim(0, 7, 3, 2, 1), Ok(4));
+        assert_eq!(output_dim(0, 1, 1, 1, 0), Ok(1));
+        assert_eq!(output_dim(0, 1, 3, 1, 1), Ok(1));
+    }
+
+    #[test]
+    fn kernel_larger_than_padded_input_is_refused() {
+        assert_eq!(
+            output_dim(1, 2, 5, 1, 1),
+            Err(ShapeError::KernelLargerThanInput {
+                axis: 1,
+                kernel: 5,
+                padded_input: 4
+            })
+        );
+        let e = Conv2dParams::new(
+            Shape3::new(1, 1, 1),
+            4,
+            [3, 3],
+            [1, 1],
+            [0, 0],
+            Activation::None,
+        );
+        assert!(matches!(e, Err(ShapeError::KernelLargerThanInput { .. })));
+        assert_eq!(output_dim(0, 4, 3, 0, 0), Err(ShapeError::ZeroStride));
+        assert_eq!(output_dim(0, 0, 1, 1, 0), Err(ShapeError::ZeroDimension));
+        assert!(matches!(
+            Pool2dParams::new(Shape3::new(1, 4, 4), [2, 2], [2, 2], [2, 2]),
+            Err(ShapeError::PoolPaddingTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn valid_taps_and_interior_columns() {
+        let p = Conv2dParams::new(
+            Shape3::new(1, 5, 5),
+            1,
+            [3, 3],
+            [1, 1],
+            [1, 1],
+            Activation::None,
+        )
+        .unwrap();
+        assert_eq!(p.window.valid_taps(0, 0), (1, 3));
+        assert_eq!(p.window.valid_taps(0, 2), (0, 3));
+        assert_eq!(p.window.valid_taps(0, 4), (0, 2));
+        assert_eq!(p.window.interior_columns(), (1, 4));
+        // Kernel wider than the unpadded input: no interior column at all.
+        let p = Conv2dParams::new(
+            Shape3::new(1, 2, 2),
+            1,
+            [3, 3],
+            [1, 1],
+            [1, 1],
+            Activation::None,
+        )
+        .unwrap();
+        let (lo, hi) = p.window.interior_columns();
+        assert_eq!(lo, hi);
+    }
+}
