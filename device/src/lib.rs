@@ -10,3 +10,20 @@
 pub mod arena;
 pub mod kernels;
 pub mod marker;
+
+#[cfg(feature = "codegen")]
+pub mod export;
+#[cfg(feature = "codegen")]
+pub mod reference;
+#[cfg(feature = "codegen")]
+pub use reference::reference_forward;
+#[cfg(feature = "codegen")]
+pub mod board;
+#[cfg(feature = "codegen")]
+pub mod codegen;
+#[cfg(feature = "codegen")]
+pub mod deploy;
+#[cfg(feature = "codegen")]
+pub use deploy::{DeployError, DeployReport, DeployRequest, deploy};
+#[cfg(feature = "codegen")]
+pub mod synth;

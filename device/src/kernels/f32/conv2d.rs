@@ -67,29 +67,66 @@ pub fn conv2d(
     assert_eq!(output.len(), w.output.len(), "conv2d output length");
 
     let taps_per_channel = w.input.channels * w.kernel[0] * w.kernel[1];
+    // Hidden from the optimiser: with every shape constant (a generated model inlines the
+    // kernel), LLVM unrolls the input-channel loop completely and runs out of registers.
+    let in_channels = core::hint::black_box(w.input.channels);
     let full_blocks = w.output.channels / OUT_BLOCK;
     for block in 0..full_blocks {
         let oc0 = block * OUT_BLOCK;
         let weights = &packed_weights[oc0 * taps_per_channel..(oc0 + OUT_BLOCK) * taps_per_channel];
-        channel_block::<OUT_BLOCK>(
-            params,
-            input,
-            weights,
-            &bias[oc0..oc0 + OUT_BLOCK],
-            oc0,
-            output,
-        );
+        let bias = &bias[oc0..oc0 + OUT_BLOCK];
+        match w.stride[1] {
+            1 => channel_block::<OUT_BLOCK, 1>(
+                params,
+                in_channels,
+                input,
+                weights,
+                bias,
+                oc0,
+                output,
+            ),
+            2 => channel_block::<OUT_BLOCK, 2>(
+                params,
+                in_channels,
+                input,
+                weights,
+                bias,
+                oc0,
+                output,
+            ),
+            _ => channel_block::<OUT_BLOCK, 0>(
+                params,
+                in_channels,
+                input,
+                weights,
+                bias,
+                oc0,
+                output,
+            ),
+        }
     }
     for oc in full_blocks * OUT_BLOCK..w.output.channels {
         let weights = &packed_weights[oc * taps_per_channel..(oc + 1) * taps_per_channel];
-        channel_block::<1>(params, input, weights, &bias[oc..oc + 1], oc, output);
+        channel_block::<1, 0>(
+            params,
+            in_channels,
+            input,
+            weights,
+            &bias[oc..oc + 1],
+            oc,
+            output,
+        );
     }
 }
 
 /// Computes output channels `oc0 .. oc0 + OC` whose weights are `[ic][ky][kx][OC]`.
+///
+/// `SW` is the column stride when it is a compile-time constant (1 or 2: the input loads of
+/// a tile then use immediate offsets), or 0 to read it from `params`.
 #[inline(always)]
-fn channel_block<const OC: usize>(
+fn channel_block<const OC: usize, const SW: usize>(
     params: &Conv2dParams,
+    in_channels: usize,
     input: &[f32],
     weights: &[f32],
     bias: &[f32],
@@ -112,14 +149,25 @@ fn channel_block<const OC: usize>(
                 // column is inside the input; `rows` clamps the kernel rows; the slice lengths
                 // were checked in `conv2d`.
                 acc = unsafe {
-                    tile::<OC, PIXEL_BLOCK>(w, input, weights, oy, rows, ox, (0, w.kernel[1]))
+                    tile::<OC, PIXEL_BLOCK, SW>(
+                        w,
+                        in_channels,
+                        input,
+                        weights,
+                        oy,
+                        rows,
+                        ox,
+                        (0, w.kernel[1]),
+                    )
                 };
                 pixels = PIXEL_BLOCK;
             } else {
                 let cols = w.valid_taps(1, ox);
                 // NOTE(unsafe): `cols` clamps the kernel columns of this single pixel to the
                 // input, `rows` the kernel rows; the slice lengths were checked in `conv2d`.
-                let one = unsafe { tile::<OC, 1>(w, input, weights, oy, rows, ox, cols) };
+                let one = unsafe {
+                    tile::<OC, 1, SW>(w, in_channels, input, weights, oy, rows, ox, cols)
+                };
                 let mut widened = [[0.0; PIXEL_BLOCK]; OC];
                 for (wide, narrow) in widened.iter_mut().zip(one.iter()) {
                     wide[0] = narrow[0];
@@ -145,10 +193,13 @@ fn channel_block<const OC: usize>(
 /// # Safety
 /// `input` holds `w.input`, `weights` holds `[ic][kh][kw][OC]`, and for every kernel row in
 /// `rows`, column in `cols` and pixel `p < PX` the input coordinate
-/// `(oy*sh + ky - ph, (ox+p)*sw + kx - pw)` lies inside the input.
+/// `(oy*sh + ky - ph, (ox+p)*sw + kx - pw)` lies inside the input; `in_channels` is
+/// `w.input.channels` and `SW` is 0 or `w.stride[1]`.
 #[inline(always)]
-unsafe fn tile<const OC: usize, const PX: usize>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const OC: usize, const PX: usize, const SW: usize>(
     w: &Window,
+    in_channels: usize,
     input: &[f32],
     weights: &[f32],
     oy: usize,
@@ -157,7 +208,8 @@ unsafe fn tile<const OC: usize, const PX: usize>(
     cols: (usize, usize),
 ) -> [[f32; PX]; OC] {
     let [kh, kw] = w.kernel;
-    let [sh, sw] = w.stride;
+    let sh = w.stride[0];
+    let sw = if SW == 0 { w.stride[1] } else { SW };
     let in_plane = w.input.plane();
     let in_w = w.input.width;
     // Input index of kernel tap (0, 0) for pixel 0; may be "negative" for padded taps, which
@@ -169,7 +221,7 @@ unsafe fn tile<const OC: usize, const PX: usize>(
     let mut acc = [[0.0f32; PX]; OC];
     let inp = input.as_ptr();
     let wp = weights.as_ptr();
-    for ic in 0..w.input.channels {
+    for ic in 0..in_channels {
         let in_base = origin.wrapping_add(ic * in_plane);
         let w_base = ic * kh * kw;
         for ky in rows.0..rows.1 {

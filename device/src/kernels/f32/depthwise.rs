@@ -1,13 +1,15 @@
 //! Depthwise 2-D convolution (`groups == channels`): each channel has its own `kh x kw` filter.
 //!
 //! Weights keep the export order `[channel][ky][kx]` (already streaming for this kernel). The
-//! inner tile computes 4 neighbouring output pixels of a row: per tap one weight load and 4
-//! input loads for 4 multiply-accumulates.
+//! inner tile computes 8 neighbouring output pixels of a row: per tap one weight load and 8
+//! input loads for 8 multiply-accumulates (each weight is used once per input, so loads can't
+//! drop below one per MAC without keeping input rows in registers).
 
 use super::mac;
 use crate::kernels::{Conv2dParams, Window};
 
-const PIXEL_BLOCK: usize = 4;
+const PIXEL_BLOCK: usize = 8;
+const HALF_BLOCK: usize = 4;
 
 /// Depthwise convolution: `output[c] = activation(bias[c] + conv(input[c], weights[c]))`.
 pub fn depthwise_conv2d(
@@ -28,6 +30,23 @@ pub fn depthwise_conv2d(
     assert_eq!(output.len(), w.output.len(), "depthwise output length");
     assert_eq!(w.input.channels, w.output.channels, "depthwise channels");
 
+    match w.stride[1] {
+        1 => channels::<1>(params, input, weights, bias, output),
+        2 => channels::<2>(params, input, weights, bias, output),
+        _ => channels::<0>(params, input, weights, bias, output),
+    }
+}
+
+/// All channels; `SW` is the column stride when constant (1, 2), else 0.
+#[inline(always)]
+fn channels<const SW: usize>(
+    params: &Conv2dParams,
+    input: &[f32],
+    weights: &[f32],
+    bias: &[f32],
+    output: &mut [f32],
+) {
+    let w = &params.window;
     let taps = w.kernel[0] * w.kernel[1];
     let (interior_lo, interior_hi) = w.interior_columns();
     let in_plane = w.input.plane();
@@ -41,19 +60,26 @@ pub fn depthwise_conv2d(
             let row = &mut out[oy * w.output.width..(oy + 1) * w.output.width];
             let mut ox = 0;
             while ox < w.output.width {
+                let all_cols = (0, w.kernel[1]);
                 if ox >= interior_lo && ox + PIXEL_BLOCK <= interior_hi {
                     // NOTE(unsafe): interior columns (every kernel column inside the input),
                     // rows clamped, slice lengths checked above.
-                    let acc =
-                        unsafe { tile::<PIXEL_BLOCK>(w, x, k, oy, rows, ox, (0, w.kernel[1])) };
+                    let acc = unsafe { tile::<PIXEL_BLOCK, SW>(w, x, k, oy, rows, ox, all_cols) };
                     for (d, a) in row[ox..ox + PIXEL_BLOCK].iter_mut().zip(acc) {
                         *d = params.activation.apply(a + bias[c]);
                     }
                     ox += PIXEL_BLOCK;
+                } else if ox >= interior_lo && ox + HALF_BLOCK <= interior_hi {
+                    // The interior's remainder, 4 pixels at a time (same argument as above).
+                    let acc = unsafe { tile::<HALF_BLOCK, SW>(w, x, k, oy, rows, ox, all_cols) };
+                    for (d, a) in row[ox..ox + HALF_BLOCK].iter_mut().zip(acc) {
+                        *d = params.activation.apply(a + bias[c]);
+                    }
+                    ox += HALF_BLOCK;
                 } else {
                     let cols = w.valid_taps(1, ox);
                     // NOTE(unsafe): rows and columns clamped to the input for this pixel.
-                    let [a] = unsafe { tile::<1>(w, x, k, oy, rows, ox, cols) };
+                    let [a] = unsafe { tile::<1, SW>(w, x, k, oy, rows, ox, cols) };
                     row[ox] = params.activation.apply(a + bias[c]);
                     ox += 1;
                 }
@@ -67,9 +93,9 @@ pub fn depthwise_conv2d(
 /// # Safety
 /// `plane` is one input channel, `kernel` its `kh * kw` weights, and every visited tap
 /// `(oy*sh + ky - ph, (ox+p)*sw + kx - pw)`, `ky` in `rows`, `kx` in `cols`, `p < PX`, lies
-/// inside the plane.
+/// inside the plane; `SW` is 0 or `w.stride[1]`.
 #[inline(always)]
-unsafe fn tile<const PX: usize>(
+unsafe fn tile<const PX: usize, const SW: usize>(
     w: &Window,
     plane: &[f32],
     kernel: &[f32],
@@ -80,7 +106,7 @@ unsafe fn tile<const PX: usize>(
 ) -> [f32; PX] {
     let kw = w.kernel[1];
     let in_w = w.input.width;
-    let sw = w.stride[1];
+    let sw = if SW == 0 { w.stride[1] } else { SW };
     let origin = (oy * w.stride[0])
         .wrapping_sub(w.padding[0])
         .wrapping_mul(in_w)

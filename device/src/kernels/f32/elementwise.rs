@@ -10,7 +10,17 @@ pub fn add(inputs: &[&[f32]], activation: Activation, output: &mut [f32]) {
     }
     match inputs {
         [a, b] => {
-            for ((o, a), b) in output.iter_mut().zip(a.iter()).zip(b.iter()) {
+            // Four at a time: the loop overhead is a third of the work otherwise.
+            let mut outs = output.chunks_exact_mut(4);
+            let mut a4 = a.chunks_exact(4);
+            let mut b4 = b.chunks_exact(4);
+            for ((o, a), b) in (&mut outs).zip(&mut a4).zip(&mut b4) {
+                for i in 0..4 {
+                    o[i] = activation.apply(a[i] + b[i]);
+                }
+            }
+            let rest = outs.into_remainder().iter_mut();
+            for ((o, a), b) in rest.zip(a4.remainder()).zip(b4.remainder()) {
                 *o = activation.apply(a + b);
             }
         }

@@ -34,21 +34,33 @@ pub fn pointwise_conv(
     assert_eq!(bias.len(), out_c, "pointwise bias length");
     assert_eq!(output.len(), out_c * pixels, "pointwise output length");
 
+    // Hidden from the optimiser: with constant shapes LLVM would unroll the whole
+    // input-channel loop and spill the accumulators.
+    let in_c = core::hint::black_box(in_c);
     let full_blocks = out_c / OUT_BLOCK;
     for block in 0..full_blocks {
         let oc0 = block * OUT_BLOCK;
         let w = &packed_weights[oc0 * in_c..(oc0 + OUT_BLOCK) * in_c];
-        channel_block::<OUT_BLOCK>(params, input, w, &bias[oc0..oc0 + OUT_BLOCK], oc0, output);
+        channel_block::<OUT_BLOCK>(
+            params,
+            in_c,
+            input,
+            w,
+            &bias[oc0..oc0 + OUT_BLOCK],
+            oc0,
+            output,
+        );
     }
     for oc in full_blocks * OUT_BLOCK..out_c {
         let w = &packed_weights[oc * in_c..(oc + 1) * in_c];
-        channel_block::<1>(params, input, w, &bias[oc..oc + 1], oc, output);
+        channel_block::<1>(params, in_c, input, w, &bias[oc..oc + 1], oc, output);
     }
 }
 
 #[inline(always)]
 fn channel_block<const OC: usize>(
     params: &Conv2dParams,
+    in_c: usize,
     input: &[f32],
     weights: &[f32],
     bias: &[f32],
@@ -65,10 +77,10 @@ fn channel_block<const OC: usize>(
         };
         let acc: [[f32; PIXEL_BLOCK]; OC] = if n == PIXEL_BLOCK {
             // NOTE(unsafe): pixels p..p+4 exist (checked just above); lengths checked at entry.
-            unsafe { tile::<OC, PIXEL_BLOCK>(params, input, weights, p) }
+            unsafe { tile::<OC, PIXEL_BLOCK>(params, in_c, input, weights, p) }
         } else {
             // NOTE(unsafe): pixel p exists; lengths checked at entry.
-            let one = unsafe { tile::<OC, 1>(params, input, weights, p) };
+            let one = unsafe { tile::<OC, 1>(params, in_c, input, weights, p) };
             let mut wide = [[0.0; PIXEL_BLOCK]; OC];
             for (w, o) in wide.iter_mut().zip(one) {
                 w[0] = o[0];
@@ -86,10 +98,12 @@ fn channel_block<const OC: usize>(
 }
 
 /// # Safety
-/// `input` holds `in_c * pixels` values, `weights` `in_c * OC`, and `p + PX <= pixels`.
+/// `in_c` is the input channel count, `input` holds `in_c * pixels` values, `weights`
+/// `in_c * OC`, and `p + PX <= pixels`.
 #[inline(always)]
 unsafe fn tile<const OC: usize, const PX: usize>(
     params: &Conv2dParams,
+    in_c: usize,
     input: &[f32],
     weights: &[f32],
     p: usize,
@@ -98,7 +112,7 @@ unsafe fn tile<const OC: usize, const PX: usize>(
     let mut acc = [[0.0f32; PX]; OC];
     let xp = input.as_ptr();
     let wp = weights.as_ptr();
-    for ic in 0..params.input().channels {
+    for ic in 0..in_c {
         // NOTE(unsafe): in bounds by this function's contract (see # Safety).
         unsafe {
             let mut wv = [0.0f32; OC];

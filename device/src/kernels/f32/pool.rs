@@ -3,11 +3,18 @@
 //! Pooling moves no weights and does one operation per input tap, so these are plain loops
 //! over clamped window ranges (safe indexing; the bounds checks hoist out of the row loops).
 
-use crate::kernels::{Pool2dParams, Shape3};
+use crate::kernels::{Pool2dParams, Shape3, max_f32};
 
 /// Max pooling; padded cells are ignored (never win the max).
 pub fn max_pool2d(params: &Pool2dParams, input: &[f32], output: &mut [f32]) {
-    pool(params, input, output, f32::NEG_INFINITY, f32::max, |m, _| m);
+    pool(
+        params,
+        input,
+        output,
+        f32::NEG_INFINITY,
+        |m, v| max_f32(v, m),
+        |m, _| m,
+    );
 }
 
 /// Average pooling; divides by `kh * kw`, so padded cells count as zeros.

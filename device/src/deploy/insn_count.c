@@ -1,0 +1,128 @@
+/*
+ * dnal instruction counter: a QEMU TCG plugin (plugin API version 1, QEMU 7.2).
+ *
+ * Counts every executed guest instruction, and at each executed marker instruction (Thumb
+ * 0xbf70 or AArch64 0xd5032bff, hints that execute as NOP) writes one line to the file given
+ * by `out=PATH`: the number of instructions executed before that marker. The counts of two
+ * consecutive markers bracket an inference or a layer.
+ *
+ * Debian ships no qemu-plugin.h, so the few declarations needed are written here, after the
+ * documented v1 API.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef uint64_t qemu_plugin_id_t;
+
+typedef struct {
+    const char *target_name;
+    struct {
+        int min;
+        int cur;
+    } version;
+    bool system_emulation;
+    union {
+        struct {
+            int smp_vcpus;
+            int max_vcpus;
+        } system;
+    };
+} qemu_info_t;
+
+struct qemu_plugin_tb;
+struct qemu_plugin_insn;
+
+enum qemu_plugin_cb_flags { QEMU_PLUGIN_CB_NO_REGS };
+enum qemu_plugin_op { QEMU_PLUGIN_INLINE_ADD_U64 };
+
+typedef void (*tb_translated_fn)(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
+typedef void (*insn_executed_fn)(unsigned int vcpu_index, void *userdata);
+typedef void (*at_exit_fn)(qemu_plugin_id_t id, void *userdata);
+
+void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, tb_translated_fn cb);
+void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb *tb, enum qemu_plugin_op op,
+                                              void *ptr, uint64_t imm);
+void qemu_plugin_register_vcpu_insn_exec_cb(struct qemu_plugin_insn *insn, insn_executed_fn cb,
+                                            enum qemu_plugin_cb_flags flags, void *userdata);
+size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
+struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *tb, size_t idx);
+const void *qemu_plugin_insn_data(const struct qemu_plugin_insn *insn);
+size_t qemu_plugin_insn_size(const struct qemu_plugin_insn *insn);
+void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, at_exit_fn cb, void *userdata);
+
+__attribute__((visibility("default"))) int qemu_plugin_version = 1;
+
+/* One vCPU (the machines used are single core), so a plain counter is exact. */
+static uint64_t executed;
+static FILE *out;
+
+/*
+ * The whole block's instruction count is added when the block starts, so at a marker that is
+ * `remaining` instructions from the block's end, `executed - remaining` instructions ran
+ * before it.
+ */
+static void on_marker(unsigned int vcpu_index, void *userdata)
+{
+    (void)vcpu_index;
+    uint64_t remaining = (uint64_t)(uintptr_t)userdata;
+    fprintf(out, "%llu\n", (unsigned long long)(executed - remaining));
+    fflush(out);
+}
+
+static bool is_marker(struct qemu_plugin_insn *insn)
+{
+    size_t size = qemu_plugin_insn_size(insn);
+    const unsigned char *b = qemu_plugin_insn_data(insn);
+    if (size == 2) {
+        return b[0] == 0x70 && b[1] == 0xbf;
+    }
+    if (size == 4) {
+        return b[0] == 0xff && b[1] == 0x2b && b[2] == 0x03 && b[3] == 0xd5;
+    }
+    return false;
+}
+
+static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
+{
+    (void)id;
+    size_t n = qemu_plugin_tb_n_insns(tb);
+    qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &executed, n);
+    for (size_t i = 0; i < n; i++) {
+        struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
+        if (is_marker(insn)) {
+            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_marker, QEMU_PLUGIN_CB_NO_REGS,
+                                                   (void *)(uintptr_t)(n - i));
+        }
+    }
+}
+
+static void on_exit(qemu_plugin_id_t id, void *userdata)
+{
+    (void)id;
+    (void)userdata;
+    fprintf(out, "total %llu\n", (unsigned long long)executed);
+    fflush(out);
+}
+
+__attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t id,
+                                                               const qemu_info_t *info, int argc,
+                                                               char **argv)
+{
+    (void)info;
+    const char *path = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (strncmp(argv[i], "out=", 4) == 0) {
+            path = argv[i] + 4;
+        }
+    }
+    out = path ? fopen(path, "w") : stderr;
+    if (!out) {
+        return 1;
+    }
+    qemu_plugin_register_vcpu_tb_trans_cb(id, on_translate);
+    qemu_plugin_register_atexit_cb(id, on_exit, NULL);
+    return 0;
+}

@@ -1,0 +1,72 @@
+//! Generate, build and run a small random model natively; compare with reference_forward.
+
+use dnal_device::synth::{random_export, tiny_cnn_arch};
+use dnal_device::{DeployRequest, deploy, reference_forward};
+
+#[test]
+fn host_firmware_matches_reference_forward() {
+    let tmp = tempfile::tempdir().unwrap();
+    let export = random_export(tiny_cnn_arch("tiny-host"), 7).unwrap();
+    let export_dir = tmp.path().join("export");
+    export.write(&export_dir).unwrap();
+
+    let images = dnal_device::deploy::synthetic_images(export.input_len(), 3);
+    let mut req = DeployRequest::new(&export_dir, "host", tmp.path().join("fw"));
+    req.run = true;
+    req.images = images.clone();
+    let report = deploy(&req).unwrap();
+    let keep = std::env::var_os("DNAL_KEEP_FW").map(std::path::PathBuf::from);
+    if let Some(dir) = keep {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::process::Command::new("cp")
+            .arg("-r")
+            .arg(tmp.path().join("fw"))
+            .arg(&dir)
+            .status()
+            .unwrap();
+    }
+
+    let parity = report.parity.as_ref().unwrap();
+    assert_eq!(parity.reference, "reference_forward");
+    assert_eq!(parity.images, 3);
+    assert!(
+        parity.max_abs_diff < 1e-4,
+        "max abs diff {}",
+        parity.max_abs_diff
+    );
+    assert_eq!(parity.top1_agreement, 1.0);
+    for (got, image) in report.logits.iter().zip(&images) {
+        let want = reference_forward(&export, image);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-4, "{g} vs {w}");
+        }
+    }
+    let cost = report.cost.as_ref().unwrap();
+    assert_eq!(cost.unit, "wall_ns");
+    assert!(cost.per_inference > 0.0);
+    assert!(report.stack_bytes.unwrap() > 0);
+    assert!(report.flash_bytes > report.weights_bytes);
+    assert!(report.arena_bytes >= report.arena_lower_bound_bytes);
+
+    // deploy.json is written and reads back as the same report.
+    let json = std::fs::read_to_string(tmp.path().join("fw/deploy.json")).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for key in [
+        "board",
+        "flash_bytes",
+        "ram_bytes",
+        "stack_bytes",
+        "cost",
+        "parity",
+    ] {
+        assert!(value.get(key).is_some(), "deploy.json lacks {key}");
+    }
+    assert!(value["cost"]["unit"].is_string() && value["cost"]["per_inference"].is_number());
+    for key in ["images", "max_abs_diff", "top1_agreement"] {
+        assert!(value["parity"].get(key).is_some(), "parity lacks {key}");
+    }
+    // The generated model is readable: layers named with their shapes.
+    let model = std::fs::read_to_string(tmp.path().join("fw/src/model.rs")).unwrap();
+    assert!(model.contains("Layer 0, conv1: conv2d 3x3"), "{model}");
+    assert!(model.contains("value 0 (3x12x12) -> 8x12x12"), "{model}");
+}
