@@ -1,1 +1,25 @@
-//! placeholder
+//! dnal-models: gated CNNs for DNAL.
+//!
+//! A network is data ([`NetSpec`]): nodes over numbered values. [`GatedNet`] runs any spec as
+//! a burn module with one scaled-sigmoid [`Gate`] per prunable [`ChannelGroup`](groups::ChannelGroup);
+//! [`prune_channels`] turns channel masks into a dense, smaller network; [`CostModel`] counts
+//! FLOPs and parameters of any (pruned) network. Model families ([`zoo`]) are functions that
+//! return specs.
+
+pub mod cost;
+pub mod error;
+pub mod gate;
+pub mod groups;
+pub mod net;
+pub mod prune;
+pub mod spec;
+pub mod zoo;
+
+pub use cost::{CostKind, CostModel};
+pub use error::ModelError;
+pub use gate::{Gate, GateConfig, GateMode};
+pub use groups::ChannelGroups;
+pub use net::{ConvBn, GatePosition, GatedNet, GatedNetConfig, NetPlan};
+pub use prune::{ChannelMasks, prune_channels};
+pub use spec::{Activation, NetSpec, Node, Op, SpecBuilder, ValueShape};
+pub use zoo::{DEFAULT_MODEL, MODELS, model_spec};

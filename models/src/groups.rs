@@ -1,0 +1,218 @@
+//! Channel groups: which layers produce and consume which channels.
+//!
+//! A channel group is a set of values whose channel dimensions must stay aligned: a conv starts
+//! a new group, a depthwise conv, a pool or a global pool keeps its input's group, and a
+//! residual add merges the groups of its inputs into one (a *coupled* group). Pruning removes
+//! channels per group, so every layer that writes or reads the group is sliced the same way:
+//! this is the one mechanism behind VGG, ResNet and, next, MobileNetV2's inverted residuals.
+//!
+//! A group is prunable when every value in it comes from a conv (with its batch norm and gate):
+//! the input image and the outputs of linear layers have fixed sizes.
+
+use crate::error::ModelError;
+use crate::spec::{NetSpec, Op, ValueShape};
+
+/// One channel group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelGroup {
+    /// The channels every value of the group has.
+    pub channels: usize,
+    /// Whether its channels may be removed.
+    pub prunable: bool,
+    /// The conv nodes that write values of this group (each applies the group's gate).
+    pub producers: Vec<usize>,
+    /// The values of this group.
+    pub values: Vec<usize>,
+}
+
+/// The channel groups of a network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelGroups {
+    /// For every value, the group of its channel dimension.
+    pub value_group: Vec<usize>,
+    /// The groups, in order of first appearance.
+    pub groups: Vec<ChannelGroup>,
+    /// For every group, its gate index when it is prunable.
+    pub gate_of_group: Vec<Option<usize>>,
+    /// For every gate, its group.
+    pub group_of_gate: Vec<usize>,
+}
+
+/// Disjoint sets over value ids.
+struct UnionFind(Vec<usize>);
+
+impl UnionFind {
+    fn find(&mut self, mut x: usize) -> usize {
+        while self.0[x] != x {
+            self.0[x] = self.0[self.0[x]];
+            x = self.0[x];
+        }
+        x
+    }
+
+    fn union(&mut self, a: usize, b: usize) {
+        let (a, b) = (self.find(a), self.find(b));
+        // The smaller root wins so that a group is named after its first value.
+        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+        self.0[hi] = lo;
+    }
+}
+
+impl ChannelGroups {
+    /// Analyses a spec whose shapes were already checked.
+    pub fn analyse(spec: &NetSpec, shapes: &[ValueShape]) -> Result<Self, ModelError> {
+        let values = shapes.len();
+        let mut sets = UnionFind((0..values).collect());
+        // Values whose channel count cannot change.
+        let mut fixed = vec![false; values];
+        fixed[0] = true;
+        for (index, node) in spec.nodes.iter().enumerate() {
+            let out = index + 1;
+            match &node.op {
+                Op::Conv { depthwise, .. } => {
+                    if *depthwise {
+                        sets.union(out, node.inputs[0]);
+                    }
+                }
+                Op::MaxPool { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool => {
+                    sets.union(out, node.inputs[0]);
+                }
+                Op::Add { .. } => {
+                    for &v in &node.inputs {
+                        sets.union(out, v);
+                    }
+                }
+                Op::Linear { .. } => fixed[out] = true,
+            }
+        }
+
+        let mut group_of_root = vec![usize::MAX; values];
+        let mut value_group = vec![0; values];
+        let mut groups: Vec<ChannelGroup> = Vec::new();
+        for v in 0..values {
+            let root = sets.find(v);
+            if group_of_root[root] == usize::MAX {
+                group_of_root[root] = groups.len();
+                groups.push(ChannelGroup {
+                    channels: shapes[v].channels,
+                    prunable: true,
+                    producers: Vec::new(),
+                    values: Vec::new(),
+                });
+            }
+            let g = group_of_root[root];
+            value_group[v] = g;
+            let group = &mut groups[g];
+            if group.channels != shapes[v].channels {
+                return Err(ModelError::InvalidSpec {
+                    model: spec.name.clone(),
+                    node: spec.nodes[v.saturating_sub(1)].name.clone(),
+                    reason: format!(
+                        "joins channels of {} and {} in one group",
+                        group.channels, shapes[v].channels
+                    ),
+                });
+            }
+            group.values.push(v);
+            if fixed[v] {
+                group.prunable = false;
+            }
+        }
+        for (index, node) in spec.nodes.iter().enumerate() {
+            if matches!(node.op, Op::Conv { .. }) {
+                groups[value_group[index + 1]].producers.push(index);
+            }
+        }
+        let mut gate_of_group = vec![None; groups.len()];
+        let mut group_of_gate = Vec::new();
+        for (g, group) in groups.iter().enumerate() {
+            if group.prunable {
+                gate_of_group[g] = Some(group_of_gate.len());
+                group_of_gate.push(g);
+            }
+        }
+        Ok(Self {
+            value_group,
+            groups,
+            gate_of_group,
+            group_of_gate,
+        })
+    }
+
+    /// The gate a conv node applies, if its output group is prunable.
+    pub fn gate_of_value(&self, value: usize) -> Option<usize> {
+        self.gate_of_group[self.value_group[value]]
+    }
+
+    /// A short human name for a group: its producers' names.
+    pub fn describe(&self, spec: &NetSpec, group: usize) -> String {
+        let names: Vec<&str> = self.groups[group]
+            .producers
+            .iter()
+            .map(|&n| spec.nodes[n].name.as_str())
+            .collect();
+        if names.is_empty() {
+            format!("group {group}")
+        } else {
+            names.join("+")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Activation, SpecBuilder};
+
+    #[test]
+    fn residual_adds_couple_groups_and_depthwise_keeps_them() {
+        let mut b = SpecBuilder::new("t", ValueShape::new(3, 8, 8), 2);
+        let stem = b.conv("stem", 0, 4, 3, 1, Activation::Relu); // value 1
+        let c1 = b.conv("c1", stem, 6, 1, 1, Activation::Relu); // value 2
+        let dw = b.push(
+            "dw",
+            Op::Conv {
+                out_channels: 6,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+                depthwise: true,
+                activation: Activation::Relu,
+            },
+            vec![c1],
+        ); // value 3
+        let c2 = b.conv("c2", dw, 4, 1, 1, Activation::None); // value 4
+        let add = b.push(
+            "add",
+            Op::Add {
+                activation: Activation::None,
+            },
+            vec![stem, c2],
+        ); // value 5
+        let gap = b.push("gap", Op::GlobalAvgPool, vec![add]);
+        b.push(
+            "fc",
+            Op::Linear {
+                out_features: 2,
+                activation: Activation::None,
+            },
+            vec![gap],
+        );
+        let spec = b.finish();
+        let shapes = spec.value_shapes().unwrap();
+        let groups = ChannelGroups::analyse(&spec, &shapes).unwrap();
+        let g = &groups.value_group;
+        assert_eq!(g[1], g[4], "the add couples stem and c2");
+        assert_eq!(g[1], g[5]);
+        assert_eq!(g[1], g[6], "the pool keeps its group");
+        assert_eq!(g[2], g[3], "depthwise keeps its group");
+        assert_ne!(g[1], g[2]);
+        assert!(!groups.groups[g[0]].prunable, "the image is fixed");
+        assert!(!groups.groups[g[7]].prunable, "logits are fixed");
+        assert!(groups.groups[g[1]].prunable);
+        assert_eq!(groups.groups[g[1]].producers, vec![0, 3]);
+        assert_eq!(groups.groups[g[2]].producers, vec![1, 2]);
+        assert_eq!(groups.group_of_gate.len(), 2);
+        assert_eq!(groups.describe(&spec, g[1]), "stem+c2");
+    }
+}

@@ -1,0 +1,369 @@
+//! [`GatedNet`]: any [`NetSpec`] as a burn module with a DNAL gate on every prunable channel.
+
+use std::sync::Arc;
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{AvgPool2dConfig, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::cost::{CostKind, CostModel};
+use crate::error::ModelError;
+use crate::gate::{Gate, GateConfig, GateMode};
+use crate::groups::ChannelGroups;
+use crate::spec::{Activation, NetSpec, Op, ValueShape};
+
+/// Where a conv block applies its gate (the paper's ablation; `AfterBn` is its best).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GatePosition {
+    /// Conv-SS-BN-ReLU. Pruning is then not exact: batch norm's shift survives a closed gate.
+    BeforeBn,
+    /// Conv-BN-SS-ReLU (the default).
+    #[default]
+    AfterBn,
+    /// Conv-BN-ReLU-SS.
+    AfterActivation,
+}
+
+/// Everything about a network that is not a tensor: the spec and what follows from it.
+#[derive(Debug)]
+pub struct NetPlan {
+    /// The architecture.
+    pub spec: NetSpec,
+    /// The shape of every value.
+    pub shapes: Vec<ValueShape>,
+    /// The channel groups and their gates.
+    pub groups: ChannelGroups,
+    /// Where the gates sit.
+    pub gate_position: GatePosition,
+    /// For every node, its index among the convs or among the linear layers.
+    pub slot: Vec<usize>,
+    /// For every value, the last node that reads it.
+    pub last_use: Vec<usize>,
+    /// Multiply-accumulates as a function of the group sizes.
+    pub flops: CostModel,
+    /// Parameters (BN folded) as a function of the group sizes.
+    pub params: CostModel,
+}
+
+impl NetPlan {
+    /// Checks a spec and derives the plan.
+    pub fn new(spec: NetSpec, gate_position: GatePosition) -> Result<Self, ModelError> {
+        let shapes = spec.value_shapes()?;
+        let groups = ChannelGroups::analyse(&spec, &shapes)?;
+        let (mut convs, mut linears) = (0, 0);
+        let mut slot = Vec::with_capacity(spec.nodes.len());
+        let mut last_use = vec![0; shapes.len()];
+        for (index, node) in spec.nodes.iter().enumerate() {
+            let counter = match node.op {
+                Op::Conv { .. } => &mut convs,
+                Op::Linear { .. } => &mut linears,
+                _ => &mut 0,
+            };
+            slot.push(*counter);
+            *counter += 1;
+            for &v in &node.inputs {
+                last_use[v] = index;
+            }
+        }
+        let flops = CostModel::new(CostKind::Flops, &spec, &shapes, &groups);
+        let params = CostModel::new(CostKind::Params, &spec, &shapes, &groups);
+        Ok(Self {
+            spec,
+            shapes,
+            groups,
+            gate_position,
+            slot,
+            last_use,
+            flops,
+            params,
+        })
+    }
+
+    /// Channel counts of every group in the unpruned network.
+    pub fn full_counts(&self) -> Vec<f64> {
+        self.groups
+            .groups
+            .iter()
+            .map(|g| g.channels as f64)
+            .collect()
+    }
+
+    /// Multiply-accumulates of one forward pass of one image.
+    pub fn total_flops(&self) -> u64 {
+        self.flops.total(&self.full_counts()).round() as u64
+    }
+
+    /// Weights and biases with batch norm folded into the convs.
+    pub fn total_params(&self) -> u64 {
+        self.params.total(&self.full_counts()).round() as u64
+    }
+}
+
+/// A conv and the batch norm after it.
+///
+/// # Shapes
+/// - input: `[batch, in_channels, height, width]`
+/// - output: `[batch, out_channels, height_out, width_out]`
+#[derive(Module, Debug)]
+pub struct ConvBn {
+    /// The conv, without bias.
+    pub conv: Conv2d,
+    /// Its batch norm.
+    pub bn: BatchNorm,
+}
+
+/// Configuration of a [`GatedNet`].
+#[derive(Config, Debug)]
+pub struct GatedNetConfig {
+    /// The architecture.
+    pub spec: NetSpec,
+    /// Where the gates sit.
+    #[config(default = "GatePosition::AfterBn")]
+    pub gate_position: GatePosition,
+}
+
+impl GatedNetConfig {
+    /// Builds the network with freshly initialised weights (Kaiming normal, fan-out, as for
+    /// ReLU nets), BN at identity and every gate at `s = 0`.
+    pub fn init(&self, device: &Device) -> Result<GatedNet, ModelError> {
+        let plan = NetPlan::new(self.spec.clone(), self.gate_position)?;
+        let mut convs = Vec::new();
+        let mut linears = Vec::new();
+        for node in &plan.spec.nodes {
+            let input = plan.shapes[node.inputs[0]];
+            match &node.op {
+                Op::Conv {
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    depthwise,
+                    ..
+                } => {
+                    let groups = if *depthwise { input.channels } else { 1 };
+                    let conv =
+                        Conv2dConfig::new([input.channels, *out_channels], [*kernel, *kernel])
+                            .with_stride([*stride, *stride])
+                            .with_padding(PaddingConfig2d::Explicit(
+                                *padding, *padding, *padding, *padding,
+                            ))
+                            .with_groups(groups)
+                            .with_bias(false)
+                            .with_initializer(Initializer::KaimingNormal {
+                                gain: std::f64::consts::SQRT_2,
+                                fan_out_only: true,
+                            })
+                            .init(device);
+                    let bn = BatchNormConfig::new(*out_channels).init(device);
+                    convs.push(ConvBn { conv, bn });
+                }
+                Op::Linear { out_features, .. } => {
+                    linears.push(LinearConfig::new(input.len(), *out_features).init(device));
+                }
+                _ => {}
+            }
+        }
+        let gates = plan
+            .groups
+            .group_of_gate
+            .iter()
+            .map(|&g| GateConfig::new(plan.groups.groups[g].channels).init(device))
+            .collect();
+        Ok(GatedNet {
+            convs,
+            linears,
+            gates,
+            plan: Arc::new(plan),
+        })
+    }
+}
+
+/// Any [`NetSpec`] as a burn module, with one [`Gate`] per prunable channel group. Every conv
+/// that writes a group applies that group's gate, so coupled channels (residual joins) open and
+/// close together.
+///
+/// # Shapes
+/// - input: `[batch, channels, height, width]` as in the spec's `input`
+/// - output: `[batch, num_classes]`
+#[derive(Module, Debug)]
+pub struct GatedNet {
+    /// Conv-BN pairs, one per conv node, in node order.
+    pub convs: Vec<ConvBn>,
+    /// Linear layers, one per linear node, in node order.
+    pub linears: Vec<Linear>,
+    /// One gate per prunable channel group.
+    pub gates: Vec<Gate>,
+    /// The architecture and what follows from it.
+    #[module(skip)]
+    pub plan: Arc<NetPlan>,
+}
+
+fn activate<const D: usize>(x: Tensor<D>, activation: Activation) -> Tensor<D> {
+    match activation {
+        Activation::None => x,
+        Activation::Relu => relu(x),
+        Activation::Relu6 => x.clamp(0.0, 6.0),
+    }
+}
+
+impl GatedNet {
+    /// The architecture.
+    pub fn spec(&self) -> &NetSpec {
+        &self.plan.spec
+    }
+
+    /// Runs the network with the gates in `mode`.
+    pub fn forward(&self, x: Tensor<4>, mode: GateMode) -> Tensor<2> {
+        let plan = &*self.plan;
+        let batch = x.dims()[0];
+        let mut values: Vec<Option<Tensor<4>>> = vec![None; plan.shapes.len()];
+        values[0] = Some(x);
+        for (index, node) in plan.spec.nodes.iter().enumerate() {
+            // The last reader takes a value instead of cloning it, so backends may reuse its
+            // memory in place.
+            let mut take = |v: usize| -> Tensor<4> {
+                let last = plan.last_use[v] == index
+                    && node.inputs.iter().filter(|&&u| u == v).count() == 1;
+                let value = if last {
+                    values[v].take()
+                } else {
+                    values[v].clone()
+                };
+                value.expect("values are computed before they are read")
+            };
+            let out = match &node.op {
+                Op::Conv { activation, .. } => {
+                    let unit = &self.convs[plan.slot[index]];
+                    let gate = plan.groups.gate_of_value(index + 1).map(|g| &self.gates[g]);
+                    let gated = |y: Tensor<4>, at: GatePosition| match gate {
+                        Some(gate) if plan.gate_position == at => gate.forward(y, mode),
+                        _ => y,
+                    };
+                    let y = unit.conv.forward(take(node.inputs[0]));
+                    let y = gated(y, GatePosition::BeforeBn);
+                    let y = gated(unit.bn.forward(y), GatePosition::AfterBn);
+                    gated(activate(y, *activation), GatePosition::AfterActivation)
+                }
+                Op::MaxPool { kernel, stride } => MaxPool2dConfig::new([*kernel, *kernel])
+                    .with_strides([*stride, *stride])
+                    .init()
+                    .forward(take(node.inputs[0])),
+                Op::AvgPool { kernel, stride } => AvgPool2dConfig::new([*kernel, *kernel])
+                    .with_strides([*stride, *stride])
+                    .init()
+                    .forward(take(node.inputs[0])),
+                Op::GlobalAvgPool => take(node.inputs[0]).mean_dim(3).mean_dim(2),
+                Op::Add { activation } => {
+                    let mut sum = take(node.inputs[0]);
+                    for &v in &node.inputs[1..] {
+                        sum = sum + take(v);
+                    }
+                    activate(sum, *activation)
+                }
+                Op::Linear {
+                    out_features,
+                    activation,
+                } => {
+                    let x = take(node.inputs[0]);
+                    let [b, c, h, w] = x.dims();
+                    let y = self.linears[plan.slot[index]].forward(x.reshape([b, c * h * w]));
+                    activate(y, *activation).reshape([b, *out_features, 1, 1])
+                }
+            };
+            values[index + 1] = Some(out);
+        }
+        let logits = values
+            .pop()
+            .flatten()
+            .expect("the last node writes the logits");
+        logits.reshape([batch, plan.spec.num_classes])
+    }
+
+    /// Multiply-accumulates of one forward pass of one image.
+    pub fn flops(&self) -> u64 {
+        self.plan.total_flops()
+    }
+
+    /// Weights and biases with batch norm folded into the convs (gates and running statistics
+    /// are not counted).
+    pub fn params(&self) -> u64 {
+        self.plan.total_params()
+    }
+
+    /// Live channels per gate (`s > 0`).
+    pub fn alive_per_gate(&self) -> Vec<usize> {
+        self.gates
+            .iter()
+            .map(|g| g.alive().iter().filter(|&&a| a).count())
+            .collect()
+    }
+
+    /// A name for every gate: the layers that write its group.
+    pub fn gate_names(&self) -> Vec<String> {
+        self.plan
+            .groups
+            .group_of_gate
+            .iter()
+            .map(|&g| self.plan.groups.describe(&self.plan.spec, g))
+            .collect()
+    }
+
+    /// Channels per gate in this network.
+    pub fn channels_per_gate(&self) -> Vec<usize> {
+        self.plan
+            .groups
+            .group_of_gate
+            .iter()
+            .map(|&g| self.plan.groups.groups[g].channels)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::SpecBuilder;
+
+    #[test]
+    fn forward_gives_logits_and_off_gates_change_nothing() {
+        let device = Device::flex();
+        let mut b = SpecBuilder::new("t", ValueShape::new(2, 6, 6), 3);
+        let c = b.conv("c", 0, 4, 3, 1, Activation::Relu);
+        let g = b.push("gap", Op::GlobalAvgPool, vec![c]);
+        b.push(
+            "fc",
+            Op::Linear {
+                out_features: 3,
+                activation: Activation::None,
+            },
+            vec![g],
+        );
+        let net = GatedNetConfig::new(b.finish())
+            .init(&device)
+            .unwrap()
+            .valid();
+        let x = Tensor::<4>::ones([5, 2, 6, 6], &device);
+        let off = net.forward(x.clone(), GateMode::Off);
+        assert_eq!(off.dims(), [5, 3]);
+        // At s = 0 a soft gate halves every channel; a hard gate closes them all.
+        let hard = net
+            .forward(x, GateMode::Hard)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let bias = net.linears[0].bias.as_ref().unwrap().val().into_data();
+        let bias = bias.try_to_vec::<f32>().unwrap();
+        for row in hard.chunks(3) {
+            for (v, b) in row.iter().zip(&bias) {
+                assert!((v - b).abs() < 1e-6);
+            }
+        }
+        assert_eq!(net.flops(), 6 * 6 * 4 * 2 * 9 + 4 * 3);
+    }
+}

@@ -1,0 +1,129 @@
+//! Named model families.
+
+pub mod resnet;
+pub mod vgg;
+
+use crate::error::ModelError;
+use crate::spec::{NetSpec, ValueShape};
+
+/// The models `dnal search --model` knows, with what each is for.
+pub const MODELS: &[(&str, &str)] = &[
+    (
+        "vgg-small",
+        "5 conv layers (32-32-M-64-64-M-128), GAP, linear; the default, for 28x28 inputs",
+    ),
+    (
+        "vgg16",
+        "the paper's CIFAR VGG16: 13 conv layers, 4224 channels; needs 32x32 inputs",
+    ),
+    ("resnet20", "CIFAR ResNet-20 (3 blocks per stage)"),
+    ("resnet56", "CIFAR ResNet-56 (9 blocks per stage)"),
+];
+
+/// The model `dnal search` uses when none is named.
+pub const DEFAULT_MODEL: &str = "vgg-small";
+
+/// The spec of a named model for inputs of `input` shape and `num_classes` classes.
+pub fn model_spec(
+    name: &str,
+    input: ValueShape,
+    num_classes: usize,
+) -> Result<NetSpec, ModelError> {
+    let spec = match name {
+        "vgg-small" => vgg::vgg(name, vgg::VGG_SMALL, input, num_classes),
+        "vgg16" => vgg::vgg(name, vgg::VGG16_CIFAR, input, num_classes),
+        "resnet20" => resnet::cifar_resnet(name, 3, input, num_classes),
+        "resnet56" => resnet::cifar_resnet(name, 9, input, num_classes),
+        _ => {
+            return Err(ModelError::UnknownModel {
+                name: name.to_string(),
+                known: MODELS
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    };
+    if let Err(e) = spec.value_shapes() {
+        return Err(ModelError::Incompatible {
+            model: name.to_string(),
+            expected: "inputs its pooling stages can shrink".into(),
+            found: format!(
+                "{}x{}x{} images ({e})",
+                input.channels, input.height, input.width
+            ),
+            fix: "pick a model for this input size (vgg-small for 28x28)".into(),
+        });
+    }
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::groups::ChannelGroups;
+    use crate::net::GatePosition;
+    use crate::net::NetPlan;
+
+    #[test]
+    fn vgg16_has_the_papers_4224_channels_and_flops() {
+        let spec = model_spec("vgg16", ValueShape::new(3, 32, 32), 10).unwrap();
+        let plan = NetPlan::new(spec, GatePosition::AfterBn).unwrap();
+        let channels: usize = plan
+            .groups
+            .group_of_gate
+            .iter()
+            .map(|&g| plan.groups.groups[g].channels)
+            .sum();
+        assert_eq!(channels, 4224);
+        // 313.2M conv MACs + 5120 for the classifier (HRank and DNAL report 313.73M with a
+        // two-layer classifier).
+        let flops = plan.total_flops();
+        assert!((313_000_000..314_000_000).contains(&flops), "{flops}");
+    }
+
+    #[test]
+    fn resnet_stages_are_coupled_groups() {
+        for (name, blocks) in [("resnet20", 3), ("resnet56", 9)] {
+            let spec = model_spec(name, ValueShape::new(3, 32, 32), 10).unwrap();
+            let convs = spec
+                .nodes
+                .iter()
+                .filter(|n| matches!(n.op, crate::spec::Op::Conv { .. }))
+                .count();
+            assert_eq!(convs, 1 + 3 * blocks * 2 + 2, "{name}");
+            let shapes = spec.value_shapes().unwrap();
+            let groups = ChannelGroups::analyse(&spec, &shapes).unwrap();
+            // One gate per conv1 of every block, plus one per stage for the coupled stream.
+            assert_eq!(groups.group_of_gate.len(), 3 * blocks + 3, "{name}");
+        }
+        let resnet56 = model_spec("resnet56", ValueShape::new(3, 32, 32), 10).unwrap();
+        let plan = NetPlan::new(resnet56, GatePosition::AfterBn).unwrap();
+        // ~125.5M MACs and ~0.85M parameters, as usually reported for ResNet-56.
+        assert!(
+            (120_000_000..130_000_000).contains(&plan.total_flops()),
+            "{}",
+            plan.total_flops()
+        );
+        assert!(
+            (800_000..900_000).contains(&plan.total_params()),
+            "{}",
+            plan.total_params()
+        );
+    }
+
+    #[test]
+    fn the_default_model_suits_28x28_and_vgg16_does_not() {
+        let spec = model_spec(DEFAULT_MODEL, ValueShape::new(1, 28, 28), 10).unwrap();
+        assert!(spec.value_shapes().is_ok());
+        let err = model_spec("vgg16", ValueShape::new(1, 28, 28), 10)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("28x28") && err.contains("vgg-small"), "{err}");
+        let err = model_spec("alexnet", ValueShape::new(1, 28, 28), 10)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("resnet20"), "{err}");
+    }
+}

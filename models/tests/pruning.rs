@@ -1,0 +1,141 @@
+//! The pruned dense network computes what the gated network computes with hard 0/1 gates.
+
+use burn::module::{Module, Param, RunningState};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use dnal_models::{
+    ChannelMasks, GateMode, GatedNet, GatedNetConfig, NetSpec, ValueShape, model_spec,
+    prune_channels,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Random batch-norm statistics and affine terms, so that BN is far from the identity and a
+/// mistake in slicing shows.
+fn randomise_batch_norms(mut net: GatedNet, device: &Device) -> GatedNet {
+    for unit in &mut net.convs {
+        let [c] = unit.bn.gamma.dims();
+        let uniform = |lo, hi| Tensor::<1>::random([c], Distribution::Uniform(lo, hi), device);
+        unit.bn.gamma = Param::from_tensor(uniform(0.5, 1.5));
+        unit.bn.beta = Param::from_tensor(uniform(-0.5, 0.5));
+        unit.bn.running_mean = RunningState::new(uniform(-0.3, 0.3));
+        unit.bn.running_var = RunningState::new(uniform(0.5, 2.0));
+    }
+    net
+}
+
+/// Keeps each prunable channel with probability 1/2 (at least one per group), and sets the
+/// gates so that the hard gates say the same.
+fn random_masks(net: &mut GatedNet, seed: u64, device: &Device) -> ChannelMasks {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut masks = ChannelMasks::full(&net.plan);
+    for (gate_index, gate) in net.gates.iter_mut().enumerate() {
+        let group = net.plan.groups.group_of_gate[gate_index];
+        let n = masks.keep[group].len();
+        let mut keep: Vec<bool> = (0..n).map(|_| rng.random_bool(0.5)).collect();
+        if !keep.iter().any(|&k| k) {
+            keep[rng.random_range(0..n)] = true;
+        }
+        let s: Vec<f32> = keep.iter().map(|&k| if k { 1.0 } else { -1.0 }).collect();
+        gate.s = Param::from_tensor(Tensor::from_data(TensorData::new(s, [n]), device));
+        masks.keep[group] = keep;
+    }
+    masks
+}
+
+fn assert_pruning_is_exact(spec: NetSpec, seed: u64) {
+    let device = Device::flex();
+    device.seed(seed);
+    let net = GatedNetConfig::new(spec).init(&device).unwrap();
+    let mut net = randomise_batch_norms(net, &device).valid();
+    let masks = random_masks(&mut net, seed, &device);
+    // The masks agree with the gates they were set from.
+    assert_eq!(ChannelMasks::from_gates(&net), masks);
+
+    let pruned = prune_channels(&net, &masks).unwrap();
+    let input = net.plan.spec.input;
+    let x = Tensor::<4>::random(
+        [3, input.channels, input.height, input.width],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let gated = net
+        .forward(x.clone(), GateMode::Hard)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let dense = pruned
+        .forward(x, GateMode::Off)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let max_diff = gated
+        .iter()
+        .zip(&dense)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        max_diff <= 1e-4,
+        "{}: pruned and hard-gated outputs differ by {max_diff}",
+        net.plan.spec.name
+    );
+    // Something was removed, and the cost model saw it.
+    assert!(pruned.flops() < net.flops());
+    assert!(pruned.params() < net.params());
+    assert_eq!(
+        pruned.flops(),
+        net.plan.flops.total(&masks.counts()).round() as u64
+    );
+    // Every conv of the pruned network has the kept channel count of its group.
+    for (index, node) in pruned.plan.spec.nodes.iter().enumerate() {
+        if let dnal_models::Op::Conv { out_channels, .. } = node.op {
+            let group = net.plan.groups.value_group[index + 1];
+            assert_eq!(out_channels, masks.kept(group).len(), "{}", node.name);
+        }
+    }
+}
+
+#[test]
+fn pruned_vgg_matches_hard_gates() {
+    let spec = model_spec("vgg-small", ValueShape::new(1, 28, 28), 10).unwrap();
+    for seed in [1, 2] {
+        assert_pruning_is_exact(spec.clone(), seed);
+    }
+}
+
+#[test]
+fn pruned_resnet_with_coupled_residual_groups_matches_hard_gates() {
+    // ResNet-20 on small images: stride-2 projections, identity shortcuts and coupled stages.
+    let spec = model_spec("resnet20", ValueShape::new(3, 16, 16), 10).unwrap();
+    for seed in [3, 4] {
+        assert_pruning_is_exact(spec.clone(), seed);
+    }
+}
+
+#[test]
+fn an_empty_group_is_refused() {
+    let device = Device::flex();
+    let spec = model_spec("vgg-small", ValueShape::new(1, 28, 28), 10).unwrap();
+    let net = GatedNetConfig::new(spec).init(&device).unwrap();
+    let mut masks = ChannelMasks::full(&net.plan);
+    let group = net.plan.groups.group_of_gate[1];
+    masks.keep[group].iter_mut().for_each(|k| *k = false);
+    let err = prune_channels(&net, &masks).unwrap_err().to_string();
+    assert!(
+        err.contains("conv2") && err.contains("pruned to nothing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn all_gates_closed_still_keeps_one_channel_per_layer() {
+    let device = Device::flex();
+    let spec = model_spec("vgg-small", ValueShape::new(1, 28, 28), 10).unwrap();
+    let mut net = GatedNetConfig::new(spec).init(&device).unwrap();
+    for gate in &mut net.gates {
+        let [n] = gate.s.dims();
+        gate.s = Param::from_tensor(Tensor::ones([n], &device).neg());
+    }
+    let masks = ChannelMasks::from_gates(&net);
+    let pruned = prune_channels(&net.valid(), &masks).unwrap();
+    assert!(pruned.channels_per_gate().iter().all(|&c| c == 1));
+}
