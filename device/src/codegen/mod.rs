@@ -85,15 +85,18 @@ pub fn generate_model(export: &Export) -> Result<GeneratedModel, CodegenError> {
                     c.activation,
                 )
                 .map_err(|e| layer_err(e.to_string()))?;
+                // Kernel size and column stride become const generics of the call, so each
+                // distinct shape gets its own unrolled copy of the kernel.
+                let fixed = format!("::<{}, {}, {}>", c.kernel[0], c.kernel[1], c.stride[1]);
                 let (kernel_fn, packed) = if c.is_depthwise() {
-                    ("depthwise_conv2d", w.data.clone())
+                    (format!("depthwise_conv2d_fixed{fixed}"), w.data.clone())
                 } else {
                     let mut packed = vec![0.0; w.data.len()];
                     kernels::pack_conv2d_weights(&p, &w.data, &mut packed);
                     let f = if p.is_pointwise() {
-                        "pointwise_conv"
+                        "pointwise_conv".to_string()
                     } else {
-                        "conv2d"
+                        format!("conv2d_fixed{fixed}")
                     };
                     (f, packed)
                 };

@@ -1,9 +1,10 @@
 //! Depthwise 2-D convolution (`groups == channels`): each channel has its own `kh x kw` filter.
 //!
 //! Weights keep the export order `[channel][ky][kx]` (already streaming for this kernel). The
-//! inner tile computes 8 neighbouring output pixels of a row: per tap one weight load and 8
-//! input loads for 8 multiply-accumulates (each weight is used once per input, so loads can't
-//! drop below one per MAC without keeping input rows in registers).
+//! inner tile computes 8 neighbouring output pixels of a row: per tap one weight load and up
+//! to 8 input loads for 8 multiply-accumulates; with the kernel size fixed at compile time
+//! ([`depthwise_conv2d_fixed`]) and stride 1, neighbouring taps share their input loads.
+//! Tiles whose windows cross the left or right padding check each input column instead.
 
 use super::mac;
 use crate::kernels::{Conv2dParams, Window};
@@ -13,6 +14,41 @@ const HALF_BLOCK: usize = 4;
 
 /// Depthwise convolution: `output[c] = activation(bias[c] + conv(input[c], weights[c]))`.
 pub fn depthwise_conv2d(
+    params: &Conv2dParams,
+    input: &[f32],
+    weights: &[f32],
+    bias: &[f32],
+    output: &mut [f32],
+) {
+    match params.window.stride[1] {
+        1 => depthwise_impl::<0, 0, 1>(params, input, weights, bias, output),
+        2 => depthwise_impl::<0, 0, 2>(params, input, weights, bias, output),
+        _ => depthwise_impl::<0, 0, 0>(params, input, weights, bias, output),
+    }
+}
+
+/// [`depthwise_conv2d`] compiled for one kernel size `KH x KW` and column stride `SW` (the
+/// code generator calls this). Panics if `params` has another kernel size or stride.
+pub fn depthwise_conv2d_fixed<const KH: usize, const KW: usize, const SW: usize>(
+    params: &Conv2dParams,
+    input: &[f32],
+    weights: &[f32],
+    bias: &[f32],
+    output: &mut [f32],
+) {
+    let w = &params.window;
+    assert!(
+        w.kernel == [KH, KW] && w.stride[1] == SW,
+        "depthwise_conv2d_fixed::<{KH}, {KW}, {SW}> called for kernel {:?} stride {:?}",
+        w.kernel,
+        w.stride
+    );
+    depthwise_impl::<KH, KW, SW>(params, input, weights, bias, output);
+}
+
+/// `KH`, `KW`, `SW`: kernel size and column stride when fixed at compile time, else 0.
+#[inline(always)]
+fn depthwise_impl<const KH: usize, const KW: usize, const SW: usize>(
     params: &Conv2dParams,
     input: &[f32],
     weights: &[f32],
@@ -30,60 +66,52 @@ pub fn depthwise_conv2d(
     assert_eq!(output.len(), w.output.len(), "depthwise output length");
     assert_eq!(w.input.channels, w.output.channels, "depthwise channels");
 
-    match w.stride[1] {
-        1 => channels::<1>(params, input, weights, bias, output),
-        2 => channels::<2>(params, input, weights, bias, output),
-        _ => channels::<0>(params, input, weights, bias, output),
-    }
-}
-
-/// All channels; `SW` is the column stride when constant (1, 2), else 0.
-#[inline(always)]
-fn channels<const SW: usize>(
-    params: &Conv2dParams,
-    input: &[f32],
-    weights: &[f32],
-    bias: &[f32],
-    output: &mut [f32],
-) {
-    let w = &params.window;
     let taps = w.kernel[0] * w.kernel[1];
-    let (interior_lo, interior_hi) = w.interior_columns();
     let in_plane = w.input.plane();
     let out_plane = w.output.plane();
     for c in 0..w.input.channels {
         let x = &input[c * in_plane..(c + 1) * in_plane];
         let k = &weights[c * taps..(c + 1) * taps];
         let out = &mut output[c * out_plane..(c + 1) * out_plane];
-        for oy in 0..w.output.height {
-            let rows = w.valid_taps(0, oy);
-            let row = &mut out[oy * w.output.width..(oy + 1) * w.output.width];
-            let mut ox = 0;
-            while ox < w.output.width {
-                let all_cols = (0, w.kernel[1]);
-                if ox >= interior_lo && ox + PIXEL_BLOCK <= interior_hi {
-                    // NOTE(unsafe): interior columns (every kernel column inside the input),
-                    // rows clamped, slice lengths checked above.
-                    let acc = unsafe { tile::<PIXEL_BLOCK, SW>(w, x, k, oy, rows, ox, all_cols) };
-                    for (d, a) in row[ox..ox + PIXEL_BLOCK].iter_mut().zip(acc) {
-                        *d = params.activation.apply(a + bias[c]);
-                    }
-                    ox += PIXEL_BLOCK;
-                } else if ox >= interior_lo && ox + HALF_BLOCK <= interior_hi {
-                    // The interior's remainder, 4 pixels at a time (same argument as above).
-                    let acc = unsafe { tile::<HALF_BLOCK, SW>(w, x, k, oy, rows, ox, all_cols) };
-                    for (d, a) in row[ox..ox + HALF_BLOCK].iter_mut().zip(acc) {
-                        *d = params.activation.apply(a + bias[c]);
-                    }
-                    ox += HALF_BLOCK;
-                } else {
-                    let cols = w.valid_taps(1, ox);
-                    // NOTE(unsafe): rows and columns clamped to the input for this pixel.
-                    let [a] = unsafe { tile::<1, SW>(w, x, k, oy, rows, ox, cols) };
-                    row[ox] = params.activation.apply(a + bias[c]);
-                    ox += 1;
-                }
+        match w.output.width {
+            n if n >= PIXEL_BLOCK => channel::<PIXEL_BLOCK, KH, KW, SW>(params, x, k, bias[c], out),
+            n if n >= HALF_BLOCK => channel::<HALF_BLOCK, KH, KW, SW>(params, x, k, bias[c], out),
+            _ => channel::<1, KH, KW, SW>(params, x, k, bias[c], out),
+        }
+    }
+}
+
+/// One channel, in tiles of `PX` pixels (`PX <= output width`); the last tile of a row moves
+/// back to end at the row's end (a few pixels computed twice, identically).
+#[inline(always)]
+fn channel<const PX: usize, const KH: usize, const KW: usize, const SW: usize>(
+    params: &Conv2dParams,
+    x: &[f32],
+    k: &[f32],
+    bias: f32,
+    out: &mut [f32],
+) {
+    let w = &params.window;
+    let (interior_lo, interior_hi) = w.interior_columns();
+    let out_w = w.output.width;
+    for oy in 0..w.output.height {
+        let rows = w.valid_taps(0, oy);
+        let row = &mut out[oy * out_w..(oy + 1) * out_w];
+        let mut ox = 0;
+        while ox < out_w {
+            let start = ox.min(out_w - PX);
+            let acc = if start >= interior_lo && start + PX <= interior_hi {
+                // NOTE(unsafe): interior columns (every kernel column inside the input),
+                // rows clamped, slice lengths checked in `depthwise_impl`.
+                unsafe { tile::<PX, KH, KW, SW>(w, x, k, oy, rows, start) }
+            } else {
+                // NOTE(unsafe): `edge_tile` checks every column; rows clamped; lengths checked.
+                unsafe { edge_tile::<PX, KH, KW, SW>(w, x, k, oy, rows, start) }
+            };
+            for (d, a) in row[start..start + PX].iter_mut().zip(acc) {
+                *d = params.activation.apply(a + bias);
             }
+            ox = start + PX;
         }
     }
 }
@@ -91,22 +119,22 @@ fn channels<const SW: usize>(
 /// Sums the windows of output pixels `(oy, ox..ox+PX)` of one channel.
 ///
 /// # Safety
-/// `plane` is one input channel, `kernel` its `kh * kw` weights, and every visited tap
-/// `(oy*sh + ky - ph, (ox+p)*sw + kx - pw)`, `ky` in `rows`, `kx` in `cols`, `p < PX`, lies
-/// inside the plane; `SW` is 0 or `w.stride[1]`.
+/// `plane` is one input channel, `kernel` its `kh * kw` weights, every kernel row in `rows`
+/// lands inside the plane for output row `oy`, every kernel column lands inside it for the
+/// pixels `ox..ox+PX`, and `KH`, `KW`, `SW` are 0 or equal to the window's.
 #[inline(always)]
-unsafe fn tile<const PX: usize, const SW: usize>(
+unsafe fn tile<const PX: usize, const KH: usize, const KW: usize, const SW: usize>(
     w: &Window,
     plane: &[f32],
     kernel: &[f32],
     oy: usize,
     rows: (usize, usize),
     ox: usize,
-    cols: (usize, usize),
 ) -> [f32; PX] {
-    let kw = w.kernel[1];
-    let in_w = w.input.width;
+    let _ = KH;
+    let kw = if KW == 0 { w.kernel[1] } else { KW };
     let sw = if SW == 0 { w.stride[1] } else { SW };
+    let in_w = w.input.width;
     let origin = (oy * w.stride[0])
         .wrapping_sub(w.padding[0])
         .wrapping_mul(in_w)
@@ -116,12 +144,51 @@ unsafe fn tile<const PX: usize, const SW: usize>(
     let kp = kernel.as_ptr();
     for ky in rows.0..rows.1 {
         let in_row = origin.wrapping_add(ky * in_w);
-        for kx in cols.0..cols.1 {
+        for kx in 0..kw {
             // NOTE(unsafe): in bounds by this function's contract (see # Safety).
             unsafe {
                 let wv = *kp.add(ky * kw + kx);
                 for (p, a) in acc.iter_mut().enumerate() {
                     *a = mac(*a, wv, *xp.add(in_row.wrapping_add(kx + p * sw)));
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// Like [`tile`] for pixels whose windows cross the left or right padding: each input column
+/// is checked and padded taps read zero. Out of line, so it gets registers of its own.
+///
+/// # Safety
+/// As [`tile`], except that the kernel columns may fall outside the plane.
+#[inline(never)]
+unsafe fn edge_tile<const PX: usize, const KH: usize, const KW: usize, const SW: usize>(
+    w: &Window,
+    plane: &[f32],
+    kernel: &[f32],
+    oy: usize,
+    rows: (usize, usize),
+    ox: usize,
+) -> [f32; PX] {
+    let _ = KH;
+    let kw = if KW == 0 { w.kernel[1] } else { KW };
+    let sw = if SW == 0 { w.stride[1] } else { SW };
+    let in_w = w.input.width;
+    let iy0 = (oy * w.stride[0]).wrapping_sub(w.padding[0]);
+    let ix0 = (ox * sw).wrapping_sub(w.padding[1]);
+    let mut acc = [0.0f32; PX];
+    for ky in rows.0..rows.1 {
+        let row = iy0.wrapping_add(ky) * in_w;
+        for kx in 0..kw {
+            let wv = kernel[ky * kw + kx];
+            for (p, a) in acc.iter_mut().enumerate() {
+                // "Negative" columns wrap around and fail the test too.
+                let col = ix0.wrapping_add(p * sw + kx);
+                if col < in_w {
+                    // NOTE(unsafe): `col` is a column of the plane and the row is inside it
+                    // by this function's contract.
+                    *a = mac(*a, wv, unsafe { *plane.as_ptr().add(row + col) });
                 }
             }
         }
@@ -160,6 +227,11 @@ mod tests {
                     let mut got = vec![f32::NAN; params.output().len()];
                     depthwise_conv2d(&params, &x, &wt, &b, &mut got);
                     let want = naive_conv(&params, c, &x, &wt, &b);
+                    if k == [3, 3] && s[1] == 1 {
+                        let mut fixed = vec![f32::NAN; got.len()];
+                        depthwise_conv2d_fixed::<3, 3, 1>(&params, &x, &wt, &b, &mut fixed);
+                        assert_close(&fixed, &want, 1e-5, "depthwise_conv2d_fixed");
+                    }
                     assert_close(
                         &got,
                         &want,

@@ -12,8 +12,8 @@ mod linear;
 mod pointwise;
 mod pool;
 
-pub use conv2d::{conv2d, pack_conv2d_weights};
-pub use depthwise::depthwise_conv2d;
+pub use conv2d::{conv2d, conv2d_fixed, pack_conv2d_weights};
+pub use depthwise::{depthwise_conv2d, depthwise_conv2d_fixed};
 pub use elementwise::{activate_in_place, add};
 pub use linear::{linear, pack_linear_weights};
 pub use pointwise::pointwise_conv;

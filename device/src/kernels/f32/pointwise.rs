@@ -70,30 +70,38 @@ fn channel_block<const OC: usize>(
     let pixels = params.input().plane();
     let mut p = 0;
     while p < pixels {
-        let n = if p + PIXEL_BLOCK <= pixels {
-            PIXEL_BLOCK
-        } else {
-            1
-        };
-        let acc: [[f32; PIXEL_BLOCK]; OC] = if n == PIXEL_BLOCK {
-            // NOTE(unsafe): pixels p..p+4 exist (checked just above); lengths checked at entry.
-            unsafe { tile::<OC, PIXEL_BLOCK>(params, in_c, input, weights, p) }
+        if pixels >= PIXEL_BLOCK {
+            // The last tile moves back to end at the last pixel (a few pixels computed twice,
+            // identically) instead of taking the one-pixel path.
+            let start = p.min(pixels - PIXEL_BLOCK);
+            // NOTE(unsafe): pixels start..start+4 exist; lengths checked at entry.
+            let acc = unsafe { tile::<OC, PIXEL_BLOCK>(params, in_c, input, weights, start) };
+            store(params, &acc, bias, output, oc0, start);
+            p = start + PIXEL_BLOCK;
         } else {
             // NOTE(unsafe): pixel p exists; lengths checked at entry.
-            let one = unsafe { tile::<OC, 1>(params, in_c, input, weights, p) };
-            let mut wide = [[0.0; PIXEL_BLOCK]; OC];
-            for (w, o) in wide.iter_mut().zip(one) {
-                w[0] = o[0];
-            }
-            wide
-        };
-        for (lane, acc_lane) in acc.iter().enumerate() {
-            let start = (oc0 + lane) * pixels + p;
-            for (d, a) in output[start..start + n].iter_mut().zip(acc_lane) {
-                *d = params.activation.apply(*a + bias[lane]);
-            }
+            let acc = unsafe { tile::<OC, 1>(params, in_c, input, weights, p) };
+            store(params, &acc, bias, output, oc0, p);
+            p += 1;
         }
-        p += n;
+    }
+}
+
+#[inline(always)]
+fn store<const OC: usize, const PX: usize>(
+    params: &Conv2dParams,
+    acc: &[[f32; PX]; OC],
+    bias: &[f32],
+    output: &mut [f32],
+    oc0: usize,
+    p: usize,
+) {
+    let pixels = params.input().plane();
+    for (lane, acc_lane) in acc.iter().enumerate() {
+        let start = (oc0 + lane) * pixels + p;
+        for (d, a) in output[start..start + PX].iter_mut().zip(acc_lane) {
+            *d = params.activation.apply(*a + bias[lane]);
+        }
     }
 }
 
