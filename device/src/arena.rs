@@ -51,6 +51,7 @@ impl<const N: usize> Default for StaticArena<N> {
 
 /// A value's place in the arena: `offset .. offset + len` (in f32).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "codegen", derive(serde::Serialize, serde::Deserialize))]
 pub struct Span {
     pub offset: usize,
     pub len: usize,
@@ -95,6 +96,56 @@ impl Arena {
         (inputs, out)
     }
 
+    /// Like [`Arena::split`], plus a second mutable slice `scratch` for the layer's
+    /// temporary data; it may overlap no input and not the output.
+    pub fn split_with_scratch<const K: usize>(
+        arena: &mut [f32],
+        inputs: [Span; K],
+        output: Span,
+        scratch: Span,
+    ) -> ([&[f32]; K], &mut [f32], &mut [f32]) {
+        let overlaps = |a: Span, b: Span| a.offset < b.end() && b.offset < a.end();
+        assert!(
+            !overlaps(output, scratch),
+            "the scratch buffer overlaps the output buffer"
+        );
+        for span in &inputs {
+            assert!(
+                !overlaps(*span, scratch),
+                "an input buffer overlaps the scratch buffer"
+            );
+        }
+        // Cut the arena at the two mutable spans; every input lies inside one of the three
+        // pieces around them.
+        let scratch_last = scratch.offset > output.offset;
+        let (first, second) = if scratch_last {
+            (output, scratch)
+        } else {
+            (scratch, output)
+        };
+        let (piece0, rest) = arena.split_at_mut(first.offset);
+        let (first_slice, rest) = rest.split_at_mut(first.len);
+        let (piece1, rest) = rest.split_at_mut(second.offset - first.end());
+        let (second_slice, piece2) = rest.split_at_mut(second.len);
+        let (piece0, piece1, piece2): (&[f32], &[f32], &[f32]) = (piece0, piece1, piece2);
+        let ins = inputs.map(|span| {
+            if span.end() <= first.offset {
+                &piece0[span.offset..span.end()]
+            } else if span.offset >= first.end() && span.end() <= second.offset {
+                &piece1[span.offset - first.end()..span.end() - first.end()]
+            } else if span.offset >= second.end() {
+                &piece2[span.offset - second.end()..span.end() - second.end()]
+            } else {
+                panic!("an input buffer overlaps the output or scratch buffer in the arena");
+            }
+        });
+        if scratch_last {
+            (ins, first_slice, second_slice)
+        } else {
+            (ins, second_slice, first_slice)
+        }
+    }
+
     /// Splits `arena` into `K` shared input slices (for a layer that writes outside the arena).
     pub fn inputs<const K: usize>(arena: &[f32], inputs: [Span; K]) -> [&[f32]; K] {
         inputs.map(|span| &arena[span.offset..span.end()])
@@ -120,6 +171,33 @@ mod tests {
         assert_eq!(b, &[7.0, 8.0, 9.0]);
         out.fill(-1.0);
         assert_eq!(buf[3..7], [-1.0; 4]);
+    }
+
+    #[test]
+    fn split_with_scratch_on_either_side() {
+        let mut buf = [0.0f32; 12];
+        let ([a], out, scratch) = Arena::split_with_scratch(
+            &mut buf,
+            [Span::new(0, 2)],
+            Span::new(2, 4),
+            Span::new(8, 3),
+        );
+        assert_eq!((a.len(), out.len(), scratch.len()), (2, 4, 3));
+        out.fill(1.0);
+        scratch.fill(2.0);
+        assert_eq!(buf[2..6], [1.0; 4]);
+        assert_eq!(buf[8..11], [2.0; 3]);
+        let ([a], out, scratch) = Arena::split_with_scratch(
+            &mut buf,
+            [Span::new(10, 2)],
+            Span::new(5, 4),
+            Span::new(0, 5),
+        );
+        assert_eq!((a.len(), out.len(), scratch.len()), (2, 4, 5));
+        scratch.fill(3.0);
+        out.fill(4.0);
+        assert_eq!(buf[..5], [3.0; 5]);
+        assert_eq!(buf[5..9], [4.0; 4]);
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod firmware;
 pub mod plan;
 
 pub use firmware::{FirmwareCrate, FirmwareOptions, write_firmware_crate};
-pub use plan::{MemoryPlan, Place, plan_memory};
+pub use plan::{MemoryPlan, Place, plan_memory, plan_memory_with_scratch};
 
 use std::fmt::Write as _;
 
@@ -46,7 +46,7 @@ pub struct GeneratedModel {
 pub fn generate_model(export: &Export) -> Result<GeneratedModel, CodegenError> {
     let arch = export.arch();
     let summary = export.summary();
-    let plan = plan_memory(summary);
+    let plan = plan_for(export);
     let n_layers = arch.layers.len();
 
     let mut params = String::new();
@@ -89,7 +89,7 @@ pub fn generate_model(export: &Export) -> Result<GeneratedModel, CodegenError> {
                 // distinct shape gets its own unrolled copy of the kernel.
                 let fixed = format!("::<{}, {}, {}>", c.kernel[0], c.kernel[1], c.stride[1]);
                 let (kernel_fn, packed) = if c.is_depthwise() {
-                    (format!("depthwise_conv2d_fixed{fixed}"), w.data.clone())
+                    (format!("depthwise_conv2d_padded{fixed}"), w.data.clone())
                 } else {
                     let mut packed = vec![0.0; w.data.len()];
                     kernels::pack_conv2d_weights(&p, &w.data, &mut packed);
@@ -151,8 +151,9 @@ pub fn generate_model(export: &Export) -> Result<GeneratedModel, CodegenError> {
                     &b.data,
                     &format!("{} bias", layer.name),
                 );
+                let scratch_arg = if c.is_depthwise() { "{scratch}, " } else { "" };
                 call = format!(
-                    "kernels::{kernel_fn}(&{ident}, {{x0}}, &weights::{ident}_W, &weights::{ident}_B, {{y}});"
+                    "kernels::{kernel_fn}(&{ident}, {{x0}}, &weights::{ident}_W, &weights::{ident}_B, {scratch_arg}{{y}});"
                 );
             }
             Op::MaxPool2d(p) | Op::AvgPool2d(p) => {
@@ -258,24 +259,39 @@ pub fn generate_model(export: &Export) -> Result<GeneratedModel, CodegenError> {
         } else {
             format!("[{}]", names.join(", "))
         };
-        let (bind, y) = match plan.places[index + 1] {
-            Place::Arena { offset, len } => (
+        let scratch = plan.scratch[index].map(|sp| format!("Span::new({}, {})", sp.offset, sp.len));
+        let ins = arena_inputs.join(", ");
+        let (bind, y, scratch_expr) = match (plan.places[index + 1], &scratch) {
+            (Place::Arena { offset, len }, None) => (
                 format!(
-                    "let ({pattern}, y) = Arena::split(arena, [{}], Span::new({offset}, {len}));",
-                    arena_inputs.join(", ")
+                    "let ({pattern}, y) = Arena::split(arena, [{ins}], Span::new({offset}, {len}));"
                 ),
                 "y",
+                "&mut []",
             ),
-            Place::Output if names.is_empty() => (String::new(), "&mut output[..]"),
-            Place::Output => (
+            (Place::Arena { offset, len }, Some(sc)) => (
                 format!(
-                    "let {pattern} = Arena::inputs(arena, [{}]);",
-                    arena_inputs.join(", ")
+                    "let ({pattern}, y, scratch) = Arena::split_with_scratch(arena, [{ins}], Span::new({offset}, {len}), {sc});"
                 ),
-                "&mut output[..]",
+                "y",
+                "scratch",
             ),
-            Place::Input => return Err(layer_err("writes the network input".into())),
+            (Place::Output, None) if names.is_empty() => {
+                (String::new(), "&mut output[..]", "&mut []")
+            }
+            (Place::Output, None) => (
+                format!("let {pattern} = Arena::inputs(arena, [{ins}]);"),
+                "&mut output[..]",
+                "&mut []",
+            ),
+            (Place::Output, Some(sc)) => (
+                format!("let ({pattern}, scratch) = Arena::split(arena, [{ins}], {sc});"),
+                "&mut output[..]",
+                "scratch",
+            ),
+            (Place::Input, _) => return Err(layer_err("writes the network input".into())),
         };
+        let call = call.replace("{scratch}", scratch_expr);
         let mut call = call.replace("{y}", y);
         for (k, e) in input_exprs.iter().enumerate() {
             call = call.replace(&format!("{{x{k}}}"), e);
@@ -350,6 +366,35 @@ pub fn generate_model(export: &Export) -> Result<GeneratedModel, CodegenError> {
         plan,
         weights_bytes,
     })
+}
+
+/// Scratch f32 each layer needs while it runs: a zero-padded input plane for padded
+/// depthwise convolutions (see `kernels::f32::depthwise_conv2d_padded`), else nothing.
+pub fn scratch_lens(export: &Export) -> Vec<usize> {
+    export
+        .arch()
+        .layers
+        .iter()
+        .zip(&export.summary().layers)
+        .map(|(layer, info)| match &layer.op {
+            Op::Conv2d(c) if c.is_depthwise() => Conv2dParams::depthwise(
+                info.input_shapes[0],
+                c.kernel,
+                c.stride,
+                c.padding,
+                c.activation,
+            )
+            .map(|p| kernels::depthwise_scratch_len(&p))
+            .unwrap_or(0),
+            _ => 0,
+        })
+        .collect()
+}
+
+/// The arena plan of a validated export, scratch buffers included (the same plan the
+/// generated code uses).
+pub fn plan_for(export: &Export) -> MemoryPlan {
+    plan_memory_with_scratch(export.summary(), &scratch_lens(export))
 }
 
 /// An identifier from a layer name: ASCII upper case, other characters as `_`.

@@ -39,15 +39,22 @@ pub struct MemoryPlan {
     pub places: Vec<Place>,
     /// Layers `[first, last]` during which each value is live.
     pub lifetimes: Vec<(usize, usize)>,
+    /// Per layer, the scratch buffer it uses while it runs (`None`: none).
+    pub scratch: Vec<Option<Span>>,
     /// Arena length in f32 values.
     pub arena_len: usize,
-    /// The largest total length of arena values live during one layer: no placement can use
+    /// The largest total length of arena buffers live during one layer: no placement can use
     /// less.
     pub lower_bound: usize,
 }
 
-/// Plans the arena for a validated architecture.
+/// Plans the arena for a validated architecture whose layers need no scratch space.
 pub fn plan_memory(summary: &ArchSummary) -> MemoryPlan {
+    plan_memory_with_scratch(summary, &vec![0; summary.layers.len()])
+}
+
+/// Plans the arena; `scratch[i]` f32 are needed by layer `i` while it runs (0: none).
+pub fn plan_memory_with_scratch(summary: &ArchSummary, scratch: &[usize]) -> MemoryPlan {
     let n_layers = summary.layers.len();
     let n_values = n_layers + 1;
     let mut lens = vec![summary.input.len()];
@@ -63,55 +70,73 @@ pub fn plan_memory(summary: &ArchSummary) -> MemoryPlan {
             lifetimes[v].1 = lifetimes[v].1.max(i);
         }
     }
-    let in_arena = |v: usize| v != 0 && v != n_values - 1;
+    // Buffers to place: the values except the input and the output, then the scratch areas.
+    let mut buffers: Vec<(usize, (usize, usize))> =
+        (1..n_values - 1).map(|v| (lens[v], lifetimes[v])).collect();
+    let scratch_index: Vec<Option<usize>> = (0..n_layers)
+        .map(|i| {
+            let len = scratch.get(i).copied().unwrap_or(0);
+            (len > 0).then(|| {
+                buffers.push((len, (i, i)));
+                buffers.len() - 1
+            })
+        })
+        .collect();
 
     let lower_bound = (0..n_layers)
         .map(|t| {
-            (0..n_values)
-                .filter(|&v| in_arena(v) && lifetimes[v].0 <= t && t <= lifetimes[v].1)
-                .map(|v| lens[v])
+            buffers
+                .iter()
+                .filter(|(_, (first, last))| *first <= t && t <= *last)
+                .map(|(len, _)| len)
                 .sum::<usize>()
         })
         .max()
         .unwrap_or(0);
 
-    let mut order: Vec<usize> = (0..n_values).filter(|&v| in_arena(v)).collect();
-    order.sort_by_key(|&v| (std::cmp::Reverse(lens[v]), v));
-    let mut offsets: Vec<Option<usize>> = vec![None; n_values];
-    for &v in &order {
-        let overlaps =
-            |u: usize| lifetimes[u].0 <= lifetimes[v].1 && lifetimes[v].0 <= lifetimes[u].1;
-        let mut busy: Vec<(usize, usize)> = (0..n_values)
-            .filter(|&u| overlaps(u))
-            .filter_map(|u| offsets[u].map(|o| (o, o + lens[u])))
+    let mut order: Vec<usize> = (0..buffers.len()).collect();
+    order.sort_by_key(|&b| (std::cmp::Reverse(buffers[b].0), b));
+    let mut offsets: Vec<Option<usize>> = vec![None; buffers.len()];
+    for &b in &order {
+        let (len, (first, last)) = buffers[b];
+        let mut busy: Vec<(usize, usize)> = (0..buffers.len())
+            .filter(|&u| buffers[u].1.0 <= last && first <= buffers[u].1.1)
+            .filter_map(|u| offsets[u].map(|o| (o, o + buffers[u].0)))
             .collect();
         busy.sort();
         let mut candidate = 0;
         for (start, end) in busy {
-            if candidate + lens[v] <= start {
+            if candidate + len <= start {
                 break;
             }
             candidate = candidate.max(end);
         }
-        offsets[v] = Some(candidate);
+        offsets[b] = Some(candidate);
     }
+    let span = |b: usize| Span::new(offsets[b].expect("every buffer is placed"), buffers[b].0);
     let places: Vec<Place> = (0..n_values)
-        .map(|v| match offsets[v] {
-            Some(offset) => Place::Arena {
-                offset,
-                len: lens[v],
-            },
-            None if v == 0 => Place::Input,
-            None => Place::Output,
+        .map(|v| {
+            if v == 0 {
+                Place::Input
+            } else if v == n_values - 1 {
+                Place::Output
+            } else {
+                let s = span(v - 1);
+                Place::Arena {
+                    offset: s.offset,
+                    len: s.len,
+                }
+            }
         })
         .collect();
-    let arena_len = (0..n_values)
-        .filter_map(|v| offsets[v].map(|o| o + lens[v]))
+    let arena_len = (0..buffers.len())
+        .map(|b| offsets[b].unwrap_or(0) + buffers[b].0)
         .max()
         .unwrap_or(0);
     MemoryPlan {
         places,
         lifetimes,
+        scratch: scratch_index.iter().map(|b| b.map(span)).collect(),
         arena_len,
         lower_bound,
     }
@@ -193,6 +218,28 @@ mod tests {
         assert_eq!(plan.lifetimes[1], (0, 2));
         assert_eq!(plan.lower_bound, 192);
         assert_eq!(plan.arena_len, 192);
+    }
+
+    #[test]
+    fn scratch_is_live_only_during_its_layer() {
+        // v1 = conv(v0) 100; v2 = dw(v1) 100 with 120 scratch; v3 = linear(v2)
+        let summary = ArchSummary {
+            input: Shape3::new(4, 1, 1),
+            layers: vec![layer(vec![0], 100), layer(vec![1], 100), layer(vec![2], 2)],
+            macs: 0,
+            params: 0,
+        };
+        let plan = plan_memory_with_scratch(&summary, &[0, 120, 0]);
+        check_no_overlap(&summary, &plan);
+        let s = plan.scratch[1].unwrap();
+        assert_eq!(s.len, 120);
+        assert!(plan.scratch[0].is_none() && plan.scratch[2].is_none());
+        for v in [1, 2] {
+            let p = plan.places[v].span().unwrap();
+            assert!(p.offset + p.len <= s.offset || s.offset + s.len <= p.offset);
+        }
+        assert_eq!(plan.lower_bound, 320);
+        assert_eq!(plan.arena_len, 320);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::board::{self, Board, CostUnit, Runner};
-use crate::codegen::{self, CodegenError, FirmwareOptions, plan_memory};
+use crate::codegen::{self, CodegenError, FirmwareOptions};
 use crate::export::{Export, ExportError};
 
 pub use run::{RunOutput, build_insn_count_plugin};
@@ -245,7 +245,7 @@ pub fn deploy(req: &DeployRequest) -> Result<DeployReport, DeployError> {
 
     // Refuse a model that cannot fit before anything is written or built.
     let summary = export.summary();
-    let plan = plan_memory(summary);
+    let plan = codegen::plan_for(&export);
     let weights_bytes = summary.params * 4;
     let images_bytes = (images.len() * input_len * 4) as u64;
     let arena_bytes = plan.arena_len as u64 * 4;

@@ -232,6 +232,24 @@ impl Window {
         (lo as usize, hi as usize)
     }
 
+    /// Kernel columns `[lo, hi)` that land inside the input for every one of the `pixels`
+    /// output columns starting at `ox` (given the column stride `sw`).
+    #[inline(always)]
+    pub(crate) fn columns_valid_for_all(
+        &self,
+        ox: usize,
+        pixels: usize,
+        sw: usize,
+    ) -> (usize, usize) {
+        let pw = self.padding[1];
+        let kw = self.kernel[1];
+        let lo = pw.saturating_sub(ox * sw).min(kw);
+        let hi = (self.input.width + pw)
+            .saturating_sub((ox + pixels - 1) * sw)
+            .min(kw);
+        (lo, hi.max(lo))
+    }
+
     /// Output columns `[lo, hi)` whose whole window lies inside the input width (no padding).
     pub(crate) fn interior_columns(&self) -> (usize, usize) {
         let [_, sw] = self.stride;

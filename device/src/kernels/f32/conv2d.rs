@@ -49,6 +49,7 @@ pub(crate) fn pack_blocked(src: &[f32], dst: &mut [f32], rows: usize, cols: usiz
 ///
 /// `input` is `params.input()` CHW, `packed_weights` comes from [`pack_conv2d_weights`],
 /// `bias` has one value per output channel and `output` is `params.output()` CHW.
+#[inline(always)]
 pub fn conv2d(
     params: &Conv2dParams,
     input: &[f32],
@@ -67,6 +68,7 @@ pub fn conv2d(
 /// generator calls this): the kernel loops unroll and the input loads take immediate
 /// offsets, about 1.6 instructions per MAC on Cortex-M4 against 2-2.5 for the generic
 /// version. Panics if `params` has another kernel size or stride.
+#[inline(always)]
 pub fn conv2d_fixed<const KH: usize, const KW: usize, const SW: usize>(
     params: &Conv2dParams,
     input: &[f32],
@@ -224,8 +226,7 @@ fn store<const OC: usize, const PX: usize>(
 
 /// Like [`tile`], for pixels whose windows cross the left or right padding: every input
 /// column is checked and padded taps read zero. It costs about one and a half times the
-/// interior tile per MAC, far less than one pixel at a time. Kept out of line so that it
-/// gets registers of its own.
+/// interior tile per MAC. Kept out of line so that it gets registers of its own.
 ///
 /// # Safety
 /// `input` holds `w.input`, `weights` holds `[ic][kh][kw][OC]`, every kernel row in `rows`
@@ -255,6 +256,9 @@ unsafe fn edge_tile<
     let iy0 = (oy * w.stride[0]).wrapping_sub(w.padding[0]);
     // Input column of tap 0 of pixel 0; "negative" values wrap and fail the `< in_w` test.
     let ix0 = (ox * sw).wrapping_sub(w.padding[1]);
+    // Kernel columns inside the input for all the tile's pixels take the unchecked path;
+    // only the few others (next to the padding) check each pixel's column.
+    let (safe_lo, safe_hi) = w.columns_valid_for_all(ox, PX, sw);
     let mut acc = [[0.0f32; PX]; OC];
     let inp = input.as_ptr();
     let wp = weights.as_ptr();
@@ -264,12 +268,20 @@ unsafe fn edge_tile<
             let w_row = ((ic * kh + ky) * kw) * OC;
             for kx in 0..kw {
                 let mut xv = [0.0f32; PX];
-                for (p, v) in xv.iter_mut().enumerate() {
-                    let col = ix0.wrapping_add(p * sw + kx);
-                    if col < in_w {
-                        // NOTE(unsafe): `col` is a column of the input and the row is inside
-                        // the input by this function's contract.
-                        *v = unsafe { *inp.add(row + col) };
+                if kx >= safe_lo && kx < safe_hi {
+                    for (p, v) in xv.iter_mut().enumerate() {
+                        // NOTE(unsafe): kx is inside the input for every pixel of the tile
+                        // (`columns_valid_for_all`), and the row by this function's contract.
+                        *v = unsafe { *inp.add(row + ix0.wrapping_add(p * sw + kx)) };
+                    }
+                } else {
+                    for (p, v) in xv.iter_mut().enumerate() {
+                        let col = ix0.wrapping_add(p * sw + kx);
+                        if col < in_w {
+                            // NOTE(unsafe): `col` is a column of the input and the row is
+                            // inside the input by this function's contract.
+                            *v = unsafe { *inp.add(row + col) };
+                        }
                     }
                 }
                 let mut wv = [0.0f32; OC];

@@ -3,6 +3,7 @@
 use crate::kernels::Activation;
 
 /// `output = activation(inputs[0] + inputs[1] + ...)`; every input has `output.len()` values.
+#[inline(always)]
 pub fn add(inputs: &[&[f32]], activation: Activation, output: &mut [f32]) {
     assert!(!inputs.is_empty(), "add needs at least one input");
     for x in inputs {

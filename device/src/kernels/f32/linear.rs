@@ -20,6 +20,7 @@ pub fn pack_linear_weights(params: &LinearParams, rows: &[f32], packed: &mut [f3
 }
 
 /// Fully connected layer; `input` is flattened (CHW order) to `in_features` values.
+#[inline(always)]
 pub fn linear(
     params: &LinearParams,
     input: &[f32],

@@ -4,6 +4,12 @@
 //! slices once at entry, and then indexes without bounds checks in its inner loops. Kernels
 //! that want their weights in a particular order have a `pack_*` function that the code
 //! generator runs at generation time; the generated crate stores the packed weights.
+//!
+//! The entry points are `#[inline(always)]`: a generated model calls each with constant
+//! parameters, so every layer gets code specialised for its shapes (constant trip counts,
+//! immediate offsets). Out of line, with shapes read at run time, the same loops cost
+//! 1.5 to 3 times as many instructions (measured on Cortex-M4). The price is flash: one copy
+//! of a kernel per layer, a few KiB each.
 
 mod conv2d;
 mod depthwise;
@@ -13,7 +19,9 @@ mod pointwise;
 mod pool;
 
 pub use conv2d::{conv2d, conv2d_fixed, pack_conv2d_weights};
-pub use depthwise::{depthwise_conv2d, depthwise_conv2d_fixed};
+pub use depthwise::{
+    depthwise_conv2d, depthwise_conv2d_fixed, depthwise_conv2d_padded, depthwise_scratch_len,
+};
 pub use elementwise::{activate_in_place, add};
 pub use linear::{linear, pack_linear_weights};
 pub use pointwise::pointwise_conv;

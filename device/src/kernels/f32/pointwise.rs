@@ -11,6 +11,7 @@ use crate::kernels::Conv2dParams;
 const PIXEL_BLOCK: usize = 4;
 
 /// Pointwise convolution; `params.is_pointwise()` must hold.
+#[inline(always)]
 pub fn pointwise_conv(
     params: &Conv2dParams,
     input: &[f32],

@@ -1,41 +1,31 @@
 //! Max pooling, average pooling and global average pooling.
 //!
-//! Pooling moves no weights and does one operation per input tap, so these are plain loops
-//! over clamped window ranges (safe indexing; the bounds checks hoist out of the row loops).
+//! Pooling moves no weights and does one operation per input tap: plain loops over window
+//! ranges clamped once per output row and column, with unchecked loads inside.
 
 use crate::kernels::{Pool2dParams, Shape3, max_f32};
 
 /// Max pooling; padded cells are ignored (never win the max).
+#[inline(always)]
 pub fn max_pool2d(params: &Pool2dParams, input: &[f32], output: &mut [f32]) {
-    pool(
-        params,
-        input,
-        output,
-        f32::NEG_INFINITY,
-        |m, v| max_f32(v, m),
-        |m, _| m,
-    );
+    pool::<true>(params, input, output);
 }
 
 /// Average pooling; divides by `kh * kw`, so padded cells count as zeros.
+#[inline(always)]
 pub fn avg_pool2d(params: &Pool2dParams, input: &[f32], output: &mut [f32]) {
-    let area = (params.window.kernel[0] * params.window.kernel[1]) as f32;
-    pool(params, input, output, 0.0, |a, b| a + b, |s, _| s / area);
+    pool::<false>(params, input, output);
 }
 
 #[inline(always)]
-fn pool(
-    params: &Pool2dParams,
-    input: &[f32],
-    output: &mut [f32],
-    init: f32,
-    combine: impl Fn(f32, f32) -> f32,
-    finish: impl Fn(f32, usize) -> f32,
-) {
+fn pool<const MAX: bool>(params: &Pool2dParams, input: &[f32], output: &mut [f32]) {
     let w = &params.window;
     assert_eq!(input.len(), w.input.len(), "pool input length");
     assert_eq!(output.len(), w.output.len(), "pool output length");
     let (in_w, out_w) = (w.input.width, w.output.width);
+    let (interior_lo, interior_hi) = w.interior_columns();
+    let kw = w.kernel[1];
+    let scale = 1.0 / (w.kernel[0] * kw) as f32;
     for (x, out) in input
         .chunks_exact(w.input.plane())
         .zip(output.chunks_exact_mut(w.output.plane()))
@@ -43,22 +33,32 @@ fn pool(
         for oy in 0..w.output.height {
             let (ky0, ky1) = w.valid_taps(0, oy);
             let iy0 = oy * w.stride[0] + ky0 - w.padding[0];
-            for ox in 0..out_w {
-                let (kx0, kx1) = w.valid_taps(1, ox);
+            let out_row = &mut out[oy * out_w..(oy + 1) * out_w];
+            for (ox, o) in out_row.iter_mut().enumerate() {
+                let (kx0, kx1) = if ox >= interior_lo && ox < interior_hi {
+                    (0, kw)
+                } else {
+                    w.valid_taps(1, ox)
+                };
                 let ix0 = ox * w.stride[1] + kx0 - w.padding[1];
-                let mut acc = init;
+                let mut acc = if MAX { f32::NEG_INFINITY } else { 0.0 };
                 for iy in iy0..iy0 + (ky1 - ky0) {
-                    for v in &x[iy * in_w + ix0..iy * in_w + ix0 + (kx1 - kx0)] {
-                        acc = combine(acc, *v);
+                    let base = iy * in_w + ix0;
+                    for c in 0..kx1 - kx0 {
+                        // NOTE(unsafe): rows and columns are clamped to the input by
+                        // `valid_taps` (or lie in the interior), and `input.len()` was checked.
+                        let v = unsafe { *x.get_unchecked(base + c) };
+                        acc = if MAX { max_f32(v, acc) } else { acc + v };
                     }
                 }
-                out[oy * out_w + ox] = finish(acc, (ky1 - ky0) * (kx1 - kx0));
+                *o = if MAX { acc } else { acc * scale };
             }
         }
     }
 }
 
 /// Global average pooling: one mean per channel.
+#[inline(always)]
 pub fn global_avg_pool(input_shape: Shape3, input: &[f32], output: &mut [f32]) {
     assert_eq!(input.len(), input_shape.len(), "global pool input length");
     assert_eq!(
