@@ -72,6 +72,8 @@ pub struct Board {
     pub ram_origin: u64,
     /// Extra rustc flags for this board's firmware.
     pub rustflags: &'static [&'static str],
+    /// Features of dnal-device the firmware turns on.
+    pub device_features: &'static [&'static str],
     pub harness: Harness,
     pub runner: Runner,
     pub cost_unit: CostUnit,
@@ -92,6 +94,7 @@ pub const BOARDS: &[Board] = &[
         flash_origin: 0,
         ram_origin: 0,
         rustflags: &[],
+        device_features: &[],
         harness: Harness::Std,
         runner: Runner::Native,
         cost_unit: CostUnit::WallNanoseconds,
@@ -108,6 +111,7 @@ pub const BOARDS: &[Board] = &[
         // Generic thumbv7em CPU on purpose: `-C target-cpu=cortex-m4` splits every f32
         // multiply-accumulate into vmul + vadd (see kernels::f32::mac).
         rustflags: &[],
+        device_features: &[],
         harness: Harness::CortexMQemu,
         runner: Runner::QemuSystem {
             machine: "mps2-an386",
@@ -125,6 +129,7 @@ pub const BOARDS: &[Board] = &[
         flash_origin: 0,
         ram_origin: 0x2000_0000,
         rustflags: &["-C", "target-cpu=cortex-m7"],
+        device_features: &["fpv5"],
         harness: Harness::CortexMQemu,
         runner: Runner::QemuSystem {
             machine: "mps2-an500",
@@ -149,6 +154,7 @@ pub const BOARDS: &[Board] = &[
             "-C",
             "target-cpu=cortex-a55",
         ],
+        device_features: &[],
         harness: Harness::Std,
         runner: Runner::QemuUser {
             program: "qemu-aarch64",
@@ -166,6 +172,7 @@ pub const BOARDS: &[Board] = &[
         flash_origin: 0x0800_0000,
         ram_origin: 0x2000_0000,
         rustflags: &["-C", "target-cpu=cortex-m7"],
+        device_features: &["fpv5"],
         harness: Harness::CortexMProbe,
         runner: Runner::ProbeRs {
             chip: "STM32F746ZGTx",
@@ -182,6 +189,7 @@ pub const BOARDS: &[Board] = &[
         flash_origin: 0,
         ram_origin: 0x2000_0000,
         rustflags: &[],
+        device_features: &[],
         harness: Harness::CortexMProbe,
         runner: Runner::ProbeRs {
             chip: "nRF52840_xxAA",

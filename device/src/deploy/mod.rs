@@ -292,7 +292,9 @@ pub fn deploy(req: &DeployRequest) -> Result<DeployReport, DeployError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "firmware".into());
-    let tmp = parent.join(format!(".{stem}.tmp-{}", std::process::id()));
+    static NEXT_TMP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let serial = NEXT_TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = parent.join(format!(".{stem}.tmp-{}-{serial}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     let built = build_in(&tmp, &export, board, req, &images, &out_dir);
     let (package, elf_built, sizes) = match built {

@@ -38,18 +38,38 @@ impl Activation {
         match self {
             Activation::None => x,
             Activation::Relu => max_f32(x, 0.0),
-            Activation::Relu6 => {
-                let y = max_f32(x, 0.0);
-                if y > 6.0 { 6.0 } else { y }
-            }
+            Activation::Relu6 => min_f32(max_f32(x, 0.0), 6.0),
         }
     }
 }
 
 /// `max(a, b)` as one compare and select (see [`Activation::apply`]); NaN in `a` gives `b`.
+///
+/// With the `fpv5` feature (Cortex-M7 and other FPv5 cores, which have `vmaxnm`) this is
+/// `f32::max`, one instruction; elsewhere that would be a call to libm's `fmaxf`.
 #[inline(always)]
 pub fn max_f32(a: f32, b: f32) -> f32 {
-    if a > b { a } else { b }
+    #[cfg(feature = "fpv5")]
+    {
+        a.max(b)
+    }
+    #[cfg(not(feature = "fpv5"))]
+    {
+        if a > b { a } else { b }
+    }
+}
+
+/// `min(a, b)`, the counterpart of [`max_f32`].
+#[inline(always)]
+pub fn min_f32(a: f32, b: f32) -> f32 {
+    #[cfg(feature = "fpv5")]
+    {
+        a.min(b)
+    }
+    #[cfg(not(feature = "fpv5"))]
+    {
+        if a < b { a } else { b }
+    }
 }
 
 /// The shape of one activation: channels x height x width, stored CHW.
