@@ -70,3 +70,68 @@ fn host_firmware_matches_reference_forward() {
     assert!(model.contains("Layer 0, conv1: conv2d 3x3"), "{model}");
     assert!(model.contains("value 0 (3x12x12) -> 8x12x12"), "{model}");
 }
+
+/// Odd shapes through the whole generator: 1x1 images, one channel, kernels as large as
+/// the padded input, a single layer that reads the image and writes the logits directly,
+/// and an add that reads the image.
+#[test]
+fn odd_shapes_match_reference_forward() {
+    use dnal_device::export::{Arch, Layer, Op};
+    use dnal_device::kernels::{Activation::*, Shape3};
+    use dnal_device::synth::{add, conv, linear, pool};
+
+    let models = vec![
+        Arch::new(
+            "one-pixel",
+            Shape3::new(1, 1, 1),
+            2,
+            vec![
+                Layer::new("c", vec![0], conv(1, 3, 3, 1, 1, false, Relu)),
+                Layer::new("fc", vec![1], linear(3, 2, None)),
+            ],
+        ),
+        Arch::new(
+            "single-layer",
+            Shape3::new(2, 3, 3),
+            5,
+            vec![Layer::new("fc", vec![0], linear(18, 5, None))],
+        ),
+        Arch::new(
+            "odd",
+            Shape3::new(1, 5, 7),
+            3,
+            vec![
+                Layer::new("wide", vec![0], conv(1, 1, 5, 1, 2, false, Relu6)),
+                Layer::new("skip", vec![0, 1], add(None)),
+                Layer::new("dw", vec![2], conv(1, 1, 3, 2, 1, true, None)),
+                Layer::new("pool", vec![3], pool(true, 3, 2, 1)),
+                Layer::new("avg", vec![4], pool(false, 2, 1, 1)),
+                Layer::new("gap", vec![5], Op::GlobalAvgPool),
+                Layer::new("fc", vec![6], linear(1, 3, None)),
+            ],
+        ),
+    ];
+    for arch in models {
+        let name = arch.name.clone();
+        let tmp = tempfile::tempdir().unwrap();
+        let export = random_export(arch, 9).unwrap();
+        export.write(tmp.path().join("export")).unwrap();
+        let mut req = DeployRequest::new(tmp.path().join("export"), "host", tmp.path().join("fw"));
+        req.run = true;
+        req.images = dnal_device::deploy::synthetic_images(export.input_len(), 2);
+        let report = deploy(&req).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let parity = report.parity.unwrap();
+        assert!(
+            parity.max_abs_diff < 1e-4,
+            "{name}: {}",
+            parity.max_abs_diff
+        );
+        assert_eq!(report.logits.len(), 2);
+        if name == "single-layer" {
+            assert_eq!(
+                report.arena_bytes, 0,
+                "the image and the logits need no arena"
+            );
+        }
+    }
+}
