@@ -5,6 +5,8 @@ const PAINT: u32 = 0x5a5a_5a5a;
 /// Bytes below the current stack pointer left unpainted (this function's own frame).
 const GAP: usize = 64;
 
+// NOTE(unsafe): symbols defined by cortex-m-rt's linker script; only their addresses are
+// taken, never their contents.
 unsafe extern "C" {
     /// End of the static data (cortex-m-rt's link.x).
     static __sheap: u32;

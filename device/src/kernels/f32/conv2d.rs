@@ -232,6 +232,8 @@ fn store<const OC: usize, const PX: usize>(
 /// `input` holds `w.input`, `weights` holds `[ic][kh][kw][OC]`, every kernel row in `rows`
 /// lands inside the input for output row `oy`, `in_channels` is `w.input.channels` and `SW`
 /// is 0 or `w.stride[1]`.
+// NOTE(unsafe): unsafe because the caller must uphold the bounds listed under # Safety;
+// inside, every pointer read relies on them.
 #[inline(never)]
 unsafe fn edge_tile<
     const OC: usize,
@@ -308,6 +310,8 @@ unsafe fn edge_tile<
 /// `rows`, column in `cols` and pixel `p < PX` the input coordinate
 /// `(oy*sh + ky - ph, (ox+p)*sw + kx - pw)` lies inside the input; `in_channels` is
 /// `w.input.channels` and `SW` is 0 or `w.stride[1]`.
+// NOTE(unsafe): unsafe because the caller must uphold the bounds listed under # Safety;
+// inside, every pointer read relies on them.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile<

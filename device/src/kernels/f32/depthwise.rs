@@ -210,6 +210,8 @@ fn channel<const PX: usize, const KH: usize, const KW: usize, const SW: usize>(
 /// `plane` is one input channel, `kernel` its `kh * kw` weights, every kernel row in `rows`
 /// lands inside the plane for output row `oy`, every kernel column lands inside it for the
 /// pixels `ox..ox+PX`, and `KH`, `KW`, `SW` are 0 or equal to the window's.
+// NOTE(unsafe): unsafe because the caller must uphold the bounds listed under # Safety;
+// inside, every pointer read relies on them.
 #[inline(always)]
 unsafe fn tile<const PX: usize, const KH: usize, const KW: usize, const SW: usize>(
     w: &Window,
@@ -250,6 +252,8 @@ unsafe fn tile<const PX: usize, const KH: usize, const KW: usize, const SW: usiz
 ///
 /// # Safety
 /// As [`tile`], except that the kernel columns may fall outside the plane.
+// NOTE(unsafe): unsafe because the caller must uphold the bounds listed under # Safety;
+// inside, every pointer read relies on them.
 #[inline(never)]
 unsafe fn edge_tile<const PX: usize, const KH: usize, const KW: usize, const SW: usize>(
     w: &Window,

@@ -109,6 +109,8 @@ fn store<const OC: usize, const PX: usize>(
 /// # Safety
 /// `in_c` is the input channel count, `input` holds `in_c * pixels` values, `weights`
 /// `in_c * OC`, and `p + PX <= pixels`.
+// NOTE(unsafe): unsafe because the caller must uphold the bounds listed under # Safety;
+// inside, every pointer read relies on them.
 #[inline(always)]
 unsafe fn tile<const OC: usize, const PX: usize>(
     params: &Conv2dParams,
