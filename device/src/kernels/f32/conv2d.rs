@@ -342,6 +342,44 @@ unsafe fn tile<
         .wrapping_sub(w.padding[0])
         .wrapping_mul(in_w)
         .wrapping_add((ox * sw).wrapping_sub(w.padding[1]));
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    if OC == 4
+        && PX == 4
+        && KH == 3
+        && KW == 3
+        && (SW == 1 || SW == 2)
+        && rows == (0, 3)
+        && cols == (0, 3)
+        && in_channels > 0
+    {
+        let mut sums = [0.0f32; 16];
+        let tile_fn = if SW == 1 {
+            super::arm::dnal_conv3x3_s1_tile4x4
+        } else {
+            super::arm::dnal_conv3x3_s2_tile4x4
+        };
+        // NOTE(unsafe): all three kernel rows and columns of the 4 pixels are inside the
+        // input (this function's contract with full `rows` and `cols`), so `origin` is an
+        // index into `input` and the assembly reads only inside it; `weights` holds the
+        // `in_channels * 9 * 4` values it streams; `sums` has the 16 values it writes.
+        unsafe {
+            tile_fn(
+                sums.as_mut_ptr(),
+                weights.as_ptr(),
+                input.as_ptr().add(origin),
+                in_channels,
+                in_w * 4,
+                in_plane * 4,
+            );
+        }
+        let mut acc = [[0.0f32; PX]; OC];
+        for (lane, acc_lane) in acc.iter_mut().enumerate() {
+            for (p, a) in acc_lane.iter_mut().enumerate() {
+                *a = sums[lane * 4 + p];
+            }
+        }
+        return acc;
+    }
     let mut acc = [[0.0f32; PX]; OC];
     let inp = input.as_ptr();
     let wp = weights.as_ptr();

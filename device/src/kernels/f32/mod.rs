@@ -11,6 +11,8 @@
 //! 1.5 to 3 times as many instructions (measured on Cortex-M4). The price is flash: one copy
 //! of a kernel per layer, a few KiB each.
 
+#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+mod arm;
 mod conv2d;
 mod depthwise;
 mod elementwise;
