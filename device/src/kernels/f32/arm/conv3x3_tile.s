@@ -7,8 +7,8 @@
 @
 @ Registers: s0-s15 accumulators (s[4 * channel + pixel]), s16-s19 weights of one tap,
 @ s20-s28 one row of inputs. AAPCS: r4-r6 and s16-s31 are callee-saved, pushed below.
-@ Counted in instructions: 1 + 1 + 4 x 3 + 48 = per kernel row 14 + 48 vmla, so with the
-@ channel loop about 1.13 instructions per MAC.
+@ Instructions per input channel: 3 kernel rows x (1 + 3 vldmia + 48 vmla) + 2 row steps + 3
+@ for the channel loop = 161 for 144 MACs, about 1.12 per MAC.
     .syntax unified
     .thumb
     .fpu fpv4-sp-d16
