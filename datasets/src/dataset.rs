@@ -1,0 +1,150 @@
+//! A loaded dataset, and `load`, the one entry point the CLI needs.
+
+use std::path::Path;
+
+use crate::augment::Augmentation;
+use crate::error::DatasetError;
+use crate::image_set::{ImageSet, ImageShape};
+use crate::normalize::Normalization;
+use crate::synthetic::SyntheticConfig;
+use crate::{cifar10, idx, image_folder};
+
+/// The names [`load`] accepts.
+pub const DATASET_NAMES: &[&str] = &["fashion-mnist", "mnist", "cifar10", "folder", "synthetic"];
+
+/// Which half of a dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Split {
+    Train,
+    Test,
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        })
+    }
+}
+
+/// A loaded dataset with the preprocessing that suits it: normalisation statistics from its
+/// training set, and the augmentation its usual training recipe uses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    pub name: String,
+    pub train: ImageSet,
+    pub test: ImageSet,
+    pub normalization: Normalization,
+    pub augmentation: Augmentation,
+}
+
+impl Dataset {
+    pub fn split(&self, split: Split) -> &ImageSet {
+        match split {
+            Split::Train => &self.train,
+            Split::Test => &self.test,
+        }
+    }
+
+    /// The shape of every image (train and test share it).
+    pub fn shape(&self) -> ImageShape {
+        self.train.shape()
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.train.num_classes()
+    }
+
+    /// Keeps the first `train` training and `test` test images (`None`: all), for quick runs.
+    /// The normalisation stays the one of the full training set: a better estimate of the same
+    /// statistics, and the same numbers whatever the limit, so exports stay comparable.
+    pub fn truncate(mut self, train: Option<usize>, test: Option<usize>) -> Self {
+        if let Some(n) = train {
+            self.train = self.train.truncate(n);
+        }
+        if let Some(n) = test {
+            self.test = self.test.truncate(n);
+        }
+        self
+    }
+}
+
+/// Loads a dataset by name (one of [`DATASET_NAMES`]).
+///
+/// - `fashion-mnist`: from `data_dir` (or its `fashion-mnist/` or `FashionMNIST/raw/`), else
+///   from /usr/share/datasets/fashion-mnist (Debian's package `dataset-fashion-mnist`); the files
+///   `train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`, `t10k-images-idx3-ubyte[.gz]`,
+///   `t10k-labels-idx1-ubyte[.gz]`.
+/// - `mnist`: the same four file names, from `data_dir` (required).
+/// - `cifar10`: the binary version, from `data_dir` or its `cifar-10-batches-bin/` (required).
+/// - `folder`: an ImageNet-style `train/<class>/` + `val/<class>/` tree in `data_dir`
+///   (required), resized to 3x32x32; see [`image_folder::load_image_folder`] for other sizes.
+/// - `synthetic`: [`SyntheticConfig::default`], generated; `data_dir` is ignored.
+pub fn load(name: &str, data_dir: Option<&Path>) -> Result<Dataset, DatasetError> {
+    match name {
+        "fashion-mnist" => idx::load_fashion_mnist(data_dir),
+        "mnist" => idx::load_mnist(data_dir),
+        "cifar10" => match data_dir {
+            Some(dir) => cifar10::load_cifar10(dir),
+            None => Err(DatasetError::DataDirRequired {
+                name: name.into(),
+                fix: cifar10::MISSING_FIX.into(),
+            }),
+        },
+        "folder" => match data_dir {
+            Some(dir) => image_folder::load_image_folder(dir, image_folder::DEFAULT_FOLDER_SHAPE),
+            None => Err(DatasetError::DataDirRequired {
+                name: name.into(),
+                fix: image_folder::LAYOUT_FIX.into(),
+            }),
+        },
+        "synthetic" => SyntheticConfig::default().generate(),
+        _ => Err(DatasetError::UnknownDataset { name: name.into() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_names_list_the_known_ones() {
+        let err = load("imagenet-21k", None).unwrap_err();
+        assert!(
+            matches!(err, DatasetError::UnknownDataset { .. }),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        for name in DATASET_NAMES {
+            assert!(text.contains(name), "{text}");
+        }
+    }
+
+    #[test]
+    fn datasets_without_a_home_need_a_data_dir() {
+        for name in ["mnist", "cifar10", "folder"] {
+            let err = load(name, None).unwrap_err();
+            assert!(
+                matches!(err, DatasetError::DataDirRequired { .. }),
+                "{name}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn synthetic_loads_by_name_and_truncates() {
+        let data = load("synthetic", None).unwrap();
+        assert_eq!(data.name, "synthetic");
+        assert_eq!((data.train.len(), data.test.len()), (2048, 512));
+        assert_eq!(data.shape(), ImageShape::new(1, 28, 28));
+        assert_eq!(data.num_classes(), 10);
+        assert_eq!(data.split(Split::Test).len(), 512);
+        let small = data.truncate(Some(100), Some(10));
+        assert_eq!((small.train.len(), small.test.len()), (100, 10));
+        assert_eq!(
+            small.normalization,
+            Normalization::from_set(&load("synthetic", None).unwrap().train)
+        );
+    }
+}
