@@ -79,18 +79,19 @@ pub fn read_idx_set(
 }
 
 /// Fashion-MNIST from `data_dir` (the folder itself, its `fashion-mnist/` or torchvision's
-/// `FashionMNIST/raw/`), else from [`FASHION_MNIST_SYSTEM_DIR`]. The first folder that holds all
-/// four files is used, so files are never mixed from two places.
+/// `FashionMNIST/raw/`), or, when no folder is named, from [`FASHION_MNIST_SYSTEM_DIR`]. A
+/// named folder that lacks the files is an error, not a reason to read other files than the
+/// ones asked for. The first folder that holds all four files is used, so files are never
+/// mixed from two places.
 pub fn load_fashion_mnist(data_dir: Option<&Path>) -> Result<Dataset, DatasetError> {
-    let mut dirs = Vec::new();
-    if let Some(dir) = data_dir {
-        dirs.extend([
+    let dirs = match data_dir {
+        Some(dir) => vec![
             dir.to_path_buf(),
             dir.join("fashion-mnist"),
             dir.join("FashionMNIST").join("raw"),
-        ]);
-    }
-    dirs.push(PathBuf::from(FASHION_MNIST_SYSTEM_DIR));
+        ],
+        None => vec![PathBuf::from(FASHION_MNIST_SYSTEM_DIR)],
+    };
     load_flavor(&FASHION_MNIST, &dirs)
 }
 
@@ -704,6 +705,17 @@ pub(crate) mod tests {
             text.contains("/nonexistent/dnal-test/train-images-idx3-ubyte.gz"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_named_folder_without_the_files_is_an_error_not_a_fallback() {
+        // Even where Debian's copy is installed, --data-dir means these files, not others.
+        let dir = tempfile::tempdir().unwrap();
+        let err = load_fashion_mnist(Some(dir.path())).unwrap_err();
+        assert!(matches!(err, DatasetError::MissingFile { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+        assert!(!text.contains(FASHION_MNIST_SYSTEM_DIR), "{text}");
     }
 
     #[test]
