@@ -715,7 +715,8 @@ pub(crate) mod tests {
         assert!(matches!(err, DatasetError::MissingFile { .. }), "{err:?}");
         let text = err.to_string();
         assert!(text.contains(&dir.path().display().to_string()), "{text}");
-        assert!(!text.contains(FASHION_MNIST_SYSTEM_DIR), "{text}");
+        let tried = text.split(';').next().unwrap();
+        assert!(!tried.contains(FASHION_MNIST_SYSTEM_DIR), "{text}");
     }
 
     #[test]
