@@ -1,1 +1,26 @@
-//! placeholder
+//! dnal: DNAL search on burn, from data to an exported pruned network.
+//!
+//! - [`search`]: the stages (weights, gates, prune, finetune), checkpoints and resume;
+//! - [`export`]: the pruned network as an export folder, and burn's forward of an export;
+//! - [`eval`]: `dnal eval`, which reproduces a search's reported accuracy from its export;
+//! - [`deploy`]: `dnal deploy`, the export onto a board with test images and burn's logits;
+//! - [`arch_cost`]: the `c_l` of the architecture loss (uniform or FLOPs-aware);
+//! - [`schedule`]: delta's growth and the learning rate;
+//! - [`train`]: one epoch, one evaluation.
+
+pub mod allocator;
+pub mod arch_cost;
+pub mod backend;
+pub mod checkpoint;
+pub mod config;
+pub mod deploy;
+pub mod error;
+pub mod eval;
+pub mod export;
+pub mod progress;
+pub mod report;
+pub mod schedule;
+pub mod search;
+pub mod train;
+
+pub use error::SearchError;

@@ -1,0 +1,130 @@
+//! What one channel costs: the `c_l` of DNAL's architecture loss.
+
+use std::fmt;
+use std::str::FromStr;
+
+use dnal_models::NetPlan;
+use serde::{Deserialize, Serialize};
+
+/// How the architecture loss weighs a channel of each gated group.
+///
+/// Either way the weights are normalised so that `sum_l c_l * n_l = 1` over the gated groups
+/// (`n_l` channels each): the penalty of the fully open network is then `lambda_a` itself, a
+/// price in nats of cross entropy that means the same for a 300-channel VGG and a 4000-channel
+/// one. (The paper's `c_l = 1` is this `uniform` weighting with `lambda_a` scaled by the
+/// channel count.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CostWeighting {
+    /// The same `c_l` for every gate, as in the paper.
+    Uniform,
+    /// `c_l` proportional to the multiply-accumulates one channel of the group costs in the
+    /// unpruned network (in the layers that write it and in those that read it).
+    Flops,
+}
+
+impl CostWeighting {
+    /// Every weighting's name, as `--cost` takes it.
+    pub const NAMES: &[&str] = &["uniform", "flops"];
+
+    /// `c_l` for every gate of the network.
+    pub fn weights(self, plan: &NetPlan) -> Vec<f64> {
+        let gates = &plan.groups.group_of_gate;
+        let counts = plan.full_counts();
+        let raw: Vec<f64> = match self {
+            CostWeighting::Uniform => vec![1.0; gates.len()],
+            CostWeighting::Flops => gates
+                .iter()
+                .map(|&g| plan.flops.marginal(g, &counts))
+                .collect(),
+        };
+        let total: f64 = gates.iter().zip(&raw).map(|(&g, c)| counts[g] * c).sum();
+        if total > 0.0 {
+            raw.iter().map(|c| c / total).collect()
+        } else {
+            vec![0.0; gates.len()]
+        }
+    }
+}
+
+impl fmt::Display for CostWeighting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CostWeighting::Uniform => "uniform",
+            CostWeighting::Flops => "flops",
+        })
+    }
+}
+
+impl FromStr for CostWeighting {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "uniform" => Ok(CostWeighting::Uniform),
+            "flops" => Ok(CostWeighting::Flops),
+            _ => Err(format!(
+                "unknown cost {s:?}; choose one of {}",
+                CostWeighting::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+/// The expected multiply-accumulates under soft gates: every gated group counts
+/// `sum_j sigmoid(delta * s_j)` channels, the others all of theirs.
+pub fn expected_flops(plan: &NetPlan, gate_scores: &[Vec<f32>], delta: f64) -> f64 {
+    let mut counts = plan.full_counts();
+    for (gate, scores) in gate_scores.iter().enumerate() {
+        let group = plan.groups.group_of_gate[gate];
+        counts[group] = scores
+            .iter()
+            .map(|&s| 1.0 / (1.0 + (-(delta * s as f64)).exp()))
+            .sum();
+    }
+    plan.flops.total(&counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dnal_models::{GatePosition, ValueShape, model_spec};
+
+    #[test]
+    fn flops_weights_favour_expensive_channels_and_sum_to_one() {
+        let spec = model_spec("vgg-small", ValueShape::new(1, 28, 28), 10).unwrap();
+        let plan = NetPlan::new(spec, GatePosition::AfterBn).unwrap();
+        let w = CostWeighting::Flops.weights(&plan);
+        assert_eq!(w.len(), 5);
+        // conv2 (28x28, between 32-channel layers) costs more per channel than conv5 (7x7).
+        assert!(w[1] > w[4], "{w:?}");
+        let channels = plan.full_counts();
+        let gates = &plan.groups.group_of_gate;
+        for weighting in [CostWeighting::Flops, CostWeighting::Uniform] {
+            let w = weighting.weights(&plan);
+            let sum: f64 = gates.iter().zip(&w).map(|(&g, c)| channels[g] * c).sum();
+            assert!((sum - 1.0).abs() < 1e-9, "{weighting}: {sum}");
+        }
+        assert_eq!(CostWeighting::Uniform.weights(&plan), vec![1.0 / 320.0; 5]);
+    }
+
+    #[test]
+    fn expected_flops_spans_zero_gates_to_full() {
+        let spec = model_spec("vgg-small", ValueShape::new(1, 28, 28), 10).unwrap();
+        let plan = NetPlan::new(spec, GatePosition::AfterBn).unwrap();
+        let open: Vec<Vec<f32>> = plan
+            .groups
+            .group_of_gate
+            .iter()
+            .map(|&g| vec![1.0; plan.groups.groups[g].channels])
+            .collect();
+        let full = plan.total_flops() as f64;
+        assert!((expected_flops(&plan, &open, 1e4) - full).abs() < 1.0);
+        let half = expected_flops(
+            &plan,
+            &open.iter().map(|s| vec![0.0; s.len()]).collect::<Vec<_>>(),
+            1.0,
+        );
+        assert!(half < full / 2.0 && half > full / 8.0);
+    }
+}

@@ -1,0 +1,221 @@
+//! The settings of a search.
+
+use std::path::PathBuf;
+
+use dnal_models::GatePosition;
+use serde::{Deserialize, Serialize};
+
+use crate::arch_cost::CostWeighting;
+use crate::backend::Backend;
+use crate::error::SearchError;
+
+/// Everything that decides what a search computes. Stored in the checkpoint, so that
+/// `--resume` continues with the same settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SearchConfig {
+    /// Dataset name (see `dnal_datasets::DATASET_NAMES`).
+    pub dataset: String,
+    /// Where the dataset's files are, if not in their default place.
+    pub data_dir: Option<PathBuf>,
+    /// Model name (see `dnal_models::MODELS`).
+    pub model: String,
+    /// Use only the first N training images.
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images.
+    pub test_limit: Option<usize>,
+    /// Epochs of the weight stage (gates off).
+    pub epochs_weights: usize,
+    /// Epochs of the gate stage (weights frozen, delta 1 -> 1e4).
+    pub epochs_gates: usize,
+    /// Epochs of finetuning the pruned network.
+    pub epochs_finetune: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Peak learning rate of the weight stage (cosine schedule).
+    pub lr: f64,
+    /// Learning rate of the gate parameters (constant, as in the paper).
+    pub lr_gates: f64,
+    /// Peak learning rate of finetuning (cosine schedule).
+    pub lr_finetune: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// L2 weight decay of the weight stage and finetuning.
+    pub weight_decay: f64,
+    /// lambda_a, the weight of the architecture loss: the penalty of the fully open network,
+    /// in nats (see [`CostWeighting`]).
+    pub lambda: f64,
+    /// c_l of the architecture loss.
+    pub cost: CostWeighting,
+    /// delta at the gate stage's first step.
+    pub delta_start: f64,
+    /// delta at the gate stage's last step.
+    pub delta_end: f64,
+    /// Where the gates sit in a conv block.
+    pub gate_position: GatePosition,
+    /// Where the training runs.
+    pub backend: Backend,
+    /// Seeds weights, data order and augmentation.
+    pub seed: u64,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            dataset: "fashion-mnist".into(),
+            data_dir: None,
+            model: dnal_models::DEFAULT_MODEL.into(),
+            train_limit: None,
+            test_limit: None,
+            epochs_weights: 30,
+            epochs_gates: 10,
+            epochs_finetune: 20,
+            batch_size: 128,
+            lr: 0.1,
+            lr_gates: 0.1,
+            lr_finetune: 0.05,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            lambda: 1.0,
+            cost: CostWeighting::Flops,
+            delta_start: 1.0,
+            delta_end: 1e4,
+            gate_position: GatePosition::AfterBn,
+            backend: Backend::Cpu,
+            seed: 0,
+        }
+    }
+}
+
+impl SearchConfig {
+    /// Refuses settings that cannot give a meaningful search, naming the option.
+    pub fn validate(&self) -> Result<(), SearchError> {
+        let bad = |option: &'static str, value: String, reason: &str| {
+            Err(SearchError::InvalidOption {
+                option,
+                value,
+                reason: reason.to_string(),
+            })
+        };
+        if self.epochs_weights == 0 {
+            return bad(
+                "--epochs-weights",
+                "0".into(),
+                "the gates can only judge trained weights; use at least 1",
+            );
+        }
+        if self.epochs_gates == 0 {
+            return bad(
+                "--epochs-gates",
+                "0".into(),
+                "without a gate stage every gate stays at s = 0 and nothing is learned; use at least 1",
+            );
+        }
+        if self.batch_size == 0 {
+            return bad("--batch-size", "0".into(), "use at least 1");
+        }
+        for (option, value) in [
+            ("--lr", self.lr),
+            ("--lr-gates", self.lr_gates),
+            ("--lr-finetune", self.lr_finetune),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return bad(option, value.to_string(), "must be a positive number");
+            }
+        }
+        if !(self.lambda.is_finite() && self.lambda >= 0.0) {
+            return bad(
+                "--lambda",
+                self.lambda.to_string(),
+                "must be a number >= 0 (0 prunes only what hurts the loss)",
+            );
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad("--momentum", self.momentum.to_string(), "must be in [0, 1)");
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(
+                "--weight-decay",
+                self.weight_decay.to_string(),
+                "must be a number >= 0",
+            );
+        }
+        if !(self.delta_start > 0.0
+            && self.delta_end >= self.delta_start
+            && self.delta_end.is_finite())
+        {
+            return bad(
+                "--delta-end",
+                format!("{} (start {})", self.delta_end, self.delta_start),
+                "delta must grow from a positive start to a finite end",
+            );
+        }
+        for (option, limit) in [
+            ("--train-limit", self.train_limit),
+            ("--test-limit", self.test_limit),
+        ] {
+            if limit == Some(0) {
+                return bad(option, "0".into(), "use at least 1 image, or leave it out");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonsense_settings_are_refused_by_name() {
+        let ok = SearchConfig::default();
+        assert!(ok.validate().is_ok());
+        let cases = [
+            (
+                SearchConfig {
+                    epochs_gates: 0,
+                    ..ok.clone()
+                },
+                "--epochs-gates",
+            ),
+            (
+                SearchConfig {
+                    lambda: -1.0,
+                    ..ok.clone()
+                },
+                "--lambda",
+            ),
+            (
+                SearchConfig {
+                    lr: f64::NAN,
+                    ..ok.clone()
+                },
+                "--lr",
+            ),
+            (
+                SearchConfig {
+                    batch_size: 0,
+                    ..ok.clone()
+                },
+                "--batch-size",
+            ),
+            (
+                SearchConfig {
+                    train_limit: Some(0),
+                    ..ok.clone()
+                },
+                "--train-limit",
+            ),
+            (
+                SearchConfig {
+                    delta_end: 0.5,
+                    ..ok.clone()
+                },
+                "--delta-end",
+            ),
+        ];
+        for (config, option) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.starts_with(option), "{err}");
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! `report.json`: what a search did and what it found.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::SearchConfig;
+
+/// Accuracy and cost of one network.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetReport {
+    /// Top-1 accuracy on the test set, a fraction in 0..1.
+    pub top1: f64,
+    /// Top-5 accuracy on the test set.
+    pub top5: f64,
+    /// Multiply-accumulates of one forward pass of one image.
+    pub flops: u64,
+    /// Weights and biases with batch norm folded into the convs.
+    pub params: u64,
+    /// Test images evaluated.
+    pub images: usize,
+}
+
+/// One stage's epochs and wall time.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageReport {
+    /// `weights`, `gates`, `prune` or `finetune`.
+    pub name: String,
+    /// Epochs run.
+    pub epochs: usize,
+    /// Wall time in seconds (summed over resumed runs).
+    pub seconds: f64,
+}
+
+/// One epoch of one stage.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// The stage.
+    pub stage: String,
+    /// 1-based epoch within the stage.
+    pub epoch: usize,
+    /// Mean training loss.
+    pub loss: f64,
+    /// Mean training cross entropy.
+    pub cross_entropy: f64,
+    /// Training top-1 (augmented batches).
+    pub train_top1: f64,
+    /// Test top-1 after the epoch (gate stage: with hard gates, i.e. the binarised network
+    /// before finetuning).
+    pub test_top1: f64,
+    /// Learning rate at the epoch's last step.
+    pub lr: f64,
+    /// Wall time of the epoch's training, in seconds.
+    pub seconds: f64,
+    /// Training images per second.
+    pub images_per_second: f64,
+}
+
+/// The gates after one epoch of the gate stage.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GateRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// delta at the epoch's last step.
+    pub delta: f64,
+    /// Live channels (s > 0) per gate, in the order of `Report::gate_names`.
+    pub alive: Vec<usize>,
+    /// Expected multiply-accumulates under the soft gates at this delta.
+    pub expected_flops: f64,
+    /// Multiply-accumulates of the network the hard gates describe.
+    pub hard_flops: u64,
+}
+
+/// Channels of one gated group before and after pruning.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupChannels {
+    /// The layers that write the group.
+    pub layers: String,
+    /// Channels in the parent.
+    pub parent: usize,
+    /// Channels kept.
+    pub pruned: usize,
+}
+
+/// `OUT/report.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The dnal version that wrote it.
+    pub dnal_version: String,
+    /// The search's settings.
+    pub config: SearchConfig,
+    /// The unpruned network after the weight stage.
+    pub parent: NetReport,
+    /// The pruned, finetuned network, as exported (batch norm folded).
+    pub pruned: NetReport,
+    /// parent FLOPs / pruned FLOPs.
+    pub flops_reduction: f64,
+    /// parent params / pruned params.
+    pub params_reduction: f64,
+    /// Pruned minus parent top-1, in percentage points.
+    pub top1_change_pp: f64,
+    /// The stages in order.
+    pub stages: Vec<StageReport>,
+    /// Channels per gated group.
+    pub channels: Vec<GroupChannels>,
+    /// A name for each gate (the layers that write its group).
+    pub gate_names: Vec<String>,
+    /// The gates after each epoch of the gate stage.
+    pub gates: Vec<GateRecord>,
+    /// Every epoch of every stage.
+    pub history: Vec<EpochRecord>,
+}

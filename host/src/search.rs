@@ -1,0 +1,714 @@
+//! The DNAL search, end to end: weight stage, gate stage, pruning, finetuning, export.
+//!
+//! The search is a small state machine whose state (`OUT/checkpoint/state.json`) is written
+//! after every epoch next to a checkpoint of the model and its optimizer, so a killed run
+//! continues where it stopped (`dnal search --resume OUT`) and reproduces the uninterrupted run:
+//! the data order and augmentation of every epoch depend only on the seed and the epoch.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{ModuleOptimizer, SgdConfig};
+use burn::tensor::Device;
+use dnal_datasets::{Batcher, Dataset};
+use dnal_models::{
+    ChannelMasks, GateMode, GatedNet, GatedNetConfig, NetPlan, ValueShape, model_spec,
+    prune_channels,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::arch_cost::expected_flops;
+use crate::checkpoint::{CheckpointDir, read_json, write_json};
+use crate::config::SearchConfig;
+use crate::error::SearchError;
+use crate::export::{ExportNet, SearchInfo, build_export};
+use crate::progress::SearchObserver;
+use crate::report::{EpochRecord, GateRecord, GroupChannels, NetReport, Report, StageReport};
+use crate::schedule::{CosineSchedule, DeltaSchedule};
+use crate::train::{
+    Accuracy, EpochStats, GatePenalty, StepPlan, evaluate, evaluate_net, train_epoch,
+};
+
+/// The stage a search is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Training the weights with the gates off.
+    Weights,
+    /// Training the gates with the weights frozen.
+    Gates,
+    /// Finetuning the pruned network.
+    Finetune,
+    /// Exported and reported.
+    Done,
+}
+
+impl Stage {
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Weights => "weights",
+            Stage::Gates => "gates",
+            Stage::Finetune => "finetune",
+            Stage::Done => "done",
+        }
+    }
+}
+
+/// What `OUT/checkpoint/state.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SearchState {
+    /// The layout version of this file.
+    pub format: u32,
+    /// The search's settings.
+    pub config: SearchConfig,
+    /// The current stage.
+    pub stage: Stage,
+    /// Epochs of the current stage already done.
+    pub epochs_done: usize,
+    /// The checkpoint folder (under `OUT/checkpoint`) holding the current model.
+    pub checkpoint: Option<String>,
+    /// The kept channels, once pruned.
+    pub masks: Option<ChannelMasks>,
+    /// The parent network's evaluation after the weight stage.
+    pub parent: Option<NetReport>,
+    /// Time and epochs per stage so far.
+    pub stages: Vec<StageReport>,
+    /// Every finished epoch.
+    pub history: Vec<EpochRecord>,
+    /// The gates after every gate epoch.
+    pub gates: Vec<GateRecord>,
+}
+
+const STATE_FORMAT: u32 = 1;
+
+impl SearchState {
+    fn new(config: SearchConfig) -> Self {
+        Self {
+            format: STATE_FORMAT,
+            config,
+            stage: Stage::Weights,
+            epochs_done: 0,
+            checkpoint: None,
+            masks: None,
+            parent: None,
+            stages: Vec::new(),
+            history: Vec::new(),
+            gates: Vec::new(),
+        }
+    }
+
+    fn stage_report(&mut self, stage: Stage) -> &mut StageReport {
+        let name = stage.name();
+        if let Some(i) = self.stages.iter().position(|s| s.name == name) {
+            return &mut self.stages[i];
+        }
+        self.stages.push(StageReport {
+            name: name.into(),
+            epochs: 0,
+            seconds: 0.0,
+        });
+        self.stages.last_mut().expect("just pushed")
+    }
+}
+
+/// Starts a new search in `out`, which must be empty or absent.
+pub fn search(
+    config: SearchConfig,
+    out: &Path,
+    observer: &mut dyn SearchObserver,
+) -> Result<Report, SearchError> {
+    config.validate()?;
+    prepare_out(out)?;
+    Search::open(SearchState::new(config), out)?.run(observer)
+}
+
+/// Continues the search whose folder is `out`.
+pub fn resume(out: &Path, observer: &mut dyn SearchObserver) -> Result<Report, SearchError> {
+    let checkpoints = CheckpointDir::new(out);
+    let state_path = checkpoints.state_path();
+    if !state_path.exists() {
+        return Err(SearchError::Checkpoint {
+            path: state_path,
+            reason: "missing: this folder holds no search to resume (a search writes it after its first epoch); start one with `dnal search --out DIR`".into(),
+        });
+    }
+    let state: SearchState = read_json(&state_path)?;
+    if state.format != STATE_FORMAT {
+        return Err(SearchError::Checkpoint {
+            path: state_path,
+            reason: format!(
+                "format {} is not this dnal's format {STATE_FORMAT}; start a new search",
+                state.format
+            ),
+        });
+    }
+    if state.stage == Stage::Done {
+        observer.message(&format!(
+            "{} is already complete; its report is {}",
+            out.display(),
+            out.join("report.json").display()
+        ));
+        return read_json(&out.join("report.json"));
+    }
+    state.config.validate()?;
+    Search::open(state, out)?.run(observer)
+}
+
+/// Refuses an `--out` folder that already holds something, or that cannot be written.
+fn prepare_out(out: &Path) -> Result<(), SearchError> {
+    if out.join("checkpoint").join("state.json").exists() {
+        return Err(SearchError::InvalidOption {
+            option: "--out",
+            value: out.display().to_string(),
+            reason: "already holds a search; continue it with `dnal search --resume DIR` or choose a new --out".into(),
+        });
+    }
+    if let Ok(mut entries) = fs::read_dir(out)
+        && entries.next().is_some()
+    {
+        return Err(SearchError::InvalidOption {
+            option: "--out",
+            value: out.display().to_string(),
+            reason: "is not empty; choose a new or empty folder so that nothing is overwritten"
+                .into(),
+        });
+    }
+    fs::create_dir_all(out).map_err(SearchError::io(
+        out,
+        "creating the output folder",
+        "choose an --out folder you can write to",
+    ))?;
+    // Creating a folder can succeed where writing files does not (read-only bind mounts).
+    let probe = out.join(".dnal-write-test");
+    fs::write(&probe, b"").map_err(SearchError::io(
+        out,
+        "writing into the output folder",
+        "choose an --out folder you can write to",
+    ))?;
+    let _ = fs::remove_file(probe);
+    Ok(())
+}
+
+/// Loads the dataset of a search, with its limits.
+pub fn load_dataset(config: &SearchConfig) -> Result<Dataset, SearchError> {
+    let mut dataset = dnal_datasets::load(&config.dataset, config.data_dir.as_deref())?;
+    if let Some(n) = config.train_limit {
+        dataset.train = dataset.train.truncate(n);
+    }
+    if let Some(n) = config.test_limit {
+        dataset.test = dataset.test.truncate(n);
+    }
+    Ok(dataset)
+}
+
+/// The input shape of a dataset, as the models see it.
+pub fn input_shape(dataset: &Dataset) -> ValueShape {
+    let s = dataset.train.shape();
+    ValueShape::new(s.channels, s.height, s.width)
+}
+
+/// Test batches are large: evaluation keeps no autodiff graph.
+pub const EVAL_BATCH: usize = 256;
+
+struct Search {
+    state: SearchState,
+    out: PathBuf,
+    checkpoints: CheckpointDir,
+    dataset: Dataset,
+    train: Batcher,
+    test: Batcher,
+    device: Device,
+    train_device: Device,
+    parent: GatedNet,
+}
+
+impl Search {
+    fn open(state: SearchState, out: &Path) -> Result<Self, SearchError> {
+        let config = &state.config;
+        let dataset = load_dataset(config)?;
+        let device = config.backend.device()?;
+        device.seed(config.seed);
+        let train_device = device.clone().autodiff();
+        let spec = model_spec(
+            &config.model,
+            input_shape(&dataset),
+            dataset.train.num_classes(),
+        )?;
+        let parent = GatedNetConfig::new(spec)
+            .with_gate_position(config.gate_position)
+            .init(&train_device)?;
+        let train = Batcher::new(
+            dataset.train.clone(),
+            dataset.normalization.clone(),
+            config.batch_size,
+        )
+        .with_augmentation(dataset.augmentation)
+        .with_shuffle(config.seed);
+        let test = Batcher::new(
+            dataset.test.clone(),
+            dataset.normalization.clone(),
+            EVAL_BATCH,
+        );
+        let checkpoints = CheckpointDir::new(out);
+        checkpoints.create()?;
+        Ok(Self {
+            state,
+            out: out.to_path_buf(),
+            checkpoints,
+            dataset,
+            train,
+            test,
+            device,
+            train_device,
+            parent,
+        })
+    }
+
+    fn config(&self) -> &SearchConfig {
+        &self.state.config
+    }
+
+    /// The network the current stage trains, restored from the latest checkpoint.
+    fn current_net(&self) -> Result<GatedNet, SearchError> {
+        // Pruning works on inference copies; `train()` puts the result back on the autodiff
+        // device with the gradients its parameters were created with.
+        let net = match &self.state.masks {
+            Some(masks) => prune_channels(&self.parent.valid(), masks)?.train(),
+            None => self.parent.clone(),
+        };
+        match &self.state.checkpoint {
+            Some(tag) => Ok(self.checkpoints.load_model(tag, net)?.train()),
+            None => Ok(net),
+        }
+    }
+
+    fn run(mut self, observer: &mut dyn SearchObserver) -> Result<Report, SearchError> {
+        let mut net = self.current_net()?;
+        observer.message(&format!(
+            "dnal search: {} on {} ({} train / {} test images, {}x{}x{}), backend {}, {} MACs, {} params",
+            self.config().model,
+            self.config().dataset,
+            self.dataset.train.len(),
+            self.dataset.test.len(),
+            self.dataset.train.shape().channels,
+            self.dataset.train.shape().height,
+            self.dataset.train.shape().width,
+            self.config().backend,
+            self.parent.flops(),
+            self.parent.params(),
+        ));
+        loop {
+            match self.state.stage {
+                Stage::Weights => {
+                    net = self.weight_stage(net, observer)?;
+                    let started = Instant::now();
+                    let accuracy = evaluate_net(&net, GateMode::Off, &self.test, &self.device);
+                    self.state.parent = Some(net_report(&net, accuracy));
+                    self.state.stage_report(Stage::Weights).seconds +=
+                        started.elapsed().as_secs_f64();
+                    self.finish_stage(&net, Stage::Gates)?;
+                }
+                Stage::Gates => {
+                    net = self.gate_stage(net, observer)?;
+                    let started = Instant::now();
+                    let masks = ChannelMasks::from_gates(&net);
+                    let pruned = prune_channels(&net.valid(), &masks)?;
+                    observer.message(&format!(
+                        "pruned: {} -> {} MACs ({:.2}x fewer), {} -> {} params; channels {}",
+                        net.flops(),
+                        pruned.flops(),
+                        net.flops() as f64 / pruned.flops().max(1) as f64,
+                        net.params(),
+                        pruned.params(),
+                        channel_summary(&net, &pruned),
+                    ));
+                    self.state.masks = Some(masks);
+                    let prune = self.state.stage_report(Stage::Done);
+                    prune.name = "prune".into();
+                    prune.seconds += started.elapsed().as_secs_f64();
+                    net = pruned.train();
+                    self.finish_stage(&net, Stage::Finetune)?;
+                }
+                Stage::Finetune => {
+                    net = self.finetune_stage(net, observer)?;
+                    return self.finish(&net, observer);
+                }
+                Stage::Done => unreachable!("a finished search is not run"),
+            }
+        }
+    }
+
+    /// Saves the model at the end of a stage (kept for later reuse, e.g. by sweeps) and moves
+    /// the state on.
+    fn finish_stage(&mut self, net: &GatedNet, next: Stage) -> Result<(), SearchError> {
+        let tag = format!("{}-final", self.state.stage.name());
+        self.checkpoints.save(&tag, net, None)?;
+        self.state.stage = next;
+        self.state.epochs_done = 0;
+        self.state.checkpoint = Some(tag.clone());
+        write_json(&self.checkpoints.state_path(), &self.state)?;
+        self.checkpoints.prune_old(&tag);
+        Ok(())
+    }
+
+    fn sgd(&self, weight_decay: bool) -> ModuleOptimizer {
+        let config = self.config();
+        let mut sgd = SgdConfig::new().with_momentum(Some(
+            MomentumConfig::new()
+                .with_momentum(config.momentum)
+                .with_dampening(0.0),
+        ));
+        if weight_decay && config.weight_decay > 0.0 {
+            sgd = sgd.with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay as f32)));
+        }
+        sgd.init()
+    }
+
+    fn weight_stage(
+        &mut self,
+        net: GatedNet,
+        observer: &mut dyn SearchObserver,
+    ) -> Result<GatedNet, SearchError> {
+        let epochs = self.config().epochs_weights;
+        let steps = self.train.num_batches();
+        let schedule = CosineSchedule {
+            base: self.config().lr,
+            steps: epochs * steps,
+            warmup: steps.min(epochs * steps / 10),
+        };
+        let lr = move |step: usize| schedule.at(step);
+        let mode = |_: usize| GateMode::Off;
+        let optim = self.sgd(true);
+        self.run_epochs(
+            Stage::Weights,
+            net.unfreeze().train(),
+            optim,
+            epochs,
+            0,
+            &lr,
+            &mode,
+            None,
+            observer,
+        )
+    }
+
+    fn gate_stage(
+        &mut self,
+        net: GatedNet,
+        observer: &mut dyn SearchObserver,
+    ) -> Result<GatedNet, SearchError> {
+        let config = self.config().clone();
+        let steps = self.train.num_batches();
+        let delta = DeltaSchedule {
+            start: config.delta_start,
+            end: config.delta_end,
+            steps: config.epochs_gates * steps,
+        };
+        let penalty = GatePenalty {
+            lambda: config.lambda,
+            weights: config.cost.weights(&net.plan),
+        };
+        // Weights and BN statistics frozen; only the gates learn.
+        let mut net = net.freeze();
+        net.gates = net.gates.into_iter().map(|g| g.unfreeze()).collect();
+        let lr = move |_: usize| config.lr_gates;
+        let mode = move |step: usize| GateMode::Soft {
+            delta: delta.at(step),
+        };
+        let optim = self.sgd(false);
+        let epoch_offset = config.epochs_weights;
+        self.run_epochs(
+            Stage::Gates,
+            net,
+            optim,
+            config.epochs_gates,
+            epoch_offset,
+            &lr,
+            &mode,
+            Some(&penalty),
+            observer,
+        )
+    }
+
+    fn finetune_stage(
+        &mut self,
+        net: GatedNet,
+        observer: &mut dyn SearchObserver,
+    ) -> Result<GatedNet, SearchError> {
+        let config = self.config().clone();
+        let steps = self.train.num_batches();
+        let schedule = CosineSchedule {
+            base: config.lr_finetune,
+            steps: config.epochs_finetune * steps,
+            warmup: 0,
+        };
+        let lr = move |step: usize| schedule.at(step);
+        let mode = |_: usize| GateMode::Off;
+        let optim = self.sgd(true);
+        let offset = config.epochs_weights + config.epochs_gates;
+        self.run_epochs(
+            Stage::Finetune,
+            net.unfreeze().train(),
+            optim,
+            config.epochs_finetune,
+            offset,
+            &lr,
+            &mode,
+            None,
+            observer,
+        )
+    }
+
+    /// Runs the remaining epochs of a stage, evaluating and checkpointing after each.
+    #[allow(clippy::too_many_arguments)]
+    fn run_epochs(
+        &mut self,
+        stage: Stage,
+        mut net: GatedNet,
+        mut optim: ModuleOptimizer,
+        epochs: usize,
+        epoch_offset: usize,
+        lr: &dyn Fn(usize) -> f64,
+        mode: &dyn Fn(usize) -> GateMode,
+        penalty: Option<&GatePenalty>,
+        observer: &mut dyn SearchObserver,
+    ) -> Result<GatedNet, SearchError> {
+        let steps = self.train.num_batches();
+        let first = self.state.epochs_done;
+        if first > 0
+            && let Some(tag) = &self.state.checkpoint
+        {
+            optim = self.checkpoints.load_optimizer(tag, optim)?;
+        }
+        observer.stage(stage.name(), epochs, first, steps);
+        self.state.stage_report(stage).epochs = first;
+        for epoch in first..epochs {
+            let started = Instant::now();
+            let plan = StepPlan {
+                lr,
+                mode,
+                penalty,
+                first_step: epoch * steps,
+            };
+            let gates_note = |net: &GatedNet| -> String {
+                if stage == Stage::Gates {
+                    let alive: usize = net.alive_per_gate().iter().sum();
+                    let total: usize = net.channels_per_gate().iter().sum();
+                    format!("live {alive}/{total}")
+                } else {
+                    String::new()
+                }
+            };
+            let note = gates_note(&net);
+            let (trained, stats) = train_epoch(
+                net,
+                &mut optim,
+                &self.train,
+                (epoch_offset + epoch) as u64,
+                &self.train_device,
+                &plan,
+                |step, stats| observer.step(epoch + 1, step, stats, &note),
+            )
+            .map_err(|bad| SearchError::NonFiniteLoss {
+                stage: stage.name().into(),
+                epoch: epoch + 1,
+                step: bad.step,
+                value: bad.value,
+                checkpoint: self
+                    .state
+                    .checkpoint
+                    .as_ref()
+                    .map(|t| self.checkpoints.path().join(t))
+                    .unwrap_or_else(|| self.checkpoints.path().to_path_buf()),
+                out: self.out.clone(),
+            })?;
+            net = trained;
+            let last_step = (epoch + 1) * steps - 1;
+            let (accuracy, note) = if stage == Stage::Gates {
+                let record = self.gate_record(&net, epoch + 1, mode(last_step));
+                let accuracy = evaluate_net(&net, GateMode::Hard, &self.test, &self.device);
+                let note = format!(
+                    "delta {:.3e}, live {}/{}, E[MACs] {:.3e}, binarised {} MACs",
+                    record.delta,
+                    record.alive.iter().sum::<usize>(),
+                    net.channels_per_gate().iter().sum::<usize>(),
+                    record.expected_flops,
+                    record.hard_flops
+                );
+                self.state.gates.push(record);
+                (accuracy, note)
+            } else {
+                (
+                    evaluate_net(&net, GateMode::Off, &self.test, &self.device),
+                    String::new(),
+                )
+            };
+            let record = epoch_record(stage, epoch + 1, &stats, &accuracy, lr(last_step));
+            observer.epoch(&record, &note);
+            self.state.history.push(record);
+            self.state.epochs_done = epoch + 1;
+            let tag = format!("{}-{:03}", stage.name(), epoch + 1);
+            self.checkpoints.save(&tag, &net, Some(&optim))?;
+            self.state.checkpoint = Some(tag.clone());
+            let report = self.state.stage_report(stage);
+            report.epochs = epoch + 1;
+            report.seconds += started.elapsed().as_secs_f64();
+            write_json(&self.checkpoints.state_path(), &self.state)?;
+            self.checkpoints.prune_old(&tag);
+        }
+        Ok(net)
+    }
+
+    fn gate_record(&self, net: &GatedNet, epoch: usize, mode: GateMode) -> GateRecord {
+        let delta = match mode {
+            GateMode::Soft { delta } => delta,
+            _ => self.config().delta_end,
+        };
+        let scores: Vec<Vec<f32>> = net.gates.iter().map(|g| g.scores()).collect();
+        let masks = ChannelMasks::from_gates(net);
+        GateRecord {
+            epoch,
+            delta,
+            alive: net.alive_per_gate(),
+            expected_flops: expected_flops(&net.plan, &scores, delta),
+            hard_flops: net.plan.flops.total(&masks.counts()).round() as u64,
+        }
+    }
+
+    /// Exports the pruned network, evaluates the export as written and writes the report.
+    fn finish(
+        mut self,
+        net: &GatedNet,
+        observer: &mut dyn SearchObserver,
+    ) -> Result<Report, SearchError> {
+        let started = Instant::now();
+        let masks = self
+            .state
+            .masks
+            .clone()
+            .expect("the finetune stage runs on a pruned network");
+        let info = SearchInfo {
+            config: self.config().clone(),
+            parent_flops: self.parent.flops(),
+            parent_params: self.parent.params(),
+        };
+        let export = build_export(
+            &net.valid(),
+            &self.parent.plan,
+            &masks,
+            &self.dataset,
+            &info,
+        )?;
+        export.write(&self.out)?;
+        // The reported accuracy is the accuracy of the files on disk, as `dnal eval` reads them.
+        let reloaded = dnal_device::export::Export::load(&self.out)?;
+        let eval_device = self.device.clone().without_autodiff();
+        let export_net = ExportNet::new(&reloaded, &eval_device);
+        let accuracy = evaluate(&self.test, reloaded.arch().num_classes, &eval_device, |x| {
+            export_net.forward(x)
+        });
+        let parent = self.state.parent.clone().unwrap_or_default();
+        let pruned = NetReport {
+            top1: accuracy.top1,
+            top5: accuracy.top5,
+            flops: net.flops(),
+            params: net.params(),
+            images: accuracy.images,
+        };
+        let export_report = self.state.stage_report(Stage::Done);
+        export_report.name = "export".into();
+        export_report.seconds += started.elapsed().as_secs_f64();
+        let channels = channel_groups(&self.parent.plan, &masks);
+        let report = Report {
+            dnal_version: env!("CARGO_PKG_VERSION").into(),
+            config: self.config().clone(),
+            flops_reduction: parent.flops as f64 / pruned.flops.max(1) as f64,
+            params_reduction: parent.params as f64 / pruned.params.max(1) as f64,
+            top1_change_pp: 100.0 * (pruned.top1 - parent.top1),
+            parent,
+            pruned,
+            stages: self.state.stages.clone(),
+            channels,
+            gate_names: self.parent.gate_names(),
+            gates: self.state.gates.clone(),
+            history: self.state.history.clone(),
+        };
+        write_json(&self.out.join("report.json"), &report)?;
+        self.state.stage = Stage::Done;
+        write_json(&self.checkpoints.state_path(), &self.state)?;
+        observer.message(&format!(
+            "parent: top-1 {:.2}%, {} MACs, {} params | pruned: top-1 {:.2}%, {} MACs ({:.2}x fewer), {} params ({:.2}x fewer) | exported to {}",
+            100.0 * report.parent.top1,
+            report.parent.flops,
+            report.parent.params,
+            100.0 * report.pruned.top1,
+            report.pruned.flops,
+            report.flops_reduction,
+            report.pruned.params,
+            report.params_reduction,
+            self.out.display()
+        ));
+        Ok(report)
+    }
+}
+
+fn net_report(net: &GatedNet, accuracy: Accuracy) -> NetReport {
+    NetReport {
+        top1: accuracy.top1,
+        top5: accuracy.top5,
+        flops: net.flops(),
+        params: net.params(),
+        images: accuracy.images,
+    }
+}
+
+fn epoch_record(
+    stage: Stage,
+    epoch: usize,
+    stats: &EpochStats,
+    accuracy: &Accuracy,
+    lr: f64,
+) -> EpochRecord {
+    EpochRecord {
+        stage: stage.name().into(),
+        epoch,
+        loss: stats.loss,
+        cross_entropy: stats.cross_entropy,
+        train_top1: stats.train_top1,
+        test_top1: accuracy.top1,
+        lr,
+        seconds: stats.seconds,
+        images_per_second: stats.images as f64 / stats.seconds.max(1e-9),
+    }
+}
+
+fn channel_groups(plan: &NetPlan, masks: &ChannelMasks) -> Vec<GroupChannels> {
+    plan.groups
+        .group_of_gate
+        .iter()
+        .map(|&g| GroupChannels {
+            layers: plan.groups.describe(&plan.spec, g),
+            parent: plan.groups.groups[g].channels,
+            pruned: masks.kept(g).len(),
+        })
+        .collect()
+}
+
+fn channel_summary(parent: &GatedNet, pruned: &GatedNet) -> String {
+    parent
+        .gate_names()
+        .iter()
+        .zip(
+            parent
+                .channels_per_gate()
+                .iter()
+                .zip(pruned.channels_per_gate()),
+        )
+        .map(|(name, (p, k))| format!("{name} {k}/{p}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

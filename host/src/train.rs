@@ -1,0 +1,231 @@
+//! One epoch of training and one pass of evaluation, shared by the three stages.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use dnal_datasets::{BatchData, Batcher};
+use dnal_models::{GateMode, GatedNet};
+use serde::{Deserialize, Serialize};
+
+/// The DNAL architecture loss: `lambda_a * sum_g c_g * sum_j sigmoid(delta * s_gj)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GatePenalty {
+    /// lambda_a.
+    pub lambda: f64,
+    /// c_g for every gate.
+    pub weights: Vec<f64>,
+}
+
+impl GatePenalty {
+    /// The penalty term for the gates at this delta.
+    pub fn loss(&self, net: &GatedNet, delta: f64) -> Option<Tensor<1>> {
+        let mut total: Option<Tensor<1>> = None;
+        for (gate, &c) in net.gates.iter().zip(&self.weights) {
+            let p = gate.values(GateMode::Soft { delta })?;
+            let term = p.sum().mul_scalar(c * self.lambda);
+            total = Some(match total {
+                Some(t) => t + term,
+                None => term,
+            });
+        }
+        total
+    }
+}
+
+/// What one epoch of training measured.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochStats {
+    /// Mean loss over the epoch's steps (cross entropy plus the gate penalty, if any).
+    pub loss: f64,
+    /// Mean cross entropy.
+    pub cross_entropy: f64,
+    /// Top-1 accuracy on the (augmented) training batches.
+    pub train_top1: f64,
+    /// Images seen.
+    pub images: usize,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// A loss that stopped being a number, at this step of the epoch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NonFinite {
+    /// Step within the epoch (1-based).
+    pub step: usize,
+    /// The value.
+    pub value: f32,
+}
+
+/// How a stage steps: the learning rate and the gate mode at each global step.
+pub struct StepPlan<'a> {
+    /// The learning rate at a stage step.
+    pub lr: &'a dyn Fn(usize) -> f64,
+    /// The gate mode at a stage step.
+    pub mode: &'a dyn Fn(usize) -> GateMode,
+    /// The architecture loss, in the gate stage.
+    pub penalty: Option<&'a GatePenalty>,
+    /// The stage step at which this epoch starts.
+    pub first_step: usize,
+}
+
+/// Trains `net` for one epoch. Returns the trained net, or the step whose loss was not finite
+/// (the net is then dropped: the caller falls back to its last checkpoint).
+pub fn train_epoch(
+    mut net: GatedNet,
+    optim: &mut ModuleOptimizer,
+    batcher: &Batcher,
+    epoch: u64,
+    device: &Device,
+    plan: &StepPlan<'_>,
+    mut on_step: impl FnMut(usize, &EpochStats),
+) -> Result<(GatedNet, EpochStats), NonFinite> {
+    let started = Instant::now();
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let mut stats = EpochStats::default();
+    let (mut loss_sum, mut ce_sum, mut correct, mut steps) = (0.0f64, 0.0f64, 0usize, 0usize);
+    for (i, data) in batcher.epoch(epoch).enumerate() {
+        let step = plan.first_step + i;
+        let mode = (plan.mode)(step);
+        let batch = data.to_tensors(device);
+        let logits = net.forward(batch.images, mode);
+        let hits = count_correct(logits.clone().detach(), batch.targets.clone());
+        let ce = loss_fn.forward(logits, batch.targets);
+        let ce_value = ce.clone().into_scalar::<f32>();
+        let delta = match mode {
+            GateMode::Soft { delta } => delta,
+            _ => 1.0,
+        };
+        let loss = match plan.penalty.and_then(|p| p.loss(&net, delta)) {
+            Some(penalty) => ce + penalty,
+            None => ce,
+        };
+        let value = loss.clone().into_scalar::<f32>();
+        if !value.is_finite() {
+            return Err(NonFinite { step: i + 1, value });
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        net = optim.step((plan.lr)(step), net, grads);
+
+        steps += 1;
+        loss_sum += value as f64;
+        ce_sum += ce_value as f64;
+        correct += hits;
+        stats.images += data.len();
+        stats.loss = loss_sum / steps as f64;
+        stats.cross_entropy = ce_sum / steps as f64;
+        stats.train_top1 = correct as f64 / stats.images as f64;
+        on_step(i + 1, &stats);
+    }
+    stats.seconds = started.elapsed().as_secs_f64();
+    Ok((net, stats))
+}
+
+fn count_correct(logits: Tensor<2>, targets: Tensor<1, Int>) -> usize {
+    let predicted = logits.argmax(1).flatten::<1>(0, 1);
+    predicted.equal(targets).int().sum().into_scalar::<i64>() as usize
+}
+
+/// Top-1 and top-5 accuracy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Accuracy {
+    /// Fraction of images whose best logit is the label.
+    pub top1: f64,
+    /// Fraction whose label is among the five best logits.
+    pub top5: f64,
+    /// Images evaluated.
+    pub images: usize,
+}
+
+/// Counts top-1 and top-5 hits in a batch of logits (row-major `[batch, classes]`).
+pub fn score_logits(logits: &[f32], classes: usize, labels: &[i64]) -> (usize, usize) {
+    let (mut top1, mut top5) = (0, 0);
+    for (row, &label) in logits.chunks(classes).zip(labels) {
+        let target = row[label as usize];
+        // Rank = how many classes score strictly higher (ties go to the label's favour only
+        // when they are exact, which argmax also resolves to the first index).
+        let better = row.iter().filter(|&&v| v > target).count();
+        let earlier_ties = row[..label as usize]
+            .iter()
+            .filter(|&&v| v == target)
+            .count();
+        let rank = better + earlier_ties;
+        if rank == 0 {
+            top1 += 1;
+        }
+        if rank < 5 {
+            top5 += 1;
+        }
+    }
+    (top1, top5)
+}
+
+/// Evaluates a forward function over every batch of `batcher` (epoch 0, unshuffled as built).
+pub fn evaluate(
+    batcher: &Batcher,
+    classes: usize,
+    device: &Device,
+    mut forward: impl FnMut(Tensor<4>) -> Tensor<2>,
+) -> Accuracy {
+    let (mut top1, mut top5, mut images) = (0, 0, 0);
+    for data in batcher.epoch(0) {
+        let logits = forward(images_tensor(&data, device));
+        let logits = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
+        let (a, b) = score_logits(&logits, classes, &data.labels);
+        top1 += a;
+        top5 += b;
+        images += data.len();
+    }
+    let n = images.max(1) as f64;
+    Accuracy {
+        top1: top1 as f64 / n,
+        top5: top5 as f64 / n,
+        images,
+    }
+}
+
+/// A batch's images as a tensor, without the labels.
+pub fn images_tensor(data: &BatchData, device: &Device) -> Tensor<4> {
+    let s = data.shape;
+    Tensor::from_data(
+        TensorData::new(
+            data.images.clone(),
+            [data.len(), s.channels, s.height, s.width],
+        ),
+        device,
+    )
+}
+
+/// Evaluates a gated net (its inference copy) with its gates in `mode`.
+pub fn evaluate_net(
+    net: &GatedNet,
+    mode: GateMode,
+    batcher: &Batcher,
+    device: &Device,
+) -> Accuracy {
+    let net = net.valid();
+    let classes = net.plan.spec.num_classes;
+    let device = device.clone().without_autodiff();
+    evaluate(batcher, classes, &device, |x| net.forward(x, mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top1_and_top5_count_ranks() {
+        // 6 classes; rows: label best, label 3rd, label 6th, tie with an earlier class.
+        let logits = [
+            9.0, 1.0, 2.0, 3.0, 4.0, 5.0, //
+            9.0, 8.0, 7.0, 1.0, 2.0, 3.0, //
+            9.0, 8.0, 7.0, 6.0, 5.0, 1.0, //
+            5.0, 5.0, 1.0, 1.0, 1.0, 1.0,
+        ];
+        let (top1, top5) = score_logits(&logits, 6, &[0, 2, 5, 1]);
+        assert_eq!(top1, 1);
+        assert_eq!(top5, 3);
+    }
+}

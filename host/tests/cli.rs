@@ -1,0 +1,166 @@
+//! The `dnal` command line on bad input: every mistake gets a clear message naming the option,
+//! file or value, a failure exit code, and nothing half-written.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn dnal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dnal"))
+        .args(args)
+        .output()
+        .expect("the dnal binary runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A tiny, fast search on generated data, plus `extra` options.
+fn quick_search(out: &Path, extra: &[&str]) -> Output {
+    let out = out.to_str().unwrap();
+    let mut args = vec![
+        "search",
+        "--dataset",
+        "synthetic",
+        "--out",
+        out,
+        "--train-limit",
+        "256",
+        "--test-limit",
+        "64",
+        "--epochs-weights",
+        "1",
+        "--epochs-gates",
+        "1",
+        "--epochs-finetune",
+        "1",
+        "--batch-size",
+        "64",
+    ];
+    args.extend_from_slice(extra);
+    dnal(&args)
+}
+
+#[test]
+fn help_teaches_the_stages_and_options() {
+    let out = dnal(&["search", "--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--epochs-gates",
+        "--lambda",
+        "--cost",
+        "--resume",
+        "--backend",
+        "delta",
+    ] {
+        assert!(text.contains(needle), "--help lacks {needle}:\n{text}");
+    }
+    let out = dnal(&["list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("vgg-small") && text.contains("resnet56") && text.contains("fashion-mnist")
+    );
+}
+
+#[test]
+fn nonsense_options_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("run");
+    for (extra, needle) in [
+        (&["--epochs-gates", "0"][..], "--epochs-gates"),
+        (&["--lambda", "-1"][..], "--lambda"),
+        (&["--backend", "tpu"][..], "unknown backend"),
+        (&["--cost", "joules"][..], "unknown cost"),
+        (&["--model", "alexnet"][..], "unknown model"),
+        (&["--epochs-weights", "many"][..], "--epochs-weights"),
+    ] {
+        let out = quick_search(&out_dir, extra);
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        let err = stderr(&out);
+        assert!(err.contains(needle), "{extra:?}: {err}");
+        assert!(
+            !out_dir.join("report.json").exists() && !out_dir.join("arch.json").exists(),
+            "{extra:?} left files behind"
+        );
+    }
+}
+
+#[test]
+fn a_missing_dataset_names_the_path_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dnal(&[
+        "search",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        "/nonexistent/fmnist",
+        "--out",
+        dir.path().join("run").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("/nonexistent/fmnist"), "{err}");
+    assert!(
+        err.contains("--data-dir") || err.contains("dataset-fashion-mnist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unwritable_output_folder_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    // A folder cannot be made under a regular file, whoever runs the test (root included).
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let out = quick_search(&file.join("run"), &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("a-file/run") && err.contains("--out"), "{err}");
+}
+
+#[test]
+fn an_existing_search_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("run");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    std::fs::write(out_dir.join("notes.txt"), b"mine").unwrap();
+    let out = quick_search(&out_dir, &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(out_dir.join("notes.txt")).unwrap(), b"mine");
+}
+
+#[test]
+fn a_diverging_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("run");
+    let out = quick_search(&out_dir, &["--lr-finetune", "1e30"]);
+    assert!(
+        !out.status.success(),
+        "a learning rate of 1e30 trained fine?"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("finetune") && err.contains("loss became"),
+        "{err}"
+    );
+    assert!(err.contains("--resume"), "{err}");
+    // The checkpoint of the last good epoch (the pruned network) is there and named.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("checkpoint/state.json")).unwrap())
+            .unwrap();
+    let tag = state["checkpoint"].as_str().unwrap();
+    assert_eq!(tag, "gates-final");
+    assert!(
+        out_dir
+            .join("checkpoint")
+            .join(tag)
+            .join("model.bpk")
+            .exists()
+    );
+    assert!(err.contains(tag), "{err}");
+    // Nothing of the export was written.
+    assert!(!out_dir.join("arch.json").exists());
+    assert!(!out_dir.join("report.json").exists());
+}
