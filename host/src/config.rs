@@ -41,8 +41,8 @@ pub struct SearchConfig {
     pub momentum: f64,
     /// L2 weight decay of the weight stage and finetuning.
     pub weight_decay: f64,
-    /// lambda_a, the weight of the architecture loss: the penalty of the fully open network,
-    /// in nats (see [`CostWeighting`]).
+    /// lambda_a, the weight of the architecture loss: the push on one channel of average cost
+    /// (see [`CostWeighting`]).
     pub lambda: f64,
     /// c_l of the architecture loss.
     pub cost: CostWeighting,
@@ -66,16 +66,16 @@ impl Default for SearchConfig {
             model: dnal_models::DEFAULT_MODEL.into(),
             train_limit: None,
             test_limit: None,
-            epochs_weights: 30,
-            epochs_gates: 10,
-            epochs_finetune: 20,
+            epochs_weights: 20,
+            epochs_gates: 5,
+            epochs_finetune: 15,
             batch_size: 128,
             lr: 0.1,
             lr_gates: 0.1,
             lr_finetune: 0.05,
             momentum: 0.9,
             weight_decay: 5e-4,
-            lambda: 1.0,
+            lambda: 6e-3,
             cost: CostWeighting::Flops,
             delta_start: 1.0,
             delta_end: 1e4,
