@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::arch_cost::CostWeighting;
 use crate::backend::Backend;
+use crate::budget::Budget;
 use crate::error::SearchError;
 
 /// Everything that decides what a search computes. Stored in the checkpoint, so that
@@ -56,6 +57,16 @@ pub struct SearchConfig {
     pub backend: Backend,
     /// Seeds weights, data order and augmentation.
     pub seed: u64,
+    /// A cost the pruned network must meet; lambda_a then starts at `lambda` and is steered.
+    #[serde(default)]
+    pub budget: Option<Budget>,
+    /// How far the budget controller may move log(lambda_a) in one gate-stage epoch.
+    #[serde(default = "default_budget_gain")]
+    pub budget_gain: f64,
+}
+
+fn default_budget_gain() -> f64 {
+    2.0
 }
 
 impl Default for SearchConfig {
@@ -82,6 +93,8 @@ impl Default for SearchConfig {
             gate_position: GatePosition::AfterBn,
             backend: Backend::Cpu,
             seed: 0,
+            budget: None,
+            budget_gain: default_budget_gain(),
         }
     }
 }
@@ -147,6 +160,30 @@ impl SearchConfig {
                 "--delta-end",
                 format!("{} (start {})", self.delta_end, self.delta_start),
                 "delta must grow from a positive start to a finite end",
+            );
+        }
+        if let Some(budget) = self.budget {
+            let target = budget.target();
+            if !(target.is_finite() && target > 0.0) {
+                let option = match budget {
+                    Budget::Flops(_) => "--flops-budget",
+                    Budget::LatencyMs(_) => "--latency-budget-ms",
+                };
+                return bad(option, target.to_string(), "must be a positive number");
+            }
+            if self.lambda <= 0.0 {
+                return bad(
+                    "--lambda",
+                    self.lambda.to_string(),
+                    "a budget steers lambda_a from its start value, which must be positive",
+                );
+            }
+        }
+        if !(self.budget_gain.is_finite() && self.budget_gain > 0.0) {
+            return bad(
+                "--budget-gain",
+                self.budget_gain.to_string(),
+                "must be a positive number",
             );
         }
         for (option, limit) in [

@@ -5,12 +5,14 @@
 //! - [`eval`]: `dnal eval`, which reproduces a search's reported accuracy from its export;
 //! - [`deploy`]: `dnal deploy`, the export onto a board with test images and burn's logits;
 //! - [`arch_cost`]: the `c_l` of the architecture loss (uniform or FLOPs-aware);
+//! - [`budget`]: lambda_a steered to a cost target, and masks fitted to land under it;
 //! - [`schedule`]: delta's growth and the learning rate;
 //! - [`train`]: one epoch, one evaluation.
 
 pub mod allocator;
 pub mod arch_cost;
 pub mod backend;
+pub mod budget;
 pub mod checkpoint;
 pub mod config;
 pub mod deploy;

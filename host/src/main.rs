@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use dnal::arch_cost::CostWeighting;
 use dnal::backend::Backend;
+use dnal::budget::Budget;
 use dnal::config::SearchConfig;
 use dnal::progress::TerminalProgress;
 use dnal_models::GatePosition;
@@ -116,10 +117,28 @@ struct SearchArgs {
     /// delta at the end of the gate stage.
     #[arg(long, default_value_t = SearchConfig::default().delta_end)]
     delta_end: f64,
+    /// Prune to at most this many multiply-accumulates per image (5500000, 5.5M, 800K): the
+    /// search steers lambda_a from --lambda during the gate stage and fits the kept channels
+    /// to land at or under the budget.
+    #[arg(long, value_name = "MACS", value_parser = parse_count)]
+    flops_budget: Option<f64>,
     /// Where the gate sits: after-bn (Conv-BN-SS-ReLU, the paper's best), before-bn or
     /// after-activation (the paper's ablations).
     #[arg(long, default_value = "after-bn", value_parser = parse_gate_position)]
     gate_position: GatePosition,
+}
+
+fn parse_count(s: &str) -> Result<f64, String> {
+    let (number, scale) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1e3),
+        Some('M') => (&s[..s.len() - 1], 1e6),
+        Some('G') => (&s[..s.len() - 1], 1e9),
+        _ => (s, 1.0),
+    };
+    number
+        .parse::<f64>()
+        .map(|x| x * scale)
+        .map_err(|_| format!("{s:?} is not a count; write e.g. 5500000, 5.5M or 800K"))
 }
 
 fn parse_gate_position(s: &str) -> Result<GatePosition, String> {
@@ -233,6 +252,7 @@ fn search(args: SearchArgs) -> Result<()> {
         gate_position: args.gate_position,
         backend: args.backend,
         seed: args.seed,
+        budget: args.flops_budget.map(Budget::Flops),
         ..SearchConfig::default()
     };
     dnal::search::search(config, &out, &mut progress)

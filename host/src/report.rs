@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::budget::{Budget, BudgetFit};
 use crate::config::SearchConfig;
 
 /// Accuracy and cost of one network.
@@ -67,6 +68,8 @@ pub struct GateRecord {
     pub expected_flops: f64,
     /// Multiply-accumulates of the network the hard gates describe.
     pub hard_flops: u64,
+    /// lambda_a at the epoch's end (it moves in budget mode).
+    pub lambda: f64,
 }
 
 /// Channels of one gated group before and after pruning.
@@ -107,4 +110,18 @@ pub struct Report {
     pub gates: Vec<GateRecord>,
     /// Every epoch of every stage.
     pub history: Vec<EpochRecord>,
+    /// In budget mode: the budget, and how the kept channels were fitted to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetReport>,
+}
+
+/// How a budgeted search met its budget.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BudgetReport {
+    /// The budget.
+    pub budget: Budget,
+    /// lambda_a at the end of the gate stage.
+    pub lambda: f64,
+    /// The fit of the kept channels to the budget.
+    pub fit: BudgetFit,
 }

@@ -1,6 +1,8 @@
 //! Schedules over the steps of a stage: DNAL's delta and the learning rate.
 
-/// `delta` grows exponentially from `start` at the stage's first step to `end` at its last.
+/// `delta` grows exponentially from `start` at the stage's first step to `end` at its last,
+/// after being held at `start` for the first `hold` steps (budget mode, while lambda_a settles;
+/// 0 in the paper's schedule).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DeltaSchedule {
     /// delta at the first step (the paper: 1).
@@ -9,15 +11,22 @@ pub struct DeltaSchedule {
     pub end: f64,
     /// Steps in the stage.
     pub steps: usize,
+    /// Steps at the start during which delta stays at `start`.
+    pub hold: usize,
 }
 
 impl DeltaSchedule {
     /// delta at step `step` (0-based); constant past the last step.
     pub fn at(&self, step: usize) -> f64 {
-        if self.steps <= 1 {
-            return self.end;
+        let ramp = self.steps.saturating_sub(self.hold);
+        if ramp <= 1 {
+            return if step < self.hold {
+                self.start
+            } else {
+                self.end
+            };
         }
-        let t = step.min(self.steps - 1) as f64 / (self.steps - 1) as f64;
+        let t = step.saturating_sub(self.hold).min(ramp - 1) as f64 / (ramp - 1) as f64;
         self.start * (self.end / self.start).powf(t)
     }
 }
@@ -55,6 +64,7 @@ mod tests {
             start: 1.0,
             end: 1e4,
             steps: 1000,
+            hold: 0,
         };
         assert_eq!(s.at(0), 1.0);
         assert!((s.at(999) - 1e4).abs() < 1e-9, "{}", s.at(999));
@@ -65,6 +75,13 @@ mod tests {
         assert!((mid.at(1) - 100.0).abs() < 1e-9);
         let one = DeltaSchedule { steps: 1, ..s };
         assert_eq!(one.at(0), 1e4);
+        // Held at the start, then the same ramp over the remaining steps.
+        let held = DeltaSchedule { hold: 200, ..s };
+        assert_eq!(held.at(0), 1.0);
+        assert_eq!(held.at(199), 1.0);
+        assert_eq!(held.at(200), 1.0);
+        assert!((held.at(999) - 1e4).abs() < 1e-9);
+        assert!(held.at(600) > 1.0 && held.at(600) < 1e4);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::Module;
@@ -22,12 +23,15 @@ use dnal_models::{
 use serde::{Deserialize, Serialize};
 
 use crate::arch_cost::expected_flops;
+use crate::budget::{Budget, BudgetControl, CostEstimate, FlopsEstimate, fit_to_budget};
 use crate::checkpoint::{CheckpointDir, read_json, write_json};
 use crate::config::SearchConfig;
 use crate::error::SearchError;
 use crate::export::{ExportNet, SearchInfo, build_export};
 use crate::progress::SearchObserver;
-use crate::report::{EpochRecord, GateRecord, GroupChannels, NetReport, Report, StageReport};
+use crate::report::{
+    BudgetReport, EpochRecord, GateRecord, GroupChannels, NetReport, Report, StageReport,
+};
 use crate::schedule::{CosineSchedule, DeltaSchedule};
 use crate::train::{
     Accuracy, EpochStats, GatePenalty, StepPlan, evaluate, evaluate_net, train_epoch,
@@ -81,6 +85,12 @@ pub struct SearchState {
     pub history: Vec<EpochRecord>,
     /// The gates after every gate epoch.
     pub gates: Vec<GateRecord>,
+    /// lambda_a at the last gate-stage checkpoint (it moves in budget mode).
+    #[serde(default)]
+    pub gate_lambda: Option<f64>,
+    /// How the kept channels met the budget, in budget mode.
+    #[serde(default)]
+    pub budget: Option<BudgetReport>,
 }
 
 const STATE_FORMAT: u32 = 1;
@@ -98,11 +108,13 @@ impl SearchState {
             stages: Vec::new(),
             history: Vec::new(),
             gates: Vec::new(),
+            gate_lambda: None,
+            budget: None,
         }
     }
 
-    fn stage_report(&mut self, stage: Stage) -> &mut StageReport {
-        let name = stage.name();
+    /// The time and epochs of a stage (`weights`, `gates`, `prune`, `finetune`, `export`).
+    fn stage_report(&mut self, name: &str) -> &mut StageReport {
         if let Some(i) = self.stages.iter().position(|s| s.name == name) {
             return &mut self.stages[i];
         }
@@ -211,6 +223,9 @@ pub fn input_shape(dataset: &Dataset) -> ValueShape {
     ValueShape::new(s.channels, s.height, s.width)
 }
 
+/// Where a search exports the unpruned network, under its output folder.
+pub const PARENT_EXPORT: &str = "parent";
+
 /// Test batches are large: evaluation keeps no autodiff graph.
 pub const EVAL_BATCH: usize = 256;
 
@@ -308,14 +323,28 @@ impl Search {
                     let started = Instant::now();
                     let accuracy = evaluate_net(&net, GateMode::Off, &self.test, &self.device);
                     self.state.parent = Some(net_report(&net, accuracy));
-                    self.state.stage_report(Stage::Weights).seconds +=
+                    self.state.stage_report(Stage::Weights.name()).seconds +=
                         started.elapsed().as_secs_f64();
                     self.finish_stage(&net, Stage::Gates)?;
                 }
                 Stage::Gates => {
+                    self.export_parent(&net, observer)?;
                     net = self.gate_stage(net, observer)?;
                     let started = Instant::now();
-                    let masks = ChannelMasks::from_gates(&net);
+                    let (masks, budget) = self.final_masks(&net)?;
+                    if let Some(b) = &budget {
+                        observer.message(&format!(
+                            "budget {:.4} {}: the gates' s > 0 network costs {:.4}; kept s > {:.3e}: {:.4} ({} channels reopened, {} closed)",
+                            b.fit.target,
+                            self.estimate(b.budget).unit(),
+                            b.fit.cost_at_zero,
+                            b.fit.threshold,
+                            b.fit.cost,
+                            b.fit.reopened,
+                            b.fit.closed
+                        ));
+                    }
+                    self.state.budget = budget;
                     let pruned = prune_channels(&net.valid(), &masks)?;
                     observer.message(&format!(
                         "pruned: {} -> {} MACs ({:.2}x fewer), {} -> {} params; channels {}",
@@ -327,9 +356,7 @@ impl Search {
                         channel_summary(&net, &pruned),
                     ));
                     self.state.masks = Some(masks);
-                    let prune = self.state.stage_report(Stage::Done);
-                    prune.name = "prune".into();
-                    prune.seconds += started.elapsed().as_secs_f64();
+                    self.state.stage_report("prune").seconds += started.elapsed().as_secs_f64();
                     net = pruned.train();
                     self.finish_stage(&net, Stage::Finetune)?;
                 }
@@ -403,14 +430,29 @@ impl Search {
     ) -> Result<GatedNet, SearchError> {
         let config = self.config().clone();
         let steps = self.train.num_batches();
+        // In budget mode delta is held at its start for the first 40% of the stage: the gates'
+        // decisions stay reversible while the controller settles lambda_a.
+        let total = config.epochs_gates * steps;
         let delta = DeltaSchedule {
             start: config.delta_start,
             end: config.delta_end,
-            steps: config.epochs_gates * steps,
+            steps: total,
+            hold: if config.budget.is_some() {
+                total * 2 / 5
+            } else {
+                0
+            },
         };
-        let penalty = GatePenalty {
-            lambda: config.lambda,
+        let budget = config.budget.map(|budget| BudgetControl {
+            target: budget.target(),
+            gain: config.budget_gain / steps as f64,
+            estimate: self.estimate(budget),
+        });
+        // A resumed stage continues with the lambda_a the controller had reached.
+        let mut penalty = GatePenalty {
+            lambda: self.state.gate_lambda.unwrap_or(config.lambda),
             weights: config.cost.weights(&net.plan),
+            budget,
         };
         // Weights and BN statistics frozen; only the gates learn.
         let mut net = net.freeze();
@@ -429,9 +471,38 @@ impl Search {
             epoch_offset,
             &lr,
             &mode,
-            Some(&penalty),
+            Some(&mut penalty),
             observer,
         )
+    }
+
+    /// The cost a budget is on.
+    fn estimate(&self, budget: Budget) -> Arc<dyn CostEstimate> {
+        match budget {
+            Budget::Flops(_) => Arc::new(FlopsEstimate::new(&self.parent.plan)),
+            Budget::LatencyMs(_) => unimplemented!("latency budgets come with latency tables"),
+        }
+    }
+
+    /// The channels to keep after the gate stage: DNAL's `s > 0`, or in budget mode the
+    /// threshold on `s` that lands at or under the budget.
+    fn final_masks(
+        &self,
+        net: &GatedNet,
+    ) -> Result<(ChannelMasks, Option<BudgetReport>), SearchError> {
+        match self.config().budget {
+            None => Ok((ChannelMasks::from_gates(net), None)),
+            Some(budget) => {
+                let estimate = self.estimate(budget);
+                let (masks, fit) = fit_to_budget(net, estimate.as_ref(), budget.target())?;
+                let report = BudgetReport {
+                    budget,
+                    lambda: self.state.gate_lambda.unwrap_or(self.config().lambda),
+                    fit,
+                };
+                Ok((masks, Some(report)))
+            }
+        }
     }
 
     fn finetune_stage(
@@ -474,7 +545,7 @@ impl Search {
         epoch_offset: usize,
         lr: &dyn Fn(usize) -> f64,
         mode: &dyn Fn(usize) -> GateMode,
-        penalty: Option<&GatePenalty>,
+        mut penalty: Option<&mut GatePenalty>,
         observer: &mut dyn SearchObserver,
     ) -> Result<GatedNet, SearchError> {
         let steps = self.train.num_batches();
@@ -485,13 +556,12 @@ impl Search {
             optim = self.checkpoints.load_optimizer(tag, optim)?;
         }
         observer.stage(stage.name(), epochs, first, steps);
-        self.state.stage_report(stage).epochs = first;
+        self.state.stage_report(stage.name()).epochs = first;
         for epoch in first..epochs {
             let started = Instant::now();
             let plan = StepPlan {
                 lr,
                 mode,
-                penalty,
                 first_step: epoch * steps,
             };
             let gates_note = |net: &GatedNet| -> String {
@@ -511,6 +581,7 @@ impl Search {
                 (epoch_offset + epoch) as u64,
                 &self.train_device,
                 &plan,
+                penalty.as_deref_mut(),
                 |step, stats| observer.step(epoch + 1, step, stats, &note),
             )
             .map_err(|bad| SearchError::NonFiniteLoss {
@@ -529,11 +600,14 @@ impl Search {
             net = trained;
             let last_step = (epoch + 1) * steps - 1;
             let (accuracy, note) = if stage == Stage::Gates {
-                let record = self.gate_record(&net, epoch + 1, mode(last_step));
+                let lambda = penalty.as_ref().map_or(0.0, |p| p.lambda);
+                self.state.gate_lambda = Some(lambda);
+                let record = self.gate_record(&net, epoch + 1, mode(last_step), lambda);
                 let accuracy = evaluate_net(&net, GateMode::Hard, &self.test, &self.device);
                 let note = format!(
-                    "delta {:.3e}, live {}/{}, E[MACs] {:.3e}, binarised {} MACs",
+                    "delta {:.3e}, lambda {:.3e}, live {}/{}, E[MACs] {:.3e}, binarised {} MACs",
                     record.delta,
+                    record.lambda,
                     record.alive.iter().sum::<usize>(),
                     net.channels_per_gate().iter().sum::<usize>(),
                     record.expected_flops,
@@ -554,7 +628,7 @@ impl Search {
             let tag = format!("{}-{:03}", stage.name(), epoch + 1);
             self.checkpoints.save(&tag, &net, Some(&optim))?;
             self.state.checkpoint = Some(tag.clone());
-            let report = self.state.stage_report(stage);
+            let report = self.state.stage_report(stage.name());
             report.epochs = epoch + 1;
             report.seconds += started.elapsed().as_secs_f64();
             write_json(&self.checkpoints.state_path(), &self.state)?;
@@ -563,7 +637,7 @@ impl Search {
         Ok(net)
     }
 
-    fn gate_record(&self, net: &GatedNet, epoch: usize, mode: GateMode) -> GateRecord {
+    fn gate_record(&self, net: &GatedNet, epoch: usize, mode: GateMode, lambda: f64) -> GateRecord {
         let delta = match mode {
             GateMode::Soft { delta } => delta,
             _ => self.config().delta_end,
@@ -576,6 +650,38 @@ impl Search {
             alive: net.alive_per_gate(),
             expected_flops: expected_flops(&net.plan, &scores, delta),
             hard_flops: net.plan.flops.total(&masks.counts()).round() as u64,
+            lambda,
+        }
+    }
+
+    /// Exports the trained, unpruned network to `OUT/parent` (once), so that it can be
+    /// deployed and measured next to the pruned one.
+    fn export_parent(
+        &self,
+        net: &GatedNet,
+        observer: &mut dyn SearchObserver,
+    ) -> Result<(), SearchError> {
+        let dir = self.out.join(PARENT_EXPORT);
+        if dir.join(dnal_device::export::ARCH_FILE).exists() {
+            return Ok(());
+        }
+        let export = build_export(
+            &net.valid(),
+            &self.parent.plan,
+            &ChannelMasks::full(&self.parent.plan),
+            &self.dataset,
+            &self.search_info(),
+        )?;
+        export.write(&dir)?;
+        observer.message(&format!("parent exported to {}", dir.display()));
+        Ok(())
+    }
+
+    fn search_info(&self) -> SearchInfo {
+        SearchInfo {
+            config: self.config().clone(),
+            parent_flops: self.parent.flops(),
+            parent_params: self.parent.params(),
         }
     }
 
@@ -591,17 +697,12 @@ impl Search {
             .masks
             .clone()
             .expect("the finetune stage runs on a pruned network");
-        let info = SearchInfo {
-            config: self.config().clone(),
-            parent_flops: self.parent.flops(),
-            parent_params: self.parent.params(),
-        };
         let export = build_export(
             &net.valid(),
             &self.parent.plan,
             &masks,
             &self.dataset,
-            &info,
+            &self.search_info(),
         )?;
         export.write(&self.out)?;
         // The reported accuracy is the accuracy of the files on disk, as `dnal eval` reads them.
@@ -619,9 +720,7 @@ impl Search {
             params: net.params(),
             images: accuracy.images,
         };
-        let export_report = self.state.stage_report(Stage::Done);
-        export_report.name = "export".into();
-        export_report.seconds += started.elapsed().as_secs_f64();
+        self.state.stage_report("export").seconds += started.elapsed().as_secs_f64();
         let channels = channel_groups(&self.parent.plan, &masks);
         let report = Report {
             dnal_version: env!("CARGO_PKG_VERSION").into(),
@@ -636,6 +735,7 @@ impl Search {
             gate_names: self.parent.gate_names(),
             gates: self.state.gates.clone(),
             history: self.state.history.clone(),
+            budget: self.state.budget.clone(),
         };
         write_json(&self.out.join("report.json"), &report)?;
         self.state.stage = Stage::Done;

@@ -10,16 +10,29 @@ use dnal_datasets::{BatchData, Batcher};
 use dnal_models::{GateMode, GatedNet};
 use serde::{Deserialize, Serialize};
 
+use crate::budget::{BudgetControl, hard_counts};
+
 /// The DNAL architecture loss: `lambda_a * sum_g c_g * sum_j sigmoid(delta * s_gj)`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct GatePenalty {
     /// lambda_a.
     pub lambda: f64,
     /// c_g for every gate.
     pub weights: Vec<f64>,
+    /// In budget mode, what moves lambda_a after every step.
+    pub budget: Option<BudgetControl>,
 }
 
 impl GatePenalty {
+    /// After an optimizer step: in budget mode, moves lambda_a by the cost of the network the
+    /// gates now describe.
+    pub fn after_step(&mut self, net: &GatedNet) {
+        if let Some(budget) = &self.budget {
+            let cost = budget.estimate.total(&hard_counts(net));
+            self.lambda = budget.update(self.lambda, cost);
+        }
+    }
+
     /// The penalty term for the gates at this delta.
     pub fn loss(&self, net: &GatedNet, delta: f64) -> Option<Tensor<1>> {
         let mut total: Option<Tensor<1>> = None;
@@ -65,8 +78,6 @@ pub struct StepPlan<'a> {
     pub lr: &'a dyn Fn(usize) -> f64,
     /// The gate mode at a stage step.
     pub mode: &'a dyn Fn(usize) -> GateMode,
-    /// The architecture loss, in the gate stage.
-    pub penalty: Option<&'a GatePenalty>,
     /// The stage step at which this epoch starts.
     pub first_step: usize,
 }
@@ -80,6 +91,7 @@ pub fn train_epoch(
     epoch: u64,
     device: &Device,
     plan: &StepPlan<'_>,
+    mut penalty: Option<&mut GatePenalty>,
     mut on_step: impl FnMut(usize, &EpochStats),
 ) -> Result<(GatedNet, EpochStats), NonFinite> {
     let started = Instant::now();
@@ -98,7 +110,7 @@ pub fn train_epoch(
             GateMode::Soft { delta } => delta,
             _ => 1.0,
         };
-        let loss = match plan.penalty.and_then(|p| p.loss(&net, delta)) {
+        let loss = match penalty.as_ref().and_then(|p| p.loss(&net, delta)) {
             Some(penalty) => ce + penalty,
             None => ce,
         };
@@ -108,6 +120,9 @@ pub fn train_epoch(
         }
         let grads = GradientsParams::from_grads(loss.backward(), &net);
         net = optim.step((plan.lr)(step), net, grads);
+        if let Some(penalty) = penalty.as_mut() {
+            penalty.after_step(&net);
+        }
 
         steps += 1;
         loss_sum += value as f64;

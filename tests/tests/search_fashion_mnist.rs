@@ -73,6 +73,9 @@ fn a_short_search_learns_and_prunes() {
     // The report has its stages and the gate history as delta grew to 1e4.
     let names: Vec<&str> = report.stages.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["weights", "gates", "prune", "finetune", "export"]);
+    // The parent is exported beside the pruned network, for comparisons on a board.
+    let parent = Export::load(SEARCH.out.join("parent")).expect("the parent export");
+    assert_eq!(parent.arch().flops, report.parent.flops);
     assert_eq!(report.gates.len(), 2);
     assert!((report.gates.last().unwrap().delta - 1e4).abs() < 1e-6);
 

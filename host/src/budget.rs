@@ -1,0 +1,277 @@
+//! Budgets: the gate stage steers lambda_a so that the binarised network meets a cost target,
+//! and the final masks are fitted to land at or under it.
+//!
+//! Two parts:
+//! - [`BudgetControl`] adjusts lambda_a after every gate-stage step from the cost of the network
+//!   the gates describe *now* (their signs), so lambda_a settles where the gates' decisions meet
+//!   the target while delta is still small enough for decisions to change;
+//! - [`fit_to_budget`] then picks the kept channels as those whose `s` exceeds a threshold
+//!   `tau` (DNAL's rule is `tau = 0`), with the lowest `tau` whose network fits the budget, so the
+//!   result lands just under it even where the controller ended a little off.
+
+use std::sync::Arc;
+
+use dnal_models::{ChannelMasks, CostModel, GatedNet, NetPlan};
+use serde::{Deserialize, Serialize};
+
+use crate::error::SearchError;
+
+/// A cost the gates can be steered to, as a function of the channel count of every group.
+pub trait CostEstimate: Send + Sync {
+    /// What the cost counts, for messages (`MACs`, `ms`).
+    fn unit(&self) -> &'static str;
+    /// The cost with `counts[g]` channels in group `g` (fractional counts allowed).
+    fn total(&self, counts: &[f64]) -> f64;
+    /// How much the cost grows per channel of `group` at these counts.
+    fn marginal(&self, group: usize, counts: &[f64]) -> f64;
+}
+
+/// Multiply-accumulates, from the network's cost model.
+#[derive(Clone, Debug)]
+pub struct FlopsEstimate {
+    model: CostModel,
+}
+
+impl FlopsEstimate {
+    /// The MACs of a network's plan.
+    pub fn new(plan: &NetPlan) -> Self {
+        Self {
+            model: plan.flops.clone(),
+        }
+    }
+}
+
+impl CostEstimate for FlopsEstimate {
+    fn unit(&self) -> &'static str {
+        "MACs"
+    }
+
+    fn total(&self, counts: &[f64]) -> f64 {
+        self.model.total(counts)
+    }
+
+    fn marginal(&self, group: usize, counts: &[f64]) -> f64 {
+        self.model.marginal(group, counts)
+    }
+}
+
+/// A budget on one cost.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum Budget {
+    /// At most this many multiply-accumulates per image.
+    Flops(f64),
+    /// At most this many milliseconds per image on the board (from its latency table).
+    LatencyMs(f64),
+}
+
+impl Budget {
+    /// The target value.
+    pub fn target(self) -> f64 {
+        match self {
+            Budget::Flops(x) | Budget::LatencyMs(x) => x,
+        }
+    }
+}
+
+/// Channel counts per group under the gates' current signs (`s > 0`), at least one per group.
+pub fn hard_counts(net: &GatedNet) -> Vec<f64> {
+    let mut counts = net.plan.full_counts();
+    for (gate, alive) in net.alive_per_gate().into_iter().enumerate() {
+        counts[net.plan.groups.group_of_gate[gate]] = alive.max(1) as f64;
+    }
+    counts
+}
+
+/// Expected channel counts per group under soft gates at `delta`.
+pub fn expected_counts(net: &GatedNet, delta: f64) -> Vec<f64> {
+    let mut counts = net.plan.full_counts();
+    for (gate, g) in net.gates.iter().enumerate() {
+        counts[net.plan.groups.group_of_gate[gate]] = g
+            .scores()
+            .iter()
+            .map(|&s| 1.0 / (1.0 + (-(delta * s as f64)).exp()))
+            .sum();
+    }
+    counts
+}
+
+/// Steers lambda_a towards the value at which the gates' decisions meet a cost target.
+#[derive(Clone)]
+pub struct BudgetControl {
+    /// The target cost.
+    pub target: f64,
+    /// How fast log(lambda_a) moves per step at full error.
+    pub gain: f64,
+    /// The cost being steered.
+    pub estimate: Arc<dyn CostEstimate>,
+}
+
+impl std::fmt::Debug for BudgetControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BudgetControl")
+            .field("target", &self.target)
+            .field("gain", &self.gain)
+            .field("unit", &self.estimate.unit())
+            .finish()
+    }
+}
+
+impl BudgetControl {
+    /// The new lambda_a after a step whose gates describe a network of cost `cost`:
+    /// `log(lambda) += gain * clamp(cost / target - 1, -1, 1)`.
+    pub fn update(&self, lambda: f64, cost: f64) -> f64 {
+        let error = (cost / self.target - 1.0).clamp(-1.0, 1.0);
+        (lambda * (self.gain * error).exp()).clamp(1e-8, 1e3)
+    }
+}
+
+/// How [`fit_to_budget`] changed DNAL's `s > 0` rule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetFit {
+    /// The target.
+    pub target: f64,
+    /// Cost of the network DNAL's rule (`s > 0`) keeps.
+    pub cost_at_zero: f64,
+    /// Cost of the network kept.
+    pub cost: f64,
+    /// Channels live (`s > tau`) with `s > threshold`: the threshold used.
+    pub threshold: f32,
+    /// Channels the rule `s > 0` closed that the fit keeps.
+    pub reopened: usize,
+    /// Channels the rule `s > 0` kept that the fit closes.
+    pub closed: usize,
+}
+
+/// The masks keeping the channels with `s > tau` (at least one per group), for the lowest
+/// `tau` whose network costs at most `target`.
+pub fn fit_to_budget(
+    net: &GatedNet,
+    estimate: &dyn CostEstimate,
+    target: f64,
+) -> Result<(ChannelMasks, BudgetFit), SearchError> {
+    let scores: Vec<Vec<f32>> = net.gates.iter().map(|g| g.scores()).collect();
+    let masks_at = |tau: f32| -> ChannelMasks {
+        let mut masks = ChannelMasks::full(&net.plan);
+        for (gate, s) in scores.iter().enumerate() {
+            let mut keep: Vec<bool> = s.iter().map(|&v| v > tau).collect();
+            if !keep.iter().any(|&k| k)
+                && let Some((best, _)) = s.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1))
+            {
+                keep[best] = true;
+            }
+            masks.keep[net.plan.groups.group_of_gate[gate]] = keep;
+        }
+        masks
+    };
+    let cost_of = |masks: &ChannelMasks| estimate.total(&masks.counts());
+    // Candidate thresholds: just below every score, so each keeps one more channel.
+    let mut taus: Vec<f32> = scores.iter().flatten().map(|&s| s.next_down()).collect();
+    taus.push(f32::INFINITY);
+    taus.sort_by(f32::total_cmp);
+    taus.dedup();
+    // Cost falls as tau rises: find the lowest tau that fits.
+    let (mut lo, mut hi) = (0usize, taus.len() - 1);
+    if cost_of(&masks_at(taus[hi])) > target {
+        return Err(SearchError::InvalidOption {
+            option: "budget",
+            value: format!("{target:.4} {}", estimate.unit()),
+            reason: format!(
+                "even one channel per layer costs {:.4} {}; the model cannot be pruned that far, raise the budget or pick a smaller model",
+                cost_of(&masks_at(taus[hi])),
+                estimate.unit()
+            ),
+        });
+    }
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if cost_of(&masks_at(taus[mid])) <= target {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let threshold = taus[lo];
+    let masks = masks_at(threshold);
+    let dnal = ChannelMasks::from_gates(net);
+    let (mut reopened, mut closed) = (0, 0);
+    for (a, b) in masks.keep.iter().zip(&dnal.keep) {
+        for (&kept, &dnal_kept) in a.iter().zip(b) {
+            reopened += usize::from(kept && !dnal_kept);
+            closed += usize::from(!kept && dnal_kept);
+        }
+    }
+    let fit = BudgetFit {
+        target,
+        cost_at_zero: cost_of(&dnal),
+        cost: cost_of(&masks),
+        threshold,
+        reopened,
+        closed,
+    };
+    Ok((masks, fit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+    use burn::tensor::{Device, Tensor, TensorData};
+    use dnal_models::{GatedNetConfig, ValueShape, model_spec};
+
+    fn net_with_scores(seed: u64) -> GatedNet {
+        let device = Device::flex();
+        let spec = model_spec("vgg-small", ValueShape::new(1, 28, 28), 10).unwrap();
+        let mut net = GatedNetConfig::new(spec).init(&device).unwrap();
+        let mut x = seed;
+        for gate in &mut net.gates {
+            let [n] = gate.s.dims();
+            let s: Vec<f32> = (0..n)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((x >> 40) as f32 / (1u64 << 24) as f32) - 0.6
+                })
+                .collect();
+            gate.s = Param::from_tensor(Tensor::from_data(TensorData::new(s, [n]), &device));
+        }
+        net
+    }
+
+    #[test]
+    fn the_fit_lands_at_or_just_under_the_budget_both_ways() {
+        let net = net_with_scores(1);
+        let flops = FlopsEstimate::new(&net.plan);
+        let dnal_cost = flops.total(&ChannelMasks::from_gates(&net).counts());
+        for target in [0.3 * dnal_cost, 0.9 * dnal_cost, 1.5 * dnal_cost] {
+            let (masks, fit) = fit_to_budget(&net, &flops, target).unwrap();
+            let cost = flops.total(&masks.counts());
+            assert!(cost <= target, "{cost} > {target}");
+            assert_eq!(cost, fit.cost);
+            // One more channel (the next threshold down) would not fit: it is the largest.
+            assert!(cost > 0.85 * target, "{cost} far under {target}");
+            if target < dnal_cost {
+                assert!(fit.closed > 0 && fit.reopened == 0);
+            } else {
+                assert!(fit.reopened > 0 && fit.closed == 0);
+            }
+        }
+        let err = fit_to_budget(&net, &flops, 10.0).unwrap_err().to_string();
+        assert!(err.contains("one channel per layer"), "{err}");
+    }
+
+    #[test]
+    fn the_controller_raises_lambda_over_budget_and_lowers_it_under() {
+        let control = BudgetControl {
+            target: 100.0,
+            gain: 0.1,
+            estimate: Arc::new(FlopsEstimate::new(&net_with_scores(2).plan)),
+        };
+        assert!(control.update(1e-3, 150.0) > 1e-3);
+        assert!(control.update(1e-3, 50.0) < 1e-3);
+        assert_eq!(control.update(1e-3, 100.0), 1e-3);
+        // Far off, the step is bounded.
+        assert!((control.update(1e-3, 1e9) / 1e-3 - 0.1f64.exp()).abs() < 1e-12);
+    }
+}

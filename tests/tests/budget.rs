@@ -1,0 +1,46 @@
+//! Budget mode on a small synthetic problem: the search steers lambda_a and the pruned network
+//! lands at or under the budget (and not far under it).
+
+use dnal::budget::Budget;
+use dnal::config::SearchConfig;
+use dnal::progress::Silent;
+
+#[test]
+fn a_flops_budget_is_met_from_above_and_below() {
+    let parent_flops = 21_903_104.0; // vgg-small on 1x28x28
+    for (fraction, lambda) in [(0.25, 1e-3), (0.6, 2e-2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let target = fraction * parent_flops;
+        let config = SearchConfig {
+            dataset: "synthetic".into(),
+            train_limit: Some(512),
+            test_limit: Some(128),
+            epochs_weights: 2,
+            epochs_gates: 2,
+            epochs_finetune: 1,
+            batch_size: 64,
+            // Start lambda_a at very different values: the controller has to move it.
+            lambda,
+            budget: Some(Budget::Flops(target)),
+            seed: 5,
+            ..SearchConfig::default()
+        };
+        let report = dnal::search::search(config, dir.path(), &mut Silent).unwrap();
+        assert_eq!(report.parent.flops as f64, parent_flops);
+        let flops = report.pruned.flops as f64;
+        assert!(flops <= target, "{flops} MACs over the budget {target}");
+        assert!(
+            flops >= 0.85 * target,
+            "{flops} MACs far under the budget {target}"
+        );
+        let budget = report.budget.expect("a budgeted search reports its budget");
+        assert_eq!(budget.budget, Budget::Flops(target));
+        assert_eq!(budget.fit.cost, flops);
+        // The controller moved lambda_a away from where it started.
+        assert!(
+            (budget.lambda / lambda).ln().abs() > 0.1,
+            "lambda stayed at {}",
+            budget.lambda
+        );
+    }
+}
