@@ -13,6 +13,7 @@ packages=(
     gcc                        # the QEMU instruction-counting plugin
     gcc-aarch64-linux-gnu      # links aarch64 firmware
     libc6-dev-arm64-cross
+    fonts-dejavu-core          # the font of the plots
 )
 missing=()
 for p in "${packages[@]}"; do

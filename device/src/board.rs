@@ -77,6 +77,11 @@ pub struct Board {
     pub harness: Harness,
     pub runner: Runner,
     pub cost_unit: CostUnit,
+    /// The CPU clock that turns cycles into time, in Hz: the real chip's clock, or for a QEMU
+    /// board the clock of a typical chip with this CPU (QEMU has no clock of its own).
+    pub clock_hz: u64,
+    /// Where `clock_hz` comes from, and for instruction counts what a cycle is assumed to be.
+    pub clock_note: &'static str,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -98,6 +103,8 @@ pub const BOARDS: &[Board] = &[
         harness: Harness::Std,
         runner: Runner::Native,
         cost_unit: CostUnit::WallNanoseconds,
+        clock_hz: 1_000_000_000,
+        clock_note: "wall-clock nanoseconds: 1 unit = 1 ns (no cycle count)",
     },
     Board {
         name: "cortex-m4-qemu",
@@ -118,6 +125,8 @@ pub const BOARDS: &[Board] = &[
             cpu: "cortex-m4",
         },
         cost_unit: CostUnit::Instructions,
+        clock_hz: 168_000_000,
+        clock_note: "assumed: an STM32F407-class Cortex-M4F at 168 MHz (QEMU's mps2-an386 is a 25 MHz FPGA board); one instruction taken as one cycle, an assumption: QEMU counts instructions, not cycles",
     },
     Board {
         name: "cortex-m7-qemu",
@@ -136,6 +145,8 @@ pub const BOARDS: &[Board] = &[
             cpu: "cortex-m7",
         },
         cost_unit: CostUnit::Instructions,
+        clock_hz: 216_000_000,
+        clock_note: "assumed: an STM32F746 (Cortex-M7) at 216 MHz, the chip whose budget this board has; one instruction taken as one cycle, an assumption: QEMU counts instructions, not cycles",
     },
     Board {
         name: "aarch64-qemu",
@@ -161,6 +172,8 @@ pub const BOARDS: &[Board] = &[
             cpu: "cortex-a76",
         },
         cost_unit: CostUnit::Instructions,
+        clock_hz: 1_800_000_000,
+        clock_note: "assumed: a Cortex-A55 at 1.8 GHz; one instruction taken as one cycle, an assumption: qemu-aarch64 counts instructions, not cycles",
     },
     Board {
         name: "stm32f746zg",
@@ -178,6 +191,8 @@ pub const BOARDS: &[Board] = &[
             chip: "STM32F746ZGTx",
         },
         cost_unit: CostUnit::Cycles,
+        clock_hz: 216_000_000,
+        clock_note: "the STM32F746's maximum clock, 216 MHz (the firmware must configure the PLL for it; after reset the chip runs at 16 MHz)",
     },
     Board {
         name: "nrf52840",
@@ -195,6 +210,8 @@ pub const BOARDS: &[Board] = &[
             chip: "nRF52840_xxAA",
         },
         cost_unit: CostUnit::Cycles,
+        clock_hz: 64_000_000,
+        clock_note: "the nRF52840's fixed 64 MHz CPU clock",
     },
 ];
 

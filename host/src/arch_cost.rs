@@ -6,6 +6,9 @@ use std::str::FromStr;
 use dnal_models::NetPlan;
 use serde::{Deserialize, Serialize};
 
+use crate::budget::CostEstimate;
+use crate::error::SearchError;
+
 /// How the architecture loss weighs a channel of each gated group.
 ///
 /// Either way the weights are normalised to a channel-weighted mean of 1 (`sum_l c_l * n_l =
@@ -20,14 +23,22 @@ pub enum CostWeighting {
     /// `c_l` proportional to the multiply-accumulates one channel of the group costs in the
     /// unpruned network (in the layers that write it and in those that read it).
     Flops,
+    /// `c_l` proportional to the board latency one channel of the group costs in the unpruned
+    /// network, from the board's measured latency table.
+    Latency,
 }
 
 impl CostWeighting {
     /// Every weighting's name, as `--cost` takes it.
-    pub const NAMES: &[&str] = &["uniform", "flops"];
+    pub const NAMES: &[&str] = &["uniform", "flops", "latency"];
 
-    /// `c_l` for every gate of the network.
-    pub fn weights(self, plan: &NetPlan) -> Vec<f64> {
+    /// `c_l` for every gate of the network; `latency` is the board's cost, which
+    /// [`CostWeighting::Latency`] needs.
+    pub fn weights(
+        self,
+        plan: &NetPlan,
+        latency: Option<&dyn CostEstimate>,
+    ) -> Result<Vec<f64>, SearchError> {
         let gates = &plan.groups.group_of_gate;
         let counts = plan.full_counts();
         let raw: Vec<f64> = match self {
@@ -36,14 +47,25 @@ impl CostWeighting {
                 .iter()
                 .map(|&g| plan.flops.marginal(g, &counts))
                 .collect(),
+            CostWeighting::Latency => {
+                let latency = latency.ok_or_else(|| SearchError::InvalidOption {
+                    option: "--cost",
+                    value: "latency".into(),
+                    reason: "needs the board's latency: add --board BOARD (profiled on the fly) or --latency-table FILE".into(),
+                })?;
+                gates
+                    .iter()
+                    .map(|&g| latency.marginal(g, &counts))
+                    .collect()
+            }
         };
         let channels: f64 = gates.iter().map(|&g| counts[g]).sum();
         let weighted: f64 = gates.iter().zip(&raw).map(|(&g, c)| counts[g] * c).sum();
-        if weighted > 0.0 {
+        Ok(if weighted > 0.0 {
             raw.iter().map(|c| c * channels / weighted).collect()
         } else {
             vec![1.0; gates.len()]
-        }
+        })
     }
 }
 
@@ -52,6 +74,7 @@ impl fmt::Display for CostWeighting {
         f.write_str(match self {
             CostWeighting::Uniform => "uniform",
             CostWeighting::Flops => "flops",
+            CostWeighting::Latency => "latency",
         })
     }
 }
@@ -63,6 +86,7 @@ impl FromStr for CostWeighting {
         match s {
             "uniform" => Ok(CostWeighting::Uniform),
             "flops" => Ok(CostWeighting::Flops),
+            "latency" => Ok(CostWeighting::Latency),
             _ => Err(format!(
                 "unknown cost {s:?}; choose one of {}",
                 CostWeighting::NAMES.join(", ")
@@ -94,7 +118,7 @@ mod tests {
     fn flops_weights_favour_expensive_channels_and_average_one() {
         let spec = model_spec("vgg-small", ValueShape::new(1, 28, 28), 10).unwrap();
         let plan = NetPlan::new(spec, GatePosition::AfterBn).unwrap();
-        let w = CostWeighting::Flops.weights(&plan);
+        let w = CostWeighting::Flops.weights(&plan, None).unwrap();
         assert_eq!(w.len(), 5);
         // conv2 (28x28, between 32-channel layers) costs more per channel than conv5 (7x7).
         assert!(w[1] > w[4], "{w:?}");
@@ -108,7 +132,15 @@ mod tests {
             .sum::<f64>()
             / n;
         assert!((mean - 1.0).abs() < 1e-9, "{mean}");
-        assert_eq!(CostWeighting::Uniform.weights(&plan), vec![1.0; 5]);
+        assert_eq!(
+            CostWeighting::Uniform.weights(&plan, None).unwrap(),
+            vec![1.0; 5]
+        );
+        let err = CostWeighting::Latency
+            .weights(&plan, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--board"), "{err}");
     }
 
     #[test]

@@ -148,6 +148,26 @@ impl CheckpointDir {
         })
     }
 
+    /// Copies checkpoint `tag` of another search's checkpoint folder into this one.
+    pub fn copy_from(&self, other: &CheckpointDir, tag: &str) -> Result<(), SearchError> {
+        let from = other.root.join(tag);
+        let tmp = self.root.join(format!(".{tag}.tmp"));
+        let to = self.root.join(tag);
+        let fix = "check free space and permissions of the --out folder";
+        fs::create_dir_all(&tmp).map_err(SearchError::io(&tmp, "creating", fix))?;
+        let entries = fs::read_dir(&from).map_err(SearchError::io(
+            &from,
+            "reading the checkpoint",
+            "is the weight stage's folder complete?",
+        ))?;
+        for entry in entries {
+            let entry = entry.map_err(SearchError::io(&from, "reading", fix))?;
+            let target = tmp.join(entry.file_name());
+            fs::copy(entry.path(), &target).map_err(SearchError::io(&target, "copying", fix))?;
+        }
+        fs::rename(&tmp, &to).map_err(SearchError::io(&to, "renaming into place", fix))
+    }
+
     /// Removes every epoch checkpoint but `keep` and the stage-final ones (`*-final`).
     pub fn prune_old(&self, keep: &str) {
         let Ok(entries) = fs::read_dir(&self.root) else {

@@ -57,6 +57,13 @@ pub struct SearchConfig {
     pub backend: Backend,
     /// Seeds weights, data order and augmentation.
     pub seed: u64,
+    /// The board whose latency the search uses (`--cost latency`, latency budgets) and on which
+    /// the pruned network is measured after the search.
+    #[serde(default)]
+    pub board: Option<String>,
+    /// The board's latency table for this model; profiled into `OUT/latency.json` when absent.
+    #[serde(default)]
+    pub latency_table: Option<PathBuf>,
     /// A cost the pruned network must meet; lambda_a then starts at `lambda` and is steered.
     #[serde(default)]
     pub budget: Option<Budget>,
@@ -93,6 +100,8 @@ impl Default for SearchConfig {
             gate_position: GatePosition::AfterBn,
             backend: Backend::Cpu,
             seed: 0,
+            board: None,
+            latency_table: None,
             budget: None,
             budget_gain: default_budget_gain(),
         }
@@ -179,6 +188,24 @@ impl SearchConfig {
                 );
             }
         }
+        let has_latency = self.board.is_some() || self.latency_table.is_some();
+        if matches!(self.budget, Some(Budget::LatencyMs(_))) && !has_latency {
+            return bad(
+                "--latency-budget-ms",
+                self.budget
+                    .map(|b| b.target())
+                    .unwrap_or_default()
+                    .to_string(),
+                "needs the board's latency: add --board BOARD (profiled on the fly) or --latency-table FILE",
+            );
+        }
+        if self.cost == CostWeighting::Latency && !has_latency {
+            return bad(
+                "--cost",
+                "latency".into(),
+                "needs the board's latency: add --board BOARD (profiled on the fly) or --latency-table FILE",
+            );
+        }
         if !(self.budget_gain.is_finite() && self.budget_gain > 0.0) {
             return bad(
                 "--budget-gain",
@@ -248,6 +275,27 @@ mod tests {
                     ..ok.clone()
                 },
                 "--delta-end",
+            ),
+            (
+                SearchConfig {
+                    cost: CostWeighting::Latency,
+                    ..ok.clone()
+                },
+                "--cost",
+            ),
+            (
+                SearchConfig {
+                    budget: Some(Budget::LatencyMs(2.0)),
+                    ..ok.clone()
+                },
+                "--latency-budget-ms",
+            ),
+            (
+                SearchConfig {
+                    budget: Some(Budget::Flops(-1.0)),
+                    ..ok.clone()
+                },
+                "--flops-budget",
             ),
         ];
         for (config, option) in cases {

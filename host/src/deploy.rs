@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData};
-use dnal_datasets::Normalization;
+use dnal_datasets::{ImageSet, Normalization};
 use dnal_device::export::Export;
 use dnal_device::{DeployReport, DeployRequest};
 
@@ -72,13 +72,23 @@ pub fn test_images(
         },
         None => dataset.normalization.clone(),
     };
-    Ok((0..dataset.test.len().min(count))
+    Ok(normalised_images(&dataset.test, &normalization, count))
+}
+
+/// The first `count` images of `set`, normalised.
+pub fn normalised_images(
+    set: &ImageSet,
+    normalization: &Normalization,
+    count: usize,
+) -> Vec<Vec<f32>> {
+    let shape = set.shape();
+    (0..set.len().min(count))
         .map(|i| {
             let mut image = vec![0.0; shape.len()];
-            normalization.apply(shape, dataset.test.image(i), &mut image);
+            normalization.apply(shape, set.image(i), &mut image);
             image
         })
-        .collect())
+        .collect()
 }
 
 /// burn's logits (CPU) for each image: the reference the board is held to.

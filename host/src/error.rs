@@ -16,6 +16,9 @@ pub enum SearchError {
     /// An export could not be read or written.
     #[error(transparent)]
     Export(#[from] dnal_device::export::ExportError),
+    /// A latency table could not be made, read or used.
+    #[error(transparent)]
+    Latency(#[from] dnal_device::latency::LatencyError),
     /// The firmware could not be generated, built or run.
     #[error(transparent)]
     Deploy(#[from] dnal_device::DeployError),
@@ -73,6 +76,14 @@ pub enum SearchError {
         /// The checkpoint file or folder.
         path: PathBuf,
         /// What is wrong and what to do.
+        reason: String,
+    },
+    /// A plot could not be drawn.
+    #[error("{path}: plotting failed: {reason}", path = .path.display())]
+    Plot {
+        /// The file (or the font) at fault.
+        path: PathBuf,
+        /// What went wrong.
         reason: String,
     },
     /// burn could not save or load a record.

@@ -2,10 +2,12 @@
 //!
 //! - [`search`]: the stages (weights, gates, prune, finetune), checkpoints and resume;
 //! - [`export`]: the pruned network as an export folder, and burn's forward of an export;
+//! - [`sweep`]: one weight stage, many latency budgets, measured on the board, Pareto plot;
 //! - [`eval`]: `dnal eval`, which reproduces a search's reported accuracy from its export;
 //! - [`deploy`]: `dnal deploy`, the export onto a board with test images and burn's logits;
 //! - [`arch_cost`]: the `c_l` of the architecture loss (uniform or FLOPs-aware);
 //! - [`budget`]: lambda_a steered to a cost target, and masks fitted to land under it;
+//! - [`latency`]: board latency tables as a cost of the search, and measurement on the board;
 //! - [`schedule`]: delta's growth and the learning rate;
 //! - [`train`]: one epoch, one evaluation.
 
@@ -19,10 +21,13 @@ pub mod deploy;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod latency;
+pub mod plot;
 pub mod progress;
 pub mod report;
 pub mod schedule;
 pub mod search;
+pub mod sweep;
 pub mod train;
 
 pub use error::SearchError;

@@ -44,8 +44,58 @@ enum Command {
     /// Example:
     ///   dnal deploy --export runs/fmnist --board cortex-m7-qemu --out fw/m7 --run
     Deploy(DeployArgs),
+    /// Measure what every layer of a model costs on a board, over a grid of channel counts,
+    /// and write the latency table that `--cost latency` and latency budgets read.
+    ///
+    /// Example:
+    ///   dnal profile --board cortex-m7-qemu --model vgg-small --out latency.json
+    Profile(ProfileArgs),
+    /// Latency-constrained sweep: one weight stage shared by every budget, then per budget
+    /// (and per cost weighting, for comparison) the gate stage, pruning, finetuning and a
+    /// measurement on the board; sweep.json, sweep.md and a Pareto plot (SVG, PNG).
+    ///
+    /// Example:
+    ///   dnal sweep --budgets-ms 20,40,80 --board cortex-m7-qemu --out runs/sweep
+    /// Continue it (points already done are not redone):
+    ///   dnal sweep --resume runs/sweep
+    /// As jobs on a cluster (docs/sweeps.md): --only prepare, then --only point --point K
+    /// for every K (in parallel), then --only collect.
+    Sweep(SweepArgs),
     /// List the models, datasets and boards.
     List,
+}
+
+#[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
+struct SweepArgs {
+    /// Continue the sweep in this folder (its plan is read from DIR/sweep-plan.json).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "budgets_ms"])]
+    resume: Option<PathBuf>,
+    /// The sweep's folder (a new one, or the same as before to continue).
+    #[arg(long, value_name = "DIR", required_unless_present = "resume")]
+    out: Option<PathBuf>,
+    /// Latency budgets in milliseconds, comma-separated.
+    #[arg(long, value_name = "MS,...", value_delimiter = ',')]
+    budgets_ms: Vec<f64>,
+    /// The board the budgets are for (profiled once into DIR/latency.json unless
+    /// --latency-table is given).
+    #[arg(long)]
+    board: Option<String>,
+    /// A latency table from `dnal profile` for this model and board.
+    #[arg(long, value_name = "FILE")]
+    latency_table: Option<PathBuf>,
+    /// The cost weightings to compare at each budget.
+    #[arg(long, value_delimiter = ',', default_value = "latency,flops,uniform")]
+    costs: Vec<CostWeighting>,
+    /// Run one part only, for array jobs: prepare (latency table + weight stage), point
+    /// (with --point K), or collect (sweep.json and the plot from the points done so far).
+    #[arg(long, value_parser = ["prepare", "point", "collect"])]
+    only: Option<String>,
+    /// The point to run with --only point (0-based; `--only prepare` lists them).
+    #[arg(long, value_name = "K")]
+    point: Option<usize>,
+    #[command(flatten)]
+    training: TrainingOptions,
 }
 
 #[derive(Args, Debug)]
@@ -58,6 +108,30 @@ struct SearchArgs {
     /// Output folder (new or empty): checkpoints, arch.json, weights.safetensors, report.json.
     #[arg(long, value_name = "DIR", required_unless_present = "resume")]
     out: Option<PathBuf>,
+    #[command(flatten)]
+    training: TrainingOptions,
+    /// Prune to at most this many multiply-accumulates per image (5500000, 5.5M, 800K): the
+    /// search steers lambda_a from --lambda during the gate stage and fits the kept channels
+    /// to land at or under the budget.
+    #[arg(long, value_name = "MACS", value_parser = parse_count, conflicts_with = "latency_budget_ms")]
+    flops_budget: Option<f64>,
+    /// Prune to at most this many milliseconds per image on --board (from its latency table,
+    /// at the clock the table assumes); measured on the board after the search.
+    #[arg(long, value_name = "MS")]
+    latency_budget_ms: Option<f64>,
+    /// The board whose measured latency steers the search (--cost latency, latency budgets);
+    /// the pruned network is deployed and measured there after the search. Its latency table
+    /// is --latency-table, or profiled into OUT/latency.json (minutes, once).
+    #[arg(long)]
+    board: Option<String>,
+    /// A latency table from `dnal profile` for this model and board.
+    #[arg(long, value_name = "FILE")]
+    latency_table: Option<PathBuf>,
+}
+
+/// The settings of the stages, shared by `dnal search` and `dnal sweep`.
+#[derive(Args, Debug)]
+struct TrainingOptions {
     /// Dataset: fashion-mnist, mnist, cifar10, folder (an ImageNet-style tree) or synthetic.
     #[arg(long, default_value = "fashion-mnist")]
     dataset: String,
@@ -88,8 +162,9 @@ struct SearchArgs {
     /// VGG16 and ResNet-56 on CIFAR-10).
     #[arg(long, value_name = "X", default_value_t = SearchConfig::default().lambda)]
     lambda: f64,
-    /// What a channel costs in the architecture loss: uniform (the paper: every channel 1)
-    /// or flops (the MACs one channel costs, normalised).
+    /// What a channel costs in the architecture loss: uniform (the paper: every channel 1),
+    /// flops (the MACs one channel costs) or latency (its measured latency on --board),
+    /// normalised to a mean of 1.
     #[arg(long, default_value_t = SearchConfig::default().cost)]
     cost: CostWeighting,
     /// cpu (burn's flex), ndarray, wgpu (GPU, or lavapipe on a CPU) or cuda (build with
@@ -117,15 +192,37 @@ struct SearchArgs {
     /// delta at the end of the gate stage.
     #[arg(long, default_value_t = SearchConfig::default().delta_end)]
     delta_end: f64,
-    /// Prune to at most this many multiply-accumulates per image (5500000, 5.5M, 800K): the
-    /// search steers lambda_a from --lambda during the gate stage and fits the kept channels
-    /// to land at or under the budget.
-    #[arg(long, value_name = "MACS", value_parser = parse_count)]
-    flops_budget: Option<f64>,
     /// Where the gate sits: after-bn (Conv-BN-SS-ReLU, the paper's best), before-bn or
     /// after-activation (the paper's ablations).
     #[arg(long, default_value = "after-bn", value_parser = parse_gate_position)]
     gate_position: GatePosition,
+}
+
+impl TrainingOptions {
+    fn config(self) -> SearchConfig {
+        SearchConfig {
+            dataset: self.dataset,
+            data_dir: self.data_dir,
+            model: self.model,
+            train_limit: self.train_limit,
+            test_limit: self.test_limit,
+            epochs_weights: self.epochs_weights,
+            epochs_gates: self.epochs_gates,
+            epochs_finetune: self.epochs_finetune,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            lr_gates: self.lr_gates,
+            lr_finetune: self.lr_finetune,
+            weight_decay: self.weight_decay,
+            lambda: self.lambda,
+            cost: self.cost,
+            delta_end: self.delta_end,
+            gate_position: self.gate_position,
+            backend: self.backend,
+            seed: self.seed,
+            ..SearchConfig::default()
+        }
+    }
 }
 
 fn parse_count(s: &str) -> Result<f64, String> {
@@ -189,6 +286,34 @@ struct DeployArgs {
     data_dir: Option<PathBuf>,
 }
 
+#[derive(Args, Debug)]
+struct ProfileArgs {
+    /// The board: a *-qemu board (instruction counts) or a real board (cycles; needs probe-rs).
+    #[arg(long)]
+    board: String,
+    /// The model (`dnal list`).
+    #[arg(long, default_value = dnal_models::DEFAULT_MODEL)]
+    model: String,
+    /// The dataset whose images the model takes (sets the input shape and classes).
+    #[arg(long, default_value = "fashion-mnist")]
+    dataset: String,
+    /// Folder holding the dataset, if not in its default place.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Where to write the table.
+    #[arg(long, value_name = "FILE", default_value = "latency.json")]
+    out: PathBuf,
+    /// Points per input-channel axis (from 1 to the model's count).
+    #[arg(long, default_value_t = 3)]
+    in_points: usize,
+    /// Multiples of the 4-channel register block per output-channel axis.
+    #[arg(long, default_value_t = 3)]
+    out_points: usize,
+    /// Points per axis of layers that keep their channel count (pools, depthwise, add).
+    #[arg(long, default_value_t = 3)]
+    channel_points: usize,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     dnal::allocator::keep_freed_memory();
@@ -206,6 +331,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Search(args) => search(args),
         Command::Eval(args) => eval(args),
         Command::Deploy(args) => deploy(args),
+        Command::Profile(args) => profile(args),
+        Command::Sweep(args) => sweep(args),
         Command::List => {
             println!("models (--model):");
             for (name, what) in dnal_models::MODELS {
@@ -233,27 +360,13 @@ fn search(args: SearchArgs) -> Result<()> {
     }
     let out = args.out.expect("clap requires --out without --resume");
     let config = SearchConfig {
-        dataset: args.dataset,
-        data_dir: args.data_dir,
-        model: args.model,
-        train_limit: args.train_limit,
-        test_limit: args.test_limit,
-        epochs_weights: args.epochs_weights,
-        epochs_gates: args.epochs_gates,
-        epochs_finetune: args.epochs_finetune,
-        batch_size: args.batch_size,
-        lr: args.lr,
-        lr_gates: args.lr_gates,
-        lr_finetune: args.lr_finetune,
-        weight_decay: args.weight_decay,
-        lambda: args.lambda,
-        cost: args.cost,
-        delta_end: args.delta_end,
-        gate_position: args.gate_position,
-        backend: args.backend,
-        seed: args.seed,
-        budget: args.flops_budget.map(Budget::Flops),
-        ..SearchConfig::default()
+        budget: args
+            .flops_budget
+            .map(Budget::Flops)
+            .or(args.latency_budget_ms.map(Budget::LatencyMs)),
+        board: args.board,
+        latency_table: args.latency_table,
+        ..args.training.config()
     };
     dnal::search::search(config, &out, &mut progress)
         .with_context(|| format!("searching into {}", out.display()))?;
@@ -345,5 +458,114 @@ fn deploy(args: DeployArgs) -> Result<()> {
         );
     }
     println!("wrote {}", args.out.join("deploy.json").display());
+    Ok(())
+}
+
+fn profile(args: ProfileArgs) -> Result<()> {
+    let config = SearchConfig {
+        dataset: args.dataset.clone(),
+        data_dir: args.data_dir.clone(),
+        model: args.model.clone(),
+        train_limit: Some(1),
+        test_limit: Some(1),
+        ..SearchConfig::default()
+    };
+    let dataset = dnal::search::load_dataset(&config)
+        .with_context(|| format!("reading {} for its image shape", args.dataset))?;
+    let spec = dnal_models::model_spec(
+        &args.model,
+        dnal::search::input_shape(&dataset),
+        dataset.train.num_classes(),
+    )?;
+    let plan = dnal_models::NetPlan::new(spec, GatePosition::AfterBn)?;
+    let grid = dnal_device::latency::GridOptions {
+        in_points: args.in_points,
+        out_points: args.out_points,
+        channel_points: args.channel_points,
+    };
+    eprintln!(
+        "profiling every layer of {} on {} (this builds and runs benchmark firmware)",
+        args.model, args.board
+    );
+    let table = dnal::latency::profile_model(&plan, &args.board, &args.out, &grid)
+        .with_context(|| format!("profiling {} on {}", args.model, args.board))?;
+    let points: usize = table
+        .layers
+        .iter()
+        .map(|l| match &l.grid {
+            dnal_device::latency::Grid::InOut {
+                in_channels,
+                out_channels,
+                ..
+            } => in_channels.len() * out_channels.len(),
+            dnal_device::latency::Grid::Channels { channels, .. } => channels.len(),
+        })
+        .sum();
+    println!(
+        "{}: {} layers, {} measured configurations, {} at {:.0} MHz ({}); overhead {:.0} {} per inference",
+        args.out.display(),
+        table.layers.len(),
+        points,
+        table.unit,
+        table.clock.hz / 1e6,
+        table.clock.assumption,
+        table.overhead,
+        table.unit
+    );
+    Ok(())
+}
+
+fn sweep(args: SweepArgs) -> Result<()> {
+    let mut progress = TerminalProgress::new();
+    let dir = match (&args.resume, &args.out) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(dir)) => {
+            if !dir.join("sweep-plan.json").exists() || !args.budgets_ms.is_empty() {
+                let board = args
+                    .board
+                    .clone()
+                    .context("a new sweep needs --board (and --budgets-ms)")?;
+                let plan = dnal::sweep::SweepPlan {
+                    base: SearchConfig {
+                        latency_table: args.latency_table.clone(),
+                        ..args.training.config()
+                    },
+                    board,
+                    budgets_ms: args.budgets_ms.clone(),
+                    costs: args.costs.clone(),
+                };
+                dnal::sweep::start(&plan, dir)
+                    .with_context(|| format!("starting the sweep in {}", dir.display()))?;
+            }
+            dir.clone()
+        }
+        (None, None) => unreachable!("clap requires --out or --resume"),
+    };
+    let context = || format!("the sweep in {}", dir.display());
+    let report = match args.only.as_deref() {
+        Some("prepare") => {
+            dnal::sweep::prepare(&dir, &mut progress).with_context(context)?;
+            let plan = dnal::sweep::load_plan(&dir)?;
+            println!("prepared; points (run each with --only point --point K):");
+            for (k, point) in plan.points().iter().enumerate() {
+                println!("  {k}: {}", point.name());
+            }
+            return Ok(());
+        }
+        Some("point") => {
+            let k = args.point.context("--only point needs --point K")?;
+            dnal::sweep::run_point(&dir, k, &mut progress).with_context(context)?;
+            return Ok(());
+        }
+        Some(_) => dnal::sweep::collect(&dir, &mut progress).with_context(context)?,
+        None => dnal::sweep::resume(&dir, &mut progress).with_context(context)?,
+    };
+    print!("{}", dnal::sweep::markdown(&report));
+    println!(
+        "wrote {}, {}, {}",
+        dir.join("sweep.json").display(),
+        dir.join("sweep.md").display(),
+        dir.join("pareto.svg").display()
+    );
     Ok(())
 }

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::budget::{Budget, BudgetFit};
 use crate::config::SearchConfig;
+use crate::latency::LatencyReport;
 
 /// Accuracy and cost of one network.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -70,6 +71,13 @@ pub struct GateRecord {
     pub hard_flops: u64,
     /// lambda_a at the epoch's end (it moves in budget mode).
     pub lambda: f64,
+    /// Expected latency (ms) under the soft gates, from the board's table, when the search
+    /// uses a board.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_ms: Option<f64>,
+    /// Latency (ms) of the network the hard gates describe, from the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard_ms: Option<f64>,
 }
 
 /// Channels of one gated group before and after pruning.
@@ -113,6 +121,10 @@ pub struct Report {
     /// In budget mode: the budget, and how the kept channels were fitted to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetReport>,
+    /// With a board: the pruned network's latency, predicted by the table and measured on
+    /// the board.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyReport>,
 }
 
 /// How a budgeted search met its budget.

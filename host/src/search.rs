@@ -23,11 +23,15 @@ use dnal_models::{
 use serde::{Deserialize, Serialize};
 
 use crate::arch_cost::expected_flops;
-use crate::budget::{Budget, BudgetControl, CostEstimate, FlopsEstimate, fit_to_budget};
+use crate::budget::{
+    Budget, BudgetControl, CostEstimate, FlopsEstimate, expected_counts, fit_to_budget,
+};
 use crate::checkpoint::{CheckpointDir, read_json, write_json};
 use crate::config::SearchConfig;
 use crate::error::SearchError;
 use crate::export::{ExportNet, SearchInfo, build_export};
+use crate::latency::{LatencyEstimate, measure_on_board, profile_model};
+use crate::plot::{SearchCurves, write_figure};
 use crate::progress::SearchObserver;
 use crate::report::{
     BudgetReport, EpochRecord, GateRecord, GroupChannels, NetReport, Report, StageReport,
@@ -135,7 +139,9 @@ pub fn search(
 ) -> Result<Report, SearchError> {
     config.validate()?;
     prepare_out(out)?;
-    Search::open(SearchState::new(config), out)?.run(observer)
+    Search::open(SearchState::new(config), out)?
+        .run(observer, Stage::Done)
+        .map(|r| r.expect("a run to the end reports"))
 }
 
 /// Continues the search whose folder is `out`.
@@ -167,7 +173,90 @@ pub fn resume(out: &Path, observer: &mut dyn SearchObserver) -> Result<Report, S
         return read_json(&out.join("report.json"));
     }
     state.config.validate()?;
-    Search::open(state, out)?.run(observer)
+    Search::open(state, out)?
+        .run(observer, Stage::Done)
+        .map(|r| r.expect("a run to the end reports"))
+}
+
+/// Runs (or continues) the search in `out` only up to the end of its weight stage: the
+/// trained parent in `OUT/checkpoint/weights-final` and `OUT/parent`, which sweeps share.
+/// Starts a new search when `out` holds none.
+pub fn train_weights(
+    config: SearchConfig,
+    out: &Path,
+    observer: &mut dyn SearchObserver,
+) -> Result<SearchState, SearchError> {
+    let state_path = CheckpointDir::new(out).state_path();
+    let state = if state_path.exists() {
+        read_json::<SearchState>(&state_path)?
+    } else {
+        config.validate()?;
+        prepare_out(out)?;
+        SearchState::new(config)
+    };
+    if state.stage != Stage::Weights {
+        return Ok(state);
+    }
+    let mut search = Search::open(state, out)?;
+    search.run_stages(observer, Stage::Gates)?;
+    Ok(search.state)
+}
+
+/// Starts a search in `to` from the end of the weight stage of the search in `from` (which
+/// [`train_weights`] ran): the parent's weights are reused, `config` (the same data, model,
+/// weight stage and seed, with its own gate-stage settings) decides the rest.
+pub fn fork_after_weights(from: &Path, to: &Path, config: SearchConfig) -> Result<(), SearchError> {
+    config.validate()?;
+    let source = CheckpointDir::new(from);
+    let state: SearchState = read_json(&source.state_path())?;
+    if state.stage == Stage::Weights {
+        return Err(SearchError::Checkpoint {
+            path: source.state_path(),
+            reason: "its weight stage has not finished; run it first".into(),
+        });
+    }
+    let same = |a: &SearchConfig, b: &SearchConfig| {
+        a.dataset == b.dataset
+            && a.model == b.model
+            && a.train_limit == b.train_limit
+            && a.epochs_weights == b.epochs_weights
+            && a.seed == b.seed
+            && a.gate_position == b.gate_position
+    };
+    if !same(&state.config, &config) {
+        return Err(SearchError::Checkpoint {
+            path: source.state_path(),
+            reason: "its weight stage used another dataset, model, limit, seed or epoch count than this search".into(),
+        });
+    }
+    prepare_out(to)?;
+    let target = CheckpointDir::new(to);
+    target.create()?;
+    let tag = format!("{}-final", Stage::Weights.name());
+    target.copy_from(&source, &tag)?;
+    let forked = SearchState {
+        format: STATE_FORMAT,
+        config,
+        stage: Stage::Gates,
+        epochs_done: 0,
+        checkpoint: Some(tag),
+        masks: None,
+        parent: state.parent,
+        stages: state
+            .stages
+            .into_iter()
+            .filter(|s| s.name == Stage::Weights.name())
+            .collect(),
+        history: state
+            .history
+            .into_iter()
+            .filter(|e| e.stage == Stage::Weights.name())
+            .collect(),
+        gates: Vec::new(),
+        gate_lambda: None,
+        budget: None,
+    };
+    write_json(&target.state_path(), &forked)
 }
 
 /// Refuses an `--out` folder that already holds something, or that cannot be written.
@@ -223,6 +312,42 @@ pub fn input_shape(dataset: &Dataset) -> ValueShape {
     ValueShape::new(s.channels, s.height, s.width)
 }
 
+/// The board's latency table for the search's model, when the search uses a board: read from
+/// `--latency-table`, or `OUT/latency.json`, or profiled on the board into `OUT/latency.json`.
+fn board_latency(
+    config: &SearchConfig,
+    plan: &NetPlan,
+    out: &Path,
+) -> Result<Option<LatencyEstimate>, SearchError> {
+    let default_path = out.join(dnal_device::latency::TABLE_FILE);
+    let table = match (&config.latency_table, &config.board) {
+        (Some(path), _) => dnal_device::latency::LatencyTable::load(path)?,
+        (None, Some(_)) if default_path.exists() => {
+            dnal_device::latency::LatencyTable::load(&default_path)?
+        }
+        (None, Some(board)) => profile_model(plan, board, &default_path, &Default::default())?,
+        (None, None) => return Ok(None),
+    };
+    if let Some(board) = &config.board
+        && &table.board != board
+    {
+        return Err(SearchError::InvalidOption {
+            option: "--latency-table",
+            value: config
+                .latency_table
+                .as_ref()
+                .unwrap_or(&default_path)
+                .display()
+                .to_string(),
+            reason: format!(
+                "was measured on {}, not on --board {board}; profile that board with `dnal profile --board {board}`",
+                table.board
+            ),
+        });
+    }
+    Ok(Some(LatencyEstimate::new(table, plan)?))
+}
+
 /// Where a search exports the unpruned network, under its output folder.
 pub const PARENT_EXPORT: &str = "parent";
 
@@ -239,6 +364,8 @@ struct Search {
     device: Device,
     train_device: Device,
     parent: GatedNet,
+    /// The board's latency over the parent's channel groups, when the search uses a board.
+    latency: Option<Arc<LatencyEstimate>>,
 }
 
 impl Search {
@@ -270,6 +397,7 @@ impl Search {
         );
         let checkpoints = CheckpointDir::new(out);
         checkpoints.create()?;
+        let latency = board_latency(config, &parent.plan, out)?.map(Arc::new);
         Ok(Self {
             state,
             out: out.to_path_buf(),
@@ -280,6 +408,7 @@ impl Search {
             device,
             train_device,
             parent,
+            latency,
         })
     }
 
@@ -301,7 +430,20 @@ impl Search {
         }
     }
 
-    fn run(mut self, observer: &mut dyn SearchObserver) -> Result<Report, SearchError> {
+    /// Runs the stages until the search reaches `stop`; the report when it got to the end.
+    fn run(
+        mut self,
+        observer: &mut dyn SearchObserver,
+        stop: Stage,
+    ) -> Result<Option<Report>, SearchError> {
+        self.run_stages(observer, stop)
+    }
+
+    fn run_stages(
+        &mut self,
+        observer: &mut dyn SearchObserver,
+        stop: Stage,
+    ) -> Result<Option<Report>, SearchError> {
         let mut net = self.current_net()?;
         observer.message(&format!(
             "dnal search: {} on {} ({} train / {} test images, {}x{}x{}), backend {}, {} MACs, {} params",
@@ -317,6 +459,9 @@ impl Search {
             self.parent.params(),
         ));
         loop {
+            if self.state.stage == stop {
+                return Ok(None);
+            }
             match self.state.stage {
                 Stage::Weights => {
                     net = self.weight_stage(net, observer)?;
@@ -325,6 +470,7 @@ impl Search {
                     self.state.parent = Some(net_report(&net, accuracy));
                     self.state.stage_report(Stage::Weights.name()).seconds +=
                         started.elapsed().as_secs_f64();
+                    self.export_parent(&net, observer)?;
                     self.finish_stage(&net, Stage::Gates)?;
                 }
                 Stage::Gates => {
@@ -362,7 +508,7 @@ impl Search {
                 }
                 Stage::Finetune => {
                     net = self.finetune_stage(net, observer)?;
-                    return self.finish(&net, observer);
+                    return self.finish(&net, observer).map(Some);
                 }
                 Stage::Done => unreachable!("a finished search is not run"),
             }
@@ -451,7 +597,10 @@ impl Search {
         // A resumed stage continues with the lambda_a the controller had reached.
         let mut penalty = GatePenalty {
             lambda: self.state.gate_lambda.unwrap_or(config.lambda),
-            weights: config.cost.weights(&net.plan),
+            weights: config.cost.weights(
+                &net.plan,
+                self.latency.as_deref().map(|l| l as &dyn CostEstimate),
+            )?,
             budget,
         };
         // Weights and BN statistics frozen; only the gates learn.
@@ -478,9 +627,12 @@ impl Search {
 
     /// The cost a budget is on.
     fn estimate(&self, budget: Budget) -> Arc<dyn CostEstimate> {
-        match budget {
-            Budget::Flops(_) => Arc::new(FlopsEstimate::new(&self.parent.plan)),
-            Budget::LatencyMs(_) => unimplemented!("latency budgets come with latency tables"),
+        match (budget, &self.latency) {
+            (Budget::LatencyMs(_), Some(latency)) => latency.clone(),
+            (Budget::LatencyMs(_), None) => {
+                unreachable!("config validation requires a board or table for latency budgets")
+            }
+            (Budget::Flops(_), _) => Arc::new(FlopsEstimate::new(&self.parent.plan)),
         }
     }
 
@@ -563,6 +715,7 @@ impl Search {
                 lr,
                 mode,
                 first_step: epoch * steps,
+                data_epoch: (epoch_offset + epoch) as u64,
             };
             let gates_note = |net: &GatedNet| -> String {
                 if stage == Stage::Gates {
@@ -578,7 +731,6 @@ impl Search {
                 net,
                 &mut optim,
                 &self.train,
-                (epoch_offset + epoch) as u64,
                 &self.train_device,
                 &plan,
                 penalty.as_deref_mut(),
@@ -604,14 +756,21 @@ impl Search {
                 self.state.gate_lambda = Some(lambda);
                 let record = self.gate_record(&net, epoch + 1, mode(last_step), lambda);
                 let accuracy = evaluate_net(&net, GateMode::Hard, &self.test, &self.device);
+                let per_layer: Vec<String> = net
+                    .gate_names()
+                    .iter()
+                    .zip(record.alive.iter().zip(net.channels_per_gate()))
+                    .map(|(name, (alive, total))| format!("{name} {alive}/{total}"))
+                    .collect();
                 let note = format!(
-                    "delta {:.3e}, lambda {:.3e}, live {}/{}, E[MACs] {:.3e}, binarised {} MACs",
+                    "delta {:.3e}, lambda {:.3e}, E[MACs] {:.3e}, binarised {} MACs, live {}/{} ({})",
                     record.delta,
                     record.lambda,
+                    record.expected_flops,
+                    record.hard_flops,
                     record.alive.iter().sum::<usize>(),
                     net.channels_per_gate().iter().sum::<usize>(),
-                    record.expected_flops,
-                    record.hard_flops
+                    per_layer.join(", ")
                 );
                 self.state.gates.push(record);
                 (accuracy, note)
@@ -644,6 +803,7 @@ impl Search {
         };
         let scores: Vec<Vec<f32>> = net.gates.iter().map(|g| g.scores()).collect();
         let masks = ChannelMasks::from_gates(net);
+        let latency = self.latency.as_ref();
         GateRecord {
             epoch,
             delta,
@@ -651,6 +811,8 @@ impl Search {
             expected_flops: expected_flops(&net.plan, &scores, delta),
             hard_flops: net.plan.flops.total(&masks.counts()).round() as u64,
             lambda,
+            expected_ms: latency.map(|l| l.total(&expected_counts(net, delta))),
+            hard_ms: latency.map(|l| l.total(&masks.counts())),
         }
     }
 
@@ -687,7 +849,7 @@ impl Search {
 
     /// Exports the pruned network, evaluates the export as written and writes the report.
     fn finish(
-        mut self,
+        &mut self,
         net: &GatedNet,
         observer: &mut dyn SearchObserver,
     ) -> Result<Report, SearchError> {
@@ -721,6 +883,18 @@ impl Search {
             images: accuracy.images,
         };
         self.state.stage_report("export").seconds += started.elapsed().as_secs_f64();
+        let latency = match &self.latency {
+            Some(estimate) => {
+                let started = Instant::now();
+                let board = estimate.table().board.clone();
+                observer.message(&format!("measuring the pruned network on {board}"));
+                let measured =
+                    measure_on_board(&reloaded, &self.out, estimate.table(), &self.dataset)?;
+                self.state.stage_report("measure").seconds += started.elapsed().as_secs_f64();
+                Some(measured)
+            }
+            None => None,
+        };
         let channels = channel_groups(&self.parent.plan, &masks);
         let report = Report {
             dnal_version: env!("CARGO_PKG_VERSION").into(),
@@ -736,8 +910,17 @@ impl Search {
             gates: self.state.gates.clone(),
             history: self.state.history.clone(),
             budget: self.state.budget.clone(),
+            latency,
         };
         write_json(&self.out.join("report.json"), &report)?;
+        // The plots are a convenience: a missing font is worth a warning, not the search.
+        if let Err(e) = write_figure(
+            &self.out.join("curves"),
+            (1200, 480),
+            &SearchCurves { report: &report },
+        ) {
+            observer.message(&format!("warning: no curves plot: {e}"));
+        }
         self.state.stage = Stage::Done;
         write_json(&self.checkpoints.state_path(), &self.state)?;
         observer.message(&format!(

@@ -80,6 +80,8 @@ pub struct StepPlan<'a> {
     pub mode: &'a dyn Fn(usize) -> GateMode,
     /// The stage step at which this epoch starts.
     pub first_step: usize,
+    /// The epoch number that seeds the data order (and augmentation) of this epoch.
+    pub data_epoch: u64,
 }
 
 /// Trains `net` for one epoch. Returns the trained net, or the step whose loss was not finite
@@ -88,7 +90,6 @@ pub fn train_epoch(
     mut net: GatedNet,
     optim: &mut ModuleOptimizer,
     batcher: &Batcher,
-    epoch: u64,
     device: &Device,
     plan: &StepPlan<'_>,
     mut penalty: Option<&mut GatePenalty>,
@@ -98,7 +99,7 @@ pub fn train_epoch(
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let mut stats = EpochStats::default();
     let (mut loss_sum, mut ce_sum, mut correct, mut steps) = (0.0f64, 0.0f64, 0usize, 0usize);
-    for (i, data) in batcher.epoch(epoch).enumerate() {
+    for (i, data) in batcher.epoch(plan.data_epoch).enumerate() {
         let step = plan.first_step + i;
         let mode = (plan.mode)(step);
         let batch = data.to_tensors(device);

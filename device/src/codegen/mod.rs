@@ -5,12 +5,14 @@
 mod firmware;
 pub mod plan;
 
-pub use firmware::{FirmwareCrate, FirmwareOptions, write_firmware_crate};
+pub use firmware::{FirmwareCrate, FirmwareOptions, default_device_path, write_firmware_crate};
+pub(crate) use firmware::{write_crate_scaffold, write_file};
 pub use plan::{MemoryPlan, Place, plan_memory, plan_memory_with_scratch};
 
 use std::fmt::Write as _;
 
-use crate::export::{Export, Op};
+use crate::arena::Span;
+use crate::export::{Arch, ArchSummary, Export, Layer, LayerSummary, Op};
 use crate::kernels::{Activation, Conv2dParams, LinearParams, Shape3, f32 as kernels};
 
 /// Why code generation failed.
@@ -44,12 +46,41 @@ pub struct GeneratedModel {
 
 /// Generates `model.rs` and `weights.rs` for a validated export.
 pub fn generate_model(export: &Export) -> Result<GeneratedModel, CodegenError> {
-    let arch = export.arch();
-    let summary = export.summary();
-    let plan = plan_for(export);
+    generate(
+        export.arch(),
+        export.summary(),
+        plan_for(export),
+        WeightSource::Own(export),
+    )
+}
+
+/// Where the generated code takes each layer's weights from.
+#[derive(Clone, Copy)]
+pub(crate) enum WeightSource<'a> {
+    /// One `static` array per tensor in `weights.rs`, packed for its kernel.
+    Own(&'a Export),
+    /// The first values of two shared arrays, `weights::SHARED_W` and `weights::SHARED_B`,
+    /// long enough for the largest layer (latency profiling: the code and the amount of data
+    /// read are the model's, the values are not).
+    Shared,
+}
+
+/// Name of the shared weight array of [`WeightSource::Shared`] in `weights.rs`.
+pub(crate) const SHARED_WEIGHTS: &str = "SHARED_W";
+/// Name of the shared bias array of [`WeightSource::Shared`] in `weights.rs`.
+pub(crate) const SHARED_BIAS: &str = "SHARED_B";
+
+/// Generates `model.rs` (and with [`WeightSource::Own`], `weights.rs`) for a validated
+/// architecture with the given memory plan.
+pub(crate) fn generate(
+    arch: &Arch,
+    summary: &ArchSummary,
+    plan: MemoryPlan,
+    source: WeightSource<'_>,
+) -> Result<GeneratedModel, CodegenError> {
     let n_layers = arch.layers.len();
 
-    let mut params = String::new();
+    let mut functions = String::new();
     let mut body = String::new();
     let mut weights = String::new();
     let mut weights_bytes = 0u64;
@@ -61,253 +92,77 @@ pub fn generate_model(export: &Export) -> Result<GeneratedModel, CodegenError> {
     );
 
     for (index, (layer, info)) in arch.layers.iter().zip(&summary.layers).enumerate() {
-        let ident = format!("L{index}_{}", sanitize(&layer.name));
-        let x0 = info.input_shapes[0];
-        let out = info.output;
+        let ident = layer_ident(index, &layer.name);
         let layer_err = |reason: String| CodegenError::Layer {
             index,
             name: layer.name.clone(),
             reason,
         };
-        let describe;
-        let call;
-        match &layer.op {
-            Op::Conv2d(c) => {
-                let (w, b) = export
-                    .weight_and_bias(&layer.name)
-                    .ok_or_else(|| layer_err("weights missing".into()))?;
-                let p = Conv2dParams::new(
-                    x0,
-                    c.out_channels,
-                    c.kernel,
-                    c.stride,
-                    c.padding,
-                    c.activation,
-                )
-                .map_err(|e| layer_err(e.to_string()))?;
-                // Kernel size and column stride become const generics of the call, so each
-                // distinct shape gets its own unrolled copy of the kernel.
-                let fixed = format!("::<{}, {}, {}>", c.kernel[0], c.kernel[1], c.stride[1]);
-                let (kernel_fn, packed) = if c.is_depthwise() {
-                    (format!("depthwise_conv2d_padded{fixed}"), w.data.clone())
-                } else {
-                    let mut packed = vec![0.0; w.data.len()];
-                    kernels::pack_conv2d_weights(&p, &w.data, &mut packed);
-                    let f = if p.is_pointwise() {
-                        "pointwise_conv".to_string()
-                    } else {
-                        format!("conv2d_fixed{fixed}")
-                    };
-                    (f, packed)
-                };
-                describe = format!(
-                    "{} {}x{} stride {}x{} padding {}x{}{}",
-                    if c.is_depthwise() {
-                        "depthwise conv2d"
-                    } else {
-                        "conv2d"
-                    },
-                    c.kernel[0],
-                    c.kernel[1],
-                    c.stride[0],
-                    c.stride[1],
-                    c.padding[0],
-                    c.padding[1],
-                    act_suffix(c.activation)
-                );
-                let ctor = if c.is_depthwise() {
-                    format!(
-                        "Conv2dParams::depthwise({}, {:?}, {:?}, {:?}, {})",
-                        shape_expr(x0),
-                        c.kernel,
-                        c.stride,
-                        c.padding,
-                        act_expr(c.activation)
+        let code = layer_code(&ident, layer, info).map_err(layer_err)?;
+        let mut call = code.call.clone();
+        if let Some(packing) = &code.packing {
+            let (w_expr, b_expr) = match source {
+                WeightSource::Own(export) => {
+                    let (w, b) = export
+                        .weight_and_bias(&layer.name)
+                        .ok_or_else(|| layer_err("weights missing".into()))?;
+                    weights_bytes += emit_array(
+                        &mut weights,
+                        &format!("{ident}_W"),
+                        &packing.pack(&w.data),
+                        &format!("{} weights, packed for {}", layer.name, code.kernel_fn),
+                    );
+                    weights_bytes += emit_array(
+                        &mut weights,
+                        &format!("{ident}_B"),
+                        &b.data,
+                        &format!("{} bias", layer.name),
+                    );
+                    (
+                        format!("&weights::{ident}_W"),
+                        format!("&weights::{ident}_B"),
                     )
-                } else {
-                    format!(
-                        "Conv2dParams::new({}, {}, {:?}, {:?}, {:?}, {})",
-                        shape_expr(x0),
-                        c.out_channels,
-                        c.kernel,
-                        c.stride,
-                        c.padding,
-                        act_expr(c.activation)
-                    )
-                };
-                let _ = writeln!(
-                    params,
-                    "const {ident}: Conv2dParams = const_params!({ctor});"
-                );
-                weights_bytes += emit_array(
-                    &mut weights,
-                    &format!("{ident}_W"),
-                    &packed,
-                    &format!("{} weights, packed for {kernel_fn}", layer.name),
-                );
-                weights_bytes += emit_array(
-                    &mut weights,
-                    &format!("{ident}_B"),
-                    &b.data,
-                    &format!("{} bias", layer.name),
-                );
-                let scratch_arg = if c.is_depthwise() { "{scratch}, " } else { "" };
-                call = format!(
-                    "kernels::{kernel_fn}(&{ident}, {{x0}}, &weights::{ident}_W, &weights::{ident}_B, {scratch_arg}{{y}});"
-                );
-            }
-            Op::MaxPool2d(p) | Op::AvgPool2d(p) => {
-                let max = matches!(layer.op, Op::MaxPool2d(_));
-                describe = format!(
-                    "{} {}x{} stride {}x{} padding {}x{}",
-                    layer.op.name(),
-                    p.kernel[0],
-                    p.kernel[1],
-                    p.stride[0],
-                    p.stride[1],
-                    p.padding[0],
-                    p.padding[1]
-                );
-                let _ = writeln!(
-                    params,
-                    "const {ident}: Pool2dParams = const_params!(Pool2dParams::new({}, {:?}, {:?}, {:?}));",
-                    shape_expr(x0),
-                    p.kernel,
-                    p.stride,
-                    p.padding
-                );
-                let f = if max { "max_pool2d" } else { "avg_pool2d" };
-                call = format!("kernels::{f}(&{ident}, {{x0}}, {{y}});");
-            }
-            Op::GlobalAvgPool => {
-                describe = "global average pool".to_string();
-                call = format!(
-                    "kernels::global_avg_pool({}, {{x0}}, {{y}});",
-                    shape_expr(x0)
-                );
-            }
-            Op::Add(a) => {
-                describe = format!(
-                    "add of {} values{}",
-                    layer.inputs.len(),
-                    act_suffix(a.activation)
-                );
-                let xs: Vec<String> = (0..layer.inputs.len())
-                    .map(|k| format!("{{x{k}}}"))
-                    .collect();
-                call = format!(
-                    "kernels::add(&[{}], {}, {{y}});",
-                    xs.join(", "),
-                    act_expr(a.activation)
-                );
-            }
-            Op::Linear(l) => {
-                let (w, b) = export
-                    .weight_and_bias(&layer.name)
-                    .ok_or_else(|| layer_err("weights missing".into()))?;
-                let p = LinearParams::new(l.in_features, l.out_features, l.activation)
-                    .map_err(|e| layer_err(e.to_string()))?;
-                let mut packed = vec![0.0; w.data.len()];
-                kernels::pack_linear_weights(&p, &w.data, &mut packed);
-                describe = format!(
-                    "linear {} -> {}{}",
-                    l.in_features,
-                    l.out_features,
-                    act_suffix(l.activation)
-                );
-                let _ = writeln!(
-                    params,
-                    "const {ident}: LinearParams = const_params!(LinearParams::new({}, {}, {}));",
-                    l.in_features,
-                    l.out_features,
-                    act_expr(l.activation)
-                );
-                weights_bytes += emit_array(
-                    &mut weights,
-                    &format!("{ident}_W"),
-                    &packed,
-                    &format!("{} weights, packed for linear", layer.name),
-                );
-                weights_bytes += emit_array(
-                    &mut weights,
-                    &format!("{ident}_B"),
-                    &b.data,
-                    &format!("{} bias", layer.name),
-                );
-                call = format!(
-                    "kernels::linear(&{ident}, {{x0}}, &weights::{ident}_W, &weights::{ident}_B, {{y}});"
-                );
-            }
-        }
-
-        // Bind the layer's inputs and output to the caller's arrays or arena slices.
-        let mut arena_inputs = Vec::new();
-        let mut input_exprs = Vec::new();
-        for &v in &layer.inputs {
-            match plan.places[v] {
-                Place::Input => input_exprs.push("&input[..]".to_string()),
-                Place::Arena { offset, len } => {
-                    input_exprs.push(format!("a{}", arena_inputs.len()));
-                    arena_inputs.push(format!("Span::new({offset}, {len})"));
                 }
-                Place::Output => return Err(layer_err("reads the network output".into())),
-            }
+                WeightSource::Shared => {
+                    let [w, b] = info
+                        .tensor_shapes
+                        .as_ref()
+                        .ok_or_else(|| layer_err("no weight shapes".into()))?;
+                    let (w_len, b_len) = (w.iter().product::<usize>(), b.iter().product::<usize>());
+                    weights_bytes += 4 * (w_len + b_len) as u64;
+                    (
+                        format!("&weights::{SHARED_WEIGHTS}[..{w_len}]"),
+                        format!("&weights::{SHARED_BIAS}[..{b_len}]"),
+                    )
+                }
+            };
+            call = call.replace("{w}", &w_expr).replace("{b}", &b_expr);
         }
-        let names: Vec<String> = (0..arena_inputs.len()).map(|k| format!("a{k}")).collect();
-        let pattern = if names.is_empty() {
-            "_".to_string()
-        } else {
-            format!("[{}]", names.join(", "))
-        };
-        let scratch = plan.scratch[index].map(|sp| format!("Span::new({}, {})", sp.offset, sp.len));
-        let ins = arena_inputs.join(", ");
-        let (bind, y, scratch_expr) = match (plan.places[index + 1], &scratch) {
-            (Place::Arena { offset, len }, None) => (
-                format!(
-                    "let ({pattern}, y) = Arena::split(arena, [{ins}], Span::new({offset}, {len}));"
-                ),
-                "y",
-                "&mut []",
-            ),
-            (Place::Arena { offset, len }, Some(sc)) => (
-                format!(
-                    "let ({pattern}, y, scratch) = Arena::split_with_scratch(arena, [{ins}], Span::new({offset}, {len}), {sc});"
-                ),
-                "y",
-                "scratch",
-            ),
-            (Place::Output, None) if names.is_empty() => {
-                (String::new(), "&mut output[..]", "&mut []")
-            }
-            (Place::Output, None) => (
-                format!("let {pattern} = Arena::inputs(arena, [{ins}]);"),
-                "&mut output[..]",
-                "&mut []",
-            ),
-            (Place::Output, Some(sc)) => (
-                format!("let ({pattern}, scratch) = Arena::split(arena, [{ins}], {sc});"),
-                "&mut output[..]",
-                "scratch",
-            ),
-            (Place::Input, _) => return Err(layer_err("writes the network input".into())),
-        };
-        let call = call.replace("{scratch}", scratch_expr);
-        let mut call = call.replace("{y}", y);
-        for (k, e) in input_exprs.iter().enumerate() {
-            call = call.replace(&format!("{{x{k}}}"), e);
-        }
+        let inputs: Vec<Place> = layer.inputs.iter().map(|&v| plan.places[v]).collect();
+        let (bind, call) = bind_layer(&inputs, plan.places[index + 1], plan.scratch[index], &call)
+            .map_err(layer_err)?;
         let inputs_desc: Vec<String> = layer
             .inputs
             .iter()
             .zip(&info.input_shapes)
             .map(|(v, s)| format!("value {v} ({s})"))
             .collect();
+        let doc = format!(
+            "Layer {index}, {}: {}; {} -> {}; {} MACs.",
+            layer.name,
+            code.describe,
+            inputs_desc.join(" + "),
+            info.output,
+            info.macs
+        );
+        let _ = writeln!(
+            functions,
+            "{}",
+            layer_function(&format!("layer_{index}"), &doc, &code, &bind, &call)
+        );
         let _ = writeln!(
             body,
-            "        // Layer {index}, {}: {describe}; {} -> {out}; {} MACs.\n        {{\n            {bind}\n            {call}\n        }}\n        after_layer({index});",
-            layer.name,
-            inputs_desc.join(" + "),
-            info.macs
+            "        layer_{index}(input, output, arena);\n        after_layer({index});"
         );
     }
 
@@ -333,7 +188,8 @@ pub fn generate_model(export: &Export) -> Result<GeneratedModel, CodegenError> {
          pub const LAYER_COUNT: usize = {n_layers};\n\
          /// Arena length in f32 values.\n\
          pub const ARENA_LEN: usize = {arena_len};\n\n\
-         static ARENA: StaticArena<ARENA_LEN> = StaticArena::new();\n",
+         static ARENA: StaticArena<ARENA_LEN> = StaticArena::new();\n\n\
+         // Each layer is a function of its own (`layer_function` in dnal-device's codegen).\n",
         name = arch.name,
         dataset = if arch.dataset.is_empty() {
             "no dataset named"
@@ -350,7 +206,7 @@ pub fn generate_model(export: &Export) -> Result<GeneratedModel, CodegenError> {
         input_len = arch.input.len(),
         output_len = arch.num_classes,
     );
-    let _ = writeln!(model, "{params}");
+    let _ = writeln!(model, "{functions}");
     let _ = writeln!(
         model,
         "/// Runs one image through the network.\n\
@@ -368,27 +224,361 @@ pub fn generate_model(export: &Export) -> Result<GeneratedModel, CodegenError> {
     })
 }
 
-/// Scratch f32 each layer needs while it runs: a zero-padded input plane for padded
-/// depthwise convolutions (see `kernels::f32::depthwise_conv2d_padded`), else nothing.
-pub fn scratch_lens(export: &Export) -> Vec<usize> {
-    export
-        .arch()
-        .layers
-        .iter()
-        .zip(&export.summary().layers)
-        .map(|(layer, info)| match &layer.op {
-            Op::Conv2d(c) if c.is_depthwise() => Conv2dParams::depthwise(
-                info.input_shapes[0],
+/// The Rust identifier of layer `index`'s constants and weight arrays.
+pub(crate) fn layer_ident(index: usize, name: &str) -> String {
+    format!("L{index}_{}", sanitize(name))
+}
+
+/// How a kernel wants its weights laid out.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Packing {
+    /// As exported (depthwise: `[channel][ky][kx]`).
+    Plain,
+    /// [`kernels::pack_conv2d_weights`].
+    Conv2d(Conv2dParams),
+    /// [`kernels::pack_linear_weights`].
+    Linear(LinearParams),
+}
+
+impl Packing {
+    pub(crate) fn pack(&self, weights: &[f32]) -> Vec<f32> {
+        let mut packed = vec![0.0; weights.len()];
+        match self {
+            Packing::Plain => packed.copy_from_slice(weights),
+            Packing::Conv2d(p) => kernels::pack_conv2d_weights(p, weights, &mut packed),
+            Packing::Linear(p) => kernels::pack_linear_weights(p, weights, &mut packed),
+        }
+        packed
+    }
+}
+
+/// The code of one layer, independent of where its weights and values live.
+#[derive(Clone, Debug)]
+pub(crate) struct LayerCode {
+    /// What the layer computes, for comments.
+    pub describe: String,
+    /// The declaration of the layer's constant parameters (may be empty).
+    pub params: String,
+    /// The kernel call; `{w}` and `{b}` stand for the weight and bias slices, `{x0}`,
+    /// `{x1}`, ... for the inputs, `{y}` for the output and `{scratch}` for the scratch slice.
+    pub call: String,
+    /// The kernel function called (for comments).
+    pub kernel_fn: String,
+    /// The weight layout of a layer with weights; `None` for ops without.
+    pub packing: Option<Packing>,
+}
+
+/// The parameters and kernel call of one layer: the generator's choice of kernel and its
+/// specialisation (const generics, constant shapes) lives here, so that generated models and
+/// latency benchmarks run the same code.
+pub(crate) fn layer_code(
+    ident: &str,
+    layer: &Layer,
+    info: &LayerSummary,
+) -> Result<LayerCode, String> {
+    let x0 = info.input_shapes[0];
+    let mut params = String::new();
+    let code = match &layer.op {
+        Op::Conv2d(c) => {
+            let p = Conv2dParams::new(
+                x0,
+                c.out_channels,
                 c.kernel,
                 c.stride,
                 c.padding,
                 c.activation,
             )
-            .map(|p| kernels::depthwise_scratch_len(&p))
-            .unwrap_or(0),
-            _ => 0,
-        })
+            .map_err(|e| e.to_string())?;
+            // Kernel size and column stride become const generics of the call, so each
+            // distinct shape gets its own unrolled copy of the kernel.
+            let fixed = format!("::<{}, {}, {}>", c.kernel[0], c.kernel[1], c.stride[1]);
+            let (kernel_fn, packing) = if c.is_depthwise() {
+                (format!("depthwise_conv2d_padded{fixed}"), Packing::Plain)
+            } else if p.is_pointwise() {
+                ("pointwise_conv".to_string(), Packing::Conv2d(p))
+            } else {
+                (format!("conv2d_fixed{fixed}"), Packing::Conv2d(p))
+            };
+            let describe = format!(
+                "{} {}x{} stride {}x{} padding {}x{}{}",
+                if c.is_depthwise() {
+                    "depthwise conv2d"
+                } else {
+                    "conv2d"
+                },
+                c.kernel[0],
+                c.kernel[1],
+                c.stride[0],
+                c.stride[1],
+                c.padding[0],
+                c.padding[1],
+                act_suffix(c.activation)
+            );
+            let ctor = if c.is_depthwise() {
+                format!(
+                    "Conv2dParams::depthwise({}, {:?}, {:?}, {:?}, {})",
+                    shape_expr(x0),
+                    c.kernel,
+                    c.stride,
+                    c.padding,
+                    act_expr(c.activation)
+                )
+            } else {
+                format!(
+                    "Conv2dParams::new({}, {}, {:?}, {:?}, {:?}, {})",
+                    shape_expr(x0),
+                    c.out_channels,
+                    c.kernel,
+                    c.stride,
+                    c.padding,
+                    act_expr(c.activation)
+                )
+            };
+            let _ = writeln!(
+                params,
+                "const {ident}: Conv2dParams = const_params!({ctor});"
+            );
+            let scratch_arg = if c.is_depthwise() { "{scratch}, " } else { "" };
+            LayerCode {
+                describe,
+                params,
+                call: format!(
+                    "kernels::{kernel_fn}(&{ident}, {{x0}}, {{w}}, {{b}}, {scratch_arg}{{y}});"
+                ),
+                kernel_fn,
+                packing: Some(packing),
+            }
+        }
+        Op::MaxPool2d(p) | Op::AvgPool2d(p) => {
+            let max = matches!(layer.op, Op::MaxPool2d(_));
+            let _ = writeln!(
+                params,
+                "const {ident}: Pool2dParams = const_params!(Pool2dParams::new({}, {:?}, {:?}, {:?}));",
+                shape_expr(x0),
+                p.kernel,
+                p.stride,
+                p.padding
+            );
+            let f = if max { "max_pool2d" } else { "avg_pool2d" };
+            LayerCode {
+                describe: format!(
+                    "{} {}x{} stride {}x{} padding {}x{}",
+                    layer.op.name(),
+                    p.kernel[0],
+                    p.kernel[1],
+                    p.stride[0],
+                    p.stride[1],
+                    p.padding[0],
+                    p.padding[1]
+                ),
+                params,
+                call: format!("kernels::{f}(&{ident}, {{x0}}, {{y}});"),
+                kernel_fn: f.to_string(),
+                packing: None,
+            }
+        }
+        Op::GlobalAvgPool => LayerCode {
+            describe: "global average pool".to_string(),
+            params,
+            call: format!(
+                "kernels::global_avg_pool({}, {{x0}}, {{y}});",
+                shape_expr(x0)
+            ),
+            kernel_fn: "global_avg_pool".to_string(),
+            packing: None,
+        },
+        Op::Add(a) => {
+            let xs: Vec<String> = (0..layer.inputs.len())
+                .map(|k| format!("{{x{k}}}"))
+                .collect();
+            LayerCode {
+                describe: format!(
+                    "add of {} values{}",
+                    layer.inputs.len(),
+                    act_suffix(a.activation)
+                ),
+                params,
+                call: format!(
+                    "kernels::add(&[{}], {}, {{y}});",
+                    xs.join(", "),
+                    act_expr(a.activation)
+                ),
+                kernel_fn: "add".to_string(),
+                packing: None,
+            }
+        }
+        Op::Linear(l) => {
+            let p = LinearParams::new(l.in_features, l.out_features, l.activation)
+                .map_err(|e| e.to_string())?;
+            let _ = writeln!(
+                params,
+                "const {ident}: LinearParams = const_params!(LinearParams::new({}, {}, {}));",
+                l.in_features,
+                l.out_features,
+                act_expr(l.activation)
+            );
+            LayerCode {
+                describe: format!(
+                    "linear {} -> {}{}",
+                    l.in_features,
+                    l.out_features,
+                    act_suffix(l.activation)
+                ),
+                params,
+                call: format!("kernels::linear(&{ident}, {{x0}}, {{w}}, {{b}}, {{y}});"),
+                kernel_fn: "linear".to_string(),
+                packing: Some(Packing::Linear(p)),
+            }
+        }
+    };
+    Ok(code)
+}
+
+/// One layer as a function of its own, `#[inline(never)]`: its code is then the same
+/// wherever it is compiled, in a model or alone in a latency benchmark. Inlined among its
+/// neighbours, LLVM compiled the same layer up to 1.6 times as expensively in one network as
+/// in another (register pressure across layers), which no per-layer measurement can
+/// predict; the call costs a few instructions per layer.
+pub(crate) fn layer_function(
+    fn_name: &str,
+    doc: &str,
+    code: &LayerCode,
+    bind: &str,
+    call: &str,
+) -> String {
+    let params: String = code.params.lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "/// {doc}\n\
+         #[inline(never)]\n\
+         #[allow(unused_variables)]\n\
+         fn {fn_name}(input: &[f32; INPUT_LEN], output: &mut [f32; OUTPUT_LEN], arena: &mut [f32]) {{\n\
+         {params}    {bind}\n    {call}\n}}\n"
+    )
+}
+
+/// The statement that binds a layer's inputs, output and scratch buffer to the caller's
+/// arrays (`input`, `output`) or to slices of `arena`, and `call` with those names filled in.
+pub(crate) fn bind_layer(
+    inputs: &[Place],
+    output: Place,
+    scratch: Option<Span>,
+    call: &str,
+) -> Result<(String, String), String> {
+    let mut arena_inputs = Vec::new();
+    let mut input_exprs = Vec::new();
+    for place in inputs {
+        match *place {
+            Place::Input => input_exprs.push("&input[..]".to_string()),
+            Place::Arena { offset, len } => {
+                input_exprs.push(format!("a{}", arena_inputs.len()));
+                arena_inputs.push(format!("Span::new({offset}, {len})"));
+            }
+            Place::Output => return Err("reads the network output".into()),
+        }
+    }
+    let names: Vec<String> = (0..arena_inputs.len()).map(|k| format!("a{k}")).collect();
+    let pattern = if names.is_empty() {
+        "_".to_string()
+    } else {
+        format!("[{}]", names.join(", "))
+    };
+    let scratch_span = scratch;
+    let scratch = scratch.map(|sp| format!("Span::new({}, {})", sp.offset, sp.len));
+    let ins = arena_inputs.join(", ");
+    let (bind, y, scratch_expr) = match (output, &scratch) {
+        (Place::Arena { offset, len }, None) => (
+            format!(
+                "let ({pattern}, y) = Arena::split(arena, [{ins}], Span::new({offset}, {len}));"
+            ),
+            "y",
+            "&mut []",
+        ),
+        (Place::Arena { offset, len }, Some(sc)) => (
+            format!(
+                "let ({pattern}, y, scratch) = Arena::split_with_scratch(arena, [{ins}], Span::new({offset}, {len}), {sc});"
+            ),
+            "y",
+            "scratch",
+        ),
+        (Place::Output, None) if names.is_empty() => (String::new(), "&mut output[..]", "&mut []"),
+        (Place::Output, None) => (
+            format!("let {pattern} = Arena::inputs(arena, [{ins}]);"),
+            "&mut output[..]",
+            "&mut []",
+        ),
+        (Place::Output, Some(sc)) => (
+            format!("let ({pattern}, scratch) = Arena::split(arena, [{ins}], {sc});"),
+            "&mut output[..]",
+            "scratch",
+        ),
+        (Place::Input, _) => return Err("writes the network input".into()),
+    };
+    // The arena slices are made opaque to the optimiser: otherwise the layer's code depends
+    // on where the plan put them (register allocation differed by up to 2% on small layers
+    // between offsets), which a latency table, measuring layers alone, cannot know.
+    // Re-sliced to their constant lengths afterwards, so the kernels still know those.
+    let mut opaque: Vec<(String, usize, &str)> = names
+        .iter()
+        .zip(inputs.iter().filter_map(|p| p.span()))
+        .map(|(n, s)| (n.clone(), s.len, "&"))
+        .collect();
+    if let (Place::Arena { len, .. }, "y") = (output, y) {
+        opaque.push(("y".into(), len, "&mut "));
+    }
+    if let (Some(sc), "scratch") = (scratch_span, scratch_expr) {
+        opaque.push(("scratch".into(), sc.len, "&mut "));
+    }
+    let bind = if opaque.is_empty() {
+        bind
+    } else {
+        let names: Vec<&str> = opaque.iter().map(|(n, _, _)| n.as_str()).collect();
+        let tuple = format!("({},)", names.join(", "));
+        let sliced: Vec<String> = opaque
+            .iter()
+            .map(|(n, len, r)| format!("{r}{n}[..{len}]"))
+            .collect();
+        format!(
+            "{bind}\n    let {tuple} = core::hint::black_box({tuple});\n    let {tuple} = ({},);",
+            sliced.join(", ")
+        )
+    };
+    let call = call.replace("{scratch}", scratch_expr);
+    let mut call = call.replace("{y}", y);
+    for (k, e) in input_exprs.iter().enumerate() {
+        call = call.replace(&format!("{{x{k}}}"), e);
+    }
+    Ok((bind, call))
+}
+
+/// Scratch f32 each layer needs while it runs: a zero-padded input plane for padded
+/// depthwise convolutions (see `kernels::f32::depthwise_conv2d_padded`), else nothing.
+pub fn scratch_lens(export: &Export) -> Vec<usize> {
+    scratch_lens_of(export.arch(), export.summary())
+}
+
+/// [`scratch_lens`] of a validated architecture.
+pub(crate) fn scratch_lens_of(arch: &Arch, summary: &ArchSummary) -> Vec<usize> {
+    arch.layers
+        .iter()
+        .zip(&summary.layers)
+        .map(|(layer, info)| layer_scratch_len(layer, info))
         .collect()
+}
+
+/// Scratch f32 one layer needs (see [`scratch_lens`]).
+pub(crate) fn layer_scratch_len(layer: &Layer, info: &LayerSummary) -> usize {
+    match &layer.op {
+        Op::Conv2d(c) if c.is_depthwise() => Conv2dParams::depthwise(
+            info.input_shapes[0],
+            c.kernel,
+            c.stride,
+            c.padding,
+            c.activation,
+        )
+        .map(|p| kernels::depthwise_scratch_len(&p))
+        .unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// The arena plan of a validated export, scratch buffers included (the same plan the

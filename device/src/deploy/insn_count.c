@@ -72,17 +72,22 @@ static void on_marker(unsigned int vcpu_index, void *userdata)
     fflush(out);
 }
 
+/* Set at install from the target's name: AArch64 markers are 4 bytes, Thumb ones 2. */
+static bool aarch64;
+
 static bool is_marker(struct qemu_plugin_insn *insn)
 {
     size_t size = qemu_plugin_insn_size(insn);
     const unsigned char *b = qemu_plugin_insn_data(insn);
-    if (size == 2) {
-        return b[0] == 0x70 && b[1] == 0xbf;
+    if (aarch64) {
+        return size == 4 && b[0] == 0xff && b[1] == 0x2b && b[2] == 0x03 && b[3] == 0xd5;
     }
-    if (size == 4) {
-        return b[0] == 0xff && b[1] == 0x2b && b[2] == 0x03 && b[3] == 0xd5;
-    }
-    return false;
+    /*
+     * Thumb: match the first halfword only. When the next instruction crosses a page, QEMU
+     * 7.2 ends the block before it but appends the bytes it peeked at to this instruction's
+     * data (size 4 for the 2-byte marker). No 32-bit Thumb instruction starts with 0xbf70.
+     */
+    return size >= 2 && b[0] == 0x70 && b[1] == 0xbf;
 }
 
 static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
@@ -111,7 +116,7 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
                                                                const qemu_info_t *info, int argc,
                                                                char **argv)
 {
-    (void)info;
+    aarch64 = info && info->target_name && strcmp(info->target_name, "aarch64") == 0;
     const char *path = NULL;
     for (int i = 0; i < argc; i++) {
         if (strncmp(argv[i], "out=", 4) == 0) {

@@ -18,6 +18,7 @@ use crate::board::{self, Board, CostUnit, Runner};
 use crate::codegen::{self, CodegenError, FirmwareOptions};
 use crate::export::{Export, ExportError};
 
+pub(crate) use run::{RawRun, run_raw};
 pub use run::{RunOutput, build_insn_count_plugin};
 
 /// What to deploy where.
@@ -183,7 +184,7 @@ pub enum DeployError {
     ProbeNeeded { board: String, elf: PathBuf },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DeployError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DeployError + '_ {
     move |source| DeployError::Io {
         path: path.to_path_buf(),
         source,
@@ -384,7 +385,7 @@ pub fn deploy(req: &DeployRequest) -> Result<DeployReport, DeployError> {
     Ok(report)
 }
 
-fn check_budget(
+pub(crate) fn check_budget(
     board: &Board,
     memory: &'static str,
     needed: u64,
@@ -428,37 +429,8 @@ fn build_in(
     fs::write(&marker, "written by dnal-device deploy\n").map_err(io_err(&marker))?;
 
     let target_dir = firmware_target_dir(req);
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(dir)
-        .args(["build", "--release"])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        // The board's flags live in the crate's .cargo/config.toml; flags from the caller's
-        // environment would replace them.
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET");
-    let output = cmd.output().map_err(|e| DeployError::ToolMissing {
-        tool: "cargo".into(),
-        hint: e.to_string(),
-    })?;
-    let log = String::from_utf8_lossy(&output.stderr).into_owned();
-    let _ = fs::write(dir.join("build.log"), &log);
-    if !output.status.success() {
-        if let Some(e) = link_overflow(board, &log) {
-            return Err(e);
-        }
-        let tail: Vec<&str> = log.lines().rev().take(60).collect();
-        return Err(DeployError::Build {
-            dir: out_dir.to_path_buf(),
-            log: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-        });
-    }
-    let elf_path = match board.target {
-        Some(t) => target_dir.join(t).join("release").join(&package),
-        None => target_dir.join("release").join(&package),
-    };
+    cargo_build(dir, board, &target_dir, out_dir, &[])?;
+    let elf_path = elf_path(&target_dir, board, &package);
     let sizes = elf::sizes(&elf_path).map_err(DeployError::Run)?;
     check_budget(
         board,
@@ -475,6 +447,56 @@ fn build_in(
         "static RAM measured in the built ELF, before any stack".into(),
     )?;
     Ok((package, elf_path, sizes))
+}
+
+/// Builds the firmware crate in `dir` (release) into `target_dir`; `bins` limits the build
+/// to those binaries (empty: all). Errors name `report_dir`, where the user finds the crate.
+pub(crate) fn cargo_build(
+    dir: &Path,
+    board: &Board,
+    target_dir: &Path,
+    report_dir: &Path,
+    bins: &[String],
+) -> Result<(), DeployError> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(dir)
+        .args(["build", "--release"])
+        .env("CARGO_TARGET_DIR", target_dir)
+        // The board's flags live in the crate's .cargo/config.toml; flags from the caller's
+        // environment would replace them.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET");
+    for bin in bins {
+        cmd.args(["--bin", bin]);
+    }
+    let output = cmd.output().map_err(|e| DeployError::ToolMissing {
+        tool: "cargo".into(),
+        hint: e.to_string(),
+    })?;
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    let _ = fs::write(dir.join("build.log"), &log);
+    if !output.status.success() {
+        if let Some(e) = link_overflow(board, &log) {
+            return Err(e);
+        }
+        let tail: Vec<&str> = log.lines().rev().take(60).collect();
+        return Err(DeployError::Build {
+            dir: report_dir.to_path_buf(),
+            log: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        });
+    }
+    Ok(())
+}
+
+/// Where cargo puts binary `bin` built for `board` in `target_dir`.
+pub(crate) fn elf_path(target_dir: &Path, board: &Board, bin: &str) -> PathBuf {
+    match board.target {
+        Some(t) => target_dir.join(t).join("release").join(bin),
+        None => target_dir.join("release").join(bin),
+    }
 }
 
 /// The linker's "region overflowed" message as a budget error.
@@ -532,7 +554,7 @@ fn package_name(model: &str, board: &str, out_dir: &Path) -> String {
     format!("dnal-fw-{}-{}-{hash:08x}", clean(model), clean(board))
 }
 
-fn absolute(path: &Path) -> Result<PathBuf, DeployError> {
+pub(crate) fn absolute(path: &Path) -> Result<PathBuf, DeployError> {
     std::path::absolute(path).map_err(io_err(path))
 }
 

@@ -69,6 +69,74 @@ pub(crate) fn run_firmware(
     images: usize,
     layers: usize,
 ) -> Result<RunOutput, DeployError> {
+    let run = run_raw(board, elf, plugin, run_dir, timeout)?;
+    if !run.completed() {
+        return Err(run.failure(format!("{} did not complete", board.name)));
+    }
+    let mut out = parse_output(&run.stdout, images, layers).map_err(|why| run.failure(why))?;
+    if let Some(marks) = &run.marks {
+        let (per_image, per_layer) =
+            costs_from_marks(marks, images, layers).map_err(|why| run.failure(why))?;
+        out.per_image = per_image;
+        out.per_layer = per_layer;
+    } else if board.harness == Harness::Std {
+        // Wall time only on the host: no per-layer figures.
+        out.per_layer.clear();
+    }
+    Ok(out)
+}
+
+/// What one firmware run left: its exit status, its standard output, and the marker counts
+/// of the instruction-counting plugin (when it ran with one).
+#[derive(Debug)]
+pub(crate) struct RawRun {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub marks: Option<String>,
+    pub stderr_path: PathBuf,
+}
+
+impl RawRun {
+    /// True when the firmware exited successfully after printing `DNAL done`.
+    pub(crate) fn completed(&self) -> bool {
+        self.status.success()
+            && self
+                .stdout
+                .lines()
+                .any(|l| l.trim_end().ends_with("DNAL done"))
+    }
+
+    /// An error saying `why`, with the ends of the run's output.
+    pub(crate) fn failure(&self, why: String) -> DeployError {
+        let err = fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        let tail = |s: &str| {
+            s.lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        DeployError::Run(format!(
+            "{why} ({}); stdout:\n{}\nstderr:\n{}",
+            self.status,
+            tail(&self.stdout),
+            tail(&err)
+        ))
+    }
+}
+
+/// Runs the firmware once on `board` (QEMU with the plugin when given, probe-rs, or
+/// natively), its output going to files in `run_dir`.
+pub(crate) fn run_raw(
+    board: &Board,
+    elf: &Path,
+    plugin: Option<&Path>,
+    run_dir: &Path,
+    timeout: Duration,
+) -> Result<RawRun, DeployError> {
     let marks_path = run_dir.join("marks.txt");
     let _ = fs::remove_file(&marks_path);
     let plugin_arg = plugin.map(|p| format!("{},out={}", p.display(), marks_path.display()));
@@ -131,39 +199,19 @@ pub(crate) fn run_firmware(
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let text = fs::read_to_string(&stdout_path).map_err(io_err(&stdout_path))?;
-    let fail = |why: String| {
-        let err = fs::read_to_string(&stderr_path).unwrap_or_default();
-        let tail = |s: &str| {
-            s.lines()
-                .rev()
-                .take(15)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
-        DeployError::Run(format!(
-            "{why} ({status}); stdout:\n{}\nstderr:\n{}",
-            tail(&text),
-            tail(&err)
-        ))
+    let stdout = fs::read_to_string(&stdout_path).map_err(io_err(&stdout_path))?;
+    let marks = match plugin {
+        Some(_) if status.success() => {
+            Some(fs::read_to_string(&marks_path).map_err(io_err(&marks_path))?)
+        }
+        _ => None,
     };
-    if !status.success() || !text.lines().any(|l| l.trim_end().ends_with("DNAL done")) {
-        return Err(fail(format!("{} did not complete", board.name)));
-    }
-    let mut out = parse_output(&text, images, layers).map_err(fail)?;
-    if plugin.is_some() {
-        let marks = fs::read_to_string(&marks_path).map_err(io_err(&marks_path))?;
-        let (per_image, per_layer) = costs_from_marks(&marks, images, layers).map_err(fail)?;
-        out.per_image = per_image;
-        out.per_layer = per_layer;
-    } else if board.harness == Harness::Std {
-        // Wall time only on the host: no per-layer figures.
-        out.per_layer.clear();
-    }
-    Ok(out)
+    Ok(RawRun {
+        status,
+        stdout,
+        marks,
+        stderr_path,
+    })
 }
 
 fn need_tool(tool: &str, hint: &str) -> Result<(), DeployError> {

@@ -226,7 +226,10 @@ fn store<const OC: usize, const PX: usize>(
 
 /// Like [`tile`], for pixels whose windows cross the left or right padding: every input
 /// column is checked and padded taps read zero. It costs about one and a half times the
-/// interior tile per MAC. Kept out of line so that it gets registers of its own.
+/// interior tile per MAC. Inlined into each layer: one out-of-line copy shared by the layers
+/// of a firmware was specialised by LLVM for some of them only (its constant window), so a
+/// layer's cost depended on the other layers (12% on a small one). With a copy per layer
+/// the models of BENCHMARKS.md ran between 0.3% slower and 6% faster.
 ///
 /// # Safety
 /// `input` holds `w.input`, `weights` holds `[ic][kh][kw][OC]`, every kernel row in `rows`
@@ -234,7 +237,7 @@ fn store<const OC: usize, const PX: usize>(
 /// is 0 or `w.stride[1]`.
 // NOTE(unsafe): unsafe because the caller must uphold the bounds listed under # Safety;
 // inside, every pointer read relies on them.
-#[inline(never)]
+#[inline(always)]
 unsafe fn edge_tile<
     const OC: usize,
     const PX: usize,

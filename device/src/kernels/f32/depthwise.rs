@@ -6,7 +6,7 @@
 //! ([`depthwise_conv2d_fixed`]) and stride 1, neighbouring taps share their input loads.
 //! Tiles whose windows cross the left or right padding check each input column instead.
 
-use super::mac;
+use super::{channel_count, mac};
 use crate::kernels::{Activation, Conv2dParams, Shape3, Window};
 
 const PIXEL_BLOCK: usize = 8;
@@ -71,7 +71,7 @@ fn depthwise_impl<const KH: usize, const KW: usize, const SW: usize>(
     let taps = w.kernel[0] * w.kernel[1];
     let in_plane = w.input.plane();
     let out_plane = w.output.plane();
-    for c in 0..w.input.channels {
+    for c in 0..channel_count(w.input.channels) {
         let x = &input[c * in_plane..(c + 1) * in_plane];
         let k = &weights[c * taps..(c + 1) * taps];
         let out = &mut output[c * out_plane..(c + 1) * out_plane];
@@ -157,7 +157,7 @@ pub fn depthwise_conv2d_padded<const KH: usize, const KW: usize, const SW: usize
     plane.fill(0.0);
     let taps = w.kernel[0] * w.kernel[1];
     let (in_plane, out_plane) = (w.input.plane(), w.output.plane());
-    for c in 0..w.input.channels {
+    for c in 0..channel_count(w.input.channels) {
         let x = &input[c * in_plane..(c + 1) * in_plane];
         for (y, src) in x.chunks_exact(w.input.width).enumerate() {
             let start = (y + ph) * padded.width + pw;
@@ -248,13 +248,14 @@ unsafe fn tile<const PX: usize, const KH: usize, const KW: usize, const SW: usiz
 }
 
 /// Like [`tile`] for pixels whose windows cross the left or right padding: each input column
-/// is checked and padded taps read zero. Out of line, so it gets registers of its own.
+/// is checked and padded taps read zero. Inlined into each layer, as conv2d's edge tile is,
+/// so that a layer's code does not depend on the other layers of a firmware.
 ///
 /// # Safety
 /// As [`tile`], except that the kernel columns may fall outside the plane.
 // NOTE(unsafe): unsafe because the caller must uphold the bounds listed under # Safety;
 // inside, every pointer read relies on them.
-#[inline(never)]
+#[inline(always)]
 unsafe fn edge_tile<const PX: usize, const KH: usize, const KW: usize, const SW: usize>(
     w: &Window,
     plane: &[f32],

@@ -3,6 +3,7 @@
 //! Pooling moves no weights and does one operation per input tap: plain loops over window
 //! ranges clamped once per output row and column, with unchecked loads inside.
 
+use super::channel_count;
 use crate::kernels::{Pool2dParams, Shape3, max_f32};
 
 /// Max pooling; padded cells are ignored (never win the max).
@@ -26,10 +27,10 @@ fn pool<const MAX: bool>(params: &Pool2dParams, input: &[f32], output: &mut [f32
     let (interior_lo, interior_hi) = w.interior_columns();
     let kw = w.kernel[1];
     let scale = 1.0 / (w.kernel[0] * kw) as f32;
-    for (x, out) in input
-        .chunks_exact(w.input.plane())
-        .zip(output.chunks_exact_mut(w.output.plane()))
-    {
+    let (in_plane, out_plane) = (w.input.plane(), w.output.plane());
+    for c in 0..channel_count(w.input.channels) {
+        let x = &input[c * in_plane..(c + 1) * in_plane];
+        let out = &mut output[c * out_plane..(c + 1) * out_plane];
         for oy in 0..w.output.height {
             let (ky0, ky1) = w.valid_taps(0, oy);
             let iy0 = oy * w.stride[0] + ky0 - w.padding[0];
@@ -67,7 +68,8 @@ pub fn global_avg_pool(input_shape: Shape3, input: &[f32], output: &mut [f32]) {
         "global pool output length"
     );
     let plane = input_shape.plane();
-    for (x, out) in input.chunks_exact(plane).zip(output.iter_mut()) {
+    for c in 0..channel_count(input_shape.channels) {
+        let (x, out) = (&input[c * plane..(c + 1) * plane], &mut output[c]);
         // Four partial sums: shorter dependency chains, and a little less rounding drift.
         let mut acc = [0.0f32; 4];
         let mut chunks = x.chunks_exact(4);

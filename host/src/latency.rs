@@ -1,0 +1,240 @@
+//! The board's measured latency as a cost of the search: `dnal profile` (a latency table for a
+//! model on a board), the table as a [`CostEstimate`] over the channel groups, and the
+//! measurement of a pruned network on the board after the search.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use dnal_datasets::Dataset;
+use dnal_device::latency::{GridOptions, LatencyTable, ProfileOptions, profile};
+use dnal_models::{ChannelMasks, GatedNetConfig, NetPlan, NetSpec};
+use serde::{Deserialize, Serialize};
+
+use dnal_device::DeployRequest;
+use dnal_device::export::Export;
+
+use crate::budget::CostEstimate;
+use crate::deploy::{normalised_images, reference_logits};
+use crate::error::SearchError;
+use crate::export::{SearchInfo, build_export};
+
+/// The latency table of a network's layers, read over its channel groups: the cost of a
+/// network with `counts[g]` channels in group `g`, in milliseconds at the table's clock.
+/// Fractional counts (expected counts under soft gates) interpolate between the integer
+/// counts around them, so the estimate is a continuous, piecewise-linear function of the
+/// gate values.
+pub struct LatencyEstimate {
+    table: LatencyTable,
+    /// Per layer: its name, the group it reads and the group it writes.
+    layers: Vec<(String, usize, usize)>,
+}
+
+impl LatencyEstimate {
+    /// Checks that the table covers every layer of `plan` (same model, structure and parent
+    /// channel counts) and prepares lookups.
+    pub fn new(table: LatencyTable, plan: &NetPlan) -> Result<Self, SearchError> {
+        let arch = structure_arch(plan)?;
+        // `predict` checks the model, the input and every layer's structure.
+        table.predict(&arch)?;
+        let layers = plan
+            .spec
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                (
+                    node.name.clone(),
+                    plan.groups.value_group[node.inputs[0]],
+                    plan.groups.value_group[i + 1],
+                )
+            })
+            .collect();
+        Ok(Self { table, layers })
+    }
+
+    /// The table.
+    pub fn table(&self) -> &LatencyTable {
+        &self.table
+    }
+
+    /// One layer's cost (units) at fractional counts: bilinear between the integer counts.
+    fn layer_cost(&self, name: &str, x: f64, y: f64, same_group: bool) -> f64 {
+        let look = |i: usize, o: usize| {
+            self.table
+                .lookup(name, i, o)
+                .map(|l| l.cost)
+                .expect("the table covers the layer (checked in new)")
+        };
+        let (x, y) = (x.max(1.0), y.max(1.0));
+        let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+        let (tx, ty) = (x - x0 as f64, y - y0 as f64);
+        if same_group {
+            // Channel-keeping layers (pools, depthwise, add) take one count.
+            return look(x0, x0) * (1.0 - tx) + look(x0 + 1, x0 + 1) * tx;
+        }
+        let c00 = look(x0, y0);
+        let c10 = if tx > 0.0 { look(x0 + 1, y0) } else { c00 };
+        let c01 = if ty > 0.0 { look(x0, y0 + 1) } else { c00 };
+        let c11 = if tx > 0.0 && ty > 0.0 {
+            look(x0 + 1, y0 + 1)
+        } else if tx > 0.0 {
+            c10
+        } else {
+            c01
+        };
+        c00 * (1.0 - tx) * (1.0 - ty)
+            + c10 * tx * (1.0 - ty)
+            + c01 * (1.0 - tx) * ty
+            + c11 * tx * ty
+    }
+
+    /// The cost in the table's units.
+    pub fn total_units(&self, counts: &[f64]) -> f64 {
+        self.table.overhead
+            + self
+                .layers
+                .iter()
+                .map(|(name, gi, go)| self.layer_cost(name, counts[*gi], counts[*go], gi == go))
+                .sum::<f64>()
+    }
+}
+
+impl CostEstimate for LatencyEstimate {
+    fn unit(&self) -> &'static str {
+        "ms"
+    }
+
+    fn total(&self, counts: &[f64]) -> f64 {
+        self.table.to_ms(self.total_units(counts))
+    }
+
+    /// The saving per channel of removing up to one register block (4 channels) of the group:
+    /// the trend, not the saw-tooth of partly filled blocks.
+    fn marginal(&self, group: usize, counts: &[f64]) -> f64 {
+        let n = counts[group];
+        let step = (n - 1.0).clamp(0.0, 4.0);
+        if step <= 0.0 {
+            return 0.0;
+        }
+        let mut fewer = counts.to_vec();
+        fewer[group] = n - step;
+        (self.total(counts) - self.total(&fewer)) / step
+    }
+}
+
+/// The architecture of a spec's unpruned network (random weights): what `dnal profile`
+/// measures and what a table is checked against.
+pub fn structure_arch(plan: &NetPlan) -> Result<dnal_device::export::Arch, SearchError> {
+    let net = GatedNetConfig::new(plan.spec.clone())
+        .with_gate_position(plan.gate_position)
+        .init(&Device::flex())?;
+    let dataset = placeholder_dataset(&plan.spec)?;
+    let info = SearchInfo {
+        config: Default::default(),
+        parent_flops: net.flops(),
+        parent_params: net.params(),
+    };
+    let export = build_export(&net, plan, &ChannelMasks::full(plan), &dataset, &info)?;
+    Ok(export.arch().clone())
+}
+
+/// A one-image dataset carrying only a spec's input shape and class count, for exports made
+/// for their structure.
+fn placeholder_dataset(spec: &NetSpec) -> Result<Dataset, SearchError> {
+    let s = spec.input;
+    let shape = dnal_datasets::ImageShape::new(s.channels, s.height, s.width);
+    let names: Vec<String> = (0..spec.num_classes)
+        .map(|c| format!("class {c}"))
+        .collect();
+    let set = dnal_datasets::ImageSet::new(shape, vec![0; shape.len()], vec![0], names)?;
+    Ok(Dataset {
+        name: String::new(),
+        train: set.clone(),
+        test: set,
+        normalization: dnal_datasets::Normalization::identity(s.channels),
+        augmentation: dnal_datasets::Augmentation::none(),
+    })
+}
+
+/// Profiles every layer of `plan`'s network on `board` and writes the table to `out`.
+pub fn profile_model(
+    plan: &NetPlan,
+    board: &str,
+    out: &Path,
+    grid: &GridOptions,
+) -> Result<LatencyTable, SearchError> {
+    let arch = structure_arch(plan)?;
+    let table = profile(&arch, board, grid, &ProfileOptions::default())?;
+    table.write(out)?;
+    Ok(table)
+}
+
+/// A pruned network's latency on the board: predicted from the table and measured by running
+/// it there.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencyReport {
+    /// The board.
+    pub board: String,
+    /// What the figures count ("instructions" under QEMU, "cycles" on a real board).
+    pub unit: String,
+    /// The clock assumed to turn units into milliseconds, and why.
+    pub clock_hz: f64,
+    /// How units become cycles (1 for cycles; an assumption for instruction counts).
+    pub cycles_per_unit: f64,
+    /// The table's prediction, in units and milliseconds.
+    pub predicted_units: f64,
+    /// The prediction in milliseconds.
+    pub predicted_ms: f64,
+    /// What the board measured, mean per inference.
+    pub measured_units: f64,
+    /// The measurement in milliseconds.
+    pub measured_ms: f64,
+    /// `(predicted - measured) / measured`, in percent.
+    pub error_pct: f64,
+    /// True when the prediction extrapolated beyond the table's grid.
+    pub extrapolated: bool,
+    /// The firmware folder (deploy.json).
+    pub firmware: PathBuf,
+}
+
+/// Test images run on the board to measure a network: enough for a mean, few enough to keep
+/// QEMU runs short.
+const MEASURE_IMAGES: usize = 4;
+
+/// Deploys `export` (the folder `dir`) to the table's board, runs it on a few test images,
+/// and compares the measured cost with the table's prediction. The firmware goes to
+/// `dir/firmware-BOARD`.
+pub fn measure_on_board(
+    export: &Export,
+    dir: &Path,
+    table: &LatencyTable,
+    dataset: &Dataset,
+) -> Result<LatencyReport, SearchError> {
+    let prediction = table.predict(export.arch())?;
+    let images = normalised_images(&dataset.test, &dataset.normalization, MEASURE_IMAGES);
+    let firmware = dir.join(format!("firmware-{}", table.board));
+    let mut request = DeployRequest::new(dir, &table.board, &firmware);
+    request.run = true;
+    request.reference_logits = Some(reference_logits(export, &images)?);
+    request.images = images;
+    let report = dnal_device::deploy(&request)?;
+    let cost = report.cost.ok_or_else(|| SearchError::InvalidOption {
+        option: "--board",
+        value: table.board.clone(),
+        reason: "the board ran the firmware but reported no cost".into(),
+    })?;
+    let measured = cost.per_inference;
+    Ok(LatencyReport {
+        board: table.board.clone(),
+        unit: table.unit.clone(),
+        clock_hz: table.clock.hz,
+        cycles_per_unit: table.clock.cycles_per_unit,
+        predicted_units: prediction.total,
+        predicted_ms: prediction.ms,
+        measured_units: measured,
+        measured_ms: table.to_ms(measured),
+        error_pct: 100.0 * (prediction.total - measured) / measured,
+        extrapolated: prediction.extrapolated,
+        firmware,
+    })
+}

@@ -1,0 +1,339 @@
+//! Plots beside the reports, as SVG and PNG: a search's training curves and gates, and a
+//! sweep's accuracy/latency Pareto fronts.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::error::SearchError;
+use crate::report::Report;
+
+/// Fonts tried, in order (Debian's fonts-dejavu-core first).
+const FONTS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+];
+
+/// Registers a system font as plotters' `sans-serif` once.
+fn font() -> Result<(), SearchError> {
+    static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            let path = FONTS.iter().find(|p| Path::new(p).exists()).ok_or_else(|| {
+                format!(
+                    "no font for the plots; install one with `apt-get install fonts-dejavu-core` (looked for {})",
+                    FONTS.join(", ")
+                )
+            })?;
+            let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+            // The font lives as long as the process: plotters keeps a reference to it.
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+                .map_err(|_| format!("{path}: not a font plotters can read"))
+        })
+        .clone()
+        .map_err(|reason| SearchError::Plot {
+            path: PathBuf::from(FONTS[0]),
+            reason,
+        })
+}
+
+fn plot_error(path: &Path) -> impl Fn(String) -> SearchError + '_ {
+    move |reason| SearchError::Plot {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// Something drawn the same way on any plotters backend.
+pub trait Figure {
+    /// Draws the figure on `root` (already filled white).
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
+}
+
+fn text<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+/// Draws `figure` into `STEM.svg` and `STEM.png` (written under temporary names, then renamed).
+pub fn write_figure(
+    stem: &Path,
+    size: (u32, u32),
+    figure: &impl Figure,
+) -> Result<(), SearchError> {
+    font()?;
+    let svg = stem.with_extension("svg");
+    let png = stem.with_extension("png");
+    let tmp_svg = stem.with_extension("tmp.svg");
+    let tmp_png = stem.with_extension("tmp.png");
+    {
+        let root = SVGBackend::new(&tmp_svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(text).map_err(plot_error(&svg))?;
+        figure.draw(&root).map_err(plot_error(&svg))?;
+        root.present().map_err(text).map_err(plot_error(&svg))?;
+    }
+    {
+        let root = BitMapBackend::new(&tmp_png, size).into_drawing_area();
+        root.fill(&WHITE).map_err(text).map_err(plot_error(&png))?;
+        figure.draw(&root).map_err(plot_error(&png))?;
+        root.present().map_err(text).map_err(plot_error(&png))?;
+    }
+    let fix = "check that the folder is writable";
+    std::fs::rename(&tmp_svg, &svg).map_err(SearchError::io(&svg, "renaming into place", fix))?;
+    std::fs::rename(&tmp_png, &png).map_err(SearchError::io(&png, "renaming into place", fix))?;
+    Ok(())
+}
+
+const STAGE_COLORS: [(&str, RGBColor); 3] = [
+    ("weights", RGBColor(31, 119, 180)),
+    ("gates", RGBColor(214, 39, 40)),
+    ("finetune", RGBColor(44, 160, 44)),
+];
+
+fn palette(i: usize) -> RGBColor {
+    const COLORS: [RGBColor; 8] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+    ];
+    COLORS[i % COLORS.len()]
+}
+
+/// A search's curves: test top-1 over all epochs by stage, and the live channels of every
+/// gated layer as delta grows.
+pub struct SearchCurves<'a> {
+    /// The search's report.
+    pub report: &'a Report,
+}
+
+impl Figure for SearchCurves<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let (left, right) = root.split_horizontally(root.dim_in_pixel().0 / 2);
+        let history = &self.report.history;
+        let n = history.len().max(1) as f64;
+        let mut chart = ChartBuilder::on(&left)
+            .caption("test top-1 per epoch", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0.5f64..n + 0.5, 0f64..100f64)
+            .map_err(text)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch (all stages)")
+            .y_desc("top-1 %")
+            .draw()
+            .map_err(text)?;
+        for (stage, color) in STAGE_COLORS {
+            let points: Vec<(f64, f64)> = history
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.stage == stage)
+                .map(|(i, e)| ((i + 1) as f64, 100.0 * e.test_top1))
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                .map_err(text)?
+                .label(stage)
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(
+                    points
+                        .into_iter()
+                        .map(|p| Circle::new(p, 3, color.filled())),
+                )
+                .map_err(text)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(text)?;
+
+        let gates = &self.report.gates;
+        let max_channels = self
+            .report
+            .channels
+            .iter()
+            .map(|c| c.parent)
+            .max()
+            .unwrap_or(1) as f64;
+        let deltas: Vec<f64> = gates.iter().map(|g| g.delta.max(1.0).log10()).collect();
+        let hi = deltas.iter().copied().fold(1.0f64, f64::max);
+        let mut chart = ChartBuilder::on(&right)
+            .caption("live channels as delta grows", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0f64..hi, 0f64..max_channels * 1.05)
+            .map_err(text)?;
+        chart
+            .configure_mesh()
+            .x_desc("log10 delta (end of gate epoch)")
+            .y_desc("channels with s > 0")
+            .draw()
+            .map_err(text)?;
+        for (i, name) in self.report.gate_names.iter().enumerate() {
+            let color = palette(i);
+            let parent = self.report.channels.get(i).map_or(0, |c| c.parent) as f64;
+            let mut points = vec![(0.0, parent)];
+            points.extend(
+                gates
+                    .iter()
+                    .zip(&deltas)
+                    .map(|(g, &d)| (d, g.alive.get(i).copied().unwrap_or(0) as f64)),
+            );
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(text)?
+                .label(name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(text)?;
+        Ok(())
+    }
+}
+
+/// One front of a Pareto plot.
+#[derive(Clone, Debug)]
+pub struct Front {
+    /// The legend entry.
+    pub name: String,
+    /// (latency in ms, top-1 in %) points.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Accuracy against measured latency: one line per front, and the parent as a star.
+pub struct Pareto {
+    /// The fronts.
+    pub fronts: Vec<Front>,
+    /// The unpruned network, if measured.
+    pub parent: Option<(f64, f64)>,
+    /// The x axis' label (what the latency is and how it was measured).
+    pub x_label: String,
+    /// The title.
+    pub title: String,
+}
+
+impl Figure for Pareto {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let all: Vec<(f64, f64)> = self
+            .fronts
+            .iter()
+            .flat_map(|f| f.points.iter().copied())
+            .chain(self.parent)
+            .collect();
+        let (x_max, y_min, y_max) = all.iter().fold((0.0f64, 100.0f64, 0.0f64), |acc, &(x, y)| {
+            (acc.0.max(x), acc.1.min(y), acc.2.max(y))
+        });
+        let y_lo = (y_min - 1.0).max(0.0).floor();
+        let y_hi = (y_max + 1.0).min(100.0).ceil();
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, ("sans-serif", 20))
+            .margin(16)
+            .x_label_area_size(40)
+            .y_label_area_size(52)
+            .build_cartesian_2d(0f64..x_max * 1.08 + 1e-9, y_lo..y_hi.max(y_lo + 1.0))
+            .map_err(text)?;
+        chart
+            .configure_mesh()
+            .x_desc(self.x_label.as_str())
+            .y_desc("test top-1 %")
+            .draw()
+            .map_err(text)?;
+        for (i, front) in self.fronts.iter().enumerate() {
+            let color = palette(i);
+            let mut points = front.points.clone();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                .map_err(text)?
+                .label(front.name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(
+                    points
+                        .into_iter()
+                        .map(|p| Circle::new(p, 4, color.filled())),
+                )
+                .map_err(text)?;
+        }
+        if let Some(p) = self.parent {
+            chart
+                .draw_series(std::iter::once(TriangleMarker::new(p, 8, BLACK.filled())))
+                .map_err(text)?
+                .label("parent (unpruned)")
+                .legend(|(x, y)| TriangleMarker::new((x + 8, y), 6, BLACK.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(text)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pareto_plot_is_written_as_svg_and_png() {
+        let dir = tempfile::tempdir().unwrap();
+        let stem = dir.path().join("pareto");
+        let figure = Pareto {
+            fronts: vec![
+                Front {
+                    name: "latency-aware".into(),
+                    points: vec![(1.0, 88.0), (2.0, 90.5), (4.0, 91.5)],
+                },
+                Front {
+                    name: "flops-aware".into(),
+                    points: vec![(1.1, 87.0), (2.1, 90.0)],
+                },
+            ],
+            parent: Some((9.0, 92.0)),
+            x_label: "latency, ms".into(),
+            title: "test".into(),
+        };
+        write_figure(&stem, (640, 480), &figure).unwrap();
+        let svg = std::fs::read_to_string(stem.with_extension("svg")).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("latency-aware"));
+        let png = std::fs::read(stem.with_extension("png")).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "temporary files left: {names:?}");
+    }
+}

@@ -1,0 +1,570 @@
+//! `dnal sweep`: one weight stage shared by a set of latency budgets, then, per budget and per
+//! cost weighting, the gate stage, pruning, finetuning, deployment and measurement on the
+//! board; `sweep.json` and an accuracy/latency Pareto plot.
+//!
+//! The folder:
+//! ```text
+//! DIR/sweep-plan.json            what to run (written first; later runs continue it)
+//! DIR/latency.json               the board's latency table for the model (profiled once)
+//! DIR/weights/                   the shared weight stage (a search folder stopped after it)
+//! DIR/parent-firmware/           the unpruned network on the board
+//! DIR/points/COST-BUDGETms/      one search folder per point (forked from weights/)
+//! DIR/sweep.json, DIR/pareto.svg, DIR/pareto.png, DIR/sweep.md
+//! ```
+//! Every point is an independent job once `weights/` and `latency.json` exist, so points can
+//! run on several machines at once (docs/sweeps.md shows a Slurm array and a Kubernetes
+//! indexed Job).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use dnal_device::export::Export;
+use dnal_device::latency::{LatencyTable, TABLE_FILE};
+use dnal_models::{NetPlan, model_spec};
+use serde::{Deserialize, Serialize};
+
+use crate::arch_cost::CostWeighting;
+use crate::budget::Budget;
+use crate::checkpoint::{read_json, write_json};
+use crate::config::SearchConfig;
+use crate::error::SearchError;
+use crate::latency::{measure_on_board, profile_model};
+use crate::plot::{Front, Pareto, write_figure};
+use crate::progress::SearchObserver;
+use crate::report::Report;
+use crate::search::{
+    PARENT_EXPORT, SearchState, fork_after_weights, input_shape, load_dataset, train_weights,
+};
+
+/// `DIR/sweep-plan.json`: what a sweep runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SweepPlan {
+    /// The settings every point shares (data, model, epochs, seed, lambda_a's start).
+    pub base: SearchConfig,
+    /// The board measured and profiled.
+    pub board: String,
+    /// Latency budgets, in milliseconds at the table's clock.
+    pub budgets_ms: Vec<f64>,
+    /// The cost weightings compared (latency-aware first).
+    pub costs: Vec<CostWeighting>,
+}
+
+/// One job of a sweep: a cost weighting at a budget.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SweepPoint {
+    /// c_l of the gate stage.
+    pub cost: CostWeighting,
+    /// The latency budget.
+    pub budget_ms: f64,
+}
+
+impl SweepPoint {
+    /// The point's folder name under `DIR/points`.
+    pub fn name(&self) -> String {
+        format!("{}-{}ms", self.cost, self.budget_ms)
+    }
+}
+
+const PLAN_FILE: &str = "sweep-plan.json";
+const WEIGHTS_DIR: &str = "weights";
+const POINTS_DIR: &str = "points";
+const PARENT_FIRMWARE: &str = "parent-firmware";
+
+impl SweepPlan {
+    /// Every point, in order: budgets within each cost weighting.
+    pub fn points(&self) -> Vec<SweepPoint> {
+        self.costs
+            .iter()
+            .flat_map(|&cost| {
+                self.budgets_ms
+                    .iter()
+                    .map(move |&budget_ms| SweepPoint { cost, budget_ms })
+            })
+            .collect()
+    }
+
+    fn check(&self) -> Result<(), SearchError> {
+        let bad = |option: &'static str, value: String, reason: &str| {
+            Err(SearchError::InvalidOption {
+                option,
+                value,
+                reason: reason.into(),
+            })
+        };
+        if self.budgets_ms.is_empty() {
+            return bad("--budgets-ms", String::new(), "name at least one budget");
+        }
+        if let Some(b) = self
+            .budgets_ms
+            .iter()
+            .find(|b| !(b.is_finite() && **b > 0.0))
+        {
+            return bad(
+                "--budgets-ms",
+                b.to_string(),
+                "budgets are positive milliseconds",
+            );
+        }
+        if self.costs.is_empty() {
+            return bad("--costs", String::new(), "name at least one cost weighting");
+        }
+        self.base.validate()
+    }
+
+    /// The search config of one point.
+    fn point_config(&self, point: SweepPoint, table: &Path) -> SearchConfig {
+        SearchConfig {
+            cost: point.cost,
+            budget: Some(Budget::LatencyMs(point.budget_ms)),
+            board: Some(self.board.clone()),
+            latency_table: Some(table.to_path_buf()),
+            ..self.base.clone()
+        }
+    }
+}
+
+/// Writes the plan into `dir`, or checks that the plan already there is the same one.
+pub fn start(plan: &SweepPlan, dir: &Path) -> Result<(), SearchError> {
+    plan.check()?;
+    let path = dir.join(PLAN_FILE);
+    if path.exists() {
+        let existing: SweepPlan = read_json(&path)?;
+        if &existing != plan {
+            return Err(SearchError::InvalidOption {
+                option: "--out",
+                value: dir.display().to_string(),
+                reason: format!(
+                    "holds another sweep ({}); continue it with `dnal sweep --resume {}` or choose a new --out",
+                    path.display(),
+                    dir.display()
+                ),
+            });
+        }
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(SearchError::io(
+        dir,
+        "creating the sweep folder",
+        "choose an --out folder you can write to",
+    ))?;
+    write_json(&path, plan)
+}
+
+/// The plan of the sweep in `dir`.
+pub fn load_plan(dir: &Path) -> Result<SweepPlan, SearchError> {
+    let path = dir.join(PLAN_FILE);
+    if !path.exists() {
+        return Err(SearchError::Checkpoint {
+            path,
+            reason: "missing: this folder holds no sweep; start one with `dnal sweep --budgets-ms ... --board ... --out DIR`".into(),
+        });
+    }
+    read_json(&path)
+}
+
+/// The shared part: the latency table (profiled unless present) and the weight stage.
+pub fn prepare(dir: &Path, observer: &mut dyn SearchObserver) -> Result<(), SearchError> {
+    let plan = load_plan(dir)?;
+    let table_path = dir.join(TABLE_FILE);
+    if !table_path.exists() {
+        match &plan.base.latency_table {
+            Some(given) => {
+                let table = LatencyTable::load(given)?;
+                table.write(&table_path)?;
+            }
+            None => {
+                observer.message(&format!(
+                    "profiling {} on {} into {}",
+                    plan.base.model,
+                    plan.board,
+                    table_path.display()
+                ));
+                let dataset = load_dataset(&SearchConfig {
+                    train_limit: Some(1),
+                    test_limit: Some(1),
+                    ..plan.base.clone()
+                })?;
+                let spec = model_spec(
+                    &plan.base.model,
+                    input_shape(&dataset),
+                    dataset.train.num_classes(),
+                )?;
+                let net_plan = NetPlan::new(spec, plan.base.gate_position)?;
+                profile_model(&net_plan, &plan.board, &table_path, &Default::default())?;
+            }
+        }
+    }
+    observer.message(&format!(
+        "shared weight stage in {}",
+        dir.join(WEIGHTS_DIR).display()
+    ));
+    train_weights(plan.base.clone(), &dir.join(WEIGHTS_DIR), observer)?;
+    Ok(())
+}
+
+/// Runs point `index` of the plan (after [`prepare`]), continuing it if it was interrupted
+/// and doing nothing if it is finished.
+pub fn run_point(
+    dir: &Path,
+    index: usize,
+    observer: &mut dyn SearchObserver,
+) -> Result<(), SearchError> {
+    let plan = load_plan(dir)?;
+    let points = plan.points();
+    let point = *points
+        .get(index)
+        .ok_or_else(|| SearchError::InvalidOption {
+            option: "--point",
+            value: index.to_string(),
+            reason: format!("the sweep has points 0 to {}", points.len() - 1),
+        })?;
+    let out = dir.join(POINTS_DIR).join(point.name());
+    if out.join("report.json").exists() {
+        observer.message(&format!("point {index} ({}) is done", point.name()));
+        return Ok(());
+    }
+    let weights = dir.join(WEIGHTS_DIR);
+    let weights_state: Option<SearchState> =
+        read_json(&crate::checkpoint::CheckpointDir::new(&weights).state_path()).ok();
+    if weights_state.is_none_or(|s| s.stage == crate::search::Stage::Weights) {
+        return Err(SearchError::Checkpoint {
+            path: weights,
+            reason: "the shared weight stage has not finished; run `dnal sweep --out DIR --only prepare` first".into(),
+        });
+    }
+    observer.message(&format!("point {index}: {}", point.name()));
+    if !crate::checkpoint::CheckpointDir::new(&out)
+        .state_path()
+        .exists()
+    {
+        let config = plan.point_config(point, &dir.join(TABLE_FILE));
+        fork_after_weights(&weights, &out, config)?;
+    }
+    crate::search::resume(&out, observer)?;
+    Ok(())
+}
+
+/// One point of `sweep.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SweepRow {
+    /// `latency`, `flops` or `uniform` (c_l of the gate stage); `parent` for the unpruned net.
+    pub cost: String,
+    /// The budget (ms); `None` for the parent.
+    pub budget_ms: Option<f64>,
+    /// The latency table's prediction.
+    pub predicted_ms: f64,
+    /// Measured on the board.
+    pub measured_ms: f64,
+    /// `(predicted - measured) / measured`, percent.
+    pub error_pct: f64,
+    /// Test top-1, a fraction.
+    pub top1: f64,
+    /// MACs per image.
+    pub flops: u64,
+    /// Parameters.
+    pub params: u64,
+    /// Flash of the firmware, bytes.
+    pub flash_bytes: u64,
+    /// Static RAM of the firmware, bytes.
+    pub ram_bytes: u64,
+    /// Seconds of the point's own stages (gate stage, prune, finetune, export, measure).
+    pub seconds: f64,
+    /// Epochs of the point's own stages.
+    pub epochs: usize,
+    /// The point's folder.
+    pub folder: PathBuf,
+}
+
+/// What the shared weight stage saved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SweepCost {
+    /// Epochs of the shared weight stage.
+    pub weight_epochs: usize,
+    /// Its seconds.
+    pub weight_seconds: f64,
+    /// Epochs of all points' own stages.
+    pub point_epochs: usize,
+    /// Their seconds.
+    pub point_seconds: f64,
+    /// Epochs of the sweep: the weight stage once, plus every point.
+    pub sweep_epochs: usize,
+    /// Seconds of the sweep (measured parts summed).
+    pub sweep_seconds: f64,
+    /// Epochs of as many separate searches (each with its own weight stage).
+    pub separate_epochs: usize,
+    /// Seconds of as many separate searches, estimated as the measured weight stage once per
+    /// point plus the points' measured seconds.
+    pub separate_seconds_estimate: f64,
+}
+
+/// `DIR/sweep.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SweepReport {
+    /// The board.
+    pub board: String,
+    /// What its latency counts, and how it became milliseconds.
+    pub unit: String,
+    /// The clock assumed.
+    pub clock_hz: f64,
+    /// The model.
+    pub model: String,
+    /// The dataset.
+    pub dataset: String,
+    /// The unpruned network.
+    pub parent: SweepRow,
+    /// Every finished point.
+    pub points: Vec<SweepRow>,
+    /// Points not finished yet (by folder name).
+    pub missing: Vec<String>,
+    /// What sharing the weight stage saved.
+    pub cost: SweepCost,
+}
+
+fn firmware_sizes(firmware: &Path) -> (u64, u64) {
+    let deploy: serde_json::Value = std::fs::read(firmware.join("deploy.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    (
+        deploy["flash_bytes"].as_u64().unwrap_or(0),
+        deploy["ram_bytes"].as_u64().unwrap_or(0),
+    )
+}
+
+/// Gathers every finished point into `sweep.json`, `sweep.md` and the Pareto plot
+/// (`pareto.svg`, `pareto.png`); measures the parent on the board once.
+pub fn collect(dir: &Path, observer: &mut dyn SearchObserver) -> Result<SweepReport, SearchError> {
+    let plan = load_plan(dir)?;
+    let table = LatencyTable::load(dir.join(TABLE_FILE))?;
+    let weights_dir = dir.join(WEIGHTS_DIR);
+    let weights: SearchState =
+        read_json(&crate::checkpoint::CheckpointDir::new(&weights_dir).state_path())?;
+    let parent_report = weights
+        .parent
+        .clone()
+        .ok_or_else(|| SearchError::Checkpoint {
+            path: weights_dir.clone(),
+            reason: "the shared weight stage has not finished".into(),
+        })?;
+    let weight_stage = weights
+        .stages
+        .iter()
+        .find(|s| s.name == "weights")
+        .cloned()
+        .unwrap_or_default();
+
+    // The parent on the board, measured once and kept.
+    let parent_export_dir = weights_dir.join(PARENT_EXPORT);
+    let parent_firmware = dir.join(PARENT_FIRMWARE);
+    let parent_latency_path = parent_firmware.join("latency.json");
+    let parent_latency: crate::latency::LatencyReport = match read_json(&parent_latency_path) {
+        Ok(l) => l,
+        Err(_) => {
+            observer.message(&format!("measuring the parent on {}", plan.board));
+            let export = Export::load(&parent_export_dir)?;
+            let dataset = load_dataset(&SearchConfig {
+                train_limit: Some(1),
+                test_limit: Some(8),
+                ..plan.base.clone()
+            })?;
+            let measured = measure_on_board(&export, &parent_export_dir, &table, &dataset)?;
+            std::fs::create_dir_all(&parent_firmware).map_err(SearchError::io(
+                &parent_firmware,
+                "creating",
+                "check the sweep folder's permissions",
+            ))?;
+            write_json(&parent_latency_path, &measured)?;
+            measured
+        }
+    };
+    let (flash, ram) = firmware_sizes(&parent_latency.firmware);
+    let parent = SweepRow {
+        cost: "parent".into(),
+        budget_ms: None,
+        predicted_ms: parent_latency.predicted_ms,
+        measured_ms: parent_latency.measured_ms,
+        error_pct: parent_latency.error_pct,
+        top1: parent_report.top1,
+        flops: parent_report.flops,
+        params: parent_report.params,
+        flash_bytes: flash,
+        ram_bytes: ram,
+        seconds: weight_stage.seconds,
+        epochs: weight_stage.epochs,
+        folder: weights_dir.clone(),
+    };
+
+    let mut points = Vec::new();
+    let mut missing = Vec::new();
+    for point in plan.points() {
+        let folder = dir.join(POINTS_DIR).join(point.name());
+        let Ok(report) = read_json::<Report>(&folder.join("report.json")) else {
+            missing.push(point.name());
+            continue;
+        };
+        let Some(latency) = &report.latency else {
+            missing.push(point.name());
+            continue;
+        };
+        let own: Vec<_> = report
+            .stages
+            .iter()
+            .filter(|s| s.name != "weights")
+            .collect();
+        let (flash, ram) = firmware_sizes(&latency.firmware);
+        points.push(SweepRow {
+            cost: point.cost.to_string(),
+            budget_ms: Some(point.budget_ms),
+            predicted_ms: latency.predicted_ms,
+            measured_ms: latency.measured_ms,
+            error_pct: latency.error_pct,
+            top1: report.pruned.top1,
+            flops: report.pruned.flops,
+            params: report.pruned.params,
+            flash_bytes: flash,
+            ram_bytes: ram,
+            seconds: own.iter().map(|s| s.seconds).sum(),
+            epochs: own.iter().map(|s| s.epochs).sum(),
+            folder,
+        });
+    }
+    let point_seconds: f64 = points.iter().map(|p| p.seconds).sum();
+    let point_epochs: usize = points.iter().map(|p| p.epochs).sum();
+    let n = points.len();
+    let cost = SweepCost {
+        weight_epochs: weight_stage.epochs,
+        weight_seconds: weight_stage.seconds,
+        point_epochs,
+        point_seconds,
+        sweep_epochs: weight_stage.epochs + point_epochs,
+        sweep_seconds: weight_stage.seconds + point_seconds,
+        separate_epochs: n * weight_stage.epochs + point_epochs,
+        separate_seconds_estimate: n as f64 * weight_stage.seconds + point_seconds,
+    };
+    let report = SweepReport {
+        board: plan.board.clone(),
+        unit: format!(
+            "{} ({}), as ms at {:.0} MHz",
+            table.unit,
+            table.measured,
+            table.clock.hz / 1e6
+        ),
+        clock_hz: table.clock.hz,
+        model: plan.base.model.clone(),
+        dataset: plan.base.dataset.clone(),
+        parent,
+        points,
+        missing,
+        cost,
+    };
+    write_json(&dir.join("sweep.json"), &report)?;
+    crate::checkpoint::write_atomic(&dir.join("sweep.md"), markdown(&report).as_bytes())?;
+    let fronts: Vec<Front> = plan
+        .costs
+        .iter()
+        .map(|cost| Front {
+            name: match cost {
+                CostWeighting::Latency => "latency-aware (c_l = measured latency)".into(),
+                CostWeighting::Flops => "FLOPs-aware (c_l = MACs)".into(),
+                CostWeighting::Uniform => "uniform (c_l = 1, the paper)".into(),
+            },
+            points: report
+                .points
+                .iter()
+                .filter(|p| p.cost == cost.to_string())
+                .map(|p| (p.measured_ms, 100.0 * p.top1))
+                .collect(),
+        })
+        .collect();
+    let figure = Pareto {
+        fronts,
+        parent: Some((report.parent.measured_ms, 100.0 * report.parent.top1)),
+        x_label: format!(
+            "latency on {} (ms; {} at {:.0} MHz)",
+            report.board,
+            table.unit,
+            table.clock.hz / 1e6
+        ),
+        title: format!(
+            "{} on {}: accuracy vs measured latency",
+            report.model, report.dataset
+        ),
+    };
+    if let Err(e) = write_figure(&dir.join("pareto"), (900, 600), &figure) {
+        observer.message(&format!("warning: no Pareto plot: {e}"));
+    }
+    Ok(report)
+}
+
+/// The sweep as a markdown table.
+pub fn markdown(report: &SweepReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} on {}, board {} ({}).\n",
+        report.model, report.dataset, report.board, report.unit
+    );
+    let _ = writeln!(
+        out,
+        "| c_l | budget ms | predicted ms | measured ms | error | top-1 | MACs | params | flash B | RAM B | s | epochs |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for row in std::iter::once(&report.parent).chain(&report.points) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.3} | {:.3} | {:+.1}% | {:.2}% | {} | {} | {} | {} | {:.0} | {} |",
+            row.cost,
+            row.budget_ms.map_or("-".into(), |b| format!("{b}")),
+            row.predicted_ms,
+            row.measured_ms,
+            row.error_pct,
+            100.0 * row.top1,
+            row.flops,
+            row.params,
+            row.flash_bytes,
+            row.ram_bytes,
+            row.seconds,
+            row.epochs
+        );
+    }
+    let c = &report.cost;
+    let _ = writeln!(
+        out,
+        "\nShared weight stage: {} epochs, {:.0} s once. Sweep: {} epochs, {:.0} s; {} separate searches: {} epochs, about {:.0} s.",
+        c.weight_epochs,
+        c.weight_seconds,
+        c.sweep_epochs,
+        c.sweep_seconds,
+        report.points.len(),
+        c.separate_epochs,
+        c.separate_seconds_estimate
+    );
+    if !report.missing.is_empty() {
+        let _ = writeln!(out, "\nNot finished: {}.", report.missing.join(", "));
+    }
+    out
+}
+
+/// The whole sweep: plan, shared part, every point, collection. Continues where an earlier
+/// run stopped.
+pub fn sweep(
+    plan: &SweepPlan,
+    dir: &Path,
+    observer: &mut dyn SearchObserver,
+) -> Result<SweepReport, SearchError> {
+    start(plan, dir)?;
+    resume(dir, observer)
+}
+
+/// Continues the sweep in `dir`.
+pub fn resume(dir: &Path, observer: &mut dyn SearchObserver) -> Result<SweepReport, SearchError> {
+    let plan = load_plan(dir)?;
+    prepare(dir, observer)?;
+    for index in 0..plan.points().len() {
+        run_point(dir, index, observer)?;
+    }
+    collect(dir, observer)
+}
