@@ -35,6 +35,8 @@ enum Command {
     ///   dnal search --dataset fashion-mnist --out runs/quick --train-limit 5000 --test-limit 1000 --epochs-weights 3 --epochs-gates 2 --epochs-finetune 2
     /// Continue a killed run:
     ///   dnal search --resume runs/fmnist
+    /// Another lambda_a or budget on the same trained parent (no second weight stage):
+    ///   dnal search --from-weights runs/fmnist --flops-budget 5.5M --out runs/fmnist-4x
     Search(SearchArgs),
     /// Evaluate an export on its dataset's test set (reproduces the reported top-1).
     Eval(EvalArgs),
@@ -103,11 +105,17 @@ struct SweepArgs {
 struct SearchArgs {
     /// Continue the search in this folder where it stopped (all other options are taken from
     /// its checkpoint).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "dataset"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "dataset", "from_weights"])]
     resume: Option<PathBuf>,
     /// Output folder (new or empty): checkpoints, arch.json, weights.safetensors, report.json.
     #[arg(long, value_name = "DIR", required_unless_present = "resume")]
     out: Option<PathBuf>,
+    /// Start after the weight stage of the search in this folder instead of training a
+    /// parent: its trained parent is copied in and only the gate stage, pruning and
+    /// finetuning run here. Its dataset, model, --train-limit, --epochs-weights and --seed
+    /// must be the ones given here. To try another --lambda or budget without retraining.
+    #[arg(long, value_name = "DIR")]
+    from_weights: Option<PathBuf>,
     #[command(flatten)]
     training: TrainingOptions,
     /// Prune to at most this many multiply-accumulates per image (5500000, 5.5M, 800K): the
@@ -368,6 +376,18 @@ fn search(args: SearchArgs) -> Result<()> {
         latency_table: args.latency_table,
         ..args.training.config()
     };
+    if let Some(from) = args.from_weights {
+        dnal::search::fork_after_weights(&from, &out, config).with_context(|| {
+            format!(
+                "starting {} from the weight stage in {}",
+                out.display(),
+                from.display()
+            )
+        })?;
+        dnal::search::resume(&out, &mut progress)
+            .with_context(|| format!("searching into {}", out.display()))?;
+        return Ok(());
+    }
     dnal::search::search(config, &out, &mut progress)
         .with_context(|| format!("searching into {}", out.display()))?;
     Ok(())

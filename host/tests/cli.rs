@@ -164,3 +164,35 @@ fn a_diverging_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoin
     assert!(!out_dir.join("arch.json").exists());
     assert!(!out_dir.join("report.json").exists());
 }
+
+#[test]
+fn from_weights_reuses_the_trained_parent_and_refuses_another_setup() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first");
+    let out = quick_search(&first, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p.join("report.json")).unwrap()).unwrap()
+    };
+
+    // Same data, model and weight stage, another lambda: no weight epoch runs again, and the
+    // parent is the same network (same accuracy and cost).
+    let second = dir.path().join("second");
+    let from = first.to_str().unwrap();
+    let out = quick_search(&second, &["--from-weights", from, "--lambda", "0.05"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (a, b) = (read(&first), read(&second));
+    assert_eq!(a["parent"], b["parent"]);
+    let weights = |r: &serde_json::Value| r["stages"][0].clone();
+    assert_eq!(weights(&a)["name"], "weights");
+    assert_eq!(weights(&a), weights(&b), "the weight stage was not reused");
+    assert!(!stderr(&out).contains("weights epoch"), "{}", stderr(&out));
+
+    // Another seed would need another parent: refused, naming the folder, nothing written.
+    let third = dir.path().join("third");
+    let out = quick_search(&third, &["--from-weights", from, "--seed", "7"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("first") && err.contains("seed"), "{err}");
+    assert!(!third.join("report.json").exists());
+}
