@@ -325,12 +325,25 @@ struct ProfileArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     dnal::allocator::keep_freed_memory();
+    default_device_on_the_cpu();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// burn puts what it loads without a device (the optimizer state of a checkpoint) on its
+/// default device, which is the GPU whenever the wgpu feature is built in: resuming a CPU
+/// search then started Vulkan (and printed lavapipe's complaints). Loading it on the CPU is
+/// harmless for every backend: the state moves to the parameters' device at the next step.
+fn default_device_on_the_cpu() {
+    if std::env::var_os("BURN_DEVICE").is_none() {
+        // NOTE(unsafe): set_var races with threads reading the environment; none has been
+        // started yet (this runs first in main, before burn, rayon or indicatif start any).
+        unsafe { std::env::set_var("BURN_DEVICE", "flex") };
     }
 }
 
