@@ -7,9 +7,10 @@
 #![no_main]
 
 mod model;
+mod qemu_faults;
 mod weights;
 
-use cortex_m_rt::{ExceptionFrame, entry, exception};
+use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 use dnal_device::marker::cost_marker;
 
@@ -26,21 +27,5 @@ fn main() -> ! {
     core::hint::black_box(&mut logits);
     hprintln!("DNAL done");
     debug::exit(debug::EXIT_SUCCESS);
-    loop {}
-}
-
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo) -> ! {
-    hprintln!("DNAL panic {}", info);
-    debug::exit(debug::EXIT_FAILURE);
-    loop {}
-}
-
-// NOTE(unsafe): cortex-m-rt requires the HardFault handler to be an `unsafe fn`; it only
-// reports and exits.
-#[exception]
-unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
-    hprintln!("DNAL hardfault at pc {:#010x}", frame.pc());
-    debug::exit(debug::EXIT_FAILURE);
     loop {}
 }

@@ -50,6 +50,7 @@ const CORTEX_M_QEMU_MAIN: &str = include_str!("../../templates/cortex_m_qemu.rs"
 const CORTEX_M_PROBE_MAIN: &str = include_str!("../../templates/cortex_m_probe.rs");
 const CORTEX_M_STACK: &str = include_str!("../../templates/stack_cortex_m.rs");
 const LINE: &str = include_str!("../../templates/line.rs");
+const QEMU_FAULTS: &str = include_str!("../../templates/qemu_faults.rs");
 const STD_MAIN: &str = include_str!("../../templates/std_main.rs");
 
 /// Generates the model for `export` and writes a firmware crate for `board` into `dir`
@@ -226,6 +227,7 @@ pub(crate) fn write_crate_scaffold(
         write("src/stack.rs", CORTEX_M_STACK)?;
         if board.harness == Harness::CortexMQemu {
             write("src/line.rs", LINE)?;
+            write("src/qemu_faults.rs", QEMU_FAULTS)?;
         }
         write(
             "memory.x",
