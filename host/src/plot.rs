@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -108,6 +109,47 @@ fn palette(i: usize) -> RGBColor {
     COLORS[i % COLORS.len()]
 }
 
+type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// One labelled line through `points`, with a dot of `dot_radius` on each when it is not 0.
+fn draw_line<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    points: Vec<(f64, f64)>,
+    color: RGBColor,
+    label: &str,
+    dot_radius: u32,
+) -> Result<(), String> {
+    chart
+        .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+        .map_err(text)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
+    if dot_radius > 0 {
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, dot_radius, color.filled())),
+            )
+            .map_err(text)?;
+    }
+    Ok(())
+}
+
+/// The legend box, at `position`.
+fn draw_legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    position: SeriesLabelPosition,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(position)
+        .draw()
+        .map_err(text)
+}
+
 /// A search's curves: test top-1 over all epochs by stage, and the live channels of every
 /// gated layer as delta grows.
 pub struct SearchCurves<'a> {
@@ -143,28 +185,9 @@ impl Figure for SearchCurves<'_> {
             if points.is_empty() {
                 continue;
             }
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                .map_err(text)?
-                .label(stage)
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2))
-                });
-            chart
-                .draw_series(
-                    points
-                        .into_iter()
-                        .map(|p| Circle::new(p, 3, color.filled())),
-                )
-                .map_err(text)?;
+            draw_line(&mut chart, points, color, stage, 3)?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(text)?;
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
 
         let gates = &self.report.gates;
         let max_channels = self
@@ -199,21 +222,9 @@ impl Figure for SearchCurves<'_> {
                     .zip(&deltas)
                     .map(|(g, &d)| (d, g.alive.get(i).copied().unwrap_or(0) as f64)),
             );
-            chart
-                .draw_series(LineSeries::new(points, color.stroke_width(2)))
-                .map_err(text)?
-                .label(name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2))
-                });
+            draw_line(&mut chart, points, color, name, 0)?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(text)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         Ok(())
     }
 }
@@ -269,20 +280,7 @@ impl Figure for Pareto {
             let color = palette(i);
             let mut points = front.points.clone();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                .map_err(text)?
-                .label(front.name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2))
-                });
-            chart
-                .draw_series(
-                    points
-                        .into_iter()
-                        .map(|p| Circle::new(p, 4, color.filled())),
-                )
-                .map_err(text)?;
+            draw_line(&mut chart, points, color, &front.name, 4)?;
         }
         if let Some(p) = self.parent {
             chart
@@ -291,14 +289,7 @@ impl Figure for Pareto {
                 .label("parent (unpruned)")
                 .legend(|(x, y)| TriangleMarker::new((x + 8, y), 6, BLACK.filled()));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(text)?;
-        Ok(())
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight)
     }
 }
 
