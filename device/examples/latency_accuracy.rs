@@ -43,18 +43,7 @@ fn main() {
     .unwrap_or_else(|e| panic!("{e}"));
     let profile_s = start.elapsed().as_secs_f64();
     table.write(work.join("latency.json")).unwrap();
-    let configurations: usize = table
-        .layers
-        .iter()
-        .map(|l| match &l.grid {
-            dnal_device::latency::Grid::InOut {
-                in_channels,
-                out_channels,
-                ..
-            } => in_channels.len() * out_channels.len(),
-            dnal_device::latency::Grid::Channels { channels, .. } => channels.len(),
-        })
-        .sum();
+    let configurations: usize = table.layers.iter().map(|l| l.grid.points()).sum();
     println!(
         "{board}: profiled vgg-small in {profile_s:.1} s ({configurations} configurations; \
          overhead {:.0} {}; {})\n",

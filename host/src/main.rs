@@ -522,18 +522,7 @@ fn profile(args: ProfileArgs) -> Result<()> {
     );
     let table = dnal::latency::profile_model(&plan, &args.board, &args.out, &grid)
         .with_context(|| format!("profiling {} on {}", args.model, args.board))?;
-    let points: usize = table
-        .layers
-        .iter()
-        .map(|l| match &l.grid {
-            dnal_device::latency::Grid::InOut {
-                in_channels,
-                out_channels,
-                ..
-            } => in_channels.len() * out_channels.len(),
-            dnal_device::latency::Grid::Channels { channels, .. } => channels.len(),
-        })
-        .sum();
+    let points: usize = table.layers.iter().map(|l| l.grid.points()).sum();
     println!(
         "{}: {} layers, {} measured configurations, {} at {:.0} MHz ({}); overhead {:.0} {} per inference",
         args.out.display(),

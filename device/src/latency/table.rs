@@ -363,6 +363,18 @@ impl LatencyTable {
 }
 
 impl Grid {
+    /// How many channel configurations were measured.
+    pub fn points(&self) -> usize {
+        match self {
+            Grid::InOut {
+                in_channels,
+                out_channels,
+                ..
+            } => in_channels.len() * out_channels.len(),
+            Grid::Channels { channels, .. } => channels.len(),
+        }
+    }
+
     /// Checks the axes (non-empty, strictly increasing, at least 1), the cost array's shape
     /// and values, and that a blocked output axis holds the points below its block. Errors
     /// are `(field, reason)`.
