@@ -419,7 +419,7 @@ fn build_in(
     images: &[Vec<f32>],
     out_dir: &Path,
 ) -> Result<(String, PathBuf, elf::Sizes), DeployError> {
-    let package = package_name(&export.arch().name, board.name, out_dir);
+    let package = package_name("dnal-fw", &export.arch().name, board.name, out_dir);
     let mut options = FirmwareOptions::new(&package, images.to_vec());
     if let Some(p) = &req.device_path {
         options.device_path = p.clone();
@@ -529,29 +529,37 @@ fn link_overflow(board: &Board, log: &str) -> Option<DeployError> {
     })
 }
 
-/// A cargo package name unique to the model, the board and the output folder, so that
-/// firmware built into the shared target directory never overwrite each other's binaries.
-fn package_name(model: &str, board: &str, out_dir: &Path) -> String {
-    let clean = |s: &str| -> String {
-        let mut out: String = s
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '-'
-                }
-            })
-            .collect();
-        out.truncate(24);
-        out.trim_matches('-').to_string()
-    };
+/// ASCII lower case, other characters as `-`, at most 24 characters: a piece of a cargo
+/// package or folder name.
+pub(crate) fn clean_name(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    out.truncate(24);
+    out.trim_matches('-').to_string()
+}
+
+/// A cargo package name unique to the model, the board and the crate's folder (`prefix` says
+/// what builds it), so that crates built into the shared target directory never overwrite
+/// each other's binaries.
+pub(crate) fn package_name(prefix: &str, model: &str, board: &str, dir: &Path) -> String {
     // FNV-1a of the folder: stable across runs and processes.
     let mut hash: u32 = 0x811c_9dc5;
-    for b in out_dir.to_string_lossy().bytes() {
+    for b in dir.to_string_lossy().bytes() {
         hash = (hash ^ b as u32).wrapping_mul(0x0100_0193);
     }
-    format!("dnal-fw-{}-{}-{hash:08x}", clean(model), clean(board))
+    format!(
+        "{prefix}-{}-{}-{hash:08x}",
+        clean_name(model),
+        clean_name(board)
+    )
 }
 
 pub(crate) fn absolute(path: &Path) -> Result<PathBuf, DeployError> {

@@ -140,10 +140,10 @@ pub fn profile(
         Some(d) => deploy::absolute(d)?,
         None => deploy::default_firmware_target_dir()
             .with_file_name("dnal-profile")
-            .join(format!("{}-{}", clean(&arch.name), board.name)),
+            .join(format!("{}-{}", deploy::clean_name(&arch.name), board.name)),
     };
     prepare_work_dir(&work)?;
-    let package = package_name(&arch.name, board.name, &work);
+    let package = deploy::package_name("dnal-prof", &arch.name, board.name, &work);
     let device_path = options
         .device_path
         .clone()
@@ -581,32 +581,6 @@ fn prepare_work_dir(dir: &Path) -> Result<(), LatencyError> {
     std::fs::write(&marker, "written by dnal-device latency::profile\n")
         .map_err(deploy::io_err(&marker))?;
     Ok(())
-}
-
-/// ASCII lower case, other characters as `-`, at most 24 characters.
-fn clean(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    out.truncate(24);
-    out.trim_matches('-').to_string()
-}
-
-/// A package name unique to the model, the board and the work folder, so that profiles
-/// built into the shared target directory never overwrite each other's binaries.
-fn package_name(model: &str, board: &str, work: &Path) -> String {
-    let mut hash: u32 = 0x811c_9dc5;
-    for b in work.to_string_lossy().bytes() {
-        hash = (hash ^ b as u32).wrapping_mul(0x0100_0193);
-    }
-    format!("dnal-prof-{}-{}-{hash:08x}", clean(model), clean(board))
 }
 
 #[cfg(test)]
