@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Training throughput (images/s, SGD steps of batch 64 on random data) of the same networks in
-# burn (flex, ndarray) and PyTorch, in one run on this machine, and the ratios.
+# burn (flex, ndarray) and PyTorch, in one run on this machine, and the ratios; flex also
+# without dnal's malloc tuning.
 #
 #   bench/throughput.sh [STEPS]        # needs Debian's python3-torch for the PyTorch column
 #
@@ -12,19 +13,26 @@ steps="${1:-20}"
 threads="$(nproc)"
 cargo build --release -q -p dnal --example train_throughput
 bin=target/release/examples/train_throughput
+# Debian's python3-torch lives in the system Python, which a pyenv or venv on PATH may hide.
+py=python3
+"$py" -c 'import torch' 2>/dev/null || py=/usr/bin/python3
+"$py" -c 'import torch' || { echo "PyTorch does not import: apt-get install python3-torch" >&2; exit 1; }
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
 ips() { sed -n 's/.*"images_per_second": \([0-9.]*\).*/\1/p'; }
 
-printf '%-10s %-8s %5s %12s %12s %12s %10s\n' model input batch "flex img/s" "torch img/s" "ndarray" "flex/torch"
+printf '%-10s %-8s %5s %10s %10s %10s %10s %10s %10s\n' model input batch "flex" "flex, plain malloc" "torch" "ndarray" "flex/torch" "malloc gain"
 for row in "vgg-small 1,28,28 10" "vgg16 3,32,32 10"; do
     set -- $row
     model=$1 input=$2 classes=$3
     spec="$tmp/$model.json"
     flex=$("$bin" --model "$model" --input "$input" --classes "$classes" --backend cpu \
         --batch 64 --steps "$steps" --spec-out "$spec" | ips)
-    torch=$(python3 bench/torch_throughput.py "$spec" --batch 64 --steps "$steps" --threads "$threads" | ips)
+    # The same without dnal's malloc tuning (dnal::allocator), to show what it buys.
+    plain=$(DNAL_DEFAULT_MALLOC=1 "$bin" --model "$model" --input "$input" --classes "$classes" \
+        --backend cpu --batch 64 --steps "$steps" | ips)
+    torch=$("$py" bench/torch_throughput.py "$spec" --batch 64 --steps "$steps" --threads "$threads" | ips)
     if [ "$model" = vgg-small ]; then
         # ndarray is ~30x slower: a few steps tell.
         nd=$("$bin" --model "$model" --input "$input" --classes "$classes" --backend ndarray \
@@ -32,6 +40,7 @@ for row in "vgg-small 1,28,28 10" "vgg16 3,32,32 10"; do
     else
         nd="-"
     fi
-    ratio=$(python3 -c "print(f'{$flex / $torch:.2f}')")
-    printf '%-10s %-8s %5s %12s %12s %12s %10s\n' "$model" "$input" 64 "$flex" "$torch" "$nd" "$ratio"
+    ratio=$("$py" -c "print(f'{$flex / $torch:.2f}')")
+    gain=$("$py" -c "print(f'{$flex / $plain:.2f}')")
+    printf '%-10s %-8s %5s %10s %10s %10s %10s %10s %10s\n' "$model" "$input" 64 "$flex" "$plain" "$torch" "$nd" "$ratio" "$gain"
 done
