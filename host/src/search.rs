@@ -762,8 +762,12 @@ impl Search {
                     .zip(record.alive.iter().zip(net.channels_per_gate()))
                     .map(|(name, (alive, total))| format!("{name} {alive}/{total}"))
                     .collect();
+                let latency = match (record.expected_ms, record.hard_ms) {
+                    (Some(e), Some(h)) => format!(", E[ms] {e:.2}, binarised {h:.2} ms"),
+                    _ => String::new(),
+                };
                 let note = format!(
-                    "delta {:.3e}, lambda {:.3e}, E[MACs] {:.3e}, binarised {} MACs, live {}/{} ({})",
+                    "delta {:.3e}, lambda {:.3e}, E[MACs] {:.3e}, binarised {} MACs{latency}, live {}/{} ({})",
                     record.delta,
                     record.lambda,
                     record.expected_flops,
