@@ -281,12 +281,34 @@ pub fn profile(
         .map_or(0.0, |c| c.parent_measured - c.parent_from_layers);
 
     Ok(LatencyTable {
+        overhead,
+        calibration,
+        ..table_for(
+            board,
+            arch,
+            grid,
+            measured_sentence(board, codes.len(), chunks.len(), calibrate),
+            layers,
+        )
+    })
+}
+
+/// A table of `layers` of `arch` on `board`, in the board's unit and at its clock, without
+/// an overhead.
+fn table_for(
+    board: &Board,
+    arch: &Arch,
+    grid: &GridOptions,
+    measured: String,
+    layers: Vec<LayerLatency>,
+) -> LatencyTable {
+    LatencyTable {
         format: FORMAT.to_string(),
         version: VERSION,
         board: board.name.to_string(),
         cpu: board.cpu.to_string(),
         unit: board.cost_unit.name().to_string(),
-        measured: measured_sentence(board, codes.len(), chunks.len(), calibrate),
+        measured,
         clock: Clock {
             hz: board.clock_hz as f64,
             cycles_per_unit: 1.0,
@@ -294,12 +316,12 @@ pub fn profile(
         },
         model: arch.name.clone(),
         input: arch.input,
-        overhead,
-        calibration,
+        overhead: 0.0,
+        calibration: None,
         grid_options: grid.clone(),
         layers,
         origin: Origin::default(),
-    })
+    }
 }
 
 /// A table over the grid [`profile`] would measure, with costs from a function (see
@@ -333,26 +355,13 @@ pub(crate) fn modelled_table(
             }
         })
         .collect();
-    Ok(LatencyTable {
-        format: FORMAT.to_string(),
-        version: VERSION,
-        board: board.name.to_string(),
-        cpu: board.cpu.to_string(),
-        unit: board.cost_unit.name().to_string(),
-        measured: "modelled: computed from a cost function, not measured".to_string(),
-        clock: Clock {
-            hz: board.clock_hz as f64,
-            cycles_per_unit: 1.0,
-            assumption: board.clock_note.to_string(),
-        },
-        model: arch.name.clone(),
-        input: arch.input,
-        overhead: 0.0,
-        calibration: None,
-        grid_options: grid.clone(),
+    Ok(table_for(
+        board,
+        arch,
+        grid,
+        "modelled: computed from a cost function, not measured".to_string(),
         layers,
-        origin: Origin::default(),
-    })
+    ))
 }
 
 /// Runs every image (benchmark images, then the model) `jobs` at a time.
