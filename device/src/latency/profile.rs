@@ -63,10 +63,7 @@ pub fn profile(
     options: &ProfileOptions,
 ) -> Result<LatencyTable, LatencyError> {
     grid.check()?;
-    let board = board::board(board_name).ok_or_else(|| LatencyError::UnknownBoard {
-        name: board_name.to_string(),
-        known: board::board_names().join(", "),
-    })?;
+    let board = known_board(board_name)?;
     if board.cost_unit == CostUnit::WallNanoseconds {
         return Err(LatencyError::CannotProfile {
             board: board.name.to_string(),
@@ -293,6 +290,14 @@ pub fn profile(
     })
 }
 
+/// The board called `name`, or an error listing the boards there are.
+fn known_board(name: &str) -> Result<&'static Board, LatencyError> {
+    board::board(name).ok_or_else(|| LatencyError::UnknownBoard {
+        name: name.to_string(),
+        known: board::board_names().join(", "),
+    })
+}
+
 /// A table of `layers` of `arch` on `board`, in the board's unit and at its clock, without
 /// an overhead.
 fn table_for(
@@ -333,10 +338,7 @@ pub(crate) fn modelled_table(
     cost: impl Fn(&super::LayerStructure, usize, usize) -> f64,
 ) -> Result<LatencyTable, LatencyError> {
     grid.check()?;
-    let board = board::board(board_name).ok_or_else(|| LatencyError::UnknownBoard {
-        name: board_name.to_string(),
-        known: board::board_names().join(", "),
-    })?;
+    let board = known_board(board_name)?;
     let summary = arch.summary()?;
     let layers = plan_layers(arch, &summary, grid)
         .into_iter()
