@@ -70,10 +70,21 @@ pub struct SearchConfig {
     /// How far the budget controller may move log(lambda_a) in one gate-stage epoch.
     #[serde(default = "default_budget_gain")]
     pub budget_gain: f64,
+    /// Weight of the trained parent's soft targets in the finetune loss (0: plain cross
+    /// entropy; see [`crate::distill`]).
+    #[serde(default)]
+    pub distill: f64,
+    /// Temperature that softens the parent's outputs for distillation.
+    #[serde(default = "default_distill_temperature")]
+    pub distill_temperature: f64,
 }
 
 fn default_budget_gain() -> f64 {
     2.0
+}
+
+fn default_distill_temperature() -> f64 {
+    4.0
 }
 
 impl Default for SearchConfig {
@@ -104,6 +115,8 @@ impl Default for SearchConfig {
             latency_table: None,
             budget: None,
             budget_gain: default_budget_gain(),
+            distill: 0.0,
+            distill_temperature: default_distill_temperature(),
         }
     }
 }
@@ -213,6 +226,20 @@ impl SearchConfig {
                 "must be a positive number",
             );
         }
+        if !(0.0..=1.0).contains(&self.distill) {
+            return bad(
+                "--distill",
+                self.distill.to_string(),
+                "is the weight of the parent's soft targets: a number in [0, 1] (0 turns distillation off)",
+            );
+        }
+        if !(self.distill_temperature.is_finite() && self.distill_temperature > 0.0) {
+            return bad(
+                "--distill-temperature",
+                self.distill_temperature.to_string(),
+                "must be a positive number (4 is usual)",
+            );
+        }
         for (option, limit) in [
             ("--train-limit", self.train_limit),
             ("--test-limit", self.test_limit),
@@ -296,6 +323,20 @@ mod tests {
                     ..ok.clone()
                 },
                 "--flops-budget",
+            ),
+            (
+                SearchConfig {
+                    distill: 1.5,
+                    ..ok.clone()
+                },
+                "--distill",
+            ),
+            (
+                SearchConfig {
+                    distill_temperature: 0.0,
+                    ..ok.clone()
+                },
+                "--distill-temperature",
             ),
         ];
         for (config, option) in cases {

@@ -9,6 +9,7 @@
 //! - [`budget`]: lambda_a steered to a cost target, and masks fitted to land under it;
 //! - [`latency`]: board latency tables as a cost of the search, and measurement on the board;
 //! - [`schedule`]: delta's growth and the learning rate;
+//! - [`distill`]: the trained parent as teacher while the pruned network is finetuned;
 //! - [`train`]: one epoch, one evaluation.
 
 pub mod allocator;
@@ -18,6 +19,7 @@ pub mod budget;
 pub mod checkpoint;
 pub mod config;
 pub mod deploy;
+pub mod distill;
 pub mod error;
 pub mod eval;
 pub mod export;

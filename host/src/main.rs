@@ -194,6 +194,15 @@ struct TrainingOptions {
     /// Peak learning rate of finetuning.
     #[arg(long, default_value_t = SearchConfig::default().lr_finetune)]
     lr_finetune: f64,
+    /// Finetune with the trained parent as teacher: the weight of its softened outputs in the
+    /// loss, (1 - X) * cross entropy + X * T^2 * KL(parent || pruned), in [0, 1]. 0 (the
+    /// default) is plain cross entropy; 0.9 is the usual choice. Each step then also runs the
+    /// parent forward, which slows finetuning.
+    #[arg(long, value_name = "X", default_value_t = SearchConfig::default().distill)]
+    distill: f64,
+    /// Temperature T that softens the parent's outputs for --distill.
+    #[arg(long, value_name = "T", default_value_t = SearchConfig::default().distill_temperature)]
+    distill_temperature: f64,
     /// SGD weight decay (weight stage and finetuning).
     #[arg(long, default_value_t = SearchConfig::default().weight_decay)]
     weight_decay: f64,
@@ -221,6 +230,8 @@ impl TrainingOptions {
             lr: self.lr,
             lr_gates: self.lr_gates,
             lr_finetune: self.lr_finetune,
+            distill: self.distill,
+            distill_temperature: self.distill_temperature,
             weight_decay: self.weight_decay,
             lambda: self.lambda,
             cost: self.cost,

@@ -28,6 +28,7 @@ use crate::budget::{
 };
 use crate::checkpoint::{CheckpointDir, read_json, write_json};
 use crate::config::SearchConfig;
+use crate::distill::Distillation;
 use crate::error::SearchError;
 use crate::export::{ExportNet, SearchInfo, build_export};
 use crate::latency::{LatencyEstimate, measure_on_board, profile_model};
@@ -565,6 +566,7 @@ impl Search {
             &lr,
             &mode,
             None,
+            None,
             observer,
         )
     }
@@ -621,6 +623,7 @@ impl Search {
             &lr,
             &mode,
             Some(&mut penalty),
+            None,
             observer,
         )
     }
@@ -673,6 +676,24 @@ impl Search {
         let mode = |_: usize| GateMode::Off;
         let optim = self.sgd(true);
         let offset = config.epochs_weights + config.epochs_gates;
+        let distill = if config.distill > 0.0 {
+            let tag = format!("{}-final", Stage::Weights.name());
+            let teacher = self.checkpoints.load_model(&tag, self.parent.clone())?;
+            observer.message(&format!(
+                "distilling from the trained parent: loss = {:.2} * CE + {:.2} * T^2 * KL at T = {}",
+                1.0 - config.distill,
+                config.distill,
+                config.distill_temperature
+            ));
+            Some(Distillation::new(
+                &teacher,
+                &self.device,
+                config.distill,
+                config.distill_temperature,
+            ))
+        } else {
+            None
+        };
         self.run_epochs(
             Stage::Finetune,
             net.unfreeze().train(),
@@ -682,6 +703,7 @@ impl Search {
             &lr,
             &mode,
             None,
+            distill.as_ref(),
             observer,
         )
     }
@@ -698,6 +720,7 @@ impl Search {
         lr: &dyn Fn(usize) -> f64,
         mode: &dyn Fn(usize) -> GateMode,
         mut penalty: Option<&mut GatePenalty>,
+        distill: Option<&Distillation>,
         observer: &mut dyn SearchObserver,
     ) -> Result<GatedNet, SearchError> {
         let steps = self.train.num_batches();
@@ -716,6 +739,7 @@ impl Search {
                 mode,
                 first_step: epoch * steps,
                 data_epoch: (epoch_offset + epoch) as u64,
+                distill,
             };
             let gates_note = |net: &GatedNet| -> String {
                 if stage == Stage::Gates {

@@ -11,6 +11,7 @@ use dnal_models::{GateMode, GatedNet};
 use serde::{Deserialize, Serialize};
 
 use crate::budget::{BudgetControl, hard_counts};
+use crate::distill::Distillation;
 
 /// The DNAL architecture loss: `lambda_a * sum_g c_g * sum_j sigmoid(delta * s_gj)`.
 #[derive(Clone, Debug)]
@@ -51,7 +52,8 @@ impl GatePenalty {
 /// What one epoch of training measured.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochStats {
-    /// Mean loss over the epoch's steps (cross entropy plus the gate penalty, if any).
+    /// Mean loss over the epoch's steps (cross entropy, or its blend with the distillation
+    /// term, plus the gate penalty, if any).
     pub loss: f64,
     /// Mean cross entropy.
     pub cross_entropy: f64,
@@ -82,6 +84,8 @@ pub struct StepPlan<'a> {
     pub first_step: usize,
     /// The epoch number that seeds the data order (and augmentation) of this epoch.
     pub data_epoch: u64,
+    /// A teacher whose soft targets join the loss (finetuning with `--distill`).
+    pub distill: Option<&'a Distillation>,
 }
 
 /// Trains `net` for one epoch. Returns the trained net, or the step whose loss was not finite
@@ -103,10 +107,15 @@ pub fn train_epoch(
         let step = plan.first_step + i;
         let mode = (plan.mode)(step);
         let batch = data.to_tensors(device);
+        let soft_targets = plan.distill.map(|d| d.targets(&data, device));
         let logits = net.forward(batch.images, mode);
         let hits = count_correct(logits.clone().detach(), batch.targets.clone());
-        let ce = loss_fn.forward(logits, batch.targets);
+        let ce = loss_fn.forward(logits.clone(), batch.targets);
         let ce_value = ce.clone().into_scalar::<f32>();
+        let ce = match (plan.distill, soft_targets) {
+            (Some(distill), Some(targets)) => distill.loss(logits, ce, targets),
+            _ => ce,
+        };
         let delta = match mode {
             GateMode::Soft { delta } => delta,
             _ => 1.0,

@@ -179,7 +179,18 @@ fn from_weights_reuses_the_trained_parent_and_refuses_another_setup() {
     // parent is the same network (same accuracy and cost).
     let second = dir.path().join("second");
     let from = first.to_str().unwrap();
-    let out = quick_search(&second, &["--from-weights", from, "--lambda", "0.05"]);
+    // It also finetunes with the copied parent as teacher.
+    let out = quick_search(
+        &second,
+        &[
+            "--from-weights",
+            from,
+            "--lambda",
+            "0.05",
+            "--distill",
+            "0.9",
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let (a, b) = (read(&first), read(&second));
     assert_eq!(a["parent"], b["parent"]);
@@ -187,6 +198,28 @@ fn from_weights_reuses_the_trained_parent_and_refuses_another_setup() {
     assert_eq!(weights(&a)["name"], "weights");
     assert_eq!(weights(&a), weights(&b), "the weight stage was not reused");
     assert!(!stderr(&out).contains("weights epoch"), "{}", stderr(&out));
+
+    // Distillation: said, recorded, and in the loss (which then is no longer the cross
+    // entropy alone, as it is without a teacher).
+    assert!(
+        stderr(&out).contains("distilling from the trained parent"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(b["config"]["distill"], 0.9);
+    let finetune_epoch = |r: &serde_json::Value| {
+        r["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["stage"] == "finetune")
+            .cloned()
+            .unwrap()
+    };
+    let (plain, distilled) = (finetune_epoch(&a), finetune_epoch(&b));
+    assert_eq!(plain["loss"], plain["cross_entropy"]);
+    assert_ne!(distilled["loss"], distilled["cross_entropy"]);
+    assert!(distilled["loss"].as_f64().unwrap().is_finite());
 
     // Another seed would need another parent: refused, naming the folder, nothing written.
     let third = dir.path().join("third");
