@@ -59,12 +59,8 @@ impl Distillation {
         let logits = self
             .teacher
             .forward(images_tensor(data, &self.device), GateMode::Off);
-        let log_probs = log_softmax(logits.div_scalar(self.temperature), 1);
-        let log_probs = Tensor::<2>::from_data(log_probs.into_data(), train_device);
-        SoftTargets {
-            probs: log_probs.clone().exp(),
-            log_probs,
-        }
+        let logits = Tensor::<2>::from_data(logits.into_data(), train_device);
+        SoftTargets::soften(logits, self.temperature)
     }
 
     /// The finetune loss from the student's logits, its cross entropy with the labels and the
@@ -89,16 +85,21 @@ impl Distillation {
 }
 
 impl SoftTargets {
-    /// Soft targets from given teacher logits, row-major `[batch, classes]`, on `device`
-    /// (a teacher that is not a network, e.g. stored logits).
-    pub fn from_logits(logits: &[f32], classes: usize, temperature: f64, device: &Device) -> Self {
-        let n = logits.len() / classes;
-        let logits = Tensor::<2>::from_data(TensorData::new(logits.to_vec(), [n, classes]), device);
+    /// `softmax(logits / temperature)` of `[batch, classes]` logits.
+    pub fn soften(logits: Tensor<2>, temperature: f64) -> Self {
         let log_probs = log_softmax(logits.div_scalar(temperature), 1);
         Self {
             probs: log_probs.clone().exp(),
             log_probs,
         }
+    }
+
+    /// Soft targets from given teacher logits, row-major `[batch, classes]`, on `device`
+    /// (a teacher that is not a network, e.g. stored logits).
+    pub fn from_logits(logits: &[f32], classes: usize, temperature: f64, device: &Device) -> Self {
+        let n = logits.len() / classes;
+        let logits = Tensor::<2>::from_data(TensorData::new(logits.to_vec(), [n, classes]), device);
+        Self::soften(logits, temperature)
     }
 }
 
