@@ -1,0 +1,145 @@
+//! Where a training step's convolution time goes: for every conv layer of a model, the
+//! milliseconds of its forward pass, of forward + the weight gradient, and of forward + the
+//! input gradient, at one batch size, on burn's CPU backend. Prints one JSON line per layer.
+//!
+//! `bench/conv_split.sh` runs it next to PyTorch on the same layers.
+//!
+//! ```text
+//! cargo run --release --example conv_split -- --model vgg-small --input 1,28,28 --batch 64
+//! ```
+
+use std::time::Instant;
+
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+use dnal::backend::Backend;
+use dnal_models::{GatePosition, NetPlan, Op, ValueShape, model_spec};
+
+/// Median milliseconds of `f` over `runs` calls, after one warm-up call.
+fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[runs / 2]
+}
+
+/// Which gradient the backward pass computes.
+#[derive(Clone, Copy)]
+enum Grad {
+    Weight,
+    Input,
+}
+
+/// Forward and backward of one conv on the autodiff device; waits for the gradient.
+fn forward_backward(
+    x: &Tensor<4>,
+    w: &Tensor<4>,
+    g: &Tensor<4>,
+    opts: &ConvOptions<2>,
+    grad: Grad,
+) {
+    let (x, w) = match grad {
+        Grad::Weight => (x.clone(), w.clone().require_grad()),
+        Grad::Input => (x.clone().require_grad(), w.clone()),
+    };
+    let y = conv2d(x.clone(), w.clone(), None, opts.clone());
+    let grads = (y * g.clone()).sum().backward();
+    let tracked = match grad {
+        Grad::Weight => w,
+        Grad::Input => x,
+    };
+    let _ = tracked
+        .grad(&grads)
+        .expect("a tracked tensor gets a gradient")
+        .sum()
+        .into_scalar::<f32>();
+}
+
+fn main() {
+    let mut model = "vgg-small".to_string();
+    let mut input = ValueShape::new(1, 28, 28);
+    let mut batch = 64;
+    let mut runs = 9;
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--model" => model = value(),
+            "--input" => {
+                let v: Vec<usize> = value().split(',').map(|x| x.parse().unwrap()).collect();
+                input = ValueShape::new(v[0], v[1], v[2]);
+            }
+            "--batch" => batch = value().parse().unwrap(),
+            "--runs" => runs = value().parse().unwrap(),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    dnal::allocator::keep_freed_memory();
+    let spec = model_spec(&model, input, 10).expect("a known model");
+    let plan = NetPlan::new(spec, GatePosition::AfterBn).expect("a valid model");
+    let device: Device = Backend::Cpu.device().expect("the CPU backend");
+    let train = device.clone().autodiff();
+    for (index, node) in plan.spec.nodes.iter().enumerate() {
+        let Op::Conv {
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            depthwise,
+            ..
+        } = node.op
+        else {
+            continue;
+        };
+        let s = plan.shapes[node.inputs[0]];
+        let out = plan.shapes[index + 1];
+        let groups = if depthwise { s.channels } else { 1 };
+        let opts = ConvOptions::new([stride; 2], [padding; 2], [1, 1], groups);
+        let normal = Distribution::Normal(0.0, 1.0);
+        let w_shape = [out_channels, s.channels / groups, kernel, kernel];
+        let x_shape = [batch, s.channels, s.height, s.width];
+        let g_shape = [batch, out_channels, out.height, out.width];
+        let (x, w) = (
+            Tensor::<4>::random(x_shape, normal, &device),
+            Tensor::<4>::random(w_shape, normal, &device),
+        );
+        let forward = median_ms(runs, || {
+            let y = conv2d(x.clone(), w.clone(), None, opts.clone());
+            let _ = y.sum().into_scalar::<f32>();
+        });
+        let (x, w, g) = (
+            Tensor::<4>::random(x_shape, normal, &train),
+            Tensor::<4>::random(w_shape, normal, &train),
+            Tensor::<4>::random(g_shape, normal, &train),
+        );
+        let with_weight_grad =
+            median_ms(runs, || forward_backward(&x, &w, &g, &opts, Grad::Weight));
+        let with_input_grad = median_ms(runs, || forward_backward(&x, &w, &g, &opts, Grad::Input));
+        let macs =
+            batch * out.height * out.width * out_channels * (s.channels / groups) * kernel * kernel;
+        println!(
+            "{{\"framework\": \"burn-flex\", \"layer\": \"{}\", \"in\": [{}, {}, {}], \"out_channels\": {}, \"kernel\": {}, \"stride\": {}, \"padding\": {}, \"groups\": {}, \"batch\": {}, \"macs\": {}, \"forward_ms\": {:.3}, \"forward_weight_grad_ms\": {:.3}, \"forward_input_grad_ms\": {:.3}}}",
+            node.name,
+            s.channels,
+            s.height,
+            s.width,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            groups,
+            batch,
+            macs,
+            forward,
+            with_weight_grad,
+            with_input_grad
+        );
+    }
+}
