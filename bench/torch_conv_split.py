@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The PyTorch side of bench/conv_split.sh: reads the JSON lines of dnal's `conv_split`
-example (one per conv layer), times the same convolutions in PyTorch the same way (median of
+example (one per conv layer), times the same convolutions in PyTorch the same way (the best of
 RUNS calls after a warm-up: forward; forward + weight gradient; forward + input gradient) and
 prints a Markdown table of both, with the ratios.
 
@@ -8,21 +8,20 @@ prints a Markdown table of both, with the ratios.
 """
 import argparse
 import json
-import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
 
-def median_ms(runs, f):
+def best_ms(runs, f):
     f()
-    times = []
+    best = float("inf")
     for _ in range(runs):
         t = time.perf_counter()
         f()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+        best = min(best, (time.perf_counter() - t) * 1e3)
+    return best
 
 
 def time_layer(layer, runs):
@@ -45,9 +44,9 @@ def time_layer(layer, runs):
         (xx if grad_of == "input" else ww).grad.sum().item()
 
     return (
-        median_ms(runs, forward),
-        median_ms(runs, lambda: backward("weight")),
-        median_ms(runs, lambda: backward("input")),
+        best_ms(runs, forward),
+        best_ms(runs, lambda: backward("weight")),
+        best_ms(runs, lambda: backward("input")),
     )
 
 
@@ -55,13 +54,13 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("burn_jsonl")
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--runs", type=int, default=9)
+    p.add_argument("--runs", type=int, default=21)
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     layers = [json.loads(line) for line in open(a.burn_jsonl) if line.startswith("{")]
     print(f"burn flex against PyTorch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"batch {layers[0]['batch']}, milliseconds (median of {a.runs})\n")
+          f"batch {layers[0]['batch']}, milliseconds (best of {a.runs} calls)\n")
     print("| layer | input | out | MACs | flex fwd | torch fwd | flex fwd+dW | torch fwd+dW "
           "| flex fwd+dX | torch fwd+dX | flex/torch fwd | fwd+dW | fwd+dX |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
