@@ -37,6 +37,7 @@ enum Command {
     ///   dnal search --resume runs/fmnist
     /// Another lambda_a or budget on the same trained parent (no second weight stage):
     ///   dnal search --from-weights runs/fmnist --flops-budget 5.5M --out runs/fmnist-4x
+    #[command(verbatim_doc_comment)]
     Search(SearchArgs),
     /// Evaluate an export on its dataset's test set (reproduces the reported top-1).
     Eval(EvalArgs),
@@ -45,12 +46,14 @@ enum Command {
     ///
     /// Example:
     ///   dnal deploy --export runs/fmnist --board cortex-m7-qemu --out fw/m7 --run
+    #[command(verbatim_doc_comment)]
     Deploy(DeployArgs),
     /// Measure what every layer of a model costs on a board, over a grid of channel counts,
     /// and write the latency table that `--cost latency` and latency budgets read.
     ///
     /// Example:
     ///   dnal profile --board cortex-m7-qemu --model vgg-small --out latency.json
+    #[command(verbatim_doc_comment)]
     Profile(ProfileArgs),
     /// Latency-constrained sweep: one weight stage shared by every budget, then per budget
     /// (and per cost weighting, for comparison) the gate stage, pruning, finetuning and a
@@ -62,6 +65,7 @@ enum Command {
     ///   dnal sweep --resume runs/sweep
     /// As jobs on a cluster (docs/sweeps.md): --only prepare, then --only point --point K
     /// for every K (in parallel), then --only collect.
+    #[command(verbatim_doc_comment)]
     Sweep(SweepArgs),
     /// List the models, datasets and boards.
     List,
@@ -162,7 +166,9 @@ struct TrainingOptions {
     /// Epochs of the gate stage (weights frozen, delta 1 -> 1e4, only the gates learn).
     #[arg(long, value_name = "B", default_value_t = SearchConfig::default().epochs_gates)]
     epochs_gates: usize,
-    /// Epochs of finetuning the pruned network.
+    /// Epochs of finetuning the pruned network. Heavily pruned networks keep gaining from
+    /// longer finetuning (vgg-small on Fashion-MNIST at 4x fewer FLOPs: 10, 20, 40 epochs gave
+    /// 91.9%, 92.3%, 92.7%; BENCHMARKS.md).
     #[arg(long, value_name = "C", default_value_t = SearchConfig::default().epochs_finetune)]
     epochs_finetune: usize,
     /// lambda_a: how hard the gate stage pushes channels out; larger prunes more. The
