@@ -8,7 +8,7 @@
 
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use dnal_datasets::BatchData;
 use dnal_models::{GateMode, GatedNet};
 
@@ -93,23 +93,23 @@ impl SoftTargets {
             log_probs,
         }
     }
-
-    /// Soft targets from given teacher logits, row-major `[batch, classes]`, on `device`
-    /// (a teacher that is not a network, e.g. stored logits).
-    pub fn from_logits(logits: &[f32], classes: usize, temperature: f64, device: &Device) -> Self {
-        let n = logits.len() / classes;
-        let logits = Tensor::<2>::from_data(TensorData::new(logits.to_vec(), [n, classes]), device);
-        Self::soften(logits, temperature)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::module::Param;
+    use burn::tensor::TensorData;
     use dnal_models::{GatedNetConfig, ValueShape, model_spec};
 
-    fn tiny_teacher(device: &Device) -> GatedNet {
+    /// Soft targets from given teacher logits, row-major `[batch, classes]`.
+    fn soft(logits: &[f32], classes: usize, temperature: f64, device: &Device) -> SoftTargets {
+        let n = logits.len() / classes;
+        let logits = Tensor::<2>::from_data(TensorData::new(logits.to_vec(), [n, classes]), device);
+        SoftTargets::soften(logits, temperature)
+    }
+
+    fn untrained_parent(device: &Device) -> GatedNet {
         let spec = model_spec("vgg-small", ValueShape::new(1, 28, 28), 10).unwrap();
         GatedNetConfig::new(spec).init(device).unwrap()
     }
@@ -126,7 +126,7 @@ mod tests {
         // With alpha = 1 the loss is T^2 * mean KL; its gradient w.r.t. the student's logits
         // is T * (q_T - p_T) / batch.
         let device = Device::flex().autodiff();
-        let distill = Distillation::new(&tiny_teacher(&device), &device, 1.0, 4.0);
+        let distill = Distillation::new(&untrained_parent(&device), &device, 1.0, 4.0);
         let teacher = [2.0f32, -1.0, 0.5, 0.0, 3.0, 1.0];
         let student_values = vec![0.3f32, 0.1, -0.2, 1.5, -0.5, 0.7];
         let student = Param::from_tensor(Tensor::<2>::from_data(
@@ -134,7 +134,7 @@ mod tests {
             &device,
         ))
         .set_require_grad(true);
-        let targets = SoftTargets::from_logits(&teacher, 3, 4.0, &device);
+        let targets = soft(&teacher, 3, 4.0, &device);
         let ce = Tensor::<1>::zeros([1], &device);
         let loss = distill.loss(student.val(), ce, targets);
         let grads = loss.backward();
@@ -162,17 +162,17 @@ mod tests {
     #[test]
     fn matching_the_teacher_leaves_only_the_cross_entropy_share() {
         let device = Device::flex();
-        let distill = Distillation::new(&tiny_teacher(&device), &device, 0.75, 2.0);
+        let distill = Distillation::new(&untrained_parent(&device), &device, 0.75, 2.0);
         let logits = [1.0f32, 2.0, -3.0, 0.25];
         let student = Tensor::<2>::from_data(TensorData::new(logits.to_vec(), [2, 2]), &device);
         let ce = Tensor::<1>::from_data(TensorData::new(vec![0.8f32], [1]), &device);
-        let same = SoftTargets::from_logits(&logits, 2, 2.0, &device);
+        let same = soft(&logits, 2, 2.0, &device);
         let value = distill
             .loss(student.clone(), ce.clone(), same)
             .into_scalar::<f32>();
         assert!((value - 0.2).abs() < 1e-6, "{value}");
         // Any other teacher adds a positive KL term.
-        let other = SoftTargets::from_logits(&[0.0, 0.0, 1.0, -1.0], 2, 2.0, &device);
+        let other = soft(&[0.0, 0.0, 1.0, -1.0], 2, 2.0, &device);
         let value = distill.loss(student, ce, other).into_scalar::<f32>();
         assert!(value > 0.2 + 1e-3, "{value}");
     }
@@ -182,7 +182,7 @@ mod tests {
         // The same image gives the same soft targets alone and inside a batch: batch norm of
         // the teacher does not use batch statistics, even when the student trains on autodiff.
         let device = Device::flex().autodiff();
-        let distill = Distillation::new(&tiny_teacher(&device), &device, 0.5, 3.0);
+        let distill = Distillation::new(&untrained_parent(&device), &device, 0.5, 3.0);
         let image: Vec<f32> = (0..784)
             .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
             .collect();

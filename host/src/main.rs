@@ -203,7 +203,8 @@ struct TrainingOptions {
     /// Finetune with the trained parent as teacher: the weight of its softened outputs in the
     /// loss, (1 - X) * cross entropy + X * T^2 * KL(parent || pruned), in [0, 1]. 0 (the
     /// default) is plain cross entropy; 0.9 is the usual choice. Each step then also runs the
-    /// parent forward, which slows finetuning.
+    /// parent forward, which slows finetuning; on Fashion-MNIST at 4x fewer FLOPs it did not
+    /// beat plain finetuning (BENCHMARKS.md).
     #[arg(long, value_name = "X", default_value_t = SearchConfig::default().distill)]
     distill: f64,
     /// Temperature T that softens the parent's outputs for --distill.

@@ -107,14 +107,13 @@ pub fn train_epoch(
         let step = plan.first_step + i;
         let mode = (plan.mode)(step);
         let batch = data.to_tensors(device);
-        let soft_targets = plan.distill.map(|d| d.targets(&data, device));
         let logits = net.forward(batch.images, mode);
         let hits = count_correct(logits.clone().detach(), batch.targets.clone());
         let ce = loss_fn.forward(logits.clone(), batch.targets);
         let ce_value = ce.clone().into_scalar::<f32>();
-        let ce = match (plan.distill, soft_targets) {
-            (Some(distill), Some(targets)) => distill.loss(logits, ce, targets),
-            _ => ce,
+        let ce = match plan.distill {
+            Some(distill) => distill.loss(logits, ce, distill.targets(&data, device)),
+            None => ce,
         };
         let delta = match mode {
             GateMode::Soft { delta } => delta,
