@@ -86,6 +86,9 @@ fn main() {
     let plan = NetPlan::new(spec, GatePosition::AfterBn).expect("a valid model");
     let device: Device = Backend::Cpu.device().expect("the CPU backend");
     let train = device.clone().autodiff();
+    let macs_per_node = plan
+        .flops
+        .per_node(plan.spec.nodes.len(), &plan.full_counts());
     for (index, node) in plan.spec.nodes.iter().enumerate() {
         let Op::Conv {
             out_channels,
@@ -121,10 +124,9 @@ fn main() {
         );
         let with_weight_grad = best_ms(runs, || forward_backward(&x, &w, &g, &opts, Grad::Weight));
         let with_input_grad = best_ms(runs, || forward_backward(&x, &w, &g, &opts, Grad::Input));
-        let macs =
-            batch * out.height * out.width * out_channels * (s.channels / groups) * kernel * kernel;
+        let macs = batch as f64 * macs_per_node[index];
         println!(
-            "{{\"framework\": \"burn-flex\", \"layer\": \"{}\", \"in\": [{}, {}, {}], \"out_channels\": {}, \"kernel\": {}, \"stride\": {}, \"padding\": {}, \"groups\": {}, \"batch\": {}, \"macs\": {}, \"forward_ms\": {:.3}, \"forward_weight_grad_ms\": {:.3}, \"forward_input_grad_ms\": {:.3}}}",
+            "{{\"framework\": \"burn-flex\", \"layer\": \"{}\", \"in\": [{}, {}, {}], \"out_channels\": {}, \"kernel\": {}, \"stride\": {}, \"padding\": {}, \"groups\": {}, \"batch\": {}, \"macs\": {:.0}, \"forward_ms\": {:.3}, \"forward_weight_grad_ms\": {:.3}, \"forward_input_grad_ms\": {:.3}}}",
             node.name,
             s.channels,
             s.height,

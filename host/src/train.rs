@@ -111,7 +111,8 @@ pub fn train_epoch(
         let hits = count_correct(logits.clone().detach(), batch.targets.clone());
         let ce = loss_fn.forward(logits.clone(), batch.targets);
         let ce_value = ce.clone().into_scalar::<f32>();
-        let ce = match plan.distill {
+        // What the network is trained on besides the gate penalty.
+        let data_loss = match plan.distill {
             Some(distill) => distill.loss(logits, ce, distill.targets(&data, device)),
             None => ce,
         };
@@ -120,8 +121,8 @@ pub fn train_epoch(
             _ => 1.0,
         };
         let loss = match penalty.as_ref().and_then(|p| p.loss(&net, delta)) {
-            Some(penalty) => ce + penalty,
-            None => ce,
+            Some(penalty) => data_loss + penalty,
+            None => data_loss,
         };
         let value = loss.clone().into_scalar::<f32>();
         if !value.is_finite() {
