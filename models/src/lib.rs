@@ -6,6 +6,8 @@
 //! FLOPs and parameters of any (pruned) network. Model families ([`zoo`]) are functions that
 //! return specs.
 
+pub mod conv_gemm;
+pub mod conv_op;
 pub mod cost;
 pub mod error;
 pub mod gate;

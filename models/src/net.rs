@@ -8,9 +8,11 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AvgPool2dConfig, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::conv_op;
 use crate::cost::{CostKind, CostModel};
 use crate::error::ModelError;
 use crate::gate::{Gate, GateConfig, GateMode};
@@ -116,6 +118,31 @@ pub struct ConvBn {
     pub conv: Conv2d,
     /// Its batch norm.
     pub bn: BatchNorm,
+}
+
+impl ConvBn {
+    /// The conv alone, through [`conv_op::conv2d`] (im2col + gemm on the CPU backend) when it
+    /// has explicit padding and no bias, as every conv [`GatedNetConfig`] builds does; burn's
+    /// `Conv2d::forward` otherwise.
+    ///
+    /// # Shapes
+    /// - input: `[batch, in_channels, height, width]`
+    /// - output: `[batch, out_channels, height_out, width_out]`
+    pub fn conv_forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let conv = &self.conv;
+        match conv.padding {
+            PaddingConfig2d::Explicit(top, left, bottom, right) if conv.bias.is_none() => {
+                let options = ConvOptions::new_with_padding(
+                    conv.stride,
+                    [(top, bottom), (left, right)],
+                    conv.dilation,
+                    conv.groups,
+                );
+                conv_op::conv2d(x, conv.weight.val(), options)
+            }
+            _ => conv.forward(x),
+        }
+    }
 }
 
 /// Configuration of a [`GatedNet`].
@@ -245,7 +272,7 @@ impl GatedNet {
                         Some(gate) if plan.gate_position == at => gate.forward(y, mode),
                         _ => y,
                     };
-                    let y = unit.conv.forward(take(node.inputs[0]));
+                    let y = unit.conv_forward(take(node.inputs[0]));
                     let y = gated(y, GatePosition::BeforeBn);
                     let y = gated(unit.bn.forward(y), GatePosition::AfterBn);
                     gated(activate(y, *activation), GatePosition::AfterActivation)

@@ -1,0 +1,485 @@
+//! A 2-D convolution as im2col + one gemm per image, in all three directions of training.
+//!
+//! burn's CPU backend (flex) computes the weight gradient generically, as a convolution of the
+//! input with the output gradient as the kernel, which it runs as one skinny gemm per input
+//! channel (BENCHMARKS.md, "Per convolution"). Here every direction is the textbook lowering,
+//! with the image's columns built once and shared by a single gemm:
+//!
+//! - forward: `y_n[O, L] = W[O, K] * col_n[K, L]`
+//! - weight gradient: `dW[O, K] = sum_n dy_n[O, L] * col_n[K, L]^T`
+//! - input gradient: `dcol_n[K, L] = W[O, K]^T * dy_n[O, L]`, scattered back by col2im
+//!
+//! where `K = in_channels * kh * kw` and `L = out_h * out_w`. Images run in parallel (rayon);
+//! each gemm runs on one thread. Tensors are contiguous NCHW `f32` slices; groups are not
+//! supported (callers fall back to burn's kernels for them).
+
+use rayon::prelude::*;
+
+/// The shape of one convolution: input, kernel and output sizes, stride, padding, dilation.
+///
+/// # Shapes
+/// - input: `[batch, in_channels, in_h, in_w]`
+/// - weight: `[out_channels, in_channels, kh, kw]`
+/// - output: `[batch, out_channels, out_h, out_w]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub out_channels: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+impl ConvGeometry {
+    /// The geometry of a convolution of an input of `input` dims with a weight of `weight`
+    /// dims; the output size follows from stride, padding and dilation.
+    pub fn new(
+        input: [usize; 4],
+        weight: [usize; 4],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+    ) -> Self {
+        let [batch, in_channels, in_h, in_w] = input;
+        let [out_channels, weight_in, kh, kw] = weight;
+        assert_eq!(
+            weight_in, in_channels,
+            "conv_gemm: the weight's input channels must match the input (no groups)"
+        );
+        let out = |size: usize, k: usize, axis: usize| {
+            (size + 2 * padding[axis] - dilation[axis] * (k - 1) - 1) / stride[axis] + 1
+        };
+        Self {
+            batch,
+            in_channels,
+            in_h,
+            in_w,
+            out_channels,
+            kh,
+            kw,
+            stride,
+            padding,
+            dilation,
+            out_h: out(in_h, kh, 0),
+            out_w: out(in_w, kw, 1),
+        }
+    }
+
+    /// Rows of an image's column matrix: `in_channels * kh * kw`.
+    pub fn patch(&self) -> usize {
+        self.in_channels * self.kh * self.kw
+    }
+
+    /// Columns of an image's column matrix: `out_h * out_w`.
+    pub fn positions(&self) -> usize {
+        self.out_h * self.out_w
+    }
+
+    fn image_len(&self) -> usize {
+        self.in_channels * self.in_h * self.in_w
+    }
+
+    fn output_len(&self) -> usize {
+        self.out_channels * self.positions()
+    }
+
+    /// For kernel offset `k` along an axis, the output range whose input index
+    /// `o * stride - padding + k * dilation` lies inside `0..size`, and that index at its start.
+    fn valid(&self, axis: usize, k: usize, size: usize, out: usize) -> (usize, usize) {
+        let (s, p, d) = (self.stride[axis], self.padding[axis], self.dilation[axis]);
+        let offset = k * d;
+        // First o with o * s + offset >= p.
+        let start = if offset >= p {
+            0
+        } else {
+            (p - offset).div_ceil(s)
+        };
+        // Last o with o * s + offset - p < size, i.e. o * s < size + p - offset.
+        let end = if size + p > offset {
+            ((size + p - offset - 1) / s + 1).min(out)
+        } else {
+            0
+        };
+        (start.min(end), end)
+    }
+}
+
+/// Writes the column matrix `[K, L]` of one image `[in_channels, in_h, in_w]` into `col`.
+fn im2col(image: &[f32], g: &ConvGeometry, col: &mut [f32]) {
+    let positions = g.positions();
+    let mut row = 0;
+    for c in 0..g.in_channels {
+        let plane = &image[c * g.in_h * g.in_w..(c + 1) * g.in_h * g.in_w];
+        for i in 0..g.kh {
+            let (y0, y1) = g.valid(0, i, g.in_h, g.out_h);
+            for j in 0..g.kw {
+                let (x0, x1) = g.valid(1, j, g.in_w, g.out_w);
+                let dst = &mut col[row * positions..(row + 1) * positions];
+                dst.fill(0.0);
+                for oy in y0..y1 {
+                    let iy = oy * g.stride[0] + i * g.dilation[0] - g.padding[0];
+                    let src_row = &plane[iy * g.in_w..(iy + 1) * g.in_w];
+                    let dst_row = &mut dst[oy * g.out_w..(oy + 1) * g.out_w];
+                    if x0 >= x1 {
+                        continue;
+                    }
+                    let ix0 = x0 * g.stride[1] + j * g.dilation[1] - g.padding[1];
+                    if g.stride[1] == 1 {
+                        dst_row[x0..x1].copy_from_slice(&src_row[ix0..ix0 + (x1 - x0)]);
+                    } else {
+                        for (n, ox) in (x0..x1).enumerate() {
+                            dst_row[ox] = src_row[ix0 + n * g.stride[1]];
+                        }
+                    }
+                }
+                row += 1;
+            }
+        }
+    }
+}
+
+/// Adds the column matrix `[K, L]` back onto one image's gradient (the adjoint of [`im2col`]).
+fn col2im(col: &[f32], g: &ConvGeometry, image: &mut [f32]) {
+    let positions = g.positions();
+    let mut row = 0;
+    for c in 0..g.in_channels {
+        let plane = &mut image[c * g.in_h * g.in_w..(c + 1) * g.in_h * g.in_w];
+        for i in 0..g.kh {
+            let (y0, y1) = g.valid(0, i, g.in_h, g.out_h);
+            for j in 0..g.kw {
+                let (x0, x1) = g.valid(1, j, g.in_w, g.out_w);
+                let src = &col[row * positions..(row + 1) * positions];
+                row += 1;
+                if x0 >= x1 {
+                    continue;
+                }
+                for oy in y0..y1 {
+                    let iy = oy * g.stride[0] + i * g.dilation[0] - g.padding[0];
+                    let dst_row = &mut plane[iy * g.in_w..(iy + 1) * g.in_w];
+                    let src_row = &src[oy * g.out_w..(oy + 1) * g.out_w];
+                    let ix0 = x0 * g.stride[1] + j * g.dilation[1] - g.padding[1];
+                    for (n, ox) in (x0..x1).enumerate() {
+                        dst_row[ix0 + n * g.stride[1]] += src_row[ox];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst[m, n] (+)= lhs[m, k] * rhs[k, n]` on one thread; strides are (row, column) in elements.
+#[allow(clippy::too_many_arguments)]
+fn gemm_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_strides: [usize; 2],
+    rhs: &[f32],
+    rhs_strides: [usize; 2],
+) {
+    let last = |strides: [usize; 2], rows: usize, cols: usize| {
+        (rows - 1) * strides[0] + (cols - 1) * strides[1]
+    };
+    assert!(m > 0 && n > 0 && k > 0, "gemm_into: empty matrix");
+    assert!(dst.len() >= m * n, "gemm_into: dst too small");
+    assert!(
+        lhs.len() > last(lhs_strides, m, k),
+        "gemm_into: lhs too small"
+    );
+    assert!(
+        rhs.len() > last(rhs_strides, k, n),
+        "gemm_into: rhs too small"
+    );
+    // NOTE(unsafe): the asserts above keep every index the strides can form inside the three
+    // slices; `dst` is borrowed mutably, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_strides[1] as isize,
+            lhs_strides[0] as isize,
+            rhs.as_ptr(),
+            rhs_strides[1] as isize,
+            rhs_strides[0] as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// The forward convolution: `input` `[N, C, H, W]`, `weight` `[O, C, kh, kw]`, an optional
+/// `bias` `[O]`; returns `[N, O, out_h, out_w]`.
+pub fn conv2d_forward(
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+) -> Vec<f32> {
+    assert_eq!(
+        input.len(),
+        g.batch * g.image_len(),
+        "conv2d_forward: input"
+    );
+    assert_eq!(
+        weight.len(),
+        g.out_channels * g.patch(),
+        "conv2d_forward: weight"
+    );
+    let (k, l) = (g.patch(), g.positions());
+    let mut output = vec![0.0; g.batch * g.output_len()];
+    output
+        .par_chunks_mut(g.output_len())
+        .zip(input.par_chunks(g.image_len()))
+        .for_each_init(
+            || vec![0.0; k * l],
+            |col, (out, image)| {
+                im2col(image, g, col);
+                if let Some(bias) = bias {
+                    for (row, &b) in out.chunks_mut(l).zip(bias) {
+                        row.fill(b);
+                    }
+                }
+                gemm_into(
+                    g.out_channels,
+                    l,
+                    k,
+                    out,
+                    bias.is_some(),
+                    weight,
+                    [k, 1],
+                    col,
+                    [l, 1],
+                );
+            },
+        );
+    output
+}
+
+/// The weight gradient: `input` `[N, C, H, W]` and `output_grad` `[N, O, out_h, out_w]`;
+/// returns `[O, C, kh, kw]`.
+pub fn conv2d_weight_grad(input: &[f32], output_grad: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    assert_eq!(
+        input.len(),
+        g.batch * g.image_len(),
+        "conv2d_weight_grad: input"
+    );
+    assert_eq!(
+        output_grad.len(),
+        g.batch * g.output_len(),
+        "conv2d_weight_grad: output_grad"
+    );
+    let (k, l) = (g.patch(), g.positions());
+    let weight_len = g.out_channels * k;
+    // One partial sum per share of the batch, added up at the end: each share's gemms
+    // accumulate into memory no other thread touches.
+    let shares = rayon::current_num_threads().clamp(1, g.batch.max(1));
+    let per_share = g.batch.div_ceil(shares);
+    let partials: Vec<Vec<f32>> = (0..shares)
+        .into_par_iter()
+        .map(|share| {
+            let mut grad = vec![0.0; weight_len];
+            let mut col = vec![0.0; k * l];
+            let images = share * per_share..((share + 1) * per_share).min(g.batch);
+            for (count, n) in images.enumerate() {
+                im2col(
+                    &input[n * g.image_len()..(n + 1) * g.image_len()],
+                    g,
+                    &mut col,
+                );
+                let dy = &output_grad[n * g.output_len()..(n + 1) * g.output_len()];
+                // dW[O, K] += dy[O, L] * col[K, L]^T
+                gemm_into(
+                    g.out_channels,
+                    k,
+                    l,
+                    &mut grad,
+                    count > 0,
+                    dy,
+                    [l, 1],
+                    &col,
+                    [1, l],
+                );
+            }
+            grad
+        })
+        .collect();
+    let mut partials = partials.into_iter();
+    let mut grad = partials.next().unwrap_or_else(|| vec![0.0; weight_len]);
+    for partial in partials {
+        for (a, b) in grad.iter_mut().zip(partial) {
+            *a += b;
+        }
+    }
+    grad
+}
+
+/// The input gradient: `output_grad` `[N, O, out_h, out_w]` and `weight` `[O, C, kh, kw]`;
+/// returns `[N, C, H, W]`.
+pub fn conv2d_input_grad(output_grad: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    assert_eq!(
+        output_grad.len(),
+        g.batch * g.output_len(),
+        "conv2d_input_grad: output_grad"
+    );
+    assert_eq!(
+        weight.len(),
+        g.out_channels * g.patch(),
+        "conv2d_input_grad: weight"
+    );
+    let (k, l) = (g.patch(), g.positions());
+    let mut input_grad = vec![0.0; g.batch * g.image_len()];
+    input_grad
+        .par_chunks_mut(g.image_len())
+        .zip(output_grad.par_chunks(g.output_len()))
+        .for_each_init(
+            || vec![0.0; k * l],
+            |col, (image, dy)| {
+                // dcol[K, L] = W[O, K]^T * dy[O, L]
+                gemm_into(k, l, g.out_channels, col, false, weight, [1, k], dy, [l, 1]);
+                col2im(col, g, image);
+            },
+        );
+    input_grad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The convolution by its definition, for checking.
+    fn naive_forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+        let mut y = vec![0.0; g.batch * g.output_len()];
+        for n in 0..g.batch {
+            for o in 0..g.out_channels {
+                for oy in 0..g.out_h {
+                    for ox in 0..g.out_w {
+                        let mut acc = 0.0;
+                        for c in 0..g.in_channels {
+                            for i in 0..g.kh {
+                                for j in 0..g.kw {
+                                    let iy = (oy * g.stride[0] + i * g.dilation[0]) as isize
+                                        - g.padding[0] as isize;
+                                    let ix = (ox * g.stride[1] + j * g.dilation[1]) as isize
+                                        - g.padding[1] as isize;
+                                    if iy < 0
+                                        || ix < 0
+                                        || iy >= g.in_h as isize
+                                        || ix >= g.in_w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xi = ((n * g.in_channels + c) * g.in_h + iy as usize)
+                                        * g.in_w
+                                        + ix as usize;
+                                    let wi = ((o * g.in_channels + c) * g.kh + i) * g.kw + j;
+                                    acc += x[xi] * w[wi];
+                                }
+                            }
+                        }
+                        y[((n * g.out_channels + o) * g.out_h + oy) * g.out_w + ox] = acc;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        // A small LCG: deterministic, no dependency.
+        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    fn dot(a: &[f32], b: &[f32]) -> f64 {
+        a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
+    }
+
+    fn geometries() -> Vec<ConvGeometry> {
+        vec![
+            ConvGeometry::new([2, 3, 7, 6], [4, 3, 3, 3], [1, 1], [1, 1], [1, 1]),
+            ConvGeometry::new([3, 2, 9, 8], [5, 2, 3, 2], [2, 3], [1, 2], [1, 1]),
+            ConvGeometry::new([1, 4, 10, 10], [3, 4, 3, 3], [1, 2], [2, 0], [2, 1]),
+            ConvGeometry::new([2, 5, 4, 4], [6, 5, 1, 1], [1, 1], [0, 0], [1, 1]),
+            // Padding wider than the kernel reaches: some kernel rows see only zeros.
+            ConvGeometry::new([1, 1, 2, 3], [2, 1, 3, 3], [1, 1], [3, 3], [1, 1]),
+        ]
+    }
+
+    #[test]
+    fn forward_matches_the_definition() {
+        for (index, g) in geometries().into_iter().enumerate() {
+            let x = values(g.batch * g.image_len(), index as u32);
+            let w = values(g.out_channels * g.patch(), 100 + index as u32);
+            let bias = values(g.out_channels, 200 + index as u32);
+            let expected = naive_forward(&x, &w, &g);
+            let got = conv2d_forward(&x, &w, Some(&bias), &g);
+            for (position, (a, b)) in got.iter().zip(&expected).enumerate() {
+                let o = position / g.positions() % g.out_channels;
+                assert!(
+                    (a - b - bias[o]).abs() < 1e-5,
+                    "{g:?} at {position}: {a} vs {b}"
+                );
+            }
+            let unbiased = conv2d_forward(&x, &w, None, &g);
+            for (a, b) in unbiased.iter().zip(&expected) {
+                assert!((a - b).abs() < 1e-5, "{g:?}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// The gradients are the adjoints of the forward map: for any `dy`,
+    /// `<dy, conv(x, w)> = <dW(x, dy), w> = <dX(dy, w), x>`.
+    #[test]
+    fn gradients_are_the_adjoints_of_the_forward() {
+        for (index, g) in geometries().into_iter().enumerate() {
+            let x = values(g.batch * g.image_len(), 300 + index as u32);
+            let w = values(g.out_channels * g.patch(), 400 + index as u32);
+            let dy = values(g.batch * g.output_len(), 500 + index as u32);
+            let y = naive_forward(&x, &w, &g);
+            let reference = dot(&dy, &y);
+            let dw = conv2d_weight_grad(&x, &dy, &g);
+            let dx = conv2d_input_grad(&dy, &w, &g);
+            assert_eq!(dw.len(), w.len());
+            assert_eq!(dx.len(), x.len());
+            assert!((dot(&dw, &w) - reference).abs() < 1e-4, "{g:?}: dW");
+            assert!((dot(&dx, &x) - reference).abs() < 1e-4, "{g:?}: dX");
+        }
+    }
+
+    /// Element by element: the weight gradient of a one-image, one-channel conv is the
+    /// correlation of the input with the output gradient.
+    #[test]
+    fn weight_gradient_of_a_single_position() {
+        // 1x1 output: dW is the input patch times the one output gradient.
+        let g = ConvGeometry::new([1, 1, 2, 2], [1, 1, 2, 2], [1, 1], [0, 0], [1, 1]);
+        let dw = conv2d_weight_grad(&[1.0, 2.0, 3.0, 4.0], &[0.5], &g);
+        assert_eq!(dw, vec![0.5, 1.0, 1.5, 2.0]);
+        let dx = conv2d_input_grad(&[0.5], &[1.0, -1.0, 2.0, 0.0], &g);
+        assert_eq!(dx, vec![0.5, -0.5, 1.0, 0.0]);
+    }
+}

@@ -1,0 +1,338 @@
+//! The convolution the gated nets train with: burn's `conv2d` everywhere, except that on the
+//! flex CPU backend the forward pass and both gradients run as im2col + gemm
+//! ([`conv_gemm`](crate::conv_gemm)), with a backward pass of our own for autodiff.
+//!
+//! burn lets a crate add backend operations through a backend extension: [`ConvGemmOps`] is
+//! implemented for every backend dnal runs on; only flex overrides the default bodies (which
+//! are burn's own kernels), and `Autodiff<B>` records a backward step that calls the inner
+//! backend's gradient methods, so GPU backends keep burn's kernels unchanged.
+
+// ndarray is deprecated upstream but still a `--backend` dnal measures against: the extension
+// routes it like every backend burn is built with, and the generated routing names it too.
+#![allow(deprecated)]
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::{ConvOptions, ModuleOps};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Cube, Dispatch, Flex, NdArray, TensorMetadata, backend_extension};
+use burn::tensor::{DType, Tensor, TensorData};
+
+use crate::conv_gemm::{self, ConvGeometry};
+
+/// A 2-D convolution without bias, with its two gradients as separate operations so that a
+/// backend can replace any of them.
+///
+/// # Shapes
+/// - `x`: `[batch, in_channels, height, width]`
+/// - `weight`: `[out_channels, in_channels / groups, kh, kw]`
+/// - output and `output_grad`: `[batch, out_channels, out_h, out_w]`
+#[backend_extension(Flex, NdArray, Cube, Autodiff)]
+pub trait ConvGemmOps: Backend {
+    /// The forward convolution.
+    fn conv2d_gemm(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, None, options)
+    }
+
+    /// The gradient of the loss w.r.t. `weight`, given the gradient w.r.t. the output.
+    fn conv2d_gemm_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_weight_backward(x, weight, output_grad, options)
+    }
+
+    /// The gradient of the loss w.r.t. `x`, given the gradient w.r.t. the output.
+    fn conv2d_gemm_input_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_x_backward(x, weight, output_grad, options)
+    }
+}
+
+/// A convolution without bias: im2col + gemm on flex (forward and backward), burn's kernels on
+/// every other backend. Same arguments and result as `burn::tensor::module::conv2d` with no
+/// bias.
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, options: ConvOptions<2>) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as ConvGemmOps>::conv2d_gemm(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        options,
+    ))
+}
+
+// GPU and the slow CPU backend: burn's kernels (the trait's default bodies).
+impl ConvGemmOps for Cube {}
+impl ConvGemmOps for NdArray {}
+
+/// The geometry of a flex convolution the im2col kernels cover: `f32`, no groups, symmetric
+/// padding, a kernel that fits the padded input. `None` sends the call to burn's kernels.
+fn flex_geometry(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    options: &ConvOptions<2>,
+) -> Option<ConvGeometry> {
+    if x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
+        return None;
+    }
+    if options.groups != 1 || options.is_asymmetric() {
+        return None;
+    }
+    let dims = |t: &FlexTensor| (t.rank() == 4).then(|| t.shape().dims::<4>());
+    let (input, kernel) = (dims(x)?, dims(weight)?);
+    let padding = options.padding_begin();
+    let fits = (0..2).all(|axis| {
+        input[2 + axis] + 2 * padding[axis] > options.dilation[axis] * (kernel[2 + axis] - 1)
+    });
+    if input[1] != kernel[1] || !fits || kernel[2] == 0 || kernel[3] == 0 {
+        return None;
+    }
+    Some(ConvGeometry::new(
+        input,
+        kernel,
+        options.stride,
+        padding,
+        options.dilation,
+    ))
+}
+
+/// The tensor's elements as a contiguous `f32` slice, copying only when its layout is strided.
+fn contiguous(tensor: FlexTensor) -> FlexTensor {
+    if tensor.as_slice::<f32>().is_some() {
+        tensor
+    } else {
+        tensor.to_contiguous()
+    }
+}
+
+fn f32s(tensor: &FlexTensor) -> &[f32] {
+    tensor
+        .as_slice::<f32>()
+        .expect("made contiguous f32 by `contiguous`")
+}
+
+fn flex_tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+impl ConvGemmOps for Flex {
+    fn conv2d_gemm(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+        let Some(g) = flex_geometry(&x, &weight, &options) else {
+            return Self::conv2d(x, weight, None, options);
+        };
+        let (x, weight) = (contiguous(x), contiguous(weight));
+        let y = conv_gemm::conv2d_forward(f32s(&x), f32s(&weight), None, &g);
+        flex_tensor(y, [g.batch, g.out_channels, g.out_h, g.out_w])
+    }
+
+    fn conv2d_gemm_weight_grad(
+        x: FlexTensor,
+        weight: FlexTensor,
+        output_grad: FlexTensor,
+        options: ConvOptions<2>,
+    ) -> FlexTensor {
+        let Some(g) = flex_geometry(&x, &weight, &options) else {
+            return Self::conv2d_weight_backward(x, weight, output_grad, options);
+        };
+        let (x, dy) = (contiguous(x), contiguous(output_grad));
+        let dw = conv_gemm::conv2d_weight_grad(f32s(&x), f32s(&dy), &g);
+        flex_tensor(dw, [g.out_channels, g.in_channels, g.kh, g.kw])
+    }
+
+    fn conv2d_gemm_input_grad(
+        x: FlexTensor,
+        weight: FlexTensor,
+        output_grad: FlexTensor,
+        options: ConvOptions<2>,
+    ) -> FlexTensor {
+        let Some(g) = flex_geometry(&x, &weight, &options) else {
+            return Self::conv2d_x_backward(x, weight, output_grad, options);
+        };
+        let (weight, dy) = (contiguous(weight), contiguous(output_grad));
+        let dx = conv_gemm::conv2d_input_grad(f32s(&dy), f32s(&weight), &g);
+        flex_tensor(dx, [g.batch, g.in_channels, g.in_h, g.in_w])
+    }
+}
+
+/// The backward step of [`ConvGemmOps::conv2d_gemm`] under autodiff: both gradients come from
+/// the inner backend's `conv2d_gemm_*_grad`.
+#[derive(Debug)]
+struct Conv2dGemmBackward;
+
+impl<B: Backend + ConvGemmOps> Backward<B, 2> for Conv2dGemmBackward {
+    /// The checkpointed input and weight, and the options.
+    type State = (NodeId, NodeId, ConvOptions<2>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_weight] = ops.parents;
+        let output_grad = grads.consume::<B>(&ops.node);
+        let (x_id, weight_id, options) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_id);
+        let weight = checkpointer.retrieve_node_output::<FloatTensor<B>>(weight_id);
+        if let Some(node) = node_x {
+            let grad = B::conv2d_gemm_input_grad(
+                x.clone(),
+                weight.clone(),
+                output_grad.clone(),
+                options.clone(),
+            );
+            grads.register::<B>(node.id, grad);
+        }
+        if let Some(node) = node_weight {
+            let grad = B::conv2d_gemm_weight_grad(x, weight, output_grad, options);
+            grads.register::<B>(node.id, grad);
+        }
+    }
+}
+
+impl<B: Backend + ConvGemmOps, C: CheckpointStrategy> ConvGemmOps for Autodiff<B, C> {
+    fn conv2d_gemm(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        match Conv2dGemmBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_id = prep.checkpoint(&x);
+                let weight_id = prep.checkpoint(&weight);
+                let y =
+                    B::conv2d_gemm(x.into_primitive(), weight.into_primitive(), options.clone());
+                prep.finish((x_id, weight_id, options), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::conv2d_gemm(
+                x.into_primitive(),
+                weight.into_primitive(),
+                options,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::module::conv2d as burn_conv2d;
+    use burn::tensor::{Device, Distribution};
+
+    use super::*;
+
+    fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    /// Output, input gradient and weight gradient of `conv` on the autodiff `device`, for
+    /// the loss `sum(y * r)` with a fixed random `r`.
+    fn run(
+        device: &Device,
+        conv: impl Fn(Tensor<4>, Tensor<4>) -> Tensor<4>,
+        x: &Tensor<4>,
+        w: &Tensor<4>,
+        r: &Tensor<4>,
+    ) -> [Tensor<4>; 3] {
+        let on = |t: &Tensor<4>| Tensor::<4>::from_data(t.to_data(), device);
+        let (x, w) = (on(x).require_grad(), on(w).require_grad());
+        let y = conv(x.clone(), w.clone());
+        let grads = (y.clone() * on(r)).sum().backward();
+        let dx = x.grad(&grads).expect("x is tracked");
+        let dw = w.grad(&grads).expect("w is tracked");
+        [y.inner(), dx, dw]
+    }
+
+    /// On flex (im2col kernels) and ndarray (burn's, through the extension's routing), the
+    /// output and both gradients equal burn's own conv2d's, for strides, padding, dilation,
+    /// and the shapes the kernels hand back to burn (groups, asymmetric padding).
+    #[test]
+    fn output_and_gradients_match_burns_conv2d() {
+        let cases: Vec<([usize; 4], [usize; 4], ConvOptions<2>)> = vec![
+            (
+                [4, 3, 9, 9],
+                [8, 3, 3, 3],
+                ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+            ),
+            (
+                [2, 5, 11, 8],
+                [6, 5, 3, 2],
+                ConvOptions::new([2, 1], [1, 0], [1, 2], 1),
+            ),
+            (
+                [3, 4, 6, 6],
+                [4, 4, 1, 1],
+                ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+            ),
+            // Handed back to burn: depthwise, and asymmetric padding.
+            (
+                [2, 4, 7, 7],
+                [4, 1, 3, 3],
+                ConvOptions::new([1, 1], [1, 1], [1, 1], 4),
+            ),
+            (
+                [2, 3, 7, 7],
+                [5, 3, 3, 3],
+                ConvOptions::new_with_padding([1, 1], [(0, 1), (1, 0)], [1, 1], 1),
+            ),
+        ];
+        for device in [Device::flex(), Device::ndarray()] {
+            for (input, kernel, options) in &cases {
+                let host = Device::flex();
+                let x = Tensor::<4>::random(*input, Distribution::Normal(0.0, 1.0), &host);
+                let w = Tensor::<4>::random(*kernel, Distribution::Normal(0.0, 0.5), &host);
+                let y = burn_conv2d(x.clone(), w.clone(), None, options.clone());
+                let r = Tensor::<4>::random(y.dims(), Distribution::Normal(0.0, 1.0), &host);
+                let autodiff = device.clone().autodiff();
+                let ours = run(&autodiff, |x, w| conv2d(x, w, options.clone()), &x, &w, &r);
+                let theirs = run(
+                    &autodiff,
+                    |x, w| burn_conv2d(x, w, None, options.clone()),
+                    &x,
+                    &w,
+                    &r,
+                );
+                for (name, (a, b)) in ["output", "dX", "dW"]
+                    .iter()
+                    .zip(ours.into_iter().zip(theirs))
+                {
+                    let back = |t: Tensor<4>| Tensor::<4>::from_data(t.to_data(), &host);
+                    let diff = max_abs_diff(back(a), back(b));
+                    assert!(
+                        diff < 1e-4,
+                        "{device:?} {input:?} {kernel:?} {options:?}: {name} differs by {diff}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Without autodiff the extension is a plain forward pass.
+    #[test]
+    fn inference_device_gives_the_forward_pass() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([2, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+        let w = Tensor::<4>::random([4, 3, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+        let options = ConvOptions::new([2, 2], [1, 1], [1, 1], 1);
+        let ours = conv2d(x.clone(), w.clone(), options.clone());
+        let theirs = burn_conv2d(x, w, None, options);
+        assert!(max_abs_diff(ours, theirs) < 1e-4);
+    }
+}
