@@ -165,8 +165,16 @@ fn col2im(col: &[f32], g: &ConvGeometry, image: &mut [f32]) {
                     let dst_row = &mut plane[iy * g.in_w..(iy + 1) * g.in_w];
                     let src_row = &src[oy * g.out_w..(oy + 1) * g.out_w];
                     let ix0 = x0 * g.stride[1] + j * g.dilation[1] - g.padding[1];
-                    for (n, ox) in (x0..x1).enumerate() {
-                        dst_row[ix0 + n * g.stride[1]] += src_row[ox];
+                    if g.stride[1] == 1 {
+                        // Contiguous on both sides: a loop the compiler vectorises.
+                        let dst = &mut dst_row[ix0..ix0 + (x1 - x0)];
+                        for (d, &s) in dst.iter_mut().zip(&src_row[x0..x1]) {
+                            *d += s;
+                        }
+                    } else {
+                        for (n, ox) in (x0..x1).enumerate() {
+                            dst_row[ix0 + n * g.stride[1]] += src_row[ox];
+                        }
                     }
                 }
             }

@@ -6,6 +6,8 @@
 //! FLOPs and parameters of any (pruned) network. Model families ([`zoo`]) are functions that
 //! return specs.
 
+pub mod batch_norm_fused;
+pub mod batch_norm_op;
 pub mod conv_gemm;
 pub mod conv_op;
 pub mod cost;

@@ -12,12 +12,12 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::conv_op;
 use crate::cost::{CostKind, CostModel};
 use crate::error::ModelError;
 use crate::gate::{Gate, GateConfig, GateMode};
 use crate::groups::ChannelGroups;
 use crate::spec::{Activation, NetSpec, Op, ValueShape};
+use crate::{batch_norm_op, conv_op};
 
 /// Where a conv block applies its gate (the paper's ablation; `AfterBn` is its best).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +142,33 @@ impl ConvBn {
             }
             _ => conv.forward(x),
         }
+    }
+
+    /// The batch norm alone: in training (an autodiff device and a batch norm that is not
+    /// frozen) through [`batch_norm_op::batch_norm_train`] (fused passes on the CPU backend)
+    /// with burn's running-statistics update; otherwise burn's `BatchNorm::forward`.
+    ///
+    /// # Shapes
+    /// - input and output: `[batch, channels, height, width]`
+    pub fn bn_forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let bn = &self.bn;
+        if !(x.device().is_autodiff() && bn.training.is_enabled()) {
+            return bn.forward(x);
+        }
+        let device = x.device();
+        let result = batch_norm_op::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+        // The same exponential moving average as burn's BatchNorm.
+        let momentum = bn.momentum;
+        let update = |state: &burn::module::RunningState<Tensor<1>>, batch: Tensor<1>| {
+            let running = state.value_sync().to_device(&device);
+            let running = running
+                .mul_scalar(1.0 - momentum)
+                .add(batch.detach().mul_scalar(momentum));
+            state.update(running.detach());
+        };
+        update(&bn.running_mean, result.mean);
+        update(&bn.running_var, result.variance);
+        result.output
     }
 }
 
@@ -274,7 +301,7 @@ impl GatedNet {
                     };
                     let y = unit.conv_forward(take(node.inputs[0]));
                     let y = gated(y, GatePosition::BeforeBn);
-                    let y = gated(unit.bn.forward(y), GatePosition::AfterBn);
+                    let y = gated(unit.bn_forward(y), GatePosition::AfterBn);
                     gated(activate(y, *activation), GatePosition::AfterActivation)
                 }
                 Op::MaxPool { kernel, stride } => MaxPool2dConfig::new([*kernel, *kernel])

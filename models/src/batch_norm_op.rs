@@ -1,0 +1,331 @@
+//! Batch norm in training mode for the gated nets: burn's `batch_norm_train` everywhere,
+//! except on the flex CPU backend, where forward and backward run as the fused passes of
+//! [`batch_norm_fused`](crate::batch_norm_fused), with a backward step of our own for autodiff.
+//!
+//! Same structure as [`conv_op`](crate::conv_op): a backend extension whose default bodies are
+//! burn's kernels, overridden for flex only.
+
+// ndarray is deprecated upstream but still a `--backend` dnal measures against: the extension
+// routes it like every backend burn is built with, and the generated routing names it too.
+#![allow(deprecated)]
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::ModuleOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{
+    AutodiffBackend, Backend, Cube, Dispatch, Flex, NdArray, TensorMetadata, backend_extension,
+};
+use burn::tensor::{DType, Tensor, TensorData};
+
+use crate::batch_norm_fused::{self, NormShape};
+
+/// Batch norm with batch statistics, and its gradients, as operations a backend can replace.
+///
+/// # Shapes
+/// - `x`, output and `output_grad`: `[batch, channels, height, width]`
+/// - `gamma`, `beta`, `mean`, `variance` and their gradients: `[channels]`
+#[backend_extension(Flex, NdArray, Cube, Autodiff)]
+pub trait BatchNormTrainOps: Backend {
+    /// The normalised output, the batch mean and the biased batch variance.
+    fn batch_norm_train_fused(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let result = Self::batch_norm_train(x, gamma, beta, epsilon);
+        (result.output, result.mean, result.variance)
+    }
+
+    /// The gradients w.r.t. `x`, `gamma` and `beta`, given the output's gradient and the
+    /// statistics the forward pass returned.
+    fn batch_norm_train_fused_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let grads = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
+        (grads.x_grad, grads.gamma_grad, grads.beta_grad)
+    }
+}
+
+/// What [`batch_norm_train`] returns.
+#[derive(Debug, Clone)]
+pub struct BatchNormTrainOutput {
+    /// The normalised, scaled and shifted input.
+    pub output: Tensor<4>,
+    /// The batch mean per channel (not tracked by autodiff).
+    pub mean: Tensor<1>,
+    /// The biased batch variance per channel (not tracked by autodiff).
+    pub variance: Tensor<1>,
+}
+
+/// Batch norm with batch statistics: the fused kernels on flex, burn's everywhere else. Same
+/// results as `burn::tensor::module::batch_norm_train`.
+pub fn batch_norm_train(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+) -> BatchNormTrainOutput {
+    let (output, mean, variance) = <Dispatch as BatchNormTrainOps>::batch_norm_train_fused(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        epsilon,
+    );
+    BatchNormTrainOutput {
+        output: Tensor::from_dispatch(output),
+        mean: Tensor::from_dispatch(mean),
+        variance: Tensor::from_dispatch(variance),
+    }
+}
+
+// GPU and the slow CPU backend: burn's kernels (the trait's default bodies).
+impl BatchNormTrainOps for Cube {}
+impl BatchNormTrainOps for NdArray {}
+
+/// The layout of a flex activation the fused kernels cover: `f32`, rank 4. `None` sends the
+/// call to burn's kernels.
+fn flex_shape(x: &FlexTensor, per_channel: &[&FlexTensor]) -> Option<NormShape> {
+    let all_f32 = per_channel.iter().all(|t| t.dtype() == DType::F32);
+    if x.dtype() != DType::F32 || x.rank() != 4 || !all_f32 {
+        return None;
+    }
+    let [batch, channels, height, width] = x.shape().dims::<4>();
+    Some(NormShape {
+        batch,
+        channels,
+        spatial: height * width,
+    })
+}
+
+/// The tensor as a contiguous `f32` buffer, copying only when its layout is strided.
+fn contiguous(tensor: FlexTensor) -> FlexTensor {
+    if tensor.as_slice::<f32>().is_some() {
+        tensor
+    } else {
+        tensor.to_contiguous()
+    }
+}
+
+fn f32s(tensor: &FlexTensor) -> &[f32] {
+    tensor
+        .as_slice::<f32>()
+        .expect("made contiguous f32 by `contiguous`")
+}
+
+fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+impl BatchNormTrainOps for Flex {
+    fn batch_norm_train_fused(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let Some(shape) = flex_shape(&x, &[&gamma, &beta]) else {
+            let result = Self::batch_norm_train(x, gamma, beta, epsilon);
+            return (result.output, result.mean, result.variance);
+        };
+        let dims = x.shape().dims::<4>();
+        let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
+        let out = batch_norm_fused::batch_norm_train(
+            f32s(&x),
+            f32s(&gamma),
+            f32s(&beta),
+            epsilon,
+            &shape,
+        );
+        (
+            flex_tensor(out.output, dims),
+            flex_tensor(out.mean, [shape.channels]),
+            flex_tensor(out.variance, [shape.channels]),
+        )
+    }
+
+    fn batch_norm_train_fused_backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        mean: FlexTensor,
+        variance: FlexTensor,
+        epsilon: f64,
+        output_grad: FlexTensor,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let Some(shape) = flex_shape(&x, &[&gamma, &mean, &variance, &output_grad]) else {
+            let grads =
+                Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
+            return (grads.x_grad, grads.gamma_grad, grads.beta_grad);
+        };
+        let dims = x.shape().dims::<4>();
+        let [x, gamma, mean, variance, output_grad] =
+            [x, gamma, mean, variance, output_grad].map(contiguous);
+        let grads = batch_norm_fused::batch_norm_train_backward(
+            f32s(&x),
+            f32s(&gamma),
+            f32s(&mean),
+            f32s(&variance),
+            epsilon,
+            f32s(&output_grad),
+            &shape,
+        );
+        (
+            flex_tensor(grads.x, dims),
+            flex_tensor(grads.gamma, [shape.channels]),
+            flex_tensor(grads.beta, [shape.channels]),
+        )
+    }
+}
+
+/// The backward step of [`BatchNormTrainOps::batch_norm_train_fused`] under autodiff.
+#[derive(Debug)]
+struct BatchNormTrainBackward;
+
+impl<B: Backend + BatchNormTrainOps> Backward<B, 3> for BatchNormTrainBackward {
+    /// The checkpointed input and gamma, the batch statistics and epsilon.
+    type State = (NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, f64);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let output_grad = grads.consume::<B>(&ops.node);
+        let (x_id, gamma_id, mean, variance, epsilon) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_id);
+        let gamma = checkpointer.retrieve_node_output::<FloatTensor<B>>(gamma_id);
+        let (x_grad, gamma_grad, beta_grad) =
+            B::batch_norm_train_fused_backward(x, gamma, mean, variance, epsilon, output_grad);
+        for (node, grad) in [
+            (node_x, x_grad),
+            (node_gamma, gamma_grad),
+            (node_beta, beta_grad),
+        ] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: Backend + BatchNormTrainOps, C: CheckpointStrategy> BatchNormTrainOps for Autodiff<B, C> {
+    fn batch_norm_train_fused(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        match BatchNormTrainBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_id = prep.checkpoint(&x);
+                let gamma_id = prep.checkpoint(&gamma);
+                let (output, mean, variance) = B::batch_norm_train_fused(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                );
+                let state = (x_id, gamma_id, mean.clone(), variance.clone(), epsilon);
+                (
+                    prep.finish(state, output),
+                    Self::from_inner(mean),
+                    Self::from_inner(variance),
+                )
+            }
+            OpsKind::UnTracked(prep) => {
+                let (output, mean, variance) = B::batch_norm_train_fused(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                );
+                (
+                    prep.finish(output),
+                    Self::from_inner(mean),
+                    Self::from_inner(variance),
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::module::batch_norm_train as burn_batch_norm_train;
+    use burn::tensor::{Device, Distribution};
+
+    use super::*;
+
+    fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        let host = Device::flex();
+        let back = |t: Tensor<D>| Tensor::<D>::from_data(t.to_data(), &host);
+        (back(a) - back(b)).abs().max().into_scalar::<f32>()
+    }
+
+    /// On flex (fused kernels) and ndarray (burn's, through the extension's routing), the
+    /// output, the statistics and the gradients w.r.t. x, gamma and beta equal burn's own
+    /// batch_norm_train's.
+    #[test]
+    fn output_statistics_and_gradients_match_burns_batch_norm() {
+        let host = Device::flex();
+        for device in [Device::flex(), Device::ndarray()] {
+            for dims in [[4, 3, 5, 5], [2, 6, 3, 7], [8, 2, 1, 1]] {
+                let x = Tensor::<4>::random(dims, Distribution::Normal(2.0, 3.0), &host);
+                let gamma = Tensor::<1>::random([dims[1]], Distribution::Normal(1.0, 0.5), &host);
+                let beta = Tensor::<1>::random([dims[1]], Distribution::Normal(0.0, 0.5), &host);
+                let r = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &host);
+                let device = device.clone().autodiff();
+                let on4 = |t: &Tensor<4>| Tensor::<4>::from_data(t.to_data(), &device);
+                let on1 = |t: &Tensor<1>| Tensor::<1>::from_data(t.to_data(), &device);
+                let run = |fused: bool| {
+                    let (x, gamma, beta) = (
+                        on4(&x).require_grad(),
+                        on1(&gamma).require_grad(),
+                        on1(&beta).require_grad(),
+                    );
+                    let (output, mean, variance) = if fused {
+                        let out = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
+                        (out.output, out.mean, out.variance)
+                    } else {
+                        let out =
+                            burn_batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
+                        (out.output, out.mean, out.variance)
+                    };
+                    let grads = (output.clone() * on4(&r)).sum().backward();
+                    (
+                        output.inner(),
+                        mean.inner(),
+                        variance.inner(),
+                        x.grad(&grads).expect("x is tracked"),
+                        gamma.grad(&grads).expect("gamma is tracked"),
+                        beta.grad(&grads).expect("beta is tracked"),
+                    )
+                };
+                let (ours, theirs) = (run(true), run(false));
+                let context = format!("{device:?} {dims:?}");
+                assert!(max_abs_diff(ours.0, theirs.0) < 1e-4, "{context}: output");
+                assert!(max_abs_diff(ours.1, theirs.1) < 1e-4, "{context}: mean");
+                assert!(max_abs_diff(ours.2, theirs.2) < 1e-3, "{context}: variance");
+                assert!(max_abs_diff(ours.3, theirs.3) < 1e-4, "{context}: dx");
+                assert!(max_abs_diff(ours.4, theirs.4) < 1e-3, "{context}: dgamma");
+                assert!(max_abs_diff(ours.5, theirs.5) < 1e-3, "{context}: dbeta");
+            }
+        }
+    }
+}
