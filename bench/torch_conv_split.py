@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """The PyTorch side of bench/conv_split.sh: reads the JSON lines of dnal's `conv_split`
-example (one per conv layer), times the same convolutions in PyTorch the same way (the best of
-RUNS calls after a warm-up: forward; forward + weight gradient; forward + input gradient) and
-prints a Markdown table of both, with the ratios.
+example (one file per kernel set, one line per conv layer), times the same convolutions in
+PyTorch the same way (the best of RUNS calls after a warm-up: forward; forward + weight
+gradient; forward + input gradient) and prints a Markdown table of all, with the ratios.
 
-    python3 bench/torch_conv_split.py BURN.jsonl --threads 2 --runs 9
+    python3 bench/torch_conv_split.py FLEX.jsonl DNAL.jsonl --threads 2 --runs 9
 """
 import argparse
 import json
@@ -52,31 +52,44 @@ def time_layer(layer, runs):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("burn_jsonl")
+    p.add_argument("jsonl", nargs="+", help="conv_split output, one file per kernel set")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--runs", type=int, default=21)
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    layers = [json.loads(line) for line in open(a.burn_jsonl) if line.startswith("{")]
-    print(f"burn flex against PyTorch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"batch {layers[0]['batch']}, milliseconds (best of {a.runs} calls)\n")
-    print("| layer | input | out | MACs | flex fwd | torch fwd | flex fwd+dW | torch fwd+dW "
-          "| flex fwd+dX | torch fwd+dX | flex/torch fwd | fwd+dW | fwd+dX |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    totals = [0.0] * 6
-    for layer in layers:
-        t_fwd, t_dw, t_dx = time_layer(layer, a.runs)
-        b = (layer["forward_ms"], layer["forward_weight_grad_ms"], layer["forward_input_grad_ms"])
-        for i, v in enumerate((b[0], t_fwd, b[1], t_dw, b[2], t_dx)):
-            totals[i] += v
+    runs = [[json.loads(line) for line in open(f) if line.startswith("{")] for f in a.jsonl]
+    names = [r[0]["framework"] for r in runs]
+    layers = runs[0]
+    print(f"{', '.join(names)} against PyTorch {torch.__version__} ({torch.get_num_threads()} "
+          f"threads), batch {layers[0]['batch']}, milliseconds (best of {a.runs} calls)\n")
+    directions = [("fwd", "forward_ms"), ("fwd+dW", "forward_weight_grad_ms"),
+                  ("fwd+dX", "forward_input_grad_ms")]
+    head = ["layer", "input", "out", "MACs"]
+    for d, _ in directions:
+        head += [f"{n} {d}" for n in names] + [f"torch {d}"]
+    head += [f"{n}/torch {d}" for d, _ in directions for n in names]
+    print("| " + " | ".join(head) + " |")
+    print("|---|---|" + "---:|" * (len(head) - 2))
+    totals = {}
+    for i, layer in enumerate(layers):
+        torch_ms = time_layer(layer, a.runs)
+        cells, ratios = [], []
+        for j, (_, key) in enumerate(directions):
+            for n, r in zip(names, runs):
+                v = r[i][key]
+                totals[(n, j)] = totals.get((n, j), 0.0) + v
+                cells.append(f"{v:.2f}")
+                ratios.append((n, j, v / torch_ms[j]))
+            totals[("torch", j)] = totals.get(("torch", j), 0.0) + torch_ms[j]
+            cells.append(f"{torch_ms[j]:.2f}")
+        ratio_cells = [f"{x:.2f}" for j in range(3) for (n, jj, x) in ratios if jj == j]
         c, h, w = layer["in"]
-        print(f"| {layer['layer']} | {c}x{h}x{w} | {layer['out_channels']} | {layer['macs']:,} "
-              f"| {b[0]:.2f} | {t_fwd:.2f} | {b[1]:.2f} | {t_dw:.2f} | {b[2]:.2f} | {t_dx:.2f} "
-              f"| {b[0] / t_fwd:.2f} | {b[1] / t_dw:.2f} | {b[2] / t_dx:.2f} |")
-    f = totals
-    print(f"| all | | | | {f[0]:.2f} | {f[1]:.2f} | {f[2]:.2f} | {f[3]:.2f} | {f[4]:.2f} "
-          f"| {f[5]:.2f} | {f[0] / f[1]:.2f} | {f[2] / f[3]:.2f} | {f[4] / f[5]:.2f} |")
+        print(f"| {layer['layer']} | {c}x{h}x{w} | {layer['out_channels']} | {layer['macs']:,} | "
+              + " | ".join(cells + ratio_cells) + " |")
+    cells = [f"{totals[(n, j)]:.2f}" for j in range(3) for n in names + ["torch"]]
+    ratio_cells = [f"{totals[(n, j)] / totals[('torch', j)]:.2f}" for j in range(3) for n in names]
+    print("| all | | | | " + " | ".join(cells + ratio_cells) + " |")
 
 
 if __name__ == "__main__":

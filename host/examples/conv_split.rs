@@ -1,8 +1,10 @@
 //! Where a training step's convolution time goes: for every conv layer of a model, the
 //! milliseconds of its forward pass, of forward + the weight gradient, and of forward + the
-//! input gradient, at one batch size, on burn's CPU backend. Prints one JSON line per layer.
+//! input gradient, at one batch size, on the CPU backend, with dnal's kernels (`--kernels
+//! dnal`, the default: `dnal_models::conv_op`, im2col + gemm) or burn flex's own (`--kernels
+//! burn`). Prints one JSON line per layer.
 //!
-//! `bench/conv_split.sh` runs it next to PyTorch on the same layers.
+//! `bench/conv_split.sh` runs both next to PyTorch on the same layers.
 //!
 //! ```text
 //! cargo run --release --example conv_split -- --model vgg-small --input 1,28,28 --batch 64
@@ -10,10 +12,11 @@
 
 use std::time::Instant;
 
-use burn::tensor::module::conv2d;
+use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use dnal::backend::Backend;
+use dnal_models::conv_op::conv2d as dnal_conv2d;
 use dnal_models::{GatePosition, NetPlan, Op, ValueShape, model_spec};
 
 /// The fastest of `runs` calls of `f` in milliseconds, after one warm-up call: the best case
@@ -37,8 +40,34 @@ enum Grad {
     Input,
 }
 
+/// Whose convolution kernels run.
+#[derive(Clone, Copy)]
+enum Kernels {
+    /// burn flex's `conv2d`.
+    Burn,
+    /// dnal's `conv_op::conv2d` (what `GatedNet` trains with).
+    Dnal,
+}
+
+impl Kernels {
+    fn conv2d(self, x: Tensor<4>, w: Tensor<4>, opts: &ConvOptions<2>) -> Tensor<4> {
+        match self {
+            Kernels::Burn => burn_conv2d(x, w, None, opts.clone()),
+            Kernels::Dnal => dnal_conv2d(x, w, opts.clone()),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kernels::Burn => "burn-flex",
+            Kernels::Dnal => "dnal",
+        }
+    }
+}
+
 /// Forward and backward of one conv on the autodiff device; waits for the gradient.
 fn forward_backward(
+    kernels: Kernels,
     x: &Tensor<4>,
     w: &Tensor<4>,
     g: &Tensor<4>,
@@ -49,7 +78,7 @@ fn forward_backward(
         Grad::Weight => (x.clone(), w.clone().require_grad()),
         Grad::Input => (x.clone().require_grad(), w.clone()),
     };
-    let y = conv2d(x.clone(), w.clone(), None, opts.clone());
+    let y = kernels.conv2d(x.clone(), w.clone(), opts);
     let grads = (y * g.clone()).sum().backward();
     let tracked = match grad {
         Grad::Weight => w,
@@ -67,6 +96,7 @@ fn main() {
     let mut input = ValueShape::new(1, 28, 28);
     let mut batch = 64;
     let mut runs = 21;
+    let mut kernels = Kernels::Dnal;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -78,6 +108,13 @@ fn main() {
             }
             "--batch" => batch = value().parse().unwrap(),
             "--runs" => runs = value().parse().unwrap(),
+            "--kernels" => {
+                kernels = match value().as_str() {
+                    "burn" => Kernels::Burn,
+                    "dnal" => Kernels::Dnal,
+                    other => panic!("--kernels is burn or dnal, not {other}"),
+                }
+            }
             other => panic!("unknown flag {other}"),
         }
     }
@@ -114,7 +151,7 @@ fn main() {
             Tensor::<4>::random(w_shape, normal, &device),
         );
         let forward = best_ms(runs, || {
-            let y = conv2d(x.clone(), w.clone(), None, opts.clone());
+            let y = kernels.conv2d(x.clone(), w.clone(), &opts);
             let _ = y.sum().into_scalar::<f32>();
         });
         let (x, w, g) = (
@@ -122,11 +159,16 @@ fn main() {
             Tensor::<4>::random(w_shape, normal, &train),
             Tensor::<4>::random(g_shape, normal, &train),
         );
-        let with_weight_grad = best_ms(runs, || forward_backward(&x, &w, &g, &opts, Grad::Weight));
-        let with_input_grad = best_ms(runs, || forward_backward(&x, &w, &g, &opts, Grad::Input));
+        let with_weight_grad = best_ms(runs, || {
+            forward_backward(kernels, &x, &w, &g, &opts, Grad::Weight)
+        });
+        let with_input_grad = best_ms(runs, || {
+            forward_backward(kernels, &x, &w, &g, &opts, Grad::Input)
+        });
         let macs = batch as f64 * macs_per_node[index];
         println!(
-            "{{\"framework\": \"burn-flex\", \"layer\": \"{}\", \"in\": [{}, {}, {}], \"out_channels\": {}, \"kernel\": {}, \"stride\": {}, \"padding\": {}, \"groups\": {}, \"batch\": {}, \"macs\": {:.0}, \"forward_ms\": {:.3}, \"forward_weight_grad_ms\": {:.3}, \"forward_input_grad_ms\": {:.3}}}",
+            "{{\"framework\": \"{}\", \"layer\": \"{}\", \"in\": [{}, {}, {}], \"out_channels\": {}, \"kernel\": {}, \"stride\": {}, \"padding\": {}, \"groups\": {}, \"batch\": {}, \"macs\": {:.0}, \"forward_ms\": {:.3}, \"forward_weight_grad_ms\": {:.3}, \"forward_input_grad_ms\": {:.3}}}",
+            kernels.name(),
             node.name,
             s.channels,
             s.height,

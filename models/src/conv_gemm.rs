@@ -1,19 +1,26 @@
-//! A 2-D convolution as im2col + one gemm per image, in all three directions of training.
+//! A 2-D convolution as im2col + one gemm per group of images, in all three directions of
+//! training.
 //!
 //! burn's CPU backend (flex) computes the weight gradient generically, as a convolution of the
 //! input with the output gradient as the kernel, which it runs as one skinny gemm per input
 //! channel (BENCHMARKS.md, "Per convolution"). Here every direction is the textbook lowering,
-//! with the image's columns built once and shared by a single gemm:
+//! with the columns of a group of images built once and shared by a single gemm:
 //!
-//! - forward: `y_n[O, L] = W[O, K] * col_n[K, L]`
-//! - weight gradient: `dW[O, K] = sum_n dy_n[O, L] * col_n[K, L]^T`
-//! - input gradient: `dcol_n[K, L] = W[O, K]^T * dy_n[O, L]`, scattered back by col2im
+//! - forward: `y[O, G*L] = W[O, K] * col[K, G*L]`
+//! - weight gradient: `dW[O, K] = sum over groups of dy[O, G*L] * col[K, G*L]^T`
+//! - input gradient: `dcol[K, G*L] = W[O, K]^T * dy[O, G*L]`, scattered back by col2im
 //!
-//! where `K = in_channels * kh * kw` and `L = out_h * out_w`. Images run in parallel (rayon);
-//! each gemm runs on one thread. Tensors are contiguous NCHW `f32` slices; groups are not
-//! supported (callers fall back to burn's kernels for them).
+//! where `K = in_channels * kh * kw`, `L = out_h * out_w` and `G` images side by side make
+//! the gemm at least [`MIN_GEMM_COLUMNS`] wide (one image at 28x28, several in the small late
+//! layers, where a gemm per image would be too narrow to run at speed). Groups run in
+//! parallel (rayon); each gemm runs on one thread. Tensors are contiguous NCHW `f32` slices;
+//! groups of channels are not supported (callers fall back to burn's kernels for them).
 
 use rayon::prelude::*;
+
+/// The narrowest gemm (in output positions) worth running: narrower layers put several images
+/// side by side.
+pub const MIN_GEMM_COLUMNS: usize = 512;
 
 /// The shape of one convolution: input, kernel and output sizes, stride, padding, dilation.
 ///
@@ -90,6 +97,14 @@ impl ConvGeometry {
         self.out_channels * self.positions()
     }
 
+    /// Images per gemm: enough for [`MIN_GEMM_COLUMNS`] columns, at least one, no more than
+    /// an even share of the batch per thread.
+    fn group(&self) -> usize {
+        let wanted = MIN_GEMM_COLUMNS.div_ceil(self.positions().max(1));
+        let share = self.batch.div_ceil(rayon::current_num_threads().max(1));
+        wanted.min(share).max(1)
+    }
+
     /// For kernel offset `k` along an axis, the output range whose input index
     /// `o * stride - padding + k * dilation` lies inside `0..size`, and that index at its start.
     fn valid(&self, axis: usize, k: usize, size: usize, out: usize) -> (usize, usize) {
@@ -111,8 +126,9 @@ impl ConvGeometry {
     }
 }
 
-/// Writes the column matrix `[K, L]` of one image `[in_channels, in_h, in_w]` into `col`.
-fn im2col(image: &[f32], g: &ConvGeometry, col: &mut [f32]) {
+/// Writes the column matrix `[K, L]` of one image `[in_channels, in_h, in_w]` into `col`,
+/// row `r` at `col[r * row_stride..][..L]` (`row_stride` > L when images sit side by side).
+fn im2col(image: &[f32], g: &ConvGeometry, col: &mut [f32], row_stride: usize) {
     let positions = g.positions();
     let mut row = 0;
     for c in 0..g.in_channels {
@@ -121,7 +137,7 @@ fn im2col(image: &[f32], g: &ConvGeometry, col: &mut [f32]) {
             let (y0, y1) = g.valid(0, i, g.in_h, g.out_h);
             for j in 0..g.kw {
                 let (x0, x1) = g.valid(1, j, g.in_w, g.out_w);
-                let dst = &mut col[row * positions..(row + 1) * positions];
+                let dst = &mut col[row * row_stride..row * row_stride + positions];
                 dst.fill(0.0);
                 for oy in y0..y1 {
                     let iy = oy * g.stride[0] + i * g.dilation[0] - g.padding[0];
@@ -145,8 +161,9 @@ fn im2col(image: &[f32], g: &ConvGeometry, col: &mut [f32]) {
     }
 }
 
-/// Adds the column matrix `[K, L]` back onto one image's gradient (the adjoint of [`im2col`]).
-fn col2im(col: &[f32], g: &ConvGeometry, image: &mut [f32]) {
+/// Adds the column matrix `[K, L]` back onto one image's gradient (the adjoint of [`im2col`],
+/// with the same `row_stride`).
+fn col2im(col: &[f32], g: &ConvGeometry, image: &mut [f32], row_stride: usize) {
     let positions = g.positions();
     let mut row = 0;
     for c in 0..g.in_channels {
@@ -155,7 +172,7 @@ fn col2im(col: &[f32], g: &ConvGeometry, image: &mut [f32]) {
             let (y0, y1) = g.valid(0, i, g.in_h, g.out_h);
             for j in 0..g.kw {
                 let (x0, x1) = g.valid(1, j, g.in_w, g.out_w);
-                let src = &col[row * positions..(row + 1) * positions];
+                let src = &col[row * row_stride..row * row_stride + positions];
                 row += 1;
                 if x0 >= x1 {
                     continue;
@@ -235,6 +252,30 @@ fn gemm_into(
     }
 }
 
+/// Puts the `[rows, L]` blocks of consecutive images (one after the other in `images`) side
+/// by side in `wide` `[rows, count * L]`.
+fn gather_side_by_side(images: &[f32], wide: &mut [f32], rows: usize, positions: usize) {
+    let count = images.len() / (rows * positions);
+    let width = count * positions;
+    for (image, block) in images.chunks(rows * positions).enumerate() {
+        for (row, src) in block.chunks(positions).enumerate() {
+            wide[row * width + image * positions..][..positions].copy_from_slice(src);
+        }
+    }
+}
+
+/// The inverse of [`gather_side_by_side`]: `wide` `[rows, count * L]` back to consecutive
+/// `[rows, L]` blocks in `images`.
+fn scatter_side_by_side(wide: &[f32], images: &mut [f32], rows: usize, positions: usize) {
+    let count = images.len() / (rows * positions);
+    let width = count * positions;
+    for (image, block) in images.chunks_mut(rows * positions).enumerate() {
+        for (row, dst) in block.chunks_mut(positions).enumerate() {
+            dst.copy_from_slice(&wide[row * width + image * positions..][..positions]);
+        }
+    }
+}
+
 /// The forward convolution: `input` `[N, C, H, W]`, `weight` `[O, C, kh, kw]`, an optional
 /// `bias` `[O]`; returns `[N, O, out_h, out_w]`.
 pub fn conv2d_forward(
@@ -253,31 +294,45 @@ pub fn conv2d_forward(
         g.out_channels * g.patch(),
         "conv2d_forward: weight"
     );
-    let (k, l) = (g.patch(), g.positions());
+    let (k, l, group) = (g.patch(), g.positions(), g.group());
     let mut output = vec![0.0; g.batch * g.output_len()];
     output
-        .par_chunks_mut(g.output_len())
-        .zip(input.par_chunks(g.image_len()))
+        .par_chunks_mut(group * g.output_len())
+        .zip(input.par_chunks(group * g.image_len()))
         .for_each_init(
-            || vec![0.0; k * l],
-            |col, (out, image)| {
-                im2col(image, g, col);
+            || {
+                (
+                    vec![0.0; k * group * l],
+                    vec![0.0; g.out_channels * group * l],
+                )
+            },
+            |(col, y), (out, images)| {
+                let count = images.len() / g.image_len();
+                let width = count * l;
+                for (n, image) in images.chunks(g.image_len()).enumerate() {
+                    im2col(image, g, &mut col[n * l..], width);
+                }
+                // One image writes its output in place; a group goes through `y`.
+                let dst: &mut [f32] = if count == 1 { out } else { y };
                 if let Some(bias) = bias {
-                    for (row, &b) in out.chunks_mut(l).zip(bias) {
+                    for (row, &b) in dst.chunks_mut(width).zip(bias) {
                         row.fill(b);
                     }
                 }
                 gemm_into(
                     g.out_channels,
-                    l,
+                    width,
                     k,
-                    out,
+                    dst,
                     bias.is_some(),
                     weight,
                     [k, 1],
                     col,
-                    [l, 1],
+                    [width, 1],
                 );
+                if count > 1 {
+                    scatter_side_by_side(y, out, g.out_channels, l);
+                }
             },
         );
     output
@@ -296,7 +351,7 @@ pub fn conv2d_weight_grad(input: &[f32], output_grad: &[f32], g: &ConvGeometry) 
         g.batch * g.output_len(),
         "conv2d_weight_grad: output_grad"
     );
-    let (k, l) = (g.patch(), g.positions());
+    let (k, l, group) = (g.patch(), g.positions(), g.group());
     let weight_len = g.out_channels * k;
     // One partial sum per share of the batch, added up at the end: each share's gemms
     // accumulate into memory no other thread touches.
@@ -306,26 +361,35 @@ pub fn conv2d_weight_grad(input: &[f32], output_grad: &[f32], g: &ConvGeometry) 
         .into_par_iter()
         .map(|share| {
             let mut grad = vec![0.0; weight_len];
-            let mut col = vec![0.0; k * l];
+            let mut col = vec![0.0; k * group * l];
+            let mut dy = vec![0.0; g.out_channels * group * l];
             let images = share * per_share..((share + 1) * per_share).min(g.batch);
-            for (count, n) in images.enumerate() {
-                im2col(
-                    &input[n * g.image_len()..(n + 1) * g.image_len()],
-                    g,
-                    &mut col,
-                );
-                let dy = &output_grad[n * g.output_len()..(n + 1) * g.output_len()];
-                // dW[O, K] += dy[O, L] * col[K, L]^T
+            let starts = images.clone().step_by(group);
+            for (step, first) in starts.enumerate() {
+                let count = group.min(images.end - first);
+                let width = count * l;
+                for n in 0..count {
+                    let image = &input[(first + n) * g.image_len()..][..g.image_len()];
+                    im2col(image, g, &mut col[n * l..], width);
+                }
+                let grads = &output_grad[first * g.output_len()..][..count * g.output_len()];
+                let dy = if count == 1 {
+                    grads
+                } else {
+                    gather_side_by_side(grads, &mut dy, g.out_channels, l);
+                    &dy[..]
+                };
+                // dW[O, K] += dy[O, G*L] * col[K, G*L]^T
                 gemm_into(
                     g.out_channels,
                     k,
-                    l,
+                    width,
                     &mut grad,
-                    count > 0,
+                    step > 0,
                     dy,
-                    [l, 1],
+                    [width, 1],
                     &col,
-                    [1, l],
+                    [1, width],
                 );
             }
             grad
@@ -354,17 +418,42 @@ pub fn conv2d_input_grad(output_grad: &[f32], weight: &[f32], g: &ConvGeometry) 
         g.out_channels * g.patch(),
         "conv2d_input_grad: weight"
     );
-    let (k, l) = (g.patch(), g.positions());
+    let (k, l, group) = (g.patch(), g.positions(), g.group());
     let mut input_grad = vec![0.0; g.batch * g.image_len()];
     input_grad
-        .par_chunks_mut(g.image_len())
-        .zip(output_grad.par_chunks(g.output_len()))
+        .par_chunks_mut(group * g.image_len())
+        .zip(output_grad.par_chunks(group * g.output_len()))
         .for_each_init(
-            || vec![0.0; k * l],
-            |col, (image, dy)| {
-                // dcol[K, L] = W[O, K]^T * dy[O, L]
-                gemm_into(k, l, g.out_channels, col, false, weight, [1, k], dy, [l, 1]);
-                col2im(col, g, image);
+            || {
+                (
+                    vec![0.0; k * group * l],
+                    vec![0.0; g.out_channels * group * l],
+                )
+            },
+            |(col, dy_group), (images, dy)| {
+                let count = images.len() / g.image_len();
+                let width = count * l;
+                let dy = if count == 1 {
+                    dy
+                } else {
+                    gather_side_by_side(dy, dy_group, g.out_channels, l);
+                    &dy_group[..]
+                };
+                // dcol[K, G*L] = W[O, K]^T * dy[O, G*L]
+                gemm_into(
+                    k,
+                    width,
+                    g.out_channels,
+                    col,
+                    false,
+                    weight,
+                    [1, k],
+                    dy,
+                    [width, 1],
+                );
+                for (n, image) in images.chunks_mut(g.image_len()).enumerate() {
+                    col2im(&col[n * l..], g, image, width);
+                }
             },
         );
     input_grad
@@ -433,6 +522,10 @@ mod tests {
             ConvGeometry::new([3, 2, 9, 8], [5, 2, 3, 2], [2, 3], [1, 2], [1, 1]),
             ConvGeometry::new([1, 4, 10, 10], [3, 4, 3, 3], [1, 2], [2, 0], [2, 1]),
             ConvGeometry::new([2, 5, 4, 4], [6, 5, 1, 1], [1, 1], [0, 0], [1, 1]),
+            // Batches that put several images side by side in one gemm (with a short last group
+            // in the second), whatever the number of threads.
+            ConvGeometry::new([8, 3, 5, 5], [4, 3, 3, 3], [1, 1], [1, 1], [1, 1]),
+            ConvGeometry::new([7, 2, 6, 4], [3, 2, 3, 3], [2, 1], [1, 1], [1, 1]),
             // Padding wider than the kernel reaches: some kernel rows see only zeros.
             ConvGeometry::new([1, 1, 2, 3], [2, 1, 3, 3], [1, 1], [3, 3], [1, 1]),
         ]

@@ -14,6 +14,7 @@ pub mod cost;
 pub mod error;
 pub mod gate;
 pub mod groups;
+pub mod max_pool_op;
 pub mod net;
 pub mod prune;
 pub mod spec;

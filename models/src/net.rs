@@ -5,7 +5,7 @@ use std::sync::Arc;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{AvgPool2dConfig, MaxPool2dConfig};
+use burn::nn::pool::AvgPool2dConfig;
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::ops::ConvOptions;
@@ -17,7 +17,7 @@ use crate::error::ModelError;
 use crate::gate::{Gate, GateConfig, GateMode};
 use crate::groups::ChannelGroups;
 use crate::spec::{Activation, NetSpec, Op, ValueShape};
-use crate::{batch_norm_op, conv_op};
+use crate::{batch_norm_op, conv_op, max_pool_op};
 
 /// Where a conv block applies its gate (the paper's ablation; `AfterBn` is its best).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,10 +304,9 @@ impl GatedNet {
                     let y = gated(unit.bn_forward(y), GatePosition::AfterBn);
                     gated(activate(y, *activation), GatePosition::AfterActivation)
                 }
-                Op::MaxPool { kernel, stride } => MaxPool2dConfig::new([*kernel, *kernel])
-                    .with_strides([*stride, *stride])
-                    .init()
-                    .forward(take(node.inputs[0])),
+                Op::MaxPool { kernel, stride } => {
+                    max_pool_op::max_pool2d(take(node.inputs[0]), *kernel, *stride)
+                }
                 Op::AvgPool { kernel, stride } => AvgPool2dConfig::new([*kernel, *kernel])
                     .with_strides([*stride, *stride])
                     .init()
