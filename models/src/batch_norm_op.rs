@@ -9,6 +9,7 @@
 // routes it like every backend burn is built with, and the generated routing names it too.
 #![allow(deprecated)]
 
+use crate::flex_slices::{contiguous, f32s, from_f32s};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -20,7 +21,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{
     AutodiffBackend, Backend, Cube, Dispatch, Flex, NdArray, TensorMetadata, backend_extension,
 };
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 
 use crate::batch_norm_fused::{self, NormShape};
 
@@ -108,25 +109,6 @@ fn flex_shape(x: &FlexTensor, per_channel: &[&FlexTensor]) -> Option<NormShape> 
     })
 }
 
-/// The tensor as a contiguous `f32` buffer, copying only when its layout is strided.
-fn contiguous(tensor: FlexTensor) -> FlexTensor {
-    if tensor.as_slice::<f32>().is_some() {
-        tensor
-    } else {
-        tensor.to_contiguous()
-    }
-}
-
-fn f32s(tensor: &FlexTensor) -> &[f32] {
-    tensor
-        .as_slice::<f32>()
-        .expect("made contiguous f32 by `contiguous`")
-}
-
-fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
-}
-
 impl BatchNormTrainOps for Flex {
     fn batch_norm_train_fused(
         x: FlexTensor,
@@ -148,9 +130,9 @@ impl BatchNormTrainOps for Flex {
             &shape,
         );
         (
-            flex_tensor(out.output, dims),
-            flex_tensor(out.mean, [shape.channels]),
-            flex_tensor(out.variance, [shape.channels]),
+            from_f32s(out.output, dims),
+            from_f32s(out.mean, [shape.channels]),
+            from_f32s(out.variance, [shape.channels]),
         )
     }
 
@@ -180,9 +162,9 @@ impl BatchNormTrainOps for Flex {
             &shape,
         );
         (
-            flex_tensor(grads.x, dims),
-            flex_tensor(grads.gamma, [shape.channels]),
-            flex_tensor(grads.beta, [shape.channels]),
+            from_f32s(grads.x, dims),
+            from_f32s(grads.gamma, [shape.channels]),
+            from_f32s(grads.beta, [shape.channels]),
         )
     }
 }

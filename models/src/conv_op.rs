@@ -11,6 +11,7 @@
 // routes it like every backend burn is built with, and the generated routing names it too.
 #![allow(deprecated)]
 
+use crate::flex_slices::{contiguous, f32s, from_f32s};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -20,7 +21,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ConvOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, Dispatch, Flex, NdArray, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 
 use crate::conv_gemm::{self, ConvGeometry};
 
@@ -109,25 +110,6 @@ fn flex_geometry(
     ))
 }
 
-/// The tensor's elements as a contiguous `f32` slice, copying only when its layout is strided.
-fn contiguous(tensor: FlexTensor) -> FlexTensor {
-    if tensor.as_slice::<f32>().is_some() {
-        tensor
-    } else {
-        tensor.to_contiguous()
-    }
-}
-
-fn f32s(tensor: &FlexTensor) -> &[f32] {
-    tensor
-        .as_slice::<f32>()
-        .expect("made contiguous f32 by `contiguous`")
-}
-
-fn flex_tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
-}
-
 impl ConvGemmOps for Flex {
     fn conv2d_gemm(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
         let Some(g) = flex_geometry(&x, &weight, &options) else {
@@ -135,7 +117,7 @@ impl ConvGemmOps for Flex {
         };
         let (x, weight) = (contiguous(x), contiguous(weight));
         let y = conv_gemm::conv2d_forward(f32s(&x), f32s(&weight), None, &g);
-        flex_tensor(y, [g.batch, g.out_channels, g.out_h, g.out_w])
+        from_f32s(y, [g.batch, g.out_channels, g.out_h, g.out_w])
     }
 
     fn conv2d_gemm_weight_grad(
@@ -149,7 +131,7 @@ impl ConvGemmOps for Flex {
         };
         let (x, dy) = (contiguous(x), contiguous(output_grad));
         let dw = conv_gemm::conv2d_weight_grad(f32s(&x), f32s(&dy), &g);
-        flex_tensor(dw, [g.out_channels, g.in_channels, g.kh, g.kw])
+        from_f32s(dw, [g.out_channels, g.in_channels, g.kh, g.kw])
     }
 
     fn conv2d_gemm_input_grad(
@@ -163,7 +145,7 @@ impl ConvGemmOps for Flex {
         };
         let (weight, dy) = (contiguous(weight), contiguous(output_grad));
         let dx = conv_gemm::conv2d_input_grad(f32s(&dy), f32s(&weight), &g);
-        flex_tensor(dx, [g.batch, g.in_channels, g.in_h, g.in_w])
+        from_f32s(dx, [g.batch, g.in_channels, g.in_h, g.in_w])
     }
 }
 

@@ -12,6 +12,7 @@ pub mod conv_gemm;
 pub mod conv_op;
 pub mod cost;
 pub mod error;
+mod flex_slices;
 pub mod gate;
 pub mod groups;
 pub mod max_pool_op;

@@ -10,6 +10,7 @@
 // routes it like every backend burn is built with, and the generated routing names it too.
 #![allow(deprecated)]
 
+use crate::flex_slices::{contiguous, f32s, from_f32s};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -19,7 +20,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, Dispatch, Flex, NdArray, TensorMetadata, backend_extension};
-use burn::tensor::{DType, IntDType, Tensor, TensorData};
+use burn::tensor::{DType, IntDType, Tensor};
 use rayon::prelude::*;
 
 /// Max pooling with a `kernel` x `kernel` window moved by `stride`, no padding, and its
@@ -171,20 +172,6 @@ impl PoolGeometry {
     }
 }
 
-fn contiguous(tensor: FlexTensor) -> FlexTensor {
-    if tensor.as_slice::<f32>().is_some() {
-        tensor
-    } else {
-        tensor.to_contiguous()
-    }
-}
-
-fn f32s(tensor: &FlexTensor) -> &[f32] {
-    tensor
-        .as_slice::<f32>()
-        .expect("made contiguous f32 by `contiguous`")
-}
-
 impl MaxPoolOps for Flex {
     fn max_pool2d_square(x: FlexTensor, kernel: usize, stride: usize) -> FlexTensor {
         let Some(g) = PoolGeometry::of(&x, kernel, stride) else {
@@ -202,7 +189,7 @@ impl MaxPoolOps for Flex {
                 }
             });
         let shape = [g.dims[0], g.dims[1], g.out_h, g.out_w];
-        FlexTensor::from_data(TensorData::new(out, shape))
+        from_f32s(out, shape)
     }
 
     fn max_pool2d_square_backward(
@@ -229,7 +216,7 @@ impl MaxPoolOps for Flex {
                     }
                 }
             });
-        FlexTensor::from_data(TensorData::new(dx, g.dims))
+        from_f32s(dx, g.dims)
     }
 }
 
@@ -281,7 +268,7 @@ impl<B: Backend + MaxPoolOps, C: CheckpointStrategy> MaxPoolOps for Autodiff<B, 
 mod tests {
     use burn::tensor::module::max_pool2d as burn_max_pool2d;
     use burn::tensor::ops::MaxPoolOptions;
-    use burn::tensor::{Device, Distribution};
+    use burn::tensor::{Device, Distribution, TensorData};
 
     use super::*;
 

@@ -382,6 +382,59 @@ impl GatedNet {
 mod tests {
     use super::*;
     use crate::spec::SpecBuilder;
+    use burn::tensor::Distribution;
+
+    /// In training, `bn_forward` (dnal's fused batch norm) gives burn's output and moves the
+    /// running statistics exactly as burn's `BatchNorm::forward` does; frozen, it uses them.
+    #[test]
+    fn bn_forward_trains_like_burns_batch_norm() {
+        let device = Device::flex().autodiff();
+        let block = |device: &Device| ConvBn {
+            conv: Conv2dConfig::new([2, 3], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_bias(false)
+                .init(device),
+            bn: BatchNormConfig::new(3).init(device),
+        };
+        // Two fresh blocks, not clones: clones share their running statistics.
+        let (ours, theirs) = (block(&device), block(&device));
+        let diff = |a: Tensor<1>, b: Tensor<1>| (a - b).abs().max().into_scalar::<f32>();
+        for step in 0..3 {
+            let x = Tensor::<4>::random(
+                [4, 3, 5, 5],
+                Distribution::Normal(step as f64, 2.0),
+                &device,
+            );
+            let (a, b) = (ours.bn_forward(x.clone()), theirs.bn.forward(x));
+            assert!(
+                (a - b).abs().max().into_scalar::<f32>() < 1e-4,
+                "step {step}: output"
+            );
+            let running = |c: &ConvBn| {
+                (
+                    c.bn.running_mean.value_sync(),
+                    c.bn.running_var.value_sync(),
+                )
+            };
+            let ((m1, v1), (m2, v2)) = (running(&ours), running(&theirs));
+            assert!(diff(m1.clone(), m2) < 1e-5, "step {step}: running mean");
+            assert!(diff(v1, v2) < 1e-4, "step {step}: running variance");
+            assert!(
+                m1.abs().sum().into_scalar::<f32>() > 0.0,
+                "the running mean moved"
+            );
+        }
+        // Frozen: the running statistics are used and left alone.
+        let frozen = ConvBn {
+            conv: ours.conv.clone(),
+            bn: ours.bn.clone().freeze(),
+        };
+        let before = frozen.bn.running_mean.value_sync();
+        let x = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(5.0, 1.0), &device);
+        let (a, b) = (frozen.bn_forward(x.clone()), frozen.bn.forward(x));
+        assert!((a - b).abs().max().into_scalar::<f32>() < 1e-6);
+        assert_eq!(diff(before, frozen.bn.running_mean.value_sync()), 0.0);
+    }
 
     #[test]
     fn forward_gives_logits_and_off_gates_change_nothing() {
