@@ -31,8 +31,9 @@ enum Command {
     ///
     /// Example, the default small VGG on Fashion-MNIST:
     ///   dnal search --dataset fashion-mnist --out runs/fmnist
-    /// A quick look on a subset:
-    ///   dnal search --dataset fashion-mnist --out runs/quick --train-limit 5000 --test-limit 1000 --epochs-weights 3 --epochs-gates 2 --epochs-finetune 2
+    /// A quick look on a subset (a budget: the default lambda_a prunes so short-trained a parent
+    /// to almost nothing; this gives 4.1x fewer FLOPs at 0.6 pp below the 76.9% parent):
+    ///   dnal search --dataset fashion-mnist --out runs/quick --train-limit 5000 --test-limit 1000 --epochs-weights 3 --epochs-gates 2 --epochs-finetune 2 --flops-budget 5.4M
     /// Continue a killed run:
     ///   dnal search --resume runs/fmnist
     /// Another lambda_a or budget on the same trained parent (no second weight stage):
