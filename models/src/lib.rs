@@ -5,6 +5,11 @@
 //! [`prune_channels`] turns channel masks into a dense, smaller network; [`CostModel`] counts
 //! FLOPs and parameters of any (pruned) network. Model families ([`zoo`]) are functions that
 //! return specs.
+//!
+//! On burn's flex CPU backend, `GatedNet` trains its convolutions, batch norms and max pools
+//! with kernels of its own ([`conv_op`], [`batch_norm_op`], [`max_pool_op`]; the kernels in
+//! [`conv_gemm`] and [`batch_norm_fused`]), added to burn as backend extensions; every other
+//! backend runs burn's.
 
 pub mod batch_norm_fused;
 pub mod batch_norm_op;
