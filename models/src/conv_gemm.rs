@@ -99,6 +99,17 @@ impl ConvGeometry {
 
     /// Images per gemm: enough for [`MIN_GEMM_COLUMNS`] columns, at least one, no more than
     /// an even share of the batch per thread.
+    /// The `[out_channels, group * L]` buffer a group of images goes through; empty when
+    /// images run one at a time (their gemm reads and writes the tensors in place).
+    fn side_by_side_buffer(&self, group: usize) -> Vec<f32> {
+        let len = if group > 1 {
+            self.out_channels * group * self.positions()
+        } else {
+            0
+        };
+        vec![0.0; len]
+    }
+
     fn group(&self) -> usize {
         let wanted = MIN_GEMM_COLUMNS.div_ceil(self.positions().max(1));
         let share = self.batch.div_ceil(rayon::current_num_threads().max(1));
@@ -300,12 +311,7 @@ pub fn conv2d_forward(
         .par_chunks_mut(group * g.output_len())
         .zip(input.par_chunks(group * g.image_len()))
         .for_each_init(
-            || {
-                (
-                    vec![0.0; k * group * l],
-                    vec![0.0; g.out_channels * group * l],
-                )
-            },
+            || (vec![0.0; k * group * l], g.side_by_side_buffer(group)),
             |(col, y), (out, images)| {
                 let count = images.len() / g.image_len();
                 let width = count * l;
@@ -362,7 +368,7 @@ pub fn conv2d_weight_grad(input: &[f32], output_grad: &[f32], g: &ConvGeometry) 
         .map(|share| {
             let mut grad = vec![0.0; weight_len];
             let mut col = vec![0.0; k * group * l];
-            let mut dy = vec![0.0; g.out_channels * group * l];
+            let mut dy = g.side_by_side_buffer(group);
             let images = share * per_share..((share + 1) * per_share).min(g.batch);
             let starts = images.clone().step_by(group);
             for (step, first) in starts.enumerate() {
@@ -424,12 +430,7 @@ pub fn conv2d_input_grad(output_grad: &[f32], weight: &[f32], g: &ConvGeometry) 
         .par_chunks_mut(group * g.image_len())
         .zip(output_grad.par_chunks(group * g.output_len()))
         .for_each_init(
-            || {
-                (
-                    vec![0.0; k * group * l],
-                    vec![0.0; g.out_channels * group * l],
-                )
-            },
+            || (vec![0.0; k * group * l], g.side_by_side_buffer(group)),
             |(col, dy_group), (images, dy)| {
                 let count = images.len() / g.image_len();
                 let width = count * l;

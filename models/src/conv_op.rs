@@ -94,11 +94,15 @@ fn flex_geometry(
     }
     let dims = |t: &FlexTensor| (t.rank() == 4).then(|| t.shape().dims::<4>());
     let (input, kernel) = (dims(x)?, dims(weight)?);
+    if input[1] != kernel[1] || kernel[2] == 0 || kernel[3] == 0 {
+        return None;
+    }
     let padding = options.padding_begin();
+    // Checked after the zero-size kernels above, so `kernel - 1` cannot wrap.
     let fits = (0..2).all(|axis| {
         input[2 + axis] + 2 * padding[axis] > options.dilation[axis] * (kernel[2 + axis] - 1)
     });
-    if input[1] != kernel[1] || !fits || kernel[2] == 0 || kernel[3] == 0 {
+    if !fits {
         return None;
     }
     Some(ConvGeometry::new(
