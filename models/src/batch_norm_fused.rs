@@ -14,6 +14,8 @@
 
 use rayon::prelude::*;
 
+use crate::kernel_buffers::Unwritten;
+
 /// The layout of the activation: `[batch, channels, spatial]`, `spatial` = height * width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NormShape {
@@ -82,18 +84,25 @@ where
     F: Fn(usize) -> G + Sync,
     G: Fn(f32, f32) -> f32,
 {
-    let mut out = vec![0.0; shape.len()];
-    out.par_chunks_mut(shape.spatial)
+    assert!(
+        a.len() == shape.len() && b.len() == shape.len(),
+        "map_planes: inputs"
+    );
+    let mut out = Unwritten::new(shape.len());
+    out.slots()
+        .par_chunks_mut(shape.spatial)
         .zip(a.par_chunks(shape.spatial))
         .zip(b.par_chunks(shape.spatial))
         .enumerate()
         .for_each(|(plane, ((out, a), b))| {
             let g = f(plane % shape.channels);
             for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-                *o = g(x, y);
+                o.write(g(x, y));
             }
         });
-    out
+    // NOTE(unsafe): `a` and `b` are as long as the output (asserted), so the zipped chunks
+    // and their element loops write every slot.
+    unsafe { out.assume_written() }
 }
 
 /// What the forward pass returns: the normalised output and the batch statistics.

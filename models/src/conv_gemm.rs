@@ -7,7 +7,8 @@
 //! with the columns of a group of images built once and shared by a single gemm:
 //!
 //! - forward: `y[O, G*L] = W[O, K] * col[K, G*L]`
-//! - weight gradient: `dW[O, K] = sum over groups of dy[O, G*L] * col[K, G*L]^T`
+//! - weight gradient: `dW[O, K] = sum over groups of dy[O, G*L] * col[K, G*L]^T` (computed as
+//!   `dW^T` where that spares the gemm packing the tall col)
 //! - input gradient: `dcol[K, G*L] = W[O, K]^T * dy[O, G*L]`, scattered back by col2im
 //!
 //! where `K = in_channels * kh * kw`, `L = out_h * out_w` and `G` images side by side make
@@ -15,8 +16,14 @@
 //! layers, where a gemm per image would be too narrow to run at speed). Groups run in
 //! parallel (rayon); each gemm runs on one thread. Tensors are contiguous NCHW `f32` slices;
 //! groups of channels are not supported (callers fall back to burn's kernels for them).
+//! Outputs are not zeroed before the gemm overwrites them and the columns live in per-thread
+//! scratch ([`crate::kernel_buffers`]).
+
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
+
+use crate::kernel_buffers::{Unwritten, with_scratch, written};
 
 /// The narrowest gemm (in output positions) worth running: narrower layers put several images
 /// side by side.
@@ -99,17 +106,6 @@ impl ConvGeometry {
 
     /// Images per gemm: enough for [`MIN_GEMM_COLUMNS`] columns, at least one, no more than
     /// an even share of the batch per thread.
-    /// The `[out_channels, group * L]` buffer a group of images goes through; empty when
-    /// images run one at a time (their gemm reads and writes the tensors in place).
-    fn side_by_side_buffer(&self, group: usize) -> Vec<f32> {
-        let len = if group > 1 {
-            self.out_channels * group * self.positions()
-        } else {
-            0
-        };
-        vec![0.0; len]
-    }
-
     fn group(&self) -> usize {
         let wanted = MIN_GEMM_COLUMNS.div_ceil(self.positions().max(1));
         let share = self.batch.div_ceil(rayon::current_num_threads().max(1));
@@ -139,6 +135,8 @@ impl ConvGeometry {
 
 /// Writes the column matrix `[K, L]` of one image `[in_channels, in_h, in_w]` into `col`,
 /// row `r` at `col[r * row_stride..][..L]` (`row_stride` > L when images sit side by side).
+/// Every element of those rows is written: the image or, where the kernel reaches into the
+/// padding, zero.
 fn im2col(image: &[f32], g: &ConvGeometry, col: &mut [f32], row_stride: usize) {
     let positions = g.positions();
     let mut row = 0;
@@ -149,15 +147,21 @@ fn im2col(image: &[f32], g: &ConvGeometry, col: &mut [f32], row_stride: usize) {
             for j in 0..g.kw {
                 let (x0, x1) = g.valid(1, j, g.in_w, g.out_w);
                 let dst = &mut col[row * row_stride..row * row_stride + positions];
-                dst.fill(0.0);
+                row += 1;
+                if x0 >= x1 {
+                    dst.fill(0.0);
+                    continue;
+                }
+                // Zero only the padding: the rest is overwritten by the copies below.
+                dst[..y0 * g.out_w].fill(0.0);
+                dst[y1 * g.out_w..].fill(0.0);
+                let ix0 = x0 * g.stride[1] + j * g.dilation[1] - g.padding[1];
                 for oy in y0..y1 {
                     let iy = oy * g.stride[0] + i * g.dilation[0] - g.padding[0];
                     let src_row = &plane[iy * g.in_w..(iy + 1) * g.in_w];
                     let dst_row = &mut dst[oy * g.out_w..(oy + 1) * g.out_w];
-                    if x0 >= x1 {
-                        continue;
-                    }
-                    let ix0 = x0 * g.stride[1] + j * g.dilation[1] - g.padding[1];
+                    dst_row[..x0].fill(0.0);
+                    dst_row[x1..].fill(0.0);
                     if g.stride[1] == 1 {
                         dst_row[x0..x1].copy_from_slice(&src_row[ix0..ix0 + (x1 - x0)]);
                     } else {
@@ -166,7 +170,6 @@ fn im2col(image: &[f32], g: &ConvGeometry, col: &mut [f32], row_stride: usize) {
                         }
                     }
                 }
-                row += 1;
             }
         }
     }
@@ -210,56 +213,83 @@ fn col2im(col: &[f32], g: &ConvGeometry, image: &mut [f32], row_stride: usize) {
     }
 }
 
-/// `dst[m, n] (+)= lhs[m, k] * rhs[k, n]` on one thread; strides are (row, column) in elements.
-#[allow(clippy::too_many_arguments)]
-fn gemm_into(
+/// The operands of one gemm `dst[m, n] (+)= lhs[m, k] * rhs[k, n]` on one thread; strides
+/// are (row, column) in elements.
+#[derive(Clone, Copy)]
+struct Gemm<'a> {
     m: usize,
     n: usize,
     k: usize,
-    dst: &mut [f32],
-    accumulate: bool,
-    lhs: &[f32],
+    lhs: &'a [f32],
     lhs_strides: [usize; 2],
-    rhs: &[f32],
+    rhs: &'a [f32],
     rhs_strides: [usize; 2],
-) {
-    let last = |strides: [usize; 2], rows: usize, cols: usize| {
-        (rows - 1) * strides[0] + (cols - 1) * strides[1]
-    };
-    assert!(m > 0 && n > 0 && k > 0, "gemm_into: empty matrix");
-    assert!(dst.len() >= m * n, "gemm_into: dst too small");
-    assert!(
-        lhs.len() > last(lhs_strides, m, k),
-        "gemm_into: lhs too small"
-    );
-    assert!(
-        rhs.len() > last(rhs_strides, k, n),
-        "gemm_into: rhs too small"
-    );
-    // NOTE(unsafe): the asserts above keep every index the strides can form inside the three
-    // slices; `dst` is borrowed mutably, so it aliases neither input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_strides[1] as isize,
-            lhs_strides[0] as isize,
-            rhs.as_ptr(),
-            rhs_strides[1] as isize,
-            rhs_strides[0] as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
+}
+
+impl Gemm<'_> {
+    /// Checks that every index the strides can form lies inside the operands and that `dst`
+    /// holds `m * n` elements.
+    fn check(&self, dst_len: usize) {
+        let last = |strides: [usize; 2], rows: usize, cols: usize| {
+            (rows - 1) * strides[0] + (cols - 1) * strides[1]
+        };
+        assert!(self.m > 0 && self.n > 0 && self.k > 0, "gemm: empty matrix");
+        assert!(dst_len >= self.m * self.n, "gemm: dst too small");
+        assert!(
+            self.lhs.len() > last(self.lhs_strides, self.m, self.k),
+            "gemm: lhs too small"
         );
+        assert!(
+            self.rhs.len() > last(self.rhs_strides, self.k, self.n),
+            "gemm: rhs too small"
+        );
+    }
+
+    /// # Safety
+    /// `dst` must be valid for writes of `m * n` row-major elements, initialised when
+    /// `accumulate`, and alias neither operand; [`Self::check`] must have passed.
+    unsafe fn run(&self, dst: *mut f32, accumulate: bool) {
+        // NOTE(unsafe): the caller's contract plus `check` keep every access in bounds;
+        // without `accumulate` gemm writes `dst` without reading it.
+        unsafe {
+            gemm::gemm(
+                self.m,
+                self.n,
+                self.k,
+                dst,
+                1,
+                self.n as isize,
+                accumulate,
+                self.lhs.as_ptr(),
+                self.lhs_strides[1] as isize,
+                self.lhs_strides[0] as isize,
+                self.rhs.as_ptr(),
+                self.rhs_strides[1] as isize,
+                self.rhs_strides[0] as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+
+    /// `dst = lhs * rhs`, or `dst += lhs * rhs` when `accumulate`.
+    fn store(&self, dst: &mut [f32], accumulate: bool) {
+        self.check(dst.len());
+        // NOTE(unsafe): `dst` is an initialised slice of at least m * n elements (checked),
+        // borrowed mutably, so it aliases neither operand.
+        unsafe { self.run(dst.as_mut_ptr(), accumulate) }
+    }
+
+    /// `dst = lhs * rhs` into slots not yet written; all `m * n` of them are written.
+    fn store_unwritten(&self, dst: &mut [MaybeUninit<f32>]) {
+        self.check(dst.len());
+        // NOTE(unsafe): as in `store`; gemm does not read `dst` when not accumulating, so its
+        // slots may be uninitialised, and `MaybeUninit<f32>` has the layout of `f32`.
+        unsafe { self.run(dst.as_mut_ptr().cast::<f32>(), false) }
     }
 }
 
@@ -276,13 +306,21 @@ fn gather_side_by_side(images: &[f32], wide: &mut [f32], rows: usize, positions:
 }
 
 /// The inverse of [`gather_side_by_side`]: `wide` `[rows, count * L]` back to consecutive
-/// `[rows, L]` blocks in `images`.
-fn scatter_side_by_side(wide: &[f32], images: &mut [f32], rows: usize, positions: usize) {
+/// `[rows, L]` blocks in `images`, every slot of which is written.
+fn scatter_side_by_side(
+    wide: &[f32],
+    images: &mut [MaybeUninit<f32>],
+    rows: usize,
+    positions: usize,
+) {
     let count = images.len() / (rows * positions);
     let width = count * positions;
     for (image, block) in images.chunks_mut(rows * positions).enumerate() {
         for (row, dst) in block.chunks_mut(positions).enumerate() {
-            dst.copy_from_slice(&wide[row * width + image * positions..][..positions]);
+            let src = &wide[row * width + image * positions..][..positions];
+            for (d, &s) in dst.iter_mut().zip(src) {
+                d.write(s);
+            }
         }
     }
 }
@@ -306,42 +344,50 @@ pub fn conv2d_forward(
         "conv2d_forward: weight"
     );
     let (k, l, group) = (g.patch(), g.positions(), g.group());
-    let mut output = vec![0.0; g.batch * g.output_len()];
+    let mut output = Unwritten::new(g.batch * g.output_len());
     output
+        .slots()
         .par_chunks_mut(group * g.output_len())
         .zip(input.par_chunks(group * g.image_len()))
-        .for_each_init(
-            || (vec![0.0; k * group * l], g.side_by_side_buffer(group)),
-            |(col, y), (out, images)| {
-                let count = images.len() / g.image_len();
-                let width = count * l;
+        .for_each(|(out, images)| {
+            let count = images.len() / g.image_len();
+            let width = count * l;
+            // A group goes through a side-by-side buffer `y`; one image writes in place.
+            let wide = if count > 1 { g.out_channels * width } else { 0 };
+            with_scratch(k * width + wide, |scratch| {
+                let (col, y) = scratch.split_at_mut(k * width);
                 for (n, image) in images.chunks(g.image_len()).enumerate() {
                     im2col(image, g, &mut col[n * l..], width);
                 }
-                // One image writes its output in place; a group goes through `y`.
-                let dst: &mut [f32] = if count == 1 { out } else { y };
-                if let Some(bias) = bias {
-                    for (row, &b) in dst.chunks_mut(width).zip(bias) {
-                        row.fill(b);
+                // y[O, G*L] = W[O, K] * col[K, G*L] (+ bias per row)
+                let product = Gemm {
+                    m: g.out_channels,
+                    n: width,
+                    k,
+                    lhs: weight,
+                    lhs_strides: [k, 1],
+                    rhs: col,
+                    rhs_strides: [width, 1],
+                };
+                match (count, bias) {
+                    (1, None) => product.store_unwritten(out),
+                    (1, Some(bias)) => product.store(written(out, |i| bias[i / width]), true),
+                    (_, None) => product.store(y, false),
+                    (_, Some(bias)) => {
+                        for (row, &b) in y.chunks_mut(width).zip(bias) {
+                            row.fill(b);
+                        }
+                        product.store(y, true);
                     }
                 }
-                gemm_into(
-                    g.out_channels,
-                    width,
-                    k,
-                    dst,
-                    bias.is_some(),
-                    weight,
-                    [k, 1],
-                    col,
-                    [width, 1],
-                );
                 if count > 1 {
                     scatter_side_by_side(y, out, g.out_channels, l);
                 }
-            },
-        );
-    output
+            });
+        });
+    // NOTE(unsafe): the chunks cover the output, and each chunk's slots were written, by the
+    // gemm (one image) or by `scatter_side_by_side` (a group).
+    unsafe { output.assume_written() }
 }
 
 /// The weight gradient: `input` `[N, C, H, W]` and `output_grad` `[N, O, out_h, out_w]`;
@@ -359,6 +405,11 @@ pub fn conv2d_weight_grad(input: &[f32], output_grad: &[f32], g: &ConvGeometry) 
     );
     let (k, l, group) = (g.patch(), g.positions(), g.group());
     let weight_len = g.out_channels * k;
+    // gemm packs the operand that runs along its output's rows, in the orientation that has
+    // unit stride: dW[O, K] has it packing col (K rows), dW^T[K, O] the O-row dy, which is
+    // cheaper while O is well below K. Past a few hundred output channels the unpacked col
+    // it then streams costs more (measured in BENCHMARKS.md, "Per convolution").
+    let transposed = g.out_channels <= 256 && k >= g.out_channels;
     // One partial sum per share of the batch, added up at the end: each share's gemms
     // accumulate into memory no other thread touches.
     let shares = rayon::current_num_threads().clamp(1, g.batch.max(1));
@@ -367,48 +418,74 @@ pub fn conv2d_weight_grad(input: &[f32], output_grad: &[f32], g: &ConvGeometry) 
         .into_par_iter()
         .map(|share| {
             let mut grad = vec![0.0; weight_len];
-            let mut col = vec![0.0; k * group * l];
-            let mut dy = g.side_by_side_buffer(group);
-            let images = share * per_share..((share + 1) * per_share).min(g.batch);
-            let starts = images.clone().step_by(group);
-            for (step, first) in starts.enumerate() {
-                let count = group.min(images.end - first);
-                let width = count * l;
-                for n in 0..count {
-                    let image = &input[(first + n) * g.image_len()..][..g.image_len()];
-                    im2col(image, g, &mut col[n * l..], width);
+            let wide = if group > 1 {
+                g.out_channels * group * l
+            } else {
+                0
+            };
+            with_scratch(k * group * l + wide, |scratch| {
+                let (col, dy_group) = scratch.split_at_mut(k * group * l);
+                let images = share * per_share..((share + 1) * per_share).min(g.batch);
+                let starts = images.clone().step_by(group);
+                for (step, first) in starts.enumerate() {
+                    let count = group.min(images.end - first);
+                    let width = count * l;
+                    for n in 0..count {
+                        let image = &input[(first + n) * g.image_len()..][..g.image_len()];
+                        im2col(image, g, &mut col[n * l..], width);
+                    }
+                    let grads = &output_grad[first * g.output_len()..][..count * g.output_len()];
+                    let dy = if count == 1 {
+                        grads
+                    } else {
+                        gather_side_by_side(grads, dy_group, g.out_channels, l);
+                        &dy_group[..g.out_channels * width]
+                    };
+                    let col = &col[..k * width];
+                    let product = if transposed {
+                        // dW^T[K, O] += col[K, G*L] * dy[O, G*L]^T
+                        Gemm {
+                            m: k,
+                            n: g.out_channels,
+                            k: width,
+                            lhs: col,
+                            lhs_strides: [width, 1],
+                            rhs: dy,
+                            rhs_strides: [1, width],
+                        }
+                    } else {
+                        // dW[O, K] += dy[O, G*L] * col[K, G*L]^T
+                        Gemm {
+                            m: g.out_channels,
+                            n: k,
+                            k: width,
+                            lhs: dy,
+                            lhs_strides: [width, 1],
+                            rhs: col,
+                            rhs_strides: [1, width],
+                        }
+                    };
+                    product.store(&mut grad, step > 0);
                 }
-                let grads = &output_grad[first * g.output_len()..][..count * g.output_len()];
-                let dy = if count == 1 {
-                    grads
-                } else {
-                    gather_side_by_side(grads, &mut dy, g.out_channels, l);
-                    &dy[..]
-                };
-                // dW[O, K] += dy[O, G*L] * col[K, G*L]^T
-                gemm_into(
-                    g.out_channels,
-                    k,
-                    width,
-                    &mut grad,
-                    step > 0,
-                    dy,
-                    [width, 1],
-                    &col,
-                    [1, width],
-                );
-            }
+            });
             grad
         })
         .collect();
     let mut partials = partials.into_iter();
-    let mut grad = partials.next().unwrap_or_else(|| vec![0.0; weight_len]);
+    let mut grad_t = partials.next().unwrap_or_else(|| vec![0.0; weight_len]);
     for partial in partials {
-        for (a, b) in grad.iter_mut().zip(partial) {
+        for (a, b) in grad_t.iter_mut().zip(partial) {
             *a += b;
         }
     }
-    grad
+    if !transposed {
+        return grad_t;
+    }
+    // dW^T[K, O] -> dW[O, K]
+    let mut grad = Unwritten::new(weight_len);
+    written(grad.slots(), |i| grad_t[(i % k) * g.out_channels + i / k]);
+    // NOTE(unsafe): `written` wrote every slot.
+    unsafe { grad.assume_written() }
 }
 
 /// The input gradient: `output_grad` `[N, O, out_h, out_w]` and `weight` `[O, C, kh, kw]`;
@@ -425,15 +502,17 @@ pub fn conv2d_input_grad(output_grad: &[f32], weight: &[f32], g: &ConvGeometry) 
         "conv2d_input_grad: weight"
     );
     let (k, l, group) = (g.patch(), g.positions(), g.group());
-    let mut input_grad = vec![0.0; g.batch * g.image_len()];
+    let mut input_grad = Unwritten::new(g.batch * g.image_len());
     input_grad
+        .slots()
         .par_chunks_mut(group * g.image_len())
         .zip(output_grad.par_chunks(group * g.output_len()))
-        .for_each_init(
-            || (vec![0.0; k * group * l], g.side_by_side_buffer(group)),
-            |(col, dy_group), (images, dy)| {
-                let count = images.len() / g.image_len();
-                let width = count * l;
+        .for_each(|(images, dy)| {
+            let count = images.len() / g.image_len();
+            let width = count * l;
+            let wide = if count > 1 { g.out_channels * width } else { 0 };
+            with_scratch(k * width + wide, |scratch| {
+                let (col, dy_group) = scratch.split_at_mut(k * width);
                 let dy = if count == 1 {
                     dy
                 } else {
@@ -441,23 +520,26 @@ pub fn conv2d_input_grad(output_grad: &[f32], weight: &[f32], g: &ConvGeometry) 
                     &dy_group[..]
                 };
                 // dcol[K, G*L] = W[O, K]^T * dy[O, G*L]
-                gemm_into(
-                    k,
-                    width,
-                    g.out_channels,
-                    col,
-                    false,
-                    weight,
-                    [1, k],
-                    dy,
-                    [width, 1],
-                );
+                Gemm {
+                    m: k,
+                    n: width,
+                    k: g.out_channels,
+                    lhs: weight,
+                    lhs_strides: [1, k],
+                    rhs: dy,
+                    rhs_strides: [width, 1],
+                }
+                .store(col, false);
+                // col2im adds overlapping windows up: the images start at zero, zeroed here by
+                // the thread that fills them rather than by the allocation.
+                let images = written(images, |_| 0.0);
                 for (n, image) in images.chunks_mut(g.image_len()).enumerate() {
                     col2im(&col[n * l..], g, image, width);
                 }
-            },
-        );
-    input_grad
+            });
+        });
+    // NOTE(unsafe): the chunks cover the gradient and `written` initialised each of them.
+    unsafe { input_grad.assume_written() }
 }
 
 #[cfg(test)]

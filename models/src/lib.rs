@@ -20,6 +20,7 @@ pub mod error;
 mod flex_slices;
 pub mod gate;
 pub mod groups;
+pub mod kernel_buffers;
 pub mod max_pool_op;
 pub mod net;
 pub mod prune;

@@ -11,6 +11,7 @@
 #![allow(deprecated)]
 
 use crate::flex_slices::{contiguous, f32s, from_f32s};
+use crate::kernel_buffers::{Unwritten, written};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -178,18 +179,16 @@ impl MaxPoolOps for Flex {
             return Self::max_pool2d(x, [kernel, kernel], [stride, stride], [0, 0], [1, 1], false);
         };
         let x = contiguous(x);
-        let mut out = vec![0.0f32; g.dims[0] * g.dims[1] * g.out_plane()];
-        out.par_chunks_mut(g.out_plane())
+        let mut out = Unwritten::new(g.dims[0] * g.dims[1] * g.out_plane());
+        out.slots()
+            .par_chunks_mut(g.out_plane())
             .zip(f32s(&x).par_chunks(g.in_plane()))
             .for_each(|(out, plane)| {
-                for oy in 0..g.out_h {
-                    for ox in 0..g.out_w {
-                        out[oy * g.out_w + ox] = g.max(plane, oy, ox);
-                    }
-                }
+                written(out, |i| g.max(plane, i / g.out_w, i % g.out_w));
             });
         let shape = [g.dims[0], g.dims[1], g.out_h, g.out_w];
-        from_f32s(out, shape)
+        // NOTE(unsafe): one chunk per plane of the output, each written whole by `written`.
+        from_f32s(unsafe { out.assume_written() }, shape)
     }
 
     fn max_pool2d_square_backward(
@@ -204,11 +203,14 @@ impl MaxPoolOps for Flex {
             return burn_backward::<Self>(x, output_grad, kernel, stride);
         };
         let (x, dy) = (contiguous(x), contiguous(output_grad));
-        let mut dx = vec![0.0f32; g.dims[0] * g.dims[1] * g.in_plane()];
-        dx.par_chunks_mut(g.in_plane())
+        let mut dx = Unwritten::new(g.dims[0] * g.dims[1] * g.in_plane());
+        dx.slots()
+            .par_chunks_mut(g.in_plane())
             .zip(f32s(&x).par_chunks(g.in_plane()))
             .zip(f32s(&dy).par_chunks(g.out_plane()))
             .for_each(|((dx, plane), dy)| {
+                // Zeroed here, in parallel, by the thread that adds the gradient in.
+                let dx = written(dx, |_| 0.0);
                 for oy in 0..g.out_h {
                     for ox in 0..g.out_w {
                         // Overlapping windows (stride < kernel) may pick the same input twice.
@@ -216,7 +218,8 @@ impl MaxPoolOps for Flex {
                     }
                 }
             });
-        from_f32s(dx, g.dims)
+        // NOTE(unsafe): one chunk per input plane, each zeroed whole by `written`.
+        from_f32s(unsafe { dx.assume_written() }, g.dims)
     }
 }
 
