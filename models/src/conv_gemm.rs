@@ -156,6 +156,20 @@ fn im2col(image: &[f32], g: &ConvGeometry, col: &mut [f32], row_stride: usize) {
                 dst[..y0 * g.out_w].fill(0.0);
                 dst[y1 * g.out_w..].fill(0.0);
                 let ix0 = x0 * g.stride[1] + j * g.dilation[1] - g.padding[1];
+                if g.stride == [1, 1] && g.out_w == g.in_w && y0 < y1 {
+                    // Rows as wide as the input's: the window is the plane shifted by one
+                    // offset, so one copy of the whole run, whose wrapped-around ends of rows
+                    // are then zeroed (a copy per 28-float row spent more on calls than copying).
+                    let w = g.in_w;
+                    let (start, end) = (y0 * w + x0, (y1 - 1) * w + x1);
+                    let src = (y0 + i * g.dilation[0] - g.padding[0]) * w + ix0;
+                    dst[start..end].copy_from_slice(&plane[src..src + (end - start)]);
+                    for oy in y0..y1 {
+                        zero_few(&mut dst[oy * w..oy * w + x0]);
+                        zero_few(&mut dst[oy * w + x1..(oy + 1) * w]);
+                    }
+                    continue;
+                }
                 for oy in y0..y1 {
                     let iy = oy * g.stride[0] + i * g.dilation[0] - g.padding[0];
                     let src_row = &plane[iy * g.in_w..(iy + 1) * g.in_w];
@@ -172,6 +186,17 @@ fn im2col(image: &[f32], g: &ConvGeometry, col: &mut [f32], row_stride: usize) {
                 }
             }
         }
+    }
+}
+
+/// Zeroes a slice that is usually one or two floats long, without a call to `memset`.
+#[inline(always)]
+fn zero_few(values: &mut [f32]) {
+    match values {
+        [] => {}
+        [a] => *a = 0.0,
+        [a, b] => (*a, *b) = (0.0, 0.0),
+        _ => values.fill(0.0),
     }
 }
 
