@@ -23,6 +23,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, Dispatch, Flex, NdArray, TensorMetadata, backend_extension};
 use burn::tensor::{DType, IntDType, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Max pooling with a `kernel` x `kernel` window moved by `stride`, no padding, and its
 /// input gradient, as operations a backend can replace.
@@ -173,6 +174,36 @@ impl PoolGeometry {
     }
 }
 
+/// The forward pass of 2x2 windows moved by 2 (VGG's pooling) in loops over pairs of rows that
+/// the compiler vectorises: 5x faster than the general loops above (an iterator chain per
+/// window). A backward pass in the same style measured 2.4x slower than the general one on
+/// post-ReLU data (ties and random maxima), so the backward keeps the general loops.
+impl PoolGeometry {
+    fn is_2x2(&self) -> bool {
+        self.kernel == 2 && self.stride == 2
+    }
+
+    /// The pairs of input rows under output row `oy`, cut to the windows' width.
+    fn row_pair<'a>(&self, plane: &'a [f32], oy: usize) -> (&'a [f32], &'a [f32]) {
+        let (w, used) = (self.dims[3], 2 * self.out_w);
+        let top = 2 * oy * w;
+        (&plane[top..top + used], &plane[top + w..top + w + used])
+    }
+
+    fn max_2x2(&self, plane: &[f32], out: &mut [MaybeUninit<f32>]) {
+        for (oy, out) in out.chunks_exact_mut(self.out_w).enumerate() {
+            let (r0, r1) = self.row_pair(plane, oy);
+            for ((o, a), b) in out
+                .iter_mut()
+                .zip(r0.chunks_exact(2))
+                .zip(r1.chunks_exact(2))
+            {
+                o.write(a[0].max(a[1]).max(b[0].max(b[1])));
+            }
+        }
+    }
+}
+
 impl MaxPoolOps for Flex {
     fn max_pool2d_square(x: FlexTensor, kernel: usize, stride: usize) -> FlexTensor {
         let Some(g) = PoolGeometry::of(&x, kernel, stride) else {
@@ -184,7 +215,11 @@ impl MaxPoolOps for Flex {
             .par_chunks_mut(g.out_plane())
             .zip(f32s(&x).par_chunks(g.in_plane()))
             .for_each(|(out, plane)| {
-                written(out, |i| g.max(plane, i / g.out_w, i % g.out_w));
+                if g.is_2x2() {
+                    g.max_2x2(plane, out);
+                } else {
+                    written(out, |i| g.max(plane, i / g.out_w, i % g.out_w));
+                }
             });
         let shape = [g.dims[0], g.dims[1], g.out_h, g.out_w];
         // NOTE(unsafe): one chunk per plane of the output, each written whole by `written`.
@@ -277,17 +312,21 @@ mod tests {
 
     /// On flex (plane loops) and ndarray (burn's, through the extension's routing), output
     /// and input gradient equal burn's max_pool2d's, for the usual 2x2/2, overlapping 3x3/2
-    /// windows and sizes the window does not divide.
+    /// windows, sizes the window does not divide, and tied maxima.
     #[test]
     fn output_and_gradient_match_burns_max_pool() {
         let host = Device::flex();
         for device in [Device::flex(), Device::ndarray()] {
-            for (dims, kernel, stride) in [
-                ([2, 3, 8, 8], 2, 2),
-                ([2, 2, 7, 9], 3, 2),
-                ([1, 4, 5, 5], 2, 2),
+            for (dims, kernel, stride, ties) in [
+                ([2, 3, 8, 8], 2, 2, false),
+                ([2, 2, 7, 9], 3, 2, false),
+                ([1, 4, 5, 5], 2, 2, false),
+                // After a ReLU most windows hold several zeros: the first one gets the gradient.
+                ([2, 3, 6, 7], 2, 2, true),
+                ([2, 2, 7, 9], 3, 2, true),
             ] {
                 let x = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &host);
+                let x = if ties { x.clamp_min(0.0) } else { x };
                 let device = device.clone().autodiff();
                 let run = |ours: bool| {
                     let x = Tensor::<4>::from_data(x.to_data(), &device).require_grad();
@@ -321,7 +360,7 @@ mod tests {
                 );
                 assert!(
                     diff(ours.1, theirs.1) < 1e-6,
-                    "{device:?} {dims:?} k{kernel} s{stride}: dx"
+                    "{device:?} {dims:?} k{kernel} s{stride} ties {ties}: dx"
                 );
             }
         }
