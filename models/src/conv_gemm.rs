@@ -104,6 +104,16 @@ impl ConvGeometry {
         self.out_channels * self.positions()
     }
 
+    /// Floats of the `[out_channels, count * L]` buffer a group of `count` images goes
+    /// through; none when images run one at a time (their gemm reads and writes in place).
+    fn side_by_side_len(&self, count: usize) -> usize {
+        if count > 1 {
+            self.out_channels * count * self.positions()
+        } else {
+            0
+        }
+    }
+
     /// Images per gemm: enough for [`MIN_GEMM_COLUMNS`] columns, at least one, no more than
     /// an even share of the batch per thread.
     fn group(&self) -> usize {
@@ -378,8 +388,7 @@ pub fn conv2d_forward(
             let count = images.len() / g.image_len();
             let width = count * l;
             // A group goes through a side-by-side buffer `y`; one image writes in place.
-            let wide = if count > 1 { g.out_channels * width } else { 0 };
-            with_scratch(k * width + wide, |scratch| {
+            with_scratch(k * width + g.side_by_side_len(count), |scratch| {
                 let (col, y) = scratch.split_at_mut(k * width);
                 for (n, image) in images.chunks(g.image_len()).enumerate() {
                     im2col(image, g, &mut col[n * l..], width);
@@ -443,12 +452,7 @@ pub fn conv2d_weight_grad(input: &[f32], output_grad: &[f32], g: &ConvGeometry) 
         .into_par_iter()
         .map(|share| {
             let mut grad = vec![0.0; weight_len];
-            let wide = if group > 1 {
-                g.out_channels * group * l
-            } else {
-                0
-            };
-            with_scratch(k * group * l + wide, |scratch| {
+            with_scratch(k * group * l + g.side_by_side_len(group), |scratch| {
                 let (col, dy_group) = scratch.split_at_mut(k * group * l);
                 let images = share * per_share..((share + 1) * per_share).min(g.batch);
                 let starts = images.clone().step_by(group);
@@ -497,20 +501,19 @@ pub fn conv2d_weight_grad(input: &[f32], output_grad: &[f32], g: &ConvGeometry) 
         })
         .collect();
     let mut partials = partials.into_iter();
-    let mut grad_t = partials.next().unwrap_or_else(|| vec![0.0; weight_len]);
+    let mut sum = partials.next().unwrap_or_else(|| vec![0.0; weight_len]);
     for partial in partials {
-        for (a, b) in grad_t.iter_mut().zip(partial) {
+        for (a, b) in sum.iter_mut().zip(partial) {
             *a += b;
         }
     }
     if !transposed {
-        return grad_t;
+        return sum;
     }
     // dW^T[K, O] -> dW[O, K]
-    let mut grad = Unwritten::new(weight_len);
-    written(grad.slots(), |i| grad_t[(i % k) * g.out_channels + i / k]);
-    // NOTE(unsafe): `written` wrote every slot.
-    unsafe { grad.assume_written() }
+    (0..weight_len)
+        .map(|i| sum[(i % k) * g.out_channels + i / k])
+        .collect()
 }
 
 /// The input gradient: `output_grad` `[N, O, out_h, out_w]` and `weight` `[O, C, kh, kw]`;
@@ -535,8 +538,7 @@ pub fn conv2d_input_grad(output_grad: &[f32], weight: &[f32], g: &ConvGeometry) 
         .for_each(|(images, dy)| {
             let count = images.len() / g.image_len();
             let width = count * l;
-            let wide = if count > 1 { g.out_channels * width } else { 0 };
-            with_scratch(k * width + wide, |scratch| {
+            with_scratch(k * width + g.side_by_side_len(count), |scratch| {
                 let (col, dy_group) = scratch.split_at_mut(k * width);
                 let dy = if count == 1 {
                     dy
