@@ -1,9 +1,10 @@
 /*
  * dnal instruction counter: a QEMU TCG plugin (plugin API version 1, QEMU 7.2).
  *
- * Counts every executed guest instruction, and at each executed marker instruction (Thumb
- * 0xbf70 or AArch64 0xd5032bff, hints that execute as NOP) writes one line to the file given
- * by `out=PATH`: the number of instructions executed before that marker. The counts of two
+ * Counts the executed guest instructions (per guest thread in user mode), and at each executed
+ * marker instruction (Thumb 0xbf70 or AArch64 0xd5032bff, hints that execute as NOP) writes one
+ * line to the file given by `out=PATH`: the number of instructions the marker's thread executed
+ * before it. The counts of two
  * consecutive markers bracket an inference or a layer.
  *
  * Debian ships no qemu-plugin.h, so the few declarations needed are written here, after the
@@ -39,25 +40,39 @@ enum qemu_plugin_cb_flags { QEMU_PLUGIN_CB_NO_REGS };
 enum qemu_plugin_op { QEMU_PLUGIN_INLINE_ADD_U64 };
 
 typedef void (*tb_translated_fn)(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
-typedef void (*insn_executed_fn)(unsigned int vcpu_index, void *userdata);
-typedef void (*at_exit_fn)(qemu_plugin_id_t id, void *userdata);
+typedef void (*vcpu_udata_fn)(unsigned int vcpu_index, void *userdata);
 
 void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, tb_translated_fn cb);
 void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb *tb, enum qemu_plugin_op op,
                                               void *ptr, uint64_t imm);
-void qemu_plugin_register_vcpu_insn_exec_cb(struct qemu_plugin_insn *insn, insn_executed_fn cb,
+void qemu_plugin_register_vcpu_tb_exec_cb(struct qemu_plugin_tb *tb, vcpu_udata_fn cb,
+                                          enum qemu_plugin_cb_flags flags, void *userdata);
+void qemu_plugin_register_vcpu_insn_exec_cb(struct qemu_plugin_insn *insn, vcpu_udata_fn cb,
                                             enum qemu_plugin_cb_flags flags, void *userdata);
 size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
 struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *tb, size_t idx);
 const void *qemu_plugin_insn_data(const struct qemu_plugin_insn *insn);
 size_t qemu_plugin_insn_size(const struct qemu_plugin_insn *insn);
-void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, at_exit_fn cb, void *userdata);
 
 __attribute__((visibility("default"))) int qemu_plugin_version = 1;
 
-/* One vCPU (the machines used are single core), so a plain counter is exact. */
+/*
+ * System emulation runs one vCPU here (the machines used are single core): one counter, added
+ * inline, is exact. In user mode every guest thread is a vCPU on its own host thread, and
+ * another thread (the harness's main thread on its way into `join`) may run while the
+ * inference thread is between two markers; so there each host thread counts its own
+ * instructions, in a callback per block, and a marker reads its own thread's count.
+ */
+static bool per_thread;
 static uint64_t executed;
+static __thread uint64_t thread_executed;
 static FILE *out;
+
+static void on_block(unsigned int vcpu_index, void *userdata)
+{
+    (void)vcpu_index;
+    thread_executed += (uint64_t)(uintptr_t)userdata;
+}
 
 /*
  * The whole block's instruction count is added when the block starts, so at a marker that is
@@ -68,7 +83,8 @@ static void on_marker(unsigned int vcpu_index, void *userdata)
 {
     (void)vcpu_index;
     uint64_t remaining = (uint64_t)(uintptr_t)userdata;
-    fprintf(out, "%llu\n", (unsigned long long)(executed - remaining));
+    uint64_t before_block_end = per_thread ? thread_executed : executed;
+    fprintf(out, "%llu\n", (unsigned long long)(before_block_end - remaining));
     fflush(out);
 }
 
@@ -94,7 +110,12 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     (void)id;
     size_t n = qemu_plugin_tb_n_insns(tb);
-    qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &executed, n);
+    if (per_thread) {
+        qemu_plugin_register_vcpu_tb_exec_cb(tb, on_block, QEMU_PLUGIN_CB_NO_REGS,
+                                             (void *)(uintptr_t)n);
+    } else {
+        qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &executed, n);
+    }
     for (size_t i = 0; i < n; i++) {
         struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
         if (is_marker(insn)) {
@@ -104,19 +125,12 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     }
 }
 
-static void on_exit(qemu_plugin_id_t id, void *userdata)
-{
-    (void)id;
-    (void)userdata;
-    fprintf(out, "total %llu\n", (unsigned long long)executed);
-    fflush(out);
-}
-
 __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t id,
                                                                const qemu_info_t *info, int argc,
                                                                char **argv)
 {
     aarch64 = info && info->target_name && strcmp(info->target_name, "aarch64") == 0;
+    per_thread = !(info && info->system_emulation);
     const char *path = NULL;
     for (int i = 0; i < argc; i++) {
         if (strncmp(argv[i], "out=", 4) == 0) {
@@ -128,6 +142,5 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
         return 1;
     }
     qemu_plugin_register_vcpu_tb_trans_cb(id, on_translate);
-    qemu_plugin_register_atexit_cb(id, on_exit, NULL);
     return 0;
 }

@@ -307,7 +307,6 @@ fn costs_from_marks(
 ) -> Result<(Vec<u64>, Vec<Vec<u64>>), String> {
     let counts: Vec<u64> = marks
         .lines()
-        .filter(|l| !l.starts_with("total"))
         .map(|l| {
             l.trim()
                 .parse::<u64>()
@@ -338,7 +337,7 @@ mod tests {
 
     #[test]
     fn marks_become_layer_costs() {
-        let marks = "100\n151\n252\n1000\n1051\n1152\ntotal 5000\n";
+        let marks = "100\n151\n252\n1000\n1051\n1152\n";
         let (per_image, per_layer) = costs_from_marks(marks, 2, 2).unwrap();
         assert_eq!(per_layer, vec![vec![50, 100], vec![50, 100]]);
         assert_eq!(per_image, vec![150, 150]);
