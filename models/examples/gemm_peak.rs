@@ -79,6 +79,10 @@ fn main() {
         (784, 64, 576, "vgg-small conv4 fwd"),
         (512, 256, 2304, "vgg16 conv6 fwd"),
         (512, 512, 4608, "vgg16 conv9 fwd"),
+        (512, 128, 512, "vgg16 conv9 Winograd fwd, one ξ"),
+        (512, 256, 512, "vgg16 conv9 Winograd fwd, one ξ, 256 tiles"),
+        (256, 256, 256, "vgg16 conv6 Winograd fwd, one ξ"),
+        (64, 256, 64, "vgg16 conv2 Winograd fwd, one ξ"),
         (1024, 1024, 1024, "square"),
     ] {
         println!(

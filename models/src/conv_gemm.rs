@@ -96,11 +96,11 @@ impl ConvGeometry {
         self.out_h * self.out_w
     }
 
-    fn image_len(&self) -> usize {
+    pub(crate) fn image_len(&self) -> usize {
         self.in_channels * self.in_h * self.in_w
     }
 
-    fn output_len(&self) -> usize {
+    pub(crate) fn output_len(&self) -> usize {
         self.out_channels * self.positions()
     }
 
@@ -251,14 +251,14 @@ fn col2im(col: &[f32], g: &ConvGeometry, image: &mut [f32], row_stride: usize) {
 /// The operands of one gemm `dst[m, n] (+)= lhs[m, k] * rhs[k, n]` on one thread; strides
 /// are (row, column) in elements.
 #[derive(Clone, Copy)]
-struct Gemm<'a> {
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: &'a [f32],
-    lhs_strides: [usize; 2],
-    rhs: &'a [f32],
-    rhs_strides: [usize; 2],
+pub(crate) struct Gemm<'a> {
+    pub(crate) m: usize,
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    pub(crate) lhs: &'a [f32],
+    pub(crate) lhs_strides: [usize; 2],
+    pub(crate) rhs: &'a [f32],
+    pub(crate) rhs_strides: [usize; 2],
 }
 
 impl Gemm<'_> {
@@ -312,7 +312,7 @@ impl Gemm<'_> {
     }
 
     /// `dst = lhs * rhs`, or `dst += lhs * rhs` when `accumulate`.
-    fn store(&self, dst: &mut [f32], accumulate: bool) {
+    pub(crate) fn store(&self, dst: &mut [f32], accumulate: bool) {
         self.check(dst.len());
         // NOTE(unsafe): `dst` is an initialised slice of at least m * n elements (checked),
         // borrowed mutably, so it aliases neither operand.

@@ -1,6 +1,8 @@
 //! The convolution the gated nets train with: burn's `conv2d` everywhere, except that on the
 //! flex CPU backend the forward pass and both gradients run as im2col + gemm
-//! ([`conv_gemm`](crate::conv_gemm)), with a backward pass of our own for autodiff.
+//! ([`conv_gemm`](crate::conv_gemm)), or by Winograd F(2x2, 3x3)
+//! ([`conv_winograd`](crate::conv_winograd)) for the 3x3 layers where that
+//! [pays off](conv_winograd::pays_off), with a backward pass of our own for autodiff.
 //!
 //! burn lets a crate add backend operations through a backend extension: [`ConvGemmOps`] is
 //! implemented for every backend dnal runs on; only flex overrides the default bodies (which
@@ -24,6 +26,7 @@ use burn::backend::{Backend, Cube, Dispatch, Flex, NdArray, TensorMetadata, back
 use burn::tensor::{DType, Tensor};
 
 use crate::conv_gemm::{self, ConvGeometry};
+use crate::conv_winograd;
 
 /// A 2-D convolution without bias, with its two gradients as separate operations so that a
 /// backend can replace any of them.
@@ -120,7 +123,11 @@ impl ConvGemmOps for Flex {
             return Self::conv2d(x, weight, None, options);
         };
         let (x, weight) = (contiguous(x), contiguous(weight));
-        let y = conv_gemm::conv2d_forward(f32s(&x), f32s(&weight), None, &g);
+        let y = if conv_winograd::pays_off(&g) {
+            conv_winograd::conv2d_forward(f32s(&x), f32s(&weight), &g)
+        } else {
+            conv_gemm::conv2d_forward(f32s(&x), f32s(&weight), None, &g)
+        };
         from_f32s(y, [g.batch, g.out_channels, g.out_h, g.out_w])
     }
 
@@ -134,7 +141,11 @@ impl ConvGemmOps for Flex {
             return Self::conv2d_weight_backward(x, weight, output_grad, options);
         };
         let (x, dy) = (contiguous(x), contiguous(output_grad));
-        let dw = conv_gemm::conv2d_weight_grad(f32s(&x), f32s(&dy), &g);
+        let dw = if conv_winograd::pays_off(&g) {
+            conv_winograd::conv2d_weight_grad(f32s(&x), f32s(&dy), &g)
+        } else {
+            conv_gemm::conv2d_weight_grad(f32s(&x), f32s(&dy), &g)
+        };
         from_f32s(dw, [g.out_channels, g.in_channels, g.kh, g.kw])
     }
 
@@ -148,7 +159,11 @@ impl ConvGemmOps for Flex {
             return Self::conv2d_x_backward(x, weight, output_grad, options);
         };
         let (weight, dy) = (contiguous(weight), contiguous(output_grad));
-        let dx = conv_gemm::conv2d_input_grad(f32s(&dy), f32s(&weight), &g);
+        let dx = if conv_winograd::pays_off(&g) {
+            conv_winograd::conv2d_input_grad(f32s(&dy), f32s(&weight), &g)
+        } else {
+            conv_gemm::conv2d_input_grad(f32s(&dy), f32s(&weight), &g)
+        };
         from_f32s(dx, [g.batch, g.in_channels, g.in_h, g.in_w])
     }
 }
@@ -266,6 +281,12 @@ mod tests {
                 [3, 4, 6, 6],
                 [4, 4, 1, 1],
                 ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+            ),
+            // Winograd F(2x2, 3x3) (`conv_winograd::pays_off`), an odd plane.
+            (
+                [2, 128, 5, 5],
+                [128, 128, 3, 3],
+                ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
             ),
             // Handed back to burn: depthwise, and asymmetric padding.
             (

@@ -1,0 +1,675 @@
+//! A 3x3 convolution with stride 1 and padding 1 by Winograd's minimal filtering F(2x2, 3x3),
+//! in all three directions of training.
+//!
+//! Each 2x2 block of outputs (a tile) comes from the 4x4 block of inputs around it:
+//! `Y = A^T [sum over c of U_c ⊙ V_c] A` with `V = B^T d B` (input block), `U = G g G^T`
+//! (3x3 kernel). For each of the 16 elements `ξ` of the 4x4 transform domain the sum over input
+//! channels is a gemm, 16 multiply-adds per tile and channel pair instead of direct
+//! convolution's 36 (2.25x fewer):
+//!
+//! - forward: `M_ξ[O, T] = U_ξ[O, C] * V_ξ[C, T]`, then `Y = A^T M A` per tile
+//!
+//! The gradients are the exact adjoints of those linear steps (the same arithmetic as
+//! backpropagating through them):
+//!
+//! - input gradient: `dM = A dY A^T` per tile, `dV_ξ[C, T] = U_ξ^T * dM_ξ`, and `B dV B^T`
+//!   added into the input gradient (neighbouring input blocks overlap by two)
+//! - weight gradient: `dU_ξ[O, C] = sum over tiles of dM_ξ[O, T] * V_ξ[C, T]^T`, then
+//!   `dW = G^T dU G`
+//!
+//! where `T` counts the tiles of a group of images. The transforms are cheap next to the
+//! gemms when the layer has many channels and few positions (the deep layers of VGG16); with
+//! few channels they are not, and [`pays_off`] keeps those layers on im2col
+//! ([`crate::conv_gemm`]). Tensors are contiguous NCHW `f32` slices.
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use crate::conv_gemm::{ConvGeometry, Gemm};
+use crate::kernel_buffers::{Unwritten, with_scratch};
+
+/// Elements of the transform domain: one 4x4 block.
+const XI: usize = 16;
+
+/// The fewest tiles worth one group's 16 gemms: narrower layers put several images together.
+pub const MIN_GEMM_TILES: usize = 128;
+
+/// Whether `g` is a convolution this module computes: 3x3 kernel, stride 1, padding 1, no
+/// dilation.
+pub fn supports(g: &ConvGeometry) -> bool {
+    g.kh == 3
+        && g.kw == 3
+        && g.stride == [1, 1]
+        && g.padding == [1, 1]
+        && g.dilation == [1, 1]
+        && g.in_h > 0
+        && g.in_w > 0
+}
+
+/// Whether Winograd is faster than im2col for `g` on the CPU in all three directions: a
+/// supported geometry with enough channels on both sides to hide the transforms and enough
+/// tiles per image for the gemms (`examples/conv_strategies.rs`; BENCHMARKS.md, "Winograd").
+pub fn pays_off(g: &ConvGeometry) -> bool {
+    supports(g) && g.in_channels >= 128 && g.out_channels >= 128 && g.out_h * g.out_w >= 16
+}
+
+/// `B^T d` along one axis.
+#[inline(always)]
+fn input_1d(d: [f32; 4]) -> [f32; 4] {
+    [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
+}
+
+/// `B v` along one axis: the adjoint of [`input_1d`].
+#[inline(always)]
+fn input_adjoint_1d(v: [f32; 4]) -> [f32; 4] {
+    [v[0], v[1] - v[2] + v[3], v[1] + v[2] - v[0], -v[3]]
+}
+
+/// `G g` along one axis.
+#[inline(always)]
+fn kernel_1d(g: [f32; 3]) -> [f32; 4] {
+    let (sum_even, odd) = (0.5 * (g[0] + g[2]), 0.5 * g[1]);
+    [g[0], sum_even + odd, sum_even - odd, g[2]]
+}
+
+/// `G^T u` along one axis: the adjoint of [`kernel_1d`].
+#[inline(always)]
+fn kernel_adjoint_1d(u: [f32; 4]) -> [f32; 3] {
+    let (sum, diff) = (0.5 * (u[1] + u[2]), 0.5 * (u[1] - u[2]));
+    [u[0] + sum, diff, sum + u[3]]
+}
+
+/// `A^T m` along one axis.
+#[inline(always)]
+fn output_1d(m: [f32; 4]) -> [f32; 2] {
+    [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
+}
+
+/// `A y` along one axis: the adjoint of [`output_1d`].
+#[inline(always)]
+fn output_adjoint_1d(y: [f32; 2]) -> [f32; 4] {
+    [y[0], y[0] + y[1], y[0] - y[1], -y[1]]
+}
+
+/// A separable 2-D transform: `f` along each row of `block`, then along each column of the
+/// result; the result is row-major, `R` rows of `R` values.
+#[inline(always)]
+fn transform_2d<const N: usize, const R: usize>(
+    block: [[f32; N]; N],
+    f: impl Fn([f32; N]) -> [f32; R],
+) -> [[f32; R]; R] {
+    let rows = block.map(&f);
+    let mut out = [[0.0; R]; R];
+    for j in 0..R {
+        let column = f(std::array::from_fn(|i| rows[i][j]));
+        for i in 0..R {
+            out[i][j] = column[i];
+        }
+    }
+    out
+}
+
+/// Tiles of one image: `(rows, columns)` of 2x2 output blocks (the last ones partly outside
+/// an odd-sized output).
+fn tile_grid(g: &ConvGeometry) -> (usize, usize) {
+    (g.out_h.div_ceil(2), g.out_w.div_ceil(2))
+}
+
+/// Images per group: enough for [`MIN_GEMM_TILES`] tiles, at least one, no more than an even
+/// share of the batch per thread.
+fn group(g: &ConvGeometry) -> usize {
+    let (th, tw) = tile_grid(g);
+    let wanted = MIN_GEMM_TILES.div_ceil(th * tw);
+    let share = g.batch.div_ceil(rayon::current_num_threads().max(1));
+    wanted.min(share).max(1)
+}
+
+/// Splits a row into its even- and odd-indexed values, `even[t] = row[2t - shift]`,
+/// `odd[t] = row[2t + 1 - shift]`, zero outside the row (or everywhere for `None`). With
+/// `shift` 1 the row is read as if padded by one value on the left, as the input blocks are.
+fn deinterleave(row: Option<&[f32]>, shift: usize, even: &mut [f32], odd: &mut [f32]) {
+    even.fill(0.0);
+    odd.fill(0.0);
+    let Some(row) = row else { return };
+    for (x, &value) in row.iter().enumerate() {
+        let p = x + shift;
+        if p / 2 < even.len() {
+            if p.is_multiple_of(2) {
+                even[p / 2] = value;
+            } else {
+                odd[p / 2] = value;
+            }
+        }
+    }
+}
+
+/// Row `y` of `plane` `[h, w]`, or `None` outside it (`y` may have wrapped below zero).
+fn plane_row(plane: &[f32], w: usize, h: usize, y: usize) -> Option<&[f32]> {
+    (y < h).then(|| &plane[y * w..][..w])
+}
+
+/// Per-thread rows the transforms work in: `count` rows of `len` floats.
+struct Rows {
+    values: Vec<f32>,
+    len: usize,
+}
+
+impl Rows {
+    fn new(count: usize, len: usize) -> Self {
+        Self {
+            values: vec![0.0; count * len],
+            len,
+        }
+    }
+
+    fn row(&self, i: usize) -> &[f32] {
+        &self.values[i * self.len..][..self.len]
+    }
+
+    fn row_mut(&mut self, i: usize) -> &mut [f32] {
+        &mut self.values[i * self.len..][..self.len]
+    }
+
+    fn pair_mut(&mut self, i: usize) -> (&mut [f32], &mut [f32]) {
+        self.values[2 * i * self.len..][..2 * self.len].split_at_mut(self.len)
+    }
+}
+
+/// `V[ξ][c][t] = (B^T d B)[ξ]` for every input block of the `images` of a group (`t` = image
+/// * tiles per image + tile), `V` being `[16, C, tiles]`.
+///
+/// Works a row of tiles at a time on rows split into even and odd columns, so that every
+/// loop runs over consecutive tiles with unit stride (and vectorises).
+fn transform_inputs(images: &[f32], g: &ConvGeometry, v: &mut [f32], tiles: usize) {
+    let (th, tw) = tile_grid(g);
+    let (h, w, c_count) = (g.in_h, g.in_w, g.in_channels);
+    // Rows 2k, 2k + 1: input row k of the block row split into even and odd padded columns
+    // (tw + 1 of each: a block reaches one column past its tile); rows 8 + 2i, 9 + 2i: the
+    // i-th combination along y.
+    let mut rows = Rows::new(16, tw + 1);
+    let count = images.len() / g.image_len();
+    // Channel-major, so that the group's tiles of one channel (consecutive in `V`) are written
+    // one after the other: image-major order wrote each cache line of `V` piecewise, a few
+    // floats at a time, after it had left the cache (3x slower on 4x4 planes).
+    for c in 0..c_count {
+        for n in 0..count {
+            let plane = &images[n * g.image_len() + c * h * w..][..h * w];
+            for ty in 0..th {
+                for k in 0..4 {
+                    let (even, odd) = rows.pair_mut(k);
+                    let y = (2 * ty + k).wrapping_sub(1);
+                    deinterleave(plane_row(plane, w, h, y), 1, even, odd);
+                }
+                // Along y: B^T over the four input rows, column by column.
+                for p in 0..2 * (tw + 1) {
+                    let (row, t) = (p % 2, p / 2);
+                    let d = std::array::from_fn(|k| rows.row(2 * k + row)[t]);
+                    for (i, value) in input_1d(d).into_iter().enumerate() {
+                        rows.row_mut(8 + 2 * i + row)[t] = value;
+                    }
+                }
+                // Along x: a tile's columns are even[t], odd[t], even[t + 1], odd[t + 1].
+                let start = n * th * tw + ty * tw;
+                for i in 0..4 {
+                    let (even, odd) = (rows.row(8 + 2 * i), rows.row(9 + 2 * i));
+                    for j in 0..4 {
+                        let dst = &mut v[((i * 4 + j) * c_count + c) * tiles + start..][..tw];
+                        for (t, out) in dst.iter_mut().enumerate() {
+                            *out = input_1d([even[t], odd[t], even[t + 1], odd[t + 1]])[j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dM[ξ][o][t] = (A dY A^T)[ξ]` for every output tile of the group's output gradients
+/// `grads` (`[count, O, out_h, out_w]`), `dM` being `[16, O, tiles]`; outputs outside an
+/// odd-sized plane count as zero.
+fn transform_output_grads(grads: &[f32], g: &ConvGeometry, dm: &mut [f32], tiles: usize) {
+    let (th, tw) = tile_grid(g);
+    let (h, w, o_count) = (g.out_h, g.out_w, g.out_channels);
+    // Rows 0-3: the tile row's two output rows split into even and odd columns; rows 4-11:
+    // the combinations along y.
+    let mut rows = Rows::new(12, tw);
+    let count = grads.len() / g.output_len();
+    // Channel-major, as in `transform_inputs`.
+    for o in 0..o_count {
+        for n in 0..count {
+            let plane = &grads[n * g.output_len() + o * h * w..][..h * w];
+            for ty in 0..th {
+                for a in 0..2 {
+                    let (even, odd) = rows.pair_mut(a);
+                    deinterleave(plane_row(plane, w, h, 2 * ty + a), 0, even, odd);
+                }
+                for p in 0..2 * tw {
+                    let (row, t) = (p % 2, p / 2);
+                    let dy = [rows.row(row)[t], rows.row(2 + row)[t]];
+                    for (i, value) in output_adjoint_1d(dy).into_iter().enumerate() {
+                        rows.row_mut(4 + 2 * i + row)[t] = value;
+                    }
+                }
+                let start = n * th * tw + ty * tw;
+                for i in 0..4 {
+                    let (even, odd) = (rows.row(4 + 2 * i), rows.row(5 + 2 * i));
+                    for j in 0..4 {
+                        let dst = &mut dm[((i * 4 + j) * o_count + o) * tiles + start..][..tw];
+                        for (t, out) in dst.iter_mut().enumerate() {
+                            *out = output_adjoint_1d([even[t], odd[t]])[j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The group's outputs `[count, O, out_h, out_w]` from `M` `[16, O, tiles]`: `A^T M A` per
+/// tile. Every output slot is written once.
+fn inverse_outputs(m: &[f32], g: &ConvGeometry, out: &mut [MaybeUninit<f32>], tiles: usize) {
+    let (th, tw) = tile_grid(g);
+    let (h, w, o_count) = (g.out_h, g.out_w, g.out_channels);
+    // Rows 2i, 2i + 1: row i of the blocks, reduced along x to the even and odd output
+    // columns; rows 8-11: the two output rows, even and odd columns.
+    let mut rows = Rows::new(12, tw);
+    let count = out.len() / g.output_len();
+    // Channel-major, so that `M` is read in order (as in `transform_inputs`).
+    for o in 0..o_count {
+        for n in 0..count {
+            let plane = &mut out[n * g.output_len() + o * h * w..][..h * w];
+            for ty in 0..th {
+                let start = n * th * tw + ty * tw;
+                for i in 0..4 {
+                    let src: [&[f32]; 4] = std::array::from_fn(|j| {
+                        &m[((i * 4 + j) * o_count + o) * tiles + start..][..tw]
+                    });
+                    let (even, odd) = rows.pair_mut(i);
+                    for t in 0..tw {
+                        [even[t], odd[t]] = output_1d([src[0][t], src[1][t], src[2][t], src[3][t]]);
+                    }
+                }
+                for p in 0..2 * tw {
+                    let (column, t) = (p % 2, p / 2);
+                    let block_column = std::array::from_fn(|i| rows.row(2 * i + column)[t]);
+                    let [first, second] = output_1d(block_column);
+                    rows.row_mut(8 + column)[t] = first;
+                    rows.row_mut(10 + column)[t] = second;
+                }
+                for a in 0..2 {
+                    let y = 2 * ty + a;
+                    if y >= h {
+                        continue;
+                    }
+                    let (even, odd) = (rows.row(8 + 2 * a), rows.row(9 + 2 * a));
+                    for (x, slot) in plane[y * w..][..w].iter_mut().enumerate() {
+                        slot.write(if x % 2 == 0 { even[x / 2] } else { odd[x / 2] });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The group's input gradients `[count, C, H, W]` (every slot written) from `dV`
+/// `[16, C, tiles]`: the sum of `B dV B^T` over the blocks that cover each input; what falls
+/// on the padding is dropped.
+fn input_grads_from(dv: &[f32], g: &ConvGeometry, dx: &mut [MaybeUninit<f32>], tiles: usize) {
+    let (th, tw) = tile_grid(g);
+    let (h, w, c_count) = (g.in_h, g.in_w, g.in_channels);
+    let len = tw + 1;
+    // Rows 2i, 2i + 1: row i of the blocks spread along x onto even and odd padded columns;
+    // then the padded plane's rows (2 th + 2 of them, even and odd columns) the blocks add
+    // into.
+    let plane_rows = 2 * th + 2;
+    let mut rows = Rows::new(8 + 2 * plane_rows, len);
+    let count = dx.len() / g.image_len();
+    // Channel-major, so that `dV` is read in order (as in `transform_inputs`).
+    for c in 0..c_count {
+        for n in 0..count {
+            let plane = &mut dx[n * g.image_len() + c * h * w..][..h * w];
+            rows.values[8 * len..].fill(0.0);
+            for ty in 0..th {
+                let start = n * th * tw + ty * tw;
+                for i in 0..4 {
+                    let src: [&[f32]; 4] = std::array::from_fn(|j| {
+                        &dv[((i * 4 + j) * c_count + c) * tiles + start..][..tw]
+                    });
+                    let (even, odd) = rows.pair_mut(i);
+                    even[tw] = 0.0;
+                    odd[tw] = 0.0;
+                    // A tile's columns are even[t], odd[t], even[t + 1], odd[t + 1]: the first
+                    // two are set by tile t, the last two added by it onto tile t + 1's.
+                    for t in 0..tw {
+                        let [d0, d1, ..] =
+                            input_adjoint_1d([src[0][t], src[1][t], src[2][t], src[3][t]]);
+                        even[t] = d0;
+                        odd[t] = d1;
+                    }
+                    for t in 0..tw {
+                        let [.., d2, d3] =
+                            input_adjoint_1d([src[0][t], src[1][t], src[2][t], src[3][t]]);
+                        even[t + 1] += d2;
+                        odd[t + 1] += d3;
+                    }
+                }
+                // Along y: the block's rows land on padded rows 2 ty .. 2 ty + 4.
+                for p in 0..2 * len {
+                    let (column, t) = (p % 2, p / 2);
+                    let block_column = std::array::from_fn(|i| rows.row(2 * i + column)[t]);
+                    for (a, value) in input_adjoint_1d(block_column).into_iter().enumerate() {
+                        rows.row_mut(8 + 2 * (2 * ty + a) + column)[t] += value;
+                    }
+                }
+            }
+            // Input (y, x) is padded (y + 1, x + 1): odd column x + 1 = 2t + 1 for even x, even
+            // column 2t + 2 for odd x.
+            for (y, row) in plane.chunks_mut(w).enumerate() {
+                let (even, odd) = (rows.row(8 + 2 * (y + 1)), rows.row(9 + 2 * (y + 1)));
+                for (x, slot) in row.iter_mut().enumerate() {
+                    slot.write(if x % 2 == 0 {
+                        odd[x / 2]
+                    } else {
+                        even[x / 2 + 1]
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// `U = G g G^T` of every kernel of `weight` `[O, C, 3, 3]`, laid out `[O, 16, C]` (so that
+/// each output channel's rows are written by one thread); `U_ξ` is then the `[O, C]` matrix
+/// at offset `ξ * C` with row stride `16 * C`.
+fn transform_weights(weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let c_count = g.in_channels;
+    let mut u = Unwritten::new(g.out_channels * XI * c_count);
+    u.slots()
+        .par_chunks_mut(XI * c_count)
+        .zip(weight.par_chunks(c_count * 9))
+        .for_each(|(rows, kernels)| {
+            for (c, k) in kernels.chunks(9).enumerate() {
+                let kernel: [[f32; 3]; 3] =
+                    std::array::from_fn(|a| [k[3 * a], k[3 * a + 1], k[3 * a + 2]]);
+                let block = transform_2d(kernel, kernel_1d);
+                for (xi, value) in block.as_flattened().iter().enumerate() {
+                    rows[xi * c_count + c].write(*value);
+                }
+            }
+        });
+    // NOTE(unsafe): each output channel's chunk holds 16 * C slots and the loop wrote every
+    // (ξ, c) pair of it.
+    unsafe { u.assume_written() }
+}
+
+/// The weight gradient `[O, C, 3, 3]` from `dU` `[16, O, C]`: `G^T dU G` per kernel.
+fn weight_grad_from(du: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let (o_count, c_count) = (g.out_channels, g.in_channels);
+    let mut dw = vec![0.0; o_count * c_count * 9];
+    dw.par_chunks_mut(c_count * 9)
+        .enumerate()
+        .for_each(|(o, kernels)| {
+            for (c, k) in kernels.chunks_mut(9).enumerate() {
+                let block: [[f32; 4]; 4] = std::array::from_fn(|i| {
+                    std::array::from_fn(|j| du[((i * 4 + j) * o_count + o) * c_count + c])
+                });
+                let kernel = transform_2d(block, kernel_adjoint_1d);
+                k.copy_from_slice(kernel.as_flattened());
+            }
+        });
+    dw
+}
+
+/// The forward convolution: `input` `[N, C, H, W]`, `weight` `[O, C, 3, 3]`; returns
+/// `[N, O, H, W]`. `g` must be [`supports`]ed.
+pub fn conv2d_forward(input: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    assert!(
+        supports(g),
+        "conv_winograd: not a 3x3/1 same convolution: {g:?}"
+    );
+    assert_eq!(
+        input.len(),
+        g.batch * g.image_len(),
+        "conv2d_forward: input"
+    );
+    assert_eq!(
+        weight.len(),
+        g.out_channels * g.in_channels * 9,
+        "conv2d_forward: weight"
+    );
+    let (th, tw) = tile_grid(g);
+    let (c, o) = (g.in_channels, g.out_channels);
+    let u = transform_weights(weight, g);
+    let mut output = Unwritten::new(g.batch * g.output_len());
+    output
+        .slots()
+        .par_chunks_mut(group(g) * g.output_len())
+        .zip(input.par_chunks(group(g) * g.image_len()))
+        .for_each(|(out, images)| {
+            let tiles = images.len() / g.image_len() * th * tw;
+            with_scratch(XI * (c + o) * tiles, |scratch| {
+                let (v, m) = scratch.split_at_mut(XI * c * tiles);
+                transform_inputs(images, g, v, tiles);
+                for xi in 0..XI {
+                    // M_ξ[O, T] = U_ξ[O, C] * V_ξ[C, T]
+                    Gemm {
+                        m: o,
+                        n: tiles,
+                        k: c,
+                        lhs: &u[xi * c..],
+                        lhs_strides: [XI * c, 1],
+                        rhs: &v[xi * c * tiles..][..c * tiles],
+                        rhs_strides: [tiles, 1],
+                    }
+                    .store(&mut m[xi * o * tiles..][..o * tiles], false);
+                }
+                inverse_outputs(m, g, out, tiles);
+            });
+        });
+    // NOTE(unsafe): the chunks cover the output and `inverse_outputs` wrote every slot of
+    // each (every output lies in exactly one tile).
+    unsafe { output.assume_written() }
+}
+
+/// The input gradient: `output_grad` `[N, O, H, W]` and `weight` `[O, C, 3, 3]`; returns
+/// `[N, C, H, W]`. `g` must be [`supports`]ed.
+pub fn conv2d_input_grad(output_grad: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    assert!(
+        supports(g),
+        "conv_winograd: not a 3x3/1 same convolution: {g:?}"
+    );
+    assert_eq!(
+        output_grad.len(),
+        g.batch * g.output_len(),
+        "conv2d_input_grad: output_grad"
+    );
+    assert_eq!(
+        weight.len(),
+        g.out_channels * g.in_channels * 9,
+        "conv2d_input_grad: weight"
+    );
+    let (th, tw) = tile_grid(g);
+    let (c, o) = (g.in_channels, g.out_channels);
+    let u = transform_weights(weight, g);
+    let mut input_grad = Unwritten::new(g.batch * g.image_len());
+    input_grad
+        .slots()
+        .par_chunks_mut(group(g) * g.image_len())
+        .zip(output_grad.par_chunks(group(g) * g.output_len()))
+        .for_each(|(images, grads)| {
+            let tiles = images.len() / g.image_len() * th * tw;
+            with_scratch(XI * (c + o) * tiles, |scratch| {
+                let (dv, dm) = scratch.split_at_mut(XI * c * tiles);
+                transform_output_grads(grads, g, dm, tiles);
+                for xi in 0..XI {
+                    // dV_ξ[C, T] = U_ξ[O, C]^T * dM_ξ[O, T]
+                    Gemm {
+                        m: c,
+                        n: tiles,
+                        k: o,
+                        lhs: &u[xi * c..],
+                        lhs_strides: [1, XI * c],
+                        rhs: &dm[xi * o * tiles..][..o * tiles],
+                        rhs_strides: [tiles, 1],
+                    }
+                    .store(&mut dv[xi * c * tiles..][..c * tiles], false);
+                }
+                input_grads_from(dv, g, images, tiles);
+            });
+        });
+    // NOTE(unsafe): the chunks cover the gradient and `input_grads_from` wrote every slot of
+    // each.
+    unsafe { input_grad.assume_written() }
+}
+
+/// The weight gradient: `input` `[N, C, H, W]` and `output_grad` `[N, O, H, W]`; returns
+/// `[O, C, 3, 3]`. `g` must be [`supports`]ed.
+pub fn conv2d_weight_grad(input: &[f32], output_grad: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    assert!(
+        supports(g),
+        "conv_winograd: not a 3x3/1 same convolution: {g:?}"
+    );
+    assert_eq!(
+        input.len(),
+        g.batch * g.image_len(),
+        "conv2d_weight_grad: input"
+    );
+    assert_eq!(
+        output_grad.len(),
+        g.batch * g.output_len(),
+        "conv2d_weight_grad: output_grad"
+    );
+    let (th, tw) = tile_grid(g);
+    let (c, o, group) = (g.in_channels, g.out_channels, group(g));
+    let du_len = XI * o * c;
+    // One partial dU per share of the batch, added up at the end: each share's gemms
+    // accumulate into memory no other thread touches.
+    let shares = rayon::current_num_threads().clamp(1, g.batch.max(1));
+    let per_share = g.batch.div_ceil(shares);
+    let partials: Vec<Vec<f32>> = (0..shares)
+        .into_par_iter()
+        .map(|share| {
+            let mut du = vec![0.0; du_len];
+            let images = share * per_share..((share + 1) * per_share).min(g.batch);
+            with_scratch(XI * (c + o) * group * th * tw, |scratch| {
+                for first in images.clone().step_by(group) {
+                    let count = group.min(images.end - first);
+                    let tiles = count * th * tw;
+                    let (v, dm) = scratch.split_at_mut(XI * c * tiles);
+                    let x = &input[first * g.image_len()..][..count * g.image_len()];
+                    let dy = &output_grad[first * g.output_len()..][..count * g.output_len()];
+                    transform_inputs(x, g, v, tiles);
+                    transform_output_grads(dy, g, dm, tiles);
+                    for xi in 0..XI {
+                        // dU_ξ[O, C] += dM_ξ[O, T] * V_ξ[C, T]^T
+                        Gemm {
+                            m: o,
+                            n: c,
+                            k: tiles,
+                            lhs: &dm[xi * o * tiles..][..o * tiles],
+                            lhs_strides: [tiles, 1],
+                            rhs: &v[xi * c * tiles..][..c * tiles],
+                            rhs_strides: [1, tiles],
+                        }
+                        .store(&mut du[xi * o * c..][..o * c], true);
+                    }
+                }
+            });
+            du
+        })
+        .collect();
+    let mut partials = partials.into_iter();
+    let mut du = partials.next().unwrap_or_else(|| vec![0.0; du_len]);
+    for partial in partials {
+        for (a, b) in du.iter_mut().zip(partial) {
+            *a += b;
+        }
+    }
+    weight_grad_from(&du, g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv_gemm;
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        a.iter()
+            .zip(b)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+            / scale
+    }
+
+    /// The three directions equal im2col's (which the conv_gemm tests check against the
+    /// definition) on even and odd planes, one-tile planes, batches that do and do not fill
+    /// the groups, and channel counts that are not powers of two.
+    #[test]
+    fn matches_im2col_in_all_directions() {
+        for (batch, c, o, h, w) in [
+            (3, 5, 7, 6, 6),
+            (2, 3, 4, 7, 5),
+            (5, 16, 8, 2, 2),
+            (1, 2, 3, 1, 1),
+            (4, 9, 11, 3, 8),
+            (70, 4, 6, 4, 4),
+        ] {
+            let g = ConvGeometry::new([batch, c, h, w], [o, c, 3, 3], [1, 1], [1, 1], [1, 1]);
+            assert!(supports(&g));
+            let x = random(batch * c * h * w, 1);
+            let wt = random(o * c * 9, 2);
+            let dy = random(batch * o * h * w, 3);
+            let case = format!("batch {batch}, {c} -> {o}, {h}x{w}");
+            let y = conv2d_forward(&x, &wt, &g);
+            let y_ref = conv_gemm::conv2d_forward(&x, &wt, None, &g);
+            assert!(max_rel_diff(&y, &y_ref) < 1e-5, "forward, {case}");
+            let dx = conv2d_input_grad(&dy, &wt, &g);
+            let dx_ref = conv_gemm::conv2d_input_grad(&dy, &wt, &g);
+            assert!(max_rel_diff(&dx, &dx_ref) < 1e-5, "input grad, {case}");
+            let dw = conv2d_weight_grad(&x, &dy, &g);
+            let dw_ref = conv_gemm::conv2d_weight_grad(&x, &dy, &g);
+            assert!(max_rel_diff(&dw, &dw_ref) < 1e-5, "weight grad, {case}");
+        }
+    }
+
+    /// Each 1-D adjoint is the transpose of its transform: <f(a), b> = <a, f*(b)>.
+    #[test]
+    fn adjoints_are_transposes() {
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        let (a4, b4) = ([0.3, -1.2, 2.0, 0.7], [1.1, 0.4, -0.9, 2.5]);
+        let (a3, a2) = ([0.5, -0.25, 1.5], [-0.6, 1.3]);
+        assert!((dot(&input_1d(a4), &b4) - dot(&a4, &input_adjoint_1d(b4))).abs() < 1e-6);
+        assert!((dot(&kernel_1d(a3), &b4) - dot(&a3, &kernel_adjoint_1d(b4))).abs() < 1e-6);
+        assert!((dot(&output_1d(a4), &a2) - dot(&a4, &output_adjoint_1d(a2))).abs() < 1e-6);
+    }
+
+    #[test]
+    fn geometry_support() {
+        let same = ConvGeometry::new([1, 128, 8, 8], [256, 128, 3, 3], [1, 1], [1, 1], [1, 1]);
+        assert!(supports(&same) && pays_off(&same));
+        let tiny = ConvGeometry::new([1, 512, 2, 2], [512, 512, 3, 3], [1, 1], [1, 1], [1, 1]);
+        assert!(supports(&tiny) && !pays_off(&tiny));
+        let strided = ConvGeometry::new([1, 64, 8, 8], [64, 64, 3, 3], [2, 2], [1, 1], [1, 1]);
+        assert!(!supports(&strided));
+        let valid = ConvGeometry::new([1, 64, 8, 8], [64, 64, 3, 3], [1, 1], [0, 0], [1, 1]);
+        assert!(!supports(&valid));
+        let five = ConvGeometry::new([1, 64, 8, 8], [64, 64, 5, 5], [1, 1], [2, 2], [1, 1]);
+        assert!(!supports(&five));
+        let narrow = ConvGeometry::new([1, 1, 28, 28], [32, 1, 3, 3], [1, 1], [1, 1], [1, 1]);
+        assert!(supports(&narrow) && !pays_off(&narrow));
+    }
+}
