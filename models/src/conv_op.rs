@@ -282,10 +282,10 @@ mod tests {
                 [4, 4, 1, 1],
                 ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
             ),
-            // Winograd F(2x2, 3x3) (`conv_winograd::pays_off`), an odd plane.
+            // Winograd F(2x2, 3x3) (`conv_winograd::pays_off`).
             (
-                [2, 128, 5, 5],
-                [128, 128, 3, 3],
+                [2, 128, 6, 6],
+                [160, 128, 3, 3],
                 ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
             ),
             // Handed back to burn: depthwise, and asymmetric padding.

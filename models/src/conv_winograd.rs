@@ -47,20 +47,27 @@ pub fn supports(g: &ConvGeometry) -> bool {
         && g.in_w > 0
 }
 
-/// Whether Winograd is faster than im2col for `g` on the CPU in all three directions: a
-/// supported geometry with enough channels on both sides to hide the transforms and enough
-/// tiles per image for the gemms (`examples/conv_strategies.rs`; BENCHMARKS.md, "Winograd").
+/// Whether Winograd is faster than im2col for `g` on the CPU (forward and both gradients
+/// together; `examples/conv_strategies.rs`, BENCHMARKS.md "Winograd"): a supported geometry
+/// whose transforms cost little next to its gemms: at least 64 channels on both sides, and
+/// 128 or planes of at least 16x16 (the transforms work a row of tiles at a time: short rows
+/// and few channels leave them overhead-bound; vgg-small's 64-channel 14x14 layer broke
+/// even); planes of at least 4x4 (on 2x2 the gradients' gemms are too narrow) and of even
+/// size (an odd plane's last row and column of tiles are half wasted: vgg-small's 7x7 layer
+/// ran 0.6-0.8x).
 pub fn pays_off(g: &ConvGeometry) -> bool {
-    supports(g) && g.in_channels >= 128 && g.out_channels >= 128 && g.out_h * g.out_w >= 16
+    let (c, o) = (g.in_channels, g.out_channels);
+    let wide = c >= 128 && o >= 128;
+    let large = c >= 64 && o >= 64 && g.out_h >= 16 && g.out_w >= 16;
+    supports(g)
+        && (wide || large)
+        && g.out_h >= 4
+        && g.out_w >= 4
+        && g.out_h.is_multiple_of(2)
+        && g.out_w.is_multiple_of(2)
 }
 
-/// `B^T d` along one axis.
-#[inline(always)]
-fn input_1d(d: [f32; 4]) -> [f32; 4] {
-    [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
-}
-
-/// `B v` along one axis: the adjoint of [`input_1d`].
+/// `B v` along one axis: the adjoint of `B^T d` (written out in [`transform_inputs`]).
 #[inline(always)]
 fn input_adjoint_1d(v: [f32; 4]) -> [f32; 4] {
     [v[0], v[1] - v[2] + v[3], v[1] + v[2] - v[0], -v[3]]
@@ -80,16 +87,10 @@ fn kernel_adjoint_1d(u: [f32; 4]) -> [f32; 3] {
     [u[0] + sum, diff, sum + u[3]]
 }
 
-/// `A^T m` along one axis.
+/// `A^T m` along one axis (its adjoint `A y` is written out in [`transform_output_grads`]).
 #[inline(always)]
 fn output_1d(m: [f32; 4]) -> [f32; 2] {
     [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
-}
-
-/// `A y` along one axis: the adjoint of [`output_1d`].
-#[inline(always)]
-fn output_adjoint_1d(y: [f32; 2]) -> [f32; 4] {
-    [y[0], y[0] + y[1], y[0] - y[1], -y[1]]
 }
 
 /// A separable 2-D transform: `f` along each row of `block`, then along each column of the
@@ -125,30 +126,6 @@ fn group(g: &ConvGeometry) -> usize {
     wanted.min(share).max(1)
 }
 
-/// Splits a row into its even- and odd-indexed values, `even[t] = row[2t - shift]`,
-/// `odd[t] = row[2t + 1 - shift]`, zero outside the row (or everywhere for `None`). With
-/// `shift` 1 the row is read as if padded by one value on the left, as the input blocks are.
-fn deinterleave(row: Option<&[f32]>, shift: usize, even: &mut [f32], odd: &mut [f32]) {
-    even.fill(0.0);
-    odd.fill(0.0);
-    let Some(row) = row else { return };
-    for (x, &value) in row.iter().enumerate() {
-        let p = x + shift;
-        if p / 2 < even.len() {
-            if p.is_multiple_of(2) {
-                even[p / 2] = value;
-            } else {
-                odd[p / 2] = value;
-            }
-        }
-    }
-}
-
-/// Row `y` of `plane` `[h, w]`, or `None` outside it (`y` may have wrapped below zero).
-fn plane_row(plane: &[f32], w: usize, h: usize, y: usize) -> Option<&[f32]> {
-    (y < h).then(|| &plane[y * w..][..w])
-}
-
 /// Per-thread rows the transforms work in: `count` rows of `len` floats.
 struct Rows {
     values: Vec<f32>,
@@ -176,18 +153,64 @@ impl Rows {
     }
 }
 
+/// `out[t] = f(a[t], b[t])` over the shortest of the three.
+#[inline(always)]
+fn combine(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
+    for (o, (&x, &y)) in out.iter_mut().zip(a.iter().zip(b)) {
+        *o = f(x, y);
+    }
+}
+
+/// Splits `plane` `[h, w]` into the even and odd columns of its rows, padded by one value on
+/// every side: `padded[2r]` (even) and `padded[2r + 1]` (odd) hold columns `2t - 1` and `2t`
+/// of input row `r - 1`, zero outside the plane. `padded` has `2 * rows` rows of `len`.
+fn deinterleave_padded(plane: &[f32], w: usize, padded: &mut [f32], len: usize) {
+    padded.fill(0.0);
+    for (y, row) in plane.chunks_exact(w).enumerate() {
+        let (even, odd) = padded[2 * (y + 1) * len..][..2 * len].split_at_mut(len);
+        let pairs = row.chunks_exact(2);
+        if let [last] = pairs.remainder() {
+            odd[w / 2] = *last;
+        }
+        for (t, pair) in pairs.enumerate() {
+            odd[t] = pair[0];
+            even[t + 1] = pair[1];
+        }
+    }
+}
+
+/// Splits the rows of `plane` `[h, w]` into even and odd columns: `split[2y]` (even) and
+/// `split[2y + 1]` (odd) hold columns `2t` and `2t + 1` of row `y`, zero past the plane.
+/// `split` has `2 * rows` rows of `len`.
+fn deinterleave_rows(plane: &[f32], w: usize, split: &mut [f32], len: usize) {
+    split.fill(0.0);
+    for (y, row) in plane.chunks_exact(w).enumerate() {
+        let (even, odd) = split[2 * y * len..][..2 * len].split_at_mut(len);
+        let pairs = row.chunks_exact(2);
+        if let [last] = pairs.remainder() {
+            even[w / 2] = *last;
+        }
+        for (t, pair) in pairs.enumerate() {
+            even[t] = pair[0];
+            odd[t] = pair[1];
+        }
+    }
+}
+
 /// `V[ξ][c][t] = (B^T d B)[ξ]` for every input block of the `images` of a group (`t` = image
 /// * tiles per image + tile), `V` being `[16, C, tiles]`.
 ///
-/// Works a row of tiles at a time on rows split into even and odd columns, so that every
-/// loop runs over consecutive tiles with unit stride (and vectorises).
+/// Works on planes split into even and odd columns, a row of tiles at a time, so that every
+/// loop runs over consecutive tiles with unit stride (and vectorises). Each element of `B^T d`
+/// combines two values, written out below.
 fn transform_inputs(images: &[f32], g: &ConvGeometry, v: &mut [f32], tiles: usize) {
     let (th, tw) = tile_grid(g);
     let (h, w, c_count) = (g.in_h, g.in_w, g.in_channels);
-    // Rows 2k, 2k + 1: input row k of the block row split into even and odd padded columns
-    // (tw + 1 of each: a block reaches one column past its tile); rows 8 + 2i, 9 + 2i: the
-    // i-th combination along y.
-    let mut rows = Rows::new(16, tw + 1);
+    // A block reaches one column past its tile: tw + 1 even and odd columns; the blocks of
+    // tile row ty cover padded rows 2 ty .. 2 ty + 4.
+    let len = tw + 1;
+    let mut padded = vec![0.0; 2 * (2 * th + 2) * len];
+    let mut along_y = vec![0.0; 8 * len];
     let count = images.len() / g.image_len();
     // Channel-major, so that the group's tiles of one channel (consecutive in `V`) are written
     // one after the other: image-major order wrote each cache line of `V` piecewise, a few
@@ -195,30 +218,28 @@ fn transform_inputs(images: &[f32], g: &ConvGeometry, v: &mut [f32], tiles: usiz
     for c in 0..c_count {
         for n in 0..count {
             let plane = &images[n * g.image_len() + c * h * w..][..h * w];
+            deinterleave_padded(plane, w, &mut padded, len);
             for ty in 0..th {
-                for k in 0..4 {
-                    let (even, odd) = rows.pair_mut(k);
-                    let y = (2 * ty + k).wrapping_sub(1);
-                    deinterleave(plane_row(plane, w, h, y), 1, even, odd);
-                }
-                // Along y: B^T over the four input rows, column by column.
-                for p in 0..2 * (tw + 1) {
-                    let (row, t) = (p % 2, p / 2);
-                    let d = std::array::from_fn(|k| rows.row(2 * k + row)[t]);
-                    for (i, value) in input_1d(d).into_iter().enumerate() {
-                        rows.row_mut(8 + 2 * i + row)[t] = value;
-                    }
+                let row = |k: usize, odd: usize| &padded[(2 * (2 * ty + k) + odd) * len..][..len];
+                // Along y, for the even and the odd columns: B^T over the block's four rows.
+                for odd in 0..2 {
+                    let [d0, d1, d2, d3] = std::array::from_fn(|k| row(k, odd));
+                    let mut out = along_y.chunks_exact_mut(len).skip(odd).step_by(2);
+                    combine(out.next().unwrap(), d0, d2, |a, b| a - b);
+                    combine(out.next().unwrap(), d1, d2, |a, b| a + b);
+                    combine(out.next().unwrap(), d2, d1, |a, b| a - b);
+                    combine(out.next().unwrap(), d1, d3, |a, b| a - b);
                 }
                 // Along x: a tile's columns are even[t], odd[t], even[t + 1], odd[t + 1].
                 let start = n * th * tw + ty * tw;
                 for i in 0..4 {
-                    let (even, odd) = (rows.row(8 + 2 * i), rows.row(9 + 2 * i));
-                    for j in 0..4 {
-                        let dst = &mut v[((i * 4 + j) * c_count + c) * tiles + start..][..tw];
-                        for (t, out) in dst.iter_mut().enumerate() {
-                            *out = input_1d([even[t], odd[t], even[t + 1], odd[t + 1]])[j];
-                        }
-                    }
+                    let even = &along_y[2 * i * len..][..len];
+                    let odd = &along_y[(2 * i + 1) * len..][..len];
+                    let at = |j: usize| ((i * 4 + j) * c_count + c) * tiles + start;
+                    combine(&mut v[at(0)..][..tw], even, &even[1..], |a, b| a - b);
+                    combine(&mut v[at(1)..][..tw], odd, &even[1..], |a, b| a + b);
+                    combine(&mut v[at(2)..][..tw], &even[1..], odd, |a, b| a - b);
+                    combine(&mut v[at(3)..][..tw], odd, &odd[1..], |a, b| a - b);
                 }
             }
         }
@@ -227,39 +248,38 @@ fn transform_inputs(images: &[f32], g: &ConvGeometry, v: &mut [f32], tiles: usiz
 
 /// `dM[ξ][o][t] = (A dY A^T)[ξ]` for every output tile of the group's output gradients
 /// `grads` (`[count, O, out_h, out_w]`), `dM` being `[16, O, tiles]`; outputs outside an
-/// odd-sized plane count as zero.
+/// odd-sized plane count as zero. Works as [`transform_inputs`] does; each element of
+/// `A dY` is written out below.
 fn transform_output_grads(grads: &[f32], g: &ConvGeometry, dm: &mut [f32], tiles: usize) {
     let (th, tw) = tile_grid(g);
     let (h, w, o_count) = (g.out_h, g.out_w, g.out_channels);
-    // Rows 0-3: the tile row's two output rows split into even and odd columns; rows 4-11:
-    // the combinations along y.
-    let mut rows = Rows::new(12, tw);
+    let mut split = vec![0.0; 2 * (2 * th) * tw];
+    let mut along_y = vec![0.0; 8 * tw];
     let count = grads.len() / g.output_len();
     // Channel-major, as in `transform_inputs`.
     for o in 0..o_count {
         for n in 0..count {
             let plane = &grads[n * g.output_len() + o * h * w..][..h * w];
+            deinterleave_rows(plane, w, &mut split, tw);
             for ty in 0..th {
-                for a in 0..2 {
-                    let (even, odd) = rows.pair_mut(a);
-                    deinterleave(plane_row(plane, w, h, 2 * ty + a), 0, even, odd);
-                }
-                for p in 0..2 * tw {
-                    let (row, t) = (p % 2, p / 2);
-                    let dy = [rows.row(row)[t], rows.row(2 + row)[t]];
-                    for (i, value) in output_adjoint_1d(dy).into_iter().enumerate() {
-                        rows.row_mut(4 + 2 * i + row)[t] = value;
-                    }
+                let row = |a: usize, odd: usize| &split[(2 * (2 * ty + a) + odd) * tw..][..tw];
+                for odd in 0..2 {
+                    let (y0, y1) = (row(0, odd), row(1, odd));
+                    let mut out = along_y.chunks_exact_mut(tw).skip(odd).step_by(2);
+                    out.next().unwrap().copy_from_slice(y0);
+                    combine(out.next().unwrap(), y0, y1, |a, b| a + b);
+                    combine(out.next().unwrap(), y0, y1, |a, b| a - b);
+                    combine(out.next().unwrap(), y0, y1, |_, b| -b);
                 }
                 let start = n * th * tw + ty * tw;
                 for i in 0..4 {
-                    let (even, odd) = (rows.row(4 + 2 * i), rows.row(5 + 2 * i));
-                    for j in 0..4 {
-                        let dst = &mut dm[((i * 4 + j) * o_count + o) * tiles + start..][..tw];
-                        for (t, out) in dst.iter_mut().enumerate() {
-                            *out = output_adjoint_1d([even[t], odd[t]])[j];
-                        }
-                    }
+                    let even = &along_y[2 * i * tw..][..tw];
+                    let odd = &along_y[(2 * i + 1) * tw..][..tw];
+                    let at = |j: usize| ((i * 4 + j) * o_count + o) * tiles + start;
+                    dm[at(0)..][..tw].copy_from_slice(even);
+                    combine(&mut dm[at(1)..][..tw], even, odd, |a, b| a + b);
+                    combine(&mut dm[at(2)..][..tw], even, odd, |a, b| a - b);
+                    combine(&mut dm[at(3)..][..tw], even, odd, |_, b| -b);
                 }
             }
         }
@@ -312,6 +332,21 @@ fn inverse_outputs(m: &[f32], g: &ConvGeometry, out: &mut [MaybeUninit<f32>], ti
     }
 }
 
+/// `dst[a][t] += (B v)[a]` with `v = [r[0][t], .., r[3][t]]`: four rows at once.
+fn add_adjoint_rows(dst: [&mut [f32]; 4], r: [&[f32]; 4]) {
+    let [d0, d1, d2, d3] = dst;
+    let len = d0.len();
+    let (d1, d2, d3) = (&mut d1[..len], &mut d2[..len], &mut d3[..len]);
+    let (r0, r1, r2, r3) = (&r[0][..len], &r[1][..len], &r[2][..len], &r[3][..len]);
+    for t in 0..len {
+        let [a, b, c, d] = input_adjoint_1d([r0[t], r1[t], r2[t], r3[t]]);
+        d0[t] += a;
+        d1[t] += b;
+        d2[t] += c;
+        d3[t] += d;
+    }
+}
+
 /// The group's input gradients `[count, C, H, W]` (every slot written) from `dV`
 /// `[16, C, tiles]`: the sum of `B dV B^T` over the blocks that cover each input; what falls
 /// on the padding is dropped.
@@ -355,12 +390,14 @@ fn input_grads_from(dv: &[f32], g: &ConvGeometry, dx: &mut [MaybeUninit<f32>], t
                     }
                 }
                 // Along y: the block's rows land on padded rows 2 ty .. 2 ty + 4.
-                for p in 0..2 * len {
-                    let (column, t) = (p % 2, p / 2);
-                    let block_column = std::array::from_fn(|i| rows.row(2 * i + column)[t]);
-                    for (a, value) in input_adjoint_1d(block_column).into_iter().enumerate() {
-                        rows.row_mut(8 + 2 * (2 * ty + a) + column)[t] += value;
-                    }
+                let (spread, padded) = rows.values.split_at_mut(8 * len);
+                let block_rows = &mut padded[2 * (2 * ty) * len..][..8 * len];
+                for column in 0..2 {
+                    let r: [&[f32]; 4] =
+                        std::array::from_fn(|i| &spread[(2 * i + column) * len..][..len]);
+                    let mut dst = block_rows.chunks_exact_mut(len).skip(column).step_by(2);
+                    let [d0, d1, d2, d3] = std::array::from_fn(|_| dst.next().unwrap());
+                    add_adjoint_rows([d0, d1, d2, d3], r);
                 }
             }
             // Input (y, x) is padded (y + 1, x + 1): odd column x + 1 = 2t + 1 for even x, even
@@ -646,6 +683,16 @@ mod tests {
         }
     }
 
+    /// `B^T d` along one axis.
+    fn input_1d(d: [f32; 4]) -> [f32; 4] {
+        [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
+    }
+
+    /// `A y` along one axis: the adjoint of [`output_1d`].
+    fn output_adjoint_1d(y: [f32; 2]) -> [f32; 4] {
+        [y[0], y[0] + y[1], y[0] - y[1], -y[1]]
+    }
+
     /// Each 1-D adjoint is the transpose of its transform: <f(a), b> = <a, f*(b)>.
     #[test]
     fn adjoints_are_transposes() {
@@ -663,6 +710,12 @@ mod tests {
         assert!(supports(&same) && pays_off(&same));
         let tiny = ConvGeometry::new([1, 512, 2, 2], [512, 512, 3, 3], [1, 1], [1, 1], [1, 1]);
         assert!(supports(&tiny) && !pays_off(&tiny));
+        let odd = ConvGeometry::new([1, 128, 7, 7], [128, 128, 3, 3], [1, 1], [1, 1], [1, 1]);
+        assert!(supports(&odd) && !pays_off(&odd));
+        let large = ConvGeometry::new([1, 64, 16, 16], [64, 64, 3, 3], [1, 1], [1, 1], [1, 1]);
+        assert!(pays_off(&large));
+        let small = ConvGeometry::new([1, 64, 14, 14], [64, 64, 3, 3], [1, 1], [1, 1], [1, 1]);
+        assert!(!pays_off(&small));
         let strided = ConvGeometry::new([1, 64, 8, 8], [64, 64, 3, 3], [2, 2], [1, 1], [1, 1]);
         assert!(!supports(&strided));
         let valid = ConvGeometry::new([1, 64, 8, 8], [64, 64, 3, 3], [1, 1], [0, 0], [1, 1]);
