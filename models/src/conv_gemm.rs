@@ -424,6 +424,37 @@ pub fn conv2d_forward(
     unsafe { output.assume_written() }
 }
 
+/// Splits `0..batch` into one even share per thread, runs `partial(share, sum)` on each with
+/// a zeroed `sum` of `len` floats, and returns the sum of those partial sums: each share's
+/// gemms accumulate into memory no other thread touches.
+pub(crate) fn sum_over_batch_shares(
+    batch: usize,
+    len: usize,
+    partial: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let shares = rayon::current_num_threads().clamp(1, batch.max(1));
+    let per_share = batch.div_ceil(shares);
+    let partials: Vec<Vec<f32>> = (0..shares)
+        .into_par_iter()
+        .map(|share| {
+            let mut sum = vec![0.0; len];
+            partial(
+                share * per_share..((share + 1) * per_share).min(batch),
+                &mut sum,
+            );
+            sum
+        })
+        .collect();
+    let mut partials = partials.into_iter();
+    let mut sum = partials.next().unwrap_or_else(|| vec![0.0; len]);
+    for partial in partials {
+        for (a, b) in sum.iter_mut().zip(partial) {
+            *a += b;
+        }
+    }
+    sum
+}
+
 /// The weight gradient: `input` `[N, C, H, W]` and `output_grad` `[N, O, out_h, out_w]`;
 /// returns `[O, C, kh, kw]`.
 pub fn conv2d_weight_grad(input: &[f32], output_grad: &[f32], g: &ConvGeometry) -> Vec<f32> {
@@ -444,69 +475,52 @@ pub fn conv2d_weight_grad(input: &[f32], output_grad: &[f32], g: &ConvGeometry) 
     // cheaper while O is well below K. Past a few hundred output channels the unpacked col
     // it then streams costs more (measured in BENCHMARKS.md, "Per convolution").
     let transposed = g.out_channels <= 256 && k >= g.out_channels;
-    // One partial sum per share of the batch, added up at the end: each share's gemms
-    // accumulate into memory no other thread touches.
-    let shares = rayon::current_num_threads().clamp(1, g.batch.max(1));
-    let per_share = g.batch.div_ceil(shares);
-    let partials: Vec<Vec<f32>> = (0..shares)
-        .into_par_iter()
-        .map(|share| {
-            let mut grad = vec![0.0; weight_len];
-            with_scratch(k * group * l + g.side_by_side_len(group), |scratch| {
-                let (col, dy_group) = scratch.split_at_mut(k * group * l);
-                let images = share * per_share..((share + 1) * per_share).min(g.batch);
-                let starts = images.clone().step_by(group);
-                for (step, first) in starts.enumerate() {
-                    let count = group.min(images.end - first);
-                    let width = count * l;
-                    for n in 0..count {
-                        let image = &input[(first + n) * g.image_len()..][..g.image_len()];
-                        im2col(image, g, &mut col[n * l..], width);
-                    }
-                    let grads = &output_grad[first * g.output_len()..][..count * g.output_len()];
-                    let dy = if count == 1 {
-                        grads
-                    } else {
-                        gather_side_by_side(grads, dy_group, g.out_channels, l);
-                        &dy_group[..g.out_channels * width]
-                    };
-                    let col = &col[..k * width];
-                    let product = if transposed {
-                        // dW^T[K, O] += col[K, G*L] * dy[O, G*L]^T
-                        Gemm {
-                            m: k,
-                            n: g.out_channels,
-                            k: width,
-                            lhs: col,
-                            lhs_strides: [width, 1],
-                            rhs: dy,
-                            rhs_strides: [1, width],
-                        }
-                    } else {
-                        // dW[O, K] += dy[O, G*L] * col[K, G*L]^T
-                        Gemm {
-                            m: g.out_channels,
-                            n: k,
-                            k: width,
-                            lhs: dy,
-                            lhs_strides: [width, 1],
-                            rhs: col,
-                            rhs_strides: [1, width],
-                        }
-                    };
-                    product.store(&mut grad, step > 0);
+    let sum = sum_over_batch_shares(g.batch, weight_len, |images, grad| {
+        with_scratch(k * group * l + g.side_by_side_len(group), |scratch| {
+            let (col, dy_group) = scratch.split_at_mut(k * group * l);
+            let starts = images.clone().step_by(group);
+            for (step, first) in starts.enumerate() {
+                let count = group.min(images.end - first);
+                let width = count * l;
+                for n in 0..count {
+                    let image = &input[(first + n) * g.image_len()..][..g.image_len()];
+                    im2col(image, g, &mut col[n * l..], width);
                 }
-            });
-            grad
-        })
-        .collect();
-    let mut partials = partials.into_iter();
-    let mut sum = partials.next().unwrap_or_else(|| vec![0.0; weight_len]);
-    for partial in partials {
-        for (a, b) in sum.iter_mut().zip(partial) {
-            *a += b;
-        }
-    }
+                let grads = &output_grad[first * g.output_len()..][..count * g.output_len()];
+                let dy = if count == 1 {
+                    grads
+                } else {
+                    gather_side_by_side(grads, dy_group, g.out_channels, l);
+                    &dy_group[..g.out_channels * width]
+                };
+                let col = &col[..k * width];
+                let product = if transposed {
+                    // dW^T[K, O] += col[K, G*L] * dy[O, G*L]^T
+                    Gemm {
+                        m: k,
+                        n: g.out_channels,
+                        k: width,
+                        lhs: col,
+                        lhs_strides: [width, 1],
+                        rhs: dy,
+                        rhs_strides: [1, width],
+                    }
+                } else {
+                    // dW[O, K] += dy[O, G*L] * col[K, G*L]^T
+                    Gemm {
+                        m: g.out_channels,
+                        n: k,
+                        k: width,
+                        lhs: dy,
+                        lhs_strides: [width, 1],
+                        rhs: col,
+                        rhs_strides: [1, width],
+                    }
+                };
+                product.store(grad, step > 0);
+            }
+        });
+    });
     if !transposed {
         return sum;
     }

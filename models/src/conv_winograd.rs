@@ -26,7 +26,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::conv_gemm::{ConvGeometry, Gemm};
+use crate::conv_gemm::{ConvGeometry, Gemm, sum_over_batch_shares};
 use crate::kernel_buffers::{Unwritten, with_scratch};
 
 /// Elements of the transform domain: one 4x4 block.
@@ -580,49 +580,32 @@ pub fn conv2d_weight_grad(input: &[f32], output_grad: &[f32], g: &ConvGeometry) 
     let (th, tw) = tile_grid(g);
     let (c, o, group) = (g.in_channels, g.out_channels, group(g));
     let du_len = XI * o * c;
-    // One partial dU per share of the batch, added up at the end: each share's gemms
-    // accumulate into memory no other thread touches.
-    let shares = rayon::current_num_threads().clamp(1, g.batch.max(1));
-    let per_share = g.batch.div_ceil(shares);
-    let partials: Vec<Vec<f32>> = (0..shares)
-        .into_par_iter()
-        .map(|share| {
-            let mut du = vec![0.0; du_len];
-            let images = share * per_share..((share + 1) * per_share).min(g.batch);
-            with_scratch(XI * (c + o) * group * th * tw, |scratch| {
-                for first in images.clone().step_by(group) {
-                    let count = group.min(images.end - first);
-                    let tiles = count * th * tw;
-                    let (v, dm) = scratch.split_at_mut(XI * c * tiles);
-                    let x = &input[first * g.image_len()..][..count * g.image_len()];
-                    let dy = &output_grad[first * g.output_len()..][..count * g.output_len()];
-                    transform_inputs(x, g, v, tiles);
-                    transform_output_grads(dy, g, dm, tiles);
-                    for xi in 0..XI {
-                        // dU_ξ[O, C] += dM_ξ[O, T] * V_ξ[C, T]^T
-                        Gemm {
-                            m: o,
-                            n: c,
-                            k: tiles,
-                            lhs: &dm[xi * o * tiles..][..o * tiles],
-                            lhs_strides: [tiles, 1],
-                            rhs: &v[xi * c * tiles..][..c * tiles],
-                            rhs_strides: [1, tiles],
-                        }
-                        .store(&mut du[xi * o * c..][..o * c], true);
+    let du = sum_over_batch_shares(g.batch, du_len, |images, du| {
+        with_scratch(XI * (c + o) * group * th * tw, |scratch| {
+            for first in images.clone().step_by(group) {
+                let count = group.min(images.end - first);
+                let tiles = count * th * tw;
+                let (v, dm) = scratch.split_at_mut(XI * c * tiles);
+                let x = &input[first * g.image_len()..][..count * g.image_len()];
+                let dy = &output_grad[first * g.output_len()..][..count * g.output_len()];
+                transform_inputs(x, g, v, tiles);
+                transform_output_grads(dy, g, dm, tiles);
+                for xi in 0..XI {
+                    // dU_ξ[O, C] += dM_ξ[O, T] * V_ξ[C, T]^T
+                    Gemm {
+                        m: o,
+                        n: c,
+                        k: tiles,
+                        lhs: &dm[xi * o * tiles..][..o * tiles],
+                        lhs_strides: [tiles, 1],
+                        rhs: &v[xi * c * tiles..][..c * tiles],
+                        rhs_strides: [1, tiles],
                     }
+                    .store(&mut du[xi * o * c..][..o * c], true);
                 }
-            });
-            du
-        })
-        .collect();
-    let mut partials = partials.into_iter();
-    let mut du = partials.next().unwrap_or_else(|| vec![0.0; du_len]);
-    for partial in partials {
-        for (a, b) in du.iter_mut().zip(partial) {
-            *a += b;
-        }
-    }
+            }
+        });
+    });
     weight_grad_from(&du, g)
 }
 
