@@ -126,7 +126,7 @@ fn group(g: &ConvGeometry) -> usize {
     wanted.min(share).max(1)
 }
 
-/// Per-thread rows the transforms work in: `count` rows of `len` floats.
+/// Rows the transforms work in (one set per call): `count` rows of `len` floats.
 struct Rows {
     values: Vec<f32>,
     len: usize,
@@ -161,38 +161,29 @@ fn combine(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
     }
 }
 
-/// Splits `plane` `[h, w]` into the even and odd columns of its rows, padded by one value on
-/// every side: `padded[2r]` (even) and `padded[2r + 1]` (odd) hold columns `2t - 1` and `2t`
-/// of input row `r - 1`, zero outside the plane. `padded` has `2 * rows` rows of `len`.
-fn deinterleave_padded(plane: &[f32], w: usize, padded: &mut [f32], len: usize) {
-    padded.fill(0.0);
-    for (y, row) in plane.chunks_exact(w).enumerate() {
-        let (even, odd) = padded[2 * (y + 1) * len..][..2 * len].split_at_mut(len);
-        let pairs = row.chunks_exact(2);
-        if let [last] = pairs.remainder() {
-            odd[w / 2] = *last;
-        }
-        for (t, pair) in pairs.enumerate() {
-            odd[t] = pair[0];
-            even[t + 1] = pair[1];
-        }
-    }
-}
-
-/// Splits the rows of `plane` `[h, w]` into even and odd columns: `split[2y]` (even) and
-/// `split[2y + 1]` (odd) hold columns `2t` and `2t + 1` of row `y`, zero past the plane.
-/// `split` has `2 * rows` rows of `len`.
-fn deinterleave_rows(plane: &[f32], w: usize, split: &mut [f32], len: usize) {
+/// Splits the rows of `plane` `[h, w]` into even and odd columns, shifted by `pad` (0 or 1)
+/// rows and columns: `split[2r]` (even) and `split[2r + 1]` (odd) hold columns `2t - pad`
+/// and `2t + 1 - pad` of row `r - pad`, zero outside the plane. With `pad` 1 that is the
+/// plane padded by one value on every side, as the input blocks read it. `split` has
+/// `2 * rows` rows of `len`.
+fn deinterleave(plane: &[f32], w: usize, pad: usize, split: &mut [f32], len: usize) {
     split.fill(0.0);
     for (y, row) in plane.chunks_exact(w).enumerate() {
-        let (even, odd) = split[2 * y * len..][..2 * len].split_at_mut(len);
+        let (even, odd) = split[2 * (y + pad) * len..][..2 * len].split_at_mut(len);
+        // Column x lands on padded column x + pad: even columns of the row go to `odd` when
+        // padded, and the odd ones to `even`, one further on.
+        let (first, second) = if pad == 0 {
+            (even, odd)
+        } else {
+            (odd, &mut even[1..])
+        };
         let pairs = row.chunks_exact(2);
         if let [last] = pairs.remainder() {
-            even[w / 2] = *last;
+            first[w / 2] = *last;
         }
         for (t, pair) in pairs.enumerate() {
-            even[t] = pair[0];
-            odd[t] = pair[1];
+            first[t] = pair[0];
+            second[t] = pair[1];
         }
     }
 }
@@ -218,7 +209,7 @@ fn transform_inputs(images: &[f32], g: &ConvGeometry, v: &mut [f32], tiles: usiz
     for c in 0..c_count {
         for n in 0..count {
             let plane = &images[n * g.image_len() + c * h * w..][..h * w];
-            deinterleave_padded(plane, w, &mut padded, len);
+            deinterleave(plane, w, 1, &mut padded, len);
             for ty in 0..th {
                 let row = |k: usize, odd: usize| &padded[(2 * (2 * ty + k) + odd) * len..][..len];
                 // Along y, for the even and the odd columns: B^T over the block's four rows.
@@ -260,7 +251,7 @@ fn transform_output_grads(grads: &[f32], g: &ConvGeometry, dm: &mut [f32], tiles
     for o in 0..o_count {
         for n in 0..count {
             let plane = &grads[n * g.output_len() + o * h * w..][..h * w];
-            deinterleave_rows(plane, w, &mut split, tw);
+            deinterleave(plane, w, 0, &mut split, tw);
             for ty in 0..th {
                 let row = |a: usize, odd: usize| &split[(2 * (2 * ty + a) + odd) * tw..][..tw];
                 for odd in 0..2 {

@@ -4,8 +4,7 @@
  * Counts the executed guest instructions (per guest thread in user mode), and at each executed
  * marker instruction (Thumb 0xbf70 or AArch64 0xd5032bff, hints that execute as NOP) writes one
  * line to the file given by `out=PATH`: the number of instructions the marker's thread executed
- * before it. The counts of two
- * consecutive markers bracket an inference or a layer.
+ * before it. The counts of two consecutive markers bracket an inference or a layer.
  *
  * Debian ships no qemu-plugin.h, so the few declarations needed are written here, after the
  * documented v1 API.
