@@ -143,22 +143,39 @@ impl ConvGeometry {
     }
 }
 
+/// The valid output ranges `(start, end)` of every kernel offset along an axis (see
+/// [`ConvGeometry::valid`]), computed once per image rather than once per channel.
+fn valid_ranges(g: &ConvGeometry, axis: usize) -> Vec<(usize, usize)> {
+    let (k, size, out) = match axis {
+        0 => (g.kh, g.in_h, g.out_h),
+        _ => (g.kw, g.in_w, g.out_w),
+    };
+    (0..k)
+        .map(|offset| g.valid(axis, offset, size, out))
+        .collect()
+}
+
+/// Whether every window row is the input row shifted by one offset (stride 1 and output rows
+/// as wide as the input's): a kernel offset's window over a plane is then one run of the
+/// plane, whose elements that wrap around the ends of rows are the only exceptions.
+fn whole_rows(g: &ConvGeometry) -> bool {
+    g.stride == [1, 1] && g.out_w == g.in_w
+}
+
 /// Writes the column matrix `[K, L]` of one image `[in_channels, in_h, in_w]` into `col`,
 /// row `r` at `col[r * row_stride..][..L]` (`row_stride` > L when images sit side by side).
 /// Every element of those rows is written: the image or, where the kernel reaches into the
 /// padding, zero.
 fn im2col(image: &[f32], g: &ConvGeometry, col: &mut [f32], row_stride: usize) {
     let positions = g.positions();
+    let (rows, columns) = (valid_ranges(g, 0), valid_ranges(g, 1));
     let mut row = 0;
-    for c in 0..g.in_channels {
-        let plane = &image[c * g.in_h * g.in_w..(c + 1) * g.in_h * g.in_w];
-        for i in 0..g.kh {
-            let (y0, y1) = g.valid(0, i, g.in_h, g.out_h);
-            for j in 0..g.kw {
-                let (x0, x1) = g.valid(1, j, g.in_w, g.out_w);
+    for plane in image.chunks_exact(g.in_h * g.in_w).take(g.in_channels) {
+        for (i, &(y0, y1)) in rows.iter().enumerate() {
+            for (j, &(x0, x1)) in columns.iter().enumerate() {
                 let dst = &mut col[row * row_stride..row * row_stride + positions];
                 row += 1;
-                if x0 >= x1 {
+                if x0 >= x1 || y0 >= y1 {
                     dst.fill(0.0);
                     continue;
                 }
@@ -166,18 +183,14 @@ fn im2col(image: &[f32], g: &ConvGeometry, col: &mut [f32], row_stride: usize) {
                 dst[..y0 * g.out_w].fill(0.0);
                 dst[y1 * g.out_w..].fill(0.0);
                 let ix0 = x0 * g.stride[1] + j * g.dilation[1] - g.padding[1];
-                if g.stride == [1, 1] && g.out_w == g.in_w && y0 < y1 {
-                    // Rows as wide as the input's: the window is the plane shifted by one
-                    // offset, so one copy of the whole run, whose wrapped-around ends of rows
-                    // are then zeroed (a copy per 28-float row spent more on calls than copying).
+                if whole_rows(g) {
+                    // One copy of the whole run, whose wrapped-around ends of rows are then
+                    // zeroed (a copy per 28-float row spent more on calls than copying).
                     let w = g.in_w;
                     let (start, end) = (y0 * w + x0, (y1 - 1) * w + x1);
                     let src = (y0 + i * g.dilation[0] - g.padding[0]) * w + ix0;
                     dst[start..end].copy_from_slice(&plane[src..src + (end - start)]);
-                    for oy in y0..y1 {
-                        zero_few(&mut dst[oy * w..oy * w + x0]);
-                        zero_few(&mut dst[oy * w + x1..(oy + 1) * w]);
-                    }
+                    zero_wrapped_columns(&mut dst[y0 * w..y1 * w], w, x0, x1);
                     continue;
                 }
                 for oy in y0..y1 {
@@ -199,38 +212,49 @@ fn im2col(image: &[f32], g: &ConvGeometry, col: &mut [f32], row_stride: usize) {
     }
 }
 
-/// Zeroes a slice that is usually one or two floats long, without a call to `memset`.
-#[inline(always)]
-fn zero_few(values: &mut [f32]) {
-    match values {
-        [] => {}
-        [a] => *a = 0.0,
-        [a, b] => (*a, *b) = (0.0, 0.0),
-        _ => values.fill(0.0),
+/// Zeroes the columns outside `x0..x1` of every `width`-wide row of `rows`: one strided pass
+/// per column (one or two columns for a padding of 1), not a branchy call per row.
+fn zero_wrapped_columns(rows: &mut [f32], width: usize, x0: usize, x1: usize) {
+    for column in (0..x0).chain(x1..width) {
+        for value in rows[column..].iter_mut().step_by(width) {
+            *value = 0.0;
+        }
     }
 }
 
 /// Adds the column matrix `[K, L]` back onto one image's gradient (the adjoint of [`im2col`],
-/// with the same `row_stride`).
-fn col2im(col: &[f32], g: &ConvGeometry, image: &mut [f32], row_stride: usize) {
+/// with the same `row_stride`). `col` is scratch: its elements that fall into the padding may
+/// be overwritten with zeros.
+fn col2im(col: &mut [f32], g: &ConvGeometry, image: &mut [f32], row_stride: usize) {
     let positions = g.positions();
+    let (rows, columns) = (valid_ranges(g, 0), valid_ranges(g, 1));
     let mut row = 0;
-    for c in 0..g.in_channels {
-        let plane = &mut image[c * g.in_h * g.in_w..(c + 1) * g.in_h * g.in_w];
-        for i in 0..g.kh {
-            let (y0, y1) = g.valid(0, i, g.in_h, g.out_h);
-            for j in 0..g.kw {
-                let (x0, x1) = g.valid(1, j, g.in_w, g.out_w);
-                let src = &col[row * row_stride..row * row_stride + positions];
+    for plane in image.chunks_exact_mut(g.in_h * g.in_w).take(g.in_channels) {
+        for (i, &(y0, y1)) in rows.iter().enumerate() {
+            for (j, &(x0, x1)) in columns.iter().enumerate() {
+                let src = &mut col[row * row_stride..row * row_stride + positions];
                 row += 1;
-                if x0 >= x1 {
+                if x0 >= x1 || y0 >= y1 {
+                    continue;
+                }
+                let ix0 = x0 * g.stride[1] + j * g.dilation[1] - g.padding[1];
+                if whole_rows(g) {
+                    // As in im2col: one run, after zeroing the column entries that wrap around
+                    // the ends of rows (they read the padding, so they add nothing).
+                    let w = g.in_w;
+                    zero_wrapped_columns(&mut src[y0 * w..y1 * w], w, x0, x1);
+                    let (start, end) = (y0 * w + x0, (y1 - 1) * w + x1);
+                    let first = (y0 + i * g.dilation[0] - g.padding[0]) * w + ix0;
+                    let dst = &mut plane[first..first + (end - start)];
+                    for (d, &s) in dst.iter_mut().zip(&src[start..end]) {
+                        *d += s;
+                    }
                     continue;
                 }
                 for oy in y0..y1 {
                     let iy = oy * g.stride[0] + i * g.dilation[0] - g.padding[0];
                     let dst_row = &mut plane[iy * g.in_w..(iy + 1) * g.in_w];
                     let src_row = &src[oy * g.out_w..(oy + 1) * g.out_w];
-                    let ix0 = x0 * g.stride[1] + j * g.dilation[1] - g.padding[1];
                     if g.stride[1] == 1 {
                         // Contiguous on both sides: a loop the compiler vectorises.
                         let dst = &mut dst_row[ix0..ix0 + (x1 - x0)];
@@ -575,7 +599,7 @@ pub fn conv2d_input_grad(output_grad: &[f32], weight: &[f32], g: &ConvGeometry) 
                 // the thread that fills them rather than by the allocation.
                 let images = written(images, |_| 0.0);
                 for (n, image) in images.chunks_mut(g.image_len()).enumerate() {
-                    col2im(&col[n * l..], g, image, width);
+                    col2im(&mut col[n * l..], g, image, width);
                 }
             });
         });
@@ -652,6 +676,10 @@ mod tests {
             ConvGeometry::new([7, 2, 6, 4], [3, 2, 3, 3], [2, 1], [1, 1], [1, 1]),
             // Padding wider than the kernel reaches: some kernel rows see only zeros.
             ConvGeometry::new([1, 1, 2, 3], [2, 1, 3, 3], [1, 1], [3, 3], [1, 1]),
+            // Output rows as wide as the input's (one run per kernel offset) with dilation,
+            // and with padding along x only.
+            ConvGeometry::new([2, 2, 6, 5], [3, 2, 3, 3], [1, 1], [2, 2], [2, 2]),
+            ConvGeometry::new([1, 2, 5, 6], [2, 2, 3, 3], [1, 1], [0, 1], [1, 1]),
         ]
     }
 
