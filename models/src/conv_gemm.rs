@@ -9,7 +9,9 @@
 //! - forward: `y[O, G*L] = W[O, K] * col[K, G*L]`
 //! - weight gradient: `dW[O, K] = sum over groups of dy[O, G*L] * col[K, G*L]^T` (computed as
 //!   `dW^T` where that spares the gemm packing the tall col)
-//! - input gradient: `dcol[K, G*L] = W[O, K]^T * dy[O, G*L]`, scattered back by col2im
+//! - input gradient: `dcol[K, G*L] = W[O, K]^T * dy[O, G*L]`, scattered back by col2im; with
+//!   stride 1, on planes of 14x14 or more and layers that do not widen, the forward
+//!   convolution of `dy` with the flipped kernel instead
 //!
 //! where `K = in_channels * kh * kw`, `L = out_h * out_w` and `G` images side by side make
 //! the gemm at least [`MIN_GEMM_COLUMNS`] wide (one image at 28x28, several in the small late
@@ -120,6 +122,30 @@ impl ConvGeometry {
         let wanted = MIN_GEMM_COLUMNS.div_ceil(self.positions().max(1));
         let share = self.batch.div_ceil(rayon::current_num_threads().max(1));
         wanted.min(share).max(1)
+    }
+
+    /// With stride 1, the geometry of the forward convolution that computes this one's input
+    /// gradient: the output gradient `[N, O, out_h, out_w]` convolved with the flipped kernel
+    /// `[C, O, kh, kw]` (same dilation, padding `dilation * (k - 1) - padding`) gives
+    /// `[N, C, in_h, in_w]`. None for other strides, or where the padding exceeds the
+    /// kernel's reach (the flipped padding would be negative).
+    pub fn input_grad_as_forward(&self) -> Option<ConvGeometry> {
+        let reach = [
+            self.dilation[0] * (self.kh - 1),
+            self.dilation[1] * (self.kw - 1),
+        ];
+        if self.stride != [1, 1] || self.padding[0] > reach[0] || self.padding[1] > reach[1] {
+            return None;
+        }
+        let flipped = ConvGeometry::new(
+            [self.batch, self.out_channels, self.out_h, self.out_w],
+            [self.in_channels, self.out_channels, self.kh, self.kw],
+            [1, 1],
+            [reach[0] - self.padding[0], reach[1] - self.padding[1]],
+            self.dilation,
+        );
+        debug_assert_eq!((flipped.out_h, flipped.out_w), (self.in_h, self.in_w));
+        Some(flipped)
     }
 
     /// For kernel offset `k` along an axis, the output range whose input index
@@ -556,6 +582,11 @@ pub fn conv2d_weight_grad(input: &[f32], output_grad: &[f32], g: &ConvGeometry) 
 
 /// The input gradient: `output_grad` `[N, O, out_h, out_w]` and `weight` `[O, C, kh, kw]`;
 /// returns `[N, C, H, W]`.
+///
+/// With stride 1 it is the forward convolution of the output gradient with the kernel
+/// flipped and its channel axes swapped ([`ConvGeometry::input_grad_as_forward`]): one
+/// im2col + gemm with `O * kh * kw` deep products, instead of a gemm only `O` deep whose
+/// `[K, L]` result col2im then adds back, which wrote and read as much again.
 pub fn conv2d_input_grad(output_grad: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
     assert_eq!(
         output_grad.len(),
@@ -567,6 +598,37 @@ pub fn conv2d_input_grad(output_grad: &[f32], weight: &[f32], g: &ConvGeometry) 
         g.out_channels * g.patch(),
         "conv2d_input_grad: weight"
     );
+    match g.input_grad_as_forward() {
+        // Its im2col is `O * kh * kw` rows deep where col2im's columns are `C * kh * kw`: it
+        // pays where the layer does not widen and the planes are large enough for im2col to
+        // run at speed (measured at 28x28 and 14x14; slower at 2x2; BENCHMARKS.md, "Input
+        // gradient").
+        Some(flipped) if g.out_channels <= g.in_channels && g.positions() >= 14 * 14 => {
+            conv2d_forward(output_grad, &flip_kernel(weight, g), None, &flipped)
+        }
+        _ => input_grad_by_col2im(output_grad, weight, g),
+    }
+}
+
+/// `weight` `[O, C, kh, kw]` as `[C, O, kh, kw]` with each kernel turned by 180 degrees: the
+/// weight of the convolution that maps an output gradient to the input gradient (stride 1).
+fn flip_kernel(weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let (kh, kw) = (g.kh, g.kw);
+    let mut flipped = vec![0.0; weight.len()];
+    for c in 0..g.in_channels {
+        for o in 0..g.out_channels {
+            let src = &weight[(o * g.in_channels + c) * kh * kw..][..kh * kw];
+            let dst = &mut flipped[(c * g.out_channels + o) * kh * kw..][..kh * kw];
+            for (d, &s) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = s;
+            }
+        }
+    }
+    flipped
+}
+
+/// The input gradient as `dcol = W^T * dy` and col2im (any stride).
+fn input_grad_by_col2im(output_grad: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (k, l, group) = (g.patch(), g.positions(), g.group());
     let mut input_grad = Unwritten::new(g.batch * g.image_len());
     input_grad
@@ -680,6 +742,10 @@ mod tests {
             // and with padding along x only.
             ConvGeometry::new([2, 2, 6, 5], [3, 2, 3, 3], [1, 1], [2, 2], [2, 2]),
             ConvGeometry::new([1, 2, 5, 6], [2, 2, 3, 3], [1, 1], [0, 1], [1, 1]),
+            // Planes large enough, and layers narrow enough, for the input gradient as a
+            // forward convolution with the flipped kernel, padded evenly and not.
+            ConvGeometry::new([2, 4, 14, 14], [3, 4, 3, 3], [1, 1], [1, 1], [1, 1]),
+            ConvGeometry::new([1, 3, 16, 15], [2, 3, 3, 3], [1, 1], [2, 0], [2, 1]),
         ]
     }
 
