@@ -28,6 +28,7 @@ struct Args {
     backend: Backend,
     gates: bool,
     spec_out: Option<String>,
+    phases: bool,
 }
 
 fn parse() -> Args {
@@ -41,6 +42,7 @@ fn parse() -> Args {
         backend: Backend::Cpu,
         gates: false,
         spec_out: None,
+        phases: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -57,6 +59,7 @@ fn parse() -> Args {
             "--warmup" => args.warmup = value().parse().unwrap(),
             "--backend" => args.backend = value().parse().unwrap(),
             "--gates" => args.gates = true,
+            "--phases" => args.phases = true,
             "--spec-out" => args.spec_out = Some(value()),
             other => panic!("unknown flag {other}"),
         }
@@ -96,16 +99,42 @@ fn main() {
         GateMode::Off
     };
     let mut started = Instant::now();
+    // Milliseconds of each step's forward (to the loss), backward and update, for `--phases`.
+    let mut phases: Vec<[f64; 3]> = Vec::new();
     for step in 0..args.warmup + args.steps {
         if step == args.warmup {
             started = Instant::now();
         }
+        let t0 = Instant::now();
         let logits = net.forward(x.clone(), mode);
         let loss = loss_fn.forward(logits, y.clone());
         // Reading the loss waits for the step, as a training loop that logs it does.
         let _ = loss.clone().into_scalar::<f32>();
+        let t1 = Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &net);
+        let t2 = Instant::now();
         net = optim.step(0.01, net, grads);
+        if args.phases {
+            // Only the CPU backend runs eagerly enough for these to mean what they say.
+            let _ = net.convs[0].conv.weight.val().sum().into_scalar::<f32>();
+            let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+            if step >= args.warmup {
+                phases.push([ms(t0, t1), ms(t1, t2), ms(t2, Instant::now())]);
+            }
+        }
+    }
+    if args.phases {
+        let median = |i: usize| {
+            let mut v: Vec<f64> = phases.iter().map(|p| p[i]).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        eprintln!(
+            "median ms per step: forward {:.2}, backward {:.2}, update {:.2}",
+            median(0),
+            median(1),
+            median(2)
+        );
     }
     // The last update must have run before the clock stops.
     let _ = net.convs[0].conv.weight.val().sum().into_scalar::<f32>();
