@@ -16,46 +16,93 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{
     AutodiffBackend, Backend, Cube, Dispatch, Flex, NdArray, TensorMetadata, backend_extension,
 };
 use burn::tensor::{DType, Tensor};
 
-use crate::batch_norm_fused::{self, NormShape};
+use crate::batch_norm_fused::{self, NormAffine, NormShape};
 
-/// Batch norm with batch statistics, and its gradients, as operations a backend can replace.
+/// Batch norm with batch statistics, optionally followed by a ReLU, and its gradients, as
+/// operations a backend can replace.
 ///
 /// # Shapes
 /// - `x`, output and `output_grad`: `[batch, channels, height, width]`
 /// - `gamma`, `beta`, `mean`, `variance` and their gradients: `[channels]`
 #[backend_extension(Flex, NdArray, Cube, Autodiff)]
 pub trait BatchNormTrainOps: Backend {
-    /// The normalised output, the batch mean and the biased batch variance.
+    /// The normalised output (rectified if `relu`), the batch mean and the biased batch
+    /// variance.
     fn batch_norm_train_fused(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
-        epsilon: f64,
+        options: NormOptions,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let result = Self::batch_norm_train(x, gamma, beta, epsilon);
-        (result.output, result.mean, result.variance)
+        burns_forward::<Self>(x, gamma, beta, options)
     }
 
     /// The gradients w.r.t. `x`, `gamma` and `beta`, given the output's gradient and the
-    /// statistics the forward pass returned.
+    /// statistics the forward pass (with the same `options`) returned.
     fn batch_norm_train_fused_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
         mean: FloatTensor<Self>,
         variance: FloatTensor<Self>,
-        epsilon: f64,
+        options: NormOptions,
         output_grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let grads = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
-        (grads.x_grad, grads.gamma_grad, grads.beta_grad)
+        burns_backward::<Self>(x, [gamma, beta, mean, variance], options, output_grad)
     }
+}
+
+/// The settings of a batch norm in training that are not tensors.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NormOptions {
+    /// Added to the variance before its square root.
+    pub epsilon: f64,
+    /// Whether a ReLU follows, fused into the same passes where the backend can.
+    pub relu: bool,
+}
+
+/// The forward pass with burn's kernels (the trait's default): its batch norm, then its ReLU.
+fn burns_forward<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    options: NormOptions,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let result = B::batch_norm_train(x, gamma, beta, options.epsilon);
+    let output = if options.relu {
+        B::relu(result.output)
+    } else {
+        result.output
+    };
+    (output, result.mean, result.variance)
+}
+
+/// The backward pass with burn's kernels (the trait's default); `per_channel` is gamma, beta,
+/// mean and variance.
+fn burns_backward<B: Backend>(
+    x: FloatTensor<B>,
+    per_channel: [FloatTensor<B>; 4],
+    options: NormOptions,
+    output_grad: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let [gamma, beta, mean, variance] = per_channel;
+    let output_grad = if options.relu {
+        // The ReLU stopped the gradient where its input was not positive: recompute that
+        // input (same x, so the same batch statistics) rather than keep it.
+        let y = B::batch_norm_train(x.clone(), gamma.clone(), beta, options.epsilon).output;
+        B::relu_backward(y, output_grad)
+    } else {
+        output_grad
+    };
+    let grads =
+        B::batch_norm_train_backward(x, gamma, mean, variance, options.epsilon, output_grad);
+    (grads.x_grad, grads.gamma_grad, grads.beta_grad)
 }
 
 /// What [`batch_norm_train`] returns.
@@ -69,19 +116,20 @@ pub struct BatchNormTrainOutput {
     pub variance: Tensor<1>,
 }
 
-/// Batch norm with batch statistics: the fused kernels on flex, burn's everywhere else. Same
-/// results as `burn::tensor::module::batch_norm_train`.
+/// Batch norm with batch statistics, then a ReLU if `relu`: the fused kernels on flex, burn's
+/// everywhere else. Same results as `burn::tensor::module::batch_norm_train` (and `relu`).
 pub fn batch_norm_train(
     x: Tensor<4>,
     gamma: Tensor<1>,
     beta: Tensor<1>,
     epsilon: f64,
+    relu: bool,
 ) -> BatchNormTrainOutput {
     let (output, mean, variance) = <Dispatch as BatchNormTrainOps>::batch_norm_train_fused(
         x.into_dispatch(),
         gamma.into_dispatch(),
         beta.into_dispatch(),
-        epsilon,
+        NormOptions { epsilon, relu },
     );
     BatchNormTrainOutput {
         output: Tensor::from_dispatch(output),
@@ -114,21 +162,20 @@ impl BatchNormTrainOps for Flex {
         x: FlexTensor,
         gamma: FlexTensor,
         beta: FlexTensor,
-        epsilon: f64,
+        options: NormOptions,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let Some(shape) = flex_shape(&x, &[&gamma, &beta]) else {
-            let result = Self::batch_norm_train(x, gamma, beta, epsilon);
-            return (result.output, result.mean, result.variance);
+            return burns_forward::<Self>(x, gamma, beta, options);
         };
         let dims = x.shape().dims::<4>();
         let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
-        let out = batch_norm_fused::batch_norm_train(
-            f32s(&x),
-            f32s(&gamma),
-            f32s(&beta),
-            epsilon,
-            &shape,
-        );
+        let affine = NormAffine {
+            gamma: f32s(&gamma),
+            beta: f32s(&beta),
+            epsilon: options.epsilon,
+            relu: options.relu,
+        };
+        let out = batch_norm_fused::batch_norm_train(f32s(&x), &affine, &shape);
         (
             from_f32s(out.output, dims),
             from_f32s(out.mean, [shape.channels]),
@@ -139,25 +186,29 @@ impl BatchNormTrainOps for Flex {
     fn batch_norm_train_fused_backward(
         x: FlexTensor,
         gamma: FlexTensor,
+        beta: FlexTensor,
         mean: FlexTensor,
         variance: FlexTensor,
-        epsilon: f64,
+        options: NormOptions,
         output_grad: FlexTensor,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let Some(shape) = flex_shape(&x, &[&gamma, &mean, &variance, &output_grad]) else {
-            let grads =
-                Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
-            return (grads.x_grad, grads.gamma_grad, grads.beta_grad);
+        let Some(shape) = flex_shape(&x, &[&gamma, &beta, &mean, &variance, &output_grad]) else {
+            return burns_backward::<Self>(x, [gamma, beta, mean, variance], options, output_grad);
         };
         let dims = x.shape().dims::<4>();
-        let [x, gamma, mean, variance, output_grad] =
-            [x, gamma, mean, variance, output_grad].map(contiguous);
+        let [x, gamma, beta, mean, variance, output_grad] =
+            [x, gamma, beta, mean, variance, output_grad].map(contiguous);
+        let affine = NormAffine {
+            gamma: f32s(&gamma),
+            beta: f32s(&beta),
+            epsilon: options.epsilon,
+            relu: options.relu,
+        };
         let grads = batch_norm_fused::batch_norm_train_backward(
             f32s(&x),
-            f32s(&gamma),
+            &affine,
             f32s(&mean),
             f32s(&variance),
-            epsilon,
             f32s(&output_grad),
             &shape,
         );
@@ -174,8 +225,9 @@ impl BatchNormTrainOps for Flex {
 struct BatchNormTrainBackward;
 
 impl<B: Backend + BatchNormTrainOps> Backward<B, 3> for BatchNormTrainBackward {
-    /// The checkpointed input and gamma, the batch statistics and epsilon.
-    type State = (NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, f64);
+    /// The checkpointed input, gamma and beta, the batch statistics, epsilon and whether a
+    /// ReLU was fused in.
+    type State = ([NodeId; 3], [FloatTensor<B>; 2], NormOptions);
 
     fn backward(
         self,
@@ -185,11 +237,18 @@ impl<B: Backend + BatchNormTrainOps> Backward<B, 3> for BatchNormTrainBackward {
     ) {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let output_grad = grads.consume::<B>(&ops.node);
-        let (x_id, gamma_id, mean, variance, epsilon) = ops.state;
-        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_id);
-        let gamma = checkpointer.retrieve_node_output::<FloatTensor<B>>(gamma_id);
-        let (x_grad, gamma_grad, beta_grad) =
-            B::batch_norm_train_fused_backward(x, gamma, mean, variance, epsilon, output_grad);
+        let (ids, [mean, variance], options) = ops.state;
+        let [x, gamma, beta] =
+            ids.map(|id| checkpointer.retrieve_node_output::<FloatTensor<B>>(id));
+        let (x_grad, gamma_grad, beta_grad) = B::batch_norm_train_fused_backward(
+            x,
+            gamma,
+            beta,
+            mean,
+            variance,
+            options,
+            output_grad,
+        );
         for (node, grad) in [
             (node_x, x_grad),
             (node_gamma, gamma_grad),
@@ -207,7 +266,7 @@ impl<B: Backend + BatchNormTrainOps, C: CheckpointStrategy> BatchNormTrainOps fo
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
-        epsilon: f64,
+        options: NormOptions,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         match BatchNormTrainBackward
             .prepare::<C>([x.node(), gamma.node(), beta.node()])
@@ -215,15 +274,18 @@ impl<B: Backend + BatchNormTrainOps, C: CheckpointStrategy> BatchNormTrainOps fo
             .stateful()
         {
             OpsKind::Tracked(mut prep) => {
-                let x_id = prep.checkpoint(&x);
-                let gamma_id = prep.checkpoint(&gamma);
+                let ids = [
+                    prep.checkpoint(&x),
+                    prep.checkpoint(&gamma),
+                    prep.checkpoint(&beta),
+                ];
                 let (output, mean, variance) = B::batch_norm_train_fused(
                     x.into_primitive(),
                     gamma.into_primitive(),
                     beta.into_primitive(),
-                    epsilon,
+                    options,
                 );
-                let state = (x_id, gamma_id, mean.clone(), variance.clone(), epsilon);
+                let state = (ids, [mean.clone(), variance.clone()], options);
                 (
                     prep.finish(state, output),
                     Self::from_inner(mean),
@@ -235,7 +297,7 @@ impl<B: Backend + BatchNormTrainOps, C: CheckpointStrategy> BatchNormTrainOps fo
                     x.into_primitive(),
                     gamma.into_primitive(),
                     beta.into_primitive(),
-                    epsilon,
+                    options,
                 );
                 (
                     prep.finish(output),
@@ -260,14 +322,20 @@ mod tests {
         (back(a) - back(b)).abs().max().into_scalar::<f32>()
     }
 
-    /// On flex (fused kernels) and ndarray (burn's, through the extension's routing), the
-    /// output, the statistics and the gradients w.r.t. x, gamma and beta equal burn's own
-    /// batch_norm_train's.
+    /// On flex (fused kernels) and ndarray (burn's, through the extension's routing), with
+    /// and without the ReLU, the output, the statistics and the gradients w.r.t. x, gamma and
+    /// beta equal those of burn's own batch_norm_train (and relu).
     #[test]
     fn output_statistics_and_gradients_match_burns_batch_norm() {
         let host = Device::flex();
         for device in [Device::flex(), Device::ndarray()] {
-            for dims in [[4, 3, 5, 5], [2, 6, 3, 7], [8, 2, 1, 1]] {
+            for (dims, relu) in [
+                ([4, 3, 5, 5], false),
+                ([2, 6, 3, 7], false),
+                ([8, 2, 1, 1], false),
+                ([4, 3, 5, 5], true),
+                ([2, 6, 3, 7], true),
+            ] {
                 let x = Tensor::<4>::random(dims, Distribution::Normal(2.0, 3.0), &host);
                 let gamma = Tensor::<1>::random([dims[1]], Distribution::Normal(1.0, 0.5), &host);
                 let beta = Tensor::<1>::random([dims[1]], Distribution::Normal(0.0, 0.5), &host);
@@ -282,12 +350,18 @@ mod tests {
                         on1(&beta).require_grad(),
                     );
                     let (output, mean, variance) = if fused {
-                        let out = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
+                        let out =
+                            batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu);
                         (out.output, out.mean, out.variance)
                     } else {
                         let out =
                             burn_batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
-                        (out.output, out.mean, out.variance)
+                        let output = if relu {
+                            burn::tensor::activation::relu(out.output)
+                        } else {
+                            out.output
+                        };
+                        (output, out.mean, out.variance)
                     };
                     let grads = (output.clone() * on4(&r)).sum().backward();
                     (
@@ -300,7 +374,7 @@ mod tests {
                     )
                 };
                 let (ours, theirs) = (run(true), run(false));
-                let context = format!("{device:?} {dims:?}");
+                let context = format!("{device:?} {dims:?} relu {relu}");
                 assert!(max_abs_diff(ours.0, theirs.0) < 1e-4, "{context}: output");
                 assert!(max_abs_diff(ours.1, theirs.1) < 1e-4, "{context}: mean");
                 assert!(max_abs_diff(ours.2, theirs.2) < 1e-3, "{context}: variance");

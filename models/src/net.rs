@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::AvgPool2dConfig;
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
+use burn::tensor::activation;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -144,19 +144,25 @@ impl ConvBn {
         }
     }
 
-    /// The batch norm alone: in training (an autodiff device and a batch norm that is not
-    /// frozen) through [`batch_norm_op::batch_norm_train`] (fused passes on the CPU backend)
-    /// with burn's running-statistics update; otherwise burn's `BatchNorm::forward`.
+    /// The batch norm, then a ReLU if `relu`: in training (an autodiff device and a batch norm
+    /// that is not frozen) through [`batch_norm_op::batch_norm_train`] with burn's
+    /// running-statistics update, where the CPU backend runs both in the same fused passes;
+    /// otherwise burn's `BatchNorm::forward` and `relu`.
     ///
     /// # Shapes
     /// - input and output: `[batch, channels, height, width]`
-    pub fn bn_forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub fn bn_forward(&self, x: Tensor<4>, relu: bool) -> Tensor<4> {
         let bn = &self.bn;
+        let rectify = |y: Tensor<4>| if relu { activation::relu(y) } else { y };
         if !(x.device().is_autodiff() && bn.training.is_enabled()) {
-            return bn.forward(x);
+            return rectify(bn.forward(x));
         }
         let device = x.device();
-        let result = batch_norm_op::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+        // Only flex has fused kernels: elsewhere burn's backward would recompute the batch
+        // norm for the ReLU's mask, so the ReLU stays a separate op there.
+        let fused = relu && device == Device::flex();
+        let result =
+            batch_norm_op::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, fused);
         // The same exponential moving average as burn's BatchNorm.
         let momentum = bn.momentum;
         let update = |state: &burn::module::RunningState<Tensor<1>>, batch: Tensor<1>| {
@@ -168,7 +174,11 @@ impl ConvBn {
         };
         update(&bn.running_mean, result.mean);
         update(&bn.running_var, result.variance);
-        result.output
+        if fused {
+            result.output
+        } else {
+            rectify(result.output)
+        }
     }
 }
 
@@ -261,7 +271,7 @@ pub struct GatedNet {
 fn activate<const D: usize>(x: Tensor<D>, activation: Activation) -> Tensor<D> {
     match activation {
         Activation::None => x,
-        Activation::Relu => relu(x),
+        Activation::Relu => activation::relu(x),
         Activation::Relu6 => x.clamp(0.0, 6.0),
     }
 }
@@ -301,8 +311,18 @@ impl GatedNet {
                     };
                     let y = unit.conv_forward(take(node.inputs[0]));
                     let y = gated(y, GatePosition::BeforeBn);
-                    let y = gated(unit.bn_forward(y), GatePosition::AfterBn);
-                    gated(activate(y, *activation), GatePosition::AfterActivation)
+                    // A ReLU straight after the batch norm runs with it (in one pass on the
+                    // CPU); a gate that acts between them keeps them apart.
+                    let gate_between = gate.is_some()
+                        && plan.gate_position == GatePosition::AfterBn
+                        && mode != GateMode::Off;
+                    let y = if *activation == Activation::Relu && !gate_between {
+                        unit.bn_forward(y, true)
+                    } else {
+                        let y = gated(unit.bn_forward(y, false), GatePosition::AfterBn);
+                        activate(y, *activation)
+                    };
+                    gated(y, GatePosition::AfterActivation)
                 }
                 Op::MaxPool { kernel, stride } => {
                     max_pool_op::max_pool2d(take(node.inputs[0]), *kernel, *stride)
@@ -384,8 +404,9 @@ mod tests {
     use crate::spec::SpecBuilder;
     use burn::tensor::Distribution;
 
-    /// In training, `bn_forward` (dnal's fused batch norm) gives burn's output and moves the
-    /// running statistics exactly as burn's `BatchNorm::forward` does; frozen, it uses them.
+    /// In training, `bn_forward` (dnal's fused batch norm, with and without the ReLU) gives
+    /// burn's output and moves the running statistics exactly as burn's `BatchNorm::forward`
+    /// does; frozen, it uses them.
     #[test]
     fn bn_forward_trains_like_burns_batch_norm() {
         let device = Device::flex().autodiff();
@@ -405,7 +426,10 @@ mod tests {
                 Distribution::Normal(step as f64, 2.0),
                 &device,
             );
-            let (a, b) = (ours.bn_forward(x.clone()), theirs.bn.forward(x));
+            let relu = step % 2 == 1;
+            let a = ours.bn_forward(x.clone(), relu);
+            let b = theirs.bn.forward(x);
+            let b = if relu { activation::relu(b) } else { b };
             assert!(
                 (a - b).abs().max().into_scalar::<f32>() < 1e-4,
                 "step {step}: output"
@@ -431,8 +455,8 @@ mod tests {
         };
         let before = frozen.bn.running_mean.value_sync();
         let x = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(5.0, 1.0), &device);
-        let (a, b) = (frozen.bn_forward(x.clone()), frozen.bn.forward(x));
-        assert!((a - b).abs().max().into_scalar::<f32>() < 1e-6);
+        let (a, b) = (frozen.bn_forward(x.clone(), true), frozen.bn.forward(x));
+        assert!((a - activation::relu(b)).abs().max().into_scalar::<f32>() < 1e-6);
         assert_eq!(diff(before, frozen.bn.running_mean.value_sync()), 0.0);
     }
 
