@@ -11,7 +11,8 @@
 //!   `dW^T` where that spares the gemm packing the tall col)
 //! - input gradient: `dcol[K, G*L] = W[O, K]^T * dy[O, G*L]`, scattered back by col2im; with
 //!   stride 1, on planes of 14x14 or more and layers that do not widen, the forward
-//!   convolution of `dy` with the flipped kernel instead
+//!   convolution of `dy` with the flipped kernel instead, whose columns of `dy` then give the
+//!   weight gradient too when both are wanted ([`conv2d_grads`])
 //!
 //! where `K = in_channels * kh * kw`, `L = out_h * out_w` and `G` images side by side make
 //! the gemm at least [`MIN_GEMM_COLUMNS`] wide (one image at 28x28, several in the small late
@@ -146,6 +147,15 @@ impl ConvGeometry {
         );
         debug_assert_eq!((flipped.out_h, flipped.out_w), (self.in_h, self.in_w));
         Some(flipped)
+    }
+
+    /// [`Self::input_grad_as_forward`] where that pays: its im2col is `O * kh * kw` rows deep
+    /// where col2im's columns are `C * kh * kw`, so on layers that do not widen, with planes
+    /// large enough for im2col to run at speed (measured at 28x28 and 14x14; slower at 2x2;
+    /// BENCHMARKS.md).
+    fn flipped_input_grad(&self) -> Option<ConvGeometry> {
+        self.input_grad_as_forward()
+            .filter(|_| self.out_channels <= self.in_channels && self.positions() >= 14 * 14)
     }
 
     /// For kernel offset `k` along an axis, the output range whose input index
@@ -598,16 +608,117 @@ pub fn conv2d_input_grad(output_grad: &[f32], weight: &[f32], g: &ConvGeometry) 
         g.out_channels * g.patch(),
         "conv2d_input_grad: weight"
     );
-    match g.input_grad_as_forward() {
-        // Its im2col is `O * kh * kw` rows deep where col2im's columns are `C * kh * kw`: it
-        // pays where the layer does not widen and the planes are large enough for im2col to
-        // run at speed (measured at 28x28 and 14x14; slower at 2x2; BENCHMARKS.md, "Input
-        // gradient").
-        Some(flipped) if g.out_channels <= g.in_channels && g.positions() >= 14 * 14 => {
-            conv2d_forward(output_grad, &flip_kernel(weight, g), None, &flipped)
-        }
-        _ => input_grad_by_col2im(output_grad, weight, g),
+    match g.flipped_input_grad() {
+        Some(flipped) => conv2d_forward(output_grad, &flip_kernel(weight, g), None, &flipped),
+        None => input_grad_by_col2im(output_grad, weight, g),
     }
+}
+
+/// Both gradients, `(input_grad, weight_grad)`, as [`conv2d_input_grad`] and
+/// [`conv2d_weight_grad`] give them. Where the input gradient is the flipped forward
+/// convolution, the columns of `dy` it builds serve the weight gradient too: `dW` is then
+/// `x[C, L] * col(dy)[O * kh * kw, L]^T` turned back (the kernel flipped and its channel axes
+/// swapped), which spares the im2col of `x`.
+pub fn conv2d_grads(
+    input: &[f32],
+    output_grad: &[f32],
+    weight: &[f32],
+    g: &ConvGeometry,
+) -> (Vec<f32>, Vec<f32>) {
+    let Some(f) = g.flipped_input_grad() else {
+        return (
+            conv2d_input_grad(output_grad, weight, g),
+            conv2d_weight_grad(input, output_grad, g),
+        );
+    };
+    assert_eq!(input.len(), g.batch * g.image_len(), "conv2d_grads: input");
+    assert_eq!(
+        output_grad.len(),
+        g.batch * g.output_len(),
+        "conv2d_grads: output_grad"
+    );
+    assert_eq!(
+        weight.len(),
+        g.out_channels * g.patch(),
+        "conv2d_grads: weight"
+    );
+    let flipped_weight = flip_kernel(weight, g);
+    let (c, k, l, group) = (g.in_channels, f.patch(), f.positions(), f.group());
+    let shares = rayon::current_num_threads().clamp(1, g.batch.max(1));
+    let per_share = g.batch.div_ceil(shares);
+    let mut input_grad = Unwritten::new(g.batch * g.image_len());
+    let partials: Vec<Vec<f32>> = input_grad
+        .slots()
+        .par_chunks_mut(per_share * g.image_len())
+        .enumerate()
+        .map(|(share, dx_share)| {
+            // dW'[C, K'] of this share's images, K' = O * kh * kw.
+            let mut flipped_grad = vec![0.0; c * k];
+            let wide = c * group * l;
+            with_scratch(k * group * l + 2 * wide, |scratch| {
+                let (col, rest) = scratch.split_at_mut(k * group * l);
+                let (y, x_group) = rest.split_at_mut(wide);
+                for (step, dx) in dx_share.chunks_mut(group * g.image_len()).enumerate() {
+                    let first = share * per_share + step * group;
+                    let count = dx.len() / g.image_len();
+                    let width = count * l;
+                    for n in 0..count {
+                        let dy = &output_grad[(first + n) * g.output_len()..][..g.output_len()];
+                        im2col(dy, &f, &mut col[n * l..], width);
+                    }
+                    let col = &col[..k * width];
+                    // dx[C, G*L] = W'[C, K'] * col[K', G*L]
+                    let product = Gemm {
+                        m: c,
+                        n: width,
+                        k,
+                        lhs: &flipped_weight,
+                        lhs_strides: [k, 1],
+                        rhs: col,
+                        rhs_strides: [width, 1],
+                    };
+                    let images = &input[first * g.image_len()..][..count * g.image_len()];
+                    let x = if count == 1 {
+                        product.store_unwritten(dx);
+                        images
+                    } else {
+                        product.store(&mut y[..c * width], false);
+                        scatter_side_by_side(&y[..c * width], dx, c, l);
+                        gather_side_by_side(images, &mut x_group[..c * width], c, l);
+                        &x_group[..c * width]
+                    };
+                    // dW'^T[K', C] += col[K', G*L] * x[C, G*L]^T (the orientation that packs
+                    // the C-row x, as in conv2d_weight_grad)
+                    Gemm {
+                        m: k,
+                        n: c,
+                        k: width,
+                        lhs: col,
+                        lhs_strides: [width, 1],
+                        rhs: x,
+                        rhs_strides: [1, width],
+                    }
+                    .store(&mut flipped_grad, step > 0);
+                }
+            });
+            flipped_grad
+        })
+        .collect();
+    let mut partials = partials.into_iter();
+    let mut flipped_grad = partials.next().unwrap_or_else(|| vec![0.0; c * k]);
+    for partial in partials {
+        for (a, b) in flipped_grad.iter_mut().zip(partial) {
+            *a += b;
+        }
+    }
+    // NOTE(unsafe): the chunks cover the gradient; each group's slots were written, by the
+    // gemm (one image) or by `scatter_side_by_side` (a group).
+    let input_grad = unsafe { input_grad.assume_written() };
+    // dW'^T[K', C] -> dW'[C, O, kh, kw], flipped back to dW[O, C, kh, kw].
+    let flipped_grad: Vec<f32> = (0..c * k)
+        .map(|i| flipped_grad[(i % k) * c + i / k])
+        .collect();
+    (input_grad, flip_kernel(&flipped_grad, &f))
 }
 
 /// `weight` `[O, C, kh, kw]` as `[C, O, kh, kw]` with each kernel turned by 180 degrees: the
@@ -746,6 +857,8 @@ mod tests {
             // forward convolution with the flipped kernel, padded evenly and not.
             ConvGeometry::new([2, 4, 14, 14], [3, 4, 3, 3], [1, 1], [1, 1], [1, 1]),
             ConvGeometry::new([1, 3, 16, 15], [2, 3, 3, 3], [1, 1], [2, 0], [2, 1]),
+            // The same with groups of images side by side, the last one short.
+            ConvGeometry::new([7, 3, 14, 14], [2, 3, 3, 3], [1, 1], [1, 1], [1, 1]),
         ]
     }
 
@@ -787,6 +900,11 @@ mod tests {
             assert_eq!(dx.len(), x.len());
             assert!((dot(&dw, &w) - reference).abs() < 1e-4, "{g:?}: dW");
             assert!((dot(&dx, &x) - reference).abs() < 1e-4, "{g:?}: dX");
+            // Both at once (sharing the columns of dy where the input gradient is flipped).
+            let (dx_both, dw_both) = conv2d_grads(&x, &dy, &w, &g);
+            for (a, b) in dx_both.iter().zip(&dx).chain(dw_both.iter().zip(&dw)) {
+                assert!((a - b).abs() < 1e-4, "{g:?}: conv2d_grads {a} vs {b}");
+            }
         }
     }
 

@@ -65,6 +65,23 @@ pub trait ConvGemmOps: Backend {
     ) -> FloatTensor<Self> {
         Self::conv2d_x_backward(x, weight, output_grad, options)
     }
+
+    /// Both gradients, w.r.t. `x` and `weight`, where a backend can share work between them.
+    fn conv2d_gemm_grads(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let input_grad = Self::conv2d_gemm_input_grad(
+            x.clone(),
+            weight.clone(),
+            output_grad.clone(),
+            options.clone(),
+        );
+        let weight_grad = Self::conv2d_gemm_weight_grad(x, weight, output_grad, options);
+        (input_grad, weight_grad)
+    }
 }
 
 /// A convolution without bias: im2col + gemm on flex (forward and backward), burn's kernels on
@@ -166,6 +183,32 @@ impl ConvGemmOps for Flex {
         };
         from_f32s(dx, [g.batch, g.in_channels, g.in_h, g.in_w])
     }
+
+    fn conv2d_gemm_grads(
+        x: FlexTensor,
+        weight: FlexTensor,
+        output_grad: FlexTensor,
+        options: ConvOptions<2>,
+    ) -> (FlexTensor, FlexTensor) {
+        // Winograd layers and burn's fall-backs compute the two apart.
+        let Some(g) = flex_geometry(&x, &weight, &options).filter(|g| !conv_winograd::pays_off(g))
+        else {
+            let input_grad = Self::conv2d_gemm_input_grad(
+                x.clone(),
+                weight.clone(),
+                output_grad.clone(),
+                options.clone(),
+            );
+            let weight_grad = Self::conv2d_gemm_weight_grad(x, weight, output_grad, options);
+            return (input_grad, weight_grad);
+        };
+        let [x, weight, dy] = [x, weight, output_grad].map(contiguous);
+        let (dx, dw) = conv_gemm::conv2d_grads(f32s(&x), f32s(&dy), f32s(&weight), &g);
+        (
+            from_f32s(dx, [g.batch, g.in_channels, g.in_h, g.in_w]),
+            from_f32s(dw, [g.out_channels, g.in_channels, g.kh, g.kw]),
+        )
+    }
 }
 
 /// The backward step of [`ConvGemmOps::conv2d_gemm`] under autodiff: both gradients come from
@@ -188,18 +231,21 @@ impl<B: Backend + ConvGemmOps> Backward<B, 2> for Conv2dGemmBackward {
         let (x_id, weight_id, options) = ops.state;
         let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_id);
         let weight = checkpointer.retrieve_node_output::<FloatTensor<B>>(weight_id);
-        if let Some(node) = node_x {
-            let grad = B::conv2d_gemm_input_grad(
-                x.clone(),
-                weight.clone(),
-                output_grad.clone(),
-                options.clone(),
-            );
-            grads.register::<B>(node.id, grad);
-        }
-        if let Some(node) = node_weight {
-            let grad = B::conv2d_gemm_weight_grad(x, weight, output_grad, options);
-            grads.register::<B>(node.id, grad);
+        match (node_x, node_weight) {
+            (Some(node_x), Some(node_weight)) => {
+                let (x_grad, weight_grad) = B::conv2d_gemm_grads(x, weight, output_grad, options);
+                grads.register::<B>(node_x.id, x_grad);
+                grads.register::<B>(node_weight.id, weight_grad);
+            }
+            (Some(node), None) => {
+                let grad = B::conv2d_gemm_input_grad(x, weight, output_grad, options);
+                grads.register::<B>(node.id, grad);
+            }
+            (None, Some(node)) => {
+                let grad = B::conv2d_gemm_weight_grad(x, weight, output_grad, options);
+                grads.register::<B>(node.id, grad);
+            }
+            (None, None) => {}
         }
     }
 }
@@ -281,6 +327,13 @@ mod tests {
                 [3, 4, 6, 6],
                 [4, 4, 1, 1],
                 ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+            ),
+            // Both gradients from the columns of dy (`conv_gemm::conv2d_grads`): stride 1, a
+            // layer that does not widen, 14x14 planes, several images side by side.
+            (
+                [5, 4, 14, 14],
+                [3, 4, 3, 3],
+                ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
             ),
             // Winograd F(2x2, 3x3) (`conv_winograd::pays_off`).
             (
