@@ -505,6 +505,11 @@ pub(crate) fn sum_over_batch_shares(
             sum
         })
         .collect();
+    add_up(partials, len)
+}
+
+/// The element-wise sum of per-thread partial sums of `len` floats each.
+fn add_up(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
     let mut partials = partials.into_iter();
     let mut sum = partials.next().unwrap_or_else(|| vec![0.0; len]);
     for partial in partials {
@@ -585,8 +590,13 @@ pub fn conv2d_weight_grad(input: &[f32], output_grad: &[f32], g: &ConvGeometry) 
         return sum;
     }
     // dW^T[K, O] -> dW[O, K]
-    (0..weight_len)
-        .map(|i| sum[(i % k) * g.out_channels + i / k])
+    transpose(&sum, k, g.out_channels)
+}
+
+/// The `[cols, rows]` transpose of a row-major `[rows, cols]` matrix.
+fn transpose(matrix: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    (0..rows * cols)
+        .map(|i| matrix[(i % rows) * cols + i / rows])
         .collect()
 }
 
@@ -704,21 +714,12 @@ pub fn conv2d_grads(
             flipped_grad
         })
         .collect();
-    let mut partials = partials.into_iter();
-    let mut flipped_grad = partials.next().unwrap_or_else(|| vec![0.0; c * k]);
-    for partial in partials {
-        for (a, b) in flipped_grad.iter_mut().zip(partial) {
-            *a += b;
-        }
-    }
+    let flipped_grad = add_up(partials, c * k);
     // NOTE(unsafe): the chunks cover the gradient; each group's slots were written, by the
     // gemm (one image) or by `scatter_side_by_side` (a group).
     let input_grad = unsafe { input_grad.assume_written() };
     // dW'^T[K', C] -> dW'[C, O, kh, kw], flipped back to dW[O, C, kh, kw].
-    let flipped_grad: Vec<f32> = (0..c * k)
-        .map(|i| flipped_grad[(i % k) * c + i / k])
-        .collect();
-    (input_grad, flip_kernel(&flipped_grad, &f))
+    (input_grad, flip_kernel(&transpose(&flipped_grad, k, c), &f))
 }
 
 /// `weight` `[O, C, kh, kw]` as `[C, O, kh, kw]` with each kernel turned by 180 degrees: the

@@ -73,15 +73,25 @@ pub trait ConvGemmOps: Backend {
         output_grad: FloatTensor<Self>,
         options: ConvOptions<2>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let input_grad = Self::conv2d_gemm_input_grad(
-            x.clone(),
-            weight.clone(),
-            output_grad.clone(),
-            options.clone(),
-        );
-        let weight_grad = Self::conv2d_gemm_weight_grad(x, weight, output_grad, options);
-        (input_grad, weight_grad)
+        grads_apart::<Self>(x, weight, output_grad, options)
     }
+}
+
+/// Both gradients by the backend's two single-gradient methods.
+fn grads_apart<B: ConvGemmOps>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    output_grad: FloatTensor<B>,
+    options: ConvOptions<2>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let input_grad = B::conv2d_gemm_input_grad(
+        x.clone(),
+        weight.clone(),
+        output_grad.clone(),
+        options.clone(),
+    );
+    let weight_grad = B::conv2d_gemm_weight_grad(x, weight, output_grad, options);
+    (input_grad, weight_grad)
 }
 
 /// A convolution without bias: im2col + gemm on flex (forward and backward), burn's kernels on
@@ -193,14 +203,7 @@ impl ConvGemmOps for Flex {
         // Winograd layers and burn's fall-backs compute the two apart.
         let Some(g) = flex_geometry(&x, &weight, &options).filter(|g| !conv_winograd::pays_off(g))
         else {
-            let input_grad = Self::conv2d_gemm_input_grad(
-                x.clone(),
-                weight.clone(),
-                output_grad.clone(),
-                options.clone(),
-            );
-            let weight_grad = Self::conv2d_gemm_weight_grad(x, weight, output_grad, options);
-            return (input_grad, weight_grad);
+            return grads_apart::<Self>(x, weight, output_grad, options);
         };
         let [x, weight, dy] = [x, weight, output_grad].map(contiguous);
         let (dx, dw) = conv_gemm::conv2d_grads(f32s(&x), f32s(&dy), f32s(&weight), &g);
