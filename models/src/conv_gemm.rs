@@ -99,6 +99,30 @@ impl ConvGeometry {
         self.out_h * self.out_w
     }
 
+    /// Panics, naming `context`, unless `input` holds `batch` input images.
+    pub(crate) fn check_input(&self, input: &[f32], context: &str) {
+        assert_eq!(
+            input.len(),
+            self.batch * self.image_len(),
+            "{context}: input"
+        );
+    }
+
+    /// Panics, naming `context`, unless `output_grad` holds `batch` output images.
+    pub(crate) fn check_output_grad(&self, output_grad: &[f32], context: &str) {
+        let expected = self.batch * self.output_len();
+        assert_eq!(output_grad.len(), expected, "{context}: output_grad");
+    }
+
+    /// Panics, naming `context`, unless `weight` holds `[out_channels, patch]`.
+    pub(crate) fn check_weight(&self, weight: &[f32], context: &str) {
+        assert_eq!(
+            weight.len(),
+            self.out_channels * self.patch(),
+            "{context}: weight"
+        );
+    }
+
     pub(crate) fn image_len(&self) -> usize {
         self.in_channels * self.in_h * self.in_w
     }
@@ -428,16 +452,8 @@ pub fn conv2d_forward(
     bias: Option<&[f32]>,
     g: &ConvGeometry,
 ) -> Vec<f32> {
-    assert_eq!(
-        input.len(),
-        g.batch * g.image_len(),
-        "conv2d_forward: input"
-    );
-    assert_eq!(
-        weight.len(),
-        g.out_channels * g.patch(),
-        "conv2d_forward: weight"
-    );
+    g.check_input(input, "conv2d_forward");
+    g.check_weight(weight, "conv2d_forward");
     let (k, l, group) = (g.patch(), g.positions(), g.group());
     let mut output = Unwritten::new(g.batch * g.output_len());
     output
@@ -445,43 +461,59 @@ pub fn conv2d_forward(
         .par_chunks_mut(group * g.output_len())
         .zip(input.par_chunks(group * g.image_len()))
         .for_each(|(out, images)| {
-            let count = images.len() / g.image_len();
-            let width = count * l;
-            // A group goes through a side-by-side buffer `y`; one image writes in place.
-            with_scratch(k * width + g.side_by_side_len(count), |scratch| {
+            let width = images.len() / g.image_len() * l;
+            with_scratch(k * width + g.side_by_side_len(width / l), |scratch| {
                 let (col, y) = scratch.split_at_mut(k * width);
-                for (n, image) in images.chunks(g.image_len()).enumerate() {
-                    im2col(image, g, &mut col[n * l..], width);
-                }
-                // y[O, G*L] = W[O, K] * col[K, G*L] (+ bias per row)
-                let product = Gemm {
-                    m: g.out_channels,
-                    n: width,
-                    k,
-                    lhs: weight,
-                    lhs_strides: [k, 1],
-                    rhs: col,
-                    rhs_strides: [width, 1],
-                };
-                match (count, bias) {
-                    (1, None) => product.store_unwritten(out),
-                    (1, Some(bias)) => product.store(written(out, |i| bias[i / width]), true),
-                    (_, None) => product.store(y, false),
-                    (_, Some(bias)) => {
-                        for (row, &b) in y.chunks_mut(width).zip(bias) {
-                            row.fill(b);
-                        }
-                        product.store(y, true);
-                    }
-                }
-                if count > 1 {
-                    scatter_side_by_side(y, out, g.out_channels, l);
-                }
+                forward_group(images, weight, bias, g, col, y, out);
             });
         });
-    // NOTE(unsafe): the chunks cover the output, and each chunk's slots were written, by the
-    // gemm (one image) or by `scatter_side_by_side` (a group).
+    // NOTE(unsafe): the chunks cover the output, and `forward_group` wrote each chunk whole.
     unsafe { output.assume_written() }
+}
+
+/// The forward convolution of one group of images (consecutive in `images`) into `out`, every
+/// slot of which is written; their columns are left in `col` (`[K, G*L]`), and a group of
+/// more than one image goes through `y` (at least `[O, G*L]`) on its way to `out`.
+fn forward_group(
+    images: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+    col: &mut [f32],
+    y: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
+) {
+    let (k, l) = (g.patch(), g.positions());
+    let count = images.len() / g.image_len();
+    let width = count * l;
+    for (n, image) in images.chunks(g.image_len()).enumerate() {
+        im2col(image, g, &mut col[n * l..], width);
+    }
+    // y[O, G*L] = W[O, K] * col[K, G*L] (+ bias per row)
+    let product = Gemm {
+        m: g.out_channels,
+        n: width,
+        k,
+        lhs: weight,
+        lhs_strides: [k, 1],
+        rhs: &col[..k * width],
+        rhs_strides: [width, 1],
+    };
+    let y = &mut y[..if count > 1 { g.out_channels * width } else { 0 }];
+    match (count, bias) {
+        (1, None) => product.store_unwritten(out),
+        (1, Some(bias)) => product.store(written(out, |i| bias[i / width]), true),
+        (_, None) => product.store(y, false),
+        (_, Some(bias)) => {
+            for (row, &b) in y.chunks_mut(width).zip(bias) {
+                row.fill(b);
+            }
+            product.store(y, true);
+        }
+    }
+    if count > 1 {
+        scatter_side_by_side(y, out, g.out_channels, l);
+    }
 }
 
 /// Splits `0..batch` into one even share per thread, runs `partial(share, sum)` on each with
@@ -523,16 +555,8 @@ fn add_up(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
 /// The weight gradient: `input` `[N, C, H, W]` and `output_grad` `[N, O, out_h, out_w]`;
 /// returns `[O, C, kh, kw]`.
 pub fn conv2d_weight_grad(input: &[f32], output_grad: &[f32], g: &ConvGeometry) -> Vec<f32> {
-    assert_eq!(
-        input.len(),
-        g.batch * g.image_len(),
-        "conv2d_weight_grad: input"
-    );
-    assert_eq!(
-        output_grad.len(),
-        g.batch * g.output_len(),
-        "conv2d_weight_grad: output_grad"
-    );
+    g.check_input(input, "conv2d_weight_grad");
+    g.check_output_grad(output_grad, "conv2d_weight_grad");
     let (k, l, group) = (g.patch(), g.positions(), g.group());
     let weight_len = g.out_channels * k;
     // gemm packs the operand that runs along its output's rows, in the orientation that has
@@ -608,16 +632,8 @@ fn transpose(matrix: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// im2col + gemm with `O * kh * kw` deep products, instead of a gemm only `O` deep whose
 /// `[K, L]` result col2im then adds back, which wrote and read as much again.
 pub fn conv2d_input_grad(output_grad: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
-    assert_eq!(
-        output_grad.len(),
-        g.batch * g.output_len(),
-        "conv2d_input_grad: output_grad"
-    );
-    assert_eq!(
-        weight.len(),
-        g.out_channels * g.patch(),
-        "conv2d_input_grad: weight"
-    );
+    g.check_output_grad(output_grad, "conv2d_input_grad");
+    g.check_weight(weight, "conv2d_input_grad");
     match g.flipped_input_grad() {
         Some(flipped) => conv2d_forward(output_grad, &flip_kernel(weight, g), None, &flipped),
         None => input_grad_by_col2im(output_grad, weight, g),
@@ -641,17 +657,9 @@ pub fn conv2d_grads(
             conv2d_weight_grad(input, output_grad, g),
         );
     };
-    assert_eq!(input.len(), g.batch * g.image_len(), "conv2d_grads: input");
-    assert_eq!(
-        output_grad.len(),
-        g.batch * g.output_len(),
-        "conv2d_grads: output_grad"
-    );
-    assert_eq!(
-        weight.len(),
-        g.out_channels * g.patch(),
-        "conv2d_grads: weight"
-    );
+    g.check_input(input, "conv2d_grads");
+    g.check_output_grad(output_grad, "conv2d_grads");
+    g.check_weight(weight, "conv2d_grads");
     let flipped_weight = flip_kernel(weight, g);
     let (c, k, l, group) = (g.in_channels, f.patch(), f.positions(), f.group());
     let shares = rayon::current_num_threads().clamp(1, g.batch.max(1));
@@ -672,28 +680,14 @@ pub fn conv2d_grads(
                     let first = share * per_share + step * group;
                     let count = dx.len() / g.image_len();
                     let width = count * l;
-                    for n in 0..count {
-                        let dy = &output_grad[(first + n) * g.output_len()..][..g.output_len()];
-                        im2col(dy, &f, &mut col[n * l..], width);
-                    }
+                    // dx = the flipped forward convolution of dy, leaving col(dy) in `col`.
+                    let dy = &output_grad[first * g.output_len()..][..count * g.output_len()];
+                    forward_group(dy, &flipped_weight, None, &f, col, y, dx);
                     let col = &col[..k * width];
-                    // dx[C, G*L] = W'[C, K'] * col[K', G*L]
-                    let product = Gemm {
-                        m: c,
-                        n: width,
-                        k,
-                        lhs: &flipped_weight,
-                        lhs_strides: [k, 1],
-                        rhs: col,
-                        rhs_strides: [width, 1],
-                    };
                     let images = &input[first * g.image_len()..][..count * g.image_len()];
                     let x = if count == 1 {
-                        product.store_unwritten(dx);
                         images
                     } else {
-                        product.store(&mut y[..c * width], false);
-                        scatter_side_by_side(&y[..c * width], dx, c, l);
                         gather_side_by_side(images, &mut x_group[..c * width], c, l);
                         &x_group[..c * width]
                     };

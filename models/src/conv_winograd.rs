@@ -456,16 +456,8 @@ pub fn conv2d_forward(input: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f3
         supports(g),
         "conv_winograd: not a 3x3/1 same convolution: {g:?}"
     );
-    assert_eq!(
-        input.len(),
-        g.batch * g.image_len(),
-        "conv2d_forward: input"
-    );
-    assert_eq!(
-        weight.len(),
-        g.out_channels * g.in_channels * 9,
-        "conv2d_forward: weight"
-    );
+    g.check_input(input, "conv2d_forward");
+    g.check_weight(weight, "conv2d_forward");
     let (th, tw) = tile_grid(g);
     let (c, o) = (g.in_channels, g.out_channels);
     let u = transform_weights(weight, g);
@@ -507,16 +499,8 @@ pub fn conv2d_input_grad(output_grad: &[f32], weight: &[f32], g: &ConvGeometry) 
         supports(g),
         "conv_winograd: not a 3x3/1 same convolution: {g:?}"
     );
-    assert_eq!(
-        output_grad.len(),
-        g.batch * g.output_len(),
-        "conv2d_input_grad: output_grad"
-    );
-    assert_eq!(
-        weight.len(),
-        g.out_channels * g.in_channels * 9,
-        "conv2d_input_grad: weight"
-    );
+    g.check_output_grad(output_grad, "conv2d_input_grad");
+    g.check_weight(weight, "conv2d_input_grad");
     let (th, tw) = tile_grid(g);
     let (c, o) = (g.in_channels, g.out_channels);
     let u = transform_weights(weight, g);
@@ -558,16 +542,8 @@ pub fn conv2d_weight_grad(input: &[f32], output_grad: &[f32], g: &ConvGeometry) 
         supports(g),
         "conv_winograd: not a 3x3/1 same convolution: {g:?}"
     );
-    assert_eq!(
-        input.len(),
-        g.batch * g.image_len(),
-        "conv2d_weight_grad: input"
-    );
-    assert_eq!(
-        output_grad.len(),
-        g.batch * g.output_len(),
-        "conv2d_weight_grad: output_grad"
-    );
+    g.check_input(input, "conv2d_weight_grad");
+    g.check_output_grad(output_grad, "conv2d_weight_grad");
     let (th, tw) = tile_grid(g);
     let (c, o, group) = (g.in_channels, g.out_channels, group(g));
     let du_len = XI * o * c;
