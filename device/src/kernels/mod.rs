@@ -90,9 +90,22 @@ impl Shape3 {
         }
     }
 
-    /// Number of values.
+    /// Number of values; `usize::MAX` when the product overflows (a shape no buffer can
+    /// hold, so length checks against real slices still fail instead of wrapping to a small
+    /// number). [`Shape3::checked_len`] tells the two apart.
     pub const fn len(&self) -> usize {
-        self.channels * self.height * self.width
+        match self.checked_len() {
+            Some(n) => n,
+            None => usize::MAX,
+        }
+    }
+
+    /// Number of values, `None` when the product overflows `usize`.
+    pub const fn checked_len(&self) -> Option<usize> {
+        match self.channels.checked_mul(self.height) {
+            Some(ch) => ch.checked_mul(self.width),
+            None => None,
+        }
     }
 
     /// True when the shape holds no value.
@@ -100,9 +113,9 @@ impl Shape3 {
         self.len() == 0
     }
 
-    /// Pixels per channel.
+    /// Pixels per channel (`usize::MAX` on overflow, as [`Shape3::len`]).
     pub const fn plane(&self) -> usize {
-        self.height * self.width
+        self.height.saturating_mul(self.width)
     }
 }
 
@@ -136,6 +149,10 @@ pub enum ShapeError {
         in_channels: usize,
         out_channels: usize,
     },
+    /// The padded input or the output shape does not fit `usize` along one axis (0 =
+    /// height, 1 = width, 2 = the whole output): sizes from an untrusted file, refused
+    /// rather than wrapped.
+    Overflow { axis: usize },
 }
 
 impl fmt::Display for ShapeError {
@@ -169,6 +186,15 @@ impl fmt::Display for ShapeError {
                 f,
                 "depthwise convolution needs in_channels == out_channels, got {in_channels} and {out_channels}"
             ),
+            ShapeError::Overflow { axis } => write!(
+                f,
+                "the {} overflows (input, kernel, stride or padding far too large)",
+                match axis {
+                    0 => "padded height",
+                    1 => "padded width",
+                    _ => "output size",
+                }
+            ),
         }
     }
 }
@@ -187,7 +213,15 @@ pub const fn output_dim(
     if stride == 0 {
         return Err(ShapeError::ZeroStride);
     }
-    let padded_input = input + 2 * padding;
+    // Checked: the sizes may come from an untrusted export, and a wrapped sum would pass
+    // the test below with a nonsense shape.
+    let padded_input = match padding.checked_mul(2) {
+        Some(p2) => match input.checked_add(p2) {
+            Some(v) => v,
+            None => return Err(ShapeError::Overflow { axis }),
+        },
+        None => return Err(ShapeError::Overflow { axis }),
+    };
     if kernel > padded_input {
         return Err(ShapeError::KernelLargerThanInput {
             axis,
@@ -227,9 +261,13 @@ impl Window {
             Ok(v) => v,
             Err(e) => return Err(e),
         };
+        let output = Shape3::new(out_channels, out_h, out_w);
+        if input.checked_len().is_none() || output.checked_len().is_none() {
+            return Err(ShapeError::Overflow { axis: 2 });
+        }
         Ok(Window {
             input,
-            output: Shape3::new(out_channels, out_h, out_w),
+            output,
             kernel,
             stride,
             padding,
@@ -328,25 +366,34 @@ impl Conv2dParams {
         self.window.output
     }
 
-    /// Weights of a dense convolution: `out * in * kh * kw`.
+    /// Weights of a dense convolution: `out * in * kh * kw` (saturating: `usize::MAX`
+    /// matches no real slice, where a wrapped product could).
     pub const fn dense_weight_len(&self) -> usize {
-        self.window.output.channels
-            * self.window.input.channels
-            * self.window.kernel[0]
-            * self.window.kernel[1]
+        self.window
+            .output
+            .channels
+            .saturating_mul(self.window.input.channels)
+            .saturating_mul(self.window.kernel[0])
+            .saturating_mul(self.window.kernel[1])
     }
 
-    /// Weights of a depthwise convolution: `channels * kh * kw`.
+    /// Weights of a depthwise convolution: `channels * kh * kw` (saturating).
     pub const fn depthwise_weight_len(&self) -> usize {
-        self.window.input.channels * self.window.kernel[0] * self.window.kernel[1]
+        self.window
+            .input
+            .channels
+            .saturating_mul(self.window.kernel[0])
+            .saturating_mul(self.window.kernel[1])
     }
 
-    /// Multiply-accumulates of a dense convolution.
+    /// Multiply-accumulates of a dense convolution (saturating).
     pub const fn dense_macs(&self) -> usize {
-        self.window.output.len()
-            * self.window.input.channels
-            * self.window.kernel[0]
-            * self.window.kernel[1]
+        self.window
+            .output
+            .len()
+            .saturating_mul(self.window.input.channels)
+            .saturating_mul(self.window.kernel[0])
+            .saturating_mul(self.window.kernel[1])
     }
 
     /// True when the dense convolution is a plain 1x1 (pointwise) one: kernel 1, stride 1,
@@ -377,7 +424,8 @@ impl Pool2dParams {
     ) -> Result<Self, ShapeError> {
         let mut axis = 0;
         while axis < 2 {
-            if 2 * padding[axis] > kernel[axis] {
+            // `padding > kernel / 2` is `2 * padding > kernel` without the overflow.
+            if padding[axis] > kernel[axis] / 2 {
                 return Err(ShapeError::PoolPaddingTooLarge {
                     axis,
                     kernel: kernel[axis],
@@ -421,8 +469,9 @@ impl LinearParams {
         })
     }
 
+    /// `in * out` (saturating, as [`Conv2dParams::dense_weight_len`]).
     pub const fn weight_len(&self) -> usize {
-        self.in_features * self.out_features
+        self.in_features.saturating_mul(self.out_features)
     }
 }
 
@@ -476,6 +525,52 @@ mod tests {
             Pool2dParams::new(Shape3::new(1, 4, 4), [2, 2], [2, 2], [2, 2]),
             Err(ShapeError::PoolPaddingTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn huge_sizes_are_refused_not_wrapped() {
+        // 2^63 padding: `2 * padding` wraps to 0 in release builds.
+        let half = 1usize << (usize::BITS - 1);
+        assert_eq!(
+            output_dim(0, 4, 2, 2, half),
+            Err(ShapeError::Overflow { axis: 0 })
+        );
+        assert_eq!(
+            output_dim(1, usize::MAX, 1, 1, 1),
+            Err(ShapeError::Overflow { axis: 1 })
+        );
+        // Pool padding 2^63 with kernel 2 is refused as too large, not wrapped to 0.
+        assert!(matches!(
+            Pool2dParams::new(Shape3::new(1, 4, 4), [2, 2], [2, 2], [half, half]),
+            Err(ShapeError::PoolPaddingTooLarge { .. })
+        ));
+        let huge = Shape3::new(half + 1, 2, 1);
+        assert_eq!(huge.checked_len(), None);
+        assert_eq!(huge.len(), usize::MAX);
+        assert_eq!(
+            Shape3::new(usize::MAX, 1, 1).checked_len(),
+            Some(usize::MAX)
+        );
+        assert_eq!(
+            Conv2dParams::new(huge, 1, [1, 1], [1, 1], [0, 0], Activation::None),
+            Err(ShapeError::Overflow { axis: 2 })
+        );
+        let wide = Conv2dParams::new(
+            Shape3::new(1 << 20, 1, 1),
+            1 << 40,
+            [1 << 20, 1],
+            [1, 1],
+            [1 << 19, 0],
+            Activation::None,
+        )
+        .unwrap();
+        assert_eq!(wide.dense_weight_len(), usize::MAX);
+        assert_eq!(
+            LinearParams::new(half, 4, Activation::None)
+                .unwrap()
+                .weight_len(),
+            usize::MAX
+        );
     }
 
     #[test]
