@@ -2,11 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
+use super::limits::{MAX_ARCH_BYTES, MAX_PARAMS, MAX_WEIGHTS_HEADER_BYTES};
 use super::{ARCH_FILE, Arch, ArchSummary, Export, ExportError, Tensor, WEIGHTS_FILE};
 
 impl Export {
@@ -14,7 +16,8 @@ impl Export {
     pub fn load(dir: impl AsRef<Path>) -> Result<Export, ExportError> {
         let dir = dir.as_ref();
         let arch_path = dir.join(ARCH_FILE);
-        let text = read_file(&arch_path)?;
+        let text = read_regular_file(&arch_path, MAX_ARCH_BYTES, "an arch.json may hold")
+            .map_err(|e| e.into_export_error(&arch_path))?;
         let arch: Arch = serde_json::from_slice(&text).map_err(|source| ExportError::Json {
             path: arch_path.clone(),
             source,
@@ -22,7 +25,15 @@ impl Export {
         let summary = arch.summary().map_err(|e| with_path(e, &arch_path))?;
 
         let weights_path = dir.join(WEIGHTS_FILE);
-        let file = fs::File::open(&weights_path).map_err(|e| io_error(e, &weights_path))?;
+        // The layer list says how much data the file holds; a file far larger is refused
+        // before it is mapped (and a FIFO or device before it is opened).
+        let limit = summary.params.min(MAX_PARAMS) * 4 + MAX_WEIGHTS_HEADER_BYTES;
+        let why = format!(
+            "the layer list's {} parameters and a header can take",
+            summary.params
+        );
+        let file = open_regular_file(&weights_path, limit, &why)
+            .map_err(|e| e.into_export_error(&weights_path))?;
         // NOTE(unsafe): the file is mapped read-only and copied out before the map is dropped;
         // the usual caveat of maps (another process truncating the file meanwhile) applies.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_error(e, &weights_path))?;
@@ -30,10 +41,18 @@ impl Export {
             path: weights_path.clone(),
             reason: e.to_string(),
         })?;
+        let expected = expected_tensors(&summary);
         let mut tensors = BTreeMap::new();
         let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
         names.sort();
         for name in names {
+            // Name, dtype and shape are checked before any data is copied.
+            let Some(shape) = expected.get(&name) else {
+                return Err(ExportError::UnknownTensor {
+                    path: weights_path,
+                    name,
+                });
+            };
             let view = st.tensor(&name).map_err(|e| ExportError::Safetensors {
                 path: weights_path.clone(),
                 reason: e.to_string(),
@@ -43,6 +62,14 @@ impl Export {
                     path: weights_path,
                     name,
                     dtype: format!("{:?}", view.dtype()),
+                });
+            }
+            if view.shape() != shape.as_slice() {
+                return Err(ExportError::TensorShape {
+                    path: weights_path,
+                    name,
+                    expected: shape.clone(),
+                    found: view.shape().to_vec(),
                 });
             }
             let data = view
@@ -105,18 +132,86 @@ impl Export {
     }
 }
 
-/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it to `path`.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        file_name.unwrap_or_default(),
+/// Where a temporary file's name starts its unique part: `.NAME.tmp-PID-SERIAL-NANOS`.
+const TMP_MARK: &str = ".tmp-";
+
+/// A temporary name beside `path`, unique to this process and call: the pid, a process-wide
+/// counter (two writers in one process never collide) and the clock's nanoseconds (a later
+/// process that reuses the pid does not meet a leftover of the earlier one).
+pub(crate) fn temporary_path(path: &Path) -> PathBuf {
+    static SERIAL: AtomicU64 = AtomicU64::new(0);
+    let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(
+        ".{file_name}{TMP_MARK}{}-{serial}-{nanos}",
         std::process::id()
-    ));
+    ))
+}
+
+/// True for a name [`temporary_path`] makes (`.NAME.tmp-PID-SERIAL-NANOS`), or that earlier
+/// versions made (`.NAME.tmp-PID`, `.NAME.tmp-PID-SERIAL`).
+fn is_temporary_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let Some(at) = rest.rfind(TMP_MARK) else {
+        return false;
+    };
+    let (stem, tail) = (&rest[..at], &rest[at + TMP_MARK.len()..]);
+    let parts: Vec<&str> = tail.split('-').collect();
+    !stem.is_empty()
+        && (1..=3).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Deletes the temporary files that an interrupted [`Export::write`] (or any other atomic
+/// write of dnal-device: `deploy.json`, `latency.json`) left in `dir`: regular files named
+/// `.NAME.tmp-PID-SERIAL-NANOS` (and the older `.NAME.tmp-PID`). Folders and other files are
+/// left alone. Returns how many files were removed.
+///
+/// It cannot tell a leftover from a write in progress: call it only while no other process
+/// writes into `dir` (the host calls it holding the folder's exclusive lock).
+pub fn remove_stale_temporaries(dir: impl AsRef<Path>) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir.as_ref())? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        // file_type() does not follow symlinks: a link is neither followed nor removed.
+        if is_temporary_name(name) && entry.file_type()?.is_file() {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Writes `bytes` to a new temporary file beside `path`, syncs it and renames it to `path`;
+/// on any error the temporary file is removed.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
+    let tmp = temporary_path(path);
     let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
+        // create_new: never writes through a file or link that is already there.
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        drop(f);
         fs::rename(&tmp, path)
     })();
     result.map_err(|e| {
@@ -125,8 +220,89 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ExportEr
     })
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, ExportError> {
-    fs::read(path).map_err(|e| io_error(e, path))
+/// Why [`read_regular_file`] or [`open_regular_file`] refused a file.
+#[derive(Debug)]
+pub(crate) enum FileError {
+    Io(std::io::Error),
+    NotAFile(&'static str),
+    TooLarge { size: u64, limit: u64, why: String },
+}
+
+impl FileError {
+    pub(crate) fn into_export_error(self, path: &Path) -> ExportError {
+        match self {
+            FileError::Io(e) => io_error(e, path),
+            FileError::NotAFile(kind) => ExportError::NotAFile {
+                path: path.to_path_buf(),
+                kind,
+            },
+            FileError::TooLarge { size, limit, why } => ExportError::TooLarge {
+                path: path.to_path_buf(),
+                size,
+                limit,
+                why,
+            },
+        }
+    }
+}
+
+fn kind_of(t: fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() { "a folder" } else { "not a file" }
+}
+
+/// Opens `path` for reading if it is a regular file (symlinks followed) of at most `limit`
+/// bytes; `why` completes "more than the LIMIT bytes ..." in the error. The type is checked
+/// before opening (opening a FIFO blocks until a writer comes) and again on the open file.
+pub(crate) fn open_regular_file(path: &Path, limit: u64, why: &str) -> Result<fs::File, FileError> {
+    let check = |meta: fs::Metadata| {
+        if !meta.is_file() {
+            return Err(FileError::NotAFile(kind_of(meta.file_type())));
+        }
+        if meta.len() > limit {
+            return Err(FileError::TooLarge {
+                size: meta.len(),
+                limit,
+                why: why.to_string(),
+            });
+        }
+        Ok(())
+    };
+    check(fs::metadata(path).map_err(FileError::Io)?)?;
+    let file = fs::File::open(path).map_err(FileError::Io)?;
+    check(file.metadata().map_err(FileError::Io)?)?;
+    Ok(file)
+}
+
+/// Reads a regular file of at most `limit` bytes (see [`open_regular_file`]); the read itself
+/// is bounded too, in case the file grows meanwhile.
+pub(crate) fn read_regular_file(path: &Path, limit: u64, why: &str) -> Result<Vec<u8>, FileError> {
+    let file = open_regular_file(path, limit, why)?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(size.min(limit) as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(FileError::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(FileError::TooLarge {
+            size: bytes.len() as u64,
+            limit,
+            why: why.to_string(),
+        });
+    }
+    Ok(bytes)
 }
 
 fn io_error(e: std::io::Error, path: &Path) -> ExportError {
@@ -197,6 +373,17 @@ fn with_path(e: ExportError, full: &Path) -> ExportError {
             declared,
             computed,
         },
+        BadName {
+            field,
+            name,
+            reason,
+            ..
+        } => BadName {
+            path: p,
+            field,
+            name,
+            reason,
+        },
         other => other,
     }
 }
@@ -209,13 +396,7 @@ pub(crate) fn check_tensors(
     tensors: &BTreeMap<String, Tensor>,
 ) -> Result<(), ExportError> {
     let path = PathBuf::from(path);
-    let mut expected: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for layer in &summary.layers {
-        if let Some([w, b]) = &layer.tensor_shapes {
-            expected.insert(format!("{}.weight", layer.name), w.clone());
-            expected.insert(format!("{}.bias", layer.name), b.clone());
-        }
-    }
+    let expected = expected_tensors(summary);
     for name in tensors.keys() {
         if !expected.contains_key(name) {
             return Err(ExportError::UnknownTensor {
@@ -249,4 +430,45 @@ pub(crate) fn check_tensors(
         }
     }
     Ok(())
+}
+
+/// The tensors a layer list needs, by name, with their shapes.
+fn expected_tensors(summary: &ArchSummary) -> BTreeMap<String, Vec<usize>> {
+    let mut expected = BTreeMap::new();
+    for layer in &summary.layers {
+        if let Some([w, b]) = &layer.tensor_shapes {
+            expected.insert(format!("{}.weight", layer.name), w.clone());
+            expected.insert(format!("{}.bias", layer.name), b.clone());
+        }
+    }
+    expected
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_names_are_unique_and_recognised() {
+        let a = temporary_path(Path::new("/x/weights.safetensors"));
+        let b = temporary_path(Path::new("/x/weights.safetensors"));
+        assert_ne!(a, b);
+        let name = a.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with(".weights.safetensors.tmp-"), "{name}");
+        assert!(is_temporary_name(name), "{name}");
+        for legacy in [".arch.json.tmp-123", ".deploy.json.tmp-1-2"] {
+            assert!(is_temporary_name(legacy), "{legacy}");
+        }
+        for other in [
+            "arch.json",
+            ".arch.json",
+            ".tmp-1",
+            ".x.tmp-",
+            ".x.tmp-1-2-3-4",
+            ".x.tmp-12a",
+            "x.tmp-1",
+        ] {
+            assert!(!is_temporary_name(other), "{other}");
+        }
+    }
 }

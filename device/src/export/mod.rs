@@ -3,9 +3,12 @@
 //! folder, and the per-layer shapes, MACs and parameter counts of a layer list.
 
 mod io;
+pub mod limits;
 mod summary;
 
-pub(crate) use io::write_atomically;
+pub use io::remove_stale_temporaries;
+pub(crate) use io::{FileError, read_regular_file, temporary_path, write_atomically};
+pub use limits::{NameError, check_name};
 pub use summary::{ArchSummary, LayerSummary};
 
 use std::collections::BTreeMap;
@@ -249,6 +252,29 @@ pub enum ExportError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error(
+        "{path}: is {kind}, not a regular file; an export folder holds regular files only",
+        path = .path.display()
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error(
+        "{path}: is {size} bytes, more than the {limit} bytes {why}",
+        path = .path.display()
+    )]
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+        why: String,
+    },
+    #[error("{path}: {field} {name:?} {reason}", path = .path.display())]
+    BadName {
+        path: PathBuf,
+        /// Where the name is, e.g. `layers[3].name`.
+        field: String,
+        name: String,
+        reason: NameError,
     },
     #[error("{path}: invalid JSON: {source}", path = .path.display())]
     Json {

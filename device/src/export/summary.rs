@@ -1,9 +1,14 @@
 //! Shapes, MACs and parameters of a layer list, and the checks of `arch.json` that need them.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::limits::{
+    MAX_ABS_MEAN, MAX_CLASS_NAME_LEN, MAX_DIM, MAX_LAYER_INPUTS, MAX_LAYERS, MAX_PARAMS, MAX_STD,
+    MAX_VALUES, MIN_STD, NameError, check_name, check_text,
+};
 use super::{ARCH_FILE, Arch, ExportError, FORMAT, Op, VERSION};
 use crate::kernels::{Conv2dParams, Pool2dParams, Shape3};
 
@@ -75,6 +80,12 @@ impl Arch {
             field: field.to_string(),
             reason,
         };
+        let bad_name = |field: String, name: &str, reason: NameError| ExportError::BadName {
+            path: path.to_path_buf(),
+            field,
+            name: name.to_string(),
+            reason,
+        };
         if self.format != FORMAT {
             return Err(ExportError::UnknownFormat {
                 path: path.to_path_buf(),
@@ -87,11 +98,19 @@ impl Arch {
                 found: self.version,
             });
         }
-        if self.input.is_empty() {
-            return Err(field("input", format!("{} holds no value", self.input)));
+        check_name(&self.name).map_err(|e| bad_name("name".into(), &self.name, e))?;
+        // The host writes "" when the data has no name.
+        if !self.dataset.is_empty() {
+            check_name(&self.dataset).map_err(|e| bad_name("dataset".into(), &self.dataset, e))?;
         }
-        if self.num_classes == 0 {
-            return Err(field("num_classes", "is 0".into()));
+        check_shape(&self.input).map_err(|reason| field("input", reason))?;
+        // At most MAX_VALUES: it must equal the last layer's values (a profiling benchmark
+        // of one conv layer has a whole activation as its output).
+        if self.num_classes == 0 || self.num_classes > MAX_VALUES {
+            return Err(field(
+                "num_classes",
+                format!("is {}, must be 1 to {MAX_VALUES}", self.num_classes),
+            ));
         }
         if !self.classes.is_empty() && self.classes.len() != self.num_classes {
             return Err(field(
@@ -102,6 +121,10 @@ impl Arch {
                     self.num_classes
                 ),
             ));
+        }
+        for (i, class) in self.classes.iter().enumerate() {
+            check_text(class, MAX_CLASS_NAME_LEN)
+                .map_err(|reason| field(&format!("classes[{i}]"), format!("{class:?} {reason}")))?;
         }
         if let Some(n) = &self.normalization {
             for (name, v) in [
@@ -119,31 +142,65 @@ impl Arch {
                     ));
                 }
             }
-            if let Some(s) = n.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-                return Err(field("normalization.std", format!("holds {s}")));
+            // Finite and in a sane range: normalised inputs must stay finite f32 (an `inf`
+            // image is not even valid Rust in a generated firmware).
+            if let Some((c, m)) = n
+                .mean
+                .iter()
+                .enumerate()
+                .find(|(_, m)| !(m.is_finite() && m.abs() <= MAX_ABS_MEAN))
+            {
+                return Err(field(
+                    &format!("normalization.mean[{c}]"),
+                    format!("is {m}, must be finite with |mean| <= {MAX_ABS_MEAN:e}"),
+                ));
+            }
+            if let Some((c, s)) = n
+                .std
+                .iter()
+                .enumerate()
+                .find(|(_, s)| !(s.is_finite() && (MIN_STD..=MAX_STD).contains(*s)))
+            {
+                return Err(field(
+                    &format!("normalization.std[{c}]"),
+                    format!("is {s}, must be finite, from {MIN_STD:e} to {MAX_STD:e}"),
+                ));
             }
         }
         if self.layers.is_empty() {
             return Err(field("layers", "is empty".into()));
         }
+        if self.layers.len() > MAX_LAYERS {
+            return Err(field(
+                "layers",
+                format!(
+                    "holds {} layers, at most {MAX_LAYERS} are supported",
+                    self.layers.len()
+                ),
+            ));
+        }
 
         let mut shapes = vec![self.input];
         let mut layers: Vec<LayerSummary> = Vec::with_capacity(self.layers.len());
+        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(self.layers.len());
         for (index, layer) in self.layers.iter().enumerate() {
+            // First, so that every later message may print the name as it is.
+            check_name(&layer.name)
+                .map_err(|e| bad_name(format!("layers[{index}].name"), &layer.name, e))?;
             let bad = |reason: String| ExportError::InvalidLayer {
                 path: path.to_path_buf(),
                 index,
                 name: layer.name.clone(),
                 reason,
             };
-            if layer.name.is_empty() {
-                return Err(bad("the name is empty".into()));
-            }
-            if let Some(j) = self.layers[..index]
-                .iter()
-                .position(|l| l.name == layer.name)
-            {
+            if let Some(j) = seen.insert(&layer.name, index) {
                 return Err(bad(format!("the name is already used by layer {j}")));
+            }
+            if layer.inputs.len() > MAX_LAYER_INPUTS {
+                return Err(bad(format!(
+                    "reads {} values, at most {MAX_LAYER_INPUTS} are supported",
+                    layer.inputs.len()
+                )));
             }
             if let Some(&input) = layer.inputs.iter().find(|&&v| v > index) {
                 return Err(ExportError::ForwardInput {
@@ -153,6 +210,7 @@ impl Arch {
                     input,
                 });
             }
+            check_op_limits(&layer.op).map_err(&bad)?;
             let input_shapes: Vec<Shape3> = layer.inputs.iter().map(|&v| shapes[v]).collect();
             let want_inputs = |n: usize| {
                 if layer.inputs.len() == n {
@@ -165,6 +223,9 @@ impl Arch {
                     )))
                 }
             };
+            // Every count below is checked: the limits keep them far from overflow, and a
+            // failure here is a refusal, never a wrapped number.
+            let overflow = || bad("its weights, MACs or parameters overflow".into());
             let (output, macs, params, tensor_shapes) = match &layer.op {
                 Op::Conv2d(c) => {
                     let x = want_inputs(1)?;
@@ -192,12 +253,24 @@ impl Arch {
                         c.activation,
                     )
                     .map_err(|e| bad(e.to_string()))?;
-                    let per_out = (c.in_channels / c.groups) * c.kernel[0] * c.kernel[1];
+                    let per_out = (c.in_channels / c.groups)
+                        .checked_mul(c.kernel[0])
+                        .and_then(|v| v.checked_mul(c.kernel[1]))
+                        .ok_or_else(overflow)?;
+                    let weights = c.out_channels.checked_mul(per_out).ok_or_else(overflow)?;
+                    if weights > MAX_VALUES {
+                        return Err(bad(format!(
+                            "its weight tensor holds {weights} values, at most {MAX_VALUES}"
+                        )));
+                    }
                     let out = p.output();
+                    let macs = (out.checked_len().ok_or_else(overflow)? as u64)
+                        .checked_mul(per_out as u64)
+                        .ok_or_else(overflow)?;
                     (
                         out,
-                        (out.len() * per_out) as u64,
-                        (c.out_channels * per_out + c.out_channels) as u64,
+                        macs,
+                        (weights + c.out_channels) as u64,
                         Some([
                             vec![
                                 c.out_channels,
@@ -249,14 +322,24 @@ impl Arch {
                             x.len()
                         )));
                     }
+                    let weights = l
+                        .in_features
+                        .checked_mul(l.out_features)
+                        .ok_or_else(overflow)?;
+                    if weights > MAX_VALUES {
+                        return Err(bad(format!(
+                            "its weight tensor holds {weights} values, at most {MAX_VALUES}"
+                        )));
+                    }
                     (
                         Shape3::new(l.out_features, 1, 1),
-                        (l.in_features * l.out_features) as u64,
-                        (l.in_features * l.out_features + l.out_features) as u64,
+                        weights as u64,
+                        (weights + l.out_features) as u64,
                         Some([vec![l.out_features, l.in_features], vec![l.out_features]]),
                     )
                 }
             };
+            check_shape(&output).map_err(|reason| bad(format!("its output {reason}")))?;
             if check_outputs && layer.output != output {
                 return Err(ExportError::OutputShape {
                     path: path.to_path_buf(),
@@ -289,11 +372,91 @@ impl Arch {
                 ),
             ));
         }
+        let macs = layers
+            .iter()
+            .try_fold(0u64, |sum, l| sum.checked_add(l.macs))
+            .ok_or_else(|| field("layers", "their MACs overflow a 64-bit count".into()))?;
+        let params = layers.iter().map(|l| l.params).sum::<u64>();
+        if params > MAX_PARAMS {
+            return Err(field(
+                "layers",
+                format!("hold {params} parameters, at most {MAX_PARAMS} are supported"),
+            ));
+        }
         Ok(ArchSummary {
             input: self.input,
-            macs: layers.iter().map(|l| l.macs).sum(),
-            params: layers.iter().map(|l| l.params).sum(),
+            macs,
+            params,
             layers,
         })
+    }
+}
+
+/// Checks one activation shape against the limits: every dimension 1 to [`MAX_DIM`], at
+/// most [`MAX_VALUES`] values.
+fn check_shape(shape: &Shape3) -> Result<(), String> {
+    let dims = [shape.channels, shape.height, shape.width];
+    if dims.contains(&0) {
+        return Err(format!("{shape} holds no value"));
+    }
+    if dims.iter().any(|&d| d > MAX_DIM) {
+        return Err(format!(
+            "{shape} has a dimension above {MAX_DIM}, the largest supported"
+        ));
+    }
+    match shape.checked_len() {
+        Some(n) if n <= MAX_VALUES => Ok(()),
+        _ => Err(format!(
+            "{shape} holds more than {MAX_VALUES} values, the most supported"
+        )),
+    }
+}
+
+/// Checks an op's own numbers against the limits, before any arithmetic on them.
+fn check_op_limits(op: &Op) -> Result<(), String> {
+    let dim = |what: &str, v: usize| {
+        if v > MAX_DIM {
+            Err(format!(
+                "{what} is {v}, above {MAX_DIM}, the largest supported"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let pair = |what: &str, v: [usize; 2]| {
+        dim(&format!("{what}[0]"), v[0])?;
+        dim(&format!("{what}[1]"), v[1])
+    };
+    match op {
+        Op::Conv2d(c) => {
+            dim("in_channels", c.in_channels)?;
+            dim("out_channels", c.out_channels)?;
+            dim("groups", c.groups)?;
+            pair("kernel", c.kernel)?;
+            pair("stride", c.stride)?;
+            pair("padding", c.padding)?;
+            if c.kept_channels.len() > MAX_DIM {
+                return Err(format!(
+                    "kept_channels lists {} channels, above {MAX_DIM}",
+                    c.kept_channels.len()
+                ));
+            }
+            Ok(())
+        }
+        Op::MaxPool2d(p) | Op::AvgPool2d(p) => {
+            pair("kernel", p.kernel)?;
+            pair("stride", p.stride)?;
+            pair("padding", p.padding)
+        }
+        Op::GlobalAvgPool | Op::Add(_) => Ok(()),
+        Op::Linear(l) => {
+            if l.in_features > MAX_VALUES {
+                return Err(format!(
+                    "in_features is {}, above {MAX_VALUES}, the most supported",
+                    l.in_features
+                ));
+            }
+            dim("out_features", l.out_features)
+        }
     }
 }

@@ -49,6 +49,15 @@ pub enum LatencyError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path}: is {kind}, not a regular file", path = .path.display())]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error("{path}: is {size} bytes, more than the {limit} bytes {why}", path = .path.display())]
+    FileTooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+        why: String,
+    },
     #[error("{path}: invalid JSON: {source}", path = .path.display())]
     Json {
         path: PathBuf,

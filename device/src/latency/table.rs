@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::LatencyError;
 use crate::board;
-use crate::export::{Layer, LayerSummary, Op};
+use crate::export::FileError;
+use crate::export::limits::{MAX_DIM, MAX_LAYER_INPUTS, MAX_LAYERS, MAX_VALUES};
+use crate::export::{Layer, LayerSummary, Op, check_name};
 use crate::kernels::{Activation, Shape3};
 
 /// `format` of every latency table.
@@ -17,6 +19,10 @@ pub const FORMAT: &str = "dnal-latency";
 pub const VERSION: u64 = 1;
 /// The usual file name.
 pub const TABLE_FILE: &str = "latency.json";
+/// Largest `latency.json` read, in bytes.
+pub const MAX_TABLE_BYTES: u64 = 16 << 20;
+/// Most points on one channel axis of a grid.
+pub const MAX_GRID_POINTS: usize = 4096;
 
 /// A board's measured cost of every layer of one model, over a grid of channel counts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -228,10 +234,24 @@ impl LatencyTable {
     /// Reads and validates a table; errors name the file and the field at fault.
     pub fn load(path: impl AsRef<Path>) -> Result<LatencyTable, LatencyError> {
         let path = path.as_ref();
-        let text = std::fs::read(path).map_err(|source| LatencyError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            crate::export::read_regular_file(path, MAX_TABLE_BYTES, "a latency table may hold")
+                .map_err(|e| match e {
+                    FileError::Io(source) => LatencyError::Io {
+                        path: path.to_path_buf(),
+                        source,
+                    },
+                    FileError::NotAFile(kind) => LatencyError::NotAFile {
+                        path: path.to_path_buf(),
+                        kind,
+                    },
+                    FileError::TooLarge { size, limit, why } => LatencyError::FileTooLarge {
+                        path: path.to_path_buf(),
+                        size,
+                        limit,
+                        why,
+                    },
+                })?;
         let mut table: LatencyTable =
             serde_json::from_slice(&text).map_err(|source| LatencyError::Json {
                 path: path.to_path_buf(),
@@ -336,18 +356,45 @@ impl LatencyTable {
                 format!("is {}, must be finite", self.overhead),
             ));
         }
-        if self.model.is_empty() {
-            return Err(invalid("model".into(), "is empty".into()));
+        // The model and layer names follow the export's name rule (they are the export's
+        // names); checked first, so that messages may print them.
+        check_name(&self.model)
+            .map_err(|e| invalid("model".into(), format!("{:?} {e}", self.model)))?;
+        let dims = [self.input.channels, self.input.height, self.input.width];
+        if dims.iter().any(|&d| d == 0 || d > MAX_DIM)
+            || self.input.checked_len().is_none_or(|n| n > MAX_VALUES)
+        {
+            return Err(invalid(
+                "input".into(),
+                format!(
+                    "{} is outside the export limits (each dimension 1 to {MAX_DIM}, at most \
+                     {MAX_VALUES} values)",
+                    self.input
+                ),
+            ));
         }
         if self.layers.is_empty() {
             return Err(invalid("layers".into(), "is empty".into()));
         }
+        if self.layers.len() > MAX_LAYERS {
+            return Err(invalid(
+                "layers".into(),
+                format!("holds {} layers, at most {MAX_LAYERS}", self.layers.len()),
+            ));
+        }
         let mut names = BTreeSet::new();
         for (i, layer) in self.layers.iter().enumerate() {
+            check_name(&layer.name).map_err(|e| {
+                invalid(format!("layers[{i}].name"), format!("{:?} {e}", layer.name))
+            })?;
             let at = |field: &str| format!("layers[{i}] ({}).{field}", layer.name);
             if !names.insert(layer.name.as_str()) {
                 return Err(invalid(at("name"), "appears twice".into()));
             }
+            layer
+                .structure
+                .check()
+                .map_err(|(field, reason)| invalid(at(&field), reason))?;
             layer
                 .grid
                 .check()
@@ -356,6 +403,42 @@ impl LatencyTable {
                 && !v.is_finite()
             {
                 return Err(invalid(at("in_parent"), format!("is {v}, must be finite")));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LayerStructure {
+    /// Checks the numbers against the export's limits (they describe an export's layer), so
+    /// that nothing computed from them can overflow. Errors are `(field, reason)`.
+    fn check(&self) -> Result<(), (String, String)> {
+        let dim = |field: &str, v: usize| {
+            if v > MAX_DIM {
+                Err((
+                    format!("structure.{field}"),
+                    format!("is {v}, above {MAX_DIM}, the largest supported"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        if self.inputs > MAX_LAYER_INPUTS {
+            return Err((
+                "structure.inputs".into(),
+                format!("is {}, at most {MAX_LAYER_INPUTS}", self.inputs),
+            ));
+        }
+        dim("input_height", self.input_height)?;
+        dim("input_width", self.input_width)?;
+        for (field, pair) in [
+            ("kernel", self.kernel),
+            ("stride", self.stride),
+            ("padding", self.padding),
+        ] {
+            if let Some([a, b]) = pair {
+                dim(&format!("{field}[0]"), a)?;
+                dim(&format!("{field}[1]"), b)?;
             }
         }
         Ok(())
@@ -382,6 +465,18 @@ impl Grid {
         fn axis(name: &str, values: &[usize]) -> Result<(), (String, String)> {
             if values.is_empty() {
                 return Err((format!("grid.{name}"), "is empty".into()));
+            }
+            if values.len() > MAX_GRID_POINTS {
+                return Err((
+                    format!("grid.{name}"),
+                    format!("has {} points, at most {MAX_GRID_POINTS}", values.len()),
+                ));
+            }
+            if let Some(v) = values.iter().find(|&&v| v > MAX_DIM) {
+                return Err((
+                    format!("grid.{name}"),
+                    format!("holds {v} channels, above {MAX_DIM}, the largest supported"),
+                ));
             }
             if values[0] == 0 {
                 return Err((
@@ -425,15 +520,20 @@ impl Grid {
             } => {
                 axis("in_channels", in_channels)?;
                 axis("out_channels", out_channels)?;
-                if *out_block == 0 {
-                    return Err(("grid.out_block".into(), "is 0, must be >= 1".into()));
+                if *out_block == 0 || *out_block > MAX_DIM {
+                    return Err((
+                        "grid.out_block".into(),
+                        format!("is {out_block}, must be 1 to {MAX_DIM}"),
+                    ));
                 }
                 // A blocked axis needs the points below the block (they give the cost of the
                 // channels left over after the last full block).
                 if out_channels.len() > 1 {
                     let last = *out_channels.last().unwrap_or(&0);
+                    // Bounded by the limits above; the axis increases strictly, so a binary
+                    // search finds each count.
                     for tail in 1..(*out_block).min(last + 1) {
-                        if !out_channels.contains(&tail) {
+                        if out_channels.binary_search(&tail).is_err() {
                             return Err((
                                 "grid.out_channels".into(),
                                 format!(
