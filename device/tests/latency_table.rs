@@ -354,3 +354,79 @@ fn damaged_or_invalid_files_are_refused_naming_the_file_and_field() {
         "invalid JSON",
     );
 }
+
+#[test]
+fn huge_numbers_hostile_names_and_odd_files_are_refused_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("latency.json");
+    let good = serde_json::to_value(table()).unwrap();
+    let half: u64 = 1 << 63;
+    let check = |edit: &dyn Fn(&mut serde_json::Value), want: &str| {
+        let mut v = good.clone();
+        edit(&mut v);
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        let start = std::time::Instant::now();
+        let e = err_text(LatencyTable::load(&path).unwrap_err());
+        assert!(start.elapsed().as_secs() < 5, "{want}: slow");
+        assert!(e.contains(want), "want {want:?} in {e}");
+    };
+    // out_block 2^63 made the check loop 2^63 times and a lookup allocate as much.
+    check(
+        &|v| v["layers"][1]["grid"]["out_block"] = half.into(),
+        "grid.out_block: is 9223372036854775808, must be 1 to 65536",
+    );
+    // `last + 1` wrapped.
+    check(
+        &|v| v["layers"][1]["grid"]["out_channels"] = serde_json::json!([1, 2, 3, u64::MAX]),
+        "above 65536",
+    );
+    check(
+        &|v| v["layers"][2]["grid"]["channels"] = serde_json::json!([1, half + 1]),
+        "above 65536",
+    );
+    check(
+        &|v| v["layers"][1]["structure"]["padding"] = serde_json::json!([half, half]),
+        "structure.padding[0]",
+    );
+    check(
+        &|v| v["layers"][1]["structure"]["input_height"] = u64::MAX.into(),
+        "structure.input_height",
+    );
+    check(
+        &|v| v["input"]["channels"] = (half + 1).into(),
+        "input: 9223372036854775809x28x28 is outside the export limits",
+    );
+    check(
+        &|v| v["layers"][1]["name"] = "x\nfn evil() {}".into(),
+        "layers[1].name: \"x\\nfn evil() {}\" holds '\\n'",
+    );
+    check(&|v| v["model"] = "a*/b".into(), "model: \"a*/b\" holds '*'");
+
+    // Not regular files, or far too large: refused before reading.
+    #[cfg(unix)]
+    {
+        std::fs::remove_file(&path).unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let e = LatencyTable::load(&path).unwrap_err();
+        assert!(
+            matches!(e, LatencyError::NotAFile { kind: "a FIFO", .. }),
+            "{e}"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+    std::fs::create_dir(&path).unwrap();
+    let e = LatencyTable::load(&path).unwrap_err();
+    assert!(matches!(e, LatencyError::NotAFile { .. }), "{e}");
+    std::fs::remove_dir(&path).unwrap();
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(1 << 30).unwrap();
+    let e = LatencyTable::load(&path).unwrap_err();
+    assert!(
+        matches!(e, LatencyError::FileTooLarge { size, .. } if size == 1 << 30),
+        "{e}"
+    );
+}
