@@ -174,7 +174,7 @@ pub(crate) fn bench_code(
     let doc = format!(
         "Layer {} ({}) at {} -> {} channels: {}; {} -> {}; {} MACs.",
         plan.index,
-        layer.name,
+        codegen::inert(&layer.name),
         bench.in_channels,
         bench.out_channels,
         code.describe,

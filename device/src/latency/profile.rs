@@ -186,7 +186,7 @@ pub fn profile(
             board,
             &package,
             &device_path,
-            &format!("Latency benchmarks of `{}`", arch.name),
+            &format!("Latency benchmarks of `{}`", codegen::inert(&arch.name)),
             &bins,
             &work,
         )?;
