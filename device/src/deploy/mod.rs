@@ -47,7 +47,42 @@ pub struct DeployRequest {
     pub device_path: Option<PathBuf>,
     /// Longest a single firmware run may take.
     pub run_timeout: Duration,
+    /// How close the firmware's logits must be to the reference's; [`deploy`] fails (after
+    /// writing `deploy.json`) when they are not.
+    pub parity_tolerance: ParityTolerance,
 }
+
+/// How close a firmware's logits must be to the reference's for [`deploy`] to succeed.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParityTolerance {
+    /// Largest `|firmware - reference|` over all logits, relative to the reference's logit
+    /// scale (`max(1, largest |reference logit|)`). Float sums in another order differ by
+    /// about 1e-6 relative (BENCHMARKS.md: 1.4e-6 to 1.5e-5 absolute on logits near 10);
+    /// a wrong kernel or weight differs by far more.
+    pub max_rel_diff: f32,
+    /// Smallest fraction of images whose top-1 class must agree. An image whose reference
+    /// top two logits lie within the logit tolerance of each other (a tie to within
+    /// rounding) counts as agreeing whichever of the two the firmware picks.
+    pub min_top1_agreement: f64,
+}
+
+impl ParityTolerance {
+    /// [`DEFAULT_PARITY_TOLERANCE`].
+    pub const DEFAULT: ParityTolerance = DEFAULT_PARITY_TOLERANCE;
+}
+
+impl Default for ParityTolerance {
+    fn default() -> Self {
+        DEFAULT_PARITY_TOLERANCE
+    }
+}
+
+/// Logits within 1e-3 of the reference's scale, every image's top-1 agreeing: about 100
+/// times the differences that summation order causes.
+pub const DEFAULT_PARITY_TOLERANCE: ParityTolerance = ParityTolerance {
+    max_rel_diff: 1e-3,
+    min_top1_agreement: 1.0,
+};
 
 impl DeployRequest {
     pub fn new(
@@ -66,6 +101,7 @@ impl DeployRequest {
             firmware_target_dir: None,
             device_path: None,
             run_timeout: Duration::from_secs(600),
+            parity_tolerance: DEFAULT_PARITY_TOLERANCE,
         }
     }
 }
@@ -139,6 +175,22 @@ pub struct Parity {
     pub max_abs_diff: f32,
     /// Fraction of images whose arg-max class agrees.
     pub top1_agreement: f64,
+    /// `max(1, largest |reference logit|)`: what `max_abs_diff` is measured against.
+    #[serde(default)]
+    pub logit_scale: f32,
+    /// `max_abs_diff / logit_scale`.
+    #[serde(default)]
+    pub max_rel_diff: f32,
+    /// Images whose top-1 differs although the reference's top two are not tied within the
+    /// tolerance.
+    #[serde(default)]
+    pub top1_disagreements: Vec<usize>,
+    /// The tolerance checked.
+    #[serde(default)]
+    pub tolerance: Option<ParityTolerance>,
+    /// True when the logits are within the tolerance.
+    #[serde(default)]
+    pub within_tolerance: bool,
 }
 
 /// Why a deployment failed.
@@ -176,6 +228,38 @@ pub enum DeployError {
     Build { dir: PathBuf, log: String },
     #[error("running the firmware failed: {0}")]
     Run(String),
+    #[error(
+        "the {source_name} logits of image {image} hold {value} at class {class}; logits must be \
+         finite (weights or inputs too large for f32?); see deploy.json"
+    )]
+    NonFiniteLogits {
+        /// "firmware", "host" or "reference_forward".
+        source_name: String,
+        image: usize,
+        class: usize,
+        value: f32,
+    },
+    #[error(
+        "parity with {reference} is worse than the tolerance: max |diff| {max_abs_diff:e} = \
+         {max_rel_diff:e} of the logit scale {logit_scale} (at most {tol_rel:e}), top-1 \
+         agreement {agreement:.4} (at least {tol_top1}; disagreeing images: {disagreeing:?}); \
+         the numbers are in {report}",
+        reference = .parity.reference,
+        max_abs_diff = .parity.max_abs_diff,
+        max_rel_diff = .parity.max_rel_diff,
+        logit_scale = .parity.logit_scale,
+        tol_rel = .tolerance.max_rel_diff,
+        agreement = .parity.top1_agreement,
+        tol_top1 = .tolerance.min_top1_agreement,
+        disagreeing = .parity.top1_disagreements,
+        report = .report.display()
+    )]
+    Parity {
+        parity: Box<Parity>,
+        tolerance: ParityTolerance,
+        /// deploy.json, written before the error.
+        report: PathBuf,
+    },
     #[error(
         "board {board} is a real board: running needs probe-rs (`cargo install probe-rs-tools`) \
          and the board attached through a debug probe; the firmware is built: {elf}",
@@ -215,12 +299,8 @@ pub fn deploy(req: &DeployRequest) -> Result<DeployReport, DeployError> {
     })?;
     let export = Export::load(&req.export_dir)?;
     let input_len = export.input_len();
-    let images = if req.images.is_empty() {
-        synthetic_images(input_len, 2)
-    } else {
-        req.images.clone()
-    };
-    if let Some((i, img)) = images
+    if let Some((i, img)) = req
+        .images
         .iter()
         .enumerate()
         .find(|(_, im)| im.len() != input_len)
@@ -233,43 +313,69 @@ pub fn deploy(req: &DeployRequest) -> Result<DeployReport, DeployError> {
             export.arch().input
         )));
     }
+    // A non-finite value would be written as `inf`/`NaN`, which is not Rust.
+    for (i, img) in req.images.iter().enumerate() {
+        if let Some((j, v)) = img.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(DeployError::Images(format!(
+                "image {i} holds {v} at value {j}; images must be finite (check the \
+                 normalisation)"
+            )));
+        }
+    }
+    let n_images = if req.images.is_empty() {
+        SYNTHETIC_IMAGES
+    } else {
+        req.images.len()
+    };
     if let Some(refs) = &req.reference_logits
-        && (refs.len() != images.len() || refs.iter().any(|r| r.len() != export.output_len()))
+        && (refs.len() != n_images || refs.iter().any(|r| r.len() != export.output_len()))
     {
         return Err(DeployError::Images(format!(
             "reference logits: {} rows for {} images, each must hold {} values",
             refs.len(),
-            images.len(),
+            n_images,
             export.output_len()
         )));
     }
 
-    // Refuse a model that cannot fit before anything is written or built.
+    // Refuse a model that cannot fit before anything is written, built or allocated per
+    // input (a huge input's synthetic images alone could take gigabytes).
     let summary = export.summary();
     let plan = codegen::plan_for(&export);
-    let weights_bytes = summary.params * 4;
-    let images_bytes = (images.len() * input_len * 4) as u64;
-    let arena_bytes = plan.arena_len as u64 * 4;
+    let weights_bytes = summary.params.saturating_mul(4);
+    let images_bytes = (n_images as u64)
+        .saturating_mul(input_len as u64)
+        .saturating_mul(4);
+    let arena_bytes = (plan.arena_len as u64).saturating_mul(4);
     check_budget(
         board,
         "flash",
-        weights_bytes + images_bytes + board.code_allowance(),
+        weights_bytes
+            .saturating_add(images_bytes)
+            .saturating_add(board.code_allowance()),
         board.flash_bytes,
         format!(
-            "weights {weights_bytes} + test images {images_bytes} + about {} of code",
+            "weights {weights_bytes} + {n_images} test images of {} values: {images_bytes} + \
+             about {} of code",
+            export.arch().input,
             board.code_allowance()
         ),
     )?;
     check_budget(
         board,
         "RAM",
-        arena_bytes + board.stack_allowance(),
+        arena_bytes.saturating_add(board.stack_allowance()),
         board.ram_bytes,
         format!(
             "activation arena {arena_bytes} + about {} of stack",
             board.stack_allowance()
         ),
     )?;
+    let images = if req.images.is_empty() {
+        synthetic_images(input_len, SYNTHETIC_IMAGES)
+    } else {
+        req.images.clone()
+    };
 
     // Write and build in a temporary folder beside out_dir; move it into place only when the
     // build succeeded and fits, so out_dir never holds a half-made firmware.
@@ -293,9 +399,7 @@ pub fn deploy(req: &DeployRequest) -> Result<DeployReport, DeployError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "firmware".into());
-    static NEXT_TMP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let serial = NEXT_TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = parent.join(format!(".{stem}.tmp-{}-{serial}", std::process::id()));
+    let tmp = crate::export::temporary_path(&parent.join(&stem));
     let _ = fs::remove_dir_all(&tmp);
     let built = build_in(&tmp, &export, board, req, &images, &out_dir);
     let (package, elf_built, sizes) = match built {
@@ -379,11 +483,28 @@ pub fn deploy(req: &DeployRequest) -> Result<DeployReport, DeployError> {
                     .collect(),
             ),
         };
-        report.parity = Some(parity(reference, &first.logits, &refs));
+        let checked = check_parity(reference, &first.logits, &refs, &req.parity_tolerance);
+        // deploy.json first, so that the user sees the numbers behind an error.
+        if let Ok(p) | Err(ParityFailure::Tolerance(p)) = &checked {
+            report.parity = Some(p.clone());
+        }
+        write_report(&out_dir, &report)?;
+        return match checked {
+            Ok(_) => Ok(report),
+            Err(ParityFailure::NonFinite(e)) => Err(e),
+            Err(ParityFailure::Tolerance(parity)) => Err(DeployError::Parity {
+                parity: Box::new(parity),
+                tolerance: req.parity_tolerance,
+                report: out_dir.join("deploy.json"),
+            }),
+        };
     }
     write_report(&out_dir, &report)?;
     Ok(report)
 }
+
+/// Images used when the request gives none.
+const SYNTHETIC_IMAGES: usize = 2;
 
 pub(crate) fn check_budget(
     board: &Board,
@@ -632,7 +753,44 @@ fn cost_of(board: &Board, summary: &crate::export::ArchSummary, runs: &[RunOutpu
     }
 }
 
-fn parity(reference: &str, got: &[Vec<f32>], want: &[Vec<f32>]) -> Parity {
+/// Why [`check_parity`] failed.
+#[derive(Debug)]
+pub enum ParityFailure {
+    /// A logit of the firmware or the reference is NaN or infinite.
+    NonFinite(DeployError),
+    /// The logits differ by more than the tolerance (the measured parity).
+    Tolerance(Parity),
+}
+
+/// Compares firmware logits `got` with reference logits `want` (one row per image):
+/// non-finite logits on either side are an error naming the image; otherwise the parity,
+/// an error when it is worse than `tolerance`.
+pub fn check_parity(
+    reference: &str,
+    got: &[Vec<f32>],
+    want: &[Vec<f32>],
+    tolerance: &ParityTolerance,
+) -> Result<Parity, ParityFailure> {
+    for (source_name, rows) in [("firmware", got), (reference, want)] {
+        for (image, row) in rows.iter().enumerate() {
+            if let Some((class, &value)) = row.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(ParityFailure::NonFinite(DeployError::NonFiniteLogits {
+                    source_name: source_name.into(),
+                    image,
+                    class,
+                    value,
+                }));
+            }
+        }
+    }
+    if got.len() != want.len() || got.iter().zip(want).any(|(g, w)| g.len() != w.len()) {
+        return Err(ParityFailure::NonFinite(DeployError::Run(format!(
+            "the firmware gave {} rows of logits for {} reference rows (or rows of other \
+             lengths)",
+            got.len(),
+            want.len()
+        ))));
+    }
     let argmax = |v: &[f32]| {
         v.iter()
             .enumerate()
@@ -641,25 +799,130 @@ fn parity(reference: &str, got: &[Vec<f32>], want: &[Vec<f32>]) -> Parity {
             })
             .0
     };
+    let logit_scale = want.iter().flatten().fold(1.0f32, |m, v| m.max(v.abs()));
+    let allowed = tolerance.max_rel_diff * logit_scale;
     let mut max_abs_diff = 0.0f32;
-    let mut agree = 0;
-    for (g, w) in got.iter().zip(want) {
+    let mut top1_disagreements = Vec::new();
+    for (image, (g, w)) in got.iter().zip(want).enumerate() {
         for (a, b) in g.iter().zip(w) {
-            let d = (a - b).abs();
-            max_abs_diff = if d.is_nan() {
-                f32::INFINITY
-            } else {
-                max_abs_diff.max(d)
-            };
+            max_abs_diff = max_abs_diff.max((a - b).abs());
         }
-        if argmax(g) == argmax(w) {
-            agree += 1;
+        let (pick, best) = (argmax(g), argmax(w));
+        // A near-tie in the reference may fall either way.
+        if !w.is_empty() && pick != best && w[best] - w[pick] > allowed {
+            top1_disagreements.push(image);
         }
     }
-    Parity {
+    let images = got.len();
+    let top1_agreement = (images - top1_disagreements.len()) as f64 / images.max(1) as f64;
+    let max_rel_diff = max_abs_diff / logit_scale;
+    let within_tolerance =
+        max_rel_diff <= tolerance.max_rel_diff && top1_agreement >= tolerance.min_top1_agreement;
+    let parity = Parity {
         reference: reference.into(),
-        images: got.len(),
+        images,
         max_abs_diff,
-        top1_agreement: agree as f64 / got.len().max(1) as f64,
+        top1_agreement,
+        logit_scale,
+        max_rel_diff,
+        top1_disagreements,
+        tolerance: Some(*tolerance),
+        within_tolerance,
+    };
+    if within_tolerance {
+        Ok(parity)
+    } else {
+        Err(ParityFailure::Tolerance(parity))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tol() -> ParityTolerance {
+        DEFAULT_PARITY_TOLERANCE
+    }
+
+    #[test]
+    fn parity_within_rounding_passes() {
+        let want = vec![vec![1.0, 9.5, -3.0], vec![4.0, 0.0, 2.0]];
+        let got = vec![vec![1.000_01, 9.499_99, -3.0], vec![4.0, 1e-6, 2.0]];
+        let p = check_parity("host", &got, &want, &tol()).unwrap();
+        assert!(p.within_tolerance && p.top1_agreement == 1.0, "{p:?}");
+        assert_eq!(p.logit_scale, 9.5);
+        assert!(p.max_abs_diff < 2e-5, "{p:?}");
+        // A reference tie within rounding may fall either way.
+        let want = vec![vec![5.0, 5.000_001]];
+        let got = vec![vec![5.000_001, 5.0]];
+        assert!(check_parity("host", &got, &want, &tol()).is_ok());
+    }
+
+    #[test]
+    fn parity_worse_than_the_tolerance_is_an_error() {
+        let want = vec![vec![1.0, 2.0], vec![3.0, 0.0]];
+        // Off by 0.1 on a scale of 3: 3.3e-2 relative.
+        let got = vec![vec![1.1, 2.0], vec![3.0, 0.0]];
+        match check_parity("host", &got, &want, &tol()) {
+            Err(ParityFailure::Tolerance(p)) => {
+                assert!(!p.within_tolerance);
+                assert!((p.max_rel_diff - 0.1 / 3.0).abs() < 1e-6, "{p:?}");
+            }
+            other => panic!("expected a tolerance failure, got {other:?}"),
+        }
+        // The top-1 flips on image 1 although the logits are close to each other.
+        let got = vec![vec![1.0, 2.0], vec![0.0, 3.0]];
+        let Err(ParityFailure::Tolerance(p)) = check_parity("host", &got, &want, &tol()) else {
+            panic!("expected a tolerance failure");
+        };
+        assert_eq!(p.top1_disagreements, [1]);
+        assert_eq!(p.top1_agreement, 0.5);
+        let e = DeployError::Parity {
+            parity: Box::new(p),
+            tolerance: tol(),
+            report: "fw/deploy.json".into(),
+        };
+        let text = e.to_string();
+        assert!(text.contains("worse than the tolerance") && text.contains("fw/deploy.json"));
+        // A looser stated tolerance accepts it.
+        let loose = ParityTolerance {
+            max_rel_diff: 2.0,
+            min_top1_agreement: 0.5,
+        };
+        assert!(check_parity("host", &got, &want, &loose).is_ok());
+    }
+
+    #[test]
+    fn non_finite_logits_are_an_error_naming_the_image() {
+        let want = vec![vec![1.0, 2.0], vec![3.0, 0.0]];
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let got = vec![vec![1.0, 2.0], vec![3.0, bad]];
+            match check_parity("host", &got, &want, &tol()) {
+                Err(ParityFailure::NonFinite(DeployError::NonFiniteLogits {
+                    source_name,
+                    image: 1,
+                    class: 1,
+                    value,
+                })) => {
+                    assert_eq!(source_name, "firmware");
+                    assert_eq!(value.is_nan(), bad.is_nan());
+                }
+                other => panic!("expected NonFiniteLogits, got {other:?}"),
+            }
+            // The same in the reference.
+            let Err(ParityFailure::NonFinite(e)) =
+                check_parity("reference_forward", &want, &got, &tol())
+            else {
+                panic!("expected NonFiniteLogits");
+            };
+            let text = e.to_string();
+            assert!(
+                text.contains("reference_forward logits of image 1"),
+                "{text}"
+            );
+        }
+        // All-NaN rows used to agree ("100%"): NaN never ranks as a hit.
+        let nan = vec![vec![f32::NAN, f32::NAN]];
+        assert!(check_parity("host", &nan, &nan, &tol()).is_err());
     }
 }
