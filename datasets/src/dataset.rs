@@ -82,7 +82,7 @@ impl Dataset {
 ///   (required), resized to 3x32x32; see [`image_folder::load_image_folder`] for other sizes.
 /// - `synthetic`: [`SyntheticConfig::default`], generated; `data_dir` is ignored.
 pub fn load(name: &str, data_dir: Option<&Path>) -> Result<Dataset, DatasetError> {
-    match name {
+    let dataset = match name {
         "fashion-mnist" => idx::load_fashion_mnist(data_dir),
         "mnist" => idx::load_mnist(data_dir),
         "cifar10" => match data_dir {
@@ -101,6 +101,53 @@ pub fn load(name: &str, data_dir: Option<&Path>) -> Result<Dataset, DatasetError
         },
         "synthetic" => SyntheticConfig::default().generate(),
         _ => Err(DatasetError::UnknownDataset { name: name.into() }),
+    }?;
+    dataset.check_usable(data_dir)?;
+    Ok(dataset)
+}
+
+impl Dataset {
+    /// Refuses a dataset a search cannot use: an empty half (training on nothing, or a top-1
+    /// over no image, would "succeed"), or halves of different image shapes or classes.
+    pub fn check_usable(&self, data_dir: Option<&Path>) -> Result<(), DatasetError> {
+        let unusable = |problem: String, fix: &str| DatasetError::Unusable {
+            name: self.name.clone(),
+            location: data_dir.map_or_else(
+                || "its default location".to_string(),
+                |d| d.display().to_string(),
+            ),
+            problem,
+            fix: fix.to_string(),
+        };
+        for split in [Split::Train, Split::Test] {
+            if self.split(split).is_empty() {
+                return Err(unusable(
+                    format!("the {split} set holds no image"),
+                    "point the data folder at a dataset whose train and test files both hold images",
+                ));
+            }
+        }
+        if self.train.shape() != self.test.shape() {
+            return Err(unusable(
+                format!(
+                    "train images are {} but test images are {}",
+                    self.train.shape(),
+                    self.test.shape()
+                ),
+                "both halves must come from the same dataset, at the same size and colour type",
+            ));
+        }
+        if self.train.class_names() != self.test.class_names() {
+            return Err(unusable(
+                format!(
+                    "the train set has {} classes, the test set {} (or other names)",
+                    self.train.num_classes(),
+                    self.test.num_classes()
+                ),
+                "both halves must have the same classes, in the same order",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -130,6 +177,36 @@ mod tests {
                 "{name}: {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn empty_halves_and_mismatched_shapes_are_unusable() {
+        let data = load("synthetic", None).unwrap();
+        let mut empty_train = data.clone();
+        empty_train.train = empty_train.train.truncate(0);
+        let err = empty_train.check_usable(None).unwrap_err();
+        assert!(
+            err.to_string().contains("train set holds no image"),
+            "{err}"
+        );
+        let mut empty_test = data.clone();
+        empty_test.test = empty_test.test.truncate(0);
+        let err = empty_test.check_usable(None).unwrap_err();
+        assert!(err.to_string().contains("test set holds no image"), "{err}");
+
+        let other = SyntheticConfig {
+            shape: ImageShape::new(3, 8, 8),
+            ..SyntheticConfig::default()
+        }
+        .generate()
+        .unwrap();
+        let mut mixed = data.clone();
+        mixed.test = other.test;
+        let err = mixed.check_usable(Some(Path::new("/data/x"))).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("1x28x28") && text.contains("3x8x8"), "{text}");
+        assert!(text.contains("/data/x"), "{text}");
+        data.check_usable(None).unwrap();
     }
 
     #[test]

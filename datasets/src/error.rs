@@ -137,6 +137,16 @@ pub enum DatasetError {
         problem: String,
         fix: String,
     },
+
+    /// A dataset that loaded but cannot be searched: an empty half, or halves that disagree.
+    #[error("dataset {name} (from {location}): {problem}; {fix}")]
+    Unusable {
+        name: String,
+        /// The data folder it was read from.
+        location: String,
+        problem: String,
+        fix: String,
+    },
 }
 
 impl DatasetError {

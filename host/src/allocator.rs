@@ -10,7 +10,7 @@ pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         const LIMIT: libc::c_int = 1 << 30;
-        // NOTE(unsafe): mallopt only changes malloc's tuning parameters; it is called before
+        // SAFETY: mallopt only changes malloc's tuning parameters; it is called before
         // the training threads start and takes plain integers.
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, LIMIT);

@@ -72,6 +72,14 @@ impl Budget {
             Budget::Flops(x) | Budget::LatencyMs(x) => x,
         }
     }
+
+    /// The CLI option that sets it.
+    pub fn option(self) -> &'static str {
+        match self {
+            Budget::Flops(_) => "--flops-budget",
+            Budget::LatencyMs(_) => "--latency-budget-ms",
+        }
+    }
 }
 
 /// Channel counts per group under the gates' current signs (`s > 0`), at least one per group.
@@ -141,6 +149,31 @@ pub struct BudgetFit {
     pub reopened: usize,
     /// Channels the rule `s > 0` kept that the fit closes.
     pub closed: usize,
+}
+
+/// Refuses a budget that no pruning can meet, before any training: the cheapest network the
+/// groups allow (one channel in every gated group) must fit.
+pub fn check_reachable(
+    plan: &NetPlan,
+    estimate: &dyn CostEstimate,
+    budget: Budget,
+) -> Result<(), SearchError> {
+    let mut counts = plan.full_counts();
+    for &group in &plan.groups.group_of_gate {
+        counts[group] = 1.0;
+    }
+    let smallest = estimate.total(&counts);
+    if smallest > budget.target() {
+        return Err(SearchError::InvalidOption {
+            option: budget.option(),
+            value: format!("{} {}", budget.target(), estimate.unit()),
+            reason: format!(
+                "even one channel per layer costs {smallest:.4} {}; the model cannot be pruned that far: raise the budget or pick a smaller model",
+                estimate.unit()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The masks keeping the channels with `s > tau` (at least one per group), for the lowest
@@ -259,6 +292,20 @@ mod tests {
         }
         let err = fit_to_budget(&net, &flops, 10.0).unwrap_err().to_string();
         assert!(err.contains("one channel per layer"), "{err}");
+    }
+
+    #[test]
+    fn an_unreachable_budget_is_refused_from_the_plan_alone() {
+        let plan = net_with_scores(3).plan;
+        let flops = FlopsEstimate::new(&plan);
+        let err = check_reachable(&plan, &flops, Budget::Flops(1.0)).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("--flops-budget") && text.contains("one channel per layer"),
+            "{text}"
+        );
+        let full = flops.total(&plan.full_counts());
+        check_reachable(&plan, &flops, Budget::Flops(0.05 * full)).unwrap();
     }
 
     #[test]

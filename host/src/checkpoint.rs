@@ -1,34 +1,129 @@
 //! Checkpoints after every epoch, written so that a kill at any moment leaves the last
 //! complete one usable: each checkpoint is a folder written under a temporary name and renamed,
 //! and `state.json` (which names the current folder) is replaced by rename last.
+//!
+//! A checkpoint is trusted only as far as its checksums: [`CheckpointDir::save`] returns the
+//! SHA-256 of every file it wrote, the search records them in `state.json`, and every load
+//! verifies them first, so a damaged or missing file is an error rather than a quietly
+//! different network.
 
+use std::collections::BTreeMap;
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use dnal_models::GatedNet;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
 
 use crate::error::SearchError;
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so that
-/// readers see the old file or the new one, never half of one.
+/// readers see the old file or the new one, never half of one. The temporary name is unique
+/// (`.NAME.tmp-PID-N`), so two writers never share one; what a killed writer leaves is removed
+/// by the next run that locks the folder ([`crate::lock::OutputLock`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SearchError> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     let fix = "check that the folder exists, is writable and has free space";
-    fs::write(&tmp, bytes).map_err(SearchError::io(&tmp, "writing", fix))?;
+    fs::write(&tmp, bytes).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        SearchError::io(&tmp, "writing", fix)(e)
+    })?;
     fs::rename(&tmp, path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
         SearchError::io(path, "renaming into place", fix)(e)
     })
 }
+
+/// The most a JSON file of a search may hold; larger ones are not ours.
+const MAX_JSON_BYTES: u64 = 256 << 20;
+
+/// Reads a regular file of at most `max` bytes: FIFOs, devices and folders are refused before
+/// they are opened for reading (a FIFO would block forever), and a huge file is refused instead
+/// of being read into memory.
+pub fn read_regular_file(path: &Path, max: u64, fix: &'static str) -> Result<Vec<u8>, SearchError> {
+    let meta = fs::metadata(path).map_err(SearchError::io(path, "reading", fix))?;
+    if !meta.is_file() {
+        return Err(SearchError::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("is not a regular file; {fix}"),
+        });
+    }
+    if meta.len() > max {
+        return Err(SearchError::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!(
+                "holds {} bytes, more than the {max} such a file may; {fix}",
+                meta.len()
+            ),
+        });
+    }
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    // Non-blocking, so that a FIFO swapped in after the check cannot hang the open.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options
+        .open(path)
+        .map_err(SearchError::io(path, "reading", fix))?;
+    if !file
+        .metadata()
+        .map_err(SearchError::io(path, "reading", fix))?
+        .is_file()
+    {
+        return Err(SearchError::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("is not a regular file; {fix}"),
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(SearchError::io(path, "reading", fix))?;
+    if bytes.len() as u64 > max {
+        return Err(SearchError::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("grew past {max} bytes while being read; {fix}"),
+        });
+    }
+    Ok(bytes)
+}
+
+/// The SHA-256 of a file, as lower-case hex.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// File name -> SHA-256 of every file of one checkpoint.
+pub type Checksums = BTreeMap<String, String>;
 
 /// Serialises `value` as pretty JSON to `path`, atomically.
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), SearchError> {
@@ -38,11 +133,11 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), SearchError
 
 /// Reads JSON written by [`write_json`].
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, SearchError> {
-    let bytes = fs::read(path).map_err(SearchError::io(
+    let bytes = read_regular_file(
         path,
-        "reading",
+        MAX_JSON_BYTES,
         "is this the folder a `dnal search` wrote?",
-    ))?;
+    )?;
     serde_json::from_slice(&bytes).map_err(|e| SearchError::Checkpoint {
         path: path.to_path_buf(),
         reason: format!("not a valid file of this dnal version ({e}); start a new search"),
@@ -89,13 +184,13 @@ impl CheckpointDir {
     }
 
     /// Saves the model and the optimizer as checkpoint `tag` (a folder name), replacing one of
-    /// the same tag.
+    /// the same tag; returns the checksums of its files, for `state.json`.
     pub fn save(
         &self,
         tag: &str,
         net: &GatedNet,
         optim: Option<&ModuleOptimizer>,
-    ) -> Result<(), SearchError> {
+    ) -> Result<Checksums, SearchError> {
         let tmp = self.root.join(format!(".{tag}.tmp"));
         let fix = "check free space and permissions of the --out folder";
         if tmp.exists() {
@@ -116,14 +211,56 @@ impl CheckpointDir {
                 reason: format!("saving the optimizer failed: {e:?}"),
             })?;
         }
+        let checksums = checksums_of(&tmp)?;
         let done = self.root.join(tag);
         if done.exists() {
             fs::remove_dir_all(&done).map_err(SearchError::io(&done, "replacing", fix))?;
         }
-        fs::rename(&tmp, &done).map_err(SearchError::io(&done, "renaming into place", fix))
+        fs::rename(&tmp, &done).map_err(SearchError::io(&done, "renaming into place", fix))?;
+        Ok(checksums)
+    }
+
+    /// Checks every file of checkpoint `tag` against the checksums `state.json` recorded for
+    /// it: each must exist and match.
+    pub fn verify(&self, tag: &str, recorded: Option<&Checksums>) -> Result<(), SearchError> {
+        let dir = self.root.join(tag);
+        let Some(recorded) = recorded.filter(|r| !r.is_empty()) else {
+            return Err(SearchError::Checkpoint {
+                path: dir,
+                reason: format!(
+                    "{STATE_FILE} records no checksums for this checkpoint, so it cannot be trusted; start a new search"
+                ),
+            });
+        };
+        for (name, want) in recorded {
+            let path = dir.join(name);
+            if !path.is_file() {
+                return Err(SearchError::Checkpoint {
+                    path,
+                    reason: format!(
+                        "missing (a regular file that {STATE_FILE} records); the checkpoint is incomplete: restore the file or start a new search"
+                    ),
+                });
+            }
+            let got = sha256_file(&path).map_err(SearchError::io(
+                &path,
+                "reading",
+                "check the file's permissions",
+            ))?;
+            if &got != want {
+                return Err(SearchError::Checkpoint {
+                    path,
+                    reason: format!(
+                        "damaged: its SHA-256 is {got}, but {STATE_FILE} recorded {want}; restore the file or start a new search"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Loads checkpoint `tag` into `net` (which must have the checkpoint's architecture).
+    /// Verify the checkpoint first ([`CheckpointDir::verify`]).
     pub fn load_model(&self, tag: &str, net: GatedNet) -> Result<GatedNet, SearchError> {
         let path = self.root.join(tag).join(MODEL_FILE);
         net.try_load_file(&path).map_err(|e| SearchError::Checkpoint {
@@ -132,15 +269,19 @@ impl CheckpointDir {
         })
     }
 
-    /// Loads the optimizer state of checkpoint `tag` into `optim`, if it has one.
+    /// Loads the optimizer state of checkpoint `tag` into `optim`; an epoch checkpoint
+    /// without one is damaged.
     pub fn load_optimizer(
         &self,
         tag: &str,
         optim: ModuleOptimizer,
     ) -> Result<ModuleOptimizer, SearchError> {
         let path = self.root.join(tag).join(OPTIMIZER_FILE);
-        if !path.exists() {
-            return Ok(optim);
+        if !path.is_file() {
+            return Err(SearchError::Checkpoint {
+                path,
+                reason: "missing: an epoch checkpoint holds the optimizer state (momentum) its epoch ended with; restore the file or start a new search".into(),
+            });
         }
         optim.load(&path).map_err(|e| SearchError::Checkpoint {
             path,
@@ -148,8 +289,15 @@ impl CheckpointDir {
         })
     }
 
-    /// Copies checkpoint `tag` of another search's checkpoint folder into this one.
-    pub fn copy_from(&self, other: &CheckpointDir, tag: &str) -> Result<(), SearchError> {
+    /// Copies checkpoint `tag` of another search's checkpoint folder into this one, checking
+    /// the copies against the checksums recorded for the original.
+    pub fn copy_from(
+        &self,
+        other: &CheckpointDir,
+        tag: &str,
+        recorded: Option<&Checksums>,
+    ) -> Result<(), SearchError> {
+        other.verify(tag, recorded)?;
         let from = other.root.join(tag);
         let tmp = self.root.join(format!(".{tag}.tmp"));
         let to = self.root.join(tag);
@@ -165,7 +313,8 @@ impl CheckpointDir {
             let target = tmp.join(entry.file_name());
             fs::copy(entry.path(), &target).map_err(SearchError::io(&target, "copying", fix))?;
         }
-        fs::rename(&tmp, &to).map_err(SearchError::io(&to, "renaming into place", fix))
+        fs::rename(&tmp, &to).map_err(SearchError::io(&to, "renaming into place", fix))?;
+        self.verify(tag, recorded)
     }
 
     /// Removes every epoch checkpoint but `keep` and the stage-final ones (`*-final`).
@@ -184,9 +333,92 @@ impl CheckpointDir {
     }
 }
 
+/// The checksums of every file in a folder.
+fn checksums_of(dir: &Path) -> Result<Checksums, SearchError> {
+    let fix = "check free space and permissions of the --out folder";
+    let mut sums = Checksums::new();
+    for entry in fs::read_dir(dir).map_err(SearchError::io(dir, "reading", fix))? {
+        let entry = entry.map_err(SearchError::io(dir, "reading", fix))?;
+        let path = entry.path();
+        let sum = sha256_file(&path).map_err(SearchError::io(&path, "reading back", fix))?;
+        sums.insert(entry.file_name().to_string_lossy().into_owned(), sum);
+    }
+    Ok(sums)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256_matches_the_standard_test_vector() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("abc");
+        fs::write(&path, b"abc").unwrap();
+        assert_eq!(
+            sha256_file(&path).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn verify_refuses_missing_damaged_and_unrecorded_files() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = CheckpointDir::new(root.path());
+        let tag_dir = dir.path().join("weights-001");
+        fs::create_dir_all(&tag_dir).unwrap();
+        fs::write(tag_dir.join(MODEL_FILE), b"model bytes").unwrap();
+        fs::write(tag_dir.join(OPTIMIZER_FILE), b"optimizer bytes").unwrap();
+        let sums = checksums_of(&tag_dir).unwrap();
+        dir.verify("weights-001", Some(&sums)).unwrap();
+
+        let err = dir.verify("weights-001", None).unwrap_err().to_string();
+        assert!(err.contains("no checksums"), "{err}");
+
+        fs::write(tag_dir.join(MODEL_FILE), b"model bytez").unwrap();
+        let err = dir
+            .verify("weights-001", Some(&sums))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("damaged") && err.contains(MODEL_FILE), "{err}");
+
+        fs::write(tag_dir.join(MODEL_FILE), b"model bytes").unwrap();
+        fs::remove_file(tag_dir.join(OPTIMIZER_FILE)).unwrap();
+        let err = dir
+            .verify("weights-001", Some(&sums))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("missing") && err.contains(OPTIMIZER_FILE),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn fifos_and_huge_files_are_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("state.json");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Would block forever if it were opened for reading.
+        let err = read_json::<serde_json::Value>(&fifo)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+
+        let big = dir.path().join("report.json");
+        fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_JSON_BYTES + 1)
+            .unwrap();
+        let err = read_json::<serde_json::Value>(&big)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than"), "{err}");
+    }
 
     #[test]
     fn atomic_writes_leave_no_temporary_files() {

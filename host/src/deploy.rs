@@ -11,6 +11,7 @@ use dnal_device::{DeployReport, DeployRequest};
 use crate::backend::Backend;
 use crate::error::SearchError;
 use crate::export::{ExportNet, SearchInfo};
+use crate::lock::OutputLock;
 use crate::search::load_dataset;
 
 /// What `dnal deploy` is asked to do.
@@ -109,6 +110,15 @@ pub fn reference_logits(
         .into_data()
         .try_to_vec::<f32>()
         .expect("f32 logits");
+    let classes = export.output_len().max(1);
+    if let Some((i, &value)) = logits.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(SearchError::NonFiniteOutput {
+            what: "the export's network (burn's reference forward)".into(),
+            image: i / classes,
+            value,
+            fix: "its weights overflow f32 arithmetic, so no board could agree with it; export it again from a healthy search".into(),
+        });
+    }
     Ok(logits
         .chunks(export.output_len())
         .map(<[f32]>::to_vec)
@@ -117,6 +127,9 @@ pub fn reference_logits(
 
 /// Generates, builds and (with `run`) runs the firmware; writes `OUT/deploy.json`.
 pub fn deploy_export(options: &DeployOptions) -> Result<DeployReport, SearchError> {
+    // One deploy per firmware folder at a time; held until deploy.json is written.
+    let lock = OutputLock::acquire(&options.out_dir)?;
+    lock.remove_stale_temporaries(&options.out_dir);
     let export = Export::load(&options.export_dir)?;
     let mut request = DeployRequest::new(&options.export_dir, &options.board, &options.out_dir);
     request.run = options.run;

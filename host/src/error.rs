@@ -58,6 +58,26 @@ pub enum SearchError {
         /// The search's folder.
         out: PathBuf,
     },
+    /// The network's outputs stopped being numbers.
+    #[error(
+        "{what} outputs {value} for test image {image}, so its accuracy would be meaningless (a NaN ranks as a hit); {fix}"
+    )]
+    NonFiniteOutput {
+        /// The network (the stage and epoch, or the export).
+        what: String,
+        /// 0-based index of the test image.
+        image: usize,
+        /// The logit.
+        value: f32,
+        /// What to do.
+        fix: String,
+    },
+    /// Another process is writing the same folder.
+    #[error("{path} is in use by another dnal process (a search, sweep, deploy or profile writing into it); wait for it to finish or choose another folder", path = .path.display())]
+    Busy {
+        /// The locked folder.
+        path: PathBuf,
+    },
     /// A file or folder could not be read or written.
     #[error("{path}: {action} failed: {source}; {fix}", path = .path.display())]
     Io {

@@ -7,6 +7,7 @@ use dnal_datasets::{Batcher, Normalization};
 use dnal_device::export::Export;
 
 use crate::backend::Backend;
+use crate::checkpoint::read_regular_file;
 use crate::error::SearchError;
 use crate::export::{ExportNet, SearchInfo};
 use crate::search::{EVAL_BATCH, load_dataset};
@@ -35,6 +36,13 @@ pub fn evaluate_export(
     test_limit: Option<usize>,
     backend: Backend,
 ) -> Result<EvalResult, SearchError> {
+    if test_limit == Some(0) {
+        return Err(SearchError::InvalidOption {
+            option: "--test-limit",
+            value: "0".into(),
+            reason: "a top-1 over no image means nothing; use at least 1, or leave it out".into(),
+        });
+    }
     let export = Export::load(dir)?;
     let arch = export.arch();
     let info: Option<SearchInfo> = serde_json::from_value(arch.search.clone()).ok();
@@ -85,8 +93,16 @@ pub fn evaluate_export(
     let test = Batcher::new(dataset.test.clone(), normalization, EVAL_BATCH);
     let device = backend.device()?;
     let net = ExportNet::new(&export, &device);
-    let accuracy = evaluate(&test, arch.num_classes, &device, |x| net.forward(x));
-    let reported_top1 = std::fs::read(dir.join("report.json"))
+    let accuracy = evaluate(&test, arch.num_classes, &device, |x| net.forward(x)).map_err(|bad| {
+        SearchError::NonFiniteOutput {
+            what: format!("the network of {}", dir.display()),
+            image: bad.image,
+            value: bad.value,
+            fix: "its weights overflow f32 arithmetic, so it cannot be evaluated or deployed; export it again from a healthy search".into(),
+        }
+    })?;
+    // report.json is informational: one that is not a small regular file is ignored.
+    let reported_top1 = read_regular_file(&dir.join("report.json"), 64 << 20, "")
         .ok()
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
         .and_then(|report| report["pruned"]["top1"].as_f64());

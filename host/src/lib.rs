@@ -10,7 +10,9 @@
 //! - [`latency`]: board latency tables as a cost of the search, and measurement on the board;
 //! - [`schedule`]: delta's growth and the learning rate;
 //! - [`distill`]: the trained parent as teacher while the pruned network is finetuned;
-//! - [`train`]: one epoch, one evaluation.
+//! - [`train`]: one epoch, one evaluation;
+//! - [`lock`]: one writer per output folder;
+//! - [`checkpoint`]: atomic writes, checkpoints verified by their checksums.
 
 pub mod allocator;
 pub mod arch_cost;
@@ -24,6 +26,7 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod latency;
+pub mod lock;
 pub mod plot;
 pub mod progress;
 pub mod report;

@@ -72,11 +72,39 @@ enum Command {
     List,
 }
 
+/// The stage settings a resumed run takes from its folder: giving one with --resume is an
+/// error rather than silently ignored.
+const TRAINING_OPTIONS: [&str; 21] = [
+    "dataset",
+    "data_dir",
+    "model",
+    "train_limit",
+    "test_limit",
+    "epochs_weights",
+    "epochs_gates",
+    "epochs_finetune",
+    "lambda",
+    "cost",
+    "backend",
+    "seed",
+    "batch_size",
+    "lr",
+    "lr_gates",
+    "lr_finetune",
+    "distill",
+    "distill_temperature",
+    "weight_decay",
+    "delta_end",
+    "gate_position",
+];
+
 #[derive(Args, Debug)]
 #[command(allow_negative_numbers = true)]
 struct SweepArgs {
-    /// Continue the sweep in this folder (its plan is read from DIR/sweep-plan.json).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "budgets_ms"])]
+    /// Continue the sweep in this folder (its plan is read from DIR/sweep-plan.json; every
+    /// other setting comes from there, so none may be given).
+    #[arg(long, value_name = "DIR", conflicts_with_all = TRAINING_OPTIONS,
+          conflicts_with_all = ["out", "budgets_ms", "board", "latency_table", "costs"])]
     resume: Option<PathBuf>,
     /// The sweep's folder (a new one, or the same as before to continue).
     #[arg(long, value_name = "DIR", required_unless_present = "resume")]
@@ -109,8 +137,9 @@ struct SweepArgs {
 #[command(allow_negative_numbers = true)]
 struct SearchArgs {
     /// Continue the search in this folder where it stopped (all other options are taken from
-    /// its checkpoint).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "dataset", "from_weights"])]
+    /// its checkpoint, so none may be given).
+    #[arg(long, value_name = "DIR", conflicts_with_all = TRAINING_OPTIONS,
+          conflicts_with_all = ["out", "from_weights", "flops_budget", "latency_budget_ms", "board", "latency_table"])]
     resume: Option<PathBuf>,
     /// Output folder (new or empty): checkpoints, arch.json, weights.safetensors, report.json.
     #[arg(long, value_name = "DIR", required_unless_present = "resume")]
@@ -328,7 +357,7 @@ struct ProfileArgs {
     /// Folder holding the dataset, if not in its default place.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Where to write the table.
+    /// Where to write the table (a new file: an existing one is not replaced).
     #[arg(long, value_name = "FILE", default_value = "latency.json")]
     out: PathBuf,
     /// Points per input-channel axis (from 1 to the model's count).
@@ -361,7 +390,7 @@ fn main() -> ExitCode {
 /// harmless for every backend: the state moves to the parameters' device at the next step.
 fn default_device_on_the_cpu() {
     if std::env::var_os("BURN_DEVICE").is_none() {
-        // NOTE(unsafe): set_var races with threads reading the environment; none has been
+        // SAFETY: set_var races with threads reading the environment; none has been
         // started yet (this runs first in main, before burn, rayon or indicatif start any).
         unsafe { std::env::set_var("BURN_DEVICE", "flex") };
     }
@@ -515,6 +544,20 @@ fn deploy(args: DeployArgs) -> Result<()> {
 }
 
 fn profile(args: ProfileArgs) -> Result<()> {
+    // The folder the table goes to is locked while profiling, so two profiles cannot write
+    // one file; an existing table is refused before minutes of work, not overwritten after.
+    let folder = match args.out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let _lock = dnal::lock::OutputLock::acquire(&folder)
+        .with_context(|| format!("profiling into {}", args.out.display()))?;
+    if args.out.symlink_metadata().is_ok() {
+        anyhow::bail!(
+            "--out {}: the file exists; choose a new path or remove it first (a table is not overwritten)",
+            args.out.display()
+        );
+    }
     let config = SearchConfig {
         dataset: args.dataset.clone(),
         data_dir: args.data_dir.clone(),

@@ -5,6 +5,7 @@
 //! continues where it stopped (`dnal search --resume OUT`) and reproduces the uninterrupted run:
 //! the data order and augmentation of every epoch depend only on the seed and the epoch.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,14 +25,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::arch_cost::expected_flops;
 use crate::budget::{
-    Budget, BudgetControl, CostEstimate, FlopsEstimate, expected_counts, fit_to_budget,
+    Budget, BudgetControl, CostEstimate, FlopsEstimate, check_reachable, expected_counts,
+    fit_to_budget,
 };
-use crate::checkpoint::{CheckpointDir, read_json, write_json};
+use crate::checkpoint::{CheckpointDir, Checksums, read_json, write_json};
 use crate::config::SearchConfig;
 use crate::distill::Distillation;
 use crate::error::SearchError;
 use crate::export::{ExportNet, SearchInfo, build_export};
 use crate::latency::{LatencyEstimate, measure_on_board, profile_model};
+use crate::lock::OutputLock;
 use crate::plot::{SearchCurves, write_figure};
 use crate::progress::SearchObserver;
 use crate::report::{
@@ -39,7 +42,8 @@ use crate::report::{
 };
 use crate::schedule::{CosineSchedule, DeltaSchedule};
 use crate::train::{
-    Accuracy, EpochStats, GatePenalty, StepPlan, evaluate, evaluate_net, train_epoch,
+    Accuracy, EpochStats, GatePenalty, NonFiniteLogit, StepPlan, evaluate, evaluate_net,
+    train_epoch,
 };
 
 /// The stage a search is in.
@@ -96,9 +100,13 @@ pub struct SearchState {
     /// How the kept channels met the budget, in budget mode.
     #[serde(default)]
     pub budget: Option<BudgetReport>,
+    /// The SHA-256 of every file of every checkpoint still kept, by checkpoint folder: each is
+    /// verified before it is loaded.
+    pub checksums: BTreeMap<String, Checksums>,
 }
 
-const STATE_FORMAT: u32 = 1;
+/// Version 2 added the checkpoints' checksums.
+const STATE_FORMAT: u32 = 2;
 
 impl SearchState {
     fn new(config: SearchConfig) -> Self {
@@ -115,6 +123,7 @@ impl SearchState {
             gates: Vec::new(),
             gate_lambda: None,
             budget: None,
+            checksums: BTreeMap::new(),
         }
     }
 
@@ -132,39 +141,52 @@ impl SearchState {
     }
 }
 
-/// Starts a new search in `out`, which must be empty or absent.
+/// Starts a new search in `out`, which must be empty or absent. `out` is locked for the whole
+/// run: a second process writing into it fails at once.
 pub fn search(
     config: SearchConfig,
     out: &Path,
     observer: &mut dyn SearchObserver,
 ) -> Result<Report, SearchError> {
     config.validate()?;
+    let lock = OutputLock::acquire(out)?;
     prepare_out(out)?;
-    Search::open(SearchState::new(config), out)?
+    Search::start(SearchState::new(config), lock)?
         .run(observer, Stage::Done)
         .map(|r| r.expect("a run to the end reports"))
 }
 
-/// Continues the search whose folder is `out`.
-pub fn resume(out: &Path, observer: &mut dyn SearchObserver) -> Result<Report, SearchError> {
-    let checkpoints = CheckpointDir::new(out);
-    let state_path = checkpoints.state_path();
+/// Reads and checks the state of the search in `out`.
+fn read_state(out: &Path) -> Result<SearchState, SearchError> {
+    let state_path = CheckpointDir::new(out).state_path();
     if !state_path.exists() {
         return Err(SearchError::Checkpoint {
             path: state_path,
-            reason: "missing: this folder holds no search to resume (a search writes it after its first epoch); start one with `dnal search --out DIR`".into(),
+            reason: "missing: this folder holds no search to resume; start one with `dnal search --out DIR`".into(),
         });
     }
-    let state: SearchState = read_json(&state_path)?;
-    if state.format != STATE_FORMAT {
+    // The format first, so that an older file gets this message rather than a missing field.
+    let raw: serde_json::Value = read_json(&state_path)?;
+    let format = raw.get("format").and_then(serde_json::Value::as_u64);
+    if format != Some(u64::from(STATE_FORMAT)) {
         return Err(SearchError::Checkpoint {
             path: state_path,
             reason: format!(
                 "format {} is not this dnal's format {STATE_FORMAT}; start a new search",
-                state.format
+                format.map_or_else(|| "(none)".to_string(), |f| f.to_string())
             ),
         });
     }
+    serde_json::from_value(raw).map_err(|e| SearchError::Checkpoint {
+        path: state_path,
+        reason: format!("not a valid state of this dnal version ({e}); start a new search"),
+    })
+}
+
+/// Continues the search whose folder is `out`.
+pub fn resume(out: &Path, observer: &mut dyn SearchObserver) -> Result<Report, SearchError> {
+    let lock = OutputLock::acquire(out)?;
+    let state = read_state(out)?;
     if state.stage == Stage::Done {
         observer.message(&format!(
             "{} is already complete; its report is {}",
@@ -174,7 +196,7 @@ pub fn resume(out: &Path, observer: &mut dyn SearchObserver) -> Result<Report, S
         return read_json(&out.join("report.json"));
     }
     state.config.validate()?;
-    Search::open(state, out)?
+    Search::open(state, lock)?
         .run(observer, Stage::Done)
         .map(|r| r.expect("a run to the end reports"))
 }
@@ -187,18 +209,18 @@ pub fn train_weights(
     out: &Path,
     observer: &mut dyn SearchObserver,
 ) -> Result<SearchState, SearchError> {
-    let state_path = CheckpointDir::new(out).state_path();
-    let state = if state_path.exists() {
-        read_json::<SearchState>(&state_path)?
+    let lock = OutputLock::acquire(out)?;
+    let mut search = if CheckpointDir::new(out).state_path().exists() {
+        let state = read_state(out)?;
+        if state.stage != Stage::Weights {
+            return Ok(state);
+        }
+        Search::open(state, lock)?
     } else {
         config.validate()?;
         prepare_out(out)?;
-        SearchState::new(config)
+        Search::start(SearchState::new(config), lock)?
     };
-    if state.stage != Stage::Weights {
-        return Ok(state);
-    }
-    let mut search = Search::open(state, out)?;
     search.run_stages(observer, Stage::Gates)?;
     Ok(search.state)
 }
@@ -209,7 +231,7 @@ pub fn train_weights(
 pub fn fork_after_weights(from: &Path, to: &Path, config: SearchConfig) -> Result<(), SearchError> {
     config.validate()?;
     let source = CheckpointDir::new(from);
-    let state: SearchState = read_json(&source.state_path())?;
+    let state = read_state(from)?;
     if state.stage == Stage::Weights {
         return Err(SearchError::Checkpoint {
             path: source.state_path(),
@@ -230,17 +252,19 @@ pub fn fork_after_weights(from: &Path, to: &Path, config: SearchConfig) -> Resul
             reason: "its weight stage used another dataset, model, limit, seed or epoch count than this search".into(),
         });
     }
+    let _lock = OutputLock::acquire(to)?;
     prepare_out(to)?;
     let target = CheckpointDir::new(to);
     target.create()?;
     let tag = format!("{}-final", Stage::Weights.name());
-    target.copy_from(&source, &tag)?;
+    let sums = state.checksums.get(&tag).cloned();
+    target.copy_from(&source, &tag, sums.as_ref())?;
     let forked = SearchState {
         format: STATE_FORMAT,
         config,
         stage: Stage::Gates,
         epochs_done: 0,
-        checkpoint: Some(tag),
+        checkpoint: Some(tag.clone()),
         masks: None,
         parent: state.parent,
         stages: state
@@ -256,11 +280,13 @@ pub fn fork_after_weights(from: &Path, to: &Path, config: SearchConfig) -> Resul
         gates: Vec::new(),
         gate_lambda: None,
         budget: None,
+        checksums: sums.map(|s| (tag, s)).into_iter().collect(),
     };
     write_json(&target.state_path(), &forked)
 }
 
-/// Refuses an `--out` folder that already holds something, or that cannot be written.
+/// Refuses an `--out` folder that already holds something, or that cannot be written. The
+/// caller holds the folder's lock, so nothing appears in it between this check and the run.
 fn prepare_out(out: &Path) -> Result<(), SearchError> {
     if out.join("checkpoint").join("state.json").exists() {
         return Err(SearchError::InvalidOption {
@@ -269,8 +295,16 @@ fn prepare_out(out: &Path) -> Result<(), SearchError> {
             reason: "already holds a search; continue it with `dnal search --resume DIR` or choose a new --out".into(),
         });
     }
-    if let Ok(mut entries) = fs::read_dir(out)
-        && entries.next().is_some()
+    // What a start that stopped before its state was written leaves (the board's latency
+    // table, profiled first) does not make the folder someone else's.
+    let leftover_of_a_start = |entry: &fs::DirEntry| {
+        let name = entry.file_name();
+        name == dnal_device::latency::TABLE_FILE
+            || (name == "checkpoint"
+                && fs::read_dir(entry.path()).is_ok_and(|mut d| d.next().is_none()))
+    };
+    if let Ok(entries) = fs::read_dir(out)
+        && entries.flatten().any(|e| !leftover_of_a_start(&e))
     {
         return Err(SearchError::InvalidOption {
             option: "--out",
@@ -357,6 +391,8 @@ pub const EVAL_BATCH: usize = 256;
 
 struct Search {
     state: SearchState,
+    /// Held for the whole run: no other process writes into `out` meanwhile.
+    _lock: OutputLock,
     out: PathBuf,
     checkpoints: CheckpointDir,
     dataset: Dataset,
@@ -370,7 +406,24 @@ struct Search {
 }
 
 impl Search {
-    fn open(state: SearchState, out: &Path) -> Result<Self, SearchError> {
+    /// Opens a new search and writes its state before the first epoch, so that a search killed
+    /// inside its first epoch can be resumed like any other.
+    fn start(state: SearchState, lock: OutputLock) -> Result<Self, SearchError> {
+        let search = Self::open(state, lock)?;
+        search.checkpoints.create()?;
+        write_json(&search.checkpoints.state_path(), &search.state)?;
+        Ok(search)
+    }
+
+    /// Opens the search in the locked folder: loads the data, builds the parent, reads or
+    /// profiles the board's latency, and checks that a budget can be met at all.
+    fn open(state: SearchState, lock: OutputLock) -> Result<Self, SearchError> {
+        let out = lock.dir().to_path_buf();
+        // A killed run's half-written files: nobody else can be writing them now.
+        for dir in [out.clone(), out.join(PARENT_EXPORT), out.join("checkpoint")] {
+            lock.remove_stale_temporaries(&dir);
+        }
+        let out = out.as_path();
         let config = &state.config;
         let dataset = load_dataset(config)?;
         let device = config.backend.device()?;
@@ -397,10 +450,10 @@ impl Search {
             EVAL_BATCH,
         );
         let checkpoints = CheckpointDir::new(out);
-        checkpoints.create()?;
         let latency = board_latency(config, &parent.plan, out)?.map(Arc::new);
-        Ok(Self {
+        let search = Self {
             state,
+            _lock: lock,
             out: out.to_path_buf(),
             checkpoints,
             dataset,
@@ -410,7 +463,51 @@ impl Search {
             train_device,
             parent,
             latency,
-        })
+        };
+        if let Some(budget) = search.config().budget {
+            check_reachable(
+                &search.parent.plan,
+                search.estimate(budget).as_ref(),
+                budget,
+            )?;
+        }
+        Ok(search)
+    }
+
+    /// Loads checkpoint `tag` into `net` after checking it against its recorded checksums.
+    fn load_checkpoint(&self, tag: &str, net: GatedNet) -> Result<GatedNet, SearchError> {
+        self.checkpoints
+            .verify(tag, self.state.checksums.get(tag))?;
+        self.checkpoints.load_model(tag, net)
+    }
+
+    /// Saves checkpoint `tag` and records its checksums; the state keeps those of `tag` and
+    /// of the stage-final checkpoints, as the folder does.
+    fn save_checkpoint(
+        &mut self,
+        tag: &str,
+        net: &GatedNet,
+        optim: Option<&ModuleOptimizer>,
+    ) -> Result<(), SearchError> {
+        let sums = self.checkpoints.save(tag, net, optim)?;
+        self.state.checksums.insert(tag.to_string(), sums);
+        self.state
+            .checksums
+            .retain(|t, _| t == tag || t.ends_with("-final"));
+        Ok(())
+    }
+
+    /// The error for an evaluation whose logits stopped being numbers.
+    fn non_finite(&self, what: String, bad: NonFiniteLogit) -> SearchError {
+        SearchError::NonFiniteOutput {
+            what,
+            image: bad.image,
+            value: bad.value,
+            fix: format!(
+                "the training diverged: lower the learning rate (--lr, --lr-gates, --lr-finetune) or --lambda and start again; the last good checkpoint is in {}",
+                self.checkpoints.path().display()
+            ),
+        }
     }
 
     fn config(&self) -> &SearchConfig {
@@ -426,7 +523,7 @@ impl Search {
             None => self.parent.clone(),
         };
         match &self.state.checkpoint {
-            Some(tag) => Ok(self.checkpoints.load_model(tag, net)?.train()),
+            Some(tag) => Ok(self.load_checkpoint(tag, net)?.train()),
             None => Ok(net),
         }
     }
@@ -467,7 +564,8 @@ impl Search {
                 Stage::Weights => {
                     net = self.weight_stage(net, observer)?;
                     let started = Instant::now();
-                    let accuracy = evaluate_net(&net, GateMode::Off, &self.test, &self.device);
+                    let accuracy = evaluate_net(&net, GateMode::Off, &self.test, &self.device)
+                        .map_err(|bad| self.non_finite("the trained parent".into(), bad))?;
                     self.state.parent = Some(net_report(&net, accuracy));
                     self.state.stage_report(Stage::Weights.name()).seconds +=
                         started.elapsed().as_secs_f64();
@@ -520,7 +618,7 @@ impl Search {
     /// the state on.
     fn finish_stage(&mut self, net: &GatedNet, next: Stage) -> Result<(), SearchError> {
         let tag = format!("{}-final", self.state.stage.name());
-        self.checkpoints.save(&tag, net, None)?;
+        self.save_checkpoint(&tag, net, None)?;
         self.state.stage = next;
         self.state.epochs_done = 0;
         self.state.checkpoint = Some(tag.clone());
@@ -678,7 +776,7 @@ impl Search {
         let offset = config.epochs_weights + config.epochs_gates;
         let distill = if config.distill > 0.0 {
             let tag = format!("{}-final", Stage::Weights.name());
-            let teacher = self.checkpoints.load_model(&tag, self.parent.clone())?;
+            let teacher = self.load_checkpoint(&tag, self.parent.clone())?;
             observer.message(&format!(
                 "distilling from the trained parent: loss = {:.2} * CE + {:.2} * T^2 * KL at T = {}",
                 1.0 - config.distill,
@@ -779,7 +877,13 @@ impl Search {
                 let lambda = penalty.as_ref().map_or(0.0, |p| p.lambda);
                 self.state.gate_lambda = Some(lambda);
                 let record = self.gate_record(&net, epoch + 1, mode(last_step), lambda);
-                let accuracy = evaluate_net(&net, GateMode::Hard, &self.test, &self.device);
+                let accuracy = evaluate_net(&net, GateMode::Hard, &self.test, &self.device)
+                    .map_err(|bad| {
+                        self.non_finite(
+                            format!("the gate stage's network after epoch {}", epoch + 1),
+                            bad,
+                        )
+                    })?;
                 let per_layer: Vec<String> = net
                     .gate_names()
                     .iter()
@@ -803,17 +907,25 @@ impl Search {
                 self.state.gates.push(record);
                 (accuracy, note)
             } else {
-                (
-                    evaluate_net(&net, GateMode::Off, &self.test, &self.device),
-                    String::new(),
-                )
+                let accuracy = evaluate_net(&net, GateMode::Off, &self.test, &self.device)
+                    .map_err(|bad| {
+                        self.non_finite(
+                            format!(
+                                "the {} stage's network after epoch {}",
+                                stage.name(),
+                                epoch + 1
+                            ),
+                            bad,
+                        )
+                    })?;
+                (accuracy, String::new())
             };
             let record = epoch_record(stage, epoch + 1, &stats, &accuracy, lr(last_step));
             observer.epoch(&record, &note);
             self.state.history.push(record);
             self.state.epochs_done = epoch + 1;
             let tag = format!("{}-{:03}", stage.name(), epoch + 1);
-            self.checkpoints.save(&tag, &net, Some(&optim))?;
+            self.save_checkpoint(&tag, &net, Some(&optim))?;
             self.state.checkpoint = Some(tag.clone());
             let report = self.state.stage_report(stage.name());
             report.epochs = epoch + 1;
@@ -901,7 +1013,8 @@ impl Search {
         let export_net = ExportNet::new(&reloaded, &eval_device);
         let accuracy = evaluate(&self.test, reloaded.arch().num_classes, &eval_device, |x| {
             export_net.forward(x)
-        });
+        })
+        .map_err(|bad| self.non_finite("the exported network".into(), bad))?;
         let parent = self.state.parent.clone().unwrap_or_default();
         let pruned = NetReport {
             top1: accuracy.top1,

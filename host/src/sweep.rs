@@ -29,6 +29,7 @@ use crate::checkpoint::{read_json, write_json};
 use crate::config::SearchConfig;
 use crate::error::SearchError;
 use crate::latency::{measure_on_board, profile_model};
+use crate::lock::OutputLock;
 use crate::plot::{Front, Pareto, write_figure};
 use crate::progress::SearchObserver;
 use crate::report::Report;
@@ -126,6 +127,7 @@ impl SweepPlan {
 /// Writes the plan into `dir`, or checks that the plan already there is the same one.
 pub fn start(plan: &SweepPlan, dir: &Path) -> Result<(), SearchError> {
     plan.check()?;
+    let _lock = OutputLock::acquire(dir)?;
     let path = dir.join(PLAN_FILE);
     if path.exists() {
         let existing: SweepPlan = read_json(&path)?;
@@ -164,6 +166,9 @@ pub fn load_plan(dir: &Path) -> Result<SweepPlan, SearchError> {
 
 /// The shared part: the latency table (profiled unless present) and the weight stage.
 pub fn prepare(dir: &Path, observer: &mut dyn SearchObserver) -> Result<(), SearchError> {
+    // The sweep folder's own files (the table); the weight stage locks its folder itself.
+    let lock = OutputLock::acquire(dir)?;
+    lock.remove_stale_temporaries(dir);
     let plan = load_plan(dir)?;
     let table_path = dir.join(TABLE_FILE);
     if !table_path.exists() {
@@ -334,6 +339,7 @@ fn firmware_sizes(firmware: &Path) -> (u64, u64) {
 /// Gathers every finished point into `sweep.json`, `sweep.md` and the Pareto plot
 /// (`pareto.svg`, `pareto.png`); measures the parent on the board once.
 pub fn collect(dir: &Path, observer: &mut dyn SearchObserver) -> Result<SweepReport, SearchError> {
+    let _lock = OutputLock::acquire(dir)?;
     let plan = load_plan(dir)?;
     let table = LatencyTable::load(dir.join(TABLE_FILE))?;
     let weights_dir = dir.join(WEIGHTS_DIR);

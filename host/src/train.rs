@@ -187,28 +187,45 @@ pub fn score_logits(logits: &[f32], classes: usize, labels: &[i64]) -> (usize, u
     (top1, top5)
 }
 
+/// A logit that is not a number: the first one found by [`evaluate`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NonFiniteLogit {
+    /// 0-based index of the image in the evaluated set.
+    pub image: usize,
+    /// The logit.
+    pub value: f32,
+}
+
 /// Evaluates a forward function over every batch of `batcher` (epoch 0, unshuffled as built).
+/// A NaN or infinite logit is an error, not a score: NaN compares false with everything, so it
+/// would rank as a hit.
 pub fn evaluate(
     batcher: &Batcher,
     classes: usize,
     device: &Device,
     mut forward: impl FnMut(Tensor<4>) -> Tensor<2>,
-) -> Accuracy {
+) -> Result<Accuracy, NonFiniteLogit> {
     let (mut top1, mut top5, mut images) = (0, 0, 0);
     for data in batcher.epoch(0) {
         let logits = forward(images_tensor(&data, device));
         let logits = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
+        if let Some((i, &value)) = logits.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(NonFiniteLogit {
+                image: images + i / classes.max(1),
+                value,
+            });
+        }
         let (a, b) = score_logits(&logits, classes, &data.labels);
         top1 += a;
         top5 += b;
         images += data.len();
     }
     let n = images.max(1) as f64;
-    Accuracy {
+    Ok(Accuracy {
         top1: top1 as f64 / n,
         top5: top5 as f64 / n,
         images,
-    }
+    })
 }
 
 /// A batch's images as a tensor, without the labels.
@@ -229,7 +246,7 @@ pub fn evaluate_net(
     mode: GateMode,
     batcher: &Batcher,
     device: &Device,
-) -> Accuracy {
+) -> Result<Accuracy, NonFiniteLogit> {
     let net = net.valid();
     let classes = net.plan.spec.num_classes;
     let device = device.clone().without_autodiff();
@@ -252,5 +269,37 @@ mod tests {
         let (top1, top5) = score_logits(&logits, 6, &[0, 2, 5, 1]);
         assert_eq!(top1, 1);
         assert_eq!(top5, 3);
+    }
+
+    #[test]
+    fn non_finite_logits_are_an_error_not_a_hit() {
+        use dnal_datasets::{ImageSet, ImageShape, Normalization};
+        let shape = ImageShape::new(1, 1, 1);
+        let classes = vec!["a".to_string(), "b".to_string()];
+        let set = ImageSet::new(shape, vec![0u8; 5], vec![0, 1, 0, 1, 0], classes).unwrap();
+        let norm = Normalization {
+            mean: vec![0.0],
+            std: vec![1.0],
+        };
+        let batcher = Batcher::new(set, norm, 2);
+        let device = Device::flex();
+        let forward = |bad: f32| {
+            move |x: Tensor<4>| {
+                let n = x.dims()[0];
+                let mut v = vec![0.0f32; n * 2];
+                if n == 1 {
+                    v[1] = bad;
+                }
+                Tensor::<2>::from_data(TensorData::new(v, [n, 2]), &x.device())
+            }
+        };
+        // Images 0-1 and 2-3 are finite; the last batch (image 4) holds the bad logit.
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let err = evaluate(&batcher, 2, &device, forward(bad)).unwrap_err();
+            assert_eq!(err.image, 4);
+            assert!(err.value.is_nan() == bad.is_nan());
+        }
+        let ok = evaluate(&batcher, 2, &device, forward(0.0)).unwrap();
+        assert_eq!(ok.images, 5);
     }
 }

@@ -113,9 +113,16 @@ impl ValueShape {
         self.channels * self.height * self.width
     }
 
+    /// Elements of one image of this shape, or `None` if that overflows `usize`.
+    pub fn checked_len(&self) -> Option<usize> {
+        self.channels
+            .checked_mul(self.height)?
+            .checked_mul(self.width)
+    }
+
     /// Whether one of the sizes is zero.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.channels == 0 || self.height == 0 || self.width == 0
     }
 }
 
@@ -132,9 +139,18 @@ pub struct NetSpec {
     pub nodes: Vec<Node>,
 }
 
-/// Output size of a sliding window, or `None` when the window does not fit.
+/// The largest size a spec may give any one dimension: channels, height, width, kernel,
+/// stride, padding, features, classes. Far above any network dnal searches, far below where
+/// products of a few of them could overflow.
+pub const MAX_DIMENSION: usize = 1 << 16;
+
+/// The most elements one value (an image, a feature map, the logits) may hold.
+pub const MAX_VALUE_LEN: usize = 1 << 31;
+
+/// Output size of a sliding window, or `None` when the window does not fit (or its padded
+/// size overflows).
 pub fn window_out(size: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
-    let padded = size + 2 * padding;
+    let padded = size.checked_add(padding.checked_mul(2)?)?;
     if kernel == 0 || stride == 0 || padded < kernel {
         return None;
     }
@@ -158,6 +174,31 @@ impl NetSpec {
                 reason: format!("input shape {:?} has a zero size", self.input),
             });
         }
+        let too_large = |what: &str, value: usize| {
+            format!("{what} is {value}, above the limit of {MAX_DIMENSION}")
+        };
+        let s = self.input;
+        for (what, value) in [
+            ("input channels", s.channels),
+            ("input height", s.height),
+            ("input width", s.width),
+            ("num_classes", self.num_classes),
+        ] {
+            if value > MAX_DIMENSION {
+                return Err(ModelError::InvalidSpec {
+                    model: self.name.clone(),
+                    node: "input".into(),
+                    reason: too_large(what, value),
+                });
+            }
+        }
+        if s.checked_len().is_none_or(|n| n > MAX_VALUE_LEN) {
+            return Err(ModelError::InvalidSpec {
+                model: self.name.clone(),
+                node: "input".into(),
+                reason: format!("input shape {s:?} holds more than {MAX_VALUE_LEN} values"),
+            });
+        }
         let mut shapes = vec![self.input];
         for (index, node) in self.nodes.iter().enumerate() {
             if node.inputs.is_empty() {
@@ -175,6 +216,28 @@ impl NetSpec {
                     node,
                     format!("takes one input, got {}", node.inputs.len()),
                 ));
+            }
+            let sizes: &[(&str, usize)] = match &node.op {
+                Op::Conv {
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    ..
+                } => &[
+                    ("out_channels", *out_channels),
+                    ("kernel", *kernel),
+                    ("stride", *stride),
+                    ("padding", *padding),
+                ],
+                Op::MaxPool { kernel, stride } | Op::AvgPool { kernel, stride } => {
+                    &[("kernel", *kernel), ("stride", *stride)]
+                }
+                Op::Linear { out_features, .. } => &[("out_features", *out_features)],
+                Op::GlobalAvgPool | Op::Add { .. } => &[],
+            };
+            if let Some((what, value)) = sizes.iter().find(|(_, v)| *v > MAX_DIMENSION) {
+                return Err(bad(node, too_large(what, *value)));
             }
             let x = shapes[node.inputs[0]];
             let window = |kernel, stride, padding| -> Result<(usize, usize), ModelError> {
@@ -243,6 +306,12 @@ impl NetSpec {
                     ValueShape::new(*out_features, 1, 1)
                 }
             };
+            if out.checked_len().is_none_or(|n| n > MAX_VALUE_LEN) {
+                return Err(bad(
+                    node,
+                    format!("its output {out:?} holds more than {MAX_VALUE_LEN} values"),
+                ));
+            }
             shapes.push(out);
         }
         let Some(last) = self.nodes.last() else {
@@ -361,6 +430,59 @@ mod tests {
             vec![g],
         );
         b.finish()
+    }
+
+    #[test]
+    fn huge_and_wrapping_sizes_are_refused_not_wrapped() {
+        let with_conv = |input: ValueShape, out_channels, kernel, stride, padding| {
+            let mut b = SpecBuilder::new("huge", input, 3);
+            let c = b.push(
+                "c",
+                Op::Conv {
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    depthwise: false,
+                    activation: Activation::None,
+                },
+                vec![0],
+            );
+            let g = b.push("gap", Op::GlobalAvgPool, vec![c]);
+            b.push(
+                "fc",
+                Op::Linear {
+                    out_features: 3,
+                    activation: Activation::None,
+                },
+                vec![g],
+            );
+            b.finish().value_shapes()
+        };
+        let small = ValueShape::new(1, 8, 8);
+        for (input, out, kernel, stride, padding) in [
+            // 2 * padding wraps to 0 in release builds: the window would "fit".
+            (small, 4, 3, 1, 1usize << 63),
+            (small, 4, 3, 1, usize::MAX),
+            (small, (1usize << 63) + 1, 3, 1, 1),
+            (small, 4, usize::MAX, 1, 1),
+            (small, 4, 3, usize::MAX, 1),
+            (ValueShape::new((1 << 63) + 1, 8, 8), 4, 3, 1, 1),
+            (ValueShape::new(1 << 16, 1 << 16, 1 << 16), 4, 3, 1, 1),
+            // Each size allowed, the output too big.
+            (ValueShape::new(1, 1 << 16, 1 << 16), 1 << 16, 1, 1, 0),
+        ] {
+            let err = with_conv(input, out, kernel, stride, padding).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("limit")
+                    || text.contains("more than")
+                    || text.contains("does not fit"),
+                "{input:?} {out} {kernel} {stride} {padding}: {text}"
+            );
+        }
+        with_conv(small, 4, 3, 1, 1).unwrap();
+        assert_eq!(window_out(8, 3, 1, usize::MAX), None);
     }
 
     #[test]

@@ -34,7 +34,7 @@ impl Export {
         );
         let file = open_regular_file(&weights_path, limit, &why)
             .map_err(|e| e.into_export_error(&weights_path))?;
-        // NOTE(unsafe): the file is mapped read-only and copied out before the map is dropped;
+        // SAFETY: the file is mapped read-only and copied out before the map is dropped;
         // the usual caveat of maps (another process truncating the file meanwhile) applies.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_error(e, &weights_path))?;
         let st = SafeTensors::deserialize(&map).map_err(|e| ExportError::Safetensors {
@@ -281,7 +281,13 @@ pub(crate) fn open_regular_file(path: &Path, limit: u64, why: &str) -> Result<fs
         Ok(())
     };
     check(fs::metadata(path).map_err(FileError::Io)?)?;
-    let file = fs::File::open(path).map_err(FileError::Io)?;
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    // Non-blocking, so that a FIFO swapped in after the check cannot hang the open; the check
+    // of the open file then refuses it. A regular file reads the same either way.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path).map_err(FileError::Io)?;
     check(file.metadata().map_err(FileError::Io)?)?;
     Ok(file)
 }
