@@ -14,7 +14,7 @@ pub struct StaticArena<const N: usize> {
     busy: AtomicBool,
 }
 
-// NOTE(unsafe): the values are only reached through `with`, which hands out one `&mut` at a
+// SAFETY: the values are only reached through `with`, which hands out one `&mut` at a
 // time (guarded by `busy`), so sharing the arena between threads or interrupts is sound.
 unsafe impl<const N: usize> Sync for StaticArena<N> {}
 
@@ -34,7 +34,7 @@ impl<const N: usize> StaticArena<N> {
         if self.busy.swap(true, Ordering::Acquire) {
             panic!("the model's activation arena is already in use (re-entrant inference)");
         }
-        // NOTE(unsafe): `busy` was false and is now true, so no other `&mut` to the values
+        // SAFETY: `busy` was false and is now true, so no other `&mut` to the values
         // exists until it is reset below.
         let values = unsafe { &mut *self.values.get() };
         let result = f(values);

@@ -17,12 +17,12 @@ pub const AARCH64_MARKER: u32 = 0xd503_2bff;
 #[inline(always)]
 pub fn cost_marker() {
     #[cfg(target_arch = "arm")]
-    // NOTE(unsafe): a hint the CPU executes as NOP: no registers, memory or flags change.
+    // SAFETY: a hint the CPU executes as NOP: no registers, memory or flags change.
     unsafe {
         core::arch::asm!(".inst.n 0xbf70", options(nostack, preserves_flags));
     }
     #[cfg(target_arch = "aarch64")]
-    // NOTE(unsafe): HINT #95 executes as NOP: no registers, memory or flags change.
+    // SAFETY: HINT #95 executes as NOP: no registers, memory or flags change.
     unsafe {
         core::arch::asm!(".inst 0xd5032bff", options(nostack, preserves_flags));
     }

@@ -11,7 +11,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
-// NOTE(unsafe): cortex-m-rt requires the HardFault handler to be an `unsafe fn`; it only
+// SAFETY: cortex-m-rt requires the HardFault handler to be an `unsafe fn`; it only
 // reports and exits.
 #[exception]
 unsafe fn HardFault(frame: &ExceptionFrame) -> ! {

@@ -5,7 +5,7 @@ const PAINT: u32 = 0x5a5a_5a5a;
 /// Bytes below the current stack pointer left unpainted (this function's own frame).
 const GAP: usize = 64;
 
-// NOTE(unsafe): symbols defined by cortex-m-rt's linker script; only their addresses are
+// SAFETY: symbols defined by cortex-m-rt's linker script; only their addresses are
 // taken, never their contents.
 unsafe extern "C" {
     /// End of the static data (cortex-m-rt's link.x).
@@ -21,7 +21,7 @@ pub fn paint() -> usize {
     let top = cortex_m::register::msp::read() as usize - GAP;
     let mut p = bottom;
     while p < top {
-        // NOTE(unsafe): [bottom, top) lies between the end of the static data and below the
+        // SAFETY: [bottom, top) lies between the end of the static data and below the
         // live stack: no Rust object lives there (no heap is used).
         unsafe { (p as *mut u32).write_volatile(PAINT) };
         p += 4;
@@ -34,7 +34,7 @@ pub fn paint() -> usize {
 pub fn used(bottom: usize) -> usize {
     let top = core::ptr::addr_of!(_stack_start) as usize;
     let mut p = bottom;
-    // NOTE(unsafe): reads words between the static data and the live stack, all in RAM.
+    // SAFETY: reads words between the static data and the live stack, all in RAM.
     while p < top && unsafe { (p as *const u32).read_volatile() } == PAINT {
         p += 4;
     }

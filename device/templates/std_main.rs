@@ -56,7 +56,7 @@ fn paint_stack() -> usize {
     let top = std::hint::black_box(&marker) as *const u8 as usize;
     let mut p = top - GAP - PAINTED;
     while p < top - GAP {
-        // NOTE(unsafe): the thread's stack is THREAD_STACK bytes, mapped, and the painted range
+        // SAFETY: the thread's stack is THREAD_STACK bytes, mapped, and the painted range
         // lies below every live frame (this one included, thanks to GAP).
         unsafe { (p as *mut u64).write_volatile(PAINT) };
         p += 8;
@@ -66,7 +66,7 @@ fn paint_stack() -> usize {
 
 fn stack_used(top: usize) -> usize {
     let mut p = top - GAP - PAINTED;
-    // NOTE(unsafe): reads the mapped stack range painted by `paint_stack`.
+    // SAFETY: reads the mapped stack range painted by `paint_stack`.
     while p < top - GAP && unsafe { (p as *const u64).read_volatile() } == PAINT {
         p += 8;
     }

@@ -32,7 +32,7 @@ fn gemm_gflops(m: usize, n: usize, k: usize) -> f64 {
     let mut best = f64::MAX;
     for _ in 0..13 {
         let start = Instant::now();
-        // NOTE(unsafe): the three buffers hold m*k, k*n and m*n elements, row-major with the
+        // SAFETY: the three buffers hold m*k, k*n and m*n elements, row-major with the
         // strides given, and do not overlap.
         unsafe {
             gemm::gemm(
@@ -66,7 +66,7 @@ fn gemm_gflops(m: usize, n: usize, k: usize) -> f64 {
 fn main() {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx512f") {
-        // NOTE(unsafe): the CPU supports AVX-512F (checked just above).
+        // SAFETY: the CPU supports AVX-512F (checked just above).
         let peak = (0..5)
             .map(|_| unsafe { fma_peak_avx512(20_000_000) })
             .fold(0.0, f64::max);

@@ -179,7 +179,7 @@ where
                 o.write(g(x, y));
             }
         });
-    // NOTE(unsafe): `a` and `b` are as long as the output (asserted), so the zipped chunks
+    // SAFETY: `a` and `b` are as long as the output (asserted), so the zipped chunks
     // and their element loops write every slot.
     unsafe { out.assume_written() }
 }

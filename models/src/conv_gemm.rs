@@ -368,7 +368,7 @@ impl Gemm<'_> {
     /// `dst` must be valid for writes of `m * n` row-major elements, initialised when
     /// `accumulate`, and alias neither operand; [`Self::check`] must have passed.
     unsafe fn run(&self, dst: *mut f32, accumulate: bool) {
-        // NOTE(unsafe): the caller's contract plus `check` keep every access in bounds;
+        // SAFETY: the caller's contract plus `check` keep every access in bounds;
         // without `accumulate` gemm writes `dst` without reading it.
         unsafe {
             gemm::gemm(
@@ -398,7 +398,7 @@ impl Gemm<'_> {
     /// `dst = lhs * rhs`, or `dst += lhs * rhs` when `accumulate`.
     pub(crate) fn store(&self, dst: &mut [f32], accumulate: bool) {
         self.check(dst.len());
-        // NOTE(unsafe): `dst` is an initialised slice of at least m * n elements (checked),
+        // SAFETY: `dst` is an initialised slice of at least m * n elements (checked),
         // borrowed mutably, so it aliases neither operand.
         unsafe { self.run(dst.as_mut_ptr(), accumulate) }
     }
@@ -406,7 +406,7 @@ impl Gemm<'_> {
     /// `dst = lhs * rhs` into slots not yet written; all `m * n` of them are written.
     fn store_unwritten(&self, dst: &mut [MaybeUninit<f32>]) {
         self.check(dst.len());
-        // NOTE(unsafe): as in `store`; gemm does not read `dst` when not accumulating, so its
+        // SAFETY: as in `store`; gemm does not read `dst` when not accumulating, so its
         // slots may be uninitialised, and `MaybeUninit<f32>` has the layout of `f32`.
         unsafe { self.run(dst.as_mut_ptr().cast::<f32>(), false) }
     }
@@ -467,7 +467,7 @@ pub fn conv2d_forward(
                 forward_group(images, weight, bias, g, col, y, out);
             });
         });
-    // NOTE(unsafe): the chunks cover the output, and `forward_group` wrote each chunk whole.
+    // SAFETY: the chunks cover the output, and `forward_group` wrote each chunk whole.
     unsafe { output.assume_written() }
 }
 
@@ -709,7 +709,7 @@ pub fn conv2d_grads(
         })
         .collect();
     let flipped_grad = add_up(partials, c * k);
-    // NOTE(unsafe): the chunks cover the gradient; each group's slots were written, by the
+    // SAFETY: the chunks cover the gradient; each group's slots were written, by the
     // gemm (one image) or by `scatter_side_by_side` (a group).
     let input_grad = unsafe { input_grad.assume_written() };
     // dW'^T[K', C] -> dW'[C, O, kh, kw], flipped back to dW[O, C, kh, kw].
@@ -771,7 +771,7 @@ fn input_grad_by_col2im(output_grad: &[f32], weight: &[f32], g: &ConvGeometry) -
                 }
             });
         });
-    // NOTE(unsafe): the chunks cover the gradient and `written` initialised each of them.
+    // SAFETY: the chunks cover the gradient and `written` initialised each of them.
     unsafe { input_grad.assume_written() }
 }
 

@@ -426,7 +426,7 @@ fn transform_weights(weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
                 }
             }
         });
-    // NOTE(unsafe): each output channel's chunk holds 16 * C slots and the loop wrote every
+    // SAFETY: each output channel's chunk holds 16 * C slots and the loop wrote every
     // (ξ, c) pair of it.
     unsafe { u.assume_written() }
 }
@@ -487,7 +487,7 @@ pub fn conv2d_forward(input: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f3
                 inverse_outputs(m, g, out, tiles);
             });
         });
-    // NOTE(unsafe): the chunks cover the output and `inverse_outputs` wrote every slot of
+    // SAFETY: the chunks cover the output and `inverse_outputs` wrote every slot of
     // each (every output lies in exactly one tile).
     unsafe { output.assume_written() }
 }
@@ -530,7 +530,7 @@ pub fn conv2d_input_grad(output_grad: &[f32], weight: &[f32], g: &ConvGeometry) 
                 input_grads_from(dv, g, images, tiles);
             });
         });
-    // NOTE(unsafe): the chunks cover the gradient and `input_grads_from` wrote every slot of
+    // SAFETY: the chunks cover the gradient and `input_grads_from` wrote every slot of
     // each.
     unsafe { input_grad.assume_written() }
 }

@@ -17,7 +17,7 @@ use std::mem::MaybeUninit;
 /// use dnal_models::kernel_buffers::{Unwritten, written};
 /// let mut out = Unwritten::new(4);
 /// written(out.slots(), |i| i as f32);
-/// // NOTE(unsafe): `written` wrote every slot.
+/// // SAFETY: `written` wrote every slot.
 /// let out = unsafe { out.assume_written() };
 /// assert_eq!(out, [0.0, 1.0, 2.0, 3.0]);
 /// ```
@@ -46,7 +46,7 @@ impl Unwritten {
     /// # Safety
     /// Every element of [`Self::slots`] must have been written.
     pub unsafe fn assume_written(mut self) -> Vec<f32> {
-        // NOTE(unsafe): the capacity is at least `len` (`with_capacity`) and the caller
+        // SAFETY: the capacity is at least `len` (`with_capacity`) and the caller
         // guarantees the first `len` elements are initialised.
         unsafe { self.values.set_len(self.len) };
         self.values
@@ -58,7 +58,7 @@ pub fn written(slots: &mut [MaybeUninit<f32>], mut value: impl FnMut(usize) -> f
     for (i, slot) in slots.iter_mut().enumerate() {
         slot.write(value(i));
     }
-    // NOTE(unsafe): the loop above initialised every element, and `MaybeUninit<f32>` has the
+    // SAFETY: the loop above initialised every element, and `MaybeUninit<f32>` has the
     // layout of `f32`.
     unsafe { &mut *(slots as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
@@ -94,7 +94,7 @@ mod tests {
         let mut out = Unwritten::new(5);
         let view = written(out.slots(), |i| (i * i) as f32);
         view[0] = -1.0;
-        // NOTE(unsafe): every slot was written above.
+        // SAFETY: every slot was written above.
         let out = unsafe { out.assume_written() };
         assert_eq!(out, [-1.0, 1.0, 4.0, 9.0, 16.0]);
     }

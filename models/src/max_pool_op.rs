@@ -222,7 +222,7 @@ impl MaxPoolOps for Flex {
                 }
             });
         let shape = [g.dims[0], g.dims[1], g.out_h, g.out_w];
-        // NOTE(unsafe): one chunk per plane of the output, each written whole by `written`.
+        // SAFETY: one chunk per plane of the output, each written whole by `written`.
         from_f32s(unsafe { out.assume_written() }, shape)
     }
 
@@ -253,7 +253,7 @@ impl MaxPoolOps for Flex {
                     }
                 }
             });
-        // NOTE(unsafe): one chunk per input plane, each zeroed whole by `written`.
+        // SAFETY: one chunk per input plane, each zeroed whole by `written`.
         from_f32s(unsafe { dx.assume_written() }, g.dims)
     }
 }

@@ -14,7 +14,7 @@ fn a_few_training_steps_on_wgpu_lower_the_loss_and_agree_with_the_cpu() {
     // wgpu wants a private runtime folder; without one it only warns, but keep the log clean.
     let runtime = tempfile::tempdir().unwrap();
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        // NOTE(unsafe): set before any thread of this test binary reads the environment.
+        // SAFETY: set before any thread of this test binary reads the environment.
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", runtime.path()) };
     }
     let mut b = SpecBuilder::new("tiny", ValueShape::new(1, 8, 8), 4);

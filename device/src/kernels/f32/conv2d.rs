@@ -155,7 +155,7 @@ fn channel_block<const OC: usize, const KH: usize, const KW: usize, const SW: us
         let out_w = w.output.width;
         if out_w < PIXEL_BLOCK {
             for ox in 0..out_w {
-                // NOTE(unsafe): `edge_tile` checks every input column; the kernel rows are
+                // SAFETY: `edge_tile` checks every input column; the kernel rows are
                 // clamped by `rows`; the slice lengths were checked in `conv2d`.
                 let acc = unsafe {
                     edge_tile::<OC, 1, KH, KW, SW>(w, in_channels, input, weights, oy, rows, ox)
@@ -170,7 +170,7 @@ fn channel_block<const OC: usize, const KH: usize, const KW: usize, const SW: us
         while ox < out_w {
             let start = ox.min(out_w - PIXEL_BLOCK);
             let acc = if start >= interior_lo && start + PIXEL_BLOCK <= interior_hi {
-                // NOTE(unsafe): pixels start..start+4 are interior columns, so every kernel
+                // SAFETY: pixels start..start+4 are interior columns, so every kernel
                 // column is inside the input; `rows` clamps the kernel rows; the slice
                 // lengths were checked in `conv2d`.
                 unsafe {
@@ -186,7 +186,7 @@ fn channel_block<const OC: usize, const KH: usize, const KW: usize, const SW: us
                     )
                 }
             } else {
-                // NOTE(unsafe): `edge_tile` checks every input column; rows are clamped;
+                // SAFETY: `edge_tile` checks every input column; rows are clamped;
                 // the slice lengths were checked in `conv2d`.
                 unsafe {
                     edge_tile::<OC, PIXEL_BLOCK, KH, KW, SW>(
@@ -235,7 +235,7 @@ fn store<const OC: usize, const PX: usize>(
 /// `input` holds `w.input`, `weights` holds `[ic][kh][kw][OC]`, every kernel row in `rows`
 /// lands inside the input for output row `oy`, `in_channels` is `w.input.channels` and `SW`
 /// is 0 or `w.stride[1]`.
-// NOTE(unsafe): unsafe because the caller must uphold the bounds listed under # Safety;
+// SAFETY: unsafe because the caller must uphold the bounds listed under # Safety;
 // inside, every pointer read relies on them.
 #[inline(always)]
 unsafe fn edge_tile<
@@ -275,7 +275,7 @@ unsafe fn edge_tile<
                 let mut xv = [0.0f32; PX];
                 if kx >= safe_lo && kx < safe_hi {
                     for (p, v) in xv.iter_mut().enumerate() {
-                        // NOTE(unsafe): kx is inside the input for every pixel of the tile
+                        // SAFETY: kx is inside the input for every pixel of the tile
                         // (`columns_valid_for_all`), and the row by this function's contract.
                         *v = unsafe { *inp.add(row + ix0.wrapping_add(p * sw + kx)) };
                     }
@@ -283,7 +283,7 @@ unsafe fn edge_tile<
                     for (p, v) in xv.iter_mut().enumerate() {
                         let col = ix0.wrapping_add(p * sw + kx);
                         if col < in_w {
-                            // NOTE(unsafe): `col` is a column of the input and the row is
+                            // SAFETY: `col` is a column of the input and the row is
                             // inside the input by this function's contract.
                             *v = unsafe { *inp.add(row + col) };
                         }
@@ -291,7 +291,7 @@ unsafe fn edge_tile<
                 }
                 let mut wv = [0.0f32; OC];
                 for (lane, v) in wv.iter_mut().enumerate() {
-                    // NOTE(unsafe): `weights` holds `in_channels * kh * kw * OC` values.
+                    // SAFETY: `weights` holds `in_channels * kh * kw * OC` values.
                     *v = unsafe { *wp.add(w_row + kx * OC + lane) };
                 }
                 for lane in 0..OC {
@@ -313,7 +313,7 @@ unsafe fn edge_tile<
 /// `rows`, column in `cols` and pixel `p < PX` the input coordinate
 /// `(oy*sh + ky - ph, (ox+p)*sw + kx - pw)` lies inside the input; `in_channels` is
 /// `w.input.channels` and `SW` is 0 or `w.stride[1]`.
-// NOTE(unsafe): unsafe because the caller must uphold the bounds listed under # Safety;
+// SAFETY: unsafe because the caller must uphold the bounds listed under # Safety;
 // inside, every pointer read relies on them.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -361,7 +361,7 @@ unsafe fn tile<
         } else {
             super::arm::dnal_conv3x3_s2_tile4x4
         };
-        // NOTE(unsafe): all three kernel rows and columns of the 4 pixels are inside the
+        // SAFETY: all three kernel rows and columns of the 4 pixels are inside the
         // input (this function's contract with full `rows` and `cols`), so `origin` is an
         // index into `input` and the assembly reads only inside it; `weights` holds the
         // `in_channels * 9 * 4` values it streams; `sums` has the 16 values it writes.
@@ -393,7 +393,7 @@ unsafe fn tile<
             let in_row = in_base.wrapping_add(ky * in_w);
             let w_row = (w_base + ky * kw) * OC;
             for kx in cols.0..cols.1 {
-                // NOTE(unsafe): in bounds by this function's contract (see # Safety).
+                // SAFETY: in bounds by this function's contract (see # Safety).
                 unsafe {
                     let wk = wp.add(w_row + kx * OC);
                     let mut wv = [0.0f32; OC];

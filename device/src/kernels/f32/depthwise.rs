@@ -189,11 +189,11 @@ fn channel<const PX: usize, const KH: usize, const KW: usize, const SW: usize>(
         while ox < out_w {
             let start = ox.min(out_w - PX);
             let acc = if start >= interior_lo && start + PX <= interior_hi {
-                // NOTE(unsafe): interior columns (every kernel column inside the input),
+                // SAFETY: interior columns (every kernel column inside the input),
                 // rows clamped, slice lengths checked in `depthwise_impl`.
                 unsafe { tile::<PX, KH, KW, SW>(w, x, k, oy, rows, start) }
             } else {
-                // NOTE(unsafe): `edge_tile` checks every column; rows clamped; lengths checked.
+                // SAFETY: `edge_tile` checks every column; rows clamped; lengths checked.
                 unsafe { edge_tile::<PX, KH, KW, SW>(w, x, k, oy, rows, start) }
             };
             for (d, a) in row[start..start + PX].iter_mut().zip(acc) {
@@ -210,7 +210,7 @@ fn channel<const PX: usize, const KH: usize, const KW: usize, const SW: usize>(
 /// `plane` is one input channel, `kernel` its `kh * kw` weights, every kernel row in `rows`
 /// lands inside the plane for output row `oy`, every kernel column lands inside it for the
 /// pixels `ox..ox+PX`, and `KH`, `KW`, `SW` are 0 or equal to the window's.
-// NOTE(unsafe): unsafe because the caller must uphold the bounds listed under # Safety;
+// SAFETY: unsafe because the caller must uphold the bounds listed under # Safety;
 // inside, every pointer read relies on them.
 #[inline(always)]
 unsafe fn tile<const PX: usize, const KH: usize, const KW: usize, const SW: usize>(
@@ -235,7 +235,7 @@ unsafe fn tile<const PX: usize, const KH: usize, const KW: usize, const SW: usiz
     for ky in rows.0..rows.1 {
         let in_row = origin.wrapping_add(ky * in_w);
         for kx in 0..kw {
-            // NOTE(unsafe): in bounds by this function's contract (see # Safety).
+            // SAFETY: in bounds by this function's contract (see # Safety).
             unsafe {
                 let wv = *kp.add(ky * kw + kx);
                 for (p, a) in acc.iter_mut().enumerate() {
@@ -253,7 +253,7 @@ unsafe fn tile<const PX: usize, const KH: usize, const KW: usize, const SW: usiz
 ///
 /// # Safety
 /// As [`tile`], except that the kernel columns may fall outside the plane.
-// NOTE(unsafe): unsafe because the caller must uphold the bounds listed under # Safety;
+// SAFETY: unsafe because the caller must uphold the bounds listed under # Safety;
 // inside, every pointer read relies on them.
 #[inline(always)]
 unsafe fn edge_tile<const PX: usize, const KH: usize, const KW: usize, const SW: usize>(
@@ -280,7 +280,7 @@ unsafe fn edge_tile<const PX: usize, const KH: usize, const KW: usize, const SW:
             let wv = kernel[ky * kw + kx];
             if kx >= safe_lo && kx < safe_hi {
                 for (p, a) in acc.iter_mut().enumerate() {
-                    // NOTE(unsafe): kx is inside the plane for every pixel of the tile
+                    // SAFETY: kx is inside the plane for every pixel of the tile
                     // (`columns_valid_for_all`), and the row by this function's contract.
                     *a = mac(*a, wv, unsafe {
                         *xp.add(row + ix0.wrapping_add(p * sw + kx))
@@ -291,7 +291,7 @@ unsafe fn edge_tile<const PX: usize, const KH: usize, const KW: usize, const SW:
                     // "Negative" columns wrap around and fail the test too.
                     let col = ix0.wrapping_add(p * sw + kx);
                     if col < in_w {
-                        // NOTE(unsafe): `col` is a column of the plane and the row is inside
+                        // SAFETY: `col` is a column of the plane and the row is inside
                         // it by this function's contract.
                         *a = mac(*a, wv, unsafe { *xp.add(row + col) });
                     }

@@ -60,7 +60,7 @@ pub(crate) fn mac(acc: f32, a: f32, b: f32) -> f32 {
     #[cfg(target_arch = "aarch64")]
     {
         let mut acc = acc;
-        // NOTE(unsafe): a register-only instruction (no memory, no stack, no flags); every
+        // SAFETY: a register-only instruction (no memory, no stack, no flags); every
         // aarch64 core has scalar FMADD.
         unsafe {
             core::arch::asm!(

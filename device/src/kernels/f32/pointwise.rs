@@ -75,12 +75,12 @@ fn channel_block<const OC: usize>(
             // The last tile moves back to end at the last pixel (a few pixels computed twice,
             // identically) instead of taking the one-pixel path.
             let start = p.min(pixels - PIXEL_BLOCK);
-            // NOTE(unsafe): pixels start..start+4 exist; lengths checked at entry.
+            // SAFETY: pixels start..start+4 exist; lengths checked at entry.
             let acc = unsafe { tile::<OC, PIXEL_BLOCK>(params, in_c, input, weights, start) };
             store(params, &acc, bias, output, oc0, start);
             p = start + PIXEL_BLOCK;
         } else {
-            // NOTE(unsafe): pixel p exists; lengths checked at entry.
+            // SAFETY: pixel p exists; lengths checked at entry.
             let acc = unsafe { tile::<OC, 1>(params, in_c, input, weights, p) };
             store(params, &acc, bias, output, oc0, p);
             p += 1;
@@ -109,7 +109,7 @@ fn store<const OC: usize, const PX: usize>(
 /// # Safety
 /// `in_c` is the input channel count, `input` holds `in_c * pixels` values, `weights`
 /// `in_c * OC`, and `p + PX <= pixels`.
-// NOTE(unsafe): unsafe because the caller must uphold the bounds listed under # Safety;
+// SAFETY: unsafe because the caller must uphold the bounds listed under # Safety;
 // inside, every pointer read relies on them.
 #[inline(always)]
 unsafe fn tile<const OC: usize, const PX: usize>(
@@ -124,7 +124,7 @@ unsafe fn tile<const OC: usize, const PX: usize>(
     let xp = input.as_ptr();
     let wp = weights.as_ptr();
     for ic in 0..in_c {
-        // NOTE(unsafe): in bounds by this function's contract (see # Safety).
+        // SAFETY: in bounds by this function's contract (see # Safety).
         unsafe {
             let mut wv = [0.0f32; OC];
             for (lane, v) in wv.iter_mut().enumerate() {

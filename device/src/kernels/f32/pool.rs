@@ -46,7 +46,7 @@ fn pool<const MAX: bool>(params: &Pool2dParams, input: &[f32], output: &mut [f32
                 for iy in iy0..iy0 + (ky1 - ky0) {
                     let base = iy * in_w + ix0;
                     for c in 0..kx1 - kx0 {
-                        // NOTE(unsafe): rows and columns are clamped to the input by
+                        // SAFETY: rows and columns are clamped to the input by
                         // `valid_taps` (or lie in the interior), and `input.len()` was checked.
                         let v = unsafe { *x.get_unchecked(base + c) };
                         acc = if MAX { max_f32(v, acc) } else { acc + v };
