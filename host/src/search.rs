@@ -320,11 +320,11 @@ fn board_latency(
     plan: &NetPlan,
     out: &Path,
 ) -> Result<Option<LatencyEstimate>, SearchError> {
-    let default_path = out.join(dnal_device::latency::TABLE_FILE);
+    let default_path = out.join(dnal_firmware::latency::TABLE_FILE);
     let table = match (&config.latency_table, &config.board) {
-        (Some(path), _) => dnal_device::latency::LatencyTable::load(path)?,
+        (Some(path), _) => dnal_firmware::latency::LatencyTable::load(path)?,
         (None, Some(_)) if default_path.exists() => {
-            dnal_device::latency::LatencyTable::load(&default_path)?
+            dnal_firmware::latency::LatencyTable::load(&default_path)?
         }
         (None, Some(board)) => profile_model(plan, board, &default_path, &Default::default())?,
         (None, None) => return Ok(None),
@@ -852,7 +852,7 @@ impl Search {
         observer: &mut dyn SearchObserver,
     ) -> Result<(), SearchError> {
         let dir = self.out.join(PARENT_EXPORT);
-        if dir.join(dnal_device::export::ARCH_FILE).exists() {
+        if dir.join(dnal_export::ARCH_FILE).exists() {
             return Ok(());
         }
         let export = build_export(
@@ -896,7 +896,7 @@ impl Search {
         )?;
         export.write(&self.out)?;
         // The reported accuracy is the accuracy of the files on disk, as `dnal eval` reads them.
-        let reloaded = dnal_device::export::Export::load(&self.out)?;
+        let reloaded = dnal_export::Export::load(&self.out)?;
         let eval_device = self.device.clone().without_autodiff();
         let export_net = ExportNet::new(&reloaded, &eval_device);
         let accuracy = evaluate(&self.test, reloaded.arch().num_classes, &eval_device, |x| {
