@@ -1,4 +1,4 @@
-//! Native inference of one export, batch 1: the code dnal-device generates (built for this
+//! Native inference of one export, batch 1: the code dnal-firmware generates (built for this
 //! machine, `--board host`) against burn's CPU backend (flex) on the same network and the same
 //! images, in one run. Prints the median wall time per image of each and their ratio.
 //!
@@ -11,8 +11,8 @@ use std::time::Instant;
 use burn::tensor::{Tensor, TensorData};
 use dnal::backend::Backend;
 use dnal::export::ExportNet;
-use dnal_device::DeployRequest;
-use dnal_device::export::Export;
+use dnal_export::Export;
+use dnal_firmware::DeployRequest;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -69,7 +69,7 @@ fn main() {
     request.run = true;
     request.images = images.clone();
     request.reference_logits = Some(images.iter().map(|i| run_burn(i)).collect());
-    let report = dnal_device::deploy(&request).expect("the host firmware builds and runs");
+    let report = dnal_firmware::deploy(&request).expect("the host firmware builds and runs");
     let cost = report.cost.expect("a run measures cost");
     assert_eq!(cost.unit, "wall_ns");
     // The first image runs with cold caches; the median ignores it like burn's warm-up.

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData};
 use dnal_datasets::{ImageSet, Normalization};
-use dnal_device::export::Export;
-use dnal_device::{DeployReport, DeployRequest};
+use dnal_export::Export;
+use dnal_firmware::{DeployReport, DeployRequest};
 
 use crate::backend::Backend;
 use crate::error::SearchError;
@@ -144,5 +144,5 @@ pub fn deploy_export(options: &DeployOptions) -> Result<DeployReport, SearchErro
         request.reference_logits = Some(reference_logits(&export, &images)?);
         request.images = images;
     }
-    Ok(dnal_device::deploy(&request)?)
+    Ok(dnal_firmware::deploy(&request)?)
 }

@@ -15,13 +15,13 @@ pub enum SearchError {
     Model(#[from] dnal_models::ModelError),
     /// An export could not be read or written.
     #[error(transparent)]
-    Export(#[from] dnal_device::export::ExportError),
+    Export(#[from] dnal_export::ExportError),
     /// A latency table could not be made, read or used.
     #[error(transparent)]
-    Latency(#[from] dnal_device::latency::LatencyError),
+    Latency(#[from] dnal_firmware::latency::LatencyError),
     /// The firmware could not be generated, built or run.
     #[error(transparent)]
-    Deploy(#[from] dnal_device::DeployError),
+    Deploy(#[from] dnal_firmware::DeployError),
     /// A backend that this build does not include.
     #[error(
         "this dnal was built without the {backend} backend; rebuild with `cargo build --release --features {feature}` or pick --backend cpu"

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use dnal_datasets::{Batcher, Normalization};
-use dnal_device::export::Export;
+use dnal_export::Export;
 
 use crate::backend::Backend;
 use crate::checkpoint::read_regular_file;

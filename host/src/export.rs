@@ -10,7 +10,7 @@ use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
 use dnal_datasets::Dataset;
-use dnal_device::export::{
+use dnal_export::{
     Activation as ExportActivation, AddSpec, Arch, Conv2dSpec, Export, Layer, LinearSpec,
     Normalization, Op as ExportOp, PoolSpec, Shape3, Tensor as ExportTensor,
 };

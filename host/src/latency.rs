@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use dnal_datasets::Dataset;
-use dnal_device::latency::{GridOptions, LatencyTable, ProfileOptions, profile};
+use dnal_firmware::latency::{GridOptions, LatencyTable, ProfileOptions, profile};
 use dnal_models::{ChannelMasks, GatedNetConfig, NetPlan, NetSpec};
 use serde::{Deserialize, Serialize};
 
-use dnal_device::DeployRequest;
-use dnal_device::export::Export;
+use dnal_export::Export;
+use dnal_firmware::DeployRequest;
 
 use crate::budget::CostEstimate;
 use crate::deploy::{normalised_images, reference_logits};
@@ -124,7 +124,7 @@ impl CostEstimate for LatencyEstimate {
 
 /// The architecture of a spec's unpruned network (random weights): what `dnal profile`
 /// measures and what a table is checked against.
-pub fn structure_arch(plan: &NetPlan) -> Result<dnal_device::export::Arch, SearchError> {
+pub fn structure_arch(plan: &NetPlan) -> Result<dnal_export::Arch, SearchError> {
     let net = GatedNetConfig::new(plan.spec.clone())
         .with_gate_position(plan.gate_position)
         .init(&Device::flex())?;
@@ -217,7 +217,7 @@ pub fn measure_on_board(
     request.run = true;
     request.reference_logits = Some(reference_logits(export, &images)?);
     request.images = images;
-    let report = dnal_device::deploy(&request)?;
+    let report = dnal_firmware::deploy(&request)?;
     let cost = report.cost.ok_or_else(|| SearchError::InvalidOption {
         option: "--board",
         value: table.board.clone(),

@@ -413,7 +413,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!("  {name}");
             }
             println!("boards (--board):");
-            for name in dnal_device::board::board_names() {
+            for name in dnal_firmware::board::board_names() {
                 println!("  {name}");
             }
             Ok(())
@@ -574,7 +574,7 @@ fn profile(args: ProfileArgs) -> Result<()> {
         dataset.train.num_classes(),
     )?;
     let plan = dnal_models::NetPlan::new(spec, GatePosition::AfterBn)?;
-    let grid = dnal_device::latency::GridOptions {
+    let grid = dnal_firmware::latency::GridOptions {
         in_points: args.in_points,
         out_points: args.out_points,
         channel_points: args.channel_points,

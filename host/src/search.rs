@@ -299,7 +299,7 @@ fn prepare_out(out: &Path) -> Result<(), SearchError> {
     // table, profiled first) does not make the folder someone else's.
     let leftover_of_a_start = |entry: &fs::DirEntry| {
         let name = entry.file_name();
-        name == dnal_device::latency::TABLE_FILE
+        name == dnal_firmware::latency::TABLE_FILE
             || (name == "checkpoint"
                 && fs::read_dir(entry.path()).is_ok_and(|mut d| d.next().is_none()))
     };
@@ -354,11 +354,11 @@ fn board_latency(
     plan: &NetPlan,
     out: &Path,
 ) -> Result<Option<LatencyEstimate>, SearchError> {
-    let default_path = out.join(dnal_device::latency::TABLE_FILE);
+    let default_path = out.join(dnal_firmware::latency::TABLE_FILE);
     let table = match (&config.latency_table, &config.board) {
-        (Some(path), _) => dnal_device::latency::LatencyTable::load(path)?,
+        (Some(path), _) => dnal_firmware::latency::LatencyTable::load(path)?,
         (None, Some(_)) if default_path.exists() => {
-            dnal_device::latency::LatencyTable::load(&default_path)?
+            dnal_firmware::latency::LatencyTable::load(&default_path)?
         }
         (None, Some(board)) => profile_model(plan, board, &default_path, &Default::default())?,
         (None, None) => return Ok(None),
@@ -964,7 +964,7 @@ impl Search {
         observer: &mut dyn SearchObserver,
     ) -> Result<(), SearchError> {
         let dir = self.out.join(PARENT_EXPORT);
-        if dir.join(dnal_device::export::ARCH_FILE).exists() {
+        if dir.join(dnal_export::ARCH_FILE).exists() {
             return Ok(());
         }
         let export = build_export(
@@ -1008,7 +1008,7 @@ impl Search {
         )?;
         export.write(&self.out)?;
         // The reported accuracy is the accuracy of the files on disk, as `dnal eval` reads them.
-        let reloaded = dnal_device::export::Export::load(&self.out)?;
+        let reloaded = dnal_export::Export::load(&self.out)?;
         let eval_device = self.device.clone().without_autodiff();
         let export_net = ExportNet::new(&reloaded, &eval_device);
         let accuracy = evaluate(&self.test, reloaded.arch().num_classes, &eval_device, |x| {

@@ -18,8 +18,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use dnal_device::export::Export;
-use dnal_device::latency::{LatencyTable, TABLE_FILE};
+use dnal_export::Export;
+use dnal_firmware::latency::{LatencyTable, TABLE_FILE};
 use dnal_models::{NetPlan, model_spec};
 use serde::{Deserialize, Serialize};
 

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use dnal::lock::OutputLock;
-use dnal_device::export::{Activation, Arch, Export, Layer, LinearSpec, Op, Shape3, Tensor};
+use dnal_export::{Activation, Arch, Export, Layer, LinearSpec, Op, Shape3, Tensor};
 
 fn dnal(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dnal"))

@@ -10,7 +10,7 @@ use dnal::budget::Budget;
 use dnal::config::SearchConfig;
 use dnal::progress::Silent;
 use dnal::sweep::SweepPlan;
-use dnal_device::latency::LatencyTable;
+use dnal_firmware::latency::LatencyTable;
 use dnal_models::{GatePosition, NetPlan, ValueShape, model_spec};
 
 const BOARD: &str = "cortex-m7-qemu";

@@ -13,7 +13,7 @@ use dnal::config::SearchConfig;
 use dnal::deploy::{DeployOptions, deploy_export};
 use dnal::progress::Silent;
 use dnal::report::Report;
-use dnal_device::export::Export;
+use dnal_export::Export;
 
 struct Searched {
     _dir: tempfile::TempDir,

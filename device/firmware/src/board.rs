@@ -1,0 +1,249 @@
+//! The boards a model can be deployed to: their target, CPU, memory budget and how to run.
+
+use serde::Serialize;
+
+/// How firmware for a board is run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Runner {
+    /// A native executable on this machine.
+    Native,
+    /// `qemu-system-arm -machine MACHINE -cpu CPU` with semihosting.
+    QemuSystem {
+        machine: &'static str,
+        cpu: &'static str,
+    },
+    /// `qemu-aarch64 -cpu CPU` (Linux user mode).
+    QemuUser {
+        program: &'static str,
+        cpu: &'static str,
+    },
+    /// `probe-rs run --chip CHIP` on a board attached through a debug probe.
+    ProbeRs { chip: &'static str },
+}
+
+/// How a board's firmware talks to the host; picks the firmware's `main.rs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Harness {
+    /// Cortex-M under QEMU: semihosting output, marker-counted instructions.
+    CortexMQemu,
+    /// A real Cortex-M board: defmt over RTT, DWT cycle counter.
+    CortexMProbe,
+    /// A std executable (host, aarch64 Linux): stdout, markers (or wall time on the host).
+    Std,
+}
+
+/// What a deployment's cost figures count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum CostUnit {
+    /// Instructions executed, counted by the QEMU plugin between marker instructions
+    /// (deterministic; not cycles).
+    Instructions,
+    /// CPU cycles from the DWT cycle counter of a real Cortex-M.
+    Cycles,
+    /// Wall-clock nanoseconds on this machine (not deterministic).
+    WallNanoseconds,
+}
+
+impl CostUnit {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CostUnit::Instructions => "instructions",
+            CostUnit::Cycles => "cycles",
+            CostUnit::WallNanoseconds => "wall_ns",
+        }
+    }
+}
+
+/// A deployment target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Board {
+    /// The name `dnal deploy --board` takes.
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Rust target triple; `None` builds for this machine.
+    pub target: Option<&'static str>,
+    pub cpu: &'static str,
+    /// Flash (code + constant data) budget in bytes.
+    pub flash_bytes: u64,
+    /// RAM (static data + stack) budget in bytes.
+    pub ram_bytes: u64,
+    /// Where flash and RAM start (for memory.x on Cortex-M).
+    pub flash_origin: u64,
+    pub ram_origin: u64,
+    /// Extra rustc flags for this board's firmware.
+    pub rustflags: &'static [&'static str],
+    /// Features of dnal-kernels the firmware turns on.
+    pub kernel_features: &'static [&'static str],
+    pub harness: Harness,
+    pub runner: Runner,
+    pub cost_unit: CostUnit,
+    /// The CPU clock that turns cycles into time, in Hz: the real chip's clock, or for a QEMU
+    /// board the clock of a typical chip with this CPU (QEMU has no clock of its own).
+    pub clock_hz: u64,
+    /// Where `clock_hz` comes from, and for instruction counts what a cycle is assumed to be.
+    pub clock_note: &'static str,
+}
+
+const MIB: u64 = 1024 * 1024;
+const KIB: u64 = 1024;
+
+/// Every board this crate can deploy to.
+pub const BOARDS: &[Board] = &[
+    Board {
+        name: "host",
+        description: "this machine, natively (wall-clock cost, for quick checks)",
+        target: None,
+        cpu: "native",
+        flash_bytes: 256 * MIB,
+        ram_bytes: 256 * MIB,
+        flash_origin: 0,
+        ram_origin: 0,
+        rustflags: &[],
+        kernel_features: &[],
+        harness: Harness::Std,
+        runner: Runner::Native,
+        cost_unit: CostUnit::WallNanoseconds,
+        clock_hz: 1_000_000_000,
+        clock_note: "wall-clock nanoseconds: 1 unit = 1 ns (no cycle count)",
+    },
+    Board {
+        name: "cortex-m4-qemu",
+        description: "Cortex-M4F in QEMU (mps2-an386), budget 1 MiB flash / 256 KiB RAM",
+        target: Some("thumbv7em-none-eabihf"),
+        cpu: "cortex-m4",
+        flash_bytes: MIB,
+        ram_bytes: 256 * KIB,
+        flash_origin: 0,
+        ram_origin: 0x2000_0000,
+        // Generic thumbv7em CPU on purpose: `-C target-cpu=cortex-m4` splits every f32
+        // multiply-accumulate into vmul + vadd (see kernels::f32::mac).
+        rustflags: &[],
+        kernel_features: &[],
+        harness: Harness::CortexMQemu,
+        runner: Runner::QemuSystem {
+            machine: "mps2-an386",
+            cpu: "cortex-m4",
+        },
+        cost_unit: CostUnit::Instructions,
+        clock_hz: 168_000_000,
+        clock_note: "assumed: an STM32F407-class Cortex-M4F at 168 MHz (QEMU's mps2-an386 is a 25 MHz FPGA board); one instruction taken as one cycle, an assumption: QEMU counts instructions, not cycles",
+    },
+    Board {
+        name: "cortex-m7-qemu",
+        description: "Cortex-M7 in QEMU (mps2-an500), budget 1 MiB flash / 320 KiB RAM (as STM32F746)",
+        target: Some("thumbv7em-none-eabihf"),
+        cpu: "cortex-m7",
+        flash_bytes: MIB,
+        ram_bytes: 320 * KIB,
+        flash_origin: 0,
+        ram_origin: 0x2000_0000,
+        rustflags: &["-C", "target-cpu=cortex-m7"],
+        kernel_features: &["fpv5"],
+        harness: Harness::CortexMQemu,
+        runner: Runner::QemuSystem {
+            machine: "mps2-an500",
+            cpu: "cortex-m7",
+        },
+        cost_unit: CostUnit::Instructions,
+        clock_hz: 216_000_000,
+        clock_note: "assumed: an STM32F746 (Cortex-M7) at 216 MHz, the chip whose budget this board has; one instruction taken as one cycle, an assumption: QEMU counts instructions, not cycles",
+    },
+    Board {
+        name: "aarch64-qemu",
+        description: "aarch64 Linux (Cortex-A55 class) in qemu-aarch64 user mode",
+        target: Some("aarch64-unknown-linux-gnu"),
+        cpu: "cortex-a55",
+        flash_bytes: 64 * MIB,
+        ram_bytes: 64 * MIB,
+        flash_origin: 0,
+        ram_origin: 0,
+        // Static so qemu-aarch64 needs no sysroot; QEMU 7.2 has no cortex-a55 model, the
+        // runner uses cortex-a76 (same ISA for this code).
+        rustflags: &[
+            "-C",
+            "target-feature=+crt-static",
+            "-C",
+            "target-cpu=cortex-a55",
+        ],
+        kernel_features: &[],
+        harness: Harness::Std,
+        runner: Runner::QemuUser {
+            program: "qemu-aarch64",
+            cpu: "cortex-a76",
+        },
+        cost_unit: CostUnit::Instructions,
+        clock_hz: 1_800_000_000,
+        clock_note: "assumed: a Cortex-A55 at 1.8 GHz; one instruction taken as one cycle, an assumption: qemu-aarch64 counts instructions, not cycles",
+    },
+    Board {
+        name: "stm32f746zg",
+        description: "STM32F746ZG (Cortex-M7, e.g. NUCLEO-F746ZG) through probe-rs, defmt over RTT",
+        target: Some("thumbv7em-none-eabihf"),
+        cpu: "cortex-m7",
+        flash_bytes: MIB,
+        ram_bytes: 320 * KIB,
+        flash_origin: 0x0800_0000,
+        ram_origin: 0x2000_0000,
+        rustflags: &["-C", "target-cpu=cortex-m7"],
+        kernel_features: &["fpv5"],
+        harness: Harness::CortexMProbe,
+        runner: Runner::ProbeRs {
+            chip: "STM32F746ZGTx",
+        },
+        cost_unit: CostUnit::Cycles,
+        clock_hz: 216_000_000,
+        clock_note: "the STM32F746's maximum clock, 216 MHz (the firmware must configure the PLL for it; after reset the chip runs at 16 MHz)",
+    },
+    Board {
+        name: "nrf52840",
+        description: "nRF52840 (Cortex-M4F, e.g. nRF52840-DK) through probe-rs, defmt over RTT",
+        target: Some("thumbv7em-none-eabihf"),
+        cpu: "cortex-m4",
+        flash_bytes: MIB,
+        ram_bytes: 256 * KIB,
+        flash_origin: 0,
+        ram_origin: 0x2000_0000,
+        rustflags: &[],
+        kernel_features: &[],
+        harness: Harness::CortexMProbe,
+        runner: Runner::ProbeRs {
+            chip: "nRF52840_xxAA",
+        },
+        cost_unit: CostUnit::Cycles,
+        clock_hz: 64_000_000,
+        clock_note: "the nRF52840's fixed 64 MHz CPU clock",
+    },
+];
+
+/// Looks a board up by name.
+pub fn board(name: &str) -> Option<&'static Board> {
+    BOARDS.iter().find(|b| b.name == name)
+}
+
+/// The names of all boards, for error messages and `--help`.
+pub fn board_names() -> Vec<&'static str> {
+    BOARDS.iter().map(|b| b.name).collect()
+}
+
+impl Board {
+    /// Bytes of flash the firmware harness and kernels take besides the weights and images
+    /// (an estimate used to refuse a model before building; the linker has the last word).
+    pub fn code_allowance(&self) -> u64 {
+        match self.harness {
+            Harness::CortexMQemu | Harness::CortexMProbe => 32 * KIB,
+            Harness::Std => 4 * MIB,
+        }
+    }
+
+    /// Bytes of RAM kept for the stack and the harness besides the arena.
+    pub fn stack_allowance(&self) -> u64 {
+        match self.harness {
+            Harness::CortexMQemu | Harness::CortexMProbe => 8 * KIB,
+            Harness::Std => 2 * MIB,
+        }
+    }
+
+    pub fn is_cortex_m(&self) -> bool {
+        matches!(self.harness, Harness::CortexMQemu | Harness::CortexMProbe)
+    }
+}

@@ -1,0 +1,291 @@
+//! Which channel counts to measure for each layer of a parent network.
+//!
+//! Measured costs (BENCHMARKS.md, "Latency tables") are linear in the input channel count
+//! and, for the blocked kernels (dense conv, linear: 4 output channels per register tile),
+//! linear in the number of full output blocks plus what the leftover channels cost, about
+//! twice a blocked channel each and not quite the same with or without full blocks before
+//! them. So a few points per axis suffice if the output axis holds multiples of the block
+//! and the counts below two blocks (the leftovers, without and with a full block).
+
+use serde::{Deserialize, Serialize};
+
+use super::LatencyError;
+use super::table::{Grid, LayerStructure};
+use dnal_export::{Arch, ArchSummary, Op};
+use dnal_kernels::f32::OUT_BLOCK;
+
+/// How densely to measure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GridOptions {
+    /// Points on an input-channel axis, spread from 1 to the parent's count (>= 2).
+    pub in_points: usize,
+    /// Multiples of the register block on an output-channel axis, spread from one block to
+    /// the parent's count (>= 2); the counts below one block and the parent's own count are
+    /// measured too.
+    pub out_points: usize,
+    /// Points on the axis of a layer that keeps its channel count (pools, depthwise, add),
+    /// spread from 1 to the parent's count (>= 2).
+    pub channel_points: usize,
+}
+
+impl Default for GridOptions {
+    fn default() -> Self {
+        GridOptions {
+            in_points: 3,
+            out_points: 3,
+            channel_points: 3,
+        }
+    }
+}
+
+impl GridOptions {
+    pub(crate) fn check(&self) -> Result<(), LatencyError> {
+        for (name, v) in [
+            ("in_points", self.in_points),
+            ("out_points", self.out_points),
+            ("channel_points", self.channel_points),
+        ] {
+            if v < 2 {
+                return Err(LatencyError::Options(format!(
+                    "grid {name} is {v}; at least 2 points are needed to interpolate"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The grid of one layer before measurement: its structure and the counts to measure.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct LayerPlan {
+    pub index: usize,
+    pub name: String,
+    pub structure: LayerStructure,
+    pub axes: Axes,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Axes {
+    InOut {
+        in_channels: Vec<usize>,
+        out_channels: Vec<usize>,
+        out_block: usize,
+    },
+    Channels(Vec<usize>),
+}
+
+impl Axes {
+    /// Every `(in, out)` channel pair to measure, row by row.
+    pub fn points(&self) -> Vec<(usize, usize)> {
+        match self {
+            Axes::InOut {
+                in_channels,
+                out_channels,
+                ..
+            } => in_channels
+                .iter()
+                .flat_map(|&i| out_channels.iter().map(move |&o| (i, o)))
+                .collect(),
+            Axes::Channels(c) => c.iter().map(|&c| (c, c)).collect(),
+        }
+    }
+
+    /// The grid with `costs` (one per point, in the order of [`Axes::points`]).
+    pub fn with_costs(&self, costs: &[f64]) -> Grid {
+        match self {
+            Axes::InOut {
+                in_channels,
+                out_channels,
+                out_block,
+            } => Grid::InOut {
+                in_channels: in_channels.clone(),
+                out_channels: out_channels.clone(),
+                out_block: *out_block,
+                cost: costs
+                    .chunks(out_channels.len())
+                    .map(|row| row.to_vec())
+                    .collect(),
+            },
+            Axes::Channels(c) => Grid::Channels {
+                channels: c.clone(),
+                cost: costs.to_vec(),
+            },
+        }
+    }
+}
+
+/// The grid of every layer of a validated parent network.
+pub(crate) fn plan_layers(
+    arch: &Arch,
+    summary: &ArchSummary,
+    options: &GridOptions,
+) -> Vec<LayerPlan> {
+    let fixed = fixed_values(arch);
+    arch.layers
+        .iter()
+        .zip(&summary.layers)
+        .enumerate()
+        .map(|(index, (layer, info))| {
+            let in_fixed = layer.inputs.iter().any(|&v| fixed[v]);
+            let out_fixed = fixed[index + 1];
+            let c_in = info.input_shapes[0].channels;
+            let c_out = info.output.channels;
+            let axes = match &layer.op {
+                Op::Conv2d(c) if !c.is_depthwise() => {
+                    in_out(c_in, c_out, in_fixed, out_fixed, options)
+                }
+                Op::Linear(_) => in_out(c_in, c_out, in_fixed, out_fixed, options),
+                _ => Axes::Channels(if in_fixed || out_fixed {
+                    vec![c_in]
+                } else {
+                    spread(c_in, options.channel_points)
+                }),
+            };
+            LayerPlan {
+                index,
+                name: layer.name.clone(),
+                structure: LayerStructure::of(layer, info),
+                axes,
+            }
+        })
+        .collect()
+}
+
+fn in_out(c_in: usize, c_out: usize, in_fixed: bool, out_fixed: bool, o: &GridOptions) -> Axes {
+    Axes::InOut {
+        in_channels: if in_fixed {
+            vec![c_in]
+        } else {
+            spread(c_in, o.in_points)
+        },
+        out_channels: if out_fixed {
+            vec![c_out]
+        } else {
+            blocked_points(c_out, o.out_points, OUT_BLOCK)
+        },
+        out_block: OUT_BLOCK,
+    }
+}
+
+/// `n` counts spread evenly from 1 to `max` (fewer when `max` is small).
+pub(crate) fn spread(max: usize, n: usize) -> Vec<usize> {
+    if max <= 1 || n < 2 {
+        return vec![max.max(1)];
+    }
+    let mut v: Vec<usize> = (0..n)
+        .map(|k| 1 + ((max - 1) as f64 * k as f64 / (n - 1) as f64).round() as usize)
+        .collect();
+    v.dedup();
+    v
+}
+
+/// The counts below one block and just above it (the leftover channels' cost without and
+/// with full blocks before them), `n` multiples of the block from one block to `max`, and
+/// `max` itself.
+pub(crate) fn blocked_points(max: usize, n: usize, block: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (1..(2 * block).min(max + 1)).collect();
+    let blocks = max / block;
+    if blocks >= 1 {
+        v.extend(spread(blocks, n).into_iter().map(|b| b * block));
+    }
+    v.push(max);
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// For each value (0 = the image, `i + 1` = layer `i`'s output): true when its channel
+/// count cannot change in a pruned network. The image's and the logits' counts are fixed,
+/// and so is every value tied to them by a layer that keeps its channel count (pools,
+/// depthwise conv, add: their inputs and output share one count).
+pub(crate) fn fixed_values(arch: &Arch) -> Vec<bool> {
+    let n = arch.layers.len() + 1;
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn root(parent: &mut [usize], mut v: usize) -> usize {
+        while parent[v] != v {
+            parent[v] = parent[parent[v]];
+            v = parent[v];
+        }
+        v
+    }
+    for (i, layer) in arch.layers.iter().enumerate() {
+        let keeps = match &layer.op {
+            Op::Conv2d(c) => c.is_depthwise(),
+            Op::Linear(_) => false,
+            Op::MaxPool2d(_) | Op::AvgPool2d(_) | Op::GlobalAvgPool | Op::Add(_) => true,
+        };
+        if keeps {
+            for &v in &layer.inputs {
+                let (a, b) = (root(&mut parent, v), root(&mut parent, i + 1));
+                parent[a] = b;
+            }
+        }
+    }
+    let image = root(&mut parent, 0);
+    let logits = root(&mut parent, n - 1);
+    (0..n)
+        .map(|v| {
+            let r = root(&mut parent, v);
+            r == image || r == logits
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth;
+
+    #[test]
+    fn points_cover_one_to_the_parent_and_the_blocks() {
+        assert_eq!(spread(32, 3), vec![1, 17, 32]);
+        assert_eq!(spread(1, 3), vec![1]);
+        assert_eq!(spread(2, 3), vec![1, 2]);
+        assert_eq!(blocked_points(32, 3, 4), vec![1, 2, 3, 4, 5, 6, 7, 20, 32]);
+        assert_eq!(
+            blocked_points(30, 3, 4),
+            vec![1, 2, 3, 4, 5, 6, 7, 16, 28, 30]
+        );
+        assert_eq!(blocked_points(3, 3, 4), vec![1, 2, 3]);
+        assert_eq!(blocked_points(5, 3, 4), vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            blocked_points(128, 4, 4),
+            vec![1, 2, 3, 4, 5, 6, 7, 44, 88, 128]
+        );
+    }
+
+    #[test]
+    fn image_and_logit_channels_are_fixed_through_pools_and_adds() {
+        let arch = synth::tiny_cnn_arch("t");
+        // Values: 0 image, 1 conv1, 2 dw, 3 pw, 4 res, 5 pool, 6 conv2, 7 avg, 8 gap, 9 fc.
+        let fixed = fixed_values(&arch);
+        assert_eq!(
+            fixed,
+            vec![
+                true, false, false, false, false, false, false, false, false, true
+            ]
+        );
+        let mut arch = arch;
+        arch.complete().unwrap();
+        let summary = arch.summary().unwrap();
+        let plans = plan_layers(&arch, &summary, &GridOptions::default());
+        assert_eq!(
+            plans[0].axes,
+            Axes::InOut {
+                in_channels: vec![3],
+                out_channels: vec![1, 2, 3, 4, 5, 6, 7, 8],
+                out_block: 4
+            }
+        );
+        assert_eq!(plans[1].axes, Axes::Channels(vec![1, 5, 8]));
+        assert_eq!(
+            plans[8].axes,
+            Axes::InOut {
+                in_channels: vec![1, 4, 6],
+                out_channels: vec![10],
+                out_block: 4
+            }
+        );
+        assert_eq!(plans[8].axes.points().len(), 3);
+    }
+}
