@@ -34,7 +34,7 @@ for row in "vgg-small 1,28,28 10" "vgg16 3,32,32 10"; do
         --backend cpu --batch 64 --steps "$steps" | ips)
     torch=$("$py" bench/torch_throughput.py "$spec" --batch 64 --steps "$steps" --threads "$threads" | ips)
     if [ "$model" = vgg-small ]; then
-        # ndarray is ~30x slower: a few steps tell.
+        # ndarray is far slower (BENCHMARKS.md, "CPU backends"): a few steps tell.
         nd=$("$bin" --model "$model" --input "$input" --classes "$classes" --backend ndarray \
             --batch 64 --steps 3 --warmup 1 | ips)
     else

@@ -2,8 +2,9 @@
 //!
 //! burn allocates every activation and gradient afresh each step. glibc serves blocks above
 //! its mmap threshold with fresh mappings and returns them to the kernel on free, so every
-//! step paid for page faults and zeroing of the same memory again (about a tenth of a training
-//! step's time in `perf`, see BENCHMARKS.md). Raising the thresholds lets freed blocks be reused.
+//! step paid for page faults and zeroing of the same memory again (visible in `perf`;
+//! what the tuning buys: BENCHMARKS.md, "CPU backends"). Raising the thresholds lets freed
+//! blocks be reused.
 
 /// Tells glibc's malloc to keep freed memory for reuse. A no-op elsewhere.
 pub fn keep_freed_memory() {

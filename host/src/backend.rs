@@ -11,8 +11,8 @@ use crate::error::SearchError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// burn's flex backend: portable Rust, threads and SIMD (the fastest CPU backend here; see
-    /// BENCHMARKS.md).
+    /// burn's flex backend: portable Rust, threads and SIMD (the fastest CPU backend here;
+    /// BENCHMARKS.md, "CPU backends").
     Cpu,
     /// burn's ndarray backend (kept for comparison; much slower to train).
     Ndarray,

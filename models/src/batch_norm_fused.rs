@@ -4,7 +4,8 @@
 //! burn's generic batch norm computes its per-channel statistics by transposing the activation
 //! to `[channels, batch * height * width]` (a full copy) before each reduction, twice forward
 //! and twice backward, and builds the output from five element-wise tensor ops; on flex that
-//! was about 10% of a training step of vgg-small. Here each direction reads the activation
+//! was a large share of a training step (BENCHMARKS.md, "CPU backends"). Here each direction
+//! reads the activation
 //! once for the per-channel sums (channels in parallel, each walking its `batch` planes) and
 //! once to write the result (planes in parallel). Sums of a plane are kept in `f32` lanes and
 //! added up in `f64`.
@@ -16,8 +17,8 @@
 //! A ReLU after the batch norm can run with it ([`NormAffine::relu`]): the forward writes
 //! `max(0, y)` in its output pass, and the backward zeroes `dy` where `y <= 0`, recomputing `y`
 //! from `x` rather than keeping it. That spares the ReLU's forward pass over the activation and
-//! its output tensor, and the sums of the backward read `x` and `dy` once for both (vgg-small
-//! steps 7% faster, BENCHMARKS.md).
+//! its output tensor, and the sums of the backward read `x` and `dy` once for both (measured in
+//! BENCHMARKS.md, "Per convolution against PyTorch").
 
 use rayon::prelude::*;
 

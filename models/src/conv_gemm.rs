@@ -3,7 +3,7 @@
 //!
 //! burn's CPU backend (flex) computes the weight gradient generically, as a convolution of the
 //! input with the output gradient as the kernel, which it runs as one skinny gemm per input
-//! channel (BENCHMARKS.md, "Per convolution"). Here every direction is the textbook lowering,
+//! channel (BENCHMARKS.md, "CPU backends"). Here every direction is the textbook lowering,
 //! with the columns of a group of images built once and shared by a single gemm:
 //!
 //! - forward: `y[O, G*L] = W[O, K] * col[K, G*L]`
@@ -176,7 +176,7 @@ impl ConvGeometry {
     /// [`Self::input_grad_as_forward`] where that pays: its im2col is `O * kh * kw` rows deep
     /// where col2im's columns are `C * kh * kw`, so on layers that do not widen, with planes
     /// large enough for im2col to run at speed (measured at 28x28 and 14x14; slower at 2x2;
-    /// BENCHMARKS.md).
+    /// BENCHMARKS.md, "Per convolution against PyTorch").
     fn flipped_input_grad(&self) -> Option<ConvGeometry> {
         self.input_grad_as_forward()
             .filter(|_| self.out_channels <= self.in_channels && self.positions() >= 14 * 14)
@@ -562,7 +562,7 @@ pub fn conv2d_weight_grad(input: &[f32], output_grad: &[f32], g: &ConvGeometry) 
     // gemm packs the operand that runs along its output's rows, in the orientation that has
     // unit stride: dW[O, K] has it packing col (K rows), dW^T[K, O] the O-row dy, which is
     // cheaper while O is well below K. Past a few hundred output channels the unpacked col
-    // it then streams costs more (measured in BENCHMARKS.md, "Per convolution").
+    // it then streams costs more (measured in BENCHMARKS.md, "Per convolution against PyTorch").
     let transposed = g.out_channels <= 256 && k >= g.out_channels;
     let sum = sum_over_batch_shares(g.batch, weight_len, |images, grad| {
         with_scratch(k * group * l + g.side_by_side_len(group), |scratch| {

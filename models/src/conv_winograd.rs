@@ -48,13 +48,14 @@ pub fn supports(g: &ConvGeometry) -> bool {
 }
 
 /// Whether Winograd is faster than im2col for `g` on the CPU (forward and both gradients
-/// together; `examples/conv_strategies.rs`, BENCHMARKS.md "Winograd"): a supported geometry
+/// together; `examples/conv_strategies.rs`, BENCHMARKS.md, "Winograd against im2col, per
+/// layer"): a supported geometry
 /// whose transforms cost little next to its gemms: at least 64 channels on both sides, and
 /// 128 or planes of at least 16x16 (the transforms work a row of tiles at a time: short rows
 /// and few channels leave them overhead-bound; vgg-small's 64-channel 14x14 layer broke
 /// even); planes of at least 4x4 (on 2x2 the gradients' gemms are too narrow) and of even
 /// size (an odd plane's last row and column of tiles are half wasted: vgg-small's 7x7 layer
-/// ran 0.6-0.8x).
+/// ran slower).
 pub fn pays_off(g: &ConvGeometry) -> bool {
     let (c, o) = (g.in_channels, g.out_channels);
     let wide = c >= 128 && o >= 128;
@@ -205,7 +206,8 @@ fn transform_inputs(images: &[f32], g: &ConvGeometry, v: &mut [f32], tiles: usiz
     let count = images.len() / g.image_len();
     // Channel-major, so that the group's tiles of one channel (consecutive in `V`) are written
     // one after the other: image-major order wrote each cache line of `V` piecewise, a few
-    // floats at a time, after it had left the cache (3x slower on 4x4 planes).
+    // floats at a time, after it had left the cache (much slower on 4x4 planes; BENCHMARKS.md,
+    // "Winograd against im2col, per layer").
     for c in 0..c_count {
         for n in 0..count {
             let plane = &images[n * g.image_len() + c * h * w..][..h * w];

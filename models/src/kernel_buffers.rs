@@ -2,7 +2,8 @@
 //!
 //! A training step allocates tens of megabytes of activations and gradients. `vec![0.0; n]`
 //! zeroes them on the calling thread before a kernel overwrites every element anyway (`perf`
-//! put `memset` at 6-7% of a step, BENCHMARKS.md), and scratch space (im2col columns) was
+//! showed the `memset`: BENCHMARKS.md, "Per convolution against PyTorch"), and scratch space
+//! (im2col columns) was
 //! allocated and zeroed afresh on every call. Here outputs start unwritten and are zeroed, where
 //! a kernel accumulates, in parallel chunks by the threads that then use them; scratch space is
 //! kept per thread.

@@ -3,8 +3,9 @@
 //! plane, planes in parallel. The backward pass finds each window's maximum again from the
 //! input instead of keeping an index tensor from the forward pass.
 //!
-//! flex's generic pooling (3-D, with padding, dilation and index bookkeeping) took about 9% of
-//! a vgg-small training step after the convolutions and batch norm were replaced.
+//! flex's generic pooling (3-D, with padding, dilation and index bookkeeping) took a sizeable
+//! share of a vgg-small training step after the convolutions and batch norm were replaced
+//! (BENCHMARKS.md, "CPU backends").
 
 // ndarray is deprecated upstream but still a `--backend` dnal measures against: the extension
 // routes it like every backend burn is built with, and the generated routing names it too.
@@ -175,9 +176,10 @@ impl PoolGeometry {
 }
 
 /// The forward pass of 2x2 windows moved by 2 (VGG's pooling) in loops over pairs of rows that
-/// the compiler vectorises: 5x faster than the general loops above (an iterator chain per
-/// window). A backward pass in the same style measured 2.4x slower than the general one on
-/// post-ReLU data (ties and random maxima), so the backward keeps the general loops.
+/// the compiler vectorises: much faster than the general loops above (an iterator chain per
+/// window). A backward pass in the same style measured slower than the general one on
+/// post-ReLU data (ties and random maxima), so the backward keeps the general loops
+/// (BENCHMARKS.md, "Per convolution against PyTorch").
 impl PoolGeometry {
     fn is_2x2(&self) -> bool {
         self.kernel == 2 && self.stride == 2

@@ -6,7 +6,7 @@
 //! `cargo run --release -p dnal-firmware --example latency_accuracy
 //! [-- BOARD [VARIANTS [SEED]]]` (default: cortex-m7-qemu, 20 variants, seed 1)
 //!
-//! Prints Markdown (the figures in BENCHMARKS.md come from here).
+//! Prints Markdown.
 
 use std::collections::BTreeMap;
 use std::time::Instant;

@@ -58,7 +58,7 @@ pub struct DeployRequest {
 pub struct ParityTolerance {
     /// Largest `|firmware - reference|` over all logits, relative to the reference's logit
     /// scale (`max(1, largest |reference logit|)`). Float sums in another order differ by
-    /// about 1e-6 relative (BENCHMARKS.md: 1.4e-6 to 1.5e-5 absolute on logits near 10);
+    /// about 1e-6 relative (measured differences: BENCHMARKS.md);
     /// a wrong kernel or weight differs by far more.
     pub max_rel_diff: f32,
     /// Smallest fraction of images whose top-1 class must agree. An image whose reference

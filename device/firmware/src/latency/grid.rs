@@ -1,6 +1,7 @@
 //! Which channel counts to measure for each layer of a parent network.
 //!
-//! Measured costs (BENCHMARKS.md, "Latency tables") are linear in the input channel count
+//! Measured costs (as `dnal profile` measures them on the QEMU boards) are linear in the
+//! input channel count
 //! and, for the blocked kernels (dense conv, linear: 4 output channels per register tile),
 //! linear in the number of full output blocks plus what the leftover channels cost, about
 //! twice a blocked channel each and not quite the same with or without full blocks before

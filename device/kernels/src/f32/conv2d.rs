@@ -66,8 +66,8 @@ pub fn conv2d(
 
 /// [`conv2d`] compiled for one kernel size `KH x KW` and column stride `SW` (the code
 /// generator calls this): the kernel loops unroll and the input loads take immediate
-/// offsets, about 1.6 instructions per MAC on Cortex-M4 against 2-2.5 for the generic
-/// version. Panics if `params` has another kernel size or stride.
+/// offsets, far fewer instructions per MAC than the generic version (BENCHMARKS.md,
+/// "Instructions per MAC, per kernel"). Panics if `params` has another kernel size or stride.
 #[inline(always)]
 pub fn conv2d_fixed<const KH: usize, const KW: usize, const SW: usize>(
     params: &Conv2dParams,
@@ -228,8 +228,7 @@ fn store<const OC: usize, const PX: usize>(
 /// column is checked and padded taps read zero. It costs about one and a half times the
 /// interior tile per MAC. Inlined into each layer: one out-of-line copy shared by the layers
 /// of a firmware was specialised by LLVM for some of them only (its constant window), so a
-/// layer's cost depended on the other layers (12% on a small one). With a copy per layer
-/// the models of BENCHMARKS.md ran between 0.3% slower and 6% faster.
+/// layer's cost depended on the other layers. With a copy per layer it does not.
 ///
 /// # Safety
 /// `input` holds `w.input`, `weights` holds `[ic][kh][kw][OC]`, every kernel row in `rows`

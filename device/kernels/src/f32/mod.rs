@@ -8,7 +8,8 @@
 //! The entry points are `#[inline(always)]`: a generated model calls each with constant
 //! parameters, so every layer gets code specialised for its shapes (constant trip counts,
 //! immediate offsets). Out of line, with shapes read at run time, the same loops cost
-//! 1.5 to 3 times as many instructions (measured on Cortex-M4). The price is flash: one copy
+//! far more instructions (BENCHMARKS.md, "Instructions per MAC, per kernel"). The price is
+//! flash: one copy
 //! of a kernel per layer, a few KiB each.
 
 #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]

@@ -1,8 +1,9 @@
 //! Hand-scheduled Thumb-2/VFP tiles for the hottest convolution shapes on Cortex-M4F/M7.
 //!
 //! LLVM loads every operand with its own `vldr`; these tiles load a whole row of inputs and
-//! each tap's 4 weights with one `vldmia` each, which takes the 3x3 tile from about 1.45 to
-//! about 1.12 instructions per MAC (and `vldmia` of n registers costs n + 1 cycles against 2
+//! each tap's 4 weights with one `vldmia` each, which takes the 3x3 tile to fewer instructions
+//! per MAC (BENCHMARKS.md, "Instructions per MAC, per kernel"; and `vldmia` of n registers
+//! costs n + 1 cycles against 2
 //! per `vldr`, so cycles drop too).
 
 // `raw`: the file is plain assembly, its braces are register lists, not format arguments.
