@@ -1,19 +1,12 @@
 //! The `dnal` command line on bad input: every mistake gets a clear message naming the option,
 //! file or value, a failure exit code, and nothing half-written.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn dnal(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dnal"))
-        .args(args)
-        .output()
-        .expect("the dnal binary runs")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use common::{dnal, stderr};
 
 /// A tiny, fast search on generated data, plus `extra` options.
 fn quick_search(out: &Path, extra: &[&str]) -> Output {

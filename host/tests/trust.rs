@@ -1,24 +1,16 @@
 //! "Trust nothing" (README, Trust and failure): shared exports, damaged checkpoints, concurrent
 //! and interrupted runs, and inputs that would waste work, each refused with a clear error.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{dnal, refused, stderr};
 use dnal::lock::OutputLock;
 use dnal_export::{Activation, Arch, Export, Layer, LinearSpec, Op, Shape3, Tensor};
-
-fn dnal(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dnal"))
-        .args(args)
-        .output()
-        .expect("the dnal binary runs")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -179,45 +171,39 @@ fn a_locked_folder_refuses_a_second_search_sweep_deploy_and_profile() {
         stderr(&out)
     );
 
-    let out = dnal(&["search", "--resume", path(&busy)]);
-    assert!(stderr(&out).contains("in use"), "{}", stderr(&out));
-
+    refused(&["search", "--resume", path(&busy)], "in use");
     let export = dir.path().join("export");
     linear_export(&export, 1e-3);
-    let out = dnal(&[
-        "deploy",
-        "--export",
-        path(&export),
-        "--board",
-        "host",
-        "--out",
-        path(&busy),
-    ]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("in use"), "{}", stderr(&out));
-
+    let (export, busy_out) = (path(&export), path(&busy));
+    refused(
+        &[
+            "deploy", "--export", export, "--board", "host", "--out", busy_out,
+        ],
+        "in use",
+    );
     let table = busy.join("latency.json");
-    let out = dnal(&[
-        "profile",
-        "--board",
-        "cortex-m4-qemu",
-        "--out",
-        path(&table),
-    ]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("in use"), "{}", stderr(&out));
-
-    let out = dnal(&[
-        "sweep",
-        "--budgets-ms",
-        "10",
-        "--board",
-        "cortex-m4-qemu",
-        "--out",
-        path(&busy),
-    ]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("in use"), "{}", stderr(&out));
+    refused(
+        &[
+            "profile",
+            "--board",
+            "cortex-m4-qemu",
+            "--out",
+            path(&table),
+        ],
+        "in use",
+    );
+    refused(
+        &[
+            "sweep",
+            "--budgets-ms",
+            "10",
+            "--board",
+            "cortex-m4-qemu",
+            "--out",
+            busy_out,
+        ],
+        "in use",
+    );
     // Nothing was written into the locked folder.
     assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 0);
 }
@@ -372,17 +358,18 @@ fn empty_or_mismatched_datasets_are_refused() {
         let out_dir = dir
             .path()
             .join(format!("run-{}-{}-{}", train.0, test.0, test.1));
-        let out = dnal(&[
-            "search",
-            "--dataset",
-            "mnist",
-            "--data-dir",
-            path(&data),
-            "--out",
-            path(&out_dir),
-        ]);
-        assert!(!out.status.success(), "{needle}: searched");
-        assert!(stderr(&out).contains(needle), "{needle}: {}", stderr(&out));
+        refused(
+            &[
+                "search",
+                "--dataset",
+                "mnist",
+                "--data-dir",
+                path(&data),
+                "--out",
+                path(&out_dir),
+            ],
+            needle,
+        );
     }
 }
 
@@ -397,29 +384,23 @@ fn options_that_would_be_ignored_or_mean_nothing_are_refused() {
         &["sweep", "--resume", d, "--costs", "flops"][..],
         &["sweep", "--resume", d, "--lambda", "1e-3"][..],
     ] {
-        let out = dnal(args);
-        assert!(!out.status.success(), "{args:?} accepted");
-        assert!(
-            stderr(&out).contains("cannot be used with"),
-            "{args:?}: {}",
-            stderr(&out)
-        );
+        refused(args, "cannot be used with");
     }
-
-    let out = dnal(&["eval", "--export", d, "--test-limit", "0"]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("--test-limit"), "{}", stderr(&out));
-
+    refused(
+        &["eval", "--export", d, "--test-limit", "0"],
+        "--test-limit",
+    );
     let table = dir.path().join("latency.json");
     std::fs::write(&table, b"mine").unwrap();
-    let out = dnal(&[
-        "profile",
-        "--board",
-        "cortex-m4-qemu",
-        "--out",
-        path(&table),
-    ]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("exists"), "{}", stderr(&out));
+    refused(
+        &[
+            "profile",
+            "--board",
+            "cortex-m4-qemu",
+            "--out",
+            path(&table),
+        ],
+        "exists",
+    );
     assert_eq!(std::fs::read(&table).unwrap(), b"mine");
 }
