@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Where the convolution time of a training step goes, layer by layer, with burn flex's kernels,
-# dnal's (models/src/conv_op.rs, what training uses) and PyTorch's, on the same machine in one
+# dnal's (models/train-kernels/src/conv_op.rs, what training uses) and PyTorch's, on the same machine in one
 # run: forward, forward + weight gradient, forward + input
 # gradient (batch 64, the best of 21 calls), and the ratios. Run it on a quiet machine.
 #

@@ -1,7 +1,7 @@
 //! Where a training step's convolution time goes: for every conv layer of a model, the
 //! milliseconds of its forward pass, of forward + the weight gradient, and of forward + the
 //! input gradient, at one batch size, on the CPU backend, with dnal's kernels (`--kernels
-//! dnal`, the default: `dnal_models::conv_op`, im2col + gemm) or burn flex's own (`--kernels
+//! dnal`, the default: `dnal_train_kernels::conv_op`, im2col + gemm) or burn flex's own (`--kernels
 //! burn`). Prints one JSON line per layer.
 //!
 //! `bench/conv_split.sh` runs both next to PyTorch on the same layers.
@@ -16,8 +16,8 @@ use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use dnal::backend::Backend;
-use dnal_models::conv_op::conv2d as dnal_conv2d;
 use dnal_models::{GatePosition, NetPlan, Op, ValueShape, model_spec};
+use dnal_train_kernels::conv_op::conv2d as dnal_conv2d;
 
 /// The fastest of `runs` calls of `f` in milliseconds, after one warm-up call: the best case
 /// is what the kernels can do; medians of single calls swing with thread wake-ups on a shared

@@ -7,22 +7,13 @@
 //! return specs.
 //!
 //! On burn's flex CPU backend, `GatedNet` trains its convolutions, batch norms and max pools
-//! with kernels of its own ([`conv_op`], [`batch_norm_op`], [`max_pool_op`]; the kernels in
-//! [`conv_gemm`], [`conv_winograd`] and [`batch_norm_fused`]), added to burn as backend extensions; every other
-//! backend runs burn's.
+//! with dnal's own kernels (the `dnal-train-kernels` crate, added to burn as backend
+//! extensions); every other backend runs burn's.
 
-pub mod batch_norm_fused;
-pub mod batch_norm_op;
-pub mod conv_gemm;
-pub mod conv_op;
-pub mod conv_winograd;
 pub mod cost;
 pub mod error;
-mod flex_slices;
 pub mod gate;
 pub mod groups;
-pub mod kernel_buffers;
-pub mod max_pool_op;
 pub mod net;
 pub mod prune;
 pub mod spec;

@@ -17,7 +17,7 @@ use crate::error::ModelError;
 use crate::gate::{Gate, GateConfig, GateMode};
 use crate::groups::ChannelGroups;
 use crate::spec::{Activation, NetSpec, Op, ValueShape};
-use crate::{batch_norm_op, conv_op, max_pool_op};
+use dnal_train_kernels::{batch_norm_op, conv_op, max_pool_op};
 
 /// Where a conv block applies its gate (the paper's ablation; `AfterBn` is its best).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,7 +15,7 @@ use std::mem::MaybeUninit;
 ///
 /// # Example
 /// ```
-/// use dnal_models::kernel_buffers::{Unwritten, written};
+/// use dnal_train_kernels::kernel_buffers::{Unwritten, written};
 /// let mut out = Unwritten::new(4);
 /// written(out.slots(), |i| i as f32);
 /// // SAFETY: `written` wrote every slot.

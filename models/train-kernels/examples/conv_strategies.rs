@@ -2,13 +2,13 @@
 //! (batch 64, every thread rayon has): milliseconds per direction, the best of `--runs`
 //! alternated calls, and the ratio. The figures behind `conv_winograd::pays_off`.
 //!
-//!     cargo run --release -p dnal-models --example conv_strategies [-- --runs 9] [--layer I]
+//!     cargo run --release -p dnal-train-kernels --example conv_strategies [-- --runs 9] [--layer I]
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use dnal_models::conv_gemm::{self, ConvGeometry};
-use dnal_models::conv_winograd;
+use dnal_train_kernels::conv_gemm::{self, ConvGeometry};
+use dnal_train_kernels::conv_winograd;
 
 /// `(model, in_channels, out_channels, size)` of each distinct 3x3 layer.
 const LAYERS: &[(&str, usize, usize, usize)] = &[
