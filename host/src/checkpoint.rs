@@ -52,55 +52,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SearchError> {
 /// The most a JSON file of a search may hold; larger ones are not ours.
 const MAX_JSON_BYTES: u64 = 256 << 20;
 
-/// Reads a regular file of at most `max` bytes: FIFOs, devices and folders are refused before
-/// they are opened for reading (a FIFO would block forever), and a huge file is refused instead
-/// of being read into memory.
+/// Reads a regular file of at most `max` bytes (dnal-export's reader: FIFOs, devices and
+/// folders are refused before they are read, the open does not block, the read is bounded).
 pub fn read_regular_file(path: &Path, max: u64, fix: &'static str) -> Result<Vec<u8>, SearchError> {
-    let meta = fs::metadata(path).map_err(SearchError::io(path, "reading", fix))?;
-    if !meta.is_file() {
-        return Err(SearchError::Checkpoint {
+    use dnal_export::FileError;
+    dnal_export::read_regular_file(path, max, "such a file may hold").map_err(|e| match e {
+        FileError::Io(source) => SearchError::io(path, "reading", fix)(source),
+        FileError::NotAFile(kind) => SearchError::Checkpoint {
             path: path.to_path_buf(),
-            reason: format!("is not a regular file; {fix}"),
-        });
-    }
-    if meta.len() > max {
-        return Err(SearchError::Checkpoint {
+            reason: format!("is not a regular file but {kind}; {fix}"),
+        },
+        FileError::TooLarge { size, limit, .. } => SearchError::Checkpoint {
             path: path.to_path_buf(),
-            reason: format!(
-                "holds {} bytes, more than the {max} such a file may; {fix}",
-                meta.len()
-            ),
-        });
-    }
-    let mut options = fs::OpenOptions::new();
-    options.read(true);
-    // Non-blocking, so that a FIFO swapped in after the check cannot hang the open.
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    let file = options
-        .open(path)
-        .map_err(SearchError::io(path, "reading", fix))?;
-    if !file
-        .metadata()
-        .map_err(SearchError::io(path, "reading", fix))?
-        .is_file()
-    {
-        return Err(SearchError::Checkpoint {
-            path: path.to_path_buf(),
-            reason: format!("is not a regular file; {fix}"),
-        });
-    }
-    let mut bytes = Vec::new();
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(SearchError::io(path, "reading", fix))?;
-    if bytes.len() as u64 > max {
-        return Err(SearchError::Checkpoint {
-            path: path.to_path_buf(),
-            reason: format!("grew past {max} bytes while being read; {fix}"),
-        });
-    }
-    Ok(bytes)
+            reason: format!("holds {size} bytes, more than the {limit} such a file may; {fix}"),
+        },
+    })
 }
 
 /// The SHA-256 of a file, as lower-case hex.
