@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
@@ -23,21 +22,12 @@ use sha2::{Digest, Sha256};
 use crate::error::SearchError;
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so that
-/// readers see the old file or the new one, never half of one. The temporary name is unique
-/// (`.NAME.tmp-PID-N`), so two writers never share one; what a killed writer leaves is removed
-/// by the next run that locks the folder ([`crate::lock::OutputLock`]).
+/// readers see the old file or the new one, never half of one. The temporary name is
+/// dnal-export's ([`dnal_export::temporary_path`]), unique per call, so two writers never share
+/// one; what a killed writer leaves is removed by the next run that locks the folder
+/// ([`crate::lock::OutputLock`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SearchError> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
+    let tmp = dnal_export::temporary_path(path);
     let fix = "check that the folder exists, is writable and has free space";
     fs::write(&tmp, bytes).map_err(|e| {
         let _ = fs::remove_file(&tmp);

@@ -55,17 +55,19 @@ impl OutputLock {
     }
 
     /// Removes what interrupted writers left in `dir` (inside the locked folder, or the
-    /// folder itself): files and folders named `.NAME.tmp...`, the temporaries of every
-    /// atomic write of dnal. Returns how many were removed.
+    /// folder itself): the temporary files of every atomic write of dnal
+    /// ([`dnal_export::remove_stale_temporaries`]) and the entries staged under a fixed
+    /// `.NAME.tmp` (a checkpoint folder being written). Returns how many were removed.
     pub fn remove_stale_temporaries(&self, dir: &Path) -> usize {
         debug_assert!(dir.starts_with(&self.dir), "only the locked folder is ours");
+        // A leftover that cannot be removed costs only disk space: errors are not fatal.
+        let mut removed = dnal_export::remove_stale_temporaries(dir).unwrap_or(0);
         let Ok(entries) = fs::read_dir(dir) else {
-            return 0;
+            return removed;
         };
-        let mut removed = 0;
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if !is_temporary_name(&name.to_string_lossy()) {
+            if !is_staging_name(&name.to_string_lossy()) {
                 continue;
             }
             let path = entry.path();
@@ -80,9 +82,9 @@ impl OutputLock {
     }
 }
 
-/// `.NAME.tmp` or `.NAME.tmp-SUFFIX`: how dnal names a file or folder it is writing.
-pub fn is_temporary_name(name: &str) -> bool {
-    name.starts_with('.') && name.len() > 1 && (name.ends_with(".tmp") || name.contains(".tmp-"))
+/// `.NAME.tmp`: how dnal stages a file or folder under a fixed name (a checkpoint folder).
+fn is_staging_name(name: &str) -> bool {
+    name.len() > ".tmp".len() + 1 && name.starts_with('.') && name.ends_with(".tmp")
 }
 
 #[cfg(test)]

@@ -226,6 +226,37 @@ fn node<'a>(v: &'a mut Value, path: &[PathStep]) -> Option<&'a mut Value> {
     Some(v)
 }
 
+fn node_ref<'a>(v: &'a Value, path: &[PathStep]) -> Option<&'a Value> {
+    let mut v = v;
+    for step in path {
+        v = match step {
+            PathStep::Key(k) => v.get(k.as_str())?,
+            PathStep::Index(i) => v.get(*i)?,
+        };
+    }
+    Some(v)
+}
+
+/// One of `all` whose node is of the kind `is_kind` tells, or `fallback` when none is. Looked
+/// up in place: the mutator used to clone the whole document once per candidate path.
+fn pick_path_where(
+    v: &Value,
+    all: &[JsonPath],
+    fallback: &JsonPath,
+    rng: &mut Rng,
+    is_kind: fn(&Value) -> bool,
+) -> JsonPath {
+    let matching: Vec<&JsonPath> = all
+        .iter()
+        .filter(|p| node_ref(v, p).is_some_and(is_kind))
+        .collect();
+    if matching.is_empty() {
+        fallback.clone()
+    } else {
+        (*rng.pick(&matching)).clone()
+    }
+}
+
 fn describe(path: &[PathStep]) -> String {
     let mut s = String::new();
     for step in path {
@@ -288,18 +319,7 @@ fn mutate_json(v: &mut Value, rng: &mut Rng) -> String {
         }
         2 | 3 => {
             // A number node (or any node) to a huge, wrapping or limit number.
-            let numbers: Vec<&JsonPath> = all
-                .iter()
-                .filter(|p| {
-                    let mut probe = v.clone();
-                    node(&mut probe, p).is_some_and(|n| n.is_number())
-                })
-                .collect();
-            let path = if numbers.is_empty() {
-                path.clone()
-            } else {
-                (*rng.pick(&numbers)).clone()
-            };
+            let path = pick_path_where(v, &all, &path, rng, Value::is_number);
             let new = number(rng);
             let shown = new.to_string();
             if let Some(n) = node(v, &path) {
@@ -309,18 +329,7 @@ fn mutate_json(v: &mut Value, rng: &mut Rng) -> String {
         }
         4 | 5 => {
             // A string node (names above all) to a hostile or confusing string.
-            let strings: Vec<&JsonPath> = all
-                .iter()
-                .filter(|p| {
-                    let mut probe = v.clone();
-                    node(&mut probe, p).is_some_and(|n| n.is_string())
-                })
-                .collect();
-            let path = if strings.is_empty() {
-                path.clone()
-            } else {
-                (*rng.pick(&strings)).clone()
-            };
+            let path = pick_path_where(v, &all, &path, rng, Value::is_string);
             let new = rng.pick(STRINGS).to_string();
             if let Some(n) = node(v, &path) {
                 *n = Value::String(new.clone());
