@@ -9,14 +9,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${1:-vgg-small}"
 input="${2:-1,28,28}"
-cargo build --release -q -p dnal --example conv_split
+cargo build --release -q -p dnal-bench --bin conv_split
 py=python3
 "$py" -c 'import torch' 2>/dev/null || py=/usr/bin/python3
 "$py" -c 'import torch' || { echo "PyTorch does not import: apt-get install python3-torch" >&2; exit 1; }
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 for kernels in burn dnal; do
-    target/release/examples/conv_split --model "$model" --input "$input" --batch 64 --runs 21 \
+    target/release/conv_split --model "$model" --input "$input" --batch 64 --runs 21 \
         --kernels "$kernels" > "$tmp/$kernels.jsonl"
 done
 "$py" bench/torch_conv_split.py "$tmp/burn.jsonl" "$tmp/dnal.jsonl" --threads "$(nproc)" --runs 21

@@ -11,8 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 steps="${1:-20}"
 threads="$(nproc)"
-cargo build --release -q -p dnal --example train_throughput
-bin=target/release/examples/train_throughput
+cargo build --release -q -p dnal-bench --bin train_throughput
+bin=target/release/train_throughput
 # Debian's python3-torch lives in the system Python, which a pyenv or venv on PATH may hide.
 py=python3
 "$py" -c 'import torch' 2>/dev/null || py=/usr/bin/python3

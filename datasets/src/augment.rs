@@ -4,7 +4,7 @@
 //! (pad-and-crop plus flip on CIFAR-10), and they work on u8 pixels before normalisation, so
 //! padding is pixel value 0, as in the usual pipelines that pad the raw image.
 
-use crate::image_set::ImageShape;
+use crate::image_set::Shape3;
 use crate::seeded_rng::SeededRng;
 
 /// Which augmentations a training batch gets. Evaluation batches get none.
@@ -106,7 +106,7 @@ impl ImageTransform {
     ///
     /// # Panics
     /// If `src` or `dst` is not exactly `shape.len()` bytes long (a mistake in the calling code).
-    pub fn apply(&self, shape: ImageShape, src: &[u8], dst: &mut [u8]) {
+    pub fn apply(&self, shape: Shape3, src: &[u8], dst: &mut [u8]) {
         assert!(
             src.len() == shape.len() && dst.len() == shape.len(),
             "augmentation: image of shape {shape} needs {} bytes, got {} in and {} out",
@@ -150,7 +150,7 @@ impl ImageTransform {
 mod tests {
     use super::*;
 
-    const SHAPE: ImageShape = ImageShape::new(1, 3, 3);
+    const SHAPE: Shape3 = Shape3::new(1, 3, 3);
     // 1 2 3
     // 4 5 6
     // 7 8 9
@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn each_channel_gets_the_same_transform() {
-        let shape = ImageShape::new(2, 1, 2);
+        let shape = Shape3::new(2, 1, 2);
         let mut out = [0; 4];
         let t = ImageTransform {
             padding: 1,

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::augment::Augmentation;
-use crate::image_set::{ImageSet, ImageShape};
+use crate::image_set::{ImageSet, Shape3};
 use crate::normalize::{Normalization, NormalizationTable};
 use crate::seeded_rng::SeededRng;
 
@@ -275,7 +275,7 @@ pub struct BatchData {
     pub images: Vec<f32>,
     pub labels: Vec<i64>,
     /// The shape of one image.
-    pub shape: ImageShape,
+    pub shape: Shape3,
 }
 
 /// One batch on a burn device.
@@ -297,6 +297,21 @@ impl BatchData {
         self.labels.is_empty()
     }
 
+    /// The batch's images on `device` (copied), without the labels: what a forward pass takes.
+    ///
+    /// # Shapes
+    /// `[batch, channels, height, width]`.
+    pub fn images_tensor(&self, device: &Device) -> Tensor<4> {
+        let s = self.shape;
+        Tensor::from_data(
+            TensorData::new(
+                self.images.clone(),
+                [self.len(), s.channels, s.height, s.width],
+            ),
+            device,
+        )
+    }
+
     /// Copies the batch to `device`.
     pub fn to_tensors(&self, device: &Device) -> Batch {
         self.clone().into_tensors(device)
@@ -305,7 +320,7 @@ impl BatchData {
     /// Moves the batch to `device` without copying the host buffers first.
     pub fn into_tensors(self, device: &Device) -> Batch {
         let n = self.labels.len();
-        let ImageShape {
+        let Shape3 {
             channels,
             height,
             width,
@@ -325,7 +340,7 @@ mod tests {
 
     /// 10 images of 1x2x3; image i has all pixels equal to 10*i and label i % 3.
     fn small_set() -> ImageSet {
-        let shape = ImageShape::new(1, 2, 3);
+        let shape = Shape3::new(1, 2, 3);
         let pixels = (0..10u8).flat_map(|i| [10 * i; 6]).collect();
         let labels = (0..10).map(|i| i % 3).collect();
         let names = ["a", "b", "c"].map(String::from).to_vec();
@@ -353,7 +368,7 @@ mod tests {
             [4, 4, 2]
         );
         assert_eq!(batches[0].images.len(), 4 * 6);
-        assert_eq!(batches[0].shape, ImageShape::new(1, 2, 3));
+        assert_eq!(batches[0].shape, Shape3::new(1, 2, 3));
         assert_eq!(batches[2].labels, [2, 0]);
         let expected: Vec<f32> = (0..10).map(|i| (10 * i) as f32 / 255.0).collect();
         assert_eq!(first_pixels(batches.into_iter()), expected);
@@ -417,7 +432,7 @@ mod tests {
 
     #[test]
     fn augmentation_keeps_shape_and_varies_by_epoch() {
-        let shape = ImageShape::new(3, 8, 8);
+        let shape = Shape3::new(3, 8, 8);
         let pixels: Vec<u8> = (0..4 * shape.len()).map(|i| (i % 251) as u8 + 1).collect();
         let names = vec!["only".to_string()];
         let set = ImageSet::new(shape, pixels, vec![0; 4], names).unwrap();
@@ -446,7 +461,7 @@ mod tests {
     #[test]
     fn empty_set_and_zero_batch_size() {
         let names = vec!["a".to_string()];
-        let empty = ImageSet::new(ImageShape::new(1, 2, 2), vec![], vec![], names).unwrap();
+        let empty = ImageSet::new(Shape3::new(1, 2, 2), vec![], vec![], names).unwrap();
         let batcher = Batcher::new(empty, Normalization::identity(1), 0);
         assert_eq!(batcher.batch_size(), 1);
         assert_eq!(batcher.num_batches(), 0);
@@ -472,5 +487,11 @@ mod tests {
         assert_eq!(targets, [0, 1, 2, 0]);
         let images: Vec<f32> = tensors.images.into_data().try_into_vec().unwrap();
         assert_eq!(images, batch.images);
+        let alone: Vec<f32> = batch
+            .images_tensor(&device)
+            .into_data()
+            .try_into_vec()
+            .unwrap();
+        assert_eq!(alone, batch.images);
     }
 }

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use crate::augment::Augmentation;
 use crate::dataset::Dataset;
 use crate::error::DatasetError;
-use crate::image_set::{ImageSet, ImageShape};
+use crate::image_set::{ImageSet, Shape3};
 use crate::normalize::Normalization;
 
-pub const CIFAR10_SHAPE: ImageShape = ImageShape::new(3, 32, 32);
+pub const CIFAR10_SHAPE: Shape3 = Shape3::new(3, 32, 32);
 const RECORD_BYTES: usize = 1 + 3 * 32 * 32;
 
 pub const TRAIN_FILES: [&str; 5] = [
@@ -44,8 +44,8 @@ pub const CIFAR10_CLASS_NAMES: [&str; 10] = [
 ];
 
 pub(crate) const MISSING_FIX: &str = "download the CIFAR-10 binary version (cifar-10-binary.tar.gz) \
-    and extract it, then pass --data-dir with the cifar-10-batches-bin folder or the folder \
-    holding it";
+    and extract it, then give the cifar-10-batches-bin folder (or the folder holding it) as \
+    the data folder";
 const CORRUPT_FIX: &str = "re-download and extract the CIFAR-10 binary version";
 
 /// Loads CIFAR-10 from `data_dir`, which may hold the `.bin` files or a
@@ -294,6 +294,6 @@ mod tests {
             text.contains("cifar-10-batches-bin/data_batch_4.bin"),
             "{text}"
         );
-        assert!(text.contains("--data-dir"), "{text}");
+        assert!(text.contains("as the data folder"), "{text}");
     }
 }

@@ -1,16 +1,12 @@
-//! A loaded dataset, and `load`, the one entry point the CLI needs.
+//! A loaded dataset: its two halves, its normalisation and augmentation, and the checks that
+//! make it usable for a search. The named datasets are in [`crate::catalog`].
 
 use std::path::Path;
 
 use crate::augment::Augmentation;
 use crate::error::DatasetError;
-use crate::image_set::{ImageSet, ImageShape};
+use crate::image_set::{ImageSet, Shape3};
 use crate::normalize::Normalization;
-use crate::synthetic::SyntheticConfig;
-use crate::{cifar10, idx, image_folder};
-
-/// The names [`load`] accepts.
-pub const DATASET_NAMES: &[&str] = &["fashion-mnist", "mnist", "cifar10", "folder", "synthetic"];
 
 /// Which half of a dataset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -48,7 +44,7 @@ impl Dataset {
     }
 
     /// The shape of every image (train and test share it).
-    pub fn shape(&self) -> ImageShape {
+    pub fn shape(&self) -> Shape3 {
         self.train.shape()
     }
 
@@ -68,45 +64,7 @@ impl Dataset {
         }
         self
     }
-}
 
-/// Loads a dataset by name (one of [`DATASET_NAMES`]).
-///
-/// - `fashion-mnist`: from `data_dir` (or its `fashion-mnist/` or `FashionMNIST/raw/`), else
-///   from /usr/share/datasets/fashion-mnist (Debian's package `dataset-fashion-mnist`); the files
-///   `train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`, `t10k-images-idx3-ubyte[.gz]`,
-///   `t10k-labels-idx1-ubyte[.gz]`.
-/// - `mnist`: the same four file names, from `data_dir` (required).
-/// - `cifar10`: the binary version, from `data_dir` or its `cifar-10-batches-bin/` (required).
-/// - `folder`: an ImageNet-style `train/<class>/` + `val/<class>/` tree in `data_dir`
-///   (required), resized to 3x32x32; see [`image_folder::load_image_folder`] for other sizes.
-/// - `synthetic`: [`SyntheticConfig::default`], generated; `data_dir` is ignored.
-pub fn load(name: &str, data_dir: Option<&Path>) -> Result<Dataset, DatasetError> {
-    let dataset = match name {
-        "fashion-mnist" => idx::load_fashion_mnist(data_dir),
-        "mnist" => idx::load_mnist(data_dir),
-        "cifar10" => match data_dir {
-            Some(dir) => cifar10::load_cifar10(dir),
-            None => Err(DatasetError::DataDirRequired {
-                name: name.into(),
-                fix: cifar10::MISSING_FIX.into(),
-            }),
-        },
-        "folder" => match data_dir {
-            Some(dir) => image_folder::load_image_folder(dir, image_folder::DEFAULT_FOLDER_SHAPE),
-            None => Err(DatasetError::DataDirRequired {
-                name: name.into(),
-                fix: image_folder::LAYOUT_FIX.into(),
-            }),
-        },
-        "synthetic" => SyntheticConfig::default().generate(),
-        _ => Err(DatasetError::UnknownDataset { name: name.into() }),
-    }?;
-    dataset.check_usable(data_dir)?;
-    Ok(dataset)
-}
-
-impl Dataset {
     /// Refuses a dataset a search cannot use: an empty half (training on nothing, or a top-1
     /// over no image, would "succeed"), or halves of different image shapes or classes.
     pub fn check_usable(&self, data_dir: Option<&Path>) -> Result<(), DatasetError> {
@@ -154,30 +112,8 @@ impl Dataset {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unknown_names_list_the_known_ones() {
-        let err = load("imagenet-21k", None).unwrap_err();
-        assert!(
-            matches!(err, DatasetError::UnknownDataset { .. }),
-            "{err:?}"
-        );
-        let text = err.to_string();
-        for name in DATASET_NAMES {
-            assert!(text.contains(name), "{text}");
-        }
-    }
-
-    #[test]
-    fn datasets_without_a_home_need_a_data_dir() {
-        for name in ["mnist", "cifar10", "folder"] {
-            let err = load(name, None).unwrap_err();
-            assert!(
-                matches!(err, DatasetError::DataDirRequired { .. }),
-                "{name}: {err:?}"
-            );
-        }
-    }
+    use crate::catalog::load;
+    use crate::synthetic::SyntheticConfig;
 
     #[test]
     fn empty_halves_and_mismatched_shapes_are_unusable() {
@@ -195,7 +131,7 @@ mod tests {
         assert!(err.to_string().contains("test set holds no image"), "{err}");
 
         let other = SyntheticConfig {
-            shape: ImageShape::new(3, 8, 8),
+            shape: Shape3::new(3, 8, 8),
             ..SyntheticConfig::default()
         }
         .generate()
@@ -214,7 +150,7 @@ mod tests {
         let data = load("synthetic", None).unwrap();
         assert_eq!(data.name, "synthetic");
         assert_eq!((data.train.len(), data.test.len()), (2048, 512));
-        assert_eq!(data.shape(), ImageShape::new(1, 28, 28));
+        assert_eq!(data.shape(), Shape3::new(1, 28, 28));
         assert_eq!(data.num_classes(), 10);
         assert_eq!(data.split(Split::Test).len(), 512);
         let small = data.truncate(Some(100), Some(10));

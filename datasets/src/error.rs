@@ -125,7 +125,7 @@ pub enum DatasetError {
     UnknownDataset { name: String },
 
     /// The dataset has no default location: the caller must say where it is.
-    #[error("dataset {name:?} needs a data directory: {fix}")]
+    #[error("dataset {name:?} needs a data folder: {fix}")]
     DataDirRequired { name: String, fix: String },
 
     /// A value given to a constructor (an image set, a synthetic configuration, an image size)
@@ -150,6 +150,19 @@ pub enum DatasetError {
 }
 
 impl DatasetError {
+    /// True when the mend is another data folder: files not found where they were looked for,
+    /// no folder given for a dataset without a default one, or a folder whose content cannot
+    /// be searched. A caller that takes the folder from an option names that option.
+    pub fn wants_data_folder(&self) -> bool {
+        matches!(
+            self,
+            DatasetError::MissingFile { .. }
+                | DatasetError::DataDirRequired { .. }
+                | DatasetError::EmptyFolder { .. }
+                | DatasetError::Unusable { .. }
+        )
+    }
+
     /// Wraps an I/O error with the path it happened on.
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         DatasetError::Io {

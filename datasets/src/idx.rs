@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::augment::Augmentation;
 use crate::dataset::Dataset;
 use crate::error::DatasetError;
-use crate::image_set::{ImageSet, ImageShape};
+use crate::image_set::{ImageSet, Shape3};
 use crate::normalize::Normalization;
 
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -51,7 +51,7 @@ const GENERIC_CORRUPT_FIX: &str = "re-download the file";
 #[derive(Clone, Debug, PartialEq)]
 pub struct IdxImages {
     /// 1 channel, rows, cols.
-    pub shape: ImageShape,
+    pub shape: Shape3,
     pub count: usize,
     /// `count * shape.len()` bytes, images back to back.
     pub pixels: Vec<u8>,
@@ -128,7 +128,7 @@ const FASHION_MNIST: IdxFlavor = IdxFlavor {
     class_names: FASHION_MNIST_CLASS_NAMES,
     augmentation: Augmentation::fashion_mnist(),
     missing_fix: "install the Debian package with `apt-get install dataset-fashion-mnist` (it puts \
-                  the files in /usr/share/datasets/fashion-mnist) or pass --data-dir with a folder \
+                  the files in /usr/share/datasets/fashion-mnist) or give as the data folder one \
                   holding train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, \
                   t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz",
     corrupt_fix: "re-download it or reinstall the Debian package dataset-fashion-mnist \
@@ -140,7 +140,7 @@ const MNIST: IdxFlavor = IdxFlavor {
     title: "MNIST",
     class_names: MNIST_CLASS_NAMES,
     augmentation: Augmentation::mnist(),
-    missing_fix: "pass --data-dir with a folder holding the four MNIST IDX files \
+    missing_fix: "give as the data folder one holding the four MNIST IDX files \
                   train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and \
                   t10k-labels-idx1-ubyte (each may be gzipped, with a .gz name)",
     corrupt_fix: "re-download the MNIST files",
@@ -261,7 +261,7 @@ fn read_images(path: &Path, fix: &str) -> Result<IdxImages, DatasetError> {
     check_size(path, data.len(), expected, &described, &holds, fix)?;
     data.drain(..IMAGES_HEADER_BYTES);
     Ok(IdxImages {
-        shape: ImageShape::new(1, rows, cols),
+        shape: Shape3::new(1, rows, cols),
         count,
         pixels: data,
     })
@@ -492,7 +492,7 @@ pub(crate) mod tests {
             assert_eq!(data.name, "mnist");
             assert_eq!(data.train.len(), 20);
             assert_eq!(data.test.len(), 10);
-            assert_eq!(data.train.shape(), ImageShape::new(1, 4, 3));
+            assert_eq!(data.train.shape(), Shape3::new(1, 4, 3));
             assert_eq!(data.train.image(7), &[7; 12]);
             assert_eq!(data.train.label(13), 3);
             assert_eq!(data.test.labels(), &(0..10).collect::<Vec<u32>>()[..]);
@@ -682,7 +682,7 @@ pub(crate) mod tests {
         let expected = dir.path().join(format!("{TEST_LABELS}.gz"));
         assert!(text.contains(&expected.display().to_string()), "{text}");
         assert!(text.contains("MNIST/raw"), "{text}");
-        assert!(text.contains("--data-dir"), "{text}");
+        assert!(text.contains("as the data folder"), "{text}");
 
         let err = load_mnist(None).unwrap_err();
         assert!(
@@ -700,7 +700,7 @@ pub(crate) mod tests {
             text.contains("apt-get install dataset-fashion-mnist"),
             "{text}"
         );
-        assert!(text.contains("--data-dir"), "{text}");
+        assert!(text.contains("as the data folder"), "{text}");
         assert!(
             text.contains("/nonexistent/dnal-test/train-images-idx3-ubyte.gz"),
             "{text}"
@@ -764,8 +764,8 @@ pub(crate) mod tests {
         assert_eq!(data.name, "fashion-mnist");
         assert_eq!(data.train.len(), 60_000);
         assert_eq!(data.test.len(), 10_000);
-        assert_eq!(data.train.shape(), ImageShape::new(1, 28, 28));
-        assert_eq!(data.test.shape(), ImageShape::new(1, 28, 28));
+        assert_eq!(data.train.shape(), Shape3::new(1, 28, 28));
+        assert_eq!(data.test.shape(), Shape3::new(1, 28, 28));
         assert_eq!(data.train.num_classes(), 10);
         assert_eq!(data.train.class_names()[0], "T-shirt/top");
         assert_eq!(data.train.class_names()[9], "Ankle boot");

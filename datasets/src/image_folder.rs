@@ -13,12 +13,12 @@ use image::imageops::FilterType;
 use crate::augment::Augmentation;
 use crate::dataset::Dataset;
 use crate::error::DatasetError;
-use crate::image_set::{ImageSet, ImageShape};
+use crate::image_set::{ImageSet, Shape3};
 use crate::normalize::Normalization;
 
 /// The size `load("folder", ..)` uses: CIFAR-sized RGB, which the small networks DNAL targets
 /// (and the boards they run on) take.
-pub const DEFAULT_FOLDER_SHAPE: ImageShape = ImageShape::new(3, 32, 32);
+pub const DEFAULT_FOLDER_SHAPE: Shape3 = Shape3::new(3, 32, 32);
 
 pub const TRAIN_FOLDER: &str = "train";
 /// Tried in this order for the evaluation images.
@@ -26,7 +26,7 @@ pub const EVAL_FOLDERS: [&str; 2] = ["val", "test"];
 /// File name extensions read as images (any letter case); other files are skipped.
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
-pub(crate) const LAYOUT_FIX: &str = "pass --data-dir with a folder holding \
+pub(crate) const LAYOUT_FIX: &str = "give as the data folder one holding \
     train/<class>/*.png|jpg|jpeg and val/<class>/... (or test/<class>/...), one folder per class \
     with the same class folders in both";
 
@@ -35,7 +35,7 @@ pub(crate) const LAYOUT_FIX: &str = "pass --data-dir with a folder holding \
 ///
 /// Augmentation: a crop padding of 1/8 of the side (4 for 32x32, as on CIFAR-10) and flips,
 /// which suit natural photographs.
-pub fn load_image_folder(dir: &Path, shape: ImageShape) -> Result<Dataset, DatasetError> {
+pub fn load_image_folder(dir: &Path, shape: Shape3) -> Result<Dataset, DatasetError> {
     check_shape(shape)?;
     let train_dir = dir.join(TRAIN_FOLDER);
     if !train_dir.is_dir() {
@@ -85,7 +85,7 @@ pub fn load_image_folder(dir: &Path, shape: ImageShape) -> Result<Dataset, Datas
 pub fn read_split(
     split_dir: &Path,
     class_names: Vec<String>,
-    shape: ImageShape,
+    shape: Shape3,
 ) -> Result<ImageSet, DatasetError> {
     check_shape(shape)?;
     let mut files = Vec::new();
@@ -112,7 +112,7 @@ pub fn read_split(
 ///
 /// # Panics
 /// If `out.len() != shape.len()`.
-pub fn decode_image(path: &Path, shape: ImageShape, out: &mut [u8]) -> Result<(), DatasetError> {
+pub fn decode_image(path: &Path, shape: Shape3, out: &mut [u8]) -> Result<(), DatasetError> {
     check_shape(shape)?;
     assert_eq!(out.len(), shape.len(), "decode_image: output buffer size");
     let decode_error = |source| DatasetError::ImageDecode {
@@ -147,7 +147,7 @@ pub fn decode_image(path: &Path, shape: ImageShape, out: &mut [u8]) -> Result<()
     Ok(())
 }
 
-fn check_shape(shape: ImageShape) -> Result<(), DatasetError> {
+fn check_shape(shape: Shape3) -> Result<(), DatasetError> {
     let fits = |n: usize| n > 0 && u32::try_from(n).is_ok();
     if matches!(shape.channels, 1 | 3) && fits(shape.height) && fits(shape.width) {
         return Ok(());
@@ -205,7 +205,7 @@ fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, DatasetError> {
 
 /// Decodes `files` into one buffer on all cores, in file order. The first failing file (in
 /// file order) is reported.
-fn decode_all(files: &[PathBuf], shape: ImageShape) -> Result<Vec<u8>, DatasetError> {
+fn decode_all(files: &[PathBuf], shape: Shape3) -> Result<Vec<u8>, DatasetError> {
     let mut pixels = vec![0u8; files.len() * shape.len()];
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -283,7 +283,7 @@ mod tests {
     fn round_trip_resizes_and_orders_by_class() {
         let root = tempfile::tempdir().unwrap();
         write_tree(root.path(), "val");
-        let data = load_image_folder(root.path(), ImageShape::new(3, 4, 4)).unwrap();
+        let data = load_image_folder(root.path(), Shape3::new(3, 4, 4)).unwrap();
         assert_eq!(data.name, "folder");
         assert_eq!(data.train.class_names(), ["cat", "dog"]);
         assert_eq!(data.train.labels(), [0, 0, 0, 1, 1, 1]);
@@ -300,8 +300,8 @@ mod tests {
     fn test_folder_and_grayscale_work_too() {
         let root = tempfile::tempdir().unwrap();
         write_tree(root.path(), "test");
-        let data = load_image_folder(root.path(), ImageShape::new(1, 6, 5)).unwrap();
-        assert_eq!(data.test.shape(), ImageShape::new(1, 6, 5));
+        let data = load_image_folder(root.path(), Shape3::new(1, 6, 5)).unwrap();
+        assert_eq!(data.test.shape(), Shape3::new(1, 6, 5));
         assert_eq!(data.test.len(), 2);
     }
 
@@ -373,7 +373,7 @@ mod tests {
         let err = load_image_folder(root.path(), DEFAULT_FOLDER_SHAPE).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("val") && text.contains("test"), "{text}");
-        let err = load_image_folder(root.path(), ImageShape::new(2, 8, 8)).unwrap_err();
+        let err = load_image_folder(root.path(), Shape3::new(2, 8, 8)).unwrap_err();
         assert!(matches!(err, DatasetError::InvalidValue { .. }), "{err:?}");
     }
 }

@@ -7,43 +7,8 @@
 use crate::error::DatasetError;
 
 /// The shape of one image: channels, height, width (CHW order, as burn's conv layers expect).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ImageShape {
-    pub channels: usize,
-    pub height: usize,
-    pub width: usize,
-}
-
-impl ImageShape {
-    pub const fn new(channels: usize, height: usize, width: usize) -> Self {
-        ImageShape {
-            channels,
-            height,
-            width,
-        }
-    }
-
-    /// Values per image: `channels * height * width`.
-    pub const fn len(&self) -> usize {
-        self.channels * self.height * self.width
-    }
-
-    /// True when any dimension is zero (an image of this shape holds no pixel).
-    pub const fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Values per channel plane: `height * width`.
-    pub const fn plane(&self) -> usize {
-        self.height * self.width
-    }
-}
-
-impl std::fmt::Display for ImageShape {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}x{}x{}", self.channels, self.height, self.width)
-    }
-}
+/// The device kernels' own type: one definition of a shape from the data to the board.
+pub use dnal_kernels::Shape3;
 
 /// Images as u8 pixels, CHW per image, images back to back, with one label per image.
 ///
@@ -51,7 +16,7 @@ impl std::fmt::Display for ImageShape {
 /// names agree, so every accessor can index without further checks.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageSet {
-    shape: ImageShape,
+    shape: Shape3,
     pixels: Vec<u8>,
     labels: Vec<u32>,
     class_names: Vec<String>,
@@ -61,7 +26,7 @@ impl ImageSet {
     /// Checks that `pixels` holds exactly `labels.len()` images of `shape`, that the shape and the
     /// class list are not empty, and that every label is below `class_names.len()`.
     pub fn new(
-        shape: ImageShape,
+        shape: Shape3,
         pixels: Vec<u8>,
         labels: Vec<u32>,
         class_names: Vec<String>,
@@ -122,7 +87,7 @@ impl ImageSet {
         self.labels.is_empty()
     }
 
-    pub fn shape(&self) -> ImageShape {
+    pub fn shape(&self) -> Shape3 {
         self.shape
     }
 
@@ -196,7 +161,7 @@ mod tests {
 
     #[test]
     fn accessors_index_images_back_to_back() {
-        let shape = ImageShape::new(1, 2, 2);
+        let shape = Shape3::new(1, 2, 2);
         let set = ImageSet::new(shape, (0..12).collect(), vec![0, 2, 1], names(3)).unwrap();
         assert_eq!(set.len(), 3);
         assert_eq!(set.image(1), &[4, 5, 6, 7]);
@@ -210,7 +175,7 @@ mod tests {
 
     #[test]
     fn new_rejects_inconsistent_parts() {
-        let shape = ImageShape::new(1, 2, 2);
+        let shape = Shape3::new(1, 2, 2);
         let short = ImageSet::new(shape, vec![0; 7], vec![0, 1], names(2)).unwrap_err();
         assert!(
             short.to_string().contains("need 8 pixel bytes but 7"),
@@ -218,7 +183,7 @@ mod tests {
         );
         let label = ImageSet::new(shape, vec![0; 8], vec![0, 2], names(2)).unwrap_err();
         assert!(label.to_string().contains("label 2 at index 1"), "{label}");
-        assert!(ImageSet::new(ImageShape::new(0, 2, 2), vec![], vec![], names(2)).is_err());
+        assert!(ImageSet::new(Shape3::new(0, 2, 2), vec![], vec![], names(2)).is_err());
         assert!(ImageSet::new(shape, vec![], vec![], vec![]).is_err());
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod augment;
 pub mod batch;
+pub mod catalog;
 pub mod cifar10;
 pub mod dataset;
 pub mod error;
@@ -23,8 +24,9 @@ pub mod synthetic;
 
 pub use augment::{Augmentation, ImageTransform};
 pub use batch::{Batch, BatchData, Batcher, EpochBatches};
-pub use dataset::{DATASET_NAMES, Dataset, Split, load};
+pub use catalog::{DATASET_NAMES, load};
+pub use dataset::{Dataset, Split};
 pub use error::DatasetError;
-pub use image_set::{ImageSet, ImageShape};
+pub use image_set::{ImageSet, Shape3};
 pub use normalize::{Normalization, NormalizationTable};
 pub use synthetic::SyntheticConfig;

@@ -4,7 +4,7 @@
 //! numbers so that the exporter can write them next to the weights: the board must normalise its
 //! camera pixels exactly as training did.
 
-use crate::image_set::{ImageSet, ImageShape};
+use crate::image_set::{ImageSet, Shape3};
 
 /// Per-channel mean and standard deviation of `pixel / 255`.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,7 +85,7 @@ impl Normalization {
     /// If `out.len() != pixels.len()`, if `pixels.len()` is not a multiple of `shape.len()`, or
     /// if this normalisation has fewer channels than `shape`: all are mistakes in the calling
     /// code, not in data.
-    pub fn apply(&self, shape: ImageShape, pixels: &[u8], out: &mut [f32]) {
+    pub fn apply(&self, shape: Shape3, pixels: &[u8], out: &mut [f32]) {
         check_lengths(shape, pixels, out, self.mean.len().min(self.std.len()));
         let plane = shape.plane();
         for (i, (src, dst)) in pixels
@@ -122,7 +122,7 @@ impl NormalizationTable {
     ///
     /// # Panics
     /// As [`Normalization::apply`].
-    pub fn apply(&self, shape: ImageShape, pixels: &[u8], out: &mut [f32]) {
+    pub fn apply(&self, shape: Shape3, pixels: &[u8], out: &mut [f32]) {
         check_lengths(shape, pixels, out, self.per_channel.len());
         let plane = shape.plane();
         for (i, (src, dst)) in pixels
@@ -143,7 +143,7 @@ impl NormalizationTable {
     }
 }
 
-fn check_lengths(shape: ImageShape, pixels: &[u8], out: &[f32], channels: usize) {
+fn check_lengths(shape: Shape3, pixels: &[u8], out: &[f32], channels: usize) {
     assert_eq!(
         pixels.len(),
         out.len(),
@@ -168,7 +168,7 @@ mod tests {
 
     fn two_channel_set() -> ImageSet {
         // Channel 0 holds 0 and 255 (mean 0.5, std 0.5); channel 1 is constant 51 (0.2).
-        let shape = ImageShape::new(2, 1, 2);
+        let shape = Shape3::new(2, 1, 2);
         let pixels = vec![0, 255, 51, 51, 255, 0, 51, 51];
         ImageSet::new(shape, pixels, vec![0, 1], vec!["a".into(), "b".into()]).unwrap()
     }
@@ -203,7 +203,7 @@ mod tests {
     fn identity_scales_to_unit_range() {
         let norm = Normalization::identity(1);
         let mut out = [0.0; 2];
-        norm.apply(ImageShape::new(1, 1, 2), &[0, 255], &mut out);
+        norm.apply(Shape3::new(1, 1, 2), &[0, 255], &mut out);
         assert_eq!(out, [0.0, 1.0]);
     }
 
@@ -211,6 +211,6 @@ mod tests {
     #[should_panic(expected = "not whole images")]
     fn apply_rejects_partial_images() {
         let mut out = [0.0; 3];
-        Normalization::identity(1).apply(ImageShape::new(1, 1, 2), &[0, 1, 2], &mut out);
+        Normalization::identity(1).apply(Shape3::new(1, 1, 2), &[0, 1, 2], &mut out);
     }
 }

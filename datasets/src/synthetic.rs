@@ -12,7 +12,7 @@
 use crate::augment::Augmentation;
 use crate::dataset::Dataset;
 use crate::error::DatasetError;
-use crate::image_set::{ImageSet, ImageShape};
+use crate::image_set::{ImageSet, Shape3};
 use crate::normalize::Normalization;
 use crate::seeded_rng::SeededRng;
 
@@ -35,7 +35,7 @@ pub struct SyntheticConfig {
     /// Test images.
     pub test: usize,
     pub classes: usize,
-    pub shape: ImageShape,
+    pub shape: Shape3,
     /// Everything (glyphs, tints, noise, positions) follows from this.
     pub seed: u64,
 }
@@ -48,7 +48,7 @@ impl Default for SyntheticConfig {
             train: 2048,
             test: 512,
             classes: 10,
-            shape: ImageShape::new(1, 28, 28),
+            shape: Shape3::new(1, 28, 28),
             seed: 0,
         }
     }
@@ -248,7 +248,7 @@ mod tests {
             train: 300,
             test: 100,
             classes: 10,
-            shape: ImageShape::new(1, 28, 28),
+            shape: Shape3::new(1, 28, 28),
             seed,
         }
     }
@@ -288,7 +288,7 @@ mod tests {
     /// classes: the data is learnable, not noise.
     #[test]
     fn nearest_class_mean_classifies_the_test_set() {
-        for shape in [ImageShape::new(1, 28, 28), ImageShape::new(3, 32, 32)] {
+        for shape in [Shape3::new(1, 28, 28), Shape3::new(3, 32, 32)] {
             let data = SyntheticConfig { shape, ..small(3) }.generate().unwrap();
             let n = shape.len();
             let mut means = vec![vec![0f32; n]; 10];
@@ -408,14 +408,11 @@ mod tests {
     #[test]
     fn odd_shapes_and_bad_configs() {
         let tiny = SyntheticConfig {
-            shape: ImageShape::new(2, 2, 5),
+            shape: Shape3::new(2, 2, 5),
             classes: 7,
             ..small(0)
         };
-        assert_eq!(
-            tiny.generate().unwrap().train.shape(),
-            ImageShape::new(2, 2, 5)
-        );
+        assert_eq!(tiny.generate().unwrap().train.shape(), Shape3::new(2, 2, 5));
         let one = SyntheticConfig {
             classes: 1,
             ..small(0)
@@ -427,7 +424,7 @@ mod tests {
                 ..small(0)
             },
             SyntheticConfig {
-                shape: ImageShape::new(1, 0, 4),
+                shape: Shape3::new(1, 0, 4),
                 ..small(0)
             },
             SyntheticConfig {

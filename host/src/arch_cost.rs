@@ -112,11 +112,11 @@ pub fn expected_flops(plan: &NetPlan, gate_scores: &[Vec<f32>], delta: f64) -> f
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dnal_models::{GatePosition, ValueShape, model_spec};
+    use dnal_models::{GatePosition, Shape3, model_spec};
 
     #[test]
     fn flops_weights_favour_expensive_channels_and_average_one() {
-        let spec = model_spec("vgg-small", ValueShape::new(1, 28, 28), 10).unwrap();
+        let spec = model_spec("vgg-small", Shape3::new(1, 28, 28), 10).unwrap();
         let plan = NetPlan::new(spec, GatePosition::AfterBn).unwrap();
         let w = CostWeighting::Flops.weights(&plan, None).unwrap();
         assert_eq!(w.len(), 5);
@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn expected_flops_spans_zero_gates_to_full() {
-        let spec = model_spec("vgg-small", ValueShape::new(1, 28, 28), 10).unwrap();
+        let spec = model_spec("vgg-small", Shape3::new(1, 28, 28), 10).unwrap();
         let plan = NetPlan::new(spec, GatePosition::AfterBn).unwrap();
         let open: Vec<Vec<f32>> = plan
             .groups

@@ -250,11 +250,11 @@ mod tests {
     use super::*;
     use burn::module::Param;
     use burn::tensor::{Device, Tensor, TensorData};
-    use dnal_models::{GatedNetConfig, ValueShape, model_spec};
+    use dnal_models::{GatedNetConfig, Shape3, model_spec};
 
     fn net_with_scores(seed: u64) -> GatedNet {
         let device = Device::flex();
-        let spec = model_spec("vgg-small", ValueShape::new(1, 28, 28), 10).unwrap();
+        let spec = model_spec("vgg-small", Shape3::new(1, 28, 28), 10).unwrap();
         let mut net = GatedNetConfig::new(spec).init(&device).unwrap();
         let mut x = seed;
         for gate in &mut net.gates {

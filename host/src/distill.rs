@@ -12,8 +12,6 @@ use burn::tensor::{Device, Tensor};
 use dnal_datasets::BatchData;
 use dnal_models::{GateMode, GatedNet};
 
-use crate::train::images_tensor;
-
 /// The parent as teacher, and how much its soft targets weigh.
 ///
 /// The finetune loss is `(1 - alpha) * CE(student, labels) + alpha * T^2 * KL(p_T || q_T)`,
@@ -58,7 +56,7 @@ impl Distillation {
     pub fn targets(&self, data: &BatchData, train_device: &Device) -> SoftTargets {
         let logits = self
             .teacher
-            .forward(images_tensor(data, &self.device), GateMode::Off);
+            .forward(data.images_tensor(&self.device), GateMode::Off);
         let logits = Tensor::<2>::from_data(logits.into_data(), train_device);
         SoftTargets::soften(logits, self.temperature)
     }
@@ -100,7 +98,7 @@ mod tests {
     use super::*;
     use burn::module::Param;
     use burn::tensor::TensorData;
-    use dnal_models::{GatedNetConfig, ValueShape, model_spec};
+    use dnal_models::{GatedNetConfig, Shape3, model_spec};
 
     /// Soft targets from given teacher logits, row-major `[batch, classes]`.
     fn soft(logits: &[f32], classes: usize, temperature: f64, device: &Device) -> SoftTargets {
@@ -110,7 +108,7 @@ mod tests {
     }
 
     fn untrained_parent(device: &Device) -> GatedNet {
-        let spec = model_spec("vgg-small", ValueShape::new(1, 28, 28), 10).unwrap();
+        let spec = model_spec("vgg-small", Shape3::new(1, 28, 28), 10).unwrap();
         GatedNetConfig::new(spec).init(device).unwrap()
     }
 
@@ -187,7 +185,7 @@ mod tests {
             .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
             .collect();
         let other: Vec<f32> = (0..784).map(|i| ((i * 11) % 29) as f32 / 7.0).collect();
-        let shape = dnal_datasets::ImageShape::new(1, 28, 28);
+        let shape = dnal_datasets::Shape3::new(1, 28, 28);
         let one = BatchData {
             images: image.clone(),
             labels: vec![0],

@@ -3,15 +3,15 @@
 
 use std::path::Path;
 
-use dnal_datasets::{Batcher, Normalization};
+use dnal_datasets::Batcher;
 use dnal_export::Export;
 
 use crate::backend::Backend;
 use crate::checkpoint::read_regular_file;
+use crate::data::ExportTestSet;
 use crate::error::SearchError;
-use crate::export::{ExportNet, SearchInfo};
-use crate::search::{EVAL_BATCH, load_dataset};
-use crate::train::{Accuracy, evaluate};
+use crate::export::ExportNet;
+use crate::train::{Accuracy, EVAL_BATCH, evaluate};
 
 /// What `dnal eval` found.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,52 +45,8 @@ pub fn evaluate_export(
     }
     let export = Export::load(dir)?;
     let arch = export.arch();
-    let info: Option<SearchInfo> = serde_json::from_value(arch.search.clone()).ok();
-    let mut config = match &info {
-        Some(info) => info.config.clone(),
-        None => crate::config::SearchConfig {
-            dataset: arch.dataset.clone(),
-            ..Default::default()
-        },
-    };
-    if data_dir.is_some() {
-        config.data_dir = data_dir.map(Path::to_path_buf);
-    }
-    if test_limit.is_some() {
-        config.test_limit = test_limit;
-    }
-    let dataset = load_dataset(&config)?;
-    let shape = dataset.test.shape();
-    let input = arch.input;
-    if (shape.channels, shape.height, shape.width) != (input.channels, input.height, input.width)
-        || dataset.test.num_classes() != arch.num_classes
-    {
-        return Err(SearchError::InvalidOption {
-            option: "--export",
-            value: dir.display().to_string(),
-            reason: format!(
-                "the network takes {}x{}x{} images and gives {} classes, but {} has {}x{}x{} images of {} classes",
-                input.channels,
-                input.height,
-                input.width,
-                arch.num_classes,
-                config.dataset,
-                shape.channels,
-                shape.height,
-                shape.width,
-                dataset.test.num_classes()
-            ),
-        });
-    }
-    // The normalisation the network was trained with, as recorded in the export.
-    let normalization = match &arch.normalization {
-        Some(n) => Normalization {
-            mean: n.mean.clone(),
-            std: n.std.clone(),
-        },
-        None => dataset.normalization.clone(),
-    };
-    let test = Batcher::new(dataset.test.clone(), normalization, EVAL_BATCH);
+    let set = ExportTestSet::load(&export, dir, data_dir, test_limit)?;
+    let test = Batcher::new(set.test, set.normalization, EVAL_BATCH);
     let device = backend.device()?;
     let net = ExportNet::new(&export, &device);
     let accuracy = evaluate(&test, arch.num_classes, &device, |x| net.forward(x)).map_err(|bad| {
@@ -107,7 +63,7 @@ pub fn evaluate_export(
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
         .and_then(|report| report["pruned"]["top1"].as_f64());
     Ok(EvalResult {
-        dataset: config.dataset,
+        dataset: set.dataset,
         accuracy,
         flops: arch.flops,
         params: arch.params,

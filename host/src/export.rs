@@ -11,12 +11,13 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
 use dnal_datasets::Dataset;
 use dnal_export::{
-    Activation as ExportActivation, AddSpec, Arch, Conv2dSpec, Export, Layer, LinearSpec,
-    Normalization, Op as ExportOp, PoolSpec, Shape3, Tensor as ExportTensor,
+    AddSpec, Arch, Conv2dSpec, Export, Layer, LinearSpec, Normalization, Op as ExportOp, PoolSpec,
+    Tensor as ExportTensor,
 };
 use dnal_models::{Activation, ChannelMasks, ConvBn, GatedNet, NetPlan, Op};
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Backend;
 use crate::config::SearchConfig;
 use crate::error::SearchError;
 
@@ -29,14 +30,6 @@ pub struct SearchInfo {
     pub parent_flops: u64,
     /// Parameters of the unpruned network (BN folded).
     pub parent_params: u64,
-}
-
-fn activation(a: Activation) -> ExportActivation {
-    match a {
-        Activation::None => ExportActivation::None,
-        Activation::Relu => ExportActivation::Relu,
-        Activation::Relu6 => ExportActivation::Relu6,
-    }
 }
 
 fn values(t: Tensor<1>) -> Vec<f32> {
@@ -73,6 +66,81 @@ pub fn fold_batch_norm(unit: &ConvBn) -> (ExportTensor, ExportTensor) {
     (ExportTensor::new(shape, w), ExportTensor::new(vec![out], b))
 }
 
+/// The layer `index` of `plan`'s network as an export describes it, without weights;
+/// `masks` are the kept channels relative to `parent`.
+fn export_op(plan: &NetPlan, parent: &NetPlan, masks: &ChannelMasks, index: usize) -> ExportOp {
+    let node = &plan.spec.nodes[index];
+    let input = plan.shapes[node.inputs[0]];
+    let output = plan.shapes[index + 1];
+    let pool = |kernel: usize, stride: usize| PoolSpec {
+        kernel: [kernel, kernel],
+        stride: [stride, stride],
+        padding: [0, 0],
+    };
+    match &node.op {
+        Op::Conv {
+            kernel,
+            stride,
+            padding,
+            depthwise,
+            activation: act,
+            ..
+        } => ExportOp::Conv2d(Conv2dSpec {
+            in_channels: input.channels,
+            out_channels: output.channels,
+            kernel: [*kernel, *kernel],
+            stride: [*stride, *stride],
+            padding: [*padding, *padding],
+            groups: if *depthwise { input.channels } else { 1 },
+            activation: *act,
+            kept_channels: masks.kept(parent.groups.value_group[index + 1]),
+        }),
+        Op::MaxPool { kernel, stride } => ExportOp::MaxPool2d(pool(*kernel, *stride)),
+        Op::AvgPool { kernel, stride } => ExportOp::AvgPool2d(pool(*kernel, *stride)),
+        Op::GlobalAvgPool => ExportOp::GlobalAvgPool,
+        Op::Add { activation: act } => ExportOp::Add(AddSpec { activation: *act }),
+        Op::Linear {
+            out_features,
+            activation: act,
+        } => ExportOp::Linear(LinearSpec {
+            in_features: input.len(),
+            out_features: *out_features,
+            activation: *act,
+        }),
+    }
+}
+
+/// The architecture of `plan`'s network, without weights: its layers, shapes and costs, as
+/// the board's latency table is made for and checked against. `masks` are the kept channels
+/// relative to `parent` (the parent itself: `plan` and [`ChannelMasks::full`]).
+pub fn structure_arch(
+    plan: &NetPlan,
+    parent: &NetPlan,
+    masks: &ChannelMasks,
+) -> Result<Arch, SearchError> {
+    let layers = plan
+        .spec
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(index, node)| {
+            Layer::new(
+                node.name.clone(),
+                node.inputs.clone(),
+                export_op(plan, parent, masks, index),
+            )
+        })
+        .collect();
+    let mut arch = Arch::new(
+        plan.spec.name.clone(),
+        plan.spec.input,
+        plan.spec.num_classes,
+        layers,
+    );
+    arch.complete()?;
+    Ok(arch)
+}
+
 /// Builds the export of a pruned network (an inference copy, `net.valid()`); `masks` are the
 /// kept channels relative to `parent`.
 pub fn build_export(
@@ -83,52 +151,15 @@ pub fn build_export(
     info: &SearchInfo,
 ) -> Result<Export, SearchError> {
     let plan = &*net.plan;
-    let mut layers = Vec::with_capacity(plan.spec.nodes.len());
     let mut tensors = BTreeMap::new();
     for (index, node) in plan.spec.nodes.iter().enumerate() {
-        let input = plan.shapes[node.inputs[0]];
-        let output = plan.shapes[index + 1];
-        let op = match &node.op {
-            Op::Conv {
-                kernel,
-                stride,
-                padding,
-                depthwise,
-                activation: act,
-                ..
-            } => {
+        match &node.op {
+            Op::Conv { .. } => {
                 let (w, b) = fold_batch_norm(&net.convs[plan.slot[index]]);
                 tensors.insert(format!("{}.weight", node.name), w);
                 tensors.insert(format!("{}.bias", node.name), b);
-                ExportOp::Conv2d(Conv2dSpec {
-                    in_channels: input.channels,
-                    out_channels: output.channels,
-                    kernel: [*kernel, *kernel],
-                    stride: [*stride, *stride],
-                    padding: [*padding, *padding],
-                    groups: if *depthwise { input.channels } else { 1 },
-                    activation: activation(*act),
-                    kept_channels: masks.kept(parent.groups.value_group[index + 1]),
-                })
             }
-            Op::MaxPool { kernel, stride } => ExportOp::MaxPool2d(PoolSpec {
-                kernel: [*kernel, *kernel],
-                stride: [*stride, *stride],
-                padding: [0, 0],
-            }),
-            Op::AvgPool { kernel, stride } => ExportOp::AvgPool2d(PoolSpec {
-                kernel: [*kernel, *kernel],
-                stride: [*stride, *stride],
-                padding: [0, 0],
-            }),
-            Op::GlobalAvgPool => ExportOp::GlobalAvgPool,
-            Op::Add { activation: act } => ExportOp::Add(AddSpec {
-                activation: activation(*act),
-            }),
-            Op::Linear {
-                out_features,
-                activation: act,
-            } => {
+            Op::Linear { out_features, .. } => {
                 let layer = &net.linears[plan.slot[index]];
                 // burn stores [in, out]; the export stores [out, in] (one row per output).
                 let w = layer.weight.val().transpose();
@@ -144,22 +175,11 @@ pub fn build_export(
                     format!("{}.bias", node.name),
                     ExportTensor::new(vec![*out_features], b),
                 );
-                ExportOp::Linear(LinearSpec {
-                    in_features: input.len(),
-                    out_features: *out_features,
-                    activation: activation(*act),
-                })
             }
-        };
-        layers.push(Layer::new(node.name.clone(), node.inputs.clone(), op));
+            Op::MaxPool { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool | Op::Add { .. } => {}
+        }
     }
-    let shape = plan.spec.input;
-    let mut arch = Arch::new(
-        plan.spec.name.clone(),
-        Shape3::new(shape.channels, shape.height, shape.width),
-        plan.spec.num_classes,
-        layers,
-    );
+    let mut arch = structure_arch(plan, parent, masks)?;
     arch.dataset = dataset.name.clone();
     arch.classes = dataset.train.class_names().to_vec();
     arch.normalization = Some(Normalization {
@@ -167,17 +187,16 @@ pub fn build_export(
         std: dataset.normalization.std.clone(),
     });
     arch.search = serde_json::to_value(info).expect("search info serialises");
-    arch.complete()?;
     Ok(Export::new(arch, tensors)?)
 }
 
 enum ExportLayer {
-    Conv(Conv2d, ExportActivation),
+    Conv(Conv2d, Activation),
     MaxPool(PoolSpec),
     AvgPool(PoolSpec),
     GlobalAvgPool,
-    Add(ExportActivation),
-    Linear(Linear, ExportActivation),
+    Add(Activation),
+    Linear(Linear, Activation),
 }
 
 /// burn's forward pass of an export, exactly as the files say (BN folded): the reference for
@@ -191,11 +210,11 @@ fn tensor<const D: usize>(t: &ExportTensor, device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device)
 }
 
-fn act<const D: usize>(x: Tensor<D>, a: ExportActivation) -> Tensor<D> {
+fn act<const D: usize>(x: Tensor<D>, a: Activation) -> Tensor<D> {
     match a {
-        ExportActivation::None => x,
-        ExportActivation::Relu => relu(x),
-        ExportActivation::Relu6 => x.clamp(0.0, 6.0),
+        Activation::None => x,
+        Activation::Relu => relu(x),
+        Activation::Relu6 => x.clamp(0.0, 6.0),
     }
 }
 
@@ -308,4 +327,37 @@ impl ExportNet {
             .expect("an export has layers")
             .reshape([batch, self.num_classes])
     }
+}
+
+/// burn's logits (CPU) for each image: the reference the board is held to.
+pub fn reference_logits(
+    export: &Export,
+    images: &[Vec<f32>],
+) -> Result<Vec<Vec<f32>>, SearchError> {
+    let device = Backend::Cpu.device()?;
+    let net = ExportNet::new(export, &device);
+    let s = export.arch().input;
+    let flat: Vec<f32> = images.iter().flatten().copied().collect();
+    let x = Tensor::<4>::from_data(
+        TensorData::new(flat, [images.len(), s.channels, s.height, s.width]),
+        &device,
+    );
+    let logits = net
+        .forward(x)
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32 logits");
+    let classes = export.output_len().max(1);
+    if let Some((i, &value)) = logits.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(SearchError::NonFiniteOutput {
+            what: "the export's network (burn's reference forward)".into(),
+            image: i / classes,
+            value,
+            fix: "its weights overflow f32 arithmetic, so no board could agree with it; export it again from a healthy search".into(),
+        });
+    }
+    Ok(logits
+        .chunks(export.output_len())
+        .map(<[f32]>::to_vec)
+        .collect())
 }

@@ -2,21 +2,17 @@
 //! model on a board), the table as a [`CostEstimate`] over the channel groups, and the
 //! measurement of a pruned network on the board after the search.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use burn::tensor::Device;
-use dnal_datasets::Dataset;
-use dnal_firmware::latency::{GridOptions, LatencyTable, ProfileOptions, profile};
-use dnal_models::{ChannelMasks, GatedNetConfig, NetPlan, NetSpec};
-use serde::{Deserialize, Serialize};
-
-use dnal_export::Export;
+use dnal_export::{Arch, Export};
 use dnal_firmware::DeployRequest;
+use dnal_firmware::latency::{GridOptions, LatencyTable, ProfileOptions, profile};
+use dnal_models::{ChannelMasks, NetPlan};
 
 use crate::budget::CostEstimate;
-use crate::deploy::{normalised_images, reference_logits};
 use crate::error::SearchError;
-use crate::export::{SearchInfo, build_export};
+use crate::export::{reference_logits, structure_arch};
+use crate::report::LatencyReport;
 
 /// The latency table of a network's layers, read over its channel groups: the cost of a
 /// network with `counts[g]` channels in group `g`, in milliseconds at the table's clock.
@@ -33,7 +29,7 @@ impl LatencyEstimate {
     /// Checks that the table covers every layer of `plan` (same model, structure and parent
     /// channel counts) and prepares lookups.
     pub fn new(table: LatencyTable, plan: &NetPlan) -> Result<Self, SearchError> {
-        let arch = structure_arch(plan)?;
+        let arch = parent_arch(plan)?;
         // `predict` checks the model, the input and every layer's structure.
         table.predict(&arch)?;
         let layers = plan
@@ -122,38 +118,10 @@ impl CostEstimate for LatencyEstimate {
     }
 }
 
-/// The architecture of a spec's unpruned network (random weights): what `dnal profile`
-/// measures and what a table is checked against.
-pub fn structure_arch(plan: &NetPlan) -> Result<dnal_export::Arch, SearchError> {
-    let net = GatedNetConfig::new(plan.spec.clone())
-        .with_gate_position(plan.gate_position)
-        .init(&Device::flex())?;
-    let dataset = placeholder_dataset(&plan.spec)?;
-    let info = SearchInfo {
-        config: Default::default(),
-        parent_flops: net.flops(),
-        parent_params: net.params(),
-    };
-    let export = build_export(&net, plan, &ChannelMasks::full(plan), &dataset, &info)?;
-    Ok(export.arch().clone())
-}
-
-/// A one-image dataset carrying only a spec's input shape and class count, for exports made
-/// for their structure.
-fn placeholder_dataset(spec: &NetSpec) -> Result<Dataset, SearchError> {
-    let s = spec.input;
-    let shape = dnal_datasets::ImageShape::new(s.channels, s.height, s.width);
-    let names: Vec<String> = (0..spec.num_classes)
-        .map(|c| format!("class {c}"))
-        .collect();
-    let set = dnal_datasets::ImageSet::new(shape, vec![0; shape.len()], vec![0], names)?;
-    Ok(Dataset {
-        name: String::new(),
-        train: set.clone(),
-        test: set,
-        normalization: dnal_datasets::Normalization::identity(s.channels),
-        augmentation: dnal_datasets::Augmentation::none(),
-    })
+/// The architecture of `plan`'s unpruned network: what `dnal profile` measures and what a
+/// table is checked against.
+fn parent_arch(plan: &NetPlan) -> Result<Arch, SearchError> {
+    structure_arch(plan, plan, &ChannelMasks::full(plan))
 }
 
 /// Profiles every layer of `plan`'s network on `board` and writes the table to `out`.
@@ -163,61 +131,33 @@ pub fn profile_model(
     out: &Path,
     grid: &GridOptions,
 ) -> Result<LatencyTable, SearchError> {
-    let arch = structure_arch(plan)?;
+    let arch = parent_arch(plan)?;
     let table = profile(&arch, board, grid, &ProfileOptions::default())?;
     table.write(out)?;
     Ok(table)
 }
 
-/// A pruned network's latency on the board: predicted from the table and measured by running
-/// it there.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LatencyReport {
-    /// The board.
-    pub board: String,
-    /// What the figures count ("instructions" under QEMU, "cycles" on a real board).
-    pub unit: String,
-    /// The clock assumed to turn units into milliseconds, and why.
-    pub clock_hz: f64,
-    /// How units become cycles (1 for cycles; an assumption for instruction counts).
-    pub cycles_per_unit: f64,
-    /// The table's prediction, in units and milliseconds.
-    pub predicted_units: f64,
-    /// The prediction in milliseconds.
-    pub predicted_ms: f64,
-    /// What the board measured, mean per inference.
-    pub measured_units: f64,
-    /// The measurement in milliseconds.
-    pub measured_ms: f64,
-    /// `(predicted - measured) / measured`, in percent.
-    pub error_pct: f64,
-    /// True when the prediction extrapolated beyond the table's grid.
-    pub extrapolated: bool,
-    /// The firmware folder (deploy.json).
-    pub firmware: PathBuf,
-}
-
 /// Test images run on the board to measure a network: enough for a mean, few enough to keep
 /// QEMU runs short.
-const MEASURE_IMAGES: usize = 4;
+pub const MEASURE_IMAGES: usize = 4;
 
-/// Deploys `export` (the folder `dir`) to the table's board, runs it on a few test images,
-/// and compares the measured cost with the table's prediction. The firmware goes to
-/// `dir/firmware-BOARD`.
+/// Deploys `export` (loaded from the folder `dir`) to the table's board, runs it on a few of
+/// `test_images` (normalised), and compares the measured cost with the table's prediction.
+/// The firmware goes to `dir/firmware-BOARD`.
 pub fn measure_on_board(
     export: &Export,
     dir: &Path,
     table: &LatencyTable,
-    dataset: &Dataset,
+    test_images: &[Vec<f32>],
 ) -> Result<LatencyReport, SearchError> {
     let prediction = table.predict(export.arch())?;
-    let images = normalised_images(&dataset.test, &dataset.normalization, MEASURE_IMAGES);
+    let images = test_images[..test_images.len().min(MEASURE_IMAGES)].to_vec();
     let firmware = dir.join(format!("firmware-{}", table.board));
     let mut request = DeployRequest::new(dir, &table.board, &firmware);
     request.run = true;
     request.reference_logits = Some(reference_logits(export, &images)?);
     request.images = images;
-    let report = dnal_firmware::deploy(&request)?;
+    let report = dnal_firmware::deploy_loaded(export, &request)?;
     let cost = report.cost.ok_or_else(|| SearchError::InvalidOption {
         option: "--board",
         value: table.board.clone(),

@@ -3,6 +3,7 @@
 //! - [`search`]: the stages (weights, gates, prune, finetune), checkpoints and resume;
 //! - [`export`]: the pruned network as an export folder, and burn's forward of an export;
 //! - [`sweep`]: one weight stage, many latency budgets, measured on the board, Pareto plot;
+//! - [`data`]: a search's dataset, and the test images of an export's dataset;
 //! - [`eval`]: `dnal eval`, which reproduces a search's reported accuracy from its export;
 //! - [`deploy`]: `dnal deploy`, the export onto a board with test images and burn's logits;
 //! - [`arch_cost`]: the `c_l` of the architecture loss (uniform or FLOPs-aware);
@@ -20,6 +21,7 @@ pub mod backend;
 pub mod budget;
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod deploy;
 pub mod distill;
 pub mod error;

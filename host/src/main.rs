@@ -379,8 +379,29 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(hint) = option_hint(&e) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The option or command that mends an error, for errors whose libraries describe the mend
+/// without knowing this command line (another data folder, a new latency table).
+fn option_hint(e: &anyhow::Error) -> Option<String> {
+    use dnal::SearchError;
+    let error = e.chain().find_map(|c| c.downcast_ref::<SearchError>())?;
+    match error {
+        SearchError::Dataset(d) if d.wants_data_folder() => {
+            Some("--data-dir DIR gives the data folder".into())
+        }
+        SearchError::Latency(l) => l.table_to_profile().map(|(model, board)| {
+            format!(
+                "make the table with `dnal profile --model {model} --board {board} --out FILE`, then pass it with --latency-table FILE"
+            )
+        }),
+        _ => None,
     }
 }
 
@@ -566,11 +587,11 @@ fn profile(args: ProfileArgs) -> Result<()> {
         test_limit: Some(1),
         ..SearchConfig::default()
     };
-    let dataset = dnal::search::load_dataset(&config)
+    let dataset = dnal::data::load_dataset(&config)
         .with_context(|| format!("reading {} for its image shape", args.dataset))?;
     let spec = dnal_models::model_spec(
         &args.model,
-        dnal::search::input_shape(&dataset),
+        dnal::data::input_shape(&dataset),
         dataset.train.num_classes(),
     )?;
     let plan = dnal_models::NetPlan::new(spec, GatePosition::AfterBn)?;
@@ -653,4 +674,41 @@ fn sweep(args: SweepArgs) -> Result<()> {
         dir.join("pareto.svg").display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dnal::SearchError;
+    use dnal_firmware::latency::{LatencyError, TableRef};
+
+    #[test]
+    fn errors_mended_by_an_option_name_it() {
+        let missing = dnal_datasets::load("mnist", None).unwrap_err();
+        let e = anyhow::Error::from(SearchError::from(missing)).context("searching into runs/x");
+        assert_eq!(
+            option_hint(&e).as_deref(),
+            Some("--data-dir DIR gives the data folder")
+        );
+
+        let table = TableRef {
+            table: "latency.json".into(),
+            model: "vgg-small".into(),
+            board: "cortex-m7-qemu".into(),
+        };
+        let other_model = LatencyError::ModelMismatch {
+            table: Box::new(table),
+            model: "resnet20".into(),
+        };
+        let e = anyhow::Error::from(SearchError::from(other_model));
+        let hint = option_hint(&e).unwrap();
+        assert!(
+            hint.contains("dnal profile --model resnet20 --board cortex-m7-qemu"),
+            "{hint}"
+        );
+
+        // Errors an option would not mend get no hint.
+        let unknown = dnal_datasets::load("imagenet-21k", None).unwrap_err();
+        assert_eq!(option_hint(&SearchError::from(unknown).into()), None);
+    }
 }

@@ -1,10 +1,11 @@
 //! `report.json`: what a search did and what it found.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::budget::{Budget, BudgetFit};
 use crate::config::SearchConfig;
-use crate::latency::LatencyReport;
 
 /// Accuracy and cost of one network.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -136,4 +137,32 @@ pub struct BudgetReport {
     pub lambda: f64,
     /// The fit of the kept channels to the budget.
     pub fit: BudgetFit,
+}
+
+/// A pruned network's latency on the board: predicted from the table and measured by running
+/// it there.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencyReport {
+    /// The board.
+    pub board: String,
+    /// What the figures count ("instructions" under QEMU, "cycles" on a real board).
+    pub unit: String,
+    /// The clock assumed to turn units into milliseconds, and why.
+    pub clock_hz: f64,
+    /// How units become cycles (1 for cycles; an assumption for instruction counts).
+    pub cycles_per_unit: f64,
+    /// The table's prediction, in units and milliseconds.
+    pub predicted_units: f64,
+    /// The prediction in milliseconds.
+    pub predicted_ms: f64,
+    /// What the board measured, mean per inference.
+    pub measured_units: f64,
+    /// The measurement in milliseconds.
+    pub measured_ms: f64,
+    /// `(predicted - measured) / measured`, in percent.
+    pub error_pct: f64,
+    /// True when the prediction extrapolated beyond the table's grid.
+    pub extrapolated: bool,
+    /// The firmware folder (deploy.json).
+    pub firmware: PathBuf,
 }

@@ -27,15 +27,14 @@ use crate::arch_cost::CostWeighting;
 use crate::budget::Budget;
 use crate::checkpoint::{read_json, write_json};
 use crate::config::SearchConfig;
+use crate::data::{ExportTestSet, input_shape, load_dataset};
 use crate::error::SearchError;
-use crate::latency::{measure_on_board, profile_model};
+use crate::latency::{MEASURE_IMAGES, measure_on_board, profile_model};
 use crate::lock::OutputLock;
 use crate::plot::{Front, Pareto, write_figure};
 use crate::progress::SearchObserver;
 use crate::report::Report;
-use crate::search::{
-    PARENT_EXPORT, SearchState, fork_after_weights, input_shape, load_dataset, train_weights,
-};
+use crate::search::{PARENT_EXPORT, SearchState, fork_after_weights, train_weights};
 
 /// `DIR/sweep-plan.json`: what a sweep runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -363,17 +362,19 @@ pub fn collect(dir: &Path, observer: &mut dyn SearchObserver) -> Result<SweepRep
     let parent_export_dir = weights_dir.join(PARENT_EXPORT);
     let parent_firmware = dir.join(PARENT_FIRMWARE);
     let parent_latency_path = parent_firmware.join("latency.json");
-    let parent_latency: crate::latency::LatencyReport = match read_json(&parent_latency_path) {
+    let parent_latency: crate::report::LatencyReport = match read_json(&parent_latency_path) {
         Ok(l) => l,
         Err(_) => {
             observer.message(&format!("measuring the parent on {}", plan.board));
             let export = Export::load(&parent_export_dir)?;
-            let dataset = load_dataset(&SearchConfig {
-                train_limit: Some(1),
-                test_limit: Some(8),
-                ..plan.base.clone()
-            })?;
-            let measured = measure_on_board(&export, &parent_export_dir, &table, &dataset)?;
+            let images = ExportTestSet::load(
+                &export,
+                &parent_export_dir,
+                plan.base.data_dir.as_deref(),
+                Some(MEASURE_IMAGES),
+            )?
+            .normalised_images(MEASURE_IMAGES);
+            let measured = measure_on_board(&export, &parent_export_dir, &table, &images)?;
             std::fs::create_dir_all(&parent_firmware).map_err(SearchError::io(
                 &parent_firmware,
                 "creating",

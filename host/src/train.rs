@@ -5,13 +5,16 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Int, Tensor, TensorData};
-use dnal_datasets::{BatchData, Batcher};
+use burn::tensor::{Device, Int, Tensor};
+use dnal_datasets::Batcher;
 use dnal_models::{GateMode, GatedNet};
 use serde::{Deserialize, Serialize};
 
 use crate::budget::{BudgetControl, hard_counts};
 use crate::distill::Distillation;
+
+/// Test batches are large: evaluation keeps no autodiff graph.
+pub const EVAL_BATCH: usize = 256;
 
 /// The DNAL architecture loss: `lambda_a * sum_g c_g * sum_j sigmoid(delta * s_gj)`.
 #[derive(Clone, Debug)]
@@ -207,7 +210,7 @@ pub fn evaluate(
 ) -> Result<Accuracy, NonFiniteLogit> {
     let (mut top1, mut top5, mut images) = (0, 0, 0);
     for data in batcher.epoch(0) {
-        let logits = forward(images_tensor(&data, device));
+        let logits = forward(data.images_tensor(device));
         let logits = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
         if let Some((i, &value)) = logits.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(NonFiniteLogit {
@@ -228,18 +231,6 @@ pub fn evaluate(
     })
 }
 
-/// A batch's images as a tensor, without the labels.
-pub fn images_tensor(data: &BatchData, device: &Device) -> Tensor<4> {
-    let s = data.shape;
-    Tensor::from_data(
-        TensorData::new(
-            data.images.clone(),
-            [data.len(), s.channels, s.height, s.width],
-        ),
-        device,
-    )
-}
-
 /// Evaluates a gated net (its inference copy) with its gates in `mode`.
 pub fn evaluate_net(
     net: &GatedNet,
@@ -256,6 +247,7 @@ pub fn evaluate_net(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::TensorData;
 
     #[test]
     fn top1_and_top5_count_ranks() {
@@ -273,8 +265,8 @@ mod tests {
 
     #[test]
     fn non_finite_logits_are_an_error_not_a_hit() {
-        use dnal_datasets::{ImageSet, ImageShape, Normalization};
-        let shape = ImageShape::new(1, 1, 1);
+        use dnal_datasets::{ImageSet, Normalization, Shape3};
+        let shape = Shape3::new(1, 1, 1);
         let classes = vec!["a".to_string(), "b".to_string()];
         let set = ImageSet::new(shape, vec![0u8; 5], vec![0, 1, 0, 1, 0], classes).unwrap();
         let norm = Normalization {

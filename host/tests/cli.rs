@@ -98,6 +98,11 @@ fn a_missing_dataset_names_the_path_and_the_fix() {
         err.contains("--data-dir") || err.contains("dataset-fashion-mnist"),
         "{err}"
     );
+    // The dataset library says "the data folder"; the command line names its option.
+    assert!(
+        err.contains("hint: --data-dir DIR gives the data folder"),
+        "{err}"
+    );
 }
 
 #[test]

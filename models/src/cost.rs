@@ -8,7 +8,7 @@
 //! and the marginal cost of one channel of a group (the derivative), all from one table.
 
 use crate::groups::ChannelGroups;
-use crate::spec::{NetSpec, Op, ValueShape};
+use crate::spec::{NetSpec, Op, Shape3};
 
 /// `coeff * prod(counts[g] for g in groups)`.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,12 +39,7 @@ pub enum CostKind {
 
 impl CostModel {
     /// The cost table of a network.
-    pub fn new(
-        kind: CostKind,
-        spec: &NetSpec,
-        shapes: &[ValueShape],
-        groups: &ChannelGroups,
-    ) -> Self {
+    pub fn new(kind: CostKind, spec: &NetSpec, shapes: &[Shape3], groups: &ChannelGroups) -> Self {
         let mut terms = Vec::new();
         let g = |v: usize| groups.value_group[v];
         for (index, node) in spec.nodes.iter().enumerate() {
@@ -146,7 +141,7 @@ mod tests {
 
     #[test]
     fn conv_and_linear_costs_match_hand_counts() {
-        let mut b = SpecBuilder::new("t", ValueShape::new(3, 8, 8), 5);
+        let mut b = SpecBuilder::new("t", Shape3::new(3, 8, 8), 5);
         let c1 = b.conv("c1", 0, 4, 3, 1, Activation::Relu);
         let c2 = b.conv("c2", c1, 6, 3, 2, Activation::Relu);
         b.push(

@@ -10,7 +10,7 @@
 //! the input image and the outputs of linear layers have fixed sizes.
 
 use crate::error::ModelError;
-use crate::spec::{NetSpec, Op, ValueShape};
+use crate::spec::{NetSpec, Op, Shape3};
 
 /// One channel group.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,7 +60,7 @@ impl UnionFind {
 
 impl ChannelGroups {
     /// Analyses a spec whose shapes were already checked.
-    pub fn analyse(spec: &NetSpec, shapes: &[ValueShape]) -> Result<Self, ModelError> {
+    pub fn analyse(spec: &NetSpec, shapes: &[Shape3]) -> Result<Self, ModelError> {
         let values = shapes.len();
         let mut sets = UnionFind((0..values).collect());
         // Values whose channel count cannot change.
@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn residual_adds_couple_groups_and_depthwise_keeps_them() {
-        let mut b = SpecBuilder::new("t", ValueShape::new(3, 8, 8), 2);
+        let mut b = SpecBuilder::new("t", Shape3::new(3, 8, 8), 2);
         let stem = b.conv("stem", 0, 4, 3, 1, Activation::Relu); // value 1
         let c1 = b.conv("c1", stem, 6, 1, 1, Activation::Relu); // value 2
         let dw = b.push(

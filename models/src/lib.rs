@@ -25,5 +25,5 @@ pub use gate::{Gate, GateConfig, GateMode};
 pub use groups::ChannelGroups;
 pub use net::{ConvBn, GatePosition, GatedNet, GatedNetConfig, NetPlan};
 pub use prune::{ChannelMasks, prune_channels};
-pub use spec::{Activation, NetSpec, Node, Op, SpecBuilder, ValueShape};
+pub use spec::{Activation, NetSpec, Node, Op, Shape3, SpecBuilder};
 pub use zoo::{DEFAULT_MODEL, MODELS, model_spec};

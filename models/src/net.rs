@@ -16,7 +16,7 @@ use crate::cost::{CostKind, CostModel};
 use crate::error::ModelError;
 use crate::gate::{Gate, GateConfig, GateMode};
 use crate::groups::ChannelGroups;
-use crate::spec::{Activation, NetSpec, Op, ValueShape};
+use crate::spec::{Activation, NetSpec, Op, Shape3};
 use dnal_train_kernels::{batch_norm_op, conv_op, max_pool_op};
 
 /// Where a conv block applies its gate (the paper's ablation; `AfterBn` is its best).
@@ -38,7 +38,7 @@ pub struct NetPlan {
     /// The architecture.
     pub spec: NetSpec,
     /// The shape of every value.
-    pub shapes: Vec<ValueShape>,
+    pub shapes: Vec<Shape3>,
     /// The channel groups and their gates.
     pub groups: ChannelGroups,
     /// Where the gates sit.
@@ -463,7 +463,7 @@ mod tests {
     #[test]
     fn forward_gives_logits_and_off_gates_change_nothing() {
         let device = Device::flex();
-        let mut b = SpecBuilder::new("t", ValueShape::new(2, 6, 6), 3);
+        let mut b = SpecBuilder::new("t", Shape3::new(2, 6, 6), 3);
         let c = b.conv("c", 0, 4, 3, 1, Activation::Relu);
         let g = b.push("gap", Op::GlobalAvgPool, vec![c]);
         b.push(

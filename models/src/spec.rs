@@ -7,22 +7,14 @@
 //! Values are numbered as in the export format: value 0 is the input image and node `i` writes
 //! value `i + 1`. The last node's value holds the logits.
 
+use dnal_export::kernel_serde;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ModelError;
+/// The shape of a value and the activation of a node are the device kernels' own: one
+/// definition from the search to the board.
+pub use dnal_kernels::{Activation, Shape3};
 
-/// An activation applied at the end of a node.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Activation {
-    /// The identity.
-    #[default]
-    None,
-    /// `max(x, 0)`.
-    Relu,
-    /// `min(max(x, 0), 6)`.
-    Relu6,
-}
+use crate::error::ModelError;
 
 /// What a node computes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,6 +35,7 @@ pub enum Op {
         /// One filter per input channel instead of a dense conv.
         depthwise: bool,
         /// Applied after the gate.
+        #[serde(with = "kernel_serde::activation")]
         activation: Activation,
     },
     /// Max pooling without padding.
@@ -64,6 +57,7 @@ pub enum Op {
     /// Element-wise sum of its inputs (a residual join), then the activation.
     Add {
         /// Applied after the sum.
+        #[serde(with = "kernel_serde::activation")]
         activation: Activation,
     },
     /// Flatten (CHW order) then a dense layer with bias.
@@ -71,6 +65,7 @@ pub enum Op {
         /// Output features.
         out_features: usize,
         /// Applied after the layer.
+        #[serde(with = "kernel_serde::activation")]
         activation: Activation,
     },
 }
@@ -87,52 +82,14 @@ pub struct Node {
     pub inputs: Vec<usize>,
 }
 
-/// The shape of one image-like value: channels, height, width.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ValueShape {
-    /// Channels.
-    pub channels: usize,
-    /// Height.
-    pub height: usize,
-    /// Width.
-    pub width: usize,
-}
-
-impl ValueShape {
-    /// A shape from its three sizes.
-    pub const fn new(channels: usize, height: usize, width: usize) -> Self {
-        Self {
-            channels,
-            height,
-            width,
-        }
-    }
-
-    /// Elements of one image of this shape.
-    pub fn len(&self) -> usize {
-        self.channels * self.height * self.width
-    }
-
-    /// Elements of one image of this shape, or `None` if that overflows `usize`.
-    pub fn checked_len(&self) -> Option<usize> {
-        self.channels
-            .checked_mul(self.height)?
-            .checked_mul(self.width)
-    }
-
-    /// Whether one of the sizes is zero.
-    pub fn is_empty(&self) -> bool {
-        self.channels == 0 || self.height == 0 || self.width == 0
-    }
-}
-
 /// A whole network as data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetSpec {
     /// The model's name, e.g. `resnet20`.
     pub name: String,
     /// The shape of one input image.
-    pub input: ValueShape,
+    #[serde(with = "kernel_serde::shape3")]
+    pub input: Shape3,
     /// The number of logits the last node produces.
     pub num_classes: usize,
     /// The nodes in execution order.
@@ -161,7 +118,7 @@ impl NetSpec {
     /// The shapes of every value (index 0 is the input), checking the whole spec on the way:
     /// inputs refer backwards, windows fit, added values agree, the last node gives
     /// `num_classes` logits.
-    pub fn value_shapes(&self) -> Result<Vec<ValueShape>, ModelError> {
+    pub fn value_shapes(&self) -> Result<Vec<Shape3>, ModelError> {
         let bad = |node: &Node, why: String| ModelError::InvalidSpec {
             model: self.name.clone(),
             node: node.name.clone(),
@@ -277,13 +234,13 @@ impl NetSpec {
                         ));
                     }
                     let (h, w) = window(*kernel, *stride, *padding)?;
-                    ValueShape::new(*out_channels, h, w)
+                    Shape3::new(*out_channels, h, w)
                 }
                 Op::MaxPool { kernel, stride } | Op::AvgPool { kernel, stride } => {
                     let (h, w) = window(*kernel, *stride, 0)?;
-                    ValueShape::new(x.channels, h, w)
+                    Shape3::new(x.channels, h, w)
                 }
-                Op::GlobalAvgPool => ValueShape::new(x.channels, 1, 1),
+                Op::GlobalAvgPool => Shape3::new(x.channels, 1, 1),
                 Op::Add { .. } => {
                     if node.inputs.len() < 2 {
                         return Err(bad(node, "adds fewer than two values".into()));
@@ -303,7 +260,7 @@ impl NetSpec {
                     if *out_features == 0 {
                         return Err(bad(node, "has zero output features".into()));
                     }
-                    ValueShape::new(*out_features, 1, 1)
+                    Shape3::new(*out_features, 1, 1)
                 }
             };
             if out.checked_len().is_none_or(|n| n > MAX_VALUE_LEN) {
@@ -349,7 +306,7 @@ pub struct SpecBuilder {
 
 impl SpecBuilder {
     /// Starts a network over images of `input` shape.
-    pub fn new(name: impl Into<String>, input: ValueShape, num_classes: usize) -> Self {
+    pub fn new(name: impl Into<String>, input: Shape3, num_classes: usize) -> Self {
         Self {
             spec: NetSpec {
                 name: name.into(),
@@ -402,7 +359,7 @@ mod tests {
     use super::*;
 
     fn tiny() -> NetSpec {
-        let mut b = SpecBuilder::new("tiny", ValueShape::new(1, 8, 8), 3);
+        let mut b = SpecBuilder::new("tiny", Shape3::new(1, 8, 8), 3);
         let c1 = b.conv("c1", 0, 4, 3, 1, Activation::Relu);
         let p = b.push(
             "pool",
@@ -434,7 +391,7 @@ mod tests {
 
     #[test]
     fn huge_and_wrapping_sizes_are_refused_not_wrapped() {
-        let with_conv = |input: ValueShape, out_channels, kernel, stride, padding| {
+        let with_conv = |input: Shape3, out_channels, kernel, stride, padding| {
             let mut b = SpecBuilder::new("huge", input, 3);
             let c = b.push(
                 "c",
@@ -459,7 +416,7 @@ mod tests {
             );
             b.finish().value_shapes()
         };
-        let small = ValueShape::new(1, 8, 8);
+        let small = Shape3::new(1, 8, 8);
         for (input, out, kernel, stride, padding) in [
             // 2 * padding wraps to 0 in release builds: the window would "fit".
             (small, 4, 3, 1, 1usize << 63),
@@ -467,10 +424,10 @@ mod tests {
             (small, (1usize << 63) + 1, 3, 1, 1),
             (small, 4, usize::MAX, 1, 1),
             (small, 4, 3, usize::MAX, 1),
-            (ValueShape::new((1 << 63) + 1, 8, 8), 4, 3, 1, 1),
-            (ValueShape::new(1 << 16, 1 << 16, 1 << 16), 4, 3, 1, 1),
+            (Shape3::new((1 << 63) + 1, 8, 8), 4, 3, 1, 1),
+            (Shape3::new(1 << 16, 1 << 16, 1 << 16), 4, 3, 1, 1),
             // Each size allowed, the output too big.
-            (ValueShape::new(1, 1 << 16, 1 << 16), 1 << 16, 1, 1, 0),
+            (Shape3::new(1, 1 << 16, 1 << 16), 1 << 16, 1, 1, 0),
         ] {
             let err = with_conv(input, out, kernel, stride, padding).unwrap_err();
             let text = err.to_string();
@@ -488,11 +445,11 @@ mod tests {
     #[test]
     fn shapes_follow_the_nodes() {
         let shapes = tiny().value_shapes().unwrap();
-        assert_eq!(shapes[1], ValueShape::new(4, 8, 8));
-        assert_eq!(shapes[2], ValueShape::new(4, 4, 4));
-        assert_eq!(shapes[4], ValueShape::new(4, 4, 4));
-        assert_eq!(shapes[5], ValueShape::new(4, 1, 1));
-        assert_eq!(shapes[6], ValueShape::new(3, 1, 1));
+        assert_eq!(shapes[1], Shape3::new(4, 8, 8));
+        assert_eq!(shapes[2], Shape3::new(4, 4, 4));
+        assert_eq!(shapes[4], Shape3::new(4, 4, 4));
+        assert_eq!(shapes[5], Shape3::new(4, 1, 1));
+        assert_eq!(shapes[6], Shape3::new(3, 1, 1));
     }
 
     #[test]

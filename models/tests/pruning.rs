@@ -3,8 +3,7 @@
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use dnal_models::{
-    ChannelMasks, GateMode, GatedNet, GatedNetConfig, NetSpec, ValueShape, model_spec,
-    prune_channels,
+    ChannelMasks, GateMode, GatedNet, GatedNetConfig, NetSpec, Shape3, model_spec, prune_channels,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -96,7 +95,7 @@ fn assert_pruning_is_exact(spec: NetSpec, seed: u64) {
 
 #[test]
 fn pruned_vgg_matches_hard_gates() {
-    let spec = model_spec("vgg-small", ValueShape::new(1, 28, 28), 10).unwrap();
+    let spec = model_spec("vgg-small", Shape3::new(1, 28, 28), 10).unwrap();
     for seed in [1, 2] {
         assert_pruning_is_exact(spec.clone(), seed);
     }
@@ -105,7 +104,7 @@ fn pruned_vgg_matches_hard_gates() {
 #[test]
 fn pruned_resnet_with_coupled_residual_groups_matches_hard_gates() {
     // ResNet-20 on small images: stride-2 projections, identity shortcuts and coupled stages.
-    let spec = model_spec("resnet20", ValueShape::new(3, 16, 16), 10).unwrap();
+    let spec = model_spec("resnet20", Shape3::new(3, 16, 16), 10).unwrap();
     for seed in [3, 4] {
         assert_pruning_is_exact(spec.clone(), seed);
     }
@@ -114,7 +113,7 @@ fn pruned_resnet_with_coupled_residual_groups_matches_hard_gates() {
 #[test]
 fn an_empty_group_is_refused() {
     let device = Device::flex();
-    let spec = model_spec("vgg-small", ValueShape::new(1, 28, 28), 10).unwrap();
+    let spec = model_spec("vgg-small", Shape3::new(1, 28, 28), 10).unwrap();
     let net = GatedNetConfig::new(spec).init(&device).unwrap();
     let mut masks = ChannelMasks::full(&net.plan);
     let group = net.plan.groups.group_of_gate[1];
@@ -129,7 +128,7 @@ fn an_empty_group_is_refused() {
 #[test]
 fn all_gates_closed_still_keeps_one_channel_per_layer() {
     let device = Device::flex();
-    let spec = model_spec("vgg-small", ValueShape::new(1, 28, 28), 10).unwrap();
+    let spec = model_spec("vgg-small", Shape3::new(1, 28, 28), 10).unwrap();
     let mut net = GatedNetConfig::new(spec).init(&device).unwrap();
     for gate in &mut net.gates {
         let [n] = gate.s.dims();

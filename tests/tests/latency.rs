@@ -11,7 +11,7 @@ use dnal::config::SearchConfig;
 use dnal::progress::Silent;
 use dnal::sweep::SweepPlan;
 use dnal_firmware::latency::LatencyTable;
-use dnal_models::{GatePosition, NetPlan, ValueShape, model_spec};
+use dnal_models::{GatePosition, NetPlan, Shape3, model_spec};
 
 const BOARD: &str = "cortex-m7-qemu";
 
@@ -39,7 +39,7 @@ struct Profiled {
 static TABLE: LazyLock<Profiled> = LazyLock::new(|| {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("latency.json");
-    let spec = model_spec("vgg-small", ValueShape::new(1, 28, 28), 10).unwrap();
+    let spec = model_spec("vgg-small", Shape3::new(1, 28, 28), 10).unwrap();
     let plan = NetPlan::new(spec, GatePosition::AfterBn).unwrap();
     dnal::latency::profile_model(&plan, BOARD, &path, &Default::default()).unwrap();
     Profiled { _dir: dir, path }
@@ -73,14 +73,20 @@ fn a_table_for_another_model_is_refused_with_the_fix() {
         latency_table: Some(TABLE.path.clone()),
         ..SearchConfig::default()
     });
-    let err = dnal::search::search(config, dir.path(), &mut Silent)
-        .unwrap_err()
-        .to_string();
+    let err = dnal::search::search(config, dir.path(), &mut Silent).unwrap_err();
+    // The mend is a table of this model on this board (`dnal` names the command for it).
+    match &err {
+        dnal::SearchError::Latency(e) => {
+            assert_eq!(e.table_to_profile(), Some(("resnet20", BOARD)), "{err}")
+        }
+        other => panic!("not a latency table error: {other}"),
+    }
+    let err = err.to_string();
     assert!(
         err.contains("vgg-small") && err.contains("resnet20"),
         "{err}"
     );
-    assert!(err.contains("dnal profile"), "{err}");
+    assert!(err.contains("a table of model resnet20"), "{err}");
 
     // A table made on another board is refused too.
     let config = small(SearchConfig {

@@ -7,7 +7,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Int, Tensor, TensorData};
 use dnal::backend::Backend;
-use dnal_models::{Activation, GateMode, GatedNetConfig, Op, SpecBuilder, ValueShape};
+use dnal_models::{Activation, GateMode, GatedNetConfig, Op, Shape3, SpecBuilder};
 
 #[test]
 fn a_few_training_steps_on_wgpu_lower_the_loss_and_agree_with_the_cpu() {
@@ -17,7 +17,7 @@ fn a_few_training_steps_on_wgpu_lower_the_loss_and_agree_with_the_cpu() {
         // SAFETY: set before any thread of this test binary reads the environment.
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", runtime.path()) };
     }
-    let mut b = SpecBuilder::new("tiny", ValueShape::new(1, 8, 8), 4);
+    let mut b = SpecBuilder::new("tiny", Shape3::new(1, 8, 8), 4);
     let c1 = b.conv("conv1", 0, 8, 3, 1, Activation::Relu);
     let p = b.push(
         "pool",

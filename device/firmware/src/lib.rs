@@ -22,4 +22,6 @@ pub mod deploy;
 pub mod latency;
 pub mod synth;
 
-pub use deploy::{DeployError, DeployReport, DeployRequest, deploy};
+pub use deploy::{
+    DeployError, DeployReport, DeployRequest, SHARED_TARGET_ENV, deploy, deploy_loaded,
+};

@@ -1,7 +1,7 @@
 //! The export reader and the code generator against a few thousand mutated exports: no
 //! panic, no hang, a clean error or a valid export whose generated code holds export text
 //! only in comments, as validated names (tests/support/fuzz_export.rs says how; for long
-//! runs, `examples/fuzz_export.rs` and docs/fuzzing.md).
+//! runs, `bench/src/bin/fuzz_export.rs` and docs/fuzzing.md).
 
 #[path = "support/fuzz_export.rs"]
 mod fuzz;

@@ -171,13 +171,19 @@ fn tables_that_do_not_fit_the_architecture_say_what_and_how_to_fix() {
     // A layer the table has never seen.
     let mut renamed = parent.clone();
     renamed.layers[4].name = "conv6".into();
-    let e = err_text(t.predict(&renamed).unwrap_err());
+    let err = t.predict(&renamed).unwrap_err();
+    // The mend is a new table, of this model on this board (the CLI names its command).
+    assert_eq!(
+        err.table_to_profile(),
+        Some(("vgg-small", "cortex-m7-qemu"))
+    );
+    let e = err_text(err);
     assert!(
         e.contains("does not cover layer conv6 (model vgg-small)"),
         "{e}"
     );
     assert!(
-        e.contains("dnal profile --model vgg-small --board cortex-m7-qemu"),
+        e.contains("profile model vgg-small on board cortex-m7-qemu again"),
         "{e}"
     );
     assert!(matches!(
@@ -229,10 +235,12 @@ fn tables_that_do_not_fit_the_architecture_say_what_and_how_to_fix() {
     // Another model.
     let mut other = parent.clone();
     other.name = "resnet20".into();
-    let e = err_text(t.predict(&other).unwrap_err());
+    let err = t.predict(&other).unwrap_err();
+    assert_eq!(err.table_to_profile(), Some(("resnet20", "cortex-m7-qemu")));
+    let e = err_text(err);
     assert!(
         e.contains("profiled for model vgg-small, not resnet20")
-            && e.contains("dnal profile --model resnet20 --board cortex-m7-qemu"),
+            && e.contains("a table of model resnet20 on board cortex-m7-qemu"),
         "{e}"
     );
 

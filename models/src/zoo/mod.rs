@@ -4,7 +4,7 @@ pub mod resnet;
 pub mod vgg;
 
 use crate::error::ModelError;
-use crate::spec::{NetSpec, ValueShape};
+use crate::spec::{NetSpec, Shape3};
 
 /// The models `dnal search --model` knows, with what each is for.
 pub const MODELS: &[(&str, &str)] = &[
@@ -24,11 +24,7 @@ pub const MODELS: &[(&str, &str)] = &[
 pub const DEFAULT_MODEL: &str = "vgg-small";
 
 /// The spec of a named model for inputs of `input` shape and `num_classes` classes.
-pub fn model_spec(
-    name: &str,
-    input: ValueShape,
-    num_classes: usize,
-) -> Result<NetSpec, ModelError> {
+pub fn model_spec(name: &str, input: Shape3, num_classes: usize) -> Result<NetSpec, ModelError> {
     let spec = match name {
         "vgg-small" => vgg::vgg(name, vgg::VGG_SMALL, input, num_classes),
         "vgg16" => vgg::vgg(name, vgg::VGG16_CIFAR, input, num_classes),
@@ -68,7 +64,7 @@ mod tests {
 
     #[test]
     fn vgg16_has_the_papers_4224_channels_and_flops() {
-        let spec = model_spec("vgg16", ValueShape::new(3, 32, 32), 10).unwrap();
+        let spec = model_spec("vgg16", Shape3::new(3, 32, 32), 10).unwrap();
         let plan = NetPlan::new(spec, GatePosition::AfterBn).unwrap();
         let channels: usize = plan
             .groups
@@ -86,7 +82,7 @@ mod tests {
     #[test]
     fn resnet_stages_are_coupled_groups() {
         for (name, blocks) in [("resnet20", 3), ("resnet56", 9)] {
-            let spec = model_spec(name, ValueShape::new(3, 32, 32), 10).unwrap();
+            let spec = model_spec(name, Shape3::new(3, 32, 32), 10).unwrap();
             let convs = spec
                 .nodes
                 .iter()
@@ -98,7 +94,7 @@ mod tests {
             // One gate per conv1 of every block, plus one per stage for the coupled stream.
             assert_eq!(groups.group_of_gate.len(), 3 * blocks + 3, "{name}");
         }
-        let resnet56 = model_spec("resnet56", ValueShape::new(3, 32, 32), 10).unwrap();
+        let resnet56 = model_spec("resnet56", Shape3::new(3, 32, 32), 10).unwrap();
         let plan = NetPlan::new(resnet56, GatePosition::AfterBn).unwrap();
         // ~125.5M MACs and ~0.85M parameters, as usually reported for ResNet-56.
         assert!(
@@ -115,13 +111,13 @@ mod tests {
 
     #[test]
     fn the_default_model_suits_28x28_and_vgg16_does_not() {
-        let spec = model_spec(DEFAULT_MODEL, ValueShape::new(1, 28, 28), 10).unwrap();
+        let spec = model_spec(DEFAULT_MODEL, Shape3::new(1, 28, 28), 10).unwrap();
         assert!(spec.value_shapes().is_ok());
-        let err = model_spec("vgg16", ValueShape::new(1, 28, 28), 10)
+        let err = model_spec("vgg16", Shape3::new(1, 28, 28), 10)
             .unwrap_err()
             .to_string();
         assert!(err.contains("28x28") && err.contains("vgg-small"), "{err}");
-        let err = model_spec("alexnet", ValueShape::new(1, 28, 28), 10)
+        let err = model_spec("alexnet", Shape3::new(1, 28, 28), 10)
             .unwrap_err()
             .to_string();
         assert!(err.contains("resnet20"), "{err}");

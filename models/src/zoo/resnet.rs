@@ -7,10 +7,10 @@
 //! group, whose gate every conv writing the stage shares. The paper zero-pads missing channels
 //! instead; coupled gates keep the pruned network dense and exact.
 
-use crate::spec::{Activation, NetSpec, Op, SpecBuilder, ValueShape};
+use crate::spec::{Activation, NetSpec, Op, Shape3, SpecBuilder};
 
 /// A CIFAR ResNet with `blocks` basic blocks per stage (3 -> ResNet-20, 9 -> ResNet-56).
-pub fn cifar_resnet(name: &str, blocks: usize, input: ValueShape, num_classes: usize) -> NetSpec {
+pub fn cifar_resnet(name: &str, blocks: usize, input: Shape3, num_classes: usize) -> NetSpec {
     let mut b = SpecBuilder::new(name, input, num_classes);
     let mut x = b.conv("stem", 0, 16, 3, 1, Activation::Relu);
     let mut width = 16;

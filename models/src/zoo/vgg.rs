@@ -1,6 +1,6 @@
 //! The VGG family: stacks of 3x3 Conv-BN-gate-ReLU blocks and max pools.
 
-use crate::spec::{Activation, NetSpec, Op, SpecBuilder, ValueShape};
+use crate::spec::{Activation, NetSpec, Op, Shape3, SpecBuilder};
 
 /// One entry of a VGG configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub const VGG_SMALL: &[VggItem] = &[C(32), C(32), M, C(64), C(64), M, C(128)];
 
 /// A VGG network: the conv/pool stack, then global average pooling when the last feature map
 /// is larger than 1x1, then a linear classifier.
-pub fn vgg(name: &str, items: &[VggItem], input: ValueShape, num_classes: usize) -> NetSpec {
+pub fn vgg(name: &str, items: &[VggItem], input: Shape3, num_classes: usize) -> NetSpec {
     let mut b = SpecBuilder::new(name, input, num_classes);
     let mut x = 0;
     let (mut convs, mut pools) = (0, 0);

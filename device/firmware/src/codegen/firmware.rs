@@ -4,10 +4,11 @@
 //! builds wherever it is moved.
 
 use std::fmt::Write as _;
-use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{CodegenError, GeneratedModel, emit_array, generate_model, rustfmt, vendor};
+use super::{
+    CodegenError, GeneratedModel, emit_array, generate_model, rustfmt, vendor, write_file,
+};
 use crate::board::{Board, Harness, Runner};
 use dnal_export::Export;
 
@@ -290,16 +291,4 @@ fn toml_string(s: &str) -> String {
     }
     out.push('"');
     out
-}
-
-/// Writes `text` to `dir/rel`, creating folders as needed.
-pub(crate) fn write_file(dir: &Path, rel: &str, text: &str) -> Result<(), CodegenError> {
-    let path = dir.join(rel);
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(|source| CodegenError::Io {
-            path: parent.to_path_buf(),
-            source,
-        })?;
-    }
-    fs::write(&path, text).map_err(|source| CodegenError::Io { path, source })
 }

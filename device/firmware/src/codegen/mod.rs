@@ -6,11 +6,13 @@ mod firmware;
 pub mod plan;
 pub mod vendor;
 
+pub(crate) use firmware::write_crate_scaffold;
 pub use firmware::{FirmwareCrate, FirmwareOptions, write_firmware_crate};
-pub(crate) use firmware::{write_crate_scaffold, write_file};
 pub use plan::{MemoryPlan, Place, plan_memory, plan_memory_with_scratch};
 
 use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
 
 use dnal_export::{Arch, ArchSummary, Export, Layer, LayerSummary, Op, check_name};
 use dnal_kernels::arena::Span;
@@ -681,6 +683,18 @@ pub fn rustfmt(source: &str) -> String {
         }
         _ => source.to_string(),
     }
+}
+
+/// Writes `text` to `dir/rel`, creating folders as needed.
+pub(crate) fn write_file(dir: &Path, rel: &str, text: &str) -> Result<(), CodegenError> {
+    let path = dir.join(rel);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|source| CodegenError::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    fs::write(&path, text).map_err(|source| CodegenError::Io { path, source })
 }
 
 #[cfg(test)]

@@ -8,8 +8,7 @@
 
 use std::path::Path;
 
-use super::CodegenError;
-use super::firmware::write_file;
+use super::{CodegenError, write_file};
 
 /// Where the vendored crate goes, relative to the firmware crate.
 pub const VENDOR_DIR: &str = "vendor/dnal-kernels";

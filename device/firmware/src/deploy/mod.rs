@@ -2,8 +2,9 @@
 //! board through probe-rs, or natively), and report sizes, cost and parity in `deploy.json`.
 //!
 //! A firmware builds into its own `target/` folder by default, as `cargo build` in the
-//! firmware folder would; [`DeployRequest::firmware_target_dir`] lets a caller that builds
-//! many firmwares share one, so that cortex-m-rt and friends build once.
+//! firmware folder would; [`DeployRequest::firmware_target_dir`] (or the environment variable
+//! [`SHARED_TARGET_ENV`]) lets a caller that builds many firmwares share one, so that
+//! cortex-m-rt and friends build once.
 
 pub mod elf;
 mod run;
@@ -42,9 +43,9 @@ pub struct DeployRequest {
     pub reference_logits: Option<Vec<Vec<f32>>>,
     /// How many times to run the firmware (2 or more checks that the cost repeats exactly).
     pub runs: usize,
-    /// Cargo target directory for the firmware build (default: `target/` inside `out_dir`,
-    /// kept across deploys into the same folder). Nothing in the firmware folder refers to
-    /// it: the crate builds anywhere.
+    /// Cargo target directory for the firmware build (default: [`SHARED_TARGET_ENV`] when set,
+    /// else `target/` inside `out_dir`, kept across deploys into the same folder). Nothing in
+    /// the firmware folder refers to it: the crate builds anywhere.
     pub firmware_target_dir: Option<PathBuf>,
     /// Longest a single firmware run may take.
     pub run_timeout: Duration,
@@ -278,21 +279,49 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DeployError 
 /// The marker file that says a folder holds a firmware written by [`deploy`].
 const MARKER_FILE: &str = ".dnal-firmware";
 
+/// The environment variable naming a cargo target folder that every firmware and profile
+/// build shares when the caller names none: cortex-m-rt and friends then build once, not once
+/// per firmware folder. The project's own `.cargo/config.toml` sets it for its tests.
+pub const SHARED_TARGET_ENV: &str = "DNAL_FIRMWARE_TARGET_DIR";
+
+/// The folder cargo builds a firmware crate into when the caller names none: the shared one
+/// of [`SHARED_TARGET_ENV`], else `own`, the crate's own `target/` (as `cargo build` in the
+/// crate's folder would).
+pub(crate) fn default_target_dir(own: PathBuf) -> PathBuf {
+    std::env::var_os(SHARED_TARGET_ENV)
+        .filter(|v| !v.is_empty())
+        .map_or(own, PathBuf::from)
+}
+
 /// The folder cargo builds a firmware crate in `crate_dir` into: the request's, else the
-/// crate's own `target/`.
+/// default one.
 fn firmware_target_dir(req: &DeployRequest, crate_dir: &Path) -> PathBuf {
     req.firmware_target_dir
         .clone()
-        .unwrap_or_else(|| crate_dir.join("target"))
+        .unwrap_or_else(|| default_target_dir(crate_dir.join("target")))
 }
 
-/// Generates, builds and (with `run`) runs a firmware; writes `out_dir/deploy.json`.
+/// Generates, builds and (with `run`) runs a firmware for the export in `req.export_dir`;
+/// writes `out_dir/deploy.json`.
 pub fn deploy(req: &DeployRequest) -> Result<DeployReport, DeployError> {
-    let board = board::board(&req.board).ok_or_else(|| DeployError::UnknownBoard {
+    // The board first: a misspelt name is refused before the export is read.
+    requested_board(req)?;
+    let export = Export::load(&req.export_dir)?;
+    deploy_loaded(&export, req)
+}
+
+/// The board a request names.
+fn requested_board(req: &DeployRequest) -> Result<&'static Board, DeployError> {
+    board::board(&req.board).ok_or_else(|| DeployError::UnknownBoard {
         name: req.board.clone(),
         known: board::board_names().join(", "),
-    })?;
-    let export = Export::load(&req.export_dir)?;
+    })
+}
+
+/// [`deploy`] for an export already loaded (and validated) from `req.export_dir`, which the
+/// report names.
+pub fn deploy_loaded(export: &Export, req: &DeployRequest) -> Result<DeployReport, DeployError> {
+    let board = requested_board(req)?;
     let input_len = export.input_len();
     if let Some((i, img)) = req
         .images
@@ -336,7 +365,7 @@ pub fn deploy(req: &DeployRequest) -> Result<DeployReport, DeployError> {
     // Refuse a model that cannot fit before anything is written, built or allocated per
     // input (a huge input's synthetic images alone could take gigabytes).
     let summary = export.summary();
-    let plan = codegen::plan_for(&export);
+    let plan = codegen::plan_for(export);
     let weights_bytes = summary.params.saturating_mul(4);
     let images_bytes = (n_images as u64)
         .saturating_mul(input_len as u64)
@@ -399,14 +428,14 @@ pub fn deploy(req: &DeployRequest) -> Result<DeployReport, DeployError> {
     // An earlier firmware's own target folder comes along: a redeploy rebuilds only what
     // changed. (Only a cache: if the move fails, the build starts from scratch.)
     let earlier_target = out_dir.join("target");
-    if req.firmware_target_dir.is_none()
+    if firmware_target_dir(req, &out_dir) == out_dir.join("target")
         && out_dir.join(MARKER_FILE).exists()
         && earlier_target.is_dir()
     {
         let _ =
             fs::create_dir_all(&tmp).and_then(|()| fs::rename(&earlier_target, tmp.join("target")));
     }
-    let built = build_in(&tmp, &export, board, req, &images, &out_dir);
+    let built = build_in(&tmp, export, board, req, &images, &out_dir);
     let (package, elf_built, sizes) = match built {
         Ok(v) => v,
         Err(e) => {
@@ -490,7 +519,7 @@ pub fn deploy(req: &DeployRequest) -> Result<DeployReport, DeployError> {
                 "reference_forward",
                 images
                     .iter()
-                    .map(|im| dnal_export::reference_forward(&export, im))
+                    .map(|im| dnal_export::reference_forward(export, im))
                     .collect(),
             ),
         };

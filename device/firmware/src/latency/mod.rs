@@ -32,7 +32,7 @@ use dnal_export::ExportError;
 use dnal_kernels::Shape3;
 
 /// Which table an error is about: its file (or "the latency table"), model and board, which
-/// the fix (`dnal profile --model MODEL --board BOARD`) needs.
+/// the fix (a new table of the model on the board) needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableRef {
     pub table: String,
@@ -77,14 +77,14 @@ pub enum LatencyError {
         reason: String,
     },
     #[error(
-        "{table} was profiled for model {table_model}, not {model}; profile this model with \
-         `dnal profile --model {model} --board {board}`",
+        "{table} was profiled for model {table_model}, not {model}; a table of model {model} on \
+         board {board} is needed",
         table = .table.table, table_model = .table.model, board = .table.board
     )]
     ModelMismatch { table: Box<TableRef>, model: String },
     #[error(
         "{table} was profiled for model {model} with input {table_input}, the architecture \
-         takes {arch_input}; profile it again with `dnal profile --model {model} --board {board}`",
+         takes {arch_input}; profile model {model} on board {board} again for this input",
         table = .table.table, model = .table.model, board = .table.board
     )]
     InputMismatch {
@@ -93,14 +93,14 @@ pub enum LatencyError {
         arch_input: Shape3,
     },
     #[error(
-        "{table} does not cover layer {layer} (model {model}); profile this model with \
-         `dnal profile --model {model} --board {board}`",
+        "{table} does not cover layer {layer} (model {model}); profile model {model} on board {board} \
+         again",
         table = .table.table, model = .table.model, board = .table.board
     )]
     NotCovered { table: Box<TableRef>, layer: String },
     #[error(
-        "layer {layer} differs from the one profiled in {table}: {differences}; profile this \
-         model again with `dnal profile --model {model} --board {board}`",
+        "layer {layer} differs from the one profiled in {table}: {differences}; profile model \
+         {model} on board {board} again",
         table = .table.table, model = .table.model, board = .table.board
     )]
     StructureMismatch {
@@ -111,7 +111,7 @@ pub enum LatencyError {
     #[error(
         "layer {layer} was profiled at {profiled} {axis} channels only (a count that pruning \
          model {model} cannot change), asked for {requested}; a network with another count there \
-         needs a table of its own: `dnal profile --model {model} --board {board}` ({table})",
+         needs a table of its own, profiled on board {board} ({table})",
         table = .table.table, model = .table.model, board = .table.board
     )]
     FixedChannels {
@@ -176,4 +176,20 @@ pub enum LatencyError {
     Codegen(#[from] CodegenError),
     #[error(transparent)]
     Deploy(#[from] DeployError),
+}
+
+impl LatencyError {
+    /// The model and board of the table that would mend this error, when a new table would:
+    /// the table given does not fit the network (another model, input, structure, or a
+    /// channel count it cannot stretch to). A caller with a way to make tables names it.
+    pub fn table_to_profile(&self) -> Option<(&str, &str)> {
+        match self {
+            LatencyError::ModelMismatch { table, model } => Some((model, &table.board)),
+            LatencyError::InputMismatch { table, .. }
+            | LatencyError::NotCovered { table, .. }
+            | LatencyError::StructureMismatch { table, .. }
+            | LatencyError::FixedChannels { table, .. } => Some((&table.model, &table.board)),
+            _ => None,
+        }
+    }
 }

@@ -20,7 +20,8 @@ pub struct ProfileOptions {
     /// Where the benchmark crate and the run outputs go (default:
     /// `<system temporary folder>/dnal-profile/<model>-<board>`); replaced on each profile.
     pub work_dir: Option<PathBuf>,
-    /// Cargo target directory for the build (default: `target/` in the work folder, shared
+    /// Cargo target directory for the build (default: the shared one of
+    /// [`crate::deploy::SHARED_TARGET_ENV`] when set, else `target/` in the work folder, shared
     /// by all of the profile's firmware images and kept for the next profile there).
     pub firmware_target_dir: Option<PathBuf>,
     /// Longest one firmware image may run.
@@ -137,7 +138,7 @@ pub fn profile(
     let target_dir = options
         .firmware_target_dir
         .clone()
-        .unwrap_or_else(|| work.join("target"));
+        .unwrap_or_else(|| deploy::default_target_dir(work.join("target")));
     prepare_work_dir(&work)?;
     let package = deploy::package_name("dnal-prof", &arch.name, board.name, &work);
 

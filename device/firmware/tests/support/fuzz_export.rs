@@ -1,6 +1,6 @@
 //! A mutation fuzzer for the export reader and the code generator, shared by the CI test
 //! (`tests/fuzz_export.rs`, a few thousand cases) and the long-run example
-//! (`examples/fuzz_export.rs`, as many as you like); docs/fuzzing.md.
+//! (`bench/src/bin/fuzz_export.rs`, as many as you like); docs/fuzzing.md.
 //!
 //! It starts from small valid exports, applies seeded mutations to `arch.json` (byte flips,
 //! field removals, type swaps, huge and wrapping integers, hostile names, layer shuffles)
@@ -866,7 +866,7 @@ pub fn run(
 pub fn report(run_seed: u64, case: &Case, why: &str) -> String {
     format!(
         "case {} of seed {run_seed} (from {}; {}): {why}\n  replay: cargo run --release -p \
-         dnal-firmware --example fuzz_export -- --seed {run_seed} --case {}",
+         dnal-bench --bin fuzz_export -- --seed {run_seed} --case {}",
         case.index,
         case.seed,
         case.mutations.join("; "),

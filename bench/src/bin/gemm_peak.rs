@@ -2,7 +2,7 @@
 //! the f32 FMA peak of one core, measured with independent AVX-512 (or AVX2) FMAs, against
 //! single-threaded gemms of the shapes vgg-small and vgg16 train with.
 //!
-//!     cargo run --release -p dnal-train-kernels --example gemm_peak
+//!     cargo run --release -p dnal-bench --bin gemm_peak
 
 use std::hint::black_box;
 use std::time::Instant;

@@ -5,7 +5,7 @@
 //! with `--spec-out` for the PyTorch script to build the same layers).
 //!
 //! ```text
-//! cargo run --release --example train_throughput -- --model vgg-small --input 1,28,28 --backend cpu
+//! cargo run --release -p dnal-bench --bin train_throughput -- --model vgg-small --input 1,28,28 --backend cpu
 //! ```
 
 use std::time::Instant;
@@ -16,11 +16,11 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use dnal::backend::Backend;
-use dnal_models::{GateMode, GatedNetConfig, ValueShape, model_spec};
+use dnal_models::{GateMode, GatedNetConfig, Shape3, model_spec};
 
 struct Args {
     model: String,
-    input: ValueShape,
+    input: Shape3,
     classes: usize,
     batch: usize,
     steps: usize,
@@ -34,7 +34,7 @@ struct Args {
 fn parse() -> Args {
     let mut args = Args {
         model: "vgg-small".into(),
-        input: ValueShape::new(1, 28, 28),
+        input: Shape3::new(1, 28, 28),
         classes: 10,
         batch: 64,
         steps: 20,
@@ -51,7 +51,7 @@ fn parse() -> Args {
             "--model" => args.model = value(),
             "--input" => {
                 let v: Vec<usize> = value().split(',').map(|x| x.parse().unwrap()).collect();
-                args.input = ValueShape::new(v[0], v[1], v[2]);
+                args.input = Shape3::new(v[0], v[1], v[2]);
             }
             "--classes" => args.classes = value().parse().unwrap(),
             "--batch" => args.batch = value().parse().unwrap(),

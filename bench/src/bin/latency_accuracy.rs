@@ -3,7 +3,7 @@
 //! channels drawn uniformly from 1 to the parent's) and compares the table's prediction with
 //! the cost the firmware measures.
 //!
-//! `cargo run --release -p dnal-firmware --example latency_accuracy
+//! `cargo run --release -p dnal-bench --bin latency_accuracy
 //! [-- BOARD [VARIANTS [SEED]]]` (default: cortex-m7-qemu, 20 variants, seed 1)
 //!
 //! Prints Markdown.
@@ -29,7 +29,7 @@ fn main() {
     let variants: usize = args.next().map_or(20, |s| s.parse().expect("VARIANTS"));
     let mut state: u64 = args.next().map_or(1, |s| s.parse().expect("SEED"));
     let work = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/dnal-bench/latency")
+        .join("../target/dnal-bench/latency")
         .join(&board);
 
     let parent = vgg_small_arch();

@@ -1,7 +1,7 @@
 //! Kernel benchmark: instructions per MAC of each f32 kernel on Cortex-M4 and Cortex-M7
 //! (QEMU instruction counts via the marker plugin), and the flash/RAM/arena of two models.
 //!
-//! `cargo run --release -p dnal-firmware --example kernel_bench [-- BOARD...]`
+//! `cargo run --release -p dnal-bench --bin kernel_bench [-- BOARD...]`
 //!
 //! Prints Markdown tables (the figures in BENCHMARKS.md come from here). Instruction counts
 //! are not cycles: the limit they are compared with is one instruction per f32 MAC.
@@ -85,7 +85,7 @@ fn main() {
     if boards.is_empty() {
         boards = vec!["cortex-m4-qemu".into(), "cortex-m7-qemu".into()];
     }
-    let work = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/dnal-bench");
+    let work = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dnal-bench");
     std::fs::create_dir_all(&work).expect("bench folder");
 
     let reports: Vec<(String, DeployReport)> = boards

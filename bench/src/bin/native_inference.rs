@@ -3,7 +3,7 @@
 //! images, in one run. Prints the median wall time per image of each and their ratio.
 //!
 //! ```text
-//! cargo run --release -p dnal --example native_inference -- runs/fmnist [IMAGES]
+//! cargo run --release -p dnal-bench --bin native_inference -- runs/fmnist [IMAGES]
 //! ```
 
 use std::time::Instant;

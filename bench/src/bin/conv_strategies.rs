@@ -2,7 +2,7 @@
 //! (batch 64, every thread rayon has): milliseconds per direction, the best of `--runs`
 //! alternated calls, and the ratio. The figures behind `conv_winograd::pays_off`.
 //!
-//!     cargo run --release -p dnal-train-kernels --example conv_strategies [-- --runs 9] [--layer I]
+//!     cargo run --release -p dnal-bench --bin conv_strategies [-- --runs 9] [--layer I]
 
 use std::hint::black_box;
 use std::time::Instant;

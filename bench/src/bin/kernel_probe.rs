@@ -1,7 +1,7 @@
 //! Instructions per MAC of each kernel alone: one single-layer model per kernel shape
 //! (followed by a global pool so the logits stay small), built and run on one board.
 //!
-//! `cargo run --release -p dnal-firmware --example kernel_probe [-- BOARD]`
+//! `cargo run --release -p dnal-bench --bin kernel_probe [-- BOARD]`
 use dnal_export::{Arch, Layer, Op};
 use dnal_firmware::deploy::{DeployRequest, deploy, synthetic_images};
 use dnal_firmware::synth::{conv, linear, random_export};
@@ -54,8 +54,7 @@ fn main() {
         ),
         ("fc256", Shape3::new(256, 1, 1), linear(256, 64, Relu)),
     ];
-    let work =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/dnal-bench/probe");
+    let work = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dnal-bench/probe");
     for (name, input, op) in cases {
         let layers = vec![
             Layer::new("k", vec![0], op),

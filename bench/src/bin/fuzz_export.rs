@@ -1,16 +1,17 @@
 //! Long runs of the export fuzzer (the CI test runs 4000 cases of one seed):
 //!
 //! ```sh
-//! cargo run --release -p dnal-firmware --example fuzz_export -- \
+//! cargo run --release -p dnal-bench --bin fuzz_export -- \
 //!     --cases 1000000 --seed 7 --threads 2
-//! cargo run --release -p dnal-firmware --example fuzz_export -- \
+//! cargo run --release -p dnal-bench --bin fuzz_export -- \
 //!     --seed 7 --case 123456      # replay one case, printing what it is
 //! ```
 //!
 //! Exits 1 on the first failures (a panic, a hang, or generated code that holds export text
 //! outside comments), printing each with the command that replays it. docs/fuzzing.md.
 
-#[path = "../tests/support/fuzz_export.rs"]
+// The CI fuzz test and this long-run driver share one mutator and one oracle.
+#[path = "../../../device/firmware/tests/support/fuzz_export.rs"]
 mod fuzz;
 
 use std::time::{Duration, Instant};

@@ -7,7 +7,7 @@
 //! `bench/conv_split.sh` runs both next to PyTorch on the same layers.
 //!
 //! ```text
-//! cargo run --release --example conv_split -- --model vgg-small --input 1,28,28 --batch 64
+//! cargo run --release -p dnal-bench --bin conv_split -- --model vgg-small --input 1,28,28 --batch 64
 //! ```
 
 use std::time::Instant;
@@ -16,7 +16,7 @@ use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use dnal::backend::Backend;
-use dnal_models::{GatePosition, NetPlan, Op, ValueShape, model_spec};
+use dnal_models::{GatePosition, NetPlan, Op, Shape3, model_spec};
 use dnal_train_kernels::conv_op::conv2d as dnal_conv2d;
 
 /// The fastest of `runs` calls of `f` in milliseconds, after one warm-up call: the best case
@@ -93,7 +93,7 @@ fn forward_backward(
 
 fn main() {
     let mut model = "vgg-small".to_string();
-    let mut input = ValueShape::new(1, 28, 28);
+    let mut input = Shape3::new(1, 28, 28);
     let mut batch = 64;
     let mut runs = 21;
     let mut kernels = Kernels::Dnal;
@@ -104,7 +104,7 @@ fn main() {
             "--model" => model = value(),
             "--input" => {
                 let v: Vec<usize> = value().split(',').map(|x| x.parse().unwrap()).collect();
-                input = ValueShape::new(v[0], v[1], v[2]);
+                input = Shape3::new(v[0], v[1], v[2]);
             }
             "--batch" => batch = value().parse().unwrap(),
             "--runs" => runs = value().parse().unwrap(),

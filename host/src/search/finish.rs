@@ -1,0 +1,183 @@
+//! The end of a search: the parent's and the pruned network's exports, the export's own
+//! evaluation, the board's measurement, and the report.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use dnal_export::Export;
+use dnal_models::{ChannelMasks, GatedNet, NetPlan};
+
+use super::PARENT_EXPORT;
+use super::run::Search;
+use super::state::Stage;
+use crate::checkpoint::write_json;
+use crate::data::normalised_images;
+use crate::error::SearchError;
+use crate::export::{ExportNet, SearchInfo, build_export};
+use crate::latency::{MEASURE_IMAGES, measure_on_board};
+use crate::plot::{SearchCurves, write_figure};
+use crate::progress::SearchObserver;
+use crate::report::{GroupChannels, LatencyReport, NetReport, Report};
+use crate::train::{Accuracy, evaluate};
+
+impl Search {
+    /// Exports the trained, unpruned network to `OUT/parent` (once), so that it can be
+    /// deployed and measured next to the pruned one.
+    pub(super) fn export_parent(
+        &self,
+        net: &GatedNet,
+        observer: &mut dyn SearchObserver,
+    ) -> Result<(), SearchError> {
+        let dir = self.out.join(PARENT_EXPORT);
+        if dir.join(dnal_export::ARCH_FILE).exists() {
+            return Ok(());
+        }
+        let export = build_export(
+            &net.valid(),
+            &self.parent.plan,
+            &ChannelMasks::full(&self.parent.plan),
+            &self.dataset,
+            &self.search_info(),
+        )?;
+        export.write(&dir)?;
+        observer.message(&format!("parent exported to {}", dir.display()));
+        Ok(())
+    }
+
+    /// What `arch.json` records of the search.
+    fn search_info(&self) -> SearchInfo {
+        SearchInfo {
+            config: self.config().clone(),
+            parent_flops: self.parent.flops(),
+            parent_params: self.parent.params(),
+        }
+    }
+
+    /// Writes the pruned network's export to `OUT` and evaluates it as written: the reported
+    /// accuracy is the accuracy of the files on disk, as `dnal eval` reads them. Returns the
+    /// export as loaded back.
+    fn export_pruned(
+        &self,
+        net: &GatedNet,
+        masks: &ChannelMasks,
+    ) -> Result<(Export, Accuracy), SearchError> {
+        let export = build_export(
+            &net.valid(),
+            &self.parent.plan,
+            masks,
+            &self.dataset,
+            &self.search_info(),
+        )?;
+        export.write(&self.out)?;
+        let written = Export::load(&self.out)?;
+        let eval_device = self.device.clone().without_autodiff();
+        let export_net = ExportNet::new(&written, &eval_device);
+        let accuracy = evaluate(&self.test, written.arch().num_classes, &eval_device, |x| {
+            export_net.forward(x)
+        })
+        .map_err(|bad| self.non_finite("the exported network".into(), bad))?;
+        Ok((written, accuracy))
+    }
+
+    /// Measures the pruned network's export on the board of the search's latency table (when
+    /// the search has one).
+    fn measure(
+        &mut self,
+        export: &Export,
+        observer: &mut dyn SearchObserver,
+    ) -> Result<Option<LatencyReport>, SearchError> {
+        let Some(estimate) = self.latency.clone() else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let table = estimate.table();
+        observer.message(&format!("measuring the pruned network on {}", table.board));
+        let images = normalised_images(
+            &self.dataset.test,
+            &self.dataset.normalization,
+            MEASURE_IMAGES,
+        );
+        let measured = measure_on_board(export, &self.out, table, &images)?;
+        self.state.stage_report("measure").seconds += started.elapsed().as_secs_f64();
+        Ok(Some(measured))
+    }
+
+    /// Exports the pruned network, evaluates the export as written, measures it on the board
+    /// and writes the report.
+    pub(super) fn finish(
+        &mut self,
+        net: &GatedNet,
+        observer: &mut dyn SearchObserver,
+    ) -> Result<Report, SearchError> {
+        let started = Instant::now();
+        let masks = self
+            .state
+            .masks
+            .clone()
+            .expect("the finetune stage runs on a pruned network");
+        let (export, accuracy) = self.export_pruned(net, &masks)?;
+        let parent = self.state.parent.clone().unwrap_or_default();
+        let pruned = NetReport {
+            top1: accuracy.top1,
+            top5: accuracy.top5,
+            flops: net.flops(),
+            params: net.params(),
+            images: accuracy.images,
+        };
+        self.state.stage_report("export").seconds += started.elapsed().as_secs_f64();
+        let latency = self.measure(&export, observer)?;
+        let channels = channel_groups(&self.parent.plan, &masks);
+        let report = Report {
+            dnal_version: env!("CARGO_PKG_VERSION").into(),
+            config: self.config().clone(),
+            flops_reduction: parent.flops as f64 / pruned.flops.max(1) as f64,
+            params_reduction: parent.params as f64 / pruned.params.max(1) as f64,
+            top1_change_pp: 100.0 * (pruned.top1 - parent.top1),
+            parent,
+            pruned,
+            stages: self.state.stages.clone(),
+            channels,
+            gate_names: self.parent.gate_names(),
+            gates: self.state.gates.clone(),
+            history: self.state.history.clone(),
+            budget: self.state.budget.clone(),
+            latency,
+        };
+        write_json(&self.out.join("report.json"), &report)?;
+        // The plots are a convenience: a missing font is worth a warning, not the search.
+        if let Err(e) = write_figure(
+            &self.out.join("curves"),
+            (1200, 480),
+            &SearchCurves { report: &report },
+        ) {
+            observer.message(&format!("warning: no curves plot: {e}"));
+        }
+        self.state.stage = Stage::Done;
+        write_json(&self.checkpoints.state_path(), &self.state)?;
+        observer.message(&format!(
+            "parent: top-1 {:.2}%, {} MACs, {} params | pruned: top-1 {:.2}%, {} MACs ({:.2}x fewer), {} params ({:.2}x fewer) | exported to {}",
+            100.0 * report.parent.top1,
+            report.parent.flops,
+            report.parent.params,
+            100.0 * report.pruned.top1,
+            report.pruned.flops,
+            report.flops_reduction,
+            report.pruned.params,
+            report.params_reduction,
+            self.out.display()
+        ));
+        Ok(report)
+    }
+}
+
+fn channel_groups(plan: &NetPlan, masks: &ChannelMasks) -> Vec<GroupChannels> {
+    plan.groups
+        .group_of_gate
+        .iter()
+        .map(|&g| GroupChannels {
+            layers: plan.groups.describe(&plan.spec, g),
+            parent: plan.groups.groups[g].channels,
+            pruned: masks.kept(g).len(),
+        })
+        .collect()
+}

@@ -1,0 +1,172 @@
+//! The three training stages of DNAL: the weights (gates off), the gates (weights frozen,
+//! delta growing), and the finetuning of the pruned network; and the channels the gate stage
+//! keeps.
+
+use burn::module::Module;
+use dnal_models::{ChannelMasks, GateMode, GatedNet};
+
+use super::epochs::StageRun;
+use super::run::Search;
+use super::state::Stage;
+use crate::budget::{BudgetControl, CostEstimate, fit_to_budget};
+use crate::distill::Distillation;
+use crate::error::SearchError;
+use crate::progress::SearchObserver;
+use crate::report::BudgetReport;
+use crate::schedule::{CosineSchedule, DeltaSchedule};
+use crate::train::GatePenalty;
+
+impl Search {
+    /// The weight stage: the parent trained with its gates off (cosine learning rate, weight
+    /// decay).
+    pub(super) fn weight_stage(
+        &mut self,
+        net: GatedNet,
+        observer: &mut dyn SearchObserver,
+    ) -> Result<GatedNet, SearchError> {
+        let epochs = self.config().epochs_weights;
+        let steps = self.train.num_batches();
+        let schedule = CosineSchedule {
+            base: self.config().lr,
+            steps: epochs * steps,
+            warmup: steps.min(epochs * steps / 10),
+        };
+        let lr = move |step: usize| schedule.at(step);
+        let mode = |_: usize| GateMode::Off;
+        let optim = self.sgd(true);
+        let run = StageRun {
+            stage: Stage::Weights,
+            epochs,
+            epoch_offset: 0,
+            lr: &lr,
+            mode: &mode,
+            penalty: None,
+            distill: None,
+        };
+        self.run_epochs(run, net.unfreeze().train(), optim, observer)
+    }
+
+    /// The gate stage: only the gates learn, under the architecture loss, while delta grows;
+    /// in budget mode lambda_a is steered to the budget.
+    pub(super) fn gate_stage(
+        &mut self,
+        net: GatedNet,
+        observer: &mut dyn SearchObserver,
+    ) -> Result<GatedNet, SearchError> {
+        let config = self.config().clone();
+        let steps = self.train.num_batches();
+        // In budget mode delta is held at its start for the first 40% of the stage: the gates'
+        // decisions stay reversible while the controller settles lambda_a.
+        let total = config.epochs_gates * steps;
+        let delta = DeltaSchedule {
+            start: config.delta_start,
+            end: config.delta_end,
+            steps: total,
+            hold: if config.budget.is_some() {
+                total * 2 / 5
+            } else {
+                0
+            },
+        };
+        let budget = config.budget.map(|budget| BudgetControl {
+            target: budget.target(),
+            gain: config.budget_gain / steps as f64,
+            estimate: self.estimate(budget),
+        });
+        // A resumed stage continues with the lambda_a the controller had reached.
+        let mut penalty = GatePenalty {
+            lambda: self.state.gate_lambda.unwrap_or(config.lambda),
+            weights: config.cost.weights(
+                &net.plan,
+                self.latency.as_deref().map(|l| l as &dyn CostEstimate),
+            )?,
+            budget,
+        };
+        // Weights and BN statistics frozen; only the gates learn.
+        let mut net = net.freeze();
+        net.gates = net.gates.into_iter().map(|g| g.unfreeze()).collect();
+        let lr = move |_: usize| config.lr_gates;
+        let mode = move |step: usize| GateMode::Soft {
+            delta: delta.at(step),
+        };
+        let optim = self.sgd(false);
+        let run = StageRun {
+            stage: Stage::Gates,
+            epochs: config.epochs_gates,
+            epoch_offset: config.epochs_weights,
+            lr: &lr,
+            mode: &mode,
+            penalty: Some(&mut penalty),
+            distill: None,
+        };
+        self.run_epochs(run, net, optim, observer)
+    }
+
+    /// The channels to keep after the gate stage: DNAL's `s > 0`, or in budget mode the
+    /// threshold on `s` that lands at or under the budget.
+    pub(super) fn final_masks(
+        &self,
+        net: &GatedNet,
+    ) -> Result<(ChannelMasks, Option<BudgetReport>), SearchError> {
+        match self.config().budget {
+            None => Ok((ChannelMasks::from_gates(net), None)),
+            Some(budget) => {
+                let estimate = self.estimate(budget);
+                let (masks, fit) = fit_to_budget(net, estimate.as_ref(), budget.target())?;
+                let report = BudgetReport {
+                    budget,
+                    lambda: self.state.gate_lambda.unwrap_or(self.config().lambda),
+                    fit,
+                };
+                Ok((masks, Some(report)))
+            }
+        }
+    }
+
+    /// Finetuning the pruned network (cosine learning rate), with the trained parent as
+    /// teacher when distillation is on.
+    pub(super) fn finetune_stage(
+        &mut self,
+        net: GatedNet,
+        observer: &mut dyn SearchObserver,
+    ) -> Result<GatedNet, SearchError> {
+        let config = self.config().clone();
+        let steps = self.train.num_batches();
+        let schedule = CosineSchedule {
+            base: config.lr_finetune,
+            steps: config.epochs_finetune * steps,
+            warmup: 0,
+        };
+        let lr = move |step: usize| schedule.at(step);
+        let mode = |_: usize| GateMode::Off;
+        let optim = self.sgd(true);
+        let distill = if config.distill > 0.0 {
+            let tag = format!("{}-final", Stage::Weights.name());
+            let teacher = self.load_checkpoint(&tag, self.parent.clone())?;
+            observer.message(&format!(
+                "distilling from the trained parent: loss = {:.2} * CE + {:.2} * T^2 * KL at T = {}",
+                1.0 - config.distill,
+                config.distill,
+                config.distill_temperature
+            ));
+            Some(Distillation::new(
+                &teacher,
+                &self.device,
+                config.distill,
+                config.distill_temperature,
+            ))
+        } else {
+            None
+        };
+        let run = StageRun {
+            stage: Stage::Finetune,
+            epochs: config.epochs_finetune,
+            epoch_offset: config.epochs_weights + config.epochs_gates,
+            lr: &lr,
+            mode: &mode,
+            penalty: None,
+            distill: distill.as_ref(),
+        };
+        self.run_epochs(run, net.unfreeze().train(), optim, observer)
+    }
+}
