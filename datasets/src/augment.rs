@@ -4,6 +4,7 @@
 //! (pad-and-crop plus flip on CIFAR-10), and they work on u8 pixels before normalisation, so
 //! padding is pixel value 0, as in the usual pipelines that pad the raw image.
 
+use crate::error::DatasetError;
 use crate::image_set::Shape3;
 use crate::seeded_rng::SeededRng;
 
@@ -53,6 +54,31 @@ impl Augmentation {
         self.crop_padding == 0 && !self.horizontal_flip
     }
 
+    /// The augmentation a choice names for images of `shape`: `none`, `flip`, `shift` or
+    /// `flip,shift` (in either order). A shift moves the image by up to 1/8 of its shorter
+    /// side (at least one pixel), as CIFAR-10's pad-4 crop does at 32x32.
+    pub fn from_choice(choice: &str, shape: Shape3) -> Result<Self, DatasetError> {
+        let mut augmentation = Augmentation::none();
+        if choice != "none" {
+            for part in choice.split(',') {
+                match part.trim() {
+                    "flip" => augmentation.horizontal_flip = true,
+                    "shift" => {
+                        augmentation.crop_padding = (shape.height.min(shape.width) / 8).max(1)
+                    }
+                    _ => {
+                        return Err(DatasetError::InvalidValue {
+                            what: "augmentation",
+                            problem: format!("{choice:?} is not one of the choices"),
+                            fix: "use none, flip, shift or flip,shift".into(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(augmentation)
+    }
+
     /// Draws one image's transform: crop origin uniform in `0..=2*padding` on each axis, then
     /// the flip coin. Always draws in this order so a seed gives the same transforms whatever
     /// the image content.
@@ -66,6 +92,18 @@ impl Augmentation {
             top,
             left,
             flip,
+        }
+    }
+}
+
+impl std::fmt::Display for Augmentation {
+    /// `none`, `flip`, `shift N` or `flip, shift N` (N: pixels).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.horizontal_flip, self.crop_padding) {
+            (false, 0) => f.write_str("none"),
+            (true, 0) => f.write_str("flip"),
+            (false, n) => write!(f, "shift {n}"),
+            (true, n) => write!(f, "flip, shift {n}"),
         }
     }
 }
@@ -148,6 +186,37 @@ impl ImageTransform {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn choices_name_the_augmentations() {
+        let shape = Shape3::new(1, 28, 28);
+        let both = Augmentation::from_choice("shift,flip", shape).unwrap();
+        assert_eq!(
+            both,
+            Augmentation {
+                crop_padding: 3,
+                horizontal_flip: true
+            }
+        );
+        assert_eq!(both.to_string(), "flip, shift 3");
+        assert_eq!(
+            Augmentation::from_choice("none", shape).unwrap(),
+            Augmentation::none()
+        );
+        assert_eq!(
+            Augmentation::from_choice("shift", Shape3::new(1, 4, 4))
+                .unwrap()
+                .crop_padding,
+            1
+        );
+        let err = Augmentation::from_choice("rotate", shape)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("rotate") && err.contains("flip,shift"),
+            "{err}"
+        );
+    }
+
     use super::*;
 
     const SHAPE: Shape3 = Shape3::new(1, 3, 3);

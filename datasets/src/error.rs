@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DatasetError {
-    /// The file exists (or was named) but reading it failed.
-    #[error("{}: cannot read: {source}; check that it exists and that this user may read it", .path.display())]
+    /// The file exists (or was named) but reading it failed. (The cause is part of the
+    /// message, not a `source()` as well: an error chain would print it twice.)
+    #[error("{}: cannot read: {cause}; check that it exists and that this user may read it", .path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// None of the places a file may live holds it.
@@ -88,12 +88,12 @@ pub enum DatasetError {
         num_classes: usize,
     },
 
-    /// An image file of an image folder could not be decoded.
-    #[error("{}: cannot decode image: {source}; remove the file or replace it with a valid PNG or JPEG", .path.display())]
+    /// An image file of an image folder could not be decoded (the cause in the message only,
+    /// as for [`DatasetError::Io`]).
+    #[error("{}: cannot decode image: {cause}; remove the file or replace it with a valid PNG or JPEG", .path.display())]
     ImageDecode {
         path: PathBuf,
-        #[source]
-        source: image::ImageError,
+        cause: image::ImageError,
     },
 
     /// A folder that must hold classes or images holds none.
@@ -167,7 +167,7 @@ impl DatasetError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         DatasetError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         }
     }
 }

@@ -112,6 +112,65 @@ pub fn load_mnist(data_dir: Option<&Path>) -> Result<Dataset, DatasetError> {
     load_flavor(&MNIST, &dirs)
 }
 
+/// The file that names the classes of an IDX dataset of one's own, one name per line.
+pub const CLASS_NAMES_FILE: &str = "classes.txt";
+
+/// Any IDX dataset, from `data_dir` (required): the four files of MNIST's layout and names
+/// (each may be gzipped), with as many classes as the labels use, named by
+/// [`CLASS_NAMES_FILE`] when the folder has one (else "0", "1", ...). No augmentation: what
+/// suits data of one's own is not known here.
+pub fn load_idx(data_dir: Option<&Path>) -> Result<Dataset, DatasetError> {
+    let Some(dir) = data_dir else {
+        return Err(DatasetError::DataDirRequired {
+            name: IDX.name.into(),
+            fix: IDX.missing_fix.into(),
+        });
+    };
+    let [train_images, train_labels, test_images, test_labels] =
+        locate(&IDX, &[dir.to_path_buf()])?;
+    let fix = IDX.corrupt_fix;
+    let (train, train_y) = read_pair(&train_images, &train_labels, fix)?;
+    let (test, test_y) = read_pair(&test_images, &test_labels, fix)?;
+    let used = train_y
+        .iter()
+        .chain(&test_y)
+        .max()
+        .map_or(0, |&m| usize::from(m) + 1);
+    let names_path = dir.join(CLASS_NAMES_FILE);
+    let class_names = if names_path.is_file() {
+        let text =
+            std::fs::read_to_string(&names_path).map_err(|e| DatasetError::io(&names_path, e))?;
+        let names: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+        let names: Vec<String> = match names.iter().rposition(|n| !n.is_empty()) {
+            Some(last) => names[..=last].to_vec(),
+            None => Vec::new(),
+        };
+        if names.len() < used || names.iter().any(String::is_empty) {
+            return Err(DatasetError::Malformed {
+                path: names_path,
+                detail: format!(
+                    "names {} classes (blank lines included) but the labels use {used}",
+                    names.len()
+                ),
+                fix: "write one name per line, one line per class, in label order".into(),
+            });
+        }
+        names
+    } else {
+        (0..used).map(|c| c.to_string()).collect()
+    };
+    let train = into_set(train, train_y, &train_labels, class_names.clone())?;
+    let test = into_set(test, test_y, &test_labels, class_names)?;
+    let normalization = Normalization::from_set(&train);
+    Ok(Dataset {
+        name: IDX.name.to_string(),
+        train,
+        test,
+        normalization,
+        augmentation: Augmentation::none(),
+    })
+}
+
 /// What differs between the IDX datasets: names, where to look, what to tell people.
 struct IdxFlavor {
     name: &'static str,
@@ -144,6 +203,18 @@ const MNIST: IdxFlavor = IdxFlavor {
                   train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and \
                   t10k-labels-idx1-ubyte (each may be gzipped, with a .gz name)",
     corrupt_fix: "re-download the MNIST files",
+};
+
+/// IDX data of one's own: its classes come from its labels, not from this table.
+const IDX: IdxFlavor = IdxFlavor {
+    name: "idx",
+    title: "IDX",
+    class_names: MNIST_CLASS_NAMES,
+    augmentation: Augmentation::none(),
+    missing_fix: "give as the data folder one holding train-images-idx3-ubyte, \
+                  train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte \
+                  (each may be gzipped, with a .gz name), and optionally classes.txt",
+    corrupt_fix: "write the file again",
 };
 
 fn load_flavor(flavor: &IdxFlavor, dirs: &[PathBuf]) -> Result<Dataset, DatasetError> {
@@ -208,6 +279,16 @@ fn read_set(
     class_names: Vec<String>,
     fix: &str,
 ) -> Result<ImageSet, DatasetError> {
+    let (images, labels) = read_pair(images_path, labels_path, fix)?;
+    into_set(images, labels, labels_path, class_names)
+}
+
+/// An images file and its labels file, checked to hold as many items.
+fn read_pair(
+    images_path: &Path,
+    labels_path: &Path,
+    fix: &str,
+) -> Result<(IdxImages, Vec<u8>), DatasetError> {
     let images = read_images(images_path, fix)?;
     let labels = read_labels(labels_path, fix)?;
     if images.count != labels.len() {
@@ -218,6 +299,17 @@ fn read_set(
             labels: labels.len(),
         });
     }
+    Ok((images, labels))
+}
+
+/// The images with their labels (read from `labels_path`), every label a class of
+/// `class_names`.
+fn into_set(
+    images: IdxImages,
+    labels: Vec<u8>,
+    labels_path: &Path,
+    class_names: Vec<String>,
+) -> Result<ImageSet, DatasetError> {
     if let Some((index, &label)) = labels
         .iter()
         .enumerate()
@@ -481,6 +573,38 @@ pub(crate) mod tests {
             &format!("{TEST_LABELS}{suffix}"),
             &pack(labels_bytes(&test_labels)),
         );
+    }
+
+    #[test]
+    fn any_idx_data_takes_its_classes_from_its_labels_and_names() {
+        let dir = tempfile::tempdir().unwrap();
+        write_dataset(dir.path(), true);
+        let data = load_idx(Some(dir.path())).unwrap();
+        assert_eq!(data.name, "idx");
+        assert_eq!(data.train.num_classes(), 10);
+        assert_eq!(data.train.class_names()[3], "3");
+        assert_eq!(data.augmentation, Augmentation::none());
+
+        // Names from classes.txt, which may name classes the files do not use.
+        let names: Vec<String> = (0..12).map(|c| format!("part-{c}")).collect();
+        std::fs::write(dir.path().join(CLASS_NAMES_FILE), names.join("\n") + "\n\n").unwrap();
+        let data = load_idx(Some(dir.path())).unwrap();
+        assert_eq!(data.train.class_names(), &names[..]);
+        assert_eq!(data.test.num_classes(), 12);
+
+        // Too few names for the labels is an error that names the file.
+        std::fs::write(dir.path().join(CLASS_NAMES_FILE), "a\nb\n").unwrap();
+        let err = load_idx(Some(dir.path())).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(CLASS_NAMES_FILE) && text.contains("use 10"),
+            "{text}"
+        );
+
+        assert!(matches!(
+            load_idx(None),
+            Err(DatasetError::DataDirRequired { .. })
+        ));
     }
 
     #[test]

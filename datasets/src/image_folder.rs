@@ -30,13 +30,65 @@ pub(crate) const LAYOUT_FIX: &str = "give as the data folder one holding \
     train/<class>/*.png|jpg|jpeg and val/<class>/... (or test/<class>/...), one folder per class \
     with the same class folders in both";
 
-/// Loads `dir/train` and `dir/val` (or `dir/test`), every image scaled and cropped to `shape`
-/// (1 channel: grayscale; 3: RGB).
-///
-/// Augmentation: a crop padding of 1/8 of the side (4 for 32x32, as on CIFAR-10) and flips,
-/// which suit natural photographs.
-pub fn load_image_folder(dir: &Path, shape: Shape3) -> Result<Dataset, DatasetError> {
+/// What a search asks of an image folder's images: a size and a channel count, each taken
+/// from the images when not given (see [`folder_input_shape`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FolderShape {
+    /// Height and width.
+    pub size: Option<(usize, usize)>,
+    /// 1 (grayscale) or 3 (RGB).
+    pub channels: Option<usize>,
+}
+
+/// The input shape for the images of `dir`: the images' own height and width when every one
+/// has the same (else [`DEFAULT_FOLDER_SHAPE`]'s 32x32), 1 channel when every one is grayscale
+/// (else 3); what `given` names overrides either. Only the files' headers are read.
+pub fn folder_input_shape(dir: &Path, given: FolderShape) -> Result<Shape3, DatasetError> {
+    let (train_dir, eval_dir) = split_folders(dir)?;
+    let mut sizes = std::collections::BTreeSet::new();
+    let mut colour = false;
+    if given.size.is_none() || given.channels.is_none() {
+        for split in [&train_dir, &eval_dir] {
+            for class in class_folders(split)? {
+                for path in image_files(&split.join(class))? {
+                    let (size, has_colour) = image_header(&path)?;
+                    sizes.insert(size);
+                    colour |= has_colour;
+                }
+            }
+        }
+    }
+    let (height, width) = given.size.unwrap_or_else(|| match sizes.len() {
+        1 => *sizes.first().expect("one size"),
+        _ => (DEFAULT_FOLDER_SHAPE.height, DEFAULT_FOLDER_SHAPE.width),
+    });
+    let channels = given.channels.unwrap_or(if colour { 3 } else { 1 });
+    let shape = Shape3::new(channels, height, width);
     check_shape(shape)?;
+    Ok(shape)
+}
+
+/// An image file's (height, width) and whether it has colour, from its header.
+fn image_header(path: &Path) -> Result<((usize, usize), bool), DatasetError> {
+    use image::ImageDecoder as _;
+    let decoder = image::ImageReader::open(path)
+        .map_err(|e| DatasetError::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| DatasetError::io(path, e))?
+        .into_decoder()
+        .map_err(|cause| DatasetError::ImageDecode {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+    let (width, height) = decoder.dimensions();
+    Ok((
+        (height as usize, width as usize),
+        decoder.color_type().has_color(),
+    ))
+}
+
+/// The training folder and the evaluation folder of `dir`.
+fn split_folders(dir: &Path) -> Result<(PathBuf, PathBuf), DatasetError> {
     let train_dir = dir.join(TRAIN_FOLDER);
     if !train_dir.is_dir() {
         return Err(DatasetError::MissingFile {
@@ -53,6 +105,18 @@ pub fn load_image_folder(dir: &Path, shape: Shape3) -> Result<Dataset, DatasetEr
             fix: LAYOUT_FIX.into(),
         });
     };
+    Ok((train_dir, eval_dir))
+}
+
+/// Loads `dir/train` and `dir/val` (or `dir/test`), every image scaled and cropped to `shape`
+/// (1 channel: grayscale; 3: RGB).
+///
+/// Augmentation: shifts of up to 1/8 of the side (4 pixels at 32x32, as on CIFAR-10), and for
+/// RGB images flips, which suit photographs; grayscale folders (digits, characters, symbols)
+/// are not mirrored.
+pub fn load_image_folder(dir: &Path, shape: Shape3) -> Result<Dataset, DatasetError> {
+    check_shape(shape)?;
+    let (train_dir, eval_dir) = split_folders(dir)?;
     let class_names = class_folders(&train_dir)?;
     let eval_classes = class_folders(&eval_dir)?;
     if eval_classes != class_names {
@@ -76,7 +140,7 @@ pub fn load_image_folder(dir: &Path, shape: Shape3) -> Result<Dataset, DatasetEr
         normalization,
         augmentation: Augmentation {
             crop_padding: shape.height.min(shape.width) / 8,
-            horizontal_flip: true,
+            horizontal_flip: shape.channels == 3,
         },
     })
 }
@@ -115,9 +179,9 @@ pub fn read_split(
 pub fn decode_image(path: &Path, shape: Shape3, out: &mut [u8]) -> Result<(), DatasetError> {
     check_shape(shape)?;
     assert_eq!(out.len(), shape.len(), "decode_image: output buffer size");
-    let decode_error = |source| DatasetError::ImageDecode {
+    let decode_error = |cause| DatasetError::ImageDecode {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let image = image::ImageReader::open(path)
         .map_err(|e| DatasetError::io(path, e))?
@@ -280,6 +344,45 @@ mod tests {
     }
 
     #[test]
+    fn a_folder_keeps_its_images_own_shape() {
+        use image::{GrayImage, Luma};
+        let root = tempfile::tempdir().unwrap();
+        for (split, i) in [("train", 0), ("train", 1), ("val", 0)] {
+            for class in ["a", "b"] {
+                let path = root.path().join(split).join(class).join(format!("{i}.png"));
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                GrayImage::from_pixel(10, 6, Luma([9])).save(&path).unwrap();
+            }
+        }
+        let auto = FolderShape::default();
+        // 6 rows of 10 grayscale pixels: 1x6x10, not 3x32x32.
+        assert_eq!(
+            folder_input_shape(root.path(), auto).unwrap(),
+            Shape3::new(1, 6, 10)
+        );
+        let data = load_image_folder(root.path(), Shape3::new(1, 6, 10)).unwrap();
+        assert!(
+            !data.augmentation.horizontal_flip,
+            "grayscale is not mirrored"
+        );
+        // What is given wins.
+        let given = FolderShape {
+            size: Some((8, 8)),
+            channels: Some(3),
+        };
+        assert_eq!(
+            folder_input_shape(root.path(), given).unwrap(),
+            Shape3::new(3, 8, 8)
+        );
+        // Mixed sizes and a colour image: the default size, RGB.
+        save_solid(&root.path().join("val").join("b").join("1.png"), 5, RED);
+        assert_eq!(
+            folder_input_shape(root.path(), auto).unwrap(),
+            Shape3::new(3, 32, 32)
+        );
+    }
+
+    #[test]
     fn round_trip_resizes_and_orders_by_class() {
         let root = tempfile::tempdir().unwrap();
         write_tree(root.path(), "val");
@@ -323,6 +426,9 @@ mod tests {
         let err = load_image_folder(root.path(), DEFAULT_FOLDER_SHAPE).unwrap_err();
         assert!(matches!(err, DatasetError::ImageDecode { .. }), "{err:?}");
         assert!(err.to_string().contains("broken.jpeg"), "{err}");
+        // The decoder's cause is in the message and not a source as well, so an error chain
+        // (`dnal`'s `error: a: b: c`) says it once.
+        assert!(std::error::Error::source(&err).is_none(), "{err:?}");
     }
 
     #[test]

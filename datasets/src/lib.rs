@@ -24,9 +24,10 @@ pub mod synthetic;
 
 pub use augment::{Augmentation, ImageTransform};
 pub use batch::{Batch, BatchData, Batcher, EpochBatches};
-pub use catalog::{DATASET_NAMES, load};
+pub use catalog::{DATASET_NAMES, LoadOptions, load, load_with};
 pub use dataset::{Dataset, Split};
 pub use error::DatasetError;
+pub use image_folder::FolderShape;
 pub use image_set::{ImageSet, Shape3};
 pub use normalize::{Normalization, NormalizationTable};
 pub use synthetic::SyntheticConfig;

@@ -307,6 +307,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn json_floats_read_back_bit_for_bit() {
+        // Accuracies are hits over images; without serde_json's float_roundtrip some come back
+        // one ulp off (89/90 among them), and `dnal eval` or a resumed history would differ.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fractions.json");
+        let fractions: Vec<f64> = (1..=1000u32)
+            .flat_map(|n| (0..=n).step_by(7).map(move |k| f64::from(k) / f64::from(n)))
+            .chain([89.0 / 90.0, 0.1 + 0.2, 1e-300, f64::MAX])
+            .collect();
+        write_json(&path, &fractions).unwrap();
+        let back: Vec<f64> = read_json(&path).unwrap();
+        for (a, b) in fractions.iter().zip(&back) {
+            assert_eq!(a.to_bits(), b.to_bits(), "{a} came back as {b}");
+        }
+    }
+
+    #[test]
     fn sha256_matches_the_standard_test_vector() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("abc");

@@ -20,6 +20,16 @@ pub struct SearchConfig {
     pub data_dir: Option<PathBuf>,
     /// Model name (see `dnal_models::MODELS`).
     pub model: String,
+    /// An image folder's input height and width (absent: the images' own).
+    #[serde(default)]
+    pub image_size: Option<(usize, usize)>,
+    /// An image folder's channels, 1 or 3 (absent: the images' own).
+    #[serde(default)]
+    pub channels: Option<usize>,
+    /// The training augmentation instead of the dataset's own: `none`, `flip`, `shift` or
+    /// `flip,shift`.
+    #[serde(default)]
+    pub augment: Option<String>,
     /// Use only the first N training images.
     pub train_limit: Option<usize>,
     /// Use only the first N test images.
@@ -93,6 +103,9 @@ impl Default for SearchConfig {
             dataset: "fashion-mnist".into(),
             data_dir: None,
             model: dnal_models::DEFAULT_MODEL.into(),
+            image_size: None,
+            channels: None,
+            augment: None,
             train_limit: None,
             test_limit: None,
             epochs_weights: 20,

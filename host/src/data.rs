@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use dnal_datasets::{Dataset, ImageSet, Normalization};
+use dnal_datasets::{Dataset, FolderShape, ImageSet, LoadOptions, Normalization};
 use dnal_export::Export;
 use dnal_models::Shape3;
 
@@ -14,7 +14,14 @@ use crate::export::SearchInfo;
 
 /// Loads the dataset of a search, with its limits.
 pub fn load_dataset(config: &SearchConfig) -> Result<Dataset, SearchError> {
-    let dataset = dnal_datasets::load(&config.dataset, config.data_dir.as_deref())?;
+    let options = LoadOptions {
+        folder: FolderShape {
+            size: config.image_size,
+            channels: config.channels,
+        },
+        augmentation: config.augment.clone(),
+    };
+    let dataset = dnal_datasets::load_with(&config.dataset, config.data_dir.as_deref(), &options)?;
     Ok(dataset.truncate(config.train_limit, config.test_limit))
 }
 

@@ -56,6 +56,7 @@ pub fn deploy_export(options: &DeployOptions) -> Result<DeployReport, SearchErro
         )?
         .normalised_images(options.images);
         request.reference_logits = Some(reference_logits(&export, &images)?);
+        request.reference_name = "burn".into();
         request.images = images;
     }
     Ok(dnal_firmware::deploy_loaded(&export, &request)?)

@@ -5,16 +5,18 @@ use std::path::Path;
 
 use dnal_datasets::Batcher;
 use dnal_export::Export;
+use serde::Serialize;
 
 use crate::backend::Backend;
 use crate::checkpoint::read_regular_file;
 use crate::data::ExportTestSet;
 use crate::error::SearchError;
 use crate::export::ExportNet;
+use crate::report::NetReport;
 use crate::train::{Accuracy, EVAL_BATCH, evaluate};
 
 /// What `dnal eval` found.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EvalResult {
     /// The dataset evaluated on.
     pub dataset: String,
@@ -24,8 +26,58 @@ pub struct EvalResult {
     pub flops: u64,
     /// Its parameters.
     pub params: u64,
-    /// The top-1 that `report.json` beside the export states, if there is one.
-    pub reported_top1: Option<f64>,
+    /// How the evaluation compares with `report.json` beside the export, if there is one.
+    pub reproduction: Option<Reproduction>,
+}
+
+/// The evaluation against the pruned network's accuracy in `report.json`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Reproduction {
+    /// The same images, the same hits.
+    Exact { hits: usize, images: usize },
+    /// The same images, other hits: the export or the data is not what the search had.
+    Different {
+        reported_hits: usize,
+        hits: usize,
+        images: usize,
+    },
+    /// The report counted another test set (another `--test-limit`): not comparable.
+    OtherImages {
+        reported_images: usize,
+        images: usize,
+    },
+    /// A report without hit counts (an older dnal): its top-1 fraction, compared to within
+    /// float rounding.
+    Fraction { reported_top1: f64, same: bool },
+}
+
+impl Reproduction {
+    /// Compares an evaluation with the report's figures for the pruned network.
+    pub fn of(reported: &NetReport, accuracy: &Accuracy) -> Self {
+        if reported.images != accuracy.images {
+            return Reproduction::OtherImages {
+                reported_images: reported.images,
+                images: accuracy.images,
+            };
+        }
+        match reported.top1_hits {
+            Some(reported_hits) if reported_hits == accuracy.top1_hits => Reproduction::Exact {
+                hits: reported_hits,
+                images: accuracy.images,
+            },
+            Some(reported_hits) => Reproduction::Different {
+                reported_hits,
+                hits: accuracy.top1_hits,
+                images: accuracy.images,
+            },
+            // A fraction written as JSON and read back may differ in its last bit.
+            None => Reproduction::Fraction {
+                reported_top1: reported.top1,
+                same: (reported.top1 - accuracy.top1).abs() <= 1e-12,
+            },
+        }
+    }
 }
 
 /// Evaluates the export in `dir`. The dataset, its folder and the test limit default to what
@@ -58,15 +110,75 @@ pub fn evaluate_export(
         }
     })?;
     // report.json is informational: one that is not a small regular file is ignored.
-    let reported_top1 = read_regular_file(&dir.join("report.json"), 64 << 20, "")
+    let reproduction = read_regular_file(&dir.join("report.json"), 64 << 20, "")
         .ok()
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .and_then(|report| report["pruned"]["top1"].as_f64());
+        .and_then(|report| serde_json::from_value::<NetReport>(report["pruned"].clone()).ok())
+        .map(|reported| Reproduction::of(&reported, &accuracy));
     Ok(EvalResult {
         dataset: set.dataset,
         accuracy,
         flops: arch.flops,
         params: arch.params,
-        reported_top1,
+        reproduction,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accuracy(hits: usize, images: usize) -> Accuracy {
+        Accuracy {
+            top1: hits as f64 / images as f64,
+            top5: 1.0,
+            images,
+            top1_hits: hits,
+        }
+    }
+
+    fn reported(hits: Option<usize>, top1: f64, images: usize) -> NetReport {
+        NetReport {
+            top1,
+            images,
+            top1_hits: hits,
+            ..NetReport::default()
+        }
+    }
+
+    #[test]
+    fn hits_compare_exactly_where_fractions_would_not() {
+        // 89/90 read back from JSON without float_roundtrip can come back one ulp low.
+        let one_ulp_low = f64::from_bits((89.0f64 / 90.0).to_bits() - 1);
+        let got = accuracy(89, 90);
+        assert_eq!(
+            Reproduction::of(&reported(Some(89), one_ulp_low, 90), &got),
+            Reproduction::Exact {
+                hits: 89,
+                images: 90
+            }
+        );
+        assert_eq!(
+            Reproduction::of(&reported(None, one_ulp_low, 90), &got),
+            Reproduction::Fraction {
+                reported_top1: one_ulp_low,
+                same: true
+            }
+        );
+        assert_eq!(
+            Reproduction::of(&reported(Some(88), 88.0 / 90.0, 90), &got),
+            Reproduction::Different {
+                reported_hits: 88,
+                hits: 89,
+                images: 90
+            }
+        );
+        assert_eq!(
+            Reproduction::of(&reported(Some(89), 89.0 / 90.0, 90), &accuracy(40, 45)),
+            Reproduction::OtherImages {
+                reported_images: 90,
+                images: 45
+            }
+        );
+    }
 }

@@ -156,6 +156,7 @@ pub fn measure_on_board(
     let mut request = DeployRequest::new(dir, &table.board, &firmware);
     request.run = true;
     request.reference_logits = Some(reference_logits(export, &images)?);
+    request.reference_name = "burn".into();
     request.images = images;
     let report = dnal_firmware::deploy_loaded(export, &request)?;
     let cost = report.cost.ok_or_else(|| SearchError::InvalidOption {

@@ -4,11 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use dnal::arch_cost::CostWeighting;
 use dnal::backend::Backend;
 use dnal::budget::Budget;
 use dnal::config::SearchConfig;
+use dnal::eval::Reproduction;
 use dnal::progress::TerminalProgress;
 use dnal_models::GatePosition;
 
@@ -74,9 +76,12 @@ enum Command {
 
 /// The stage settings a resumed run takes from its folder: giving one with --resume is an
 /// error rather than silently ignored.
-const TRAINING_OPTIONS: [&str; 21] = [
+const TRAINING_OPTIONS: [&str; 24] = [
     "dataset",
     "data_dir",
+    "input_size",
+    "channels",
+    "augment",
     "model",
     "train_limit",
     "test_limit",
@@ -146,8 +151,9 @@ struct SearchArgs {
     out: Option<PathBuf>,
     /// Start after the weight stage of the search in this folder instead of training a
     /// parent: its trained parent is copied in and only the gate stage, pruning and
-    /// finetuning run here. Its dataset, model, --train-limit, --epochs-weights and --seed
-    /// must be the ones given here. To try another --lambda or budget without retraining.
+    /// finetuning run here. Its dataset, data folder, model, --train-limit, --test-limit,
+    /// --epochs-weights, --seed and --gate-position are taken from it; one given here must
+    /// agree. To try another --lambda or budget without retraining.
     #[arg(long, value_name = "DIR")]
     from_weights: Option<PathBuf>,
     #[command(flatten)]
@@ -169,18 +175,39 @@ struct SearchArgs {
     /// A latency table from `dnal profile` for this model and board.
     #[arg(long, value_name = "FILE")]
     latency_table: Option<PathBuf>,
+    /// The options given on the command line (not defaults), by id.
+    #[arg(skip)]
+    given: Vec<String>,
+    /// Print report.json as one JSON document on standard output, for scripts (progress and
+    /// errors stay on standard error).
+    #[arg(long)]
+    json: bool,
 }
 
 /// The settings of the stages, shared by `dnal search` and `dnal sweep`.
 #[derive(Args, Debug)]
 struct TrainingOptions {
-    /// Dataset: fashion-mnist, mnist, cifar10, folder (an ImageNet-style tree) or synthetic.
+    /// Dataset: fashion-mnist, mnist, idx (IDX files of your own), cifar10, folder (an
+    /// ImageNet-style tree) or synthetic.
     #[arg(long, default_value = "fashion-mnist")]
     dataset: String,
     /// Folder holding the dataset's files (fashion-mnist defaults to
     /// /usr/share/datasets/fashion-mnist, Debian's dataset-fashion-mnist).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// An image folder's input size, HxW (say 28x28); default: the images' own when they all
+    /// have one size, else 32x32. Every image is scaled to cover it and centre-cropped.
+    #[arg(long, value_name = "HxW", value_parser = parse_size)]
+    input_size: Option<(usize, usize)>,
+    /// An image folder's channels: 1 (grayscale) or 3 (RGB); default: 1 when every image is
+    /// grayscale, else 3.
+    #[arg(long, value_parser = ["1", "3"])]
+    channels: Option<String>,
+    /// Training augmentation instead of the dataset's own: none, flip, shift or flip,shift
+    /// (shifts of up to 1/8 of the side). Defaults: fashion-mnist and cifar10 flip,shift;
+    /// mnist shift; idx none; folder shift, and flip too for colour images.
+    #[arg(long, value_parser = ["none", "flip", "shift", "flip,shift", "shift,flip"])]
+    augment: Option<String>,
     /// Model to search (`dnal list` shows them); the default suits 28x28 inputs.
     #[arg(long, default_value = dnal_models::DEFAULT_MODEL)]
     model: String,
@@ -257,7 +284,13 @@ impl TrainingOptions {
     fn config(self) -> SearchConfig {
         SearchConfig {
             dataset: self.dataset,
-            data_dir: self.data_dir,
+            // Stored absolute: eval, deploy and resume may run from another folder.
+            data_dir: self.data_dir.map(|d| std::path::absolute(&d).unwrap_or(d)),
+            image_size: self.input_size,
+            channels: self
+                .channels
+                .map(|c| c.parse().expect("clap allows 1 or 3 only")),
+            augment: self.augment,
             model: self.model,
             train_limit: self.train_limit,
             test_limit: self.test_limit,
@@ -279,6 +312,20 @@ impl TrainingOptions {
             seed: self.seed,
             ..SearchConfig::default()
         }
+    }
+}
+
+/// "28x28" as (height, width).
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let parse = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0);
+    match s.split_once(['x', 'X']) {
+        Some((h, w)) => match (parse(h), parse(w)) {
+            (Some(h), Some(w)) => Ok((h, w)),
+            _ => Err(format!(
+                "{s:?}: height and width must be whole numbers from 1, as in 28x28"
+            )),
+        },
+        None => Err(format!("{s:?}: give HEIGHTxWIDTH, as in 28x28")),
     }
 }
 
@@ -315,6 +362,10 @@ struct EvalArgs {
     /// Where to run the forward pass.
     #[arg(long, default_value_t = Backend::Cpu)]
     backend: Backend,
+    /// Print the result as one JSON document on standard output, for scripts (progress and
+    /// errors stay on standard error).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -341,6 +392,10 @@ struct DeployArgs {
     /// Folder holding the dataset, if not where the search found it.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Print deploy.json as one JSON document on standard output, for scripts (progress and
+    /// errors stay on standard error).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -357,6 +412,12 @@ struct ProfileArgs {
     /// Folder holding the dataset, if not in its default place.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// An image folder's input size, HxW, as the search will take it.
+    #[arg(long, value_name = "HxW", value_parser = parse_size)]
+    input_size: Option<(usize, usize)>,
+    /// An image folder's channels, 1 or 3, as the search will take them.
+    #[arg(long, value_parser = ["1", "3"])]
+    channels: Option<String>,
     /// Where to write the table (a new file: an existing one is not replaced).
     #[arg(long, value_name = "FILE", default_value = "latency.json")]
     out: PathBuf,
@@ -369,10 +430,24 @@ struct ProfileArgs {
     /// Points per axis of layers that keep their channel count (pools, depthwise, add).
     #[arg(long, default_value_t = 3)]
     channel_points: usize,
+    /// Print the result as one JSON document on standard output, for scripts (progress and
+    /// errors stay on standard error).
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `--from-weights` inherits what was not given: which options were is kept.
+    if let (Command::Search(args), Some(("search", sub))) = (&mut cli.command, matches.subcommand())
+    {
+        args.given = sub
+            .ids()
+            .filter(|id| sub.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+            .map(|id| id.as_str().to_string())
+            .collect();
+    }
     dnal::allocator::keep_freed_memory();
     default_device_on_the_cpu();
     match run(cli) {
@@ -444,35 +519,109 @@ fn run(cli: Cli) -> Result<()> {
 
 fn search(args: SearchArgs) -> Result<()> {
     let mut progress = TerminalProgress::new();
-    if let Some(dir) = args.resume {
-        dnal::search::resume(&dir, &mut progress)
+    let (report, out) = if let Some(dir) = args.resume {
+        let report = dnal::search::resume(&dir, &mut progress)
             .with_context(|| format!("resuming the search in {}", dir.display()))?;
-        return Ok(());
-    }
-    let out = args.out.expect("clap requires --out without --resume");
-    let config = SearchConfig {
-        budget: args
-            .flops_budget
-            .map(Budget::Flops)
-            .or(args.latency_budget_ms.map(Budget::LatencyMs)),
-        board: args.board,
-        latency_table: args.latency_table,
-        ..args.training.config()
-    };
-    if let Some(from) = args.from_weights {
-        dnal::search::fork_after_weights(&from, &out, config).with_context(|| {
-            format!(
-                "starting {} from the weight stage in {}",
-                out.display(),
-                from.display()
-            )
-        })?;
-        dnal::search::resume(&out, &mut progress)
-            .with_context(|| format!("searching into {}", out.display()))?;
-        return Ok(());
-    }
-    dnal::search::search(config, &out, &mut progress)
+        (report, dir)
+    } else {
+        let out = args.out.expect("clap requires --out without --resume");
+        let config = SearchConfig {
+            budget: args
+                .flops_budget
+                .map(Budget::Flops)
+                .or(args.latency_budget_ms.map(Budget::LatencyMs)),
+            board: args.board,
+            latency_table: args.latency_table,
+            ..args.training.config()
+        };
+        let report = if let Some(from) = args.from_weights {
+            let mut config = config;
+            let source = dnal::search::settings_of(&from)
+                .with_context(|| format!("reading the search in {}", from.display()))?;
+            inherit_weight_stage(&mut config, &source, &from, |id| {
+                args.given.iter().any(|g| g == id)
+            })?;
+            dnal::search::fork_after_weights(&from, &out, config).with_context(|| {
+                format!(
+                    "starting {} from the weight stage in {}",
+                    out.display(),
+                    from.display()
+                )
+            })?;
+            dnal::search::resume(&out, &mut progress)
+        } else {
+            dnal::search::search(config, &out, &mut progress)
+        }
         .with_context(|| format!("searching into {}", out.display()))?;
+        (report, out)
+    };
+    drop(progress);
+    // Said during the search too, but lines above a progress bar scroll away.
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{} | exported to {}", report.summary(), out.display());
+    }
+    Ok(())
+}
+
+/// Takes the weight stage's settings from the search in `from` for every one not given, and
+/// refuses one given with another value than the source's: the trained parent is the
+/// source's, whatever the command line says.
+fn inherit_weight_stage(
+    config: &mut SearchConfig,
+    source: &SearchConfig,
+    from: &std::path::Path,
+    given: impl Fn(&str) -> bool,
+) -> Result<()> {
+    fn take<T: PartialEq + Clone + std::fmt::Debug>(
+        id: &str,
+        given: bool,
+        mine: &mut T,
+        theirs: &T,
+        from: &std::path::Path,
+    ) -> Result<()> {
+        if !given {
+            *mine = theirs.clone();
+        } else if mine != theirs {
+            anyhow::bail!(
+                "--{} {mine:?} differs from the {theirs:?} of the weight stage in {}; leave it out to take the source's",
+                id.replace('_', "-"),
+                from.display()
+            );
+        }
+        Ok(())
+    }
+    // The option's id, then the setting it fills.
+    macro_rules! inherit {
+        ($($id:literal => $field:ident),* $(,)?) => {
+            $(take($id, given($id), &mut config.$field, &source.$field, from)?;)*
+        };
+    }
+    inherit!(
+        "dataset" => dataset,
+        "input_size" => image_size,
+        "channels" => channels,
+        "model" => model,
+        "train_limit" => train_limit,
+        "epochs_weights" => epochs_weights,
+        "seed" => seed,
+        "gate_position" => gate_position,
+    );
+    // Where the data is and how much of the test set is used may differ (a moved dataset, a
+    // quicker evaluation); not given, they are the source's too.
+    if !given("data_dir") {
+        config.data_dir.clone_from(&source.data_dir);
+    }
+    if !given("test_limit") {
+        config.test_limit = source.test_limit;
+    }
+    if !given("augment") {
+        config.augment.clone_from(&source.augment);
+    }
     Ok(())
 }
 
@@ -484,6 +633,10 @@ fn eval(args: EvalArgs) -> Result<()> {
         args.backend,
     )
     .with_context(|| format!("evaluating the export in {}", args.export.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+        return Ok(());
+    }
     println!(
         "{}: top-1 {:.4} ({:.2}%), top-5 {:.4} on {} test images of {}; {} MACs, {} params",
         args.export.display(),
@@ -495,16 +648,31 @@ fn eval(args: EvalArgs) -> Result<()> {
         result.flops,
         result.params
     );
-    if let Some(reported) = result.reported_top1 {
-        let same = reported == result.accuracy.top1;
-        println!(
-            "report.json says top-1 {reported:.4}: {}",
-            if same {
-                "reproduced exactly"
-            } else {
-                "DIFFERENT"
-            }
-        );
+    match result.reproduction {
+        Some(Reproduction::Exact { hits, images }) => {
+            println!("report.json: top-1 {hits} of {images}: reproduced exactly")
+        }
+        Some(Reproduction::Different {
+            reported_hits,
+            hits,
+            images,
+        }) => println!(
+            "report.json: top-1 {reported_hits} of {images}, this evaluation {hits} of {images}: DIFFERENT"
+        ),
+        Some(Reproduction::OtherImages {
+            reported_images,
+            images,
+        }) => println!(
+            "report.json counts {reported_images} test images, this evaluation {images} (--test-limit): not comparable"
+        ),
+        Some(Reproduction::Fraction {
+            reported_top1,
+            same,
+        }) => println!(
+            "report.json says top-1 {reported_top1:.4} (it counts no hits): {}",
+            if same { "reproduced" } else { "DIFFERENT" }
+        ),
+        None => {}
     }
     Ok(())
 }
@@ -527,6 +695,10 @@ fn deploy(args: DeployArgs) -> Result<()> {
             args.out.display()
         )
     })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     println!(
         "{} ({}): flash {} of {} bytes, RAM {} of {} bytes (arena {} bytes, lower bound {}), firmware {}",
         report.board,
@@ -582,6 +754,11 @@ fn profile(args: ProfileArgs) -> Result<()> {
     let config = SearchConfig {
         dataset: args.dataset.clone(),
         data_dir: args.data_dir.clone(),
+        image_size: args.input_size,
+        channels: args
+            .channels
+            .as_deref()
+            .map(|c| c.parse().expect("clap allows 1 or 3")),
         model: args.model.clone(),
         train_limit: Some(1),
         test_limit: Some(1),
@@ -607,6 +784,20 @@ fn profile(args: ProfileArgs) -> Result<()> {
     let table = dnal::latency::profile_model(&plan, &args.board, &args.out, &grid)
         .with_context(|| format!("profiling {} on {}", args.model, args.board))?;
     let points: usize = table.layers.iter().map(|l| l.grid.points()).sum();
+    if args.json {
+        let summary = serde_json::json!({
+            "table": args.out,
+            "board": table.board,
+            "model": table.model,
+            "layers": table.layers.len(),
+            "configurations": points,
+            "unit": table.unit,
+            "clock_hz": table.clock.hz,
+            "overhead": table.overhead,
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
     println!(
         "{}: {} layers, {} measured configurations, {} at {:.0} MHz ({}); overhead {:.0} {} per inference",
         args.out.display(),

@@ -20,6 +20,10 @@ pub struct NetReport {
     pub params: u64,
     /// Test images evaluated.
     pub images: usize,
+    /// Test images classified right: the top-1 as a count, which `dnal eval` compares exactly
+    /// (absent in reports of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top1_hits: Option<usize>,
 }
 
 /// One stage's epochs and wall time.
@@ -31,6 +35,10 @@ pub struct StageReport {
     pub epochs: usize,
     /// Wall time in seconds (summed over resumed runs).
     pub seconds: f64,
+    /// The search whose stage this is, when this search started after it (`--from-weights`):
+    /// its epochs and seconds were spent there, not here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inherited_from: Option<PathBuf>,
 }
 
 /// One epoch of one stage.
@@ -126,6 +134,29 @@ pub struct Report {
     /// the board.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyReport>,
+    /// The training augmentation used (`none`, `flip`, `shift N`, `flip, shift N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augmentation: Option<String>,
+    /// What the search found wrong but went on with (a network collapsed by the gate stage).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    /// One line: the parent's and the pruned network's top-1, MACs and parameters.
+    pub fn summary(&self) -> String {
+        format!(
+            "parent: top-1 {:.2}%, {} MACs, {} params | pruned: top-1 {:.2}%, {} MACs ({:.2}x fewer), {} params ({:.2}x fewer)",
+            100.0 * self.parent.top1,
+            self.parent.flops,
+            self.parent.params,
+            100.0 * self.pruned.top1,
+            self.pruned.flops,
+            self.flops_reduction,
+            self.pruned.params,
+            self.params_reduction,
+        )
+    }
 }
 
 /// How a budgeted search met its budget.

@@ -165,6 +165,9 @@ pub struct Accuracy {
     pub top5: f64,
     /// Images evaluated.
     pub images: usize,
+    /// Images whose best logit is the label: `top1` as a count, which compares exactly.
+    #[serde(default)]
+    pub top1_hits: usize,
 }
 
 /// Counts top-1 and top-5 hits in a batch of logits (row-major `[batch, classes]`).
@@ -228,6 +231,7 @@ pub fn evaluate(
         top1: top1 as f64 / n,
         top5: top5 as f64 / n,
         images,
+        top1_hits: top1,
     })
 }
 

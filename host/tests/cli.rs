@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{dnal, stderr};
+use common::{dnal, refused, stderr, write_idx};
 
 /// A tiny, fast search on generated data, plus `extra` options.
 fn quick_search(out: &Path, extra: &[&str]) -> Output {
@@ -194,7 +194,14 @@ fn from_weights_reuses_the_trained_parent_and_refuses_another_setup() {
     assert_eq!(a["parent"], b["parent"]);
     let weights = |r: &serde_json::Value| r["stages"][0].clone();
     assert_eq!(weights(&a)["name"], "weights");
-    assert_eq!(weights(&a), weights(&b), "the weight stage was not reused");
+    for key in ["name", "epochs", "seconds"] {
+        assert_eq!(
+            weights(&a)[key],
+            weights(&b)[key],
+            "the weight stage was not reused"
+        );
+    }
+    assert_eq!(weights(&b)["inherited_from"].as_str(), Some(from));
     assert!(!stderr(&out).contains("weights epoch"), "{}", stderr(&out));
 
     // Distillation: said, recorded, and in the loss (which then is no longer the cross
@@ -226,4 +233,204 @@ fn from_weights_reuses_the_trained_parent_and_refuses_another_setup() {
     let err = stderr(&out);
     assert!(err.contains("first") && err.contains("seed"), "{err}");
     assert!(!third.join("report.json").exists());
+}
+
+#[test]
+fn a_relative_data_dir_is_recorded_absolute_and_results_go_to_stdout() {
+    // Eval, deploy and resume may run from another folder than the search did.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("digits");
+    std::fs::create_dir(&data).unwrap();
+    write_idx(&data, "train", 64, 28, 28);
+    write_idx(&data, "t10k", 16, 28, 28);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dnal"))
+        .current_dir(dir.path())
+        .args([
+            "search",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            "digits",
+            "--out",
+            "run",
+            "--epochs-weights",
+            "1",
+            "--epochs-gates",
+            "1",
+            "--epochs-finetune",
+            "1",
+            "--batch-size",
+            "32",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The result goes to standard output, the progress to standard error.
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("pruned: top-1") && summary.contains("exported to"),
+        "{summary}"
+    );
+    let arch: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("run/arch.json")).unwrap()).unwrap();
+    assert_eq!(
+        arch["search"]["config"]["data_dir"].as_str(),
+        Some(data.to_str().unwrap())
+    );
+    // So the export evaluates from anywhere; `--json` is for scripts, and the report's hit
+    // count is reproduced exactly.
+    let run = dir.path().join("run");
+    let eval = dnal(&["eval", "--export", run.to_str().unwrap(), "--json"]);
+    assert!(eval.status.success(), "{}", stderr(&eval));
+    let result: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert_eq!(result["accuracy"]["images"], 16);
+    assert_eq!(result["reproduction"]["outcome"], "exact", "{result}");
+    assert_eq!(
+        result["reproduction"]["hits"],
+        result["accuracy"]["top1_hits"]
+    );
+}
+
+#[test]
+fn from_weights_inherits_the_weight_stage_and_names_a_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first");
+    let out = quick_search(&first, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = first.to_str().unwrap();
+
+    // Nothing of the weight stage repeated: the data, limits, epochs and seed are the source's.
+    let second = dir.path().join("second");
+    let out = dnal(&[
+        "search",
+        "--from-weights",
+        first,
+        "--out",
+        second.to_str().unwrap(),
+        "--epochs-gates",
+        "1",
+        "--epochs-finetune",
+        "1",
+        "--batch-size",
+        "64",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(second.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["config"]["dataset"], "synthetic");
+    assert_eq!(report["config"]["train_limit"], 256);
+    assert_eq!(report["config"]["test_limit"], 64);
+    assert_eq!(report["parent"]["images"], 64);
+    // Its weight-stage time was spent in the source, and the report says so.
+    let weights = &report["stages"][0];
+    assert_eq!(weights["name"], "weights");
+    assert_eq!(weights["inherited_from"].as_str(), Some(first));
+    assert!(report["stages"][1]["inherited_from"].is_null(), "{report}");
+
+    // A weight-stage option given with another value names the option and both values.
+    let third = dir.path().join("third");
+    refused(
+        &[
+            "search",
+            "--from-weights",
+            first,
+            "--out",
+            third.to_str().unwrap(),
+            "--seed",
+            "5",
+        ],
+        "--seed 5 differs from the 0 of the weight stage",
+    );
+}
+
+#[test]
+fn a_collapsed_network_is_said_not_returned_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    // lambda_a a thousand times the default: the gates close all they can.
+    let out = quick_search(&run, &["--lambda", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: the gate stage collapsed the network") && err.contains("--lambda"),
+        "{err}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
+    let warnings = report["warnings"]
+        .as_array()
+        .expect("warnings in report.json");
+    assert!(
+        warnings[0].as_str().unwrap().contains("collapsed"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_folder_keeps_its_images_shape_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("marks");
+    for (split, count) in [("train", 8), ("val", 2)] {
+        for (class, shade) in [("dark", 20u8), ("light", 230u8)] {
+            let folder = data.join(split).join(class);
+            std::fs::create_dir_all(&folder).unwrap();
+            for i in 0..count {
+                image::GrayImage::from_pixel(8, 8, image::Luma([shade]))
+                    .save(folder.join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+    }
+    let search = |out: &str, extra: &[&str]| {
+        let out = dir.path().join(out);
+        let mut args = vec![
+            "search",
+            "--dataset",
+            "folder",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--epochs-weights",
+            "1",
+            "--epochs-gates",
+            "1",
+            "--epochs-finetune",
+            "1",
+            "--batch-size",
+            "8",
+        ];
+        args.extend_from_slice(extra);
+        let run = dnal(&args);
+        assert!(run.status.success(), "{}", stderr(&run));
+        let read = |file: &str| -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(out.join(file)).unwrap()).unwrap()
+        };
+        (read("arch.json"), read("report.json"))
+    };
+    // 8x8 grayscale stays 1x8x8 (not 3x32x32), shifted but not mirrored.
+    let (arch, report) = search("own", &[]);
+    assert_eq!(
+        arch["input"],
+        serde_json::json!({"channels": 1, "height": 8, "width": 8})
+    );
+    assert_eq!(report["augmentation"], "shift 1");
+    // What the options say wins, and is recorded.
+    let (arch, report) = search(
+        "told",
+        &[
+            "--input-size",
+            "12x12",
+            "--channels",
+            "3",
+            "--augment",
+            "none",
+        ],
+    );
+    assert_eq!(
+        arch["input"],
+        serde_json::json!({"channels": 3, "height": 12, "width": 12})
+    );
+    assert_eq!(report["augmentation"], "none");
+    assert_eq!(report["config"]["image_size"], serde_json::json!([12, 12]));
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{dnal, refused, stderr};
+use common::{dnal, refused, stderr, write_idx};
 use dnal::lock::OutputLock;
 use dnal_export::{Activation, Arch, Export, Layer, LinearSpec, Op, Shape3, Tensor};
 
@@ -318,27 +318,13 @@ fn an_impossible_budget_is_refused_before_the_weight_stage() {
         "trained before refusing: {err}"
     );
     assert!(!out_dir.join("checkpoint/state.json").exists());
+    // The refused run made the folder, and leaves none behind.
+    assert!(!out_dir.exists(), "left an empty --out behind");
     // The folder can be used again with a budget that works.
     args.pop();
     args.push("2M".to_string());
     let out = run(&args);
     assert!(out.status.success(), "{}", stderr(&out));
-}
-
-/// IDX files: `count` images of `rows`x`cols` and their labels (all class 0).
-fn write_idx(dir: &Path, prefix: &str, count: u32, rows: u32, cols: u32) {
-    let mut images = Vec::new();
-    for word in [0x0803u32, count, rows, cols] {
-        images.extend_from_slice(&word.to_be_bytes());
-    }
-    images.resize(images.len() + (count * rows * cols) as usize, 7);
-    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
-    let mut labels = Vec::new();
-    for word in [0x0801u32, count] {
-        labels.extend_from_slice(&word.to_be_bytes());
-    }
-    labels.resize(labels.len() + count as usize, 0);
-    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
 }
 
 #[test]

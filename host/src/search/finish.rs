@@ -123,6 +123,7 @@ impl Search {
             flops: net.flops(),
             params: net.params(),
             images: accuracy.images,
+            top1_hits: Some(accuracy.top1_hits),
         };
         self.state.stage_report("export").seconds += started.elapsed().as_secs_f64();
         let latency = self.measure(&export, observer)?;
@@ -142,6 +143,8 @@ impl Search {
             history: self.state.history.clone(),
             budget: self.state.budget.clone(),
             latency,
+            augmentation: Some(self.dataset.augmentation.to_string()),
+            warnings: self.state.warnings.clone(),
         };
         write_json(&self.out.join("report.json"), &report)?;
         // The plots are a convenience: a missing font is worth a warning, not the search.
@@ -154,18 +157,6 @@ impl Search {
         }
         self.state.stage = Stage::Done;
         write_json(&self.checkpoints.state_path(), &self.state)?;
-        observer.message(&format!(
-            "parent: top-1 {:.2}%, {} MACs, {} params | pruned: top-1 {:.2}%, {} MACs ({:.2}x fewer), {} params ({:.2}x fewer) | exported to {}",
-            100.0 * report.parent.top1,
-            report.parent.flops,
-            report.parent.params,
-            100.0 * report.pruned.top1,
-            report.pruned.flops,
-            report.flops_reduction,
-            report.pruned.params,
-            report.params_reduction,
-            self.out.display()
-        ));
         Ok(report)
     }
 }

@@ -26,7 +26,7 @@ use crate::config::SearchConfig;
 use crate::error::SearchError;
 use crate::lock::OutputLock;
 use crate::progress::SearchObserver;
-use crate::report::Report;
+use crate::report::{Report, StageReport};
 
 use run::Search;
 use state::read_state;
@@ -43,9 +43,23 @@ pub fn search(
     observer: &mut dyn SearchObserver,
 ) -> Result<Report, SearchError> {
     config.validate()?;
+    let created = !out.exists();
     let lock = OutputLock::acquire(out)?;
     prepare_out(out)?;
-    Search::start(SearchState::new(config), lock)?
+    let search = match Search::start(SearchState::new(config), lock) {
+        Ok(search) => search,
+        Err(e) => {
+            // Refused before its state was written (no data, an unreachable budget): a folder
+            // this run made and left empty is removed. One holding a profiled latency table
+            // is kept, for the next start to reuse.
+            if created {
+                let _ = fs::remove_dir(out.join("checkpoint"));
+                let _ = fs::remove_dir(out);
+            }
+            return Err(e);
+        }
+    };
+    search
         .run(observer, Stage::Done)
         .map(|r| r.expect("a run to the end reports"))
 }
@@ -92,6 +106,12 @@ pub fn train_weights(
     Ok(search.state)
 }
 
+/// The settings of the search in `from`, as its state records them: what a search started
+/// after its weight stage inherits.
+pub fn settings_of(from: &Path) -> Result<SearchConfig, SearchError> {
+    Ok(read_state(from)?.config)
+}
+
 /// Starts a search in `to` from the end of the weight stage of the search in `from` (which
 /// [`train_weights`] ran): the parent's weights are reused, `config` (the same data, model,
 /// weight stage and seed, with its own gate-stage settings) decides the rest.
@@ -112,11 +132,13 @@ pub fn fork_after_weights(from: &Path, to: &Path, config: SearchConfig) -> Resul
             && a.epochs_weights == b.epochs_weights
             && a.seed == b.seed
             && a.gate_position == b.gate_position
+            && a.image_size == b.image_size
+            && a.channels == b.channels
     };
     if !same(&state.config, &config) {
         return Err(SearchError::Checkpoint {
             path: source.state_path(),
-            reason: "its weight stage used another dataset, model, limit, seed or epoch count than this search".into(),
+            reason: "its weight stage used another dataset, image shape, model, limit, seed, gate position or epoch count than this search".into(),
         });
     }
     let _lock = OutputLock::acquire(to)?;
@@ -134,10 +156,15 @@ pub fn fork_after_weights(from: &Path, to: &Path, config: SearchConfig) -> Resul
         checkpoint: Some(tag.clone()),
         masks: None,
         parent: state.parent,
+        // The weight stage's epochs and time are the source's: the report says so.
         stages: state
             .stages
             .into_iter()
             .filter(|s| s.name == Stage::Weights.name())
+            .map(|s| StageReport {
+                inherited_from: Some(std::path::absolute(from).unwrap_or_else(|_| from.into())),
+                ..s
+            })
             .collect(),
         history: state
             .history
@@ -148,6 +175,7 @@ pub fn fork_after_weights(from: &Path, to: &Path, config: SearchConfig) -> Resul
         gate_lambda: None,
         budget: None,
         checksums: sums.map(|s| (tag, s)).into_iter().collect(),
+        warnings: Vec::new(),
     };
     write_json(&target.state_path(), &forked)
 }

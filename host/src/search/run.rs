@@ -223,18 +223,23 @@ impl Search {
                     let started = Instant::now();
                     let (masks, budget) = self.final_masks(&net)?;
                     if let Some(b) = &budget {
+                        let unit = self.estimate(b.budget).unit();
+                        let cost = |value: f64| cost_text(value, unit);
                         observer.message(&format!(
-                            "budget {:.4} {}: the gates' s > 0 network costs {:.4}; kept s > {:.3e}: {:.4} ({} channels reopened, {} closed)",
-                            b.fit.target,
-                            self.estimate(b.budget).unit(),
-                            b.fit.cost_at_zero,
+                            "budget {}: the gates' s > 0 network costs {}; kept s > {:.3e}: {} ({} channels reopened, {} closed)",
+                            cost(b.fit.target),
+                            cost(b.fit.cost_at_zero),
                             b.fit.threshold,
-                            b.fit.cost,
+                            cost(b.fit.cost),
                             b.fit.reopened,
                             b.fit.closed
                         ));
                     }
                     self.state.budget = budget;
+                    if let Some(warning) = self.collapse(&masks) {
+                        observer.message(&format!("warning: {warning}"));
+                        self.state.warnings.push(warning);
+                    }
                     let pruned = prune_channels(&net.valid(), &masks)?;
                     observer.message(&format!(
                         "pruned: {} -> {} MACs ({:.2}x fewer), {} -> {} params; channels {}",
@@ -341,6 +346,7 @@ fn net_report(net: &GatedNet, accuracy: Accuracy) -> NetReport {
         flops: net.flops(),
         params: net.params(),
         images: accuracy.images,
+        top1_hits: Some(accuracy.top1_hits),
     }
 }
 
@@ -357,4 +363,24 @@ fn channel_summary(parent: &GatedNet, pruned: &GatedNet) -> String {
         .map(|(name, (p, k))| format!("{name} {k}/{p}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A cost with its unit, as precise as the unit is: whole multiply-accumulates, milliseconds
+/// to the microsecond.
+fn cost_text(value: f64, unit: &str) -> String {
+    match unit {
+        "MACs" => format!("{value:.0} MACs"),
+        _ => format!("{value:.3} {unit}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cost_text;
+
+    #[test]
+    fn costs_print_as_precise_as_their_unit() {
+        assert_eq!(cost_text(10_951_552.0, "MACs"), "10951552 MACs");
+        assert_eq!(cost_text(20.04031, "ms"), "20.040 ms");
+    }
 }

@@ -123,6 +123,53 @@ impl Search {
         }
     }
 
+    /// What is wrong when the gate stage pruned the network to (next to) nothing: its
+    /// binarised network classifies at chance although the parent learned (without a budget,
+    /// whose fit would reopen channels), or half or more of the gated layers kept a single
+    /// channel. `None` for a network worth finetuning.
+    pub(super) fn collapse(&self, masks: &ChannelMasks) -> Option<String> {
+        let groups = &self.parent.plan.groups;
+        let kept: Vec<usize> = groups
+            .group_of_gate
+            .iter()
+            .map(|&g| masks.kept(g).len())
+            .collect();
+        let at_floor = kept.iter().filter(|&&k| k <= 1).count();
+        let classes = self.dataset.train.num_classes().max(1);
+        let chance = 1.0 / classes as f64;
+        let parent = self.state.parent.as_ref().map_or(0.0, |p| p.top1);
+        let lambda = self.state.gate_lambda.unwrap_or(self.config().lambda);
+        let fix = "lower --lambda (say tenfold), or prune to a cost with --flops-budget or \
+                   --latency-budget-ms, which stops the gates at the budget";
+        let binarised = self
+            .state
+            .history
+            .iter()
+            .rev()
+            .find(|e| e.stage == Stage::Gates.name())
+            .map(|e| e.test_top1);
+        if let Some(top1) = binarised
+            && self.config().budget.is_none()
+            && parent >= chance + 0.3
+            && top1 <= chance + 0.1
+        {
+            return Some(format!(
+                "the gate stage collapsed the network: binarised, it classifies at chance ({:.1}% \
+                 over {classes} classes; the parent had {:.1}%) at lambda_a {lambda:.2e}; {fix}",
+                100.0 * top1,
+                100.0 * parent
+            ));
+        }
+        if kept.len() >= 2 && 2 * at_floor >= kept.len() {
+            return Some(format!(
+                "the gate stage collapsed the network: {at_floor} of {} gated layers keep a single \
+                 channel at lambda_a {lambda:.2e}; {fix}",
+                kept.len()
+            ));
+        }
+        None
+    }
+
     /// Finetuning the pruned network (cosine learning rate), with the trained parent as
     /// teacher when distillation is on.
     pub(super) fn finetune_stage(

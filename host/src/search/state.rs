@@ -70,6 +70,9 @@ pub struct SearchState {
     /// The SHA-256 of every file of every checkpoint still kept, by checkpoint folder: each is
     /// verified before it is loaded.
     pub checksums: BTreeMap<String, Checksums>,
+    /// What the search found wrong but went on with (a collapsed network), for the report.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// The layout version of `state.json`; version 2 added the checkpoints' checksums.
@@ -92,6 +95,7 @@ impl SearchState {
             gate_lambda: None,
             budget: None,
             checksums: BTreeMap::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -104,6 +108,7 @@ impl SearchState {
             name: name.into(),
             epochs: 0,
             seconds: 0.0,
+            inherited_from: None,
         });
         self.stages.last_mut().expect("just pushed")
     }

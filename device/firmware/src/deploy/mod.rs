@@ -41,6 +41,9 @@ pub struct DeployRequest {
     /// The host's logits for `images` (burn's forward); parity is measured against them when
     /// given, else against [`dnal_export::reference_forward`].
     pub reference_logits: Option<Vec<Vec<f32>>>,
+    /// What made `reference_logits`, as deploy.json and the messages name it (default
+    /// `"caller"`; dnal says `"burn"`).
+    pub reference_name: String,
     /// How many times to run the firmware (2 or more checks that the cost repeats exactly).
     pub runs: usize,
     /// Cargo target directory for the firmware build (default: [`SHARED_TARGET_ENV`] when set,
@@ -99,6 +102,7 @@ impl DeployRequest {
             run: false,
             images: Vec::new(),
             reference_logits: None,
+            reference_name: "caller".into(),
             runs: 1,
             firmware_target_dir: None,
             run_timeout: Duration::from_secs(600),
@@ -170,7 +174,8 @@ pub struct LayerCost {
 /// Firmware logits against reference logits.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Parity {
-    /// "host" (the logits the caller passed) or "reference_forward" (this crate's).
+    /// The request's `reference_name` (the logits the caller passed) or "reference_forward"
+    /// (this crate's).
     pub reference: String,
     pub images: usize,
     pub max_abs_diff: f32,
@@ -234,7 +239,7 @@ pub enum DeployError {
          finite (weights or inputs too large for f32?); see deploy.json"
     )]
     NonFiniteLogits {
-        /// "firmware", "host" or "reference_forward".
+        /// "firmware", the request's `reference_name` or "reference_forward".
         source_name: String,
         image: usize,
         class: usize,
@@ -514,7 +519,7 @@ pub fn deploy_loaded(export: &Export, req: &DeployRequest) -> Result<DeployRepor
         report.logits = first.logits.clone();
         report.cost = Some(cost_of(board, summary, &outputs));
         let (reference, refs) = match &req.reference_logits {
-            Some(r) => ("host", r.clone()),
+            Some(r) => (req.reference_name.as_str(), r.clone()),
             None => (
                 "reference_forward",
                 images
