@@ -8,7 +8,7 @@ use dnal_export::Export;
 use dnal_models::{ChannelMasks, GatedNet, NetPlan};
 
 use super::PARENT_EXPORT;
-use super::run::Search;
+use super::run::{Search, net_report};
 use super::state::Stage;
 use crate::checkpoint::write_json;
 use crate::data::normalised_images;
@@ -17,7 +17,7 @@ use crate::export::{ExportNet, SearchInfo, build_export};
 use crate::latency::{MEASURE_IMAGES, measure_on_board};
 use crate::plot::{SearchCurves, write_figure};
 use crate::progress::SearchObserver;
-use crate::report::{GroupChannels, LatencyReport, NetReport, Report};
+use crate::report::{GroupChannels, LatencyReport, Report};
 use crate::train::{Accuracy, evaluate};
 
 impl Search {
@@ -117,14 +117,7 @@ impl Search {
             .expect("the finetune stage runs on a pruned network");
         let (export, accuracy) = self.export_pruned(net, &masks)?;
         let parent = self.state.parent.clone().unwrap_or_default();
-        let pruned = NetReport {
-            top1: accuracy.top1,
-            top5: accuracy.top5,
-            flops: net.flops(),
-            params: net.params(),
-            images: accuracy.images,
-            top1_hits: Some(accuracy.top1_hits),
-        };
+        let pruned = net_report(net, accuracy);
         self.state.stage_report("export").seconds += started.elapsed().as_secs_f64();
         let latency = self.measure(&export, observer)?;
         let channels = channel_groups(&self.parent.plan, &masks);

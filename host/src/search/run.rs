@@ -339,7 +339,8 @@ fn board_latency(
     Ok(Some(LatencyEstimate::new(table, plan)?))
 }
 
-fn net_report(net: &GatedNet, accuracy: Accuracy) -> NetReport {
+/// A network's accuracy and cost, as the report states them.
+pub(super) fn net_report(net: &GatedNet, accuracy: Accuracy) -> NetReport {
     NetReport {
         top1: accuracy.top1,
         top5: accuracy.top5,
