@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use dnal_export::Export;
-use dnal_firmware::{DeployError, DeployReport, DeployRequest};
+use dnal_firmware::{DeployReport, DeployRequest};
 
 use crate::data::ExportTestSet;
 use crate::error::SearchError;
@@ -33,13 +33,7 @@ pub struct DeployOptions {
 /// Generates, builds and (with `run`) runs the firmware; writes `OUT/deploy.json`.
 pub fn deploy_export(options: &DeployOptions) -> Result<DeployReport, SearchError> {
     // A misspelt board is refused before the export, the dataset and burn are touched.
-    if dnal_firmware::board::board(&options.board).is_none() {
-        return Err(DeployError::UnknownBoard {
-            name: options.board.clone(),
-            known: dnal_firmware::board::board_names().join(", "),
-        }
-        .into());
-    }
+    dnal_firmware::deploy_board(&options.board)?;
     // One deploy per firmware folder at a time; held until deploy.json is written.
     let lock = OutputLock::acquire(&options.out_dir)?;
     lock.remove_stale_temporaries(&options.out_dir);

@@ -201,8 +201,8 @@ struct TrainingOptions {
     input_size: Option<(usize, usize)>,
     /// An image folder's channels: 1 (grayscale) or 3 (RGB); default: 1 when every image is
     /// grayscale, else 3.
-    #[arg(long, value_parser = ["1", "3"])]
-    channels: Option<String>,
+    #[arg(long, value_parser = parse_channels)]
+    channels: Option<usize>,
     /// Training augmentation instead of the dataset's own: none, flip, shift or flip,shift
     /// (shifts of up to 1/8 of the side). Defaults: fashion-mnist and cifar10 flip,shift;
     /// mnist shift; idx none; folder shift, and flip too for colour images.
@@ -287,9 +287,7 @@ impl TrainingOptions {
             // Stored absolute: eval, deploy and resume may run from another folder.
             data_dir: self.data_dir.map(|d| std::path::absolute(&d).unwrap_or(d)),
             image_size: self.input_size,
-            channels: self
-                .channels
-                .map(|c| c.parse().expect("clap allows 1 or 3 only")),
+            channels: self.channels,
             augment: self.augment,
             model: self.model,
             train_limit: self.train_limit,
@@ -312,6 +310,15 @@ impl TrainingOptions {
             seed: self.seed,
             ..SearchConfig::default()
         }
+    }
+}
+
+/// An image folder's channel count: 1 (grayscale) or 3 (RGB).
+fn parse_channels(s: &str) -> Result<usize, String> {
+    match s {
+        "1" => Ok(1),
+        "3" => Ok(3),
+        _ => Err(format!("{s:?}: use 1 (grayscale) or 3 (RGB)")),
     }
 }
 
@@ -416,8 +423,8 @@ struct ProfileArgs {
     #[arg(long, value_name = "HxW", value_parser = parse_size)]
     input_size: Option<(usize, usize)>,
     /// An image folder's channels, 1 or 3, as the search will take them.
-    #[arg(long, value_parser = ["1", "3"])]
-    channels: Option<String>,
+    #[arg(long, value_parser = parse_channels)]
+    channels: Option<usize>,
     /// Where to write the table (a new file: an existing one is not replaced).
     #[arg(long, value_name = "FILE", default_value = "latency.json")]
     out: PathBuf,
@@ -755,10 +762,7 @@ fn profile(args: ProfileArgs) -> Result<()> {
         dataset: args.dataset.clone(),
         data_dir: args.data_dir.clone(),
         image_size: args.input_size,
-        channels: args
-            .channels
-            .as_deref()
-            .map(|c| c.parse().expect("clap allows 1 or 3")),
+        channels: args.channels,
         model: args.model.clone(),
         train_limit: Some(1),
         test_limit: Some(1),

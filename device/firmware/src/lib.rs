@@ -23,5 +23,6 @@ pub mod latency;
 pub mod synth;
 
 pub use deploy::{
-    DeployError, DeployReport, DeployRequest, SHARED_TARGET_ENV, deploy, deploy_loaded,
+    DeployError, DeployReport, DeployRequest, SHARED_TARGET_ENV, deploy, deploy_board,
+    deploy_loaded,
 };

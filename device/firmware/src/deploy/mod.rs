@@ -310,15 +310,16 @@ fn firmware_target_dir(req: &DeployRequest, crate_dir: &Path) -> PathBuf {
 /// writes `out_dir/deploy.json`.
 pub fn deploy(req: &DeployRequest) -> Result<DeployReport, DeployError> {
     // The board first: a misspelt name is refused before the export is read.
-    requested_board(req)?;
+    deploy_board(&req.board)?;
     let export = Export::load(&req.export_dir)?;
     deploy_loaded(&export, req)
 }
 
-/// The board a request names.
-fn requested_board(req: &DeployRequest) -> Result<&'static Board, DeployError> {
-    board::board(&req.board).ok_or_else(|| DeployError::UnknownBoard {
-        name: req.board.clone(),
+/// The board named `name`, or the error that lists the known ones: what [`deploy`] checks
+/// first, for callers that want to refuse a misspelt board before work of their own.
+pub fn deploy_board(name: &str) -> Result<&'static Board, DeployError> {
+    board::board(name).ok_or_else(|| DeployError::UnknownBoard {
+        name: name.to_string(),
         known: board::board_names().join(", "),
     })
 }
@@ -326,7 +327,7 @@ fn requested_board(req: &DeployRequest) -> Result<&'static Board, DeployError> {
 /// [`deploy`] for an export already loaded (and validated) from `req.export_dir`, which the
 /// report names.
 pub fn deploy_loaded(export: &Export, req: &DeployRequest) -> Result<DeployReport, DeployError> {
-    let board = requested_board(req)?;
+    let board = deploy_board(&req.board)?;
     let input_len = export.input_len();
     if let Some((i, img)) = req
         .images
