@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what dnal needs on a fresh Debian 12 machine that has rustup: the Fashion-MNIST
-# package, lavapipe (wgpu on a CPU), QEMU for the boards, the aarch64 cross linker, and the
-# Rust targets of the boards. Safe to run again.
+# package, lavapipe (wgpu on a CPU), QEMU for the boards, the aarch64 cross linker, Slurm and
+# munge for the cluster test, and the Rust targets of the boards. Safe to run again.
 set -euo pipefail
 
 packages=(
@@ -14,6 +14,8 @@ packages=(
     gcc-aarch64-linux-gnu      # links aarch64 firmware
     libc6-dev-arm64-cross
     fonts-dejavu-core          # the font of the plots
+    slurm-wlm                  # the Slurm sweep test's one-node cluster (scripts/slurm-localhost.sh)
+    munge
 )
 missing=()
 for p in "${packages[@]}"; do
