@@ -198,13 +198,15 @@ impl SearchConfig {
             );
         }
         if let Some(budget) = self.budget {
-            let target = budget.target();
-            if !(target.is_finite() && target > 0.0) {
-                let option = match budget {
-                    Budget::Flops(_) => "--flops-budget",
-                    Budget::LatencyMs(_) => "--latency-budget-ms",
+            if !budget.is_valid() {
+                let (value, reason) = match budget {
+                    Budget::FlopsShare(share) => (
+                        format!("{}%", 100.0 * share),
+                        "a share of the parent's MACs must be above 0% and at most 100%",
+                    ),
+                    _ => (budget.target().to_string(), "must be a positive number"),
                 };
-                return bad(option, target.to_string(), "must be a positive number");
+                return bad(budget.option(), value, reason);
             }
             if self.lambda <= 0.0 {
                 return bad(

@@ -8,7 +8,7 @@ use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use dnal::arch_cost::CostWeighting;
 use dnal::backend::Backend;
-use dnal::budget::Budget;
+use dnal::budget::{Budget, DEFAULT_FLOPS_SHARE};
 use dnal::config::SearchConfig;
 use dnal::eval::Reproduction;
 use dnal::progress::TerminalProgress;
@@ -31,10 +31,10 @@ struct Cli {
 enum Command {
     /// Search a pruned network: weight stage, gate stage, prune, finetune, export.
     ///
-    /// Example, the default small VGG on Fashion-MNIST:
+    /// Example, the default small VGG on Fashion-MNIST, pruned to 40% of its MACs (the default
+    /// budget when neither --lambda nor a budget is given):
     ///   dnal search --dataset fashion-mnist --out runs/fmnist
-    /// A quick look on a subset (a budget: the default lambda_a prunes so short-trained a parent
-    /// to almost nothing; this gives 4.1x fewer FLOPs at 0.6 pp below the 76.9% parent):
+    /// A quick look on a subset (4.1x fewer FLOPs at 0.6 pp below the 76.9% parent):
     ///   dnal search --dataset fashion-mnist --out runs/quick --train-limit 5000 --test-limit 1000 --epochs-weights 3 --epochs-gates 2 --epochs-finetune 2 --flops-budget 5.4M
     /// Continue a killed run:
     ///   dnal search --resume runs/fmnist
@@ -158,11 +158,12 @@ struct SearchArgs {
     from_weights: Option<PathBuf>,
     #[command(flatten)]
     training: TrainingOptions,
-    /// Prune to at most this many multiply-accumulates per image (5500000, 5.5M, 800K): the
-    /// search steers lambda_a from --lambda during the gate stage and fits the kept channels
-    /// to land at or under the budget.
-    #[arg(long, value_name = "MACS", value_parser = parse_count, conflicts_with = "latency_budget_ms")]
-    flops_budget: Option<f64>,
+    /// Prune to at most this many multiply-accumulates per image (5500000, 5.5M, 800K), or
+    /// this share of the parent's (25%): the search steers lambda_a from --lambda during the
+    /// gate stage and fits the kept channels to land at or under the budget. Without this,
+    /// --latency-budget-ms or --lambda, the budget is 40% of the parent's MACs.
+    #[arg(long, value_name = "MACS|N%", value_parser = parse_flops_budget, conflicts_with = "latency_budget_ms")]
+    flops_budget: Option<Budget>,
     /// Prune to at most this many milliseconds per image on --board (from its latency table,
     /// at the clock the table assumes); measured on the board after the search.
     #[arg(long, value_name = "MS")]
@@ -231,7 +232,9 @@ struct TrainingOptions {
     epochs_finetune: usize,
     /// lambda_a: how hard the gate stage pushes channels out; larger prunes more. The
     /// per-channel costs c_l average 1, so lambda_a has the paper's scale (1e-5 to 5e-4 for
-    /// VGG16 and ResNet-56 on CIFAR-10).
+    /// VGG16 and ResNet-56 on CIFAR-10). Given alone, it is fixed (the paper's DNAL; how much
+    /// it prunes depends steeply on the data); with a budget it is where lambda_a starts.
+    /// Without it or a budget, a search prunes to 40% of the parent's MACs.
     #[arg(long, value_name = "X", default_value_t = SearchConfig::default().lambda)]
     lambda: f64,
     /// What a channel costs in the architecture loss: uniform (the paper: every channel 1),
@@ -333,6 +336,18 @@ fn parse_size(s: &str) -> Result<(usize, usize), String> {
             )),
         },
         None => Err(format!("{s:?}: give HEIGHTxWIDTH, as in 28x28")),
+    }
+}
+
+/// `--flops-budget`: a count of MACs, or a share of the parent's with `%`.
+fn parse_flops_budget(s: &str) -> Result<Budget, String> {
+    match s.strip_suffix('%') {
+        Some(percent) => percent
+            .trim()
+            .parse::<f64>()
+            .map(|p| Budget::FlopsShare(p / 100.0))
+            .map_err(|_| format!("{s:?} is not a share; write e.g. 25%")),
+        None => parse_count(s).map(Budget::Flops),
     }
 }
 
@@ -532,11 +547,14 @@ fn search(args: SearchArgs) -> Result<()> {
         (report, dir)
     } else {
         let out = args.out.expect("clap requires --out without --resume");
+        // Neither a budget nor --lambda: the default budget (a fixed lambda_a is only what
+        // the user asked for).
+        let lambda_given = args.given.iter().any(|g| g == "lambda");
         let config = SearchConfig {
             budget: args
                 .flops_budget
-                .map(Budget::Flops)
-                .or(args.latency_budget_ms.map(Budget::LatencyMs)),
+                .or(args.latency_budget_ms.map(Budget::LatencyMs))
+                .or((!lambda_given).then_some(Budget::FlopsShare(DEFAULT_FLOPS_SHARE))),
             board: args.board,
             latency_table: args.latency_table,
             ..args.training.config()
@@ -876,6 +894,25 @@ mod tests {
     use super::*;
     use dnal::SearchError;
     use dnal_firmware::latency::{LatencyError, TableRef};
+
+    #[test]
+    fn a_flops_budget_is_a_count_or_a_share_of_the_parent() {
+        assert_eq!(parse_flops_budget("5.4M"), Ok(Budget::Flops(5.4e6)));
+        assert_eq!(parse_flops_budget("800K"), Ok(Budget::Flops(8e5)));
+        assert_eq!(parse_flops_budget("25%"), Ok(Budget::FlopsShare(0.25)));
+        let err = parse_flops_budget("a%").unwrap_err();
+        assert!(err.contains("25%"), "{err}");
+        // Out of range shares are the config's to refuse, naming the option.
+        let config = SearchConfig {
+            budget: Some(parse_flops_budget("150%").unwrap()),
+            ..SearchConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("--flops-budget") && err.contains("150%"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn errors_mended_by_an_option_name_it() {

@@ -318,6 +318,16 @@ fn from_weights_inherits_the_weight_stage_and_names_a_mismatch() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(second.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["config"]["dataset"], "synthetic");
+    // Neither --lambda nor a budget: the default budget, 40% of the parent's MACs, met.
+    assert_eq!(
+        report["config"]["budget"]["kind"], "flops_share",
+        "{report}"
+    );
+    assert_eq!(report["config"]["budget"]["value"], 0.4);
+    let parent_macs = report["parent"]["flops"].as_f64().unwrap();
+    let budget = report["budget"]["budget"]["value"].as_f64().unwrap();
+    assert!((budget - 0.4 * parent_macs).abs() < 1.0, "{report}");
+    assert!(report["pruned"]["flops"].as_f64().unwrap() <= budget);
     assert_eq!(report["config"]["train_limit"], 256);
     assert_eq!(report["config"]["test_limit"], 64);
     assert_eq!(report["parent"]["images"], 64);

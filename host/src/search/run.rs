@@ -102,7 +102,7 @@ impl Search {
             parent,
             latency,
         };
-        if let Some(budget) = search.config().budget {
+        if let Some(budget) = search.budget() {
             check_reachable(
                 &search.parent.plan,
                 search.estimate(budget).as_ref(),
@@ -291,6 +291,13 @@ impl Search {
         sgd.init()
     }
 
+    /// The search's budget in its cost's unit (a share of the parent resolved to MACs).
+    pub(super) fn budget(&self) -> Option<Budget> {
+        let plan = &self.parent.plan;
+        let parent_macs = plan.flops.total(&plan.full_counts());
+        self.config().budget.map(|b| b.resolve(parent_macs))
+    }
+
     /// The cost a budget is on.
     pub(super) fn estimate(&self, budget: Budget) -> Arc<dyn CostEstimate> {
         match (budget, &self.latency) {
@@ -298,7 +305,9 @@ impl Search {
             (Budget::LatencyMs(_), None) => {
                 unreachable!("config validation requires a board or table for latency budgets")
             }
-            (Budget::Flops(_), _) => Arc::new(FlopsEstimate::new(&self.parent.plan)),
+            (Budget::Flops(_) | Budget::FlopsShare(_), _) => {
+                Arc::new(FlopsEstimate::new(&self.parent.plan))
+            }
         }
     }
 }

@@ -68,7 +68,7 @@ impl Search {
                 0
             },
         };
-        let budget = config.budget.map(|budget| BudgetControl {
+        let budget = self.budget().map(|budget| BudgetControl {
             target: budget.target(),
             gain: config.budget_gain / steps as f64,
             estimate: self.estimate(budget),
@@ -108,7 +108,7 @@ impl Search {
         &self,
         net: &GatedNet,
     ) -> Result<(ChannelMasks, Option<BudgetReport>), SearchError> {
-        match self.config().budget {
+        match self.budget() {
             None => Ok((ChannelMasks::from_gates(net), None)),
             Some(budget) => {
                 let estimate = self.estimate(budget);
