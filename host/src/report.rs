@@ -168,6 +168,23 @@ pub struct BudgetReport {
     pub lambda: f64,
     /// The fit of the kept channels to the budget.
     pub fit: BudgetFit,
+    /// For a latency budget: the fitted network measured on the board before finetuning, one
+    /// entry per fit tried; the last is the network kept, measured at or under the budget.
+    #[serde(default)]
+    pub measured_fits: Vec<FitMeasurement>,
+}
+
+/// One fitted network measured on the board (a latency budget is held on the measurement,
+/// not on the table's prediction).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FitMeasurement {
+    /// The prediction the fit aimed at or under, in ms (the budget, then lower while the
+    /// board measured over it).
+    pub target_ms: f64,
+    /// The table's prediction for the fitted network.
+    pub predicted_ms: f64,
+    /// What the board measured.
+    pub measured_ms: f64,
 }
 
 /// A pruned network's latency on the board: predicted from the table and measured by running

@@ -116,15 +116,81 @@ fn a_latency_budget_is_met_on_the_board() {
         ..SearchConfig::default()
     });
     let report = dnal::search::search(config, dir.path(), &mut Silent).unwrap();
-    let latency = report.latency.expect("measured on the board");
-    // The fit keeps the table's prediction at or under the budget; the board's measurement
-    // can differ from it by the table's error (under 1% on QEMU, BENCHMARKS.md).
-    assert!(latency.predicted_ms <= budget_ms, "{latency:?}");
-    assert!(latency.measured_ms <= 1.01 * budget_ms, "{latency:?}");
+    let latency = report.latency.clone().expect("measured on the board");
+    // The fitted network was measured on the board before finetuning, and fitted again
+    // lower while it measured over the budget: the budget holds on the measurement.
+    let fits = &report.budget.as_ref().unwrap().measured_fits;
+    eprintln!("{fits:?}\n{latency:?}");
+    let kept = fits.last().expect("the fit was measured");
+    assert!(kept.measured_ms <= budget_ms, "{fits:?}");
+    for over in &fits[..fits.len() - 1] {
+        assert!(over.measured_ms > budget_ms, "{fits:?}");
+    }
+    assert_eq!(fits[0].target_ms, budget_ms);
+    // The finetuned network has the fitted one's architecture, so the same cost on the board.
+    assert!(latency.measured_ms <= budget_ms, "{latency:?}");
+    assert!(
+        (latency.measured_ms - kept.measured_ms).abs() <= 1e-3 * budget_ms,
+        "{latency:?} {kept:?}"
+    );
     assert!(latency.measured_ms >= 0.85 * budget_ms, "{latency:?}");
     assert!(latency.error_pct.abs() < 10.0, "{latency:?}");
     // The expected latency was reported every gate epoch.
     assert!(report.gates.iter().all(|g| g.expected_ms.is_some()));
+}
+
+/// vgg-small's table with every cost scaled by `factor`: a table that no longer matches its
+/// board, as one made on a quieter board (or before a kernel change) would.
+fn scaled_table(dir: &std::path::Path, factor: f64) -> PathBuf {
+    fn scale(value: &mut serde_json::Value, factor: f64, in_cost: bool) {
+        match value {
+            serde_json::Value::Number(n) if in_cost => {
+                *value = serde_json::json!(n.as_f64().unwrap() * factor);
+            }
+            serde_json::Value::Array(items) => {
+                items.iter_mut().for_each(|v| scale(v, factor, in_cost))
+            }
+            serde_json::Value::Object(map) => {
+                for (key, v) in map.iter_mut() {
+                    scale(v, factor, in_cost || key == "cost" || key == "overhead");
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut table: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&TABLE.path).unwrap()).unwrap();
+    scale(&mut table, factor, false);
+    let path = dir.join("scaled-latency.json");
+    std::fs::write(&path, serde_json::to_string(&table).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn a_table_that_predicts_low_is_corrected_by_measuring_the_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget_ms = 40.0;
+    // The table predicts 4% under what the board measures.
+    let table = scaled_table(dir.path(), 0.96);
+    let config = small(SearchConfig {
+        cost: CostWeighting::Latency,
+        budget: Some(Budget::LatencyMs(budget_ms)),
+        latency_table: Some(table),
+        ..SearchConfig::default()
+    });
+    let report = dnal::search::search(config, &dir.path().join("run"), &mut Silent).unwrap();
+    let fits = &report.budget.as_ref().unwrap().measured_fits;
+    // The first fit's prediction met the budget but the board measured it over; the next fit
+    // aimed lower by the table's error and measured at or under it.
+    assert!(fits.len() >= 2, "{fits:?}");
+    assert!(fits[0].predicted_ms <= budget_ms, "{fits:?}");
+    assert!(fits[0].measured_ms > budget_ms, "{fits:?}");
+    assert!(fits[1].target_ms < fits[0].predicted_ms, "{fits:?}");
+    assert!(fits.last().unwrap().measured_ms <= budget_ms, "{fits:?}");
+    let latency = report.latency.expect("measured on the board");
+    assert!(latency.measured_ms <= budget_ms, "{latency:?}");
+    // Not tightened further than the table's error asks: within 10% of the budget.
+    assert!(latency.measured_ms >= 0.9 * budget_ms, "{latency:?}");
 }
 
 #[test]
@@ -173,7 +239,7 @@ fn an_interrupted_sweep_resumes_without_redoing_finished_points() {
     for point in &report.points {
         let budget = point.budget_ms.unwrap();
         assert!(point.predicted_ms <= budget, "{point:?}");
-        assert!(point.measured_ms <= 1.01 * budget, "{point:?}");
+        assert!(point.measured_ms <= budget, "{point:?}");
         assert!(point.flash_bytes > 0 && point.ram_bytes > 0);
     }
     // One weight stage for two points.

@@ -45,7 +45,7 @@ impl Search {
     }
 
     /// What `arch.json` records of the search.
-    fn search_info(&self) -> SearchInfo {
+    pub(super) fn search_info(&self) -> SearchInfo {
         SearchInfo {
             config: self.config().clone(),
             parent_flops: self.parent.flops(),

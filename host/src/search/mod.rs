@@ -14,6 +14,7 @@
 
 mod epochs;
 mod finish;
+mod fit;
 mod run;
 mod stages;
 pub mod state;

@@ -221,7 +221,7 @@ impl Search {
                     self.export_parent(&net, observer)?;
                     net = self.gate_stage(net, observer)?;
                     let started = Instant::now();
-                    let (masks, budget) = self.final_masks(&net)?;
+                    let (masks, budget) = self.final_masks(&net, observer)?;
                     if let Some(b) = &budget {
                         let unit = self.estimate(b.budget).unit();
                         let cost = |value: f64| cost_text(value, unit);

@@ -1,6 +1,6 @@
 //! The three training stages of DNAL: the weights (gates off), the gates (weights frozen,
-//! delta growing), and the finetuning of the pruned network; and the channels the gate stage
-//! keeps.
+//! delta growing), and the finetuning of the pruned network; and the check for a collapsed
+//! network.
 
 use burn::module::Module;
 use dnal_models::{ChannelMasks, GateMode, GatedNet};
@@ -8,11 +8,10 @@ use dnal_models::{ChannelMasks, GateMode, GatedNet};
 use super::epochs::StageRun;
 use super::run::Search;
 use super::state::Stage;
-use crate::budget::{BudgetControl, CostEstimate, fit_to_budget};
+use crate::budget::{BudgetControl, CostEstimate};
 use crate::distill::Distillation;
 use crate::error::SearchError;
 use crate::progress::SearchObserver;
-use crate::report::BudgetReport;
 use crate::schedule::{CosineSchedule, DeltaSchedule};
 use crate::train::GatePenalty;
 
@@ -100,27 +99,6 @@ impl Search {
             distill: None,
         };
         self.run_epochs(run, net, optim, observer)
-    }
-
-    /// The channels to keep after the gate stage: DNAL's `s > 0`, or in budget mode the
-    /// threshold on `s` that lands at or under the budget.
-    pub(super) fn final_masks(
-        &self,
-        net: &GatedNet,
-    ) -> Result<(ChannelMasks, Option<BudgetReport>), SearchError> {
-        match self.budget() {
-            None => Ok((ChannelMasks::from_gates(net), None)),
-            Some(budget) => {
-                let estimate = self.estimate(budget);
-                let (masks, fit) = fit_to_budget(net, estimate.as_ref(), budget.target())?;
-                let report = BudgetReport {
-                    budget,
-                    lambda: self.state.gate_lambda.unwrap_or(self.config().lambda),
-                    fit,
-                };
-                Ok((masks, Some(report)))
-            }
-        }
     }
 
     /// What is wrong when the gate stage pruned the network to (next to) nothing: its
