@@ -183,6 +183,12 @@ pub struct BudgetFit {
     pub reopened: usize,
     /// Channels the rule `s > 0` kept that the fit closes.
     pub closed: usize,
+    /// How far the gate stage itself landed from the target before the fit: `cost_at_zero /
+    /// target - 1`, in percent (negative: under it, and the fit reopened channels). The
+    /// closer to 0, the more the network is DNAL's choice at this budget rather than the
+    /// threshold's.
+    #[serde(default)]
+    pub landing_pct: f64,
 }
 
 /// Refuses a budget that no pruning can meet, before any training: the cheapest network the
@@ -268,9 +274,11 @@ pub fn fit_to_budget(
             closed += usize::from(!kept && dnal_kept);
         }
     }
+    let cost_at_zero = cost_of(&dnal);
     let fit = BudgetFit {
         target,
-        cost_at_zero: cost_of(&dnal),
+        cost_at_zero,
+        landing_pct: 100.0 * (cost_at_zero / target - 1.0),
         cost: cost_of(&masks),
         threshold,
         reopened,
@@ -348,6 +356,9 @@ mod tests {
             } else {
                 assert!(fit.reopened > 0 && fit.closed == 0);
             }
+            // The gate stage's own landing, relative to the target.
+            let landing = 100.0 * (dnal_cost / target - 1.0);
+            assert!((fit.landing_pct - landing).abs() < 1e-9, "{fit:?}");
         }
         let err = fit_to_budget(&net, &flops, 10.0).unwrap_err().to_string();
         assert!(err.contains("one channel per layer"), "{err}");

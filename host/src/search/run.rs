@@ -226,9 +226,10 @@ impl Search {
                         let unit = self.estimate(b.budget).unit();
                         let cost = |value: f64| cost_text(value, unit);
                         observer.message(&format!(
-                            "budget {}: the gates' s > 0 network costs {}; kept s > {:.3e}: {} ({} channels reopened, {} closed)",
+                            "budget {}: the gates' s > 0 network costs {} ({:+.1}% off the budget); kept s > {:.3e}: {} ({} channels reopened, {} closed)",
                             cost(b.fit.target),
                             cost(b.fit.cost_at_zero),
+                            b.fit.landing_pct,
                             b.fit.threshold,
                             cost(b.fit.cost),
                             b.fit.reopened,
