@@ -39,47 +39,43 @@ impl Search {
         let mut measured_fits = Vec::new();
         loop {
             let (masks, fit) = fit_to_budget(net, estimate.as_ref(), target)?;
-            let Budget::LatencyMs(budget_ms) = budget else {
-                let report = BudgetReport {
-                    budget,
-                    lambda,
-                    fit,
-                    measured_fits,
-                };
-                return Ok((masks, Some(report)));
+            if let Budget::LatencyMs(budget_ms) = budget {
+                let measured = self.measure_fit(net, &masks, target, observer)?;
+                measured_fits.push(measured.clone());
+                observer.message(&format!(
+                    "fit {} measured on the board: {:.3} ms (predicted {:.3} ms, aimed at {:.3} ms) for a budget of {budget_ms} ms",
+                    measured_fits.len(),
+                    measured.measured_ms,
+                    measured.predicted_ms,
+                    measured.target_ms,
+                ));
+                if measured.measured_ms > budget_ms {
+                    if measured_fits.len() == MAX_MEASURED_FITS {
+                        return Err(SearchError::InvalidOption {
+                            option: "--latency-budget-ms",
+                            value: budget_ms.to_string(),
+                            reason: format!(
+                                "{MAX_MEASURED_FITS} fitted networks all measured over it on the \
+                                 board (the last {:.3} ms against a prediction of {:.3} ms): the \
+                                 latency table no longer matches the board; profile it again \
+                                 (`dnal profile`)",
+                                measured.measured_ms, measured.predicted_ms
+                            ),
+                        });
+                    }
+                    // The table was low by measured/predicted: aim the prediction that much
+                    // lower.
+                    target = next_target(&measured, budget_ms);
+                    continue;
+                }
+            }
+            let report = BudgetReport {
+                budget,
+                lambda,
+                fit,
+                measured_fits,
             };
-            let measured = self.measure_fit(net, &masks, target, observer)?;
-            measured_fits.push(measured.clone());
-            observer.message(&format!(
-                "fit {} measured on the board: {:.3} ms (predicted {:.3} ms, aimed at {:.3} ms) for a budget of {budget_ms} ms",
-                measured_fits.len(),
-                measured.measured_ms,
-                measured.predicted_ms,
-                measured.target_ms,
-            ));
-            if measured.measured_ms <= budget_ms {
-                let report = BudgetReport {
-                    budget,
-                    lambda,
-                    fit,
-                    measured_fits,
-                };
-                return Ok((masks, Some(report)));
-            }
-            if measured_fits.len() == MAX_MEASURED_FITS {
-                return Err(SearchError::InvalidOption {
-                    option: "--latency-budget-ms",
-                    value: budget_ms.to_string(),
-                    reason: format!(
-                        "{MAX_MEASURED_FITS} fitted networks all measured over it on the board \
-                         (the last {:.3} ms against a prediction of {:.3} ms): the latency table \
-                         no longer matches the board; profile it again (`dnal profile`)",
-                        measured.measured_ms, measured.predicted_ms
-                    ),
-                });
-            }
-            // The table was low by measured/predicted: aim the prediction that much lower.
-            target = next_target(&measured, budget_ms);
+            return Ok((masks, Some(report)));
         }
     }
 
