@@ -20,6 +20,10 @@ pub struct SearchConfig {
     pub data_dir: Option<PathBuf>,
     /// Model name (see `dnal_models::MODELS`).
     pub model: String,
+    /// The width multiplier of a model that takes one (`dnal_models::WIDTH_MODELS`; absent:
+    /// 1.0).
+    #[serde(default)]
+    pub width: Option<f64>,
     /// An image folder's input height and width (absent: the images' own).
     #[serde(default)]
     pub image_size: Option<(usize, usize)>,
@@ -103,6 +107,7 @@ impl Default for SearchConfig {
             dataset: "fashion-mnist".into(),
             data_dir: None,
             model: dnal_models::DEFAULT_MODEL.into(),
+            width: None,
             image_size: None,
             channels: None,
             augment: None,
@@ -136,6 +141,15 @@ impl Default for SearchConfig {
 
 impl SearchConfig {
     /// Refuses settings that cannot give a meaningful search, naming the option.
+    /// The spec of the configured model (with its width) for images of `input` shape.
+    pub fn model_spec(
+        &self,
+        input: dnal_models::Shape3,
+        num_classes: usize,
+    ) -> Result<dnal_models::NetSpec, dnal_models::ModelError> {
+        dnal_models::model_spec_at_width(&self.model, input, num_classes, self.width)
+    }
+
     pub fn validate(&self) -> Result<(), SearchError> {
         let bad = |option: &'static str, value: String, reason: &str| {
             Err(SearchError::InvalidOption {

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use dnal_export::Export;
 use dnal_firmware::latency::{LatencyTable, TABLE_FILE};
-use dnal_models::{NetPlan, model_spec};
+use dnal_models::NetPlan;
 use serde::{Deserialize, Serialize};
 
 use crate::arch_cost::CostWeighting;
@@ -188,11 +188,9 @@ pub fn prepare(dir: &Path, observer: &mut dyn SearchObserver) -> Result<(), Sear
                     test_limit: Some(1),
                     ..plan.base.clone()
                 })?;
-                let spec = model_spec(
-                    &plan.base.model,
-                    input_shape(&dataset),
-                    dataset.train.num_classes(),
-                )?;
+                let spec = plan
+                    .base
+                    .model_spec(input_shape(&dataset), dataset.train.num_classes())?;
                 let net_plan = NetPlan::new(spec, plan.base.gate_position)?;
                 profile_model(&net_plan, &plan.board, &table_path, &Default::default())?;
             }

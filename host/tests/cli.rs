@@ -354,6 +354,103 @@ fn from_weights_inherits_the_weight_stage_and_names_a_mismatch() {
 }
 
 #[test]
+fn a_narrow_mobilenetv2_searches_and_runs_on_every_board_with_parity() {
+    // 16x16 gray noise in three classes, each with its own brightness: small enough for the
+    // Cortex-M4's RAM (the expanded activations of the stride-1 stages dominate it).
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("noise");
+    let mut state = 12345u32;
+    for (split, count) in [("train", 24), ("val", 6)] {
+        for (class, base) in [("a", 40u8), ("b", 120), ("c", 200)] {
+            let folder = data.join(split).join(class);
+            std::fs::create_dir_all(&folder).unwrap();
+            for i in 0..count {
+                let image = image::GrayImage::from_fn(16, 16, |_, _| {
+                    state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    image::Luma([base.saturating_add((state >> 26) as u8)])
+                });
+                image.save(folder.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+    let run = dir.path().join("run");
+    let out = dnal(&[
+        "search",
+        "--dataset",
+        "folder",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--model",
+        "mobilenetv2",
+        "--width",
+        "0.35",
+        "--out",
+        run.to_str().unwrap(),
+        "--epochs-weights",
+        "1",
+        "--epochs-gates",
+        "1",
+        "--epochs-finetune",
+        "1",
+        "--batch-size",
+        "16",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["config"]["model"], "mobilenetv2");
+    assert_eq!(report["config"]["width"], 0.35);
+    assert!(report["pruned"]["flops"].as_u64() < report["parent"]["flops"].as_u64());
+    // The export holds the inverted residuals: depthwise convs and residual adds.
+    let arch = std::fs::read_to_string(run.join("arch.json")).unwrap();
+    let depthwise = arch
+        .split("\"groups\":")
+        .skip(1)
+        .filter(|rest| rest.trim_start().split([',', '\n', '}']).next() != Some("1"))
+        .count();
+    assert!(depthwise > 0, "no depthwise conv in {arch}");
+    assert!(arch.contains("\"add\""), "no residual add in {arch}");
+    let eval = dnal(&["eval", "--export", run.to_str().unwrap(), "--json"]);
+    assert!(eval.status.success(), "{}", stderr(&eval));
+    let result: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert_eq!(result["reproduction"]["outcome"], "exact", "{result}");
+
+    // On every board the firmware's logits agree with burn's on the test images.
+    for board in ["cortex-m4-qemu", "cortex-m7-qemu", "aarch64-qemu"] {
+        let firmware = dir.path().join(board);
+        let out = dnal(&[
+            "deploy",
+            "--export",
+            run.to_str().unwrap(),
+            "--board",
+            board,
+            "--out",
+            firmware.to_str().unwrap(),
+            "--run",
+            "--json",
+        ]);
+        assert!(out.status.success(), "{board}: {}", stderr(&out));
+        let deployed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let parity = &deployed["parity"];
+        let diff = parity["max_abs_diff"].as_f64().unwrap();
+        assert!(diff <= 1e-4, "{board}: {parity}");
+        assert_eq!(parity["top1_agreement"], 1.0, "{board}: {parity}");
+    }
+
+    // A width is for the models that take one.
+    refused(
+        &[
+            "search",
+            "--out",
+            dir.path().join("vgg").to_str().unwrap(),
+            "--width",
+            "0.5",
+        ],
+        "pick a model that takes one (mobilenetv2)",
+    );
+}
+
+#[test]
 fn a_collapsed_network_is_said_not_returned_silently() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");

@@ -26,4 +26,4 @@ pub use groups::ChannelGroups;
 pub use net::{ConvBn, GatePosition, GatedNet, GatedNetConfig, NetPlan};
 pub use prune::{ChannelMasks, prune_channels};
 pub use spec::{Activation, NetSpec, Node, Op, Shape3, SpecBuilder};
-pub use zoo::{DEFAULT_MODEL, MODELS, model_spec};
+pub use zoo::{DEFAULT_MODEL, MODELS, WIDTH_MODELS, model_spec, model_spec_at_width};

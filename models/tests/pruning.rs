@@ -3,7 +3,8 @@
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use dnal_models::{
-    ChannelMasks, GateMode, GatedNet, GatedNetConfig, NetSpec, Shape3, model_spec, prune_channels,
+    ChannelMasks, GateMode, GatedNet, GatedNetConfig, NetSpec, Shape3, model_spec,
+    model_spec_at_width, prune_channels,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -106,6 +107,16 @@ fn pruned_resnet_with_coupled_residual_groups_matches_hard_gates() {
     // ResNet-20 on small images: stride-2 projections, identity shortcuts and coupled stages.
     let spec = model_spec("resnet20", Shape3::new(3, 16, 16), 10).unwrap();
     for seed in [3, 4] {
+        assert_pruning_is_exact(spec.clone(), seed);
+    }
+}
+
+#[test]
+fn pruned_mobilenetv2_with_depthwise_and_coupled_projections_matches_hard_gates() {
+    // Expansions sliced with their depthwise filters and the projections' inputs; each
+    // stage's projections one coupled group joined by residual adds.
+    let spec = model_spec_at_width("mobilenetv2", Shape3::new(3, 16, 16), 10, Some(0.35)).unwrap();
+    for seed in [5, 6] {
         assert_pruning_is_exact(spec.clone(), seed);
     }
 }

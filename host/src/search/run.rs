@@ -11,7 +11,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{ModuleOptimizer, SgdConfig};
 use burn::tensor::Device;
 use dnal_datasets::{Batcher, Dataset};
-use dnal_models::{GateMode, GatedNet, GatedNetConfig, NetPlan, model_spec, prune_channels};
+use dnal_models::{GateMode, GatedNet, GatedNetConfig, NetPlan, prune_channels};
 
 use super::PARENT_EXPORT;
 use super::state::{SearchState, Stage};
@@ -67,11 +67,7 @@ impl Search {
         let device = config.backend.device()?;
         device.seed(config.seed);
         let train_device = device.clone().autodiff();
-        let spec = model_spec(
-            &config.model,
-            input_shape(&dataset),
-            dataset.train.num_classes(),
-        )?;
+        let spec = config.model_spec(input_shape(&dataset), dataset.train.num_classes())?;
         let parent = GatedNetConfig::new(spec)
             .with_gate_position(config.gate_position)
             .init(&train_device)?;

@@ -1,5 +1,6 @@
 //! Named model families.
 
+pub mod mobilenet;
 pub mod resnet;
 pub mod vgg;
 
@@ -18,14 +19,58 @@ pub const MODELS: &[(&str, &str)] = &[
     ),
     ("resnet20", "CIFAR ResNet-20 (3 blocks per stage)"),
     ("resnet56", "CIFAR ResNet-56 (9 blocks per stage)"),
+    (
+        "mobilenetv2",
+        "MobileNetV2, CIFAR layout (inverted residuals, depthwise 3x3); --width 0.35 to 1.4",
+    ),
 ];
+
+/// The models that take a width multiplier (`--width`).
+pub const WIDTH_MODELS: &[&str] = &["mobilenetv2"];
 
 /// The model `dnal search` uses when none is named.
 pub const DEFAULT_MODEL: &str = "vgg-small";
 
 /// The spec of a named model for inputs of `input` shape and `num_classes` classes.
 pub fn model_spec(name: &str, input: Shape3, num_classes: usize) -> Result<NetSpec, ModelError> {
+    model_spec_at_width(name, input, num_classes, None)
+}
+
+/// [`model_spec`] with a width multiplier for the models that take one ([`WIDTH_MODELS`];
+/// `None`: 1.0).
+pub fn model_spec_at_width(
+    name: &str,
+    input: Shape3,
+    num_classes: usize,
+    width: Option<f64>,
+) -> Result<NetSpec, ModelError> {
+    if let Some(w) = width {
+        if !WIDTH_MODELS.contains(&name) {
+            return Err(ModelError::Incompatible {
+                model: name.to_string(),
+                expected: "no width multiplier".into(),
+                found: format!("width {w}"),
+                fix: format!(
+                    "leave the width out, or pick a model that takes one ({})",
+                    WIDTH_MODELS.join(", ")
+                ),
+            });
+        }
+        if !mobilenet::WIDTHS.contains(&w) {
+            return Err(ModelError::Incompatible {
+                model: name.to_string(),
+                expected: format!(
+                    "a width from {} to {}",
+                    mobilenet::WIDTHS.start(),
+                    mobilenet::WIDTHS.end()
+                ),
+                found: format!("width {w}"),
+                fix: "pick a width in that range (0.35 for a quick search on a CPU)".into(),
+            });
+        }
+    }
     let spec = match name {
+        "mobilenetv2" => mobilenet::mobilenet_v2(name, width.unwrap_or(1.0), input, num_classes),
         "vgg-small" => vgg::vgg(name, vgg::VGG_SMALL, input, num_classes),
         "vgg16" => vgg::vgg(name, vgg::VGG16_CIFAR, input, num_classes),
         "resnet20" => resnet::cifar_resnet(name, 3, input, num_classes),
@@ -107,6 +152,58 @@ mod tests {
             "{}",
             plan.total_params()
         );
+    }
+
+    #[test]
+    fn mobilenetv2_has_its_size_and_gates_its_expansions_and_coupled_stages() {
+        let spec = model_spec("mobilenetv2", Shape3::new(3, 32, 32), 10).unwrap();
+        let plan = NetPlan::new(spec.clone(), GatePosition::AfterBn).unwrap();
+        // The CIFAR MobileNetV2 at width 1: about 2.2M parameters and 94M MACs (the usual
+        // CIFAR port reports 2.24M and 94M-98M, its classifier 1280 -> 10).
+        let (params, flops) = (plan.total_params(), plan.total_flops());
+        assert!((2_150_000..2_350_000).contains(&params), "{params}");
+        assert!((85_000_000..100_000_000).contains(&flops), "{flops}");
+        // 17 blocks; 16 expansions (the first block has none); one gate per expansion (its
+        // depthwise conv shares it), one per stage's coupled projections, stem and last.
+        let depthwise = spec
+            .nodes
+            .iter()
+            .filter(|n| {
+                matches!(
+                    n.op,
+                    crate::spec::Op::Conv {
+                        depthwise: true,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(depthwise, 17);
+        let shapes = spec.value_shapes().unwrap();
+        let groups = ChannelGroups::analyse(&spec, &shapes).unwrap();
+        // stem (with the first block's depthwise), 16 expansions, 7 stages, last.
+        assert_eq!(groups.group_of_gate.len(), 1 + 16 + 7 + 1);
+        // A depthwise conv is in its input's group; the adds join a stage into one group.
+        let value = |name: &str| 1 + spec.nodes.iter().position(|n| n.name == name).unwrap();
+        let group = |name: &str| groups.value_group[value(name)];
+        assert_eq!(group("s2b1.expand"), group("s2b1.depthwise"));
+        assert_eq!(group("s3b1.project"), group("s3b3.add"));
+        assert_eq!(group("s3b2.project"), group("s3b3.project"));
+        assert_ne!(group("s3b1.project"), group("s4b1.project"));
+
+        // Narrower and 28x28 inputs build too; other models refuse a width.
+        let narrow =
+            model_spec_at_width("mobilenetv2", Shape3::new(1, 28, 28), 10, Some(0.35)).unwrap();
+        let narrow = NetPlan::new(narrow, GatePosition::AfterBn).unwrap();
+        assert!(narrow.total_params() < params / 4);
+        let err = model_spec_at_width("vgg-small", Shape3::new(1, 28, 28), 10, Some(0.5))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mobilenetv2"), "{err}");
+        let err = model_spec_at_width("mobilenetv2", Shape3::new(1, 28, 28), 10, Some(3.0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("0.35") && err.contains("1.4"), "{err}");
     }
 
     #[test]
