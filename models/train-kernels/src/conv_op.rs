@@ -25,6 +25,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, Dispatch, Flex, NdArray, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Tensor};
 
+use crate::conv_depthwise;
 use crate::conv_gemm::{self, ConvGeometry};
 use crate::conv_winograd;
 
@@ -144,8 +145,39 @@ fn flex_geometry(
     ))
 }
 
+/// The geometry of a flex convolution the depthwise kernels cover (see
+/// [`conv_depthwise::geometry`]); `None` for any other.
+fn flex_depthwise(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    options: &ConvOptions<2>,
+) -> Option<ConvGeometry> {
+    if options.groups == 1
+        || options.is_asymmetric()
+        || x.dtype() != DType::F32
+        || weight.dtype() != DType::F32
+        || x.rank() != 4
+        || weight.rank() != 4
+    {
+        return None;
+    }
+    conv_depthwise::geometry(
+        x.shape().dims::<4>(),
+        weight.shape().dims::<4>(),
+        options.groups,
+        options.stride,
+        options.padding_begin(),
+        options.dilation,
+    )
+}
+
 impl ConvGemmOps for Flex {
     fn conv2d_gemm(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+        if let Some(g) = flex_depthwise(&x, &weight, &options) {
+            let (x, weight) = (contiguous(x), contiguous(weight));
+            let y = conv_depthwise::forward(f32s(&x), f32s(&weight), &g);
+            return from_f32s(y, [g.batch, g.out_channels, g.out_h, g.out_w]);
+        }
         let Some(g) = flex_geometry(&x, &weight, &options) else {
             return Self::conv2d(x, weight, None, options);
         };
@@ -164,6 +196,11 @@ impl ConvGemmOps for Flex {
         output_grad: FlexTensor,
         options: ConvOptions<2>,
     ) -> FlexTensor {
+        if let Some(g) = flex_depthwise(&x, &weight, &options) {
+            let (x, dy) = (contiguous(x), contiguous(output_grad));
+            let dw = conv_depthwise::weight_grad(f32s(&x), f32s(&dy), &g);
+            return from_f32s(dw, [g.out_channels, 1, g.kh, g.kw]);
+        }
         let Some(g) = flex_geometry(&x, &weight, &options) else {
             return Self::conv2d_weight_backward(x, weight, output_grad, options);
         };
@@ -182,6 +219,11 @@ impl ConvGemmOps for Flex {
         output_grad: FlexTensor,
         options: ConvOptions<2>,
     ) -> FlexTensor {
+        if let Some(g) = flex_depthwise(&x, &weight, &options) {
+            let (weight, dy) = (contiguous(weight), contiguous(output_grad));
+            let dx = conv_depthwise::input_grad(f32s(&dy), f32s(&weight), &g);
+            return from_f32s(dx, [g.batch, g.in_channels, g.in_h, g.in_w]);
+        }
         let Some(g) = flex_geometry(&x, &weight, &options) else {
             return Self::conv2d_x_backward(x, weight, output_grad, options);
         };
@@ -344,11 +386,39 @@ mod tests {
                 [160, 128, 3, 3],
                 ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
             ),
-            // Handed back to burn: depthwise, and asymmetric padding.
+            // Depthwise (`conv_depthwise`): stride 1 and 2, padding 0 to 2, odd planes,
+            // kernels 3 and 5, several images.
             (
                 [2, 4, 7, 7],
                 [4, 1, 3, 3],
                 ConvOptions::new([1, 1], [1, 1], [1, 1], 4),
+            ),
+            (
+                [3, 6, 9, 8],
+                [6, 1, 3, 3],
+                ConvOptions::new([2, 2], [1, 1], [1, 1], 6),
+            ),
+            (
+                [2, 5, 11, 10],
+                [5, 1, 5, 5],
+                ConvOptions::new([2, 1], [2, 2], [1, 1], 5),
+            ),
+            (
+                [2, 3, 6, 7],
+                [3, 1, 3, 3],
+                ConvOptions::new([1, 2], [0, 0], [1, 1], 3),
+            ),
+            // Handed back to burn: a grouped conv that is not depthwise, dilation, and
+            // asymmetric padding.
+            (
+                [2, 4, 7, 7],
+                [6, 2, 3, 3],
+                ConvOptions::new([1, 1], [1, 1], [1, 1], 2),
+            ),
+            (
+                [2, 4, 9, 9],
+                [4, 1, 3, 3],
+                ConvOptions::new([1, 1], [2, 2], [2, 2], 4),
             ),
             (
                 [2, 3, 7, 7],

@@ -16,6 +16,7 @@
 
 pub mod batch_norm_fused;
 pub mod batch_norm_op;
+pub mod conv_depthwise;
 pub mod conv_gemm;
 pub mod conv_op;
 pub mod conv_winograd;
