@@ -183,8 +183,8 @@ pub struct BudgetFit {
     pub reopened: usize,
     /// Channels the rule `s > 0` kept that the fit closes.
     pub closed: usize,
-    /// How far the gate stage itself landed from the target before the fit: `cost_at_zero /
-    /// target - 1`, in percent (negative: under it, and the fit reopened channels). The
+    /// How far the gate stage itself landed from the budget before the fit: `cost_at_zero /
+    /// budget - 1`, in percent (negative: under it, and the fit reopened channels). The
     /// closer to 0, the more the network is DNAL's choice at this budget rather than the
     /// threshold's.
     #[serde(default)]

@@ -187,6 +187,11 @@ fn a_table_that_predicts_low_is_corrected_by_measuring_the_fit() {
     assert!(fits[0].measured_ms > budget_ms, "{fits:?}");
     assert!(fits[1].target_ms < fits[0].predicted_ms, "{fits:?}");
     assert!(fits.last().unwrap().measured_ms <= budget_ms, "{fits:?}");
+    // The gate stage's landing is reported against the budget, not the lowered aim.
+    let fit = &report.budget.as_ref().unwrap().fit;
+    assert!(fit.target < budget_ms, "{fit:?}");
+    let landing = 100.0 * (fit.cost_at_zero / budget_ms - 1.0);
+    assert!((fit.landing_pct - landing).abs() < 1e-9, "{fit:?}");
     let latency = report.latency.expect("measured on the board");
     assert!(latency.measured_ms <= budget_ms, "{latency:?}");
     // Not tightened further than the table's error asks: within 10% of the budget.

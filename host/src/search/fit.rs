@@ -10,7 +10,7 @@ use burn::module::Module;
 use dnal_models::{ChannelMasks, GatedNet, prune_channels};
 
 use super::run::Search;
-use crate::budget::{Budget, fit_to_budget};
+use crate::budget::{Budget, BudgetFit, fit_to_budget};
 use crate::data::normalised_images;
 use crate::error::SearchError;
 use crate::export::build_export;
@@ -69,10 +69,13 @@ impl Search {
                     continue;
                 }
             }
+            // How far the gate stage landed is measured from the budget, whatever the fit
+            // aimed at after a measurement over it.
+            let landing_pct = 100.0 * (fit.cost_at_zero / budget.target() - 1.0);
             let report = BudgetReport {
                 budget,
                 lambda,
-                fit,
+                fit: BudgetFit { landing_pct, ..fit },
                 measured_fits,
             };
             return Ok((masks, Some(report)));
