@@ -348,6 +348,20 @@ impl SpecBuilder {
         self.push(name, op, vec![input])
     }
 
+    /// The classifier every model ends with: a linear layer `fc` from `input` (flattened) to
+    /// the classes' logits.
+    pub fn classifier(&mut self, input: usize) -> usize {
+        let num_classes = self.spec.num_classes;
+        self.push(
+            "fc",
+            Op::Linear {
+                out_features: num_classes,
+                activation: Activation::None,
+            },
+            vec![input],
+        )
+    }
+
     /// Finishes the spec (it is checked when a network is built from it).
     pub fn finish(self) -> NetSpec {
         self.spec

@@ -98,14 +98,7 @@ pub fn mobilenet_v2(name: &str, width: f64, input: Shape3, num_classes: usize) -
     let last = scaled_channels(1280, width.max(1.0));
     let x = b.conv("last", x, last, 1, 1, Activation::Relu6);
     let x = b.push("gap", Op::GlobalAvgPool, vec![x]);
-    b.push(
-        "fc",
-        Op::Linear {
-            out_features: num_classes,
-            activation: Activation::None,
-        },
-        vec![x],
-    );
+    b.classifier(x);
     b.finish()
 }
 

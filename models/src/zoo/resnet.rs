@@ -50,13 +50,6 @@ pub fn cifar_resnet(name: &str, blocks: usize, input: Shape3, num_classes: usize
         }
     }
     let x = b.push("gap", Op::GlobalAvgPool, vec![x]);
-    b.push(
-        "fc",
-        Op::Linear {
-            out_features: num_classes,
-            activation: Activation::None,
-        },
-        vec![x],
-    );
+    b.classifier(x);
     b.finish()
 }

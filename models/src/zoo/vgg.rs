@@ -71,13 +71,6 @@ pub fn vgg(name: &str, items: &[VggItem], input: Shape3, num_classes: usize) -> 
     if size != (1, 1) {
         x = b.push("gap", Op::GlobalAvgPool, vec![x]);
     }
-    b.push(
-        "fc",
-        Op::Linear {
-            out_features: num_classes,
-            activation: Activation::None,
-        },
-        vec![x],
-    );
+    b.classifier(x);
     b.finish()
 }
