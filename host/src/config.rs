@@ -140,7 +140,6 @@ impl Default for SearchConfig {
 }
 
 impl SearchConfig {
-    /// Refuses settings that cannot give a meaningful search, naming the option.
     /// The spec of the configured model (with its width) for images of `input` shape.
     pub fn model_spec(
         &self,
@@ -150,6 +149,7 @@ impl SearchConfig {
         dnal_models::model_spec_at_width(&self.model, input, num_classes, self.width)
     }
 
+    /// Refuses settings that cannot give a meaningful search, naming the option.
     pub fn validate(&self) -> Result<(), SearchError> {
         let bad = |option: &'static str, value: String, reason: &str| {
             Err(SearchError::InvalidOption {

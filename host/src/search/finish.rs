@@ -79,11 +79,13 @@ impl Search {
         Ok((written, accuracy))
     }
 
-    /// Measures the pruned network's export on the board of the search's latency table (when
-    /// the search has one).
-    fn measure(
+    /// Measures `export` (`what` it is, for the progress line) on the board of the search's
+    /// latency table, when the search has one. Its firmware goes to `OUT/firmware-BOARD`, so
+    /// every measurement of a search reuses one build folder.
+    pub(super) fn measure(
         &mut self,
         export: &Export,
+        what: &str,
         observer: &mut dyn SearchObserver,
     ) -> Result<Option<LatencyReport>, SearchError> {
         let Some(estimate) = self.latency.clone() else {
@@ -91,7 +93,7 @@ impl Search {
         };
         let started = Instant::now();
         let table = estimate.table();
-        observer.message(&format!("measuring the pruned network on {}", table.board));
+        observer.message(&format!("measuring {what} on {}", table.board));
         let images = normalised_images(
             &self.dataset.test,
             &self.dataset.normalization,
@@ -119,7 +121,7 @@ impl Search {
         let parent = self.state.parent.clone().unwrap_or_default();
         let pruned = net_report(net, accuracy);
         self.state.stage_report("export").seconds += started.elapsed().as_secs_f64();
-        let latency = self.measure(&export, observer)?;
+        let latency = self.measure(&export, "the pruned network", observer)?;
         let channels = channel_groups(&self.parent.plan, &masks);
         let report = Report {
             dnal_version: env!("CARGO_PKG_VERSION").into(),

@@ -4,17 +4,13 @@
 //! (latency depends on the architecture, not on the weights), and while it measures over the
 //! budget the fit aims lower and is measured again.
 
-use std::time::Instant;
-
 use burn::module::Module;
 use dnal_models::{ChannelMasks, GatedNet, prune_channels};
 
 use super::run::Search;
 use crate::budget::{Budget, BudgetFit, fit_to_budget};
-use crate::data::normalised_images;
 use crate::error::SearchError;
 use crate::export::build_export;
-use crate::latency::{MEASURE_IMAGES, measure_on_board};
 use crate::progress::SearchObserver;
 use crate::report::{BudgetReport, FitMeasurement};
 
@@ -92,16 +88,6 @@ impl Search {
         target_ms: f64,
         observer: &mut dyn SearchObserver,
     ) -> Result<FitMeasurement, SearchError> {
-        let started = Instant::now();
-        let estimate = self
-            .latency
-            .clone()
-            .expect("a latency budget has a latency table (config validation)");
-        let table = estimate.table();
-        observer.message(&format!(
-            "measuring the fitted network on {} before finetuning",
-            table.board
-        ));
         let pruned = prune_channels(&net.valid(), masks)?;
         let export = build_export(
             &pruned,
@@ -110,14 +96,9 @@ impl Search {
             &self.dataset,
             &self.search_info(),
         )?;
-        let images = normalised_images(
-            &self.dataset.test,
-            &self.dataset.normalization,
-            MEASURE_IMAGES,
-        );
-        // The firmware goes where the pruned network's will: its build is reused there.
-        let report = measure_on_board(&export, &self.out, table, &images)?;
-        self.state.stage_report("measure").seconds += started.elapsed().as_secs_f64();
+        let report = self
+            .measure(&export, "the fitted network before finetuning", observer)?
+            .expect("a latency budget has a latency table (config validation)");
         Ok(FitMeasurement {
             target_ms,
             predicted_ms: report.predicted_ms,

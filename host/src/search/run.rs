@@ -223,7 +223,7 @@ impl Search {
                         let cost = |value: f64| cost_text(value, unit);
                         observer.message(&format!(
                             "budget {}: the gates' s > 0 network costs {} ({:+.1}% off the budget); kept s > {:.3e}: {} ({} channels reopened, {} closed)",
-                            cost(b.fit.target),
+                            cost(b.budget.target()),
                             cost(b.fit.cost_at_zero),
                             b.fit.landing_pct,
                             b.fit.threshold,
