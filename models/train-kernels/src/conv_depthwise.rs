@@ -22,7 +22,7 @@ pub fn geometry(
     padding: [usize; 2],
     dilation: [usize; 2],
 ) -> Option<ConvGeometry> {
-    let [batch, channels, in_h, in_w] = input;
+    let [_, channels, in_h, in_w] = input;
     let [out_channels, per_group, kh, kw] = weight;
     let covered = groups == channels
         && out_channels == channels
@@ -34,25 +34,12 @@ pub fn geometry(
         && stride[1] > 0
         && in_h + 2 * padding[0] >= kh
         && in_w + 2 * padding[1] >= kw;
-    covered.then(|| ConvGeometry {
-        batch,
-        in_channels: channels,
-        in_h,
-        in_w,
-        out_channels,
-        kh,
-        kw,
-        stride,
-        padding,
-        dilation,
-        out_h: (in_h + 2 * padding[0] - kh) / stride[0] + 1,
-        out_w: (in_w + 2 * padding[1] - kw) / stride[1] + 1,
-    })
+    covered.then(|| ConvGeometry::grouped(input, weight, groups, stride, padding, dilation))
 }
 
-/// The output columns `ow` whose input column `ow * stride + j - padding` lies in
-/// `0..in_w`, as a range.
-fn valid_columns(
+/// Along one axis (rows or columns): the outputs `ow` whose input `ow * stride + j - padding`
+/// lies in `0..in_w` for kernel tap `j`, as a range.
+fn valid_outputs(
     j: usize,
     stride: usize,
     padding: usize,
@@ -70,17 +57,6 @@ fn valid_columns(
     (lo.min(hi), hi)
 }
 
-/// The rows likewise.
-fn valid_rows(
-    i: usize,
-    stride: usize,
-    padding: usize,
-    in_h: usize,
-    out_h: usize,
-) -> (usize, usize) {
-    valid_columns(i, stride, padding, in_h, out_h)
-}
-
 /// `y = depthwise(x, w)`.
 ///
 /// # Shapes
@@ -96,14 +72,14 @@ pub fn forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
         .for_each(|(plane, (y, x))| {
             let filter = &w[(plane % g.in_channels) * taps..][..taps];
             for i in 0..g.kh {
-                let (oh_lo, oh_hi) = valid_rows(i, g.stride[0], g.padding[0], g.in_h, g.out_h);
+                let (oh_lo, oh_hi) = valid_outputs(i, g.stride[0], g.padding[0], g.in_h, g.out_h);
                 for oh in oh_lo..oh_hi {
                     let ih = oh * g.stride[0] + i - g.padding[0];
                     let x_row = &x[ih * g.in_w..][..g.in_w];
                     let y_row = &mut y[oh * g.out_w..][..g.out_w];
                     for j in 0..g.kw {
                         let tap = filter[i * g.kw + j];
-                        let (lo, hi) = valid_columns(j, g.stride[1], g.padding[1], g.in_w, g.out_w);
+                        let (lo, hi) = valid_outputs(j, g.stride[1], g.padding[1], g.in_w, g.out_w);
                         if g.stride[1] == 1 {
                             let x_cols = &x_row[lo + j - g.padding[1]..][..hi - lo];
                             for (out, &v) in y_row[lo..hi].iter_mut().zip(x_cols) {
@@ -136,14 +112,14 @@ pub fn input_grad(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
         .for_each(|(plane, (dx, dy))| {
             let filter = &w[(plane % g.in_channels) * taps..][..taps];
             for i in 0..g.kh {
-                let (oh_lo, oh_hi) = valid_rows(i, g.stride[0], g.padding[0], g.in_h, g.out_h);
+                let (oh_lo, oh_hi) = valid_outputs(i, g.stride[0], g.padding[0], g.in_h, g.out_h);
                 for oh in oh_lo..oh_hi {
                     let ih = oh * g.stride[0] + i - g.padding[0];
                     let dy_row = &dy[oh * g.out_w..][..g.out_w];
                     let dx_row = &mut dx[ih * g.in_w..][..g.in_w];
                     for j in 0..g.kw {
                         let tap = filter[i * g.kw + j];
-                        let (lo, hi) = valid_columns(j, g.stride[1], g.padding[1], g.in_w, g.out_w);
+                        let (lo, hi) = valid_outputs(j, g.stride[1], g.padding[1], g.in_w, g.out_w);
                         if g.stride[1] == 1 {
                             let dx_cols = &mut dx_row[lo + j - g.padding[1]..][..hi - lo];
                             for (out, &d) in dx_cols.iter_mut().zip(&dy_row[lo..hi]) {
@@ -179,9 +155,10 @@ pub fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
                 let x = &x[plane * in_plane..][..in_plane];
                 let dy = &dy[plane * out_plane..][..out_plane];
                 for i in 0..g.kh {
-                    let (oh_lo, oh_hi) = valid_rows(i, g.stride[0], g.padding[0], g.in_h, g.out_h);
+                    let (oh_lo, oh_hi) =
+                        valid_outputs(i, g.stride[0], g.padding[0], g.in_h, g.out_h);
                     for j in 0..g.kw {
-                        let (lo, hi) = valid_columns(j, g.stride[1], g.padding[1], g.in_w, g.out_w);
+                        let (lo, hi) = valid_outputs(j, g.stride[1], g.padding[1], g.in_w, g.out_w);
                         let mut sum = 0.0f32;
                         for oh in oh_lo..oh_hi {
                             let ih = oh * g.stride[0] + i - g.padding[0];
@@ -216,12 +193,12 @@ mod tests {
     fn the_valid_ranges_skip_exactly_the_padding() {
         // 3 taps, padding 1, stride 1, 5 columns: tap 0 reads column ow - 1 (valid from
         // ow = 1), tap 2 reads ow + 1 (valid up to ow = 3).
-        assert_eq!(valid_columns(0, 1, 1, 5, 5), (1, 5));
-        assert_eq!(valid_columns(1, 1, 1, 5, 5), (0, 5));
-        assert_eq!(valid_columns(2, 1, 1, 5, 5), (0, 4));
+        assert_eq!(valid_outputs(0, 1, 1, 5, 5), (1, 5));
+        assert_eq!(valid_outputs(1, 1, 1, 5, 5), (0, 5));
+        assert_eq!(valid_outputs(2, 1, 1, 5, 5), (0, 4));
         // Stride 2 over 6 columns into 3: tap 0 reads 2 * ow - 1.
-        assert_eq!(valid_columns(0, 2, 1, 6, 3), (1, 3));
-        assert_eq!(valid_columns(2, 2, 1, 6, 3), (0, 3));
+        assert_eq!(valid_outputs(0, 2, 1, 6, 3), (1, 3));
+        assert_eq!(valid_outputs(2, 2, 1, 6, 3), (0, 3));
         // Brute force over small geometries.
         for stride in 1..4 {
             for padding in 0..3 {
@@ -232,7 +209,7 @@ mod tests {
                         }
                         let out_w = (in_w + 2 * padding - k) / stride + 1;
                         for j in 0..k {
-                            let (lo, hi) = valid_columns(j, stride, padding, in_w, out_w);
+                            let (lo, hi) = valid_outputs(j, stride, padding, in_w, out_w);
                             for ow in 0..out_w {
                                 let col = (ow * stride + j) as isize - padding as isize;
                                 let inside = col >= 0 && (col as usize) < in_w;

@@ -64,11 +64,25 @@ impl ConvGeometry {
         padding: [usize; 2],
         dilation: [usize; 2],
     ) -> Self {
+        Self::grouped(input, weight, 1, stride, padding, dilation)
+    }
+
+    /// [`ConvGeometry::new`] for a convolution in `groups` groups, whose weight holds
+    /// `in_channels / groups` input channels per filter (a depthwise conv: one).
+    pub fn grouped(
+        input: [usize; 4],
+        weight: [usize; 4],
+        groups: usize,
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+    ) -> Self {
         let [batch, in_channels, in_h, in_w] = input;
         let [out_channels, weight_in, kh, kw] = weight;
         assert_eq!(
-            weight_in, in_channels,
-            "conv_gemm: the weight's input channels must match the input (no groups)"
+            weight_in * groups,
+            in_channels,
+            "conv_gemm: the weight's input channels times the groups must match the input"
         );
         let out = |size: usize, k: usize, axis: usize| {
             (size + 2 * padding[axis] - dilation[axis] * (k - 1) - 1) / stride[axis] + 1
