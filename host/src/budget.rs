@@ -202,6 +202,12 @@ pub fn check_reachable(
     for &group in &plan.groups.group_of_gate {
         counts[group] = 1.0;
     }
+    // Of a supernet's parallel branches one survives.
+    for set in &plan.groups.branch_sets {
+        for branch in &set.branches[1..] {
+            counts[branch.group] = 0.0;
+        }
+    }
     let smallest = estimate.total(&counts);
     if smallest > budget.target() {
         return Err(SearchError::InvalidOption {
@@ -216,27 +222,16 @@ pub fn check_reachable(
     Ok(())
 }
 
-/// The masks keeping the channels with `s > tau` (at least one per group), for the lowest
-/// `tau` whose network costs at most `target`.
+/// The masks keeping the channels with `s > tau` (at least one per group, or per set of a
+/// supernet's branches: [`ChannelMasks::above`]), for the lowest `tau` whose network costs
+/// at most `target`.
 pub fn fit_to_budget(
     net: &GatedNet,
     estimate: &dyn CostEstimate,
     target: f64,
 ) -> Result<(ChannelMasks, BudgetFit), SearchError> {
     let scores: Vec<Vec<f32>> = net.gates.iter().map(|g| g.scores()).collect();
-    let masks_at = |tau: f32| -> ChannelMasks {
-        let mut masks = ChannelMasks::full(&net.plan);
-        for (gate, s) in scores.iter().enumerate() {
-            let mut keep: Vec<bool> = s.iter().map(|&v| v > tau).collect();
-            if !keep.iter().any(|&k| k)
-                && let Some((best, _)) = s.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1))
-            {
-                keep[best] = true;
-            }
-            masks.keep[net.plan.groups.group_of_gate[gate]] = keep;
-        }
-        masks
-    };
+    let masks_at = |tau: f32| ChannelMasks::above(&net.plan, &scores, tau);
     let cost_of = |masks: &ChannelMasks| estimate.total(&masks.counts());
     // Candidate thresholds: just below every score, so each keeps one more channel.
     let mut taus: Vec<f32> = scores.iter().flatten().map(|&s| s.next_down()).collect();

@@ -93,7 +93,7 @@ fn export_op(plan: &NetPlan, parent: &NetPlan, masks: &ChannelMasks, index: usiz
             padding: [*padding, *padding],
             groups: if *depthwise { input.channels } else { 1 },
             activation: *act,
-            kept_channels: masks.kept(parent.groups.value_group[index + 1]),
+            kept_channels: kept_in_parent(parent, masks, &node.name),
         }),
         Op::MaxPool { kernel, stride } => ExportOp::MaxPool2d(pool(*kernel, *stride)),
         Op::AvgPool { kernel, stride } => ExportOp::AvgPool2d(pool(*kernel, *stride)),
@@ -108,6 +108,16 @@ fn export_op(plan: &NetPlan, parent: &NetPlan, masks: &ChannelMasks, index: usiz
             activation: *act,
         }),
     }
+}
+
+/// The channels of the parent's layer `name` that a pruned network keeps (pruning removes
+/// layers, such as a supernet's vanished branches, but never renames them).
+fn kept_in_parent(parent: &NetPlan, masks: &ChannelMasks, name: &str) -> Vec<usize> {
+    let index = parent
+        .spec
+        .node_index(name)
+        .expect("a pruned network's layers are its parent's");
+    masks.kept(parent.groups.value_group[index + 1])
 }
 
 /// The architecture of `plan`'s network, without weights: its layers, shapes and costs, as

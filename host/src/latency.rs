@@ -61,6 +61,10 @@ impl LatencyEstimate {
                 .map(|l| l.cost)
                 .expect("the table covers the layer (checked in new)")
         };
+        // A supernet's branch pruned to no channels is removed with its layers.
+        if x <= 0.0 || y <= 0.0 {
+            return 0.0;
+        }
         let (x, y) = (x.max(1.0), y.max(1.0));
         let (x0, y0) = (x.floor() as usize, y.floor() as usize);
         let (tx, ty) = (x - x0 as f64, y - y0 as f64);

@@ -532,7 +532,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::List => {
             println!("models (--model):");
             for (name, what) in dnal_models::MODELS {
-                println!("  {name:<10} {what}");
+                println!("  {name:<11} {what}");
             }
             println!("datasets (--dataset):");
             for name in dnal_datasets::DATASET_NAMES {

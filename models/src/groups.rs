@@ -10,7 +10,7 @@
 //! the input image and the outputs of linear layers have fixed sizes.
 
 use crate::error::ModelError;
-use crate::spec::{NetSpec, Op, Shape3};
+use crate::spec::{Activation, NetSpec, Op, Shape3};
 
 /// One channel group.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,6 +25,29 @@ pub struct ChannelGroup {
     pub values: Vec<usize>,
 }
 
+/// One of two or more parallel branches summed by one add: a hidden group (say a mobile
+/// block's expanded channels, kept by its depthwise conv) that one conv without activation
+/// projects into the add.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Branch {
+    /// The hidden group, which may lose all its channels.
+    pub group: usize,
+    /// The conv node that reads the hidden group and writes an input of the add.
+    pub projection: usize,
+}
+
+/// Parallel branches into one add (a supernet's candidate operations). Any branch may vanish
+/// when all its hidden channels close, as long as one of the set survives: with its hidden
+/// channels at zero a branch adds a constant (its projection's batch-norm shift), which
+/// pruning folds into a surviving branch's projection, so removing it is exact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BranchSet {
+    /// The add node.
+    pub add: usize,
+    /// Its branches, in input order.
+    pub branches: Vec<Branch>,
+}
+
 /// The channel groups of a network.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChannelGroups {
@@ -36,6 +59,8 @@ pub struct ChannelGroups {
     pub gate_of_group: Vec<Option<usize>>,
     /// For every gate, its group.
     pub group_of_gate: Vec<usize>,
+    /// Parallel branches that may vanish (none outside supernets).
+    pub branch_sets: Vec<BranchSet>,
 }
 
 /// Disjoint sets over value ids.
@@ -131,11 +156,28 @@ impl ChannelGroups {
                 group_of_gate.push(g);
             }
         }
+        let branch_sets = branch_sets(spec, &value_group, &groups);
         Ok(Self {
             value_group,
             groups,
             gate_of_group,
             group_of_gate,
+            branch_sets,
+        })
+    }
+
+    /// Whether a group may lose all its channels: it is a branch of a [`BranchSet`].
+    pub fn removable(&self, group: usize) -> bool {
+        self.branch_of(group).is_some()
+    }
+
+    /// The branch set and branch whose hidden group is `group`.
+    pub fn branch_of(&self, group: usize) -> Option<(&BranchSet, &Branch)> {
+        self.branch_sets.iter().find_map(|set| {
+            set.branches
+                .iter()
+                .find(|b| b.group == group)
+                .map(|b| (set, b))
         })
     }
 
@@ -159,10 +201,59 @@ impl ChannelGroups {
     }
 }
 
+/// The adds whose inputs include two or more branches: a conv with no activation, read only
+/// by the add, whose input is a prunable group read by nothing outside it but that conv (its
+/// values are written by convs, depthwise convs and pools that keep it).
+fn branch_sets(spec: &NetSpec, value_group: &[usize], groups: &[ChannelGroup]) -> Vec<BranchSet> {
+    let mut readers = vec![Vec::new(); value_group.len()];
+    for (index, node) in spec.nodes.iter().enumerate() {
+        for &v in &node.inputs {
+            readers[v].push(index);
+        }
+    }
+    let is_add = |v: usize| v > 0 && matches!(spec.nodes[v - 1].op, Op::Add { .. });
+    let branch = |add: usize, v: usize| -> Option<Branch> {
+        let projection = v.checked_sub(1)?;
+        let node = &spec.nodes[projection];
+        let Op::Conv {
+            depthwise: false,
+            activation: Activation::None,
+            ..
+        } = node.op
+        else {
+            return None;
+        };
+        if readers[v] != [add] {
+            return None;
+        }
+        let group = value_group[node.inputs[0]];
+        let hidden = &groups[group];
+        let private = hidden.prunable
+            && group != value_group[v]
+            && hidden.values.iter().all(|&h| {
+                !is_add(h)
+                    && readers[h]
+                        .iter()
+                        .all(|&r| r == projection || value_group[r + 1] == group)
+            });
+        private.then_some(Branch { group, projection })
+    };
+    spec.nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, node)| matches!(node.op, Op::Add { .. }))
+        .filter_map(|(add, node)| {
+            let branches: Vec<Branch> =
+                node.inputs.iter().filter_map(|&v| branch(add, v)).collect();
+            (branches.len() >= 2).then_some(BranchSet { add, branches })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{Activation, SpecBuilder};
+    use crate::spec::SpecBuilder;
 
     #[test]
     fn residual_adds_couple_groups_and_depthwise_keeps_them() {

@@ -22,7 +22,7 @@ pub mod zoo;
 pub use cost::{CostKind, CostModel};
 pub use error::ModelError;
 pub use gate::{Gate, GateConfig, GateMode};
-pub use groups::ChannelGroups;
+pub use groups::{Branch, BranchSet, ChannelGroups};
 pub use net::{ConvBn, GatePosition, GatedNet, GatedNetConfig, NetPlan};
 pub use prune::{ChannelMasks, prune_channels};
 pub use spec::{Activation, NetSpec, Node, Op, Shape3, SpecBuilder};

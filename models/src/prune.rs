@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::gate::Gate;
+use crate::groups::Branch;
 use crate::net::{ConvBn, GatedNet, NetPlan};
 use crate::spec::Op;
 
@@ -41,20 +42,48 @@ impl ChannelMasks {
     }
 
     /// The binarised architecture: a channel lives iff its gate's `s > 0`
-    /// (`sigmoid(delta * s) > 0.5`). A group whose gates all closed keeps its most open
-    /// channel, so no layer is left empty.
+    /// (`sigmoid(delta * s) > 0.5`); see [`ChannelMasks::above`].
     pub fn from_gates(net: &GatedNet) -> Self {
-        let mut masks = Self::full(&net.plan);
-        for (gate_index, gate) in net.gates.iter().enumerate() {
-            let group = net.plan.groups.group_of_gate[gate_index];
-            let scores = gate.scores();
-            let mut keep: Vec<bool> = scores.iter().map(|&s| s > 0.0).collect();
+        let scores: Vec<Vec<f32>> = net.gates.iter().map(|g| g.scores()).collect();
+        Self::above(&net.plan, &scores, 0.0)
+    }
+
+    /// The channels whose gate's score (one vector per gate) is above `tau`. A group whose
+    /// channels all fall below keeps its highest one, so no layer is left empty; a branch of
+    /// a supernet instead vanishes, as long as a branch of its set survives (when none does,
+    /// the set keeps its highest channel).
+    pub fn above(plan: &NetPlan, scores: &[Vec<f32>], tau: f32) -> Self {
+        let groups = &plan.groups;
+        let mut masks = Self::full(plan);
+        for (gate, s) in scores.iter().enumerate() {
+            let group = groups.group_of_gate[gate];
+            let mut keep: Vec<bool> = s.iter().map(|&v| v > tau).collect();
             if !keep.iter().any(|&k| k)
-                && let Some((best, _)) = scores.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1))
+                && !groups.removable(group)
+                && let Some(best) = argmax(s)
             {
                 keep[best] = true;
             }
             masks.keep[group] = keep;
+        }
+        for set in &groups.branch_sets {
+            if set
+                .branches
+                .iter()
+                .all(|b| !masks.keep[b.group].contains(&true))
+            {
+                let best = set
+                    .branches
+                    .iter()
+                    .filter_map(|b| {
+                        let s = &scores[groups.gate_of_group[b.group]?];
+                        argmax(s).map(|i| (b.group, i, s[i]))
+                    })
+                    .max_by(|a, b| a.2.total_cmp(&b.2));
+                if let Some((group, channel, _)) = best {
+                    masks.keep[group][channel] = true;
+                }
+            }
         }
         masks
     }
@@ -94,7 +123,7 @@ impl ChannelMasks {
         for (g, (mask, group)) in self.keep.iter().zip(groups).enumerate() {
             let reason = if mask.len() != group.channels {
                 format!("mask of {} for {} channels", mask.len(), group.channels)
-            } else if !mask.iter().any(|&k| k) {
+            } else if !mask.iter().any(|&k| k) && !plan.groups.removable(g) {
                 "no channel left: a layer may not be pruned to nothing".to_string()
             } else if !group.prunable && mask.iter().any(|&k| !k) {
                 "drops channels of a group that cannot be pruned (input or logits)".to_string()
@@ -107,8 +136,32 @@ impl ChannelMasks {
                 reason,
             });
         }
+        for set in &plan.groups.branch_sets {
+            if set
+                .branches
+                .iter()
+                .all(|b| !self.keep[b.group].contains(&true))
+            {
+                return Err(ModelError::InvalidMask {
+                    group: set.branches[0].group,
+                    layers: plan.spec.nodes[set.add].name.clone(),
+                    reason:
+                        "every branch into this add lost all its channels: one must keep a channel"
+                            .into(),
+                });
+            }
+        }
         Ok(())
     }
+}
+
+/// The index of the largest score.
+fn argmax(scores: &[f32]) -> Option<usize> {
+    scores
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
 }
 
 fn select<const D: usize>(tensor: Tensor<D>, dim: usize, indices: &[usize]) -> Tensor<D> {
@@ -130,24 +183,62 @@ fn param<const D: usize>(tensor: Tensor<D>) -> Param<Tensor<D>> {
 
 /// Builds the dense network that keeps only the masked-in channels.
 ///
+/// A supernet's branch whose hidden channels all closed is removed with its projection; the
+/// constant it added (its projection's batch-norm shift) moves into a surviving branch's
+/// projection, and an add left with one input becomes that input (with the add's activation).
+///
 /// Call it on an inference copy (`net.valid()`); the result starts a new parameter set (new
 /// ids), to be finetuned with a fresh optimizer.
 pub fn prune_channels(net: &GatedNet, masks: &ChannelMasks) -> Result<GatedNet, ModelError> {
     let plan = &*net.plan;
     masks.check(plan)?;
     let group_of = |v: usize| plan.groups.value_group[v];
+    let vanished = VanishedBranches::find(plan, masks);
 
+    // The pruned spec: surviving nodes, their inputs renumbered, convs at their kept width.
     let mut spec = plan.spec.clone();
-    for (index, node) in spec.nodes.iter_mut().enumerate() {
-        if let Op::Conv { out_channels, .. } = &mut node.op {
-            *out_channels = masks.kept(group_of(index + 1)).len();
+    let mut new_value = vec![None; plan.shapes.len()];
+    new_value[0] = Some(0);
+    let mut nodes = Vec::with_capacity(spec.nodes.len());
+    for (index, mut node) in std::mem::take(&mut spec.nodes).into_iter().enumerate() {
+        if vanished.removed[index] {
+            if let Some(&(_, input)) = vanished.bypassed.iter().find(|(add, _)| *add == index) {
+                new_value[index + 1] = new_value[input];
+            }
+            continue;
         }
+        node.inputs = node.inputs.iter().filter_map(|&v| new_value[v]).collect();
+        match &mut node.op {
+            Op::Conv {
+                out_channels,
+                activation,
+                ..
+            } => {
+                *out_channels = masks.kept(group_of(index + 1)).len();
+                if let Some(&(add, _)) = vanished.bypassed.iter().find(|(_, v)| *v == index + 1)
+                    && let Op::Add { activation: act } = plan.spec.nodes[add].op
+                {
+                    *activation = act;
+                }
+            }
+            Op::Add { .. } => {}
+            _ if node.inputs.len() != plan.spec.nodes[index].inputs.len() => {
+                unreachable!("only adds read vanished branches")
+            }
+            _ => {}
+        }
+        nodes.push(node);
+        new_value[index + 1] = Some(nodes.len());
     }
+    spec.nodes = nodes;
     let pruned_plan = NetPlan::new(spec, plan.gate_position)?;
 
     let mut convs = Vec::with_capacity(net.convs.len());
     let mut linears = Vec::with_capacity(net.linears.len());
     for (index, node) in plan.spec.nodes.iter().enumerate() {
+        if vanished.removed[index] {
+            continue;
+        }
         let input = node.inputs[0];
         match &node.op {
             Op::Conv { depthwise, .. } => {
@@ -171,9 +262,15 @@ pub fn prune_channels(net: &GatedNet, masks: &ChannelMasks) -> Result<GatedNet, 
                     padding: unit.conv.padding.clone(),
                 };
                 let bn = &unit.bn;
+                let mut beta = bn.beta.val();
+                for &(gone, into) in &vanished.folded {
+                    if into == index {
+                        beta = beta + shift_at_zero_input(&net.convs[plan.slot[gone]]);
+                    }
+                }
                 let bn = BatchNorm {
                     gamma: param(select(bn.gamma.val(), 0, &out_keep)),
-                    beta: param(select(bn.beta.val(), 0, &out_keep)),
+                    beta: param(select(beta, 0, &out_keep)),
                     training: bn.training.clone(),
                     running_mean: RunningState::new(select(bn.running_mean.value(), 0, &out_keep)),
                     running_var: RunningState::new(select(bn.running_var.value(), 0, &out_keep)),
@@ -199,10 +296,13 @@ pub fn prune_channels(net: &GatedNet, masks: &ChannelMasks) -> Result<GatedNet, 
             _ => {}
         }
     }
-    let gates = net
+    let gates: Vec<Gate> = net
         .gates
         .iter()
         .enumerate()
+        .filter(|&(gate_index, _)| {
+            masks.keep[plan.groups.group_of_gate[gate_index]].contains(&true)
+        })
         .map(|(gate_index, gate)| Gate {
             s: param(select(
                 gate.s.val(),
@@ -211,10 +311,71 @@ pub fn prune_channels(net: &GatedNet, masks: &ChannelMasks) -> Result<GatedNet, 
             )),
         })
         .collect();
+    debug_assert_eq!(gates.len(), pruned_plan.groups.group_of_gate.len());
     Ok(GatedNet {
         convs,
         linears,
         gates,
         plan: Arc::new(pruned_plan),
     })
+}
+
+/// What pruning removes of a supernet's branches whose hidden channels all closed.
+struct VanishedBranches {
+    /// Per node: removed (a vanished branch's layers and projection, or a bypassed add).
+    removed: Vec<bool>,
+    /// (vanished projection, surviving projection that takes its constant), as nodes.
+    folded: Vec<(usize, usize)>,
+    /// (add left with one input, that input's value): the add is replaced by its input.
+    bypassed: Vec<(usize, usize)>,
+}
+
+impl VanishedBranches {
+    fn find(plan: &NetPlan, masks: &ChannelMasks) -> Self {
+        let mut found = Self {
+            removed: vec![false; plan.spec.nodes.len()],
+            folded: Vec::new(),
+            bypassed: Vec::new(),
+        };
+        for set in &plan.groups.branch_sets {
+            let (gone, kept): (Vec<&Branch>, Vec<&Branch>) = set
+                .branches
+                .iter()
+                .partition(|b| !masks.keep[b.group].contains(&true));
+            // `ChannelMasks::check` made sure one branch survives.
+            let Some(survivor) = kept.first() else {
+                continue;
+            };
+            for branch in &gone {
+                found.removed[branch.projection] = true;
+                found.folded.push((branch.projection, survivor.projection));
+                for &v in &plan.groups.groups[branch.group].values {
+                    found.removed[v - 1] = true;
+                }
+            }
+            let live = plan.spec.nodes[set.add]
+                .inputs
+                .iter()
+                .filter(|&&v| v == 0 || !found.removed[v - 1])
+                .count();
+            if !gone.is_empty() && live == 1 {
+                found.removed[set.add] = true;
+                found.bypassed.push((set.add, survivor.projection + 1));
+            }
+        }
+        found
+    }
+}
+
+/// What a conv + batch norm outputs for an input of zeros, per channel: its batch norm
+/// applied to the conv's bias.
+fn shift_at_zero_input(unit: &ConvBn) -> Tensor<1> {
+    let bn = &unit.bn;
+    let mean = bn.running_mean.value();
+    let bias = match &unit.conv.bias {
+        Some(b) => b.val(),
+        None => mean.zeros_like(),
+    };
+    let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
+    (bias - mean) * scale + bn.beta.val()
 }

@@ -42,12 +42,40 @@ fn random_masks(net: &mut GatedNet, seed: u64, device: &Device) -> ChannelMasks 
     masks
 }
 
+/// Closes whole branches of a supernet: in every third layer none, in the next a random
+/// half, in the next all but one (so an add without a residual is left with one input).
+fn close_branches(net: &mut GatedNet, masks: &mut ChannelMasks, seed: u64, device: &Device) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let sets = net.plan.groups.branch_sets.clone();
+    for (i, set) in sets.iter().enumerate() {
+        let survivor = rng.random_range(0..set.branches.len());
+        for (b, branch) in set.branches.iter().enumerate() {
+            let close = match i % 3 {
+                0 => false,
+                1 => b != survivor && rng.random_bool(0.5),
+                _ => b != survivor,
+            };
+            if close {
+                let keep = &mut masks.keep[branch.group];
+                keep.iter_mut().for_each(|k| *k = false);
+                let gate = net.plan.groups.gate_of_group[branch.group].unwrap();
+                let n = keep.len();
+                net.gates[gate].s = Param::from_tensor(Tensor::from_data(
+                    TensorData::new(vec![-1.0f32; n], [n]),
+                    device,
+                ));
+            }
+        }
+    }
+}
+
 fn assert_pruning_is_exact(spec: NetSpec, seed: u64) {
     let device = Device::flex();
     device.seed(seed);
     let net = GatedNetConfig::new(spec).init(&device).unwrap();
     let mut net = randomise_batch_norms(net, &device).valid();
-    let masks = random_masks(&mut net, seed, &device);
+    let mut masks = random_masks(&mut net, seed, &device);
+    close_branches(&mut net, &mut masks, seed, &device);
     // The masks agree with the gates they were set from.
     assert_eq!(ChannelMasks::from_gates(&net), masks);
 
@@ -86,8 +114,9 @@ fn assert_pruning_is_exact(spec: NetSpec, seed: u64) {
         net.plan.flops.total(&masks.counts()).round() as u64
     );
     // Every conv of the pruned network has the kept channel count of its group.
-    for (index, node) in pruned.plan.spec.nodes.iter().enumerate() {
+    for node in &pruned.plan.spec.nodes {
         if let dnal_models::Op::Conv { out_channels, .. } = node.op {
+            let index = net.plan.spec.node_index(&node.name).unwrap();
             let group = net.plan.groups.value_group[index + 1];
             assert_eq!(out_channels, masks.kept(group).len(), "{}", node.name);
         }
@@ -119,6 +148,68 @@ fn pruned_mobilenetv2_with_depthwise_and_coupled_projections_matches_hard_gates(
     for seed in [5, 6] {
         assert_pruning_is_exact(spec.clone(), seed);
     }
+}
+
+#[test]
+fn a_pruned_supernet_without_its_closed_branches_matches_hard_gates() {
+    // Parallel candidates summed per layer; closed ones are removed and their constant
+    // folded into a survivor, an add left with one input replaced by it.
+    let spec = model_spec_at_width("proxyless", Shape3::new(1, 16, 16), 10, Some(0.35)).unwrap();
+    for seed in [7, 8] {
+        assert_pruning_is_exact(spec.clone(), seed);
+    }
+    let device = Device::flex();
+    let mut net = GatedNetConfig::new(spec).init(&device).unwrap();
+    let mut masks = random_masks(&mut net, 9, &device);
+    close_branches(&mut net, &mut masks, 9, &device);
+    let pruned = prune_channels(&net.valid(), &masks).unwrap();
+    let names: Vec<&str> = pruned
+        .plan
+        .spec
+        .nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect();
+    // A layer without a residual that kept one candidate (i % 3 == 2) lost its add.
+    let sets = &net.plan.groups.branch_sets;
+    let set = (0..sets.len())
+        .map(|i| &sets[i])
+        .enumerate()
+        .find(|(i, set)| {
+            i % 3 == 2 && net.plan.spec.nodes[set.add].inputs.len() == set.branches.len()
+        })
+        .map(|(_, set)| set)
+        .expect("a stride-2 layer");
+    let add = &net.plan.spec.nodes[set.add].name;
+    assert!(!names.contains(&add.as_str()), "{add} is still there");
+    let projections = set
+        .branches
+        .iter()
+        .filter(|b| names.contains(&net.plan.spec.nodes[b.projection].name.as_str()))
+        .count();
+    assert_eq!(projections, 1);
+    // No candidate may take the last branch of a layer with it.
+    for branch in &set.branches {
+        masks.keep[branch.group].iter_mut().for_each(|k| *k = false);
+    }
+    let err = prune_channels(&net.valid(), &masks)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(add.as_str()) && err.contains("one must keep a channel"),
+        "{err}"
+    );
+    // With every gate closed, each layer keeps one channel of its best candidate.
+    for gate in &mut net.gates {
+        let [n] = gate.s.dims();
+        gate.s = Param::from_tensor(Tensor::ones([n], &device).neg());
+    }
+    let masks = ChannelMasks::from_gates(&net);
+    for set in &net.plan.groups.branch_sets {
+        let kept: usize = set.branches.iter().map(|b| masks.kept(b.group).len()).sum();
+        assert_eq!(kept, 1);
+    }
+    prune_channels(&net.valid(), &masks).unwrap();
 }
 
 #[test]

@@ -11,7 +11,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{ModuleOptimizer, SgdConfig};
 use burn::tensor::Device;
 use dnal_datasets::{Batcher, Dataset};
-use dnal_models::{GateMode, GatedNet, GatedNetConfig, NetPlan, prune_channels};
+use dnal_models::{ChannelMasks, GateMode, GatedNet, GatedNetConfig, NetPlan, prune_channels};
 
 use super::PARENT_EXPORT;
 use super::state::{SearchState, Stage};
@@ -245,7 +245,7 @@ impl Search {
                         net.flops() as f64 / pruned.flops().max(1) as f64,
                         net.params(),
                         pruned.params(),
-                        channel_summary(&net, &pruned),
+                        channel_summary(&net, &masks),
                     ));
                     self.state.masks = Some(masks);
                     self.state.stage_report("prune").seconds += started.elapsed().as_secs_f64();
@@ -357,17 +357,20 @@ pub(super) fn net_report(net: &GatedNet, accuracy: Accuracy) -> NetReport {
     }
 }
 
-fn channel_summary(parent: &GatedNet, pruned: &GatedNet) -> String {
+/// Kept / parent channels of every gated group, by the names of the layers writing it.
+fn channel_summary(parent: &GatedNet, masks: &ChannelMasks) -> String {
+    let groups = &parent.plan.groups;
     parent
         .gate_names()
         .iter()
-        .zip(
-            parent
-                .channels_per_gate()
-                .iter()
-                .zip(pruned.channels_per_gate()),
-        )
-        .map(|(name, (p, k))| format!("{name} {k}/{p}"))
+        .zip(&groups.group_of_gate)
+        .map(|(name, &g)| {
+            format!(
+                "{name} {}/{}",
+                masks.kept(g).len(),
+                groups.groups[g].channels
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -1,6 +1,7 @@
 //! Named model families.
 
 pub mod mobilenet;
+pub mod proxyless;
 pub mod resnet;
 pub mod vgg;
 
@@ -23,10 +24,14 @@ pub const MODELS: &[(&str, &str)] = &[
         "mobilenetv2",
         "MobileNetV2, CIFAR layout (inverted residuals, depthwise 3x3); --width 0.35 to 1.4",
     ),
+    (
+        "proxyless",
+        "ProxylessNAS-space supernet: 6 parallel MBConv candidates (k3/5/7, e3/6) per layer, each gated; --width",
+    ),
 ];
 
 /// The models that take a width multiplier (`--width`).
-pub const WIDTH_MODELS: &[&str] = &["mobilenetv2"];
+pub const WIDTH_MODELS: &[&str] = &["mobilenetv2", "proxyless"];
 
 /// The model `dnal search` uses when none is named.
 pub const DEFAULT_MODEL: &str = "vgg-small";
@@ -71,6 +76,9 @@ pub fn model_spec_at_width(
     }
     let spec = match name {
         "mobilenetv2" => mobilenet::mobilenet_v2(name, width.unwrap_or(1.0), input, num_classes),
+        "proxyless" => {
+            proxyless::proxyless_supernet(name, width.unwrap_or(1.0), input, num_classes)
+        }
         "vgg-small" => vgg::vgg(name, vgg::VGG_SMALL, input, num_classes),
         "vgg16" => vgg::vgg(name, vgg::VGG16_CIFAR, input, num_classes),
         "resnet20" => resnet::cifar_resnet(name, 3, input, num_classes),

@@ -80,6 +80,10 @@ pub fn forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
                     for j in 0..g.kw {
                         let tap = filter[i * g.kw + j];
                         let (lo, hi) = valid_outputs(j, g.stride[1], g.padding[1], g.in_w, g.out_w);
+                        // A kernel wider than the padded row reaches no output from some taps.
+                        if lo == hi {
+                            continue;
+                        }
                         if g.stride[1] == 1 {
                             let x_cols = &x_row[lo + j - g.padding[1]..][..hi - lo];
                             for (out, &v) in y_row[lo..hi].iter_mut().zip(x_cols) {
@@ -120,6 +124,10 @@ pub fn input_grad(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
                     for j in 0..g.kw {
                         let tap = filter[i * g.kw + j];
                         let (lo, hi) = valid_outputs(j, g.stride[1], g.padding[1], g.in_w, g.out_w);
+                        // A kernel wider than the padded row reaches no output from some taps.
+                        if lo == hi {
+                            continue;
+                        }
                         if g.stride[1] == 1 {
                             let dx_cols = &mut dx_row[lo + j - g.padding[1]..][..hi - lo];
                             for (out, &d) in dx_cols.iter_mut().zip(&dy_row[lo..hi]) {
@@ -159,6 +167,10 @@ pub fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
                         valid_outputs(i, g.stride[0], g.padding[0], g.in_h, g.out_h);
                     for j in 0..g.kw {
                         let (lo, hi) = valid_outputs(j, g.stride[1], g.padding[1], g.in_w, g.out_w);
+                        // A kernel wider than the padded row reaches no output from some taps.
+                        if lo == hi {
+                            continue;
+                        }
                         let mut sum = 0.0f32;
                         for oh in oh_lo..oh_hi {
                             let ih = oh * g.stride[0] + i - g.padding[0];
@@ -201,9 +213,9 @@ mod tests {
         assert_eq!(valid_outputs(2, 2, 1, 6, 3), (0, 3));
         // Brute force over small geometries.
         for stride in 1..4 {
-            for padding in 0..3 {
+            for padding in 0..4 {
                 for in_w in 1..8 {
-                    for k in 1..4 {
+                    for k in 1..8 {
                         if in_w + 2 * padding < k {
                             continue;
                         }

@@ -408,6 +408,18 @@ mod tests {
                 [3, 1, 3, 3],
                 ConvOptions::new([1, 2], [0, 0], [1, 1], 3),
             ),
+            // A supernet's 7x7 candidate on the 2x2 planes of the last stages: taps that
+            // reach no output at all.
+            (
+                [2, 3, 2, 2],
+                [3, 1, 7, 7],
+                ConvOptions::new([1, 1], [3, 3], [1, 1], 3),
+            ),
+            (
+                [2, 3, 3, 2],
+                [3, 1, 7, 7],
+                ConvOptions::new([2, 2], [3, 3], [1, 1], 3),
+            ),
             // Handed back to burn: a grouped conv that is not depthwise, dilation, and
             // asymmetric padding.
             (
