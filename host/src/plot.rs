@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use plotters::style::FontStyle;
 
 use crate::error::SearchError;
-use crate::report::Report;
+use crate::report::{Report, SupernetLayer};
 
 /// Fonts tried, in order (Debian's fonts-dejavu-core first).
 const FONTS: &[&str] = &[
@@ -225,6 +225,87 @@ impl Figure for SearchCurves<'_> {
             draw_line(&mut chart, points, color, name, 0)?;
         }
         draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+        Ok(())
+    }
+}
+
+/// A searched supernet: one row per layer, one cell per candidate, shaded by the share of
+/// its hidden channels kept and labelled `kept/parent`; a vanished candidate is a blank cell.
+pub struct SupernetFigure<'a> {
+    /// The report's supernet layers.
+    pub layers: &'a [SupernetLayer],
+}
+
+impl SupernetFigure<'_> {
+    const LABEL: i32 = 90;
+    const CELL: (i32, i32) = (96, 24);
+    const TOP: i32 = 56;
+
+    /// The picture's size for these layers.
+    pub fn size(layers: &[SupernetLayer]) -> (u32, u32) {
+        let columns = layers.iter().map(|l| l.candidates.len()).max().unwrap_or(1) as i32;
+        (
+            (Self::LABEL + columns * Self::CELL.0 + 16) as u32,
+            (Self::TOP + layers.len() as i32 * Self::CELL.1 + 16) as u32,
+        )
+    }
+}
+
+impl Figure for SupernetFigure<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let (w, h) = Self::CELL;
+        let font = ("sans-serif", 14).into_font();
+        root.draw(&Text::new(
+            "candidates kept per layer (hidden channels kept/parent)",
+            (8, 8),
+            ("sans-serif", 18).into_font(),
+        ))
+        .map_err(text)?;
+        if let Some(first) = self.layers.first() {
+            for (c, candidate) in first.candidates.iter().enumerate() {
+                let x = Self::LABEL + c as i32 * w + 8;
+                root.draw(&Text::new(
+                    candidate.name.clone(),
+                    (x, Self::TOP - 20),
+                    font.clone(),
+                ))
+                .map_err(text)?;
+            }
+        }
+        for (r, layer) in self.layers.iter().enumerate() {
+            let y = Self::TOP + r as i32 * h;
+            root.draw(&Text::new(layer.layer.clone(), (8, y + 5), font.clone()))
+                .map_err(text)?;
+            for (c, candidate) in layer.candidates.iter().enumerate() {
+                let x = Self::LABEL + c as i32 * w;
+                let share = candidate.pruned as f64 / candidate.parent.max(1) as f64;
+                // White (vanished) to dark blue (all kept).
+                let shade = |full: u8| (255.0 - share * (255.0 - f64::from(full))) as u8;
+                let fill = RGBColor(shade(31), shade(119), shade(180));
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + w - 2, y + h - 2)],
+                    fill.filled(),
+                ))
+                .map_err(text)?;
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + w - 2, y + h - 2)],
+                    RGBColor(200, 200, 200).stroke_width(1),
+                ))
+                .map_err(text)?;
+                let label = if candidate.pruned == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{}/{}", candidate.pruned, candidate.parent)
+                };
+                let color = if share > 0.5 { WHITE } else { BLACK };
+                root.draw(&Text::new(
+                    label,
+                    (x + 8, y + 5),
+                    font.clone().color(&color),
+                ))
+                .map_err(text)?;
+            }
+        }
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use dnal_models::{ChannelMasks, NetPlan};
 use serde::{Deserialize, Serialize};
 
 use crate::budget::{Budget, BudgetFit};
@@ -100,6 +101,59 @@ pub struct GroupChannels {
     pub pruned: usize,
 }
 
+/// One searched layer of a supernet: its parallel candidates and what each kept.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SupernetLayer {
+    /// The layer (its add's name without `.add`).
+    pub layer: String,
+    /// Its candidates, in order.
+    pub candidates: Vec<CandidateChannels>,
+}
+
+/// One candidate of a supernet layer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CandidateChannels {
+    /// The candidate's name within the layer (`k5e3`: kernel 5, expansion 3).
+    pub name: String,
+    /// Its hidden channels in the parent.
+    pub parent: usize,
+    /// Its hidden channels kept; 0 when it vanished from the pruned network.
+    pub pruned: usize,
+}
+
+impl SupernetLayer {
+    /// Every searched layer of `plan`'s supernet with the channels `masks` keep (empty for a
+    /// network without parallel candidates).
+    pub fn all(plan: &NetPlan, masks: &ChannelMasks) -> Vec<Self> {
+        let nodes = &plan.spec.nodes;
+        plan.groups
+            .branch_sets
+            .iter()
+            .map(|set| {
+                let layer = nodes[set.add].name.trim_end_matches(".add").to_string();
+                let candidates = set
+                    .branches
+                    .iter()
+                    .map(|branch| {
+                        let projection = &nodes[branch.projection].name;
+                        let name = projection
+                            .strip_prefix(&format!("{layer}."))
+                            .unwrap_or(projection)
+                            .trim_end_matches(".project")
+                            .to_string();
+                        CandidateChannels {
+                            name,
+                            parent: plan.groups.groups[branch.group].channels,
+                            pruned: masks.kept(branch.group).len(),
+                        }
+                    })
+                    .collect();
+                SupernetLayer { layer, candidates }
+            })
+            .collect()
+    }
+}
+
 /// `OUT/report.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -137,6 +191,10 @@ pub struct Report {
     /// The training augmentation used (`none`, `flip`, `shift N`, `flip, shift N`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub augmentation: Option<String>,
+    /// For a supernet: per searched layer, which candidates survived with how many channels
+    /// (drawn in `supernet.svg`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supernet: Vec<SupernetLayer>,
     /// What the search found wrong but went on with (a network collapsed by the gate stage).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::{dnal, refused, stderr, write_idx};
@@ -353,12 +353,11 @@ fn from_weights_inherits_the_weight_stage_and_names_a_mismatch() {
     );
 }
 
-#[test]
-fn a_narrow_mobilenetv2_searches_and_runs_on_every_board_with_parity() {
-    // 16x16 gray noise in three classes, each with its own brightness: small enough for the
-    // Cortex-M4's RAM (the expanded activations of the stride-1 stages dominate it).
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("noise");
+/// 16x16 gray noise in three classes, each with its own brightness, in `dir/noise`: small
+/// enough for the Cortex-M4's RAM with a mobile network (the expanded activations of the
+/// stride-1 stages dominate it).
+fn noise_folder(dir: &Path) -> PathBuf {
+    let data = dir.join("noise");
     let mut state = 12345u32;
     for (split, count) in [("train", 24), ("val", 6)] {
         for (class, base) in [("a", 40u8), ("b", 120), ("c", 200)] {
@@ -373,15 +372,19 @@ fn a_narrow_mobilenetv2_searches_and_runs_on_every_board_with_parity() {
             }
         }
     }
-    let run = dir.path().join("run");
-    let out = dnal(&[
+    data
+}
+
+/// A one-epoch-per-stage search of `model` at width 0.35 on [`noise_folder`]; its report.
+fn quick_mobile_search(data: &Path, run: &Path, model: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
         "search",
         "--dataset",
         "folder",
         "--data-dir",
         data.to_str().unwrap(),
         "--model",
-        "mobilenetv2",
+        model,
         "--width",
         "0.35",
         "--out",
@@ -394,30 +397,27 @@ fn a_narrow_mobilenetv2_searches_and_runs_on_every_board_with_parity() {
         "1",
         "--batch-size",
         "16",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = dnal(&args);
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["config"]["model"], "mobilenetv2");
+    assert_eq!(report["config"]["model"], model);
     assert_eq!(report["config"]["width"], 0.35);
     assert!(report["pruned"]["flops"].as_u64() < report["parent"]["flops"].as_u64());
-    // The export holds the inverted residuals: depthwise convs and residual adds.
-    let arch = std::fs::read_to_string(run.join("arch.json")).unwrap();
-    let depthwise = arch
-        .split("\"groups\":")
-        .skip(1)
-        .filter(|rest| rest.trim_start().split([',', '\n', '}']).next() != Some("1"))
-        .count();
-    assert!(depthwise > 0, "no depthwise conv in {arch}");
-    assert!(arch.contains("\"add\""), "no residual add in {arch}");
+    report
+}
+
+/// The export in `run` evaluates exactly as the search reported, and on every board the
+/// firmware's logits agree with burn's on the test images.
+fn assert_exact_and_deployed_with_parity(dir: &Path, run: &Path) {
     let eval = dnal(&["eval", "--export", run.to_str().unwrap(), "--json"]);
     assert!(eval.status.success(), "{}", stderr(&eval));
     let result: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
     assert_eq!(result["reproduction"]["outcome"], "exact", "{result}");
-
-    // On every board the firmware's logits agree with burn's on the test images.
     for board in ["cortex-m4-qemu", "cortex-m7-qemu", "aarch64-qemu"] {
-        let firmware = dir.path().join(board);
+        let firmware = dir.join(board);
         let out = dnal(&[
             "deploy",
             "--export",
@@ -436,6 +436,24 @@ fn a_narrow_mobilenetv2_searches_and_runs_on_every_board_with_parity() {
         assert!(diff <= 1e-4, "{board}: {parity}");
         assert_eq!(parity["top1_agreement"], 1.0, "{board}: {parity}");
     }
+}
+
+#[test]
+fn a_narrow_mobilenetv2_searches_and_runs_on_every_board_with_parity() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = noise_folder(dir.path());
+    let run = dir.path().join("run");
+    quick_mobile_search(&data, &run, "mobilenetv2", &[]);
+    // The export holds the inverted residuals: depthwise convs and residual adds.
+    let arch = std::fs::read_to_string(run.join("arch.json")).unwrap();
+    let depthwise = arch
+        .split("\"groups\":")
+        .skip(1)
+        .filter(|rest| rest.trim_start().split([',', '\n', '}']).next() != Some("1"))
+        .count();
+    assert!(depthwise > 0, "no depthwise conv in {arch}");
+    assert!(arch.contains("\"add\""), "no residual add in {arch}");
+    assert_exact_and_deployed_with_parity(dir.path(), &run);
 
     // A width is for the models that take one.
     refused(
@@ -446,8 +464,52 @@ fn a_narrow_mobilenetv2_searches_and_runs_on_every_board_with_parity() {
             "--width",
             "0.5",
         ],
-        "pick a model that takes one (mobilenetv2)",
+        "pick a model that takes one (mobilenetv2, proxyless)",
     );
+}
+
+#[test]
+fn a_narrow_supernet_keeps_some_candidates_per_layer_and_runs_on_every_board() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = noise_folder(dir.path());
+    let run = dir.path().join("run");
+    // A tight budget, so that whole candidates vanish and the weights fit the Cortex-M4's
+    // flash.
+    let report = quick_mobile_search(&data, &run, "proxyless", &["--flops-budget", "2%"]);
+    let layers = report["supernet"]
+        .as_array()
+        .expect("supernet in report.json");
+    assert_eq!(layers.len(), 21, "{layers:?}");
+    let arch: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("arch.json")).unwrap()).unwrap();
+    let names: Vec<&str> = arch["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    let mut vanished = 0;
+    for layer in layers {
+        let prefix = layer["layer"].as_str().unwrap();
+        let candidates = layer["candidates"].as_array().unwrap();
+        assert_eq!(candidates.len(), 6, "{layer}");
+        let mut alive = 0;
+        for c in candidates {
+            let project = format!("{prefix}.{}.project", c["name"].as_str().unwrap());
+            let kept = c["pruned"].as_u64().unwrap();
+            // A candidate with no channel left never reaches arch.json.
+            assert_eq!(kept > 0, names.contains(&project.as_str()), "{project}");
+            alive += usize::from(kept > 0);
+            vanished += usize::from(kept == 0);
+        }
+        assert!(alive >= 1, "{layer}");
+    }
+    assert!(
+        vanished > 0,
+        "no candidate vanished at 2% of the MACs: {layers:?}"
+    );
+    assert!(run.join("supernet.svg").exists() && run.join("supernet.png").exists());
+    assert_exact_and_deployed_with_parity(dir.path(), &run);
 }
 
 #[test]

@@ -296,22 +296,28 @@ pub fn prune_channels(net: &GatedNet, masks: &ChannelMasks) -> Result<GatedNet, 
             _ => {}
         }
     }
-    let gates: Vec<Gate> = net
-        .gates
+    // A group's gate follows it by one of its values: removing a supernet's branches can
+    // change the order in which groups first appear.
+    let mut old_value = vec![0; pruned_plan.shapes.len()];
+    for (v, new) in new_value.iter().enumerate() {
+        if let Some(new) = *new {
+            old_value[new] = old_value[new].max(v);
+        }
+    }
+    let gates = pruned_plan
+        .groups
+        .group_of_gate
         .iter()
-        .enumerate()
-        .filter(|&(gate_index, _)| {
-            masks.keep[plan.groups.group_of_gate[gate_index]].contains(&true)
-        })
-        .map(|(gate_index, gate)| Gate {
-            s: param(select(
-                gate.s.val(),
-                0,
-                &masks.kept(plan.groups.group_of_gate[gate_index]),
-            )),
+        .map(|&group| {
+            let value = pruned_plan.groups.groups[group].values[0];
+            let old_group = group_of(old_value[value]);
+            let gate = plan.groups.gate_of_group[old_group]
+                .expect("a gated group of the pruned network was gated in its parent");
+            Gate {
+                s: param(select(net.gates[gate].s.val(), 0, &masks.kept(old_group))),
+            }
         })
         .collect();
-    debug_assert_eq!(gates.len(), pruned_plan.groups.group_of_gate.len());
     Ok(GatedNet {
         convs,
         linears,
@@ -353,11 +359,8 @@ impl VanishedBranches {
                     found.removed[v - 1] = true;
                 }
             }
-            let live = plan.spec.nodes[set.add]
-                .inputs
-                .iter()
-                .filter(|&&v| v == 0 || !found.removed[v - 1])
-                .count();
+            // The add keeps its other inputs (a residual, possibly itself a bypassed add).
+            let live = plan.spec.nodes[set.add].inputs.len() - gone.len();
             if !gone.is_empty() && live == 1 {
                 found.removed[set.add] = true;
                 found.bypassed.push((set.add, survivor.projection + 1));

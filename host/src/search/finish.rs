@@ -15,9 +15,9 @@ use crate::data::normalised_images;
 use crate::error::SearchError;
 use crate::export::{ExportNet, SearchInfo, build_export};
 use crate::latency::{MEASURE_IMAGES, measure_on_board};
-use crate::plot::{SearchCurves, write_figure};
+use crate::plot::{SearchCurves, SupernetFigure, write_figure};
 use crate::progress::SearchObserver;
-use crate::report::{GroupChannels, LatencyReport, Report};
+use crate::report::{GroupChannels, LatencyReport, Report, SupernetLayer};
 use crate::train::{Accuracy, evaluate};
 
 impl Search {
@@ -139,6 +139,7 @@ impl Search {
             budget: self.state.budget.clone(),
             latency,
             augmentation: Some(self.dataset.augmentation.to_string()),
+            supernet: SupernetLayer::all(&self.parent.plan, &masks),
             warnings: self.state.warnings.clone(),
         };
         write_json(&self.out.join("report.json"), &report)?;
@@ -149,6 +150,17 @@ impl Search {
             &SearchCurves { report: &report },
         ) {
             observer.message(&format!("warning: no curves plot: {e}"));
+        }
+        if !report.supernet.is_empty()
+            && let Err(e) = write_figure(
+                &self.out.join("supernet"),
+                SupernetFigure::size(&report.supernet),
+                &SupernetFigure {
+                    layers: &report.supernet,
+                },
+            )
+        {
+            observer.message(&format!("warning: no supernet plot: {e}"));
         }
         self.state.stage = Stage::Done;
         write_json(&self.checkpoints.state_path(), &self.state)?;
