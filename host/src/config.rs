@@ -1,6 +1,8 @@
 //! The settings of a search.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use dnal_models::GatePosition;
 use serde::{Deserialize, Serialize};
@@ -78,9 +80,18 @@ pub struct SearchConfig {
     /// The board's latency table for this model; profiled into `OUT/latency.json` when absent.
     #[serde(default)]
     pub latency_table: Option<PathBuf>,
-    /// A cost the pruned network must meet; lambda_a then starts at `lambda` and is steered.
+    /// A cost the pruned network must meet; lambda_a then starts at `lambda` (or where the
+    /// data balance it, with `lambda_from_data`) and is steered.
     #[serde(default)]
     pub budget: Option<Budget>,
+    /// In budget mode, lambda_a starts where the architecture loss pushes the gates as hard
+    /// as the data do (measured on the stage's first batches) instead of at `lambda`: the
+    /// right scale differs by orders of magnitude between a 5-layer VGG and a MobileNetV2.
+    #[serde(default)]
+    pub lambda_from_data: bool,
+    /// How batch norm normalises in the gate stage.
+    #[serde(default = "GateStageNorm::before_the_option")]
+    pub gate_norm: GateStageNorm,
     /// How far the budget controller may move log(lambda_a) in one gate-stage epoch.
     #[serde(default = "default_budget_gain")]
     pub budget_gain: f64,
@@ -91,6 +102,50 @@ pub struct SearchConfig {
     /// Temperature that softens the parent's outputs for distillation.
     #[serde(default = "default_distill_temperature")]
     pub distill_temperature: f64,
+}
+
+/// How batch norm normalises in the gate stage, whose weights are frozen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GateStageNorm {
+    /// Each batch's own statistics, as in training (the running statistics follow them): a
+    /// layer the soft gates scale down is renormalised by the next batch norm, as in the
+    /// paper's gate stage, which trains in training mode. Deep networks need it: with fixed
+    /// statistics the half-open gates of the stage's start (`sigmoid(0) = 0.5`) compound
+    /// through the layers until the network guesses, and the gates then learn nothing but
+    /// the architecture loss.
+    #[default]
+    Batch,
+    /// The parent's running statistics, fixed.
+    Running,
+}
+
+impl GateStageNorm {
+    /// What searches recorded before the option existed used.
+    fn before_the_option() -> Self {
+        GateStageNorm::Running
+    }
+}
+
+impl fmt::Display for GateStageNorm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GateStageNorm::Batch => "batch",
+            GateStageNorm::Running => "running",
+        })
+    }
+}
+
+impl FromStr for GateStageNorm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "batch" => Ok(GateStageNorm::Batch),
+            "running" => Ok(GateStageNorm::Running),
+            _ => Err(format!("{s:?}: use batch or running")),
+        }
+    }
 }
 
 fn default_budget_gain() -> f64 {
@@ -132,6 +187,8 @@ impl Default for SearchConfig {
             board: None,
             latency_table: None,
             budget: None,
+            lambda_from_data: false,
+            gate_norm: GateStageNorm::Batch,
             budget_gain: default_budget_gain(),
             distill: 0.0,
             distill_temperature: default_distill_temperature(),
@@ -284,6 +341,28 @@ impl SearchConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn searches_recorded_before_the_gate_norm_option_resume_as_they_ran() {
+        let mut json = serde_json::to_value(SearchConfig::default()).unwrap();
+        assert_eq!(json["gate_norm"], "batch");
+        assert_eq!(json["lambda_from_data"], false);
+        let fields = json.as_object_mut().unwrap();
+        fields.remove("gate_norm");
+        fields.remove("lambda_from_data");
+        let old: SearchConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(old.gate_norm, GateStageNorm::Running);
+        assert!(!old.lambda_from_data);
+        for norm in [GateStageNorm::Batch, GateStageNorm::Running] {
+            assert_eq!(norm.to_string().parse::<GateStageNorm>(), Ok(norm));
+        }
+        assert!(
+            "frozen"
+                .parse::<GateStageNorm>()
+                .unwrap_err()
+                .contains("batch or running")
+        );
+    }
 
     #[test]
     fn nonsense_settings_are_refused_by_name() {

@@ -9,7 +9,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use dnal::arch_cost::CostWeighting;
 use dnal::backend::Backend;
 use dnal::budget::{Budget, DEFAULT_FLOPS_SHARE};
-use dnal::config::SearchConfig;
+use dnal::config::{GateStageNorm, SearchConfig};
 use dnal::eval::Reproduction;
 use dnal::progress::TerminalProgress;
 use dnal_models::GatePosition;
@@ -285,6 +285,12 @@ struct TrainingOptions {
     /// after-activation (the paper's ablations).
     #[arg(long, default_value = "after-bn", value_parser = parse_gate_position)]
     gate_position: GatePosition,
+    /// How batch norm normalises in the gate stage (weights frozen): batch (each batch's
+    /// statistics, as the paper's gate stage in training mode; deep networks such as
+    /// mobilenetv2 need it, or the half-open gates at the stage's start compound through the
+    /// layers until the network guesses) or running (the parent's statistics, fixed).
+    #[arg(long, default_value_t = SearchConfig::default().gate_norm)]
+    gate_norm: GateStageNorm,
 }
 
 impl TrainingOptions {
@@ -314,6 +320,7 @@ impl TrainingOptions {
             cost: self.cost,
             delta_end: self.delta_end,
             gate_position: self.gate_position,
+            gate_norm: self.gate_norm,
             backend: self.backend,
             seed: self.seed,
             ..SearchConfig::default()
@@ -558,11 +565,14 @@ fn search(args: SearchArgs) -> Result<()> {
         // Neither a budget nor --lambda: the default budget (a fixed lambda_a is only what
         // the user asked for).
         let lambda_given = args.given.iter().any(|g| g == "lambda");
+        let budget = args
+            .flops_budget
+            .or(args.latency_budget_ms.map(Budget::LatencyMs))
+            .or((!lambda_given).then_some(Budget::FlopsShare(DEFAULT_FLOPS_SHARE)));
         let config = SearchConfig {
-            budget: args
-                .flops_budget
-                .or(args.latency_budget_ms.map(Budget::LatencyMs))
-                .or((!lambda_given).then_some(Budget::FlopsShare(DEFAULT_FLOPS_SHARE))),
+            budget,
+            // Without --lambda a budgeted search starts lambda_a where the data balance it.
+            lambda_from_data: budget.is_some() && !lambda_given,
             board: args.board,
             latency_table: args.latency_table,
             ..args.training.config()

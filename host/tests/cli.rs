@@ -324,6 +324,18 @@ fn from_weights_inherits_the_weight_stage_and_names_a_mismatch() {
         "{report}"
     );
     assert_eq!(report["config"]["budget"]["value"], 0.4);
+    // Without --lambda, lambda_a starts where the data balance it, and the search says where;
+    // the gate stage normalises with each batch's statistics.
+    assert_eq!(report["config"]["lambda_from_data"], true, "{report}");
+    assert_eq!(report["config"]["gate_norm"], "batch", "{report}");
+    let start = stderr(&out);
+    let start = start
+        .split("lambda_a starts at ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|x| x.trim_end_matches(',').parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no lambda_a start in {}", stderr(&out)));
+    assert!(start > 0.0 && start.is_finite(), "{start}");
     let parent_macs = report["parent"]["flops"].as_f64().unwrap();
     let budget = report["budget"]["budget"]["value"].as_f64().unwrap();
     assert!((budget - 0.4 * parent_macs).abs() < 1.0, "{report}");

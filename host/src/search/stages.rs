@@ -3,17 +3,22 @@
 //! network.
 
 use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
 use dnal_models::{ChannelMasks, GateMode, GatedNet};
 
 use super::epochs::StageRun;
 use super::run::Search;
 use super::state::Stage;
 use crate::budget::{BudgetControl, CostEstimate};
+use crate::config::GateStageNorm;
 use crate::distill::Distillation;
 use crate::error::SearchError;
 use crate::progress::SearchObserver;
 use crate::schedule::{CosineSchedule, DeltaSchedule};
 use crate::train::GatePenalty;
+
+/// Batches that measure how hard the data push the gates at the gate stage's start.
+const BALANCE_BATCHES: usize = 4;
 
 impl Search {
     /// The weight stage: the parent trained with its gates off (cosine learning rate, weight
@@ -72,18 +77,35 @@ impl Search {
             gain: config.budget_gain / steps as f64,
             estimate: self.estimate(budget),
         });
-        // A resumed stage continues with the lambda_a the controller had reached.
-        let mut penalty = GatePenalty {
-            lambda: self.state.gate_lambda.unwrap_or(config.lambda),
-            weights: config.cost.weights(
-                &net.plan,
-                self.latency.as_deref().map(|l| l as &dyn CostEstimate),
-            )?,
-            budget,
-        };
-        // Weights and BN statistics frozen; only the gates learn.
+        let weights = config.cost.weights(
+            &net.plan,
+            self.latency.as_deref().map(|l| l as &dyn CostEstimate),
+        )?;
+        // Weights and batch-norm affine terms frozen; only the gates learn.
         let mut net = net.freeze();
         net.gates = net.gates.into_iter().map(|g| g.unfreeze()).collect();
+        if config.gate_norm == GateStageNorm::Batch {
+            for unit in &mut net.convs {
+                unit.bn.training = unit.bn.training.clone().with_value(true);
+            }
+        }
+        // A resumed stage continues with the lambda_a the controller had reached.
+        let lambda = match self.state.gate_lambda {
+            Some(lambda) => lambda,
+            None if config.lambda_from_data && budget.is_some() => {
+                let lambda = self.balanced_lambda(&net, &weights, config.delta_start)?;
+                observer.message(&format!(
+                    "lambda_a starts at {lambda:.3e}, where the architecture loss outweighs the data on half the channels"
+                ));
+                lambda
+            }
+            None => config.lambda,
+        };
+        let mut penalty = GatePenalty {
+            lambda,
+            weights,
+            budget,
+        };
         let lr = move |_: usize| config.lr_gates;
         let mode = move |step: usize| GateMode::Soft {
             delta: delta.at(step),
@@ -99,6 +121,58 @@ impl Search {
             distill: None,
         };
         self.run_epochs(run, net, optim, observer)
+    }
+
+    /// The lambda_a at which the architecture loss outweighs the cross entropy on half the
+    /// channels at the gates' start (`s = 0`, delta `delta`): the median over channels of
+    /// |dCE/ds| (averaged over the stage's first batches) divided by the architecture loss'
+    /// push per unit of lambda_a (`c_l * delta * sigmoid'(0)`). A median, not a mean: a few
+    /// channels carry most of the gradient.
+    fn balanced_lambda(
+        &self,
+        net: &GatedNet,
+        weights: &[f64],
+        delta: f64,
+    ) -> Result<f64, SearchError> {
+        let loss = CrossEntropyLossConfig::new().init(&self.device);
+        let first_epoch = self.config().epochs_weights as u64 + 1;
+        let mut data_push: Vec<Vec<f32>> =
+            net.gates.iter().map(|g| vec![0.0; g.s.dims()[0]]).collect();
+        let mut batches = 0usize;
+        for data in self.train.epoch(first_epoch).take(BALANCE_BATCHES) {
+            let batch = data.to_tensors(&self.device);
+            let logits = net.forward(batch.images, GateMode::Soft { delta });
+            let grads = loss.forward(logits, batch.targets).backward();
+            for (push, gate) in data_push.iter_mut().zip(&net.gates) {
+                if let Some(g) = gate.s.grad(&grads) {
+                    let g = g.into_data().try_to_vec::<f32>().unwrap_or_default();
+                    for (p, v) in push.iter_mut().zip(g) {
+                        *p += v;
+                    }
+                }
+            }
+            batches += 1;
+        }
+        let mut ratios: Vec<f64> = data_push
+            .iter()
+            .zip(weights)
+            .flat_map(|(push, &c)| {
+                push.iter()
+                    .map(move |&p| (p as f64 / batches.max(1) as f64).abs() / (c * delta * 0.25))
+            })
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let lambda = ratios.get(ratios.len() / 2).copied().unwrap_or(0.0);
+        if !(lambda.is_finite() && lambda > 0.0) {
+            return Err(SearchError::InvalidOption {
+                option: "--lambda",
+                value: "from the data".into(),
+                reason: format!(
+                    "the cross entropy gives the gates no gradient ({lambda}): set lambda_a's start with --lambda"
+                ),
+            });
+        }
+        Ok(lambda)
     }
 
     /// What is wrong when the gate stage pruned the network to (next to) nothing: its
