@@ -136,6 +136,9 @@ struct SweepArgs {
     point: Option<usize>,
     #[command(flatten)]
     training: TrainingOptions,
+    /// Whether --lambda was given (not its default).
+    #[arg(skip)]
+    lambda_given: bool,
 }
 
 #[derive(Args, Debug)]
@@ -484,6 +487,9 @@ fn main() -> ExitCode {
             .filter(|id| sub.value_source(id.as_str()) == Some(ValueSource::CommandLine))
             .map(|id| id.as_str().to_string())
             .collect();
+    }
+    if let (Command::Sweep(args), Some(("sweep", sub))) = (&mut cli.command, matches.subcommand()) {
+        args.lambda_given = sub.value_source("lambda") == Some(ValueSource::CommandLine);
     }
     dnal::allocator::keep_freed_memory();
     default_device_on_the_cpu();
@@ -866,6 +872,9 @@ fn sweep(args: SweepArgs) -> Result<()> {
                 let plan = dnal::sweep::SweepPlan {
                     base: SearchConfig {
                         latency_table: args.latency_table.clone(),
+                        // Every point has a budget: as a search, it starts lambda_a where the
+                        // data balance it unless --lambda says where.
+                        lambda_from_data: !args.lambda_given,
                         ..args.training.config()
                     },
                     board,

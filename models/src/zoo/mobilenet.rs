@@ -36,6 +36,55 @@ pub fn scaled_channels(channels: usize, width: f64) -> usize {
     rounded
 }
 
+/// One mobile inverted bottleneck reading value `x` (`channels` wide): a 1x1 expansion (none
+/// at expansion 1), a depthwise `kernel` x `kernel` conv and a 1x1 linear projection to `out`
+/// channels; the projection's value.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn mbconv(
+    b: &mut SpecBuilder,
+    prefix: &str,
+    x: usize,
+    channels: usize,
+    out: usize,
+    kernel: usize,
+    expansion: usize,
+    stride: usize,
+) -> usize {
+    let hidden = channels * expansion;
+    let expanded = if expansion == 1 {
+        x
+    } else {
+        b.conv(
+            format!("{prefix}.expand"),
+            x,
+            hidden,
+            1,
+            1,
+            Activation::Relu6,
+        )
+    };
+    let filtered = b.push(
+        format!("{prefix}.depthwise"),
+        Op::Conv {
+            out_channels: hidden,
+            kernel,
+            stride,
+            padding: kernel / 2,
+            depthwise: true,
+            activation: Activation::Relu6,
+        },
+        vec![expanded],
+    );
+    b.conv(
+        format!("{prefix}.project"),
+        filtered,
+        out,
+        1,
+        1,
+        Activation::None,
+    )
+}
+
 /// MobileNetV2 at width multiplier `width` (1.0: 2.2M parameters).
 pub fn mobilenet_v2(name: &str, width: f64, input: Shape3, num_classes: usize) -> NetSpec {
     let mut b = SpecBuilder::new(name, input, num_classes);
@@ -47,39 +96,7 @@ pub fn mobilenet_v2(name: &str, width: f64, input: Shape3, num_classes: usize) -
         for block in 0..repeats {
             let stride = if block == 0 { first_stride } else { 1 };
             let prefix = format!("s{}b{}", stage + 1, block + 1);
-            let hidden = channels * expansion;
-            let expanded = if expansion == 1 {
-                x
-            } else {
-                b.conv(
-                    format!("{prefix}.expand"),
-                    x,
-                    hidden,
-                    1,
-                    1,
-                    Activation::Relu6,
-                )
-            };
-            let filtered = b.push(
-                format!("{prefix}.depthwise"),
-                Op::Conv {
-                    out_channels: hidden,
-                    kernel: 3,
-                    stride,
-                    padding: 1,
-                    depthwise: true,
-                    activation: Activation::Relu6,
-                },
-                vec![expanded],
-            );
-            let projected = b.conv(
-                format!("{prefix}.project"),
-                filtered,
-                out,
-                1,
-                1,
-                Activation::None,
-            );
+            let projected = mbconv(&mut b, &prefix, x, channels, out, 3, expansion, stride);
             x = if stride == 1 && channels == out {
                 b.push(
                     format!("{prefix}.add"),

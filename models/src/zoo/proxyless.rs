@@ -12,7 +12,7 @@
 //! stages and a 1x1 conv to 1280 before the pool, with the CIFAR strides of
 //! [`super::mobilenet`] (stride 1 in the stem and the first searched stage).
 
-use super::mobilenet::scaled_channels;
+use super::mobilenet::{mbconv, scaled_channels};
 use crate::spec::{Activation, NetSpec, Op, Shape3, SpecBuilder};
 
 /// The candidate operations of every searched layer: (kernel, expansion).
@@ -31,53 +31,6 @@ const STAGES: [(usize, usize, usize); 6] = [
 /// The name of a candidate in a layer: `s2b1.k5e3`.
 pub fn candidate_name(layer: &str, kernel: usize, expansion: usize) -> String {
     format!("{layer}.k{kernel}e{expansion}")
-}
-
-/// One mobile inverted bottleneck reading value `x` (`channels` wide); its projection's value.
-#[allow(clippy::too_many_arguments)]
-fn mbconv(
-    b: &mut SpecBuilder,
-    prefix: &str,
-    x: usize,
-    channels: usize,
-    out: usize,
-    kernel: usize,
-    expansion: usize,
-    stride: usize,
-) -> usize {
-    let hidden = channels * expansion;
-    let expanded = if expansion == 1 {
-        x
-    } else {
-        b.conv(
-            format!("{prefix}.expand"),
-            x,
-            hidden,
-            1,
-            1,
-            Activation::Relu6,
-        )
-    };
-    let filtered = b.push(
-        format!("{prefix}.depthwise"),
-        Op::Conv {
-            out_channels: hidden,
-            kernel,
-            stride,
-            padding: kernel / 2,
-            depthwise: true,
-            activation: Activation::Relu6,
-        },
-        vec![expanded],
-    );
-    b.conv(
-        format!("{prefix}.project"),
-        filtered,
-        out,
-        1,
-        1,
-        Activation::None,
-    )
 }
 
 /// The supernet at width multiplier `width`.
