@@ -116,13 +116,11 @@ impl std::fmt::Display for Budget {
     }
 }
 
-/// Channel counts per group under the gates' current signs (`s > 0`), at least one per group.
+/// Channel counts per group under the gates' current signs (`s > 0`), as pruning would keep
+/// them ([`ChannelMasks::from_gates`]: at least one per group, or per set of a supernet's
+/// branches).
 pub fn hard_counts(net: &GatedNet) -> Vec<f64> {
-    let mut counts = net.plan.full_counts();
-    for (gate, alive) in net.alive_per_gate().into_iter().enumerate() {
-        counts[net.plan.groups.group_of_gate[gate]] = alive.max(1) as f64;
-    }
-    counts
+    ChannelMasks::from_gates(net).counts()
 }
 
 /// Expected channel counts per group under soft gates at `delta`.
