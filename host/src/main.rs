@@ -240,8 +240,9 @@ struct TrainingOptions {
     /// lambda_a: how hard the gate stage pushes channels out; larger prunes more. The
     /// per-channel costs c_l average 1, so lambda_a has the paper's scale (1e-5 to 5e-4 for
     /// VGG16 and ResNet-56 on CIFAR-10). Given alone, it is fixed (the paper's DNAL; how much
-    /// it prunes depends steeply on the data); with a budget it is where lambda_a starts.
-    /// Without it or a budget, a search prunes to 40% of the parent's MACs.
+    /// it prunes depends steeply on the data); with a budget it is where lambda_a starts
+    /// (without it, a budgeted search starts where the architecture loss outweighs the data on
+    /// half the channels). Without it or a budget, a search prunes to 40% of the parent's MACs.
     #[arg(long, value_name = "X", default_value_t = SearchConfig::default().lambda)]
     lambda: f64,
     /// What a channel costs in the architecture loss: uniform (the paper: every channel 1),

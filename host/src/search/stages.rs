@@ -139,6 +139,8 @@ impl Search {
         let mut data_push: Vec<Vec<f32>> =
             net.gates.iter().map(|g| vec![0.0; g.s.dims()[0]]).collect();
         let mut batches = 0usize;
+        // With batch statistics these passes move the running statistics as the stage's
+        // first steps do; the same batches every time, so a resumed search repeats them.
         for data in self.train.epoch(first_epoch).take(BALANCE_BATCHES) {
             let batch = data.to_tensors(&self.device);
             let logits = net.forward(batch.images, GateMode::Soft { delta });
