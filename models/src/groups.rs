@@ -186,17 +186,20 @@ impl ChannelGroups {
         self.gate_of_group[self.value_group[value]]
     }
 
-    /// A short human name for a group: its producers' names.
+    /// A short human name for a group: its producers' names, or for a group written by many
+    /// (a supernet stage's coupled stream) the first two, the last and their count.
     pub fn describe(&self, spec: &NetSpec, group: usize) -> String {
         let names: Vec<&str> = self.groups[group]
             .producers
             .iter()
             .map(|&n| spec.nodes[n].name.as_str())
             .collect();
-        if names.is_empty() {
-            format!("group {group}")
-        } else {
-            names.join("+")
+        match names.as_slice() {
+            [] => format!("group {group}"),
+            [first, second, .., last] if names.len() > 4 => {
+                format!("{first}+{second}+...+{last} ({} layers)", names.len())
+            }
+            _ => names.join("+"),
         }
     }
 }
@@ -305,5 +308,9 @@ mod tests {
         assert_eq!(groups.groups[g[2]].producers, vec![1, 2]);
         assert_eq!(groups.group_of_gate.len(), 2);
         assert_eq!(groups.describe(&spec, g[1]), "stem+c2");
+        // Many writers are abbreviated, with their count.
+        let mut many = groups.clone();
+        many.groups[g[1]].producers = vec![0, 1, 2, 3, 0];
+        assert_eq!(many.describe(&spec, g[1]), "stem+c1+...+stem (5 layers)");
     }
 }
