@@ -111,7 +111,12 @@ pub fn mobilenet_v2(name: &str, width: f64, input: Shape3, num_classes: usize) -
             channels = out;
         }
     }
-    // The last 1x1 conv keeps 1280 channels below width 1 (as the paper does).
+    mobile_head(b, x, width)
+}
+
+/// The end of a mobile network after its last block (value `x`): a 1x1 conv to 1280 channels
+/// (kept at 1280 below width 1, as the paper does), the global pool and the classifier.
+pub(crate) fn mobile_head(mut b: SpecBuilder, x: usize, width: f64) -> NetSpec {
     let last = scaled_channels(1280, width.max(1.0));
     let x = b.conv("last", x, last, 1, 1, Activation::Relu6);
     let x = b.push("gap", Op::GlobalAvgPool, vec![x]);

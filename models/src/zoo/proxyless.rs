@@ -12,7 +12,7 @@
 //! stages and a 1x1 conv to 1280 before the pool, with the CIFAR strides of
 //! [`super::mobilenet`] (stride 1 in the stem and the first searched stage).
 
-use super::mobilenet::{mbconv, scaled_channels};
+use super::mobilenet::{mbconv, mobile_head, scaled_channels};
 use crate::spec::{Activation, NetSpec, Op, Shape3, SpecBuilder};
 
 /// The candidate operations of every searched layer: (kernel, expansion).
@@ -66,11 +66,7 @@ pub fn proxyless_supernet(name: &str, width: f64, input: Shape3, num_classes: us
             channels = out;
         }
     }
-    let last = scaled_channels(1280, width.max(1.0));
-    let x = b.conv("last", x, last, 1, 1, Activation::Relu6);
-    let x = b.push("gap", Op::GlobalAvgPool, vec![x]);
-    b.classifier(x);
-    b.finish()
+    mobile_head(b, x, width)
 }
 
 #[cfg(test)]
