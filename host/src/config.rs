@@ -109,8 +109,8 @@ pub struct SearchConfig {
 #[serde(rename_all = "lowercase")]
 pub enum GateStageNorm {
     /// Each batch's own statistics, as in training (the running statistics follow them): a
-    /// layer the soft gates scale down is renormalised by the next batch norm, as in the
-    /// paper's gate stage, which trains in training mode. Deep networks need it: with fixed
+    /// layer the soft gates scale down is renormalised by the next batch norm (the paper does
+    /// not say which statistics its gate stage used). Deep networks need it: with fixed
     /// statistics the half-open gates of the stage's start (`sigmoid(0) = 0.5`) compound
     /// through the layers until the network guesses, and the gates then learn nothing but
     /// the architecture loss.

@@ -290,7 +290,7 @@ struct TrainingOptions {
     #[arg(long, default_value = "after-bn", value_parser = parse_gate_position)]
     gate_position: GatePosition,
     /// How batch norm normalises in the gate stage (weights frozen): batch (each batch's
-    /// statistics, as the paper's gate stage in training mode; deep networks such as
+    /// statistics, a gate stage in training mode; the paper does not say; deep networks such as
     /// mobilenetv2 need it, or the half-open gates at the stage's start compound through the
     /// layers until the network guesses) or running (the parent's statistics, fixed).
     #[arg(long, default_value_t = SearchConfig::default().gate_norm)]
