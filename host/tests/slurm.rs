@@ -16,7 +16,7 @@ use serde_json::Value;
 /// The test's sweep: small synthetic data, two budgets and two cost weightings (4 points), on
 /// the board the docs use.
 const SWEEP: &str = "--dataset synthetic --train-limit 512 --test-limit 128 \
-    --epochs-weights 2 --epochs-gates 2 --epochs-finetune 1 --lambda 1e-4 --seed 3 \
+    --epochs-weights 2 --epochs-gates 2 --epochs-finetune 1 --seed 3 \
     --board cortex-m7-qemu --budgets-ms 30,60 --costs latency,flops";
 const LAST_POINT: usize = 3;
 
@@ -219,6 +219,16 @@ fn the_docs_slurm_jobs_collect_the_sweep_that_one_process_runs() {
     for file in ["sweep.md", "pareto.svg", "pareto.png"] {
         assert!(work.path().join("sweep").join(file).exists(), "{file}");
     }
+    // Without --lambda every point, like a budgeted search, starts lambda_a from the data.
+    let points = work.path().join("sweep/points");
+    let mut seen = 0;
+    for point in std::fs::read_dir(&points).unwrap() {
+        let report = point.unwrap().path().join("report.json");
+        let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        assert_eq!(report["config"]["lambda_from_data"], true, "{report}");
+        seen += 1;
+    }
+    assert_eq!(seen, LAST_POINT + 1);
 }
 
 #[test]
