@@ -168,17 +168,9 @@ impl ChannelGroups {
 
     /// Whether a group may lose all its channels: it is a branch of a [`BranchSet`].
     pub fn removable(&self, group: usize) -> bool {
-        self.branch_of(group).is_some()
-    }
-
-    /// The branch set and branch whose hidden group is `group`.
-    pub fn branch_of(&self, group: usize) -> Option<(&BranchSet, &Branch)> {
-        self.branch_sets.iter().find_map(|set| {
-            set.branches
-                .iter()
-                .find(|b| b.group == group)
-                .map(|b| (set, b))
-        })
+        self.branch_sets
+            .iter()
+            .any(|set| set.branches.iter().any(|b| b.group == group))
     }
 
     /// The gate a conv node applies, if its output group is prunable.

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::gate::Gate;
-use crate::groups::Branch;
+use crate::groups::{Branch, BranchSet};
 use crate::net::{ConvBn, GatedNet, NetPlan};
 use crate::spec::Op;
 
@@ -57,21 +57,16 @@ impl ChannelMasks {
         let mut masks = Self::full(plan);
         for (gate, s) in scores.iter().enumerate() {
             let group = groups.group_of_gate[gate];
-            let mut keep: Vec<bool> = s.iter().map(|&v| v > tau).collect();
-            if !keep.iter().any(|&k| k)
+            masks.keep[group] = s.iter().map(|&v| v > tau).collect();
+            if !masks.keeps_any(group)
                 && !groups.removable(group)
                 && let Some(best) = argmax(s)
             {
-                keep[best] = true;
+                masks.keep[group][best] = true;
             }
-            masks.keep[group] = keep;
         }
         for set in &groups.branch_sets {
-            if set
-                .branches
-                .iter()
-                .all(|b| !masks.keep[b.group].contains(&true))
-            {
+            if masks.set_vanished(set) {
                 let best = set
                     .branches
                     .iter()
@@ -86,6 +81,16 @@ impl ChannelMasks {
             }
         }
         masks
+    }
+
+    /// Whether a group keeps any channel.
+    pub fn keeps_any(&self, group: usize) -> bool {
+        self.keep[group].contains(&true)
+    }
+
+    /// Whether every branch of a supernet's set lost all its channels.
+    fn set_vanished(&self, set: &BranchSet) -> bool {
+        set.branches.iter().all(|b| !self.keeps_any(b.group))
     }
 
     /// The kept channel indices of a group, in order.
@@ -123,7 +128,7 @@ impl ChannelMasks {
         for (g, (mask, group)) in self.keep.iter().zip(groups).enumerate() {
             let reason = if mask.len() != group.channels {
                 format!("mask of {} for {} channels", mask.len(), group.channels)
-            } else if !mask.iter().any(|&k| k) && !plan.groups.removable(g) {
+            } else if !self.keeps_any(g) && !plan.groups.removable(g) {
                 "no channel left: a layer may not be pruned to nothing".to_string()
             } else if !group.prunable && mask.iter().any(|&k| !k) {
                 "drops channels of a group that cannot be pruned (input or logits)".to_string()
@@ -137,11 +142,7 @@ impl ChannelMasks {
             });
         }
         for set in &plan.groups.branch_sets {
-            if set
-                .branches
-                .iter()
-                .all(|b| !self.keep[b.group].contains(&true))
-            {
+            if self.set_vanished(set) {
                 return Err(ModelError::InvalidMask {
                     group: set.branches[0].group,
                     layers: plan.spec.nodes[set.add].name.clone(),
@@ -199,6 +200,8 @@ pub fn prune_channels(net: &GatedNet, masks: &ChannelMasks) -> Result<GatedNet, 
     let mut spec = plan.spec.clone();
     let mut new_value = vec![None; plan.shapes.len()];
     new_value[0] = Some(0);
+    // The parent's value of every value of the pruned network.
+    let mut old_value = vec![0];
     let mut nodes = Vec::with_capacity(spec.nodes.len());
     for (index, mut node) in std::mem::take(&mut spec.nodes).into_iter().enumerate() {
         if vanished.removed[index] {
@@ -229,6 +232,7 @@ pub fn prune_channels(net: &GatedNet, masks: &ChannelMasks) -> Result<GatedNet, 
         }
         nodes.push(node);
         new_value[index + 1] = Some(nodes.len());
+        old_value.push(index + 1);
     }
     spec.nodes = nodes;
     let pruned_plan = NetPlan::new(spec, plan.gate_position)?;
@@ -298,12 +302,6 @@ pub fn prune_channels(net: &GatedNet, masks: &ChannelMasks) -> Result<GatedNet, 
     }
     // A group's gate follows it by one of its values: removing a supernet's branches can
     // change the order in which groups first appear.
-    let mut old_value = vec![0; pruned_plan.shapes.len()];
-    for (v, new) in new_value.iter().enumerate() {
-        if let Some(new) = *new {
-            old_value[new] = old_value[new].max(v);
-        }
-    }
     let gates = pruned_plan
         .groups
         .group_of_gate
@@ -344,10 +342,8 @@ impl VanishedBranches {
             bypassed: Vec::new(),
         };
         for set in &plan.groups.branch_sets {
-            let (gone, kept): (Vec<&Branch>, Vec<&Branch>) = set
-                .branches
-                .iter()
-                .partition(|b| !masks.keep[b.group].contains(&true));
+            let (gone, kept): (Vec<&Branch>, Vec<&Branch>) =
+                set.branches.iter().partition(|b| !masks.keeps_any(b.group));
             // `ChannelMasks::check` made sure one branch survives.
             let Some(survivor) = kept.first() else {
                 continue;

@@ -125,7 +125,8 @@ impl Search {
 
     /// The lambda_a at which the architecture loss outweighs the cross entropy on half the
     /// channels at the gates' start (`s = 0`, delta `delta`): the median over channels of
-    /// |dCE/ds| (averaged over the stage's first batches) divided by the architecture loss'
+    /// |dCE/ds| (averaged over [`BALANCE_BATCHES`] batches of the gate stage's data, in the
+    /// order of its second epoch) divided by the architecture loss'
     /// push per unit of lambda_a (`c_l * delta * sigmoid'(0)`). A median, not a mean: a few
     /// channels carry most of the gradient.
     fn balanced_lambda(
