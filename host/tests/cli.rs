@@ -389,6 +389,15 @@ fn noise_folder(dir: &Path) -> PathBuf {
 
 /// A one-epoch-per-stage search of `model` at width 0.35 on [`noise_folder`]; its report.
 fn quick_mobile_search(data: &Path, run: &Path, model: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--width", "0.35"];
+    args.extend_from_slice(extra);
+    let report = quick_folder_search(data, run, model, &args);
+    assert_eq!(report["config"]["width"], 0.35);
+    report
+}
+
+/// A one-epoch-per-stage search of `model` on [`noise_folder`]; its report.
+fn quick_folder_search(data: &Path, run: &Path, model: &str, extra: &[&str]) -> serde_json::Value {
     let mut args = vec![
         "search",
         "--dataset",
@@ -397,8 +406,6 @@ fn quick_mobile_search(data: &Path, run: &Path, model: &str, extra: &[&str]) -> 
         data.to_str().unwrap(),
         "--model",
         model,
-        "--width",
-        "0.35",
         "--out",
         run.to_str().unwrap(),
         "--epochs-weights",
@@ -416,7 +423,6 @@ fn quick_mobile_search(data: &Path, run: &Path, model: &str, extra: &[&str]) -> 
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["config"]["model"], model);
-    assert_eq!(report["config"]["width"], 0.35);
     assert!(report["pruned"]["flops"].as_u64() < report["parent"]["flops"].as_u64());
     report
 }
@@ -424,11 +430,20 @@ fn quick_mobile_search(data: &Path, run: &Path, model: &str, extra: &[&str]) -> 
 /// The export in `run` evaluates exactly as the search reported, and on every board the
 /// firmware's logits agree with burn's on the test images.
 fn assert_exact_and_deployed_with_parity(dir: &Path, run: &Path) {
+    assert_exact_and_deployed_with_parity_on(
+        dir,
+        run,
+        &["cortex-m4-qemu", "cortex-m7-qemu", "aarch64-qemu"],
+    );
+}
+
+/// [`assert_exact_and_deployed_with_parity`] on `boards`.
+fn assert_exact_and_deployed_with_parity_on(dir: &Path, run: &Path, boards: &[&str]) {
     let eval = dnal(&["eval", "--export", run.to_str().unwrap(), "--json"]);
     assert!(eval.status.success(), "{}", stderr(&eval));
     let result: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
     assert_eq!(result["reproduction"]["outcome"], "exact", "{result}");
-    for board in ["cortex-m4-qemu", "cortex-m7-qemu", "aarch64-qemu"] {
+    for &board in boards {
         let firmware = dir.join(board);
         let out = dnal(&[
             "deploy",
@@ -477,6 +492,35 @@ fn a_narrow_mobilenetv2_searches_and_runs_on_every_board_with_parity() {
             "0.5",
         ],
         "pick a model that takes one (mobilenetv2, proxyless)",
+    );
+}
+
+#[test]
+fn resnet50_searches_on_small_images_and_runs_where_it_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = noise_folder(dir.path());
+    let run = dir.path().join("run");
+    let report = quick_folder_search(&data, &run, "resnet50", &["--flops-budget", "2%"]);
+    // The 3x3 stem of small inputs: no pool before the bottlenecks.
+    let arch = std::fs::read_to_string(run.join("arch.json")).unwrap();
+    assert!(arch.contains("s4b3.conv3") && !arch.contains("stem.pool"));
+    assert!(report["pruned"]["params"].as_u64() < report["parent"]["params"].as_u64());
+    assert_exact_and_deployed_with_parity_on(dir.path(), &run, &["aarch64-qemu"]);
+    // Still millions of weights at 2% of the MACs: a microcontroller's flash says so.
+    let out = dnal(&[
+        "deploy",
+        "--export",
+        run.to_str().unwrap(),
+        "--board",
+        "cortex-m7-qemu",
+        "--out",
+        dir.path().join("m7").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("does not fit cortex-m7-qemu: flash needs"),
+        "{err}"
     );
 }
 

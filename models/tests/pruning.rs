@@ -162,6 +162,14 @@ fn pruned_resnet_with_coupled_residual_groups_matches_hard_gates() {
 }
 
 #[test]
+fn pruned_resnet50_with_gated_bottlenecks_and_coupled_outputs_matches_hard_gates() {
+    // Bottlenecks: the reduction and the 3x3 gated apart, each stage's 4x outputs coupled
+    // through the adds and the projection shortcuts.
+    let spec = model_spec("resnet50", Shape3::new(1, 16, 16), 10).unwrap();
+    assert_pruning_is_exact(spec, 9);
+}
+
+#[test]
 fn pruned_mobilenetv2_with_depthwise_and_coupled_projections_matches_hard_gates() {
     // Expansions sliced with their depthwise filters and the projections' inputs; each
     // stage's projections one coupled group joined by residual adds.

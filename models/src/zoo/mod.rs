@@ -21,6 +21,10 @@ pub const MODELS: &[(&str, &str)] = &[
     ("resnet20", "CIFAR ResNet-20 (3 blocks per stage)"),
     ("resnet56", "CIFAR ResNet-56 (9 blocks per stage)"),
     (
+        "resnet50",
+        "bottleneck ResNet-50 (the paper's ImageNet network); 3x3 stem below 128x128 inputs, 7x7/2 + pool from 128",
+    ),
+    (
         "mobilenetv2",
         "MobileNetV2, CIFAR layout (inverted residuals, depthwise 3x3); --width 0.35 to 1.4",
     ),
@@ -83,6 +87,7 @@ pub fn model_spec_at_width(
         "vgg16" => vgg::vgg(name, vgg::VGG16_CIFAR, input, num_classes),
         "resnet20" => resnet::cifar_resnet(name, 3, input, num_classes),
         "resnet56" => resnet::cifar_resnet(name, 9, input, num_classes),
+        "resnet50" => resnet::resnet50(name, input, num_classes),
         _ => {
             return Err(ModelError::UnknownModel {
                 name: name.to_string(),
@@ -160,6 +165,36 @@ mod tests {
             "{}",
             plan.total_params()
         );
+    }
+
+    #[test]
+    fn resnet50_has_its_imagenet_size_and_a_small_input_stem() {
+        // On ImageNet (224x224, 1000 classes): 25.5M parameters and 4.1G MACs, as torchvision's.
+        let spec = model_spec("resnet50", Shape3::new(3, 224, 224), 1000).unwrap();
+        let plan = NetPlan::new(spec.clone(), GatePosition::AfterBn).unwrap();
+        let (params, flops) = (plan.total_params(), plan.total_flops());
+        assert!((25_400_000..25_700_000).contains(&params), "{params}");
+        assert!((4_000_000_000..4_200_000_000).contains(&flops), "{flops}");
+        // A gate for every block's conv1 and conv2, one per stage's coupled outputs, the stem.
+        let shapes = spec.value_shapes().unwrap();
+        let groups = ChannelGroups::analyse(&spec, &shapes).unwrap();
+        assert_eq!(groups.group_of_gate.len(), 16 * 2 + 4 + 1);
+        let value = |name: &str| 1 + spec.nodes.iter().position(|n| n.name == name).unwrap();
+        let group = |name: &str| groups.value_group[value(name)];
+        assert_eq!(group("s3b1.shortcut"), group("s3b6.conv3"));
+        assert_ne!(group("s3b1.conv1"), group("s3b1.conv2"));
+        assert!(shapes[value("stem.pool")].height == 56);
+
+        // Below 128 pixels the 3x3 stem keeps the resolution: 32x32 ends at 4x4.
+        let cifar = model_spec("resnet50", Shape3::new(3, 32, 32), 10).unwrap();
+        assert!(cifar.nodes.iter().all(|n| n.name != "stem.pool"));
+        let shapes = cifar.value_shapes().unwrap();
+        let last = cifar
+            .nodes
+            .iter()
+            .position(|n| n.name == "s4b3.add")
+            .unwrap();
+        assert_eq!((shapes[last + 1].height, shapes[last + 1].width), (4, 4));
     }
 
     #[test]
