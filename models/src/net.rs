@@ -17,7 +17,8 @@ use crate::error::ModelError;
 use crate::gate::{Gate, GateConfig, GateMode};
 use crate::groups::ChannelGroups;
 use crate::spec::{Activation, NetSpec, Op, Shape3};
-use dnal_train_kernels::{batch_norm_op, conv_op, max_pool_op};
+use dnal_train_kernels::batch_norm_op::{self, Rectifier};
+use dnal_train_kernels::{conv_op, max_pool_op};
 
 /// Where a conv block applies its gate (the paper's ablation; `AfterBn` is its best).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,25 +145,30 @@ impl ConvBn {
         }
     }
 
-    /// The batch norm, then a ReLU if `relu`: in training (an autodiff device and a batch norm
-    /// that is not frozen) through [`batch_norm_op::batch_norm_train`] with burn's
-    /// running-statistics update, where the CPU backend runs both in the same fused passes;
-    /// otherwise burn's `BatchNorm::forward` and `relu`.
+    /// The batch norm, then `rectifier` (a ReLU or ReLU6, or none): in training (an autodiff
+    /// device and a batch norm that is not frozen) through [`batch_norm_op::batch_norm_train`]
+    /// with burn's running-statistics update, where the CPU backend runs both in the same fused
+    /// passes; otherwise burn's `BatchNorm::forward` and `relu` or `clamp`.
     ///
     /// # Shapes
     /// - input and output: `[batch, channels, height, width]`
-    pub fn bn_forward(&self, x: Tensor<4>, relu: bool) -> Tensor<4> {
+    pub fn bn_forward(&self, x: Tensor<4>, rectifier: Rectifier) -> Tensor<4> {
         let bn = &self.bn;
-        let rectify = |y: Tensor<4>| if relu { activation::relu(y) } else { y };
+        let rectify = |y: Tensor<4>| match rectifier {
+            Rectifier::None => y,
+            Rectifier::Relu => activation::relu(y),
+            Rectifier::Relu6 => y.clamp(0.0, 6.0),
+        };
         if !(x.device().is_autodiff() && bn.training.is_enabled()) {
             return rectify(bn.forward(x));
         }
         let device = x.device();
         // Only flex has fused kernels: elsewhere burn's backward would recompute the batch
-        // norm for the ReLU's mask, so the ReLU stays a separate op there.
-        let fused = relu && device == Device::flex();
+        // norm for the rectifier's mask, so the rectifier stays a separate op there.
+        let fused = rectifier != Rectifier::None && device == Device::flex();
+        let in_pass = if fused { rectifier } else { Rectifier::None };
         let result =
-            batch_norm_op::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, fused);
+            batch_norm_op::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, in_pass);
         // The same exponential moving average as burn's BatchNorm.
         let momentum = bn.momentum;
         let update = |state: &burn::module::RunningState<Tensor<1>>, batch: Tensor<1>| {
@@ -268,6 +274,15 @@ pub struct GatedNet {
     pub plan: Arc<NetPlan>,
 }
 
+/// The batch norm's fused form of `activation`.
+fn rectifier_of(activation: Activation) -> Rectifier {
+    match activation {
+        Activation::None => Rectifier::None,
+        Activation::Relu => Rectifier::Relu,
+        Activation::Relu6 => Rectifier::Relu6,
+    }
+}
+
 fn activate<const D: usize>(x: Tensor<D>, activation: Activation) -> Tensor<D> {
     match activation {
         Activation::None => x,
@@ -311,16 +326,16 @@ impl GatedNet {
                     };
                     let y = unit.conv_forward(take(node.inputs[0]));
                     let y = gated(y, GatePosition::BeforeBn);
-                    // A ReLU straight after the batch norm runs with it (in one pass on the
-                    // CPU); a gate that acts between them keeps them apart.
+                    // A rectifier straight after the batch norm runs with it (in one pass on
+                    // the CPU); a gate that acts between them keeps them apart.
                     let gate_between = gate.is_some()
                         && plan.gate_position == GatePosition::AfterBn
                         && mode != GateMode::Off;
-                    let y = if *activation == Activation::Relu && !gate_between {
-                        unit.bn_forward(y, true)
-                    } else {
-                        let y = gated(unit.bn_forward(y, false), GatePosition::AfterBn);
+                    let y = if gate_between {
+                        let y = gated(unit.bn_forward(y, Rectifier::None), GatePosition::AfterBn);
                         activate(y, *activation)
+                    } else {
+                        unit.bn_forward(y, rectifier_of(*activation))
                     };
                     gated(y, GatePosition::AfterActivation)
                 }
@@ -426,10 +441,14 @@ mod tests {
                 Distribution::Normal(step as f64, 2.0),
                 &device,
             );
-            let relu = step % 2 == 1;
-            let a = ours.bn_forward(x.clone(), relu);
+            let rectifier = [Rectifier::None, Rectifier::Relu, Rectifier::Relu6][step % 3];
+            let a = ours.bn_forward(x.clone(), rectifier);
             let b = theirs.bn.forward(x);
-            let b = if relu { activation::relu(b) } else { b };
+            let b = match rectifier {
+                Rectifier::None => b,
+                Rectifier::Relu => activation::relu(b),
+                Rectifier::Relu6 => b.clamp(0.0, 6.0),
+            };
             assert!(
                 (a - b).abs().max().into_scalar::<f32>() < 1e-4,
                 "step {step}: output"
@@ -455,7 +474,10 @@ mod tests {
         };
         let before = frozen.bn.running_mean.value_sync();
         let x = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(5.0, 1.0), &device);
-        let (a, b) = (frozen.bn_forward(x.clone(), true), frozen.bn.forward(x));
+        let (a, b) = (
+            frozen.bn_forward(x.clone(), Rectifier::Relu),
+            frozen.bn.forward(x),
+        );
         assert!((a - activation::relu(b)).abs().max().into_scalar::<f32>() < 1e-6);
         assert_eq!(diff(before, frozen.bn.running_mean.value_sync()), 0.0);
     }

@@ -8,6 +8,7 @@
 //!
 //! ```text
 //! cargo run --release -p dnal-bench --bin conv_split -- --model vgg-small --input 1,28,28 --batch 64
+//! cargo run --release -p dnal-bench --bin conv_split -- --model mobilenetv2 --width 0.35
 //! ```
 
 use std::time::Instant;
@@ -16,7 +17,7 @@ use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use dnal::backend::Backend;
-use dnal_models::{GatePosition, NetPlan, Op, Shape3, model_spec};
+use dnal_models::{GatePosition, NetPlan, Op, Shape3, model_spec_at_width};
 use dnal_train_kernels::conv_op::conv2d as dnal_conv2d;
 
 /// The fastest of `runs` calls of `f` in milliseconds, after one warm-up call: the best case
@@ -93,6 +94,7 @@ fn forward_backward(
 
 fn main() {
     let mut model = "vgg-small".to_string();
+    let mut width = None;
     let mut input = Shape3::new(1, 28, 28);
     let mut batch = 64;
     let mut runs = 21;
@@ -102,6 +104,7 @@ fn main() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--model" => model = value(),
+            "--width" => width = Some(value().parse().unwrap()),
             "--input" => {
                 let v: Vec<usize> = value().split(',').map(|x| x.parse().unwrap()).collect();
                 input = Shape3::new(v[0], v[1], v[2]);
@@ -119,7 +122,7 @@ fn main() {
         }
     }
     dnal::allocator::keep_freed_memory();
-    let spec = model_spec(&model, input, 10).expect("a known model");
+    let spec = model_spec_at_width(&model, input, 10, width).expect("a known model");
     let plan = NetPlan::new(spec, GatePosition::AfterBn).expect("a valid model");
     let device: Device = Backend::Cpu.device().expect("the CPU backend");
     let train = device.clone().autodiff();

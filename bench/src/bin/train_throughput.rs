@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! cargo run --release -p dnal-bench --bin train_throughput -- --model vgg-small --input 1,28,28 --backend cpu
+//! cargo run --release -p dnal-bench --bin train_throughput -- --model mobilenetv2 --width 0.35 --input 1,28,28
 //! ```
 
 use std::time::Instant;
@@ -16,10 +17,11 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use dnal::backend::Backend;
-use dnal_models::{GateMode, GatedNetConfig, Shape3, model_spec};
+use dnal_models::{GateMode, GatedNetConfig, Shape3, model_spec_at_width};
 
 struct Args {
     model: String,
+    width: Option<f64>,
     input: Shape3,
     classes: usize,
     batch: usize,
@@ -34,6 +36,7 @@ struct Args {
 fn parse() -> Args {
     let mut args = Args {
         model: "vgg-small".into(),
+        width: None,
         input: Shape3::new(1, 28, 28),
         classes: 10,
         batch: 64,
@@ -49,6 +52,7 @@ fn parse() -> Args {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--model" => args.model = value(),
+            "--width" => args.width = Some(value().parse().unwrap()),
             "--input" => {
                 let v: Vec<usize> = value().split(',').map(|x| x.parse().unwrap()).collect();
                 args.input = Shape3::new(v[0], v[1], v[2]);
@@ -72,7 +76,8 @@ fn main() {
     if std::env::var_os("DNAL_DEFAULT_MALLOC").is_none() {
         dnal::allocator::keep_freed_memory();
     }
-    let spec = model_spec(&args.model, args.input, args.classes).expect("a known model");
+    let spec = model_spec_at_width(&args.model, args.input, args.classes, args.width)
+        .expect("a known model");
     if let Some(path) = &args.spec_out {
         std::fs::write(path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
     }

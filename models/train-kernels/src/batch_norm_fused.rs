@@ -14,11 +14,13 @@
 //! `y = gamma * x_hat + beta`, and
 //! `dx = gamma / sqrt(var + eps) * (dy - mean(dy) - x_hat * mean(dy * x_hat))`.
 //!
-//! A ReLU after the batch norm can run with it ([`NormAffine::relu`]): the forward writes
-//! `max(0, y)` in its output pass, and the backward zeroes `dy` where `y <= 0`, recomputing `y`
-//! from `x` rather than keeping it. That spares the ReLU's forward pass over the activation and
-//! its output tensor, and the sums of the backward read `x` and `dy` once for both (measured in
-//! BENCHMARKS.md, "Per convolution against PyTorch").
+//! A ReLU or ReLU6 after the batch norm can run with it ([`NormAffine::rectifier`]): the
+//! forward writes `max(0, y)` (or `min(max(0, y), 6)`) in its output pass, and the backward
+//! zeroes `dy` where the rectifier cut, recomputing `y` from `x` rather than keeping it. That
+//! spares the rectifier's forward pass over the activation and its output tensor, and the sums
+//! of the backward read `x` and `dy` once for both (measured in BENCHMARKS.md, "Per
+//! convolution against PyTorch"; burn's ReLU6, a clamp, costs two comparisons and two masked
+//! fills forward and two backward).
 
 use rayon::prelude::*;
 
@@ -49,7 +51,42 @@ impl NormShape {
     }
 }
 
-/// The learned per-channel affine map after the normalisation, and whether a ReLU follows it.
+/// What follows the affine map in the same passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rectifier {
+    /// Nothing: `y`.
+    #[default]
+    None,
+    /// `max(0, y)`.
+    Relu,
+    /// `min(max(0, y), 6)`, MobileNetV2's.
+    Relu6,
+}
+
+impl Rectifier {
+    /// The rectified value.
+    #[inline]
+    pub fn apply(self, y: f32) -> f32 {
+        match self {
+            Rectifier::None => y,
+            Rectifier::Relu => y.max(0.0),
+            Rectifier::Relu6 => y.clamp(0.0, 6.0),
+        }
+    }
+
+    /// Whether the gradient passes at `y` (burn's convention: not where `y <= 0`, nor where
+    /// `y >= 6` for ReLU6).
+    #[inline]
+    pub fn passes(self, y: f32) -> bool {
+        match self {
+            Rectifier::None => true,
+            Rectifier::Relu => y > 0.0,
+            Rectifier::Relu6 => y > 0.0 && y < 6.0,
+        }
+    }
+}
+
+/// The learned per-channel affine map after the normalisation, and the rectifier after it.
 #[derive(Debug, Clone, Copy)]
 pub struct NormAffine<'a> {
     /// Per-channel scale, `[channels]`.
@@ -58,8 +95,8 @@ pub struct NormAffine<'a> {
     pub beta: &'a [f32],
     /// Added to the variance before its square root.
     pub epsilon: f64,
-    /// `max(0, y)` after the affine map (and its gradient in the backward pass).
-    pub relu: bool,
+    /// Applied after the affine map (and its gradient in the backward pass).
+    pub rectifier: Rectifier,
 }
 
 impl NormAffine<'_> {
@@ -196,8 +233,7 @@ pub struct BatchNormTrainOutput {
     pub variance: Vec<f32>,
 }
 
-/// Batch norm with batch statistics, then the ReLU if `affine.relu`: `x`
-/// `[batch, channels, spatial]`.
+/// Batch norm with batch statistics, then `affine.rectifier`: `x` `[batch, channels, spatial]`.
 pub fn batch_norm_train(x: &[f32], affine: &NormAffine, shape: &NormShape) -> BatchNormTrainOutput {
     assert_eq!(x.len(), shape.len(), "batch_norm_train: x");
     affine.check(shape.channels, "batch_norm_train");
@@ -216,16 +252,17 @@ pub fn batch_norm_train(x: &[f32], affine: &NormAffine, shape: &NormShape) -> Ba
     .collect();
     let variance32: Vec<f32> = variance.iter().map(|&v| v as f32).collect();
     let scale_shift = affine.scale_shift(&mean32, &variance32);
-    let output = if affine.relu {
+    // One closure per rectifier, so each inner loop is plain arithmetic.
+    let affine_map = |rectify: fn(f32) -> f32| {
         map_planes(x, x, shape, |c| {
             let (scale, shift) = scale_shift[c];
-            move |a, _| (a * scale + shift).max(0.0)
+            move |a, _| rectify(a * scale + shift)
         })
-    } else {
-        map_planes(x, x, shape, |c| {
-            let (scale, shift) = scale_shift[c];
-            move |a, _| a * scale + shift
-        })
+    };
+    let output = match affine.rectifier {
+        Rectifier::None => affine_map(|y| y),
+        Rectifier::Relu => affine_map(|y| y.max(0.0)),
+        Rectifier::Relu6 => affine_map(|y| y.clamp(0.0, 6.0)),
     };
     BatchNormTrainOutput {
         output,
@@ -265,15 +302,23 @@ pub fn batch_norm_train_backward(
     for (name, v) in [("mean", mean), ("variance", variance)] {
         assert_eq!(v.len(), shape.channels, "batch_norm_train_backward: {name}");
     }
-    if !affine.relu {
+    let rectifier = affine.rectifier;
+    if rectifier == Rectifier::None {
         return plain_backward(x, affine, mean, variance, output_grad, shape);
     }
-    // The ReLU passed the gradient where its input `y = x * scale + shift` was positive. A
-    // pass of its own: inside the sums below, LLVM turned this select into a branch per lane.
+    // The rectifier passed the gradient where its input `y = x * scale + shift` was in its
+    // open range. A pass of its own: inside the sums below, LLVM turned this select into a
+    // branch per lane.
     let scale_shift = affine.scale_shift(mean, variance);
     let passed = map_planes(x, output_grad, shape, |c| {
         let (scale, shift) = scale_shift[c];
-        move |x, dy| if x * scale + shift > 0.0 { dy } else { 0.0 }
+        move |x, dy| {
+            if rectifier.passes(x * scale + shift) {
+                dy
+            } else {
+                0.0
+            }
+        }
     });
     plain_backward(x, affine, mean, variance, &passed, shape)
 }
@@ -372,24 +417,26 @@ mod tests {
                 gamma: &gamma,
                 beta: &beta,
                 epsilon: 1e-5,
-                relu: false,
+                rectifier: Rectifier::None,
             };
             let out = batch_norm_train(&x, &affine, shape);
-            // With the ReLU fused, the same output clipped at zero.
-            let rectified = batch_norm_train(
-                &x,
-                &NormAffine {
-                    relu: true,
-                    ..affine
-                },
-                shape,
-            );
-            assert_eq!(
-                (&rectified.mean, &rectified.variance),
-                (&out.mean, &out.variance)
-            );
-            for (r, y) in rectified.output.iter().zip(&out.output) {
-                assert_eq!(*r, y.max(0.0), "{shape:?}");
+            // With a rectifier fused, the same output clipped.
+            for rectifier in [Rectifier::Relu, Rectifier::Relu6] {
+                let rectified = batch_norm_train(
+                    &x,
+                    &NormAffine {
+                        rectifier,
+                        ..affine
+                    },
+                    shape,
+                );
+                assert_eq!(
+                    (&rectified.mean, &rectified.variance),
+                    (&out.mean, &out.variance)
+                );
+                for (r, y) in rectified.output.iter().zip(&out.output) {
+                    assert_eq!(*r, rectifier.apply(*y), "{shape:?} {rectifier:?}");
+                }
             }
             let (mean, var) = reference_stats(&x, shape);
             for c in 0..shape.channels {
@@ -419,7 +466,7 @@ mod tests {
     /// The backward pass against central differences of `sum(output * r)` for a random `r`.
     #[test]
     fn gradients_match_finite_differences() {
-        let relu = false;
+        let rectifier = Rectifier::None;
         for (i, shape) in SHAPES.iter().enumerate() {
             let x = values(shape.len(), 40 + i as u32, 0.5);
             let gamma = values(shape.channels, 50 + i as u32, 1.0);
@@ -431,7 +478,7 @@ mod tests {
                     gamma,
                     beta,
                     epsilon: eps,
-                    relu,
+                    rectifier,
                 };
                 let out = batch_norm_train(x, &affine, shape);
                 out.output
@@ -444,7 +491,7 @@ mod tests {
                 gamma: &gamma,
                 beta: &beta,
                 epsilon: eps,
-                relu,
+                rectifier,
             };
             let stats = batch_norm_train(&x, &affine, shape);
             let grads =
@@ -480,38 +527,45 @@ mod tests {
         }
     }
 
-    /// With the ReLU fused, the backward pass is the plain one applied to the output gradient
-    /// zeroed where the ReLU cut (finite differences are unreliable here: the loss has kinks
-    /// wherever an output crosses zero).
+    /// With a rectifier fused, the backward pass is the plain one applied to the output
+    /// gradient zeroed where the rectifier cut (finite differences are unreliable here: the
+    /// loss has kinks wherever an output crosses 0 or 6).
     #[test]
-    fn fused_relu_gradients_are_the_plain_ones_of_the_masked_gradient() {
+    fn fused_rectifier_gradients_are_the_plain_ones_of_the_masked_gradient() {
         for (i, shape) in SHAPES.iter().enumerate() {
             let x = values(shape.len(), 80 + i as u32, 0.2);
             let gamma = values(shape.channels, 90 + i as u32, 1.0);
             let beta = values(shape.channels, 100 + i as u32, 0.0);
             let r = values(shape.len(), 110 + i as u32, 0.0);
-            let plain = NormAffine {
-                gamma: &gamma,
-                beta: &beta,
-                epsilon: 1e-5,
-                relu: false,
-            };
-            let rectified = NormAffine {
-                relu: true,
-                ..plain
-            };
-            let y = batch_norm_train(&x, &plain, shape);
-            // Some outputs are cut and some pass, or the mask went untested.
-            assert!(y.output.iter().any(|&v| v < 0.0) && y.output.iter().any(|&v| v > 0.0));
-            let masked: Vec<f32> = r
-                .iter()
-                .zip(&y.output)
-                .map(|(&g, &v)| if v > 0.0 { g } else { 0.0 })
-                .collect();
-            let expected =
-                batch_norm_train_backward(&x, &plain, &y.mean, &y.variance, &masked, shape);
-            let got = batch_norm_train_backward(&x, &rectified, &y.mean, &y.variance, &r, shape);
-            assert_eq!(got, expected, "{shape:?}");
+            // Gammas of 5, so that ReLU6 cuts at 6 too.
+            let wide: Vec<f32> = gamma.iter().map(|g| g * 5.0).collect();
+            for (rectifier, gamma) in [(Rectifier::Relu, &gamma), (Rectifier::Relu6, &wide)] {
+                let plain = NormAffine {
+                    gamma,
+                    beta: &beta,
+                    epsilon: 1e-5,
+                    rectifier: Rectifier::None,
+                };
+                let rectified = NormAffine { rectifier, ..plain };
+                let y = batch_norm_train(&x, &plain, shape);
+                // Some outputs are cut and some pass, or the mask went untested.
+                let (low, high) = (
+                    y.output.iter().any(|&v| v < 0.0),
+                    y.output.iter().any(|&v| v > 6.0),
+                );
+                assert!(low && (rectifier == Rectifier::Relu || high), "{shape:?}");
+                assert!(y.output.iter().any(|&v| rectifier.passes(v)));
+                let masked: Vec<f32> = r
+                    .iter()
+                    .zip(&y.output)
+                    .map(|(&g, &v)| if rectifier.passes(v) { g } else { 0.0 })
+                    .collect();
+                let expected =
+                    batch_norm_train_backward(&x, &plain, &y.mean, &y.variance, &masked, shape);
+                let got =
+                    batch_norm_train_backward(&x, &rectified, &y.mean, &y.variance, &r, shape);
+                assert_eq!(got, expected, "{shape:?} {rectifier:?}");
+            }
         }
     }
 }

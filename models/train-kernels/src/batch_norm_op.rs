@@ -22,18 +22,19 @@ use burn::backend::{
 };
 use burn::tensor::{DType, Tensor};
 
+pub use crate::batch_norm_fused::Rectifier;
 use crate::batch_norm_fused::{self, NormAffine, NormShape};
 
-/// Batch norm with batch statistics, optionally followed by a ReLU, and its gradients, as
-/// operations a backend can replace.
+/// Batch norm with batch statistics, optionally followed by a ReLU or ReLU6, and its
+/// gradients, as operations a backend can replace.
 ///
 /// # Shapes
 /// - `x`, output and `output_grad`: `[batch, channels, height, width]`
 /// - `gamma`, `beta`, `mean`, `variance` and their gradients: `[channels]`
 #[backend_extension(Flex, NdArray, Cube, Autodiff)]
 pub trait BatchNormTrainOps: Backend {
-    /// The normalised output (rectified if `relu`), the batch mean and the biased batch
-    /// variance.
+    /// The normalised output (rectified by `options.rectifier`), the batch mean and the biased
+    /// batch variance.
     fn batch_norm_train_fused(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -63,11 +64,12 @@ pub trait BatchNormTrainOps: Backend {
 pub struct NormOptions {
     /// Added to the variance before its square root.
     pub epsilon: f64,
-    /// Whether a ReLU follows, fused into the same passes where the backend can.
-    pub relu: bool,
+    /// What follows, fused into the same passes where the backend can.
+    pub rectifier: Rectifier,
 }
 
-/// The forward pass with burn's kernels (the trait's default): its batch norm, then its ReLU.
+/// The forward pass with burn's kernels (the trait's default): its batch norm, then its ReLU
+/// or clamp.
 fn burns_forward<B: Backend>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
@@ -75,10 +77,10 @@ fn burns_forward<B: Backend>(
     options: NormOptions,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
     let result = B::batch_norm_train(x, gamma, beta, options.epsilon);
-    let output = if options.relu {
-        B::relu(result.output)
-    } else {
-        result.output
+    let output = match options.rectifier {
+        Rectifier::None => result.output,
+        Rectifier::Relu => B::relu(result.output),
+        Rectifier::Relu6 => B::float_clamp(result.output, 0.0.into(), 6.0.into()),
     };
     (output, result.mean, result.variance)
 }
@@ -92,13 +94,21 @@ fn burns_backward<B: Backend>(
     output_grad: FloatTensor<B>,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
     let [gamma, beta, mean, variance] = per_channel;
-    let output_grad = if options.relu {
-        // The ReLU stopped the gradient where its input was not positive: recompute that
-        // input (same x, so the same batch statistics) rather than keep it.
-        let y = B::batch_norm_train(x.clone(), gamma.clone(), beta, options.epsilon).output;
-        B::relu_backward(y, output_grad)
-    } else {
+    let output_grad = if options.rectifier == Rectifier::None {
         output_grad
+    } else {
+        // The rectifier stopped the gradient where its input was not positive (or not under
+        // 6): recompute that input (same x, so the same batch statistics) rather than keep it.
+        let y = B::batch_norm_train(x.clone(), gamma.clone(), beta, options.epsilon).output;
+        let passed = B::relu_backward(y.clone(), output_grad);
+        if options.rectifier == Rectifier::Relu6 {
+            let bool_dtype =
+                burn::backend::get_or_init_device_settings::<B>(&y.device()).bool_dtype;
+            let above = B::float_greater_equal_elem(y, 6.0.into(), bool_dtype);
+            B::float_mask_fill(passed, above, 0.0.into())
+        } else {
+            passed
+        }
     };
     let grads =
         B::batch_norm_train_backward(x, gamma, mean, variance, options.epsilon, output_grad);
@@ -116,20 +126,21 @@ pub struct BatchNormTrainOutput {
     pub variance: Tensor<1>,
 }
 
-/// Batch norm with batch statistics, then a ReLU if `relu`: the fused kernels on flex, burn's
-/// everywhere else. Same results as `burn::tensor::module::batch_norm_train` (and `relu`).
+/// Batch norm with batch statistics, then `rectifier`: the fused kernels on flex, burn's
+/// everywhere else. Same results as `burn::tensor::module::batch_norm_train` (and `relu` or
+/// `clamp(0, 6)`).
 pub fn batch_norm_train(
     x: Tensor<4>,
     gamma: Tensor<1>,
     beta: Tensor<1>,
     epsilon: f64,
-    relu: bool,
+    rectifier: Rectifier,
 ) -> BatchNormTrainOutput {
     let (output, mean, variance) = <Dispatch as BatchNormTrainOps>::batch_norm_train_fused(
         x.into_dispatch(),
         gamma.into_dispatch(),
         beta.into_dispatch(),
-        NormOptions { epsilon, relu },
+        NormOptions { epsilon, rectifier },
     );
     BatchNormTrainOutput {
         output: Tensor::from_dispatch(output),
@@ -173,7 +184,7 @@ impl BatchNormTrainOps for Flex {
             gamma: f32s(&gamma),
             beta: f32s(&beta),
             epsilon: options.epsilon,
-            relu: options.relu,
+            rectifier: options.rectifier,
         };
         let out = batch_norm_fused::batch_norm_train(f32s(&x), &affine, &shape);
         (
@@ -202,7 +213,7 @@ impl BatchNormTrainOps for Flex {
             gamma: f32s(&gamma),
             beta: f32s(&beta),
             epsilon: options.epsilon,
-            relu: options.relu,
+            rectifier: options.rectifier,
         };
         let grads = batch_norm_fused::batch_norm_train_backward(
             f32s(&x),
@@ -225,8 +236,8 @@ impl BatchNormTrainOps for Flex {
 struct BatchNormTrainBackward;
 
 impl<B: Backend + BatchNormTrainOps> Backward<B, 3> for BatchNormTrainBackward {
-    /// The checkpointed input, gamma and beta, the batch statistics, epsilon and whether a
-    /// ReLU was fused in.
+    /// The checkpointed input, gamma and beta, the batch statistics, epsilon and the rectifier
+    /// fused in.
     type State = ([NodeId; 3], [FloatTensor<B>; 2], NormOptions);
 
     fn backward(
@@ -323,21 +334,24 @@ mod tests {
     }
 
     /// On flex (fused kernels) and ndarray (burn's, through the extension's routing), with
-    /// and without the ReLU, the output, the statistics and the gradients w.r.t. x, gamma and
-    /// beta equal those of burn's own batch_norm_train (and relu).
+    /// and without a ReLU or ReLU6, the output, the statistics and the gradients w.r.t. x,
+    /// gamma and beta equal those of burn's own batch_norm_train (and relu or clamp).
     #[test]
     fn output_statistics_and_gradients_match_burns_batch_norm() {
         let host = Device::flex();
         for device in [Device::flex(), Device::ndarray()] {
-            for (dims, relu) in [
-                ([4, 3, 5, 5], false),
-                ([2, 6, 3, 7], false),
-                ([8, 2, 1, 1], false),
-                ([4, 3, 5, 5], true),
-                ([2, 6, 3, 7], true),
+            for (dims, rectifier) in [
+                ([4, 3, 5, 5], Rectifier::None),
+                ([2, 6, 3, 7], Rectifier::None),
+                ([8, 2, 1, 1], Rectifier::None),
+                ([4, 3, 5, 5], Rectifier::Relu),
+                ([2, 6, 3, 7], Rectifier::Relu),
+                ([4, 3, 5, 5], Rectifier::Relu6),
+                ([2, 6, 3, 7], Rectifier::Relu6),
             ] {
                 let x = Tensor::<4>::random(dims, Distribution::Normal(2.0, 3.0), &host);
-                let gamma = Tensor::<1>::random([dims[1]], Distribution::Normal(1.0, 0.5), &host);
+                // Gammas around 4, so that ReLU6 cuts at both ends.
+                let gamma = Tensor::<1>::random([dims[1]], Distribution::Normal(4.0, 0.5), &host);
                 let beta = Tensor::<1>::random([dims[1]], Distribution::Normal(0.0, 0.5), &host);
                 let r = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &host);
                 let device = device.clone().autodiff();
@@ -350,16 +364,21 @@ mod tests {
                         on1(&beta).require_grad(),
                     );
                     let (output, mean, variance) = if fused {
-                        let out =
-                            batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu);
+                        let out = batch_norm_train(
+                            x.clone(),
+                            gamma.clone(),
+                            beta.clone(),
+                            1e-5,
+                            rectifier,
+                        );
                         (out.output, out.mean, out.variance)
                     } else {
                         let out =
                             burn_batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
-                        let output = if relu {
-                            burn::tensor::activation::relu(out.output)
-                        } else {
-                            out.output
+                        let output = match rectifier {
+                            Rectifier::None => out.output,
+                            Rectifier::Relu => burn::tensor::activation::relu(out.output),
+                            Rectifier::Relu6 => out.output.clamp(0.0, 6.0),
                         };
                         (output, out.mean, out.variance)
                     };
@@ -374,7 +393,7 @@ mod tests {
                     )
                 };
                 let (ours, theirs) = (run(true), run(false));
-                let context = format!("{device:?} {dims:?} relu {relu}");
+                let context = format!("{device:?} {dims:?} {rectifier:?}");
                 assert!(max_abs_diff(ours.0, theirs.0) < 1e-4, "{context}: output");
                 assert!(max_abs_diff(ours.1, theirs.1) < 1e-4, "{context}: mean");
                 assert!(max_abs_diff(ours.2, theirs.2) < 1e-3, "{context}: variance");
