@@ -16,6 +16,9 @@ use crate::error::SearchError;
 /// `--resume` continues with the same settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SearchConfig {
+    /// The paper preset these settings started from (`--preset`), if any.
+    #[serde(default)]
+    pub preset: Option<String>,
     /// Dataset name (see `dnal_datasets::DATASET_NAMES`).
     pub dataset: String,
     /// Where the dataset's files are, if not in their default place.
@@ -48,8 +51,11 @@ pub struct SearchConfig {
     pub epochs_finetune: usize,
     /// Images per step.
     pub batch_size: usize,
-    /// Peak learning rate of the weight stage (cosine schedule).
+    /// Learning rate of the weight stage: the peak of its cosine schedule, or the constant.
     pub lr: f64,
+    /// How the weight stage's learning rate moves.
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
     /// Learning rate of the gate parameters (constant, as in the paper).
     pub lr_gates: f64,
     /// Peak learning rate of finetuning (cosine schedule).
@@ -149,6 +155,39 @@ impl FromStr for GateStageNorm {
     }
 }
 
+/// How the weight stage's learning rate moves over the stage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// A linear warm-up over the first epoch (at most a tenth of the stage), then cosine
+    /// annealing to 0.
+    #[default]
+    Cosine,
+    /// `lr` throughout: the paper's VGG16 weight stage (0.1, fixed).
+    Constant,
+}
+
+impl fmt::Display for LrSchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LrSchedule::Cosine => "cosine",
+            LrSchedule::Constant => "constant",
+        })
+    }
+}
+
+impl FromStr for LrSchedule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cosine" => Ok(LrSchedule::Cosine),
+            "constant" => Ok(LrSchedule::Constant),
+            _ => Err(format!("{s:?}: use cosine or constant")),
+        }
+    }
+}
+
 fn default_budget_gain() -> f64 {
     2.0
 }
@@ -160,6 +199,7 @@ fn default_distill_temperature() -> f64 {
 impl Default for SearchConfig {
     fn default() -> Self {
         Self {
+            preset: None,
             dataset: "fashion-mnist".into(),
             data_dir: None,
             model: dnal_models::DEFAULT_MODEL.into(),
@@ -174,6 +214,7 @@ impl Default for SearchConfig {
             epochs_finetune: 15,
             batch_size: 128,
             lr: 0.1,
+            lr_schedule: LrSchedule::Cosine,
             lr_gates: 0.1,
             lr_finetune: 0.05,
             momentum: 0.9,

@@ -30,6 +30,7 @@ pub mod export;
 pub mod latency;
 pub mod lock;
 pub mod plot;
+pub mod preset;
 pub mod progress;
 pub mod report;
 pub mod schedule;

@@ -9,8 +9,9 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use dnal::arch_cost::CostWeighting;
 use dnal::backend::Backend;
 use dnal::budget::{Budget, DEFAULT_FLOPS_SHARE};
-use dnal::config::{GateStageNorm, SearchConfig};
+use dnal::config::{GateStageNorm, LrSchedule, SearchConfig};
 use dnal::eval::Reproduction;
+use dnal::preset::Preset;
 use dnal::progress::TerminalProgress;
 use dnal_models::GatePosition;
 
@@ -76,7 +77,7 @@ enum Command {
 
 /// The stage settings a resumed run takes from its folder: giving one with --resume is an
 /// error rather than silently ignored.
-const TRAINING_OPTIONS: [&str; 24] = [
+const TRAINING_OPTIONS: [&str; 25] = [
     "dataset",
     "data_dir",
     "input_size",
@@ -94,6 +95,7 @@ const TRAINING_OPTIONS: [&str; 24] = [
     "seed",
     "batch_size",
     "lr",
+    "lr_schedule",
     "lr_gates",
     "lr_finetune",
     "distill",
@@ -179,6 +181,15 @@ struct SearchArgs {
     /// A latency table from `dnal profile` for this model and board.
     #[arg(long, value_name = "FILE")]
     latency_table: Option<PathBuf>,
+    /// The paper's CIFAR-10 settings (section V): paper-vgg16, paper-resnet56 or
+    /// paper-mobilenetv2 set the model, --dataset cifar10, 100/20/110 epochs, batches of 96, a
+    /// fixed learning rate of 0.1 in the weight stage and the gates, and the budget of the
+    /// paper's result where it gives one (`dnal list` shows them; README, "Paper presets").
+    /// Options given here override the preset's: `--train-limit 5000 --epochs-weights 10`
+    /// runs a subset.
+    #[arg(long, value_name = "NAME", value_parser = dnal::preset::preset,
+          conflicts_with_all = ["resume", "from_weights"])]
+    preset: Option<&'static Preset>,
     /// The options given on the command line (not defaults), by id.
     #[arg(skip)]
     given: Vec<String>,
@@ -260,9 +271,14 @@ struct TrainingOptions {
     /// Images per training step.
     #[arg(long, default_value_t = SearchConfig::default().batch_size)]
     batch_size: usize,
-    /// Peak learning rate of the weight stage.
+    /// Learning rate of the weight stage: the peak of its cosine schedule, or the constant
+    /// (--lr-schedule constant).
     #[arg(long, default_value_t = SearchConfig::default().lr)]
     lr: f64,
+    /// How the weight stage's learning rate moves: cosine (a warm-up epoch, then annealing to
+    /// 0) or constant (the paper's VGG16: 0.1 fixed).
+    #[arg(long, default_value_t = SearchConfig::default().lr_schedule)]
+    lr_schedule: LrSchedule,
     /// Learning rate of the gates (constant).
     #[arg(long, default_value_t = SearchConfig::default().lr_gates)]
     lr_gates: f64,
@@ -315,6 +331,7 @@ impl TrainingOptions {
             epochs_finetune: self.epochs_finetune,
             batch_size: self.batch_size,
             lr: self.lr,
+            lr_schedule: self.lr_schedule,
             lr_gates: self.lr_gates,
             lr_finetune: self.lr_finetune,
             distill: self.distill,
@@ -548,6 +565,10 @@ fn run(cli: Cli) -> Result<()> {
             for (name, what) in dnal_models::MODELS {
                 println!("  {name:<11} {what}");
             }
+            println!("paper presets (dnal search --preset):");
+            for preset in dnal::preset::PRESETS {
+                println!("  {:<17} {}", preset.name, preset.what);
+            }
             println!("datasets (--dataset):");
             for name in dnal_datasets::DATASET_NAMES {
                 println!("  {name}");
@@ -569,20 +590,34 @@ fn search(args: SearchArgs) -> Result<()> {
         (report, dir)
     } else {
         let out = args.out.expect("clap requires --out without --resume");
-        // Neither a budget nor --lambda: the default budget (a fixed lambda_a is only what
-        // the user asked for).
-        let lambda_given = args.given.iter().any(|g| g == "lambda");
+        let given = |id: &str| args.given.iter().any(|g| g == id);
+        let preset = args.preset;
+        // Neither a budget nor --lambda: the preset's budget or the default one (a fixed
+        // lambda_a is only what the user asked for).
+        let lambda_given = given("lambda");
+        let default_budget = preset
+            .and_then(|p| p.budget)
+            .unwrap_or(Budget::FlopsShare(DEFAULT_FLOPS_SHARE));
         let budget = args
             .flops_budget
             .or(args.latency_budget_ms.map(Budget::LatencyMs))
-            .or((!lambda_given).then_some(Budget::FlopsShare(DEFAULT_FLOPS_SHARE)));
+            .or((!lambda_given).then_some(default_budget));
+        let mut training = args.training.config();
+        if let Some(preset) = preset {
+            preset.apply(&mut training, given);
+            eprintln!(
+                "preset {}: {} (options given here win)",
+                preset.name,
+                preset.describe()
+            );
+        }
         let config = SearchConfig {
             budget,
             // Without --lambda a budgeted search starts lambda_a where the data balance it.
             lambda_from_data: budget.is_some() && !lambda_given,
             board: args.board,
             latency_table: args.latency_table,
-            ..args.training.config()
+            ..training
         };
         let report = if let Some(from) = args.from_weights {
             let mut config = config;

@@ -525,6 +525,39 @@ fn resnet50_searches_on_small_images_and_runs_where_it_fits() {
 }
 
 #[test]
+fn a_paper_preset_sets_the_papers_settings_and_given_options_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = noise_folder(dir.path());
+    let run = dir.path().join("run");
+    // The paper's VGG16 on a subset: 32x32 (VGG16 needs it), one epoch per stage.
+    let report = quick_folder_search(
+        &data,
+        &run,
+        "vgg16",
+        &["--preset", "paper-vgg16", "--input-size", "32x32"],
+    );
+    let config = &report["config"];
+    assert_eq!(config["preset"], "paper-vgg16");
+    assert_eq!(config["dataset"], "folder");
+    assert_eq!(config["lr_schedule"], "constant");
+    assert_eq!(config["lr_gates"], 0.1);
+    assert_eq!(config["batch_size"], 16);
+    assert_eq!(config["epochs_weights"], 1);
+    // The paper's result's cost is the budget, met.
+    assert_eq!(config["budget"]["kind"], "flops");
+    assert_eq!(config["budget"]["value"], 61.23e6);
+    assert!(report["pruned"]["flops"].as_f64().unwrap() <= 61.23e6);
+    // The weight stage ran at the fixed 0.1.
+    let weights: Vec<&serde_json::Value> = report["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["stage"] == "weights")
+        .collect();
+    assert!(!weights.is_empty() && weights.iter().all(|e| e["lr"] == 0.1));
+}
+
+#[test]
 fn a_narrow_supernet_keeps_some_candidates_per_layer_and_runs_on_every_board() {
     let dir = tempfile::tempdir().unwrap();
     let data = noise_folder(dir.path());

@@ -10,7 +10,7 @@ use super::epochs::StageRun;
 use super::run::Search;
 use super::state::Stage;
 use crate::budget::{BudgetControl, CostEstimate};
-use crate::config::GateStageNorm;
+use crate::config::{GateStageNorm, LrSchedule};
 use crate::distill::Distillation;
 use crate::error::SearchError;
 use crate::progress::SearchObserver;
@@ -21,8 +21,8 @@ use crate::train::GatePenalty;
 const BALANCE_BATCHES: usize = 4;
 
 impl Search {
-    /// The weight stage: the parent trained with its gates off (cosine learning rate, weight
-    /// decay).
+    /// The weight stage: the parent trained with its gates off (cosine or constant learning
+    /// rate, weight decay).
     pub(super) fn weight_stage(
         &mut self,
         net: GatedNet,
@@ -35,7 +35,14 @@ impl Search {
             steps: epochs * steps,
             warmup: steps.min(epochs * steps / 10),
         };
-        let lr = move |step: usize| schedule.at(step);
+        let constant = self.config().lr_schedule == LrSchedule::Constant;
+        let lr = move |step: usize| {
+            if constant {
+                schedule.base
+            } else {
+                schedule.at(step)
+            }
+        };
         let mode = |_: usize| GateMode::Off;
         let optim = self.sgd(true);
         let run = StageRun {
