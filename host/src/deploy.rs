@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use dnal_export::Export;
+use dnal_firmware::latency::{LatencyTable, PredictionCheck};
 use dnal_firmware::{DeployReport, DeployRequest};
 
 use crate::data::ExportTestSet;
@@ -28,12 +29,20 @@ pub struct DeployOptions {
     pub runs: usize,
     /// The dataset's folder, if not where the search found it.
     pub data_dir: Option<PathBuf>,
+    /// A latency table of the board for the export's model: the measured cost is checked
+    /// against its prediction and kept beside it (needs `run`).
+    pub latency_table: Option<PathBuf>,
 }
 
 /// Generates, builds and (with `run`) runs the firmware; writes `OUT/deploy.json`.
 pub fn deploy_export(options: &DeployOptions) -> Result<DeployReport, SearchError> {
     // A misspelt board is refused before the export, the dataset and burn are touched.
     dnal_firmware::deploy_board(&options.board)?;
+    let table = options
+        .latency_table
+        .as_ref()
+        .map(|path| table_for_board(path, &options.board))
+        .transpose()?;
     // One deploy per firmware folder at a time; held until deploy.json is written.
     let lock = OutputLock::acquire(&options.out_dir)?;
     lock.remove_stale_temporaries(&options.out_dir);
@@ -53,5 +62,48 @@ pub fn deploy_export(options: &DeployOptions) -> Result<DeployReport, SearchErro
         request.reference_name = "burn".into();
         request.images = images;
     }
-    Ok(dnal_firmware::deploy_loaded(&export, &request)?)
+    if let Some(table) = &table {
+        // Before anything is built: the table must cover this export's layers.
+        table.predict(export.arch())?;
+    }
+    let mut report = dnal_firmware::deploy_loaded(&export, &request)?;
+    if let (Some(table), Some(cost)) = (&table, &report.cost) {
+        let what = format!("dnal deploy of {}", options.export_dir.display());
+        report.prediction =
+            Some(table.check_and_learn(export.arch(), cost.per_inference, &what)?);
+        report.write(&report.firmware_dir.clone())?;
+    }
+    Ok(report)
+}
+
+/// The latency table in `path`, which must have been measured on `board`.
+fn table_for_board(path: &std::path::Path, board: &str) -> Result<LatencyTable, SearchError> {
+    let table = LatencyTable::load(path)?;
+    if table.board != board {
+        return Err(SearchError::InvalidOption {
+            option: "--latency-table",
+            value: path.display().to_string(),
+            reason: format!(
+                "was measured on {}, not on --board {board}; give that board's table (`dnal profile --board {board}`)",
+                table.board
+            ),
+        });
+    }
+    Ok(table)
+}
+
+/// One line on a measured cost against a table's prediction.
+pub fn describe_prediction(check: &PredictionCheck) -> String {
+    let corrected = match (check.corrected_ms, check.corrected_error_pct) {
+        (Some(ms), Some(pct)) => format!(", corrected {ms:.3} ms ({pct:+.2}%)"),
+        _ => String::new(),
+    };
+    let errors = check
+        .errors
+        .map(|e| format!("; {}", e.describe()))
+        .unwrap_or_default();
+    format!(
+        "measured {:.3} ms, table {:.3} ms ({:+.2}%){corrected}{errors}",
+        check.measured_ms, check.predicted_ms, check.error_pct
+    )
 }

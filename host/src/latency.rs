@@ -6,7 +6,9 @@ use std::path::Path;
 
 use dnal_export::{Arch, Export};
 use dnal_firmware::DeployRequest;
-use dnal_firmware::latency::{GridOptions, LatencyTable, ProfileOptions, profile};
+use dnal_firmware::latency::{
+    Correction, GridOptions, LatencyTable, MeasurementLog, ProfileOptions, profile,
+};
 use dnal_models::{ChannelMasks, NetPlan};
 
 use crate::budget::CostEstimate;
@@ -21,13 +23,16 @@ use crate::report::LatencyReport;
 /// gate values.
 pub struct LatencyEstimate {
     table: LatencyTable,
+    /// What the measurements kept beside the table correct its predictions by.
+    correction: Option<Correction>,
     /// Per layer: its name, the group it reads and the group it writes.
     layers: Vec<(String, usize, usize)>,
 }
 
 impl LatencyEstimate {
     /// Checks that the table covers every layer of `plan` (same model, structure and parent
-    /// channel counts) and prepares lookups.
+    /// channel counts) and prepares lookups; predictions are corrected by the measurements
+    /// kept beside the table (a table that learns, [`MeasurementLog`]).
     pub fn new(table: LatencyTable, plan: &NetPlan) -> Result<Self, SearchError> {
         let arch = parent_arch(plan)?;
         // `predict` checks the model, the input and every layer's structure.
@@ -45,12 +50,22 @@ impl LatencyEstimate {
                 )
             })
             .collect();
-        Ok(Self { table, layers })
+        let correction = MeasurementLog::for_table(&table)?.correction();
+        Ok(Self {
+            table,
+            correction,
+            layers,
+        })
     }
 
     /// The table.
     pub fn table(&self) -> &LatencyTable {
         &self.table
+    }
+
+    /// The correction of the table's predictions learned from earlier measurements.
+    pub fn correction(&self) -> Option<Correction> {
+        self.correction
     }
 
     /// One layer's cost (units) at fractional counts: bilinear between the integer counts.
@@ -105,7 +120,9 @@ impl CostEstimate for LatencyEstimate {
     }
 
     fn total(&self, counts: &[f64]) -> f64 {
-        self.table.to_ms(self.total_units(counts))
+        let units = self.total_units(counts);
+        self.table
+            .to_ms(self.correction.map_or(units, |c| c.apply(units)))
     }
 
     /// The saving per channel of removing up to one register block (4 channels) of the group:
@@ -138,7 +155,8 @@ pub fn profile_model(
     let arch = parent_arch(plan)?;
     let table = profile(&arch, board, grid, &ProfileOptions::default())?;
     table.write(out)?;
-    Ok(table)
+    // Read back, so that it knows its file (its measurements are kept beside it).
+    Ok(LatencyTable::load(out)?)
 }
 
 /// Test images run on the board to measure a network: enough for a mean, few enough to keep
@@ -146,13 +164,15 @@ pub fn profile_model(
 pub const MEASURE_IMAGES: usize = 4;
 
 /// Deploys `export` (loaded from the folder `dir`) to the table's board, runs it on a few of
-/// `test_images` (normalised), and compares the measured cost with the table's prediction.
-/// The firmware goes to `dir/firmware-BOARD`.
+/// `test_images` (normalised), and compares the measured cost with the table's prediction,
+/// as is and corrected by the measurements kept beside the table; this one (`what` it is) is
+/// kept there too. The firmware goes to `dir/firmware-BOARD`.
 pub fn measure_on_board(
     export: &Export,
     dir: &Path,
     table: &LatencyTable,
     test_images: &[Vec<f32>],
+    what: &str,
 ) -> Result<LatencyReport, SearchError> {
     let prediction = table.predict(export.arch())?;
     let images = test_images[..test_images.len().min(MEASURE_IMAGES)].to_vec();
@@ -162,13 +182,19 @@ pub fn measure_on_board(
     request.reference_logits = Some(reference_logits(export, &images)?);
     request.reference_name = "burn".into();
     request.images = images;
-    let report = dnal_firmware::deploy_loaded(export, &request)?;
-    let cost = report.cost.ok_or_else(|| SearchError::InvalidOption {
-        option: "--board",
-        value: table.board.clone(),
-        reason: "the board ran the firmware but reported no cost".into(),
-    })?;
+    let mut report = dnal_firmware::deploy_loaded(export, &request)?;
+    let cost = report
+        .cost
+        .clone()
+        .ok_or_else(|| SearchError::InvalidOption {
+            option: "--board",
+            value: table.board.clone(),
+            reason: "the board ran the firmware but reported no cost".into(),
+        })?;
     let measured = cost.per_inference;
+    let check = table.check_and_learn(export.arch(), measured, what)?;
+    report.prediction = Some(check.clone());
+    report.write(&firmware)?;
     Ok(LatencyReport {
         board: table.board.clone(),
         unit: table.unit.clone(),
@@ -180,6 +206,9 @@ pub fn measure_on_board(
         measured_ms: table.to_ms(measured),
         error_pct: 100.0 * (prediction.total - measured) / measured,
         extrapolated: prediction.extrapolated,
+        corrected_ms: check.corrected_ms,
+        errors: check.errors,
+        measurements: check.log,
         firmware,
     })
 }

@@ -447,6 +447,12 @@ struct DeployArgs {
     /// Folder holding the dataset, if not where the search found it.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// The board's latency table for the export's model (`dnal profile`): the measured cost
+    /// is compared with its prediction, as is and corrected by the measurements kept beside
+    /// it (FILE's name with .measurements.json), and kept there too, so that the table's
+    /// predictions improve with every deploy (deploy.json's `prediction`).
+    #[arg(long, value_name = "FILE", requires = "run")]
+    latency_table: Option<PathBuf>,
     /// Print deploy.json as one JSON document on standard output, for scripts (progress and
     /// errors stay on standard error).
     #[arg(long)]
@@ -772,6 +778,7 @@ fn deploy(args: DeployArgs) -> Result<()> {
         images: args.images,
         runs: args.runs,
         data_dir: args.data_dir,
+        latency_table: args.latency_table,
     };
     let report = dnal::deploy::deploy_export(&options).with_context(|| {
         format!(
@@ -817,6 +824,9 @@ fn deploy(args: DeployArgs) -> Result<()> {
             parity.max_abs_diff,
             100.0 * parity.top1_agreement
         );
+    }
+    if let Some(check) = &report.prediction {
+        println!("latency: {}", dnal::deploy::describe_prediction(check));
     }
     println!("wrote {}", args.out.join("deploy.json").display());
     Ok(())

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use dnal_firmware::latency::PredictionErrors;
 use dnal_models::{ChannelMasks, NetPlan};
 use serde::{Deserialize, Serialize};
 
@@ -239,7 +240,8 @@ pub struct FitMeasurement {
     /// The prediction the fit aimed at or under, in ms (the budget, then lower while the
     /// board measured over it).
     pub target_ms: f64,
-    /// The table's prediction for the fitted network.
+    /// The prediction the fit made for the fitted network: the table's, corrected by the
+    /// measurements kept beside it when there were any at the search's start.
     pub predicted_ms: f64,
     /// What the board measured.
     pub measured_ms: f64,
@@ -269,6 +271,36 @@ pub struct LatencyReport {
     pub error_pct: f64,
     /// True when the prediction extrapolated beyond the table's grid.
     pub extrapolated: bool,
+    /// The prediction corrected by the measurements kept beside the table before this one
+    /// (none before the first).
+    #[serde(default)]
+    pub corrected_ms: Option<f64>,
+    /// How far the table's predictions, as is and corrected, were from the board over every
+    /// measurement kept beside it, this one included.
+    #[serde(default)]
+    pub errors: Option<PredictionErrors>,
+    /// The file those measurements are kept in.
+    #[serde(default)]
+    pub measurements: Option<PathBuf>,
     /// The firmware folder (deploy.json).
     pub firmware: PathBuf,
+}
+
+impl LatencyReport {
+    /// One line for the terminal: measured against predicted, and how well the table has
+    /// predicted this board so far.
+    pub fn describe(&self) -> String {
+        let corrected = match self.corrected_ms {
+            Some(ms) => format!(", corrected {ms:.3} ms"),
+            None => String::new(),
+        };
+        let errors = self
+            .errors
+            .map(|e| format!("; {}", e.describe()))
+            .unwrap_or_default();
+        format!(
+            "{:.3} ms on {} (table {:.3} ms{corrected}){errors}",
+            self.measured_ms, self.board, self.predicted_ms
+        )
+    }
 }

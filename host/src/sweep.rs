@@ -372,7 +372,8 @@ pub fn collect(dir: &Path, observer: &mut dyn SearchObserver) -> Result<SweepRep
                 Some(MEASURE_IMAGES),
             )?
             .normalised_images(MEASURE_IMAGES);
-            let measured = measure_on_board(&export, &parent_export_dir, &table, &images)?;
+            let measured =
+                measure_on_board(&export, &parent_export_dir, &table, &images, "the parent")?;
             std::fs::create_dir_all(&parent_firmware).map_err(SearchError::io(
                 &parent_firmware,
                 "creating",

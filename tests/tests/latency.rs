@@ -8,9 +8,10 @@ use std::sync::LazyLock;
 use dnal::arch_cost::CostWeighting;
 use dnal::budget::Budget;
 use dnal::config::SearchConfig;
+use dnal::deploy::DeployOptions;
 use dnal::progress::Silent;
 use dnal::sweep::SweepPlan;
-use dnal_firmware::latency::LatencyTable;
+use dnal_firmware::latency::{LatencyTable, MeasurementLog};
 use dnal_models::{GatePosition, NetPlan, Shape3, model_spec};
 
 const BOARD: &str = "cortex-m7-qemu";
@@ -175,7 +176,7 @@ fn a_table_that_predicts_low_is_corrected_by_measuring_the_fit() {
     let config = small(SearchConfig {
         cost: CostWeighting::Latency,
         budget: Some(Budget::LatencyMs(budget_ms)),
-        latency_table: Some(table),
+        latency_table: Some(table.clone()),
         ..SearchConfig::default()
     });
     let report = dnal::search::search(config, &dir.path().join("run"), &mut Silent).unwrap();
@@ -196,6 +197,73 @@ fn a_table_that_predicts_low_is_corrected_by_measuring_the_fit() {
     assert!(latency.measured_ms <= budget_ms, "{latency:?}");
     // Not tightened further than the table's error asks: within 10% of the budget.
     assert!(latency.measured_ms >= 0.9 * budget_ms, "{latency:?}");
+
+    // The table learned: every measurement (each fit and the final network) is kept beside
+    // it, and the correction they fit removes the table's 4%.
+    let log_path = MeasurementLog::path_beside(&table);
+    assert_eq!(latency.measurements.as_deref(), Some(log_path.as_path()));
+    let log = MeasurementLog::for_table(&LatencyTable::load(&table).unwrap()).unwrap();
+    assert_eq!(log.measurements.len(), fits.len() + 1, "{log:?}");
+    let errors = latency.errors.expect("errors over the kept measurements");
+    assert!((errors.table_pct - 4.0).abs() < 1.0, "{errors:?}");
+    assert!(errors.corrected_pct.unwrap() < 0.5, "{errors:?}");
+    let scale = log.correction().unwrap().scale;
+    assert!((scale * 0.96 - 1.0).abs() < 0.01, "{scale}");
+
+    // The table's 4% showed in the first fit.
+    assert!(fits[0].measured_ms > 1.02 * budget_ms, "{fits:?}");
+    // A second search with the table aims with the correction: its first fit measures within
+    // the board's residual noise of the budget (not 4% over), and its final prediction is
+    // within 1% of the board.
+    let config = small(SearchConfig {
+        cost: CostWeighting::Latency,
+        budget: Some(Budget::LatencyMs(budget_ms)),
+        latency_table: Some(table.clone()),
+        ..SearchConfig::default()
+    });
+    let again = dnal::search::search(config, &dir.path().join("again"), &mut Silent).unwrap();
+    let fits = &again.budget.as_ref().unwrap().measured_fits;
+    assert!(fits[0].measured_ms <= 1.005 * budget_ms, "{fits:?}");
+    assert!(fits.last().unwrap().measured_ms <= budget_ms, "{fits:?}");
+    let latency = again.latency.expect("measured on the board");
+    let corrected = latency.corrected_ms.expect("a correction was learned");
+    assert!(
+        (corrected - latency.measured_ms).abs() < 0.01 * latency.measured_ms,
+        "{latency:?}"
+    );
+    assert!(latency.measured_ms >= 0.9 * budget_ms, "{latency:?}");
+
+    // `dnal deploy --latency-table` checks and keeps its measurement the same way.
+    let kept = MeasurementLog::for_table(&LatencyTable::load(&table).unwrap())
+        .unwrap()
+        .measurements
+        .len();
+    let deployed = dnal::deploy::deploy_export(&DeployOptions {
+        export_dir: dir.path().join("run"),
+        board: BOARD.into(),
+        out_dir: dir.path().join("fw"),
+        run: true,
+        images: 2,
+        runs: 1,
+        data_dir: None,
+        latency_table: Some(table.clone()),
+    })
+    .unwrap();
+    let check = deployed.prediction.expect("checked against the table");
+    assert!((check.error_pct + 4.0).abs() < 1.0, "{check:?}");
+    assert!(check.corrected_error_pct.unwrap().abs() < 0.5, "{check:?}");
+    let on_disk: dnal_firmware::DeployReport =
+        serde_json::from_slice(&std::fs::read(dir.path().join("fw/deploy.json")).unwrap()).unwrap();
+    assert_eq!(on_disk.prediction, Some(check));
+    let log = MeasurementLog::for_table(&LatencyTable::load(&table).unwrap()).unwrap();
+    assert_eq!(log.measurements.len(), kept + 1);
+    assert!(
+        log.measurements
+            .last()
+            .unwrap()
+            .what
+            .starts_with("dnal deploy of")
+    );
 }
 
 #[test]

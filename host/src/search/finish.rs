@@ -99,8 +99,9 @@ impl Search {
             &self.dataset.normalization,
             MEASURE_IMAGES,
         );
-        let measured = measure_on_board(export, &self.out, table, &images)?;
+        let measured = measure_on_board(export, &self.out, table, &images, what)?;
         self.state.stage_report("measure").seconds += started.elapsed().as_secs_f64();
+        observer.message(&format!("{what}: {}", measured.describe()));
         Ok(Some(measured))
     }
 

@@ -36,7 +36,7 @@ impl Search {
         loop {
             let (masks, fit) = fit_to_budget(net, estimate.as_ref(), target)?;
             if let Budget::LatencyMs(budget_ms) = budget {
-                let measured = self.measure_fit(net, &masks, target, observer)?;
+                let measured = self.measure_fit(net, &masks, target, fit.cost, observer)?;
                 measured_fits.push(measured.clone());
                 observer.message(&format!(
                     "fit {} measured on the board: {:.3} ms (predicted {:.3} ms, aimed at {:.3} ms) for a budget of {budget_ms} ms",
@@ -79,13 +79,15 @@ impl Search {
     }
 
     /// The network `masks` keep of `net` (weights as after the gate stage), fitted to a
-    /// prediction of `target_ms`, built for the board of the search's latency table and
-    /// measured there.
+    /// prediction of `target_ms` (its own prediction `predicted_ms`, by the search's estimate:
+    /// the table, corrected by the measurements kept beside it), built for the board of the
+    /// search's latency table and measured there.
     fn measure_fit(
         &mut self,
         net: &GatedNet,
         masks: &ChannelMasks,
         target_ms: f64,
+        predicted_ms: f64,
         observer: &mut dyn SearchObserver,
     ) -> Result<FitMeasurement, SearchError> {
         let pruned = prune_channels(&net.valid(), masks)?;
@@ -101,7 +103,7 @@ impl Search {
             .expect("a latency budget has a latency table (config validation)");
         Ok(FitMeasurement {
             target_ms,
-            predicted_ms: report.predicted_ms,
+            predicted_ms,
             measured_ms: report.measured_ms,
         })
     }

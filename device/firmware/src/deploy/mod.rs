@@ -144,6 +144,10 @@ pub struct DeployReport {
     pub parity: Option<Parity>,
     /// Logits of each image from the firmware; empty when not run.
     pub logits: Vec<Vec<f32>>,
+    /// The measured cost against a latency table's prediction (`dnal deploy --latency-table`,
+    /// and every measurement a search makes); the pair is kept beside the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<crate::latency::PredictionCheck>,
 }
 
 /// Cost of an inference on the board.
@@ -484,6 +488,7 @@ pub fn deploy_loaded(export: &Export, req: &DeployRequest) -> Result<DeployRepor
         cost: None,
         parity: None,
         logits: Vec::new(),
+        prediction: None,
     };
     if req.run {
         if let Runner::ProbeRs { .. } = board.runner
@@ -730,6 +735,13 @@ pub fn which(tool: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(tool))
         .find(|p| p.is_file())
+}
+
+impl DeployReport {
+    /// Writes the report to `out_dir/deploy.json` again (after a caller added to it).
+    pub fn write(&self, out_dir: &Path) -> Result<(), DeployError> {
+        write_report(out_dir, self)
+    }
 }
 
 fn write_report(out_dir: &Path, report: &DeployReport) -> Result<(), DeployError> {

@@ -7,10 +7,13 @@
 //!   (validated);
 //! - [`LatencyTable::lookup`], [`LatencyTable::predict`] and [`LatencyTable::marginal`] give
 //!   one layer's cost, a pruned network's cost and the cost of one more channel;
-//!   [`LatencyTable::to_ms`] turns units into milliseconds.
+//!   [`LatencyTable::to_ms`] turns units into milliseconds;
+//! - [`MeasurementLog`] keeps every (predicted, measured) pair of a table's board beside the
+//!   table and fits a [`Correction`] of its predictions.
 
 mod bench;
 mod grid;
+mod learned;
 mod lookup;
 mod profile;
 mod table;
@@ -18,6 +21,10 @@ mod table;
 use std::path::PathBuf;
 
 pub use grid::GridOptions;
+pub use learned::{
+    Correction, LOG_FORMAT, LOG_VERSION, MAX_MEASUREMENTS, Measurement, MeasurementLog,
+    PredictionCheck, PredictionErrors, fingerprint,
+};
 pub use lookup::{LayerPrediction, Lookup, Marginal, Prediction};
 pub(crate) use profile::modelled_table;
 pub use profile::{ProfileOptions, profile};

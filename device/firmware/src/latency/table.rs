@@ -236,28 +236,33 @@ pub enum Grid {
     },
 }
 
+/// Why a table's (or its measurement log's) file at `path` could not be read.
+pub(super) fn file_error(path: &Path, e: FileError) -> LatencyError {
+    match e {
+        FileError::Io(source) => LatencyError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        FileError::NotAFile(kind) => LatencyError::NotAFile {
+            path: path.to_path_buf(),
+            kind,
+        },
+        FileError::TooLarge { size, limit, why } => LatencyError::FileTooLarge {
+            path: path.to_path_buf(),
+            size,
+            limit,
+            why,
+        },
+    }
+}
+
 impl LatencyTable {
     /// Reads and validates a table; errors name the file and the field at fault.
     pub fn load(path: impl AsRef<Path>) -> Result<LatencyTable, LatencyError> {
         let path = path.as_ref();
         let text =
             dnal_export::read_regular_file(path, MAX_TABLE_BYTES, "a latency table may hold")
-                .map_err(|e| match e {
-                    FileError::Io(source) => LatencyError::Io {
-                        path: path.to_path_buf(),
-                        source,
-                    },
-                    FileError::NotAFile(kind) => LatencyError::NotAFile {
-                        path: path.to_path_buf(),
-                        kind,
-                    },
-                    FileError::TooLarge { size, limit, why } => LatencyError::FileTooLarge {
-                        path: path.to_path_buf(),
-                        size,
-                        limit,
-                        why,
-                    },
-                })?;
+                .map_err(|e| file_error(path, e))?;
         let mut table: LatencyTable =
             serde_json::from_slice(&text).map_err(|source| LatencyError::Json {
                 path: path.to_path_buf(),
