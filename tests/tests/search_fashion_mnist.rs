@@ -128,6 +128,7 @@ fn firmware_from_the_real_export_matches_burn_on_every_board() {
             images: 8,
             runs: 1,
             data_dir: None,
+            latency_table: None,
         };
         let report = deploy_export(&options).unwrap_or_else(|e| panic!("{board}: {e}"));
         let parity = report.parity.as_ref().expect("a run measures parity");

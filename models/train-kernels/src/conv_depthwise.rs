@@ -145,7 +145,7 @@ impl Phases {
     }
 
     /// Output plane `y` from grid values `grid` (dropping the columns past `out_w`).
-    fn from_grid(&self, grid: &[f32], g: &ConvGeometry, y: &mut [f32]) {
+    fn crop_grid(&self, grid: &[f32], g: &ConvGeometry, y: &mut [f32]) {
         for (oh, row) in y.chunks_exact_mut(g.out_w).enumerate() {
             copy_row(row, &grid[oh * self.row_pitch..][..g.out_w]);
         }
@@ -153,7 +153,7 @@ impl Phases {
 
     /// Grid values from output plane `dy`. The columns past `out_w` are not written: a grid
     /// zeroed once keeps them zero for every plane.
-    fn to_grid(&self, dy: &[f32], g: &ConvGeometry, grid: &mut [f32]) {
+    fn spread_to_grid(&self, dy: &[f32], g: &ConvGeometry, grid: &mut [f32]) {
         for (oh, row) in dy.chunks_exact(g.out_w).enumerate() {
             copy_row(&mut grid[oh * self.row_pitch..][..g.out_w], row);
         }
@@ -244,7 +244,7 @@ fn forward_plane(
             }
         }
     }
-    phases.from_grid(grid, g, y);
+    phases.crop_grid(grid, g, y);
 }
 
 /// One plane of [`input_grad`]: `dx` from `dy` and its channel's `filter`.
@@ -260,7 +260,7 @@ fn input_grad_plane(
 ) {
     // Each tap sends the gradient of every output back to the input it read; the grid's
     // dropped columns carry zeros.
-    phases.to_grid(dy, g, grid);
+    phases.spread_to_grid(dy, g, grid);
     scratch.fill(0.0);
     for i in 0..g.kh {
         for j in 0..g.kw {
@@ -287,7 +287,7 @@ fn weight_grad_plane(
     tap_lanes: &mut [[f32; 8]],
 ) {
     phases.scatter(x, g, scratch);
-    phases.to_grid(dy, g, grid);
+    phases.spread_to_grid(dy, g, grid);
     for i in 0..g.kh {
         for j in 0..g.kw {
             let start = phases.tap_start(i, j);
