@@ -10,6 +10,39 @@
 
 use crate::spec::{Activation, NetSpec, Op, Shape3, SpecBuilder};
 
+/// The end of residual block `prefix`: its last conv's output `h` (`out` channels) added to
+/// the block's input `x` (`width` channels), then a ReLU. Where the block changes the shape
+/// (`stride` or width), the shortcut is a 1x1 conv + BN.
+fn join_residual(
+    b: &mut SpecBuilder,
+    prefix: &str,
+    x: usize,
+    width: usize,
+    h: usize,
+    out: usize,
+    stride: usize,
+) -> usize {
+    let shortcut = if stride != 1 || width != out {
+        b.conv(
+            format!("{prefix}.shortcut"),
+            x,
+            out,
+            1,
+            stride,
+            Activation::None,
+        )
+    } else {
+        x
+    };
+    b.push(
+        format!("{prefix}.add"),
+        Op::Add {
+            activation: Activation::Relu,
+        },
+        vec![shortcut, h],
+    )
+}
+
 /// A CIFAR ResNet with `blocks` basic blocks per stage (3 -> ResNet-20, 9 -> ResNet-56).
 pub fn cifar_resnet(name: &str, blocks: usize, input: Shape3, num_classes: usize) -> NetSpec {
     let mut b = SpecBuilder::new(name, input, num_classes);
@@ -28,25 +61,7 @@ pub fn cifar_resnet(name: &str, blocks: usize, input: Shape3, num_classes: usize
                 Activation::Relu,
             );
             let h = b.conv(format!("{prefix}.conv2"), h, planes, 3, 1, Activation::None);
-            let shortcut = if stride != 1 || width != planes {
-                b.conv(
-                    format!("{prefix}.shortcut"),
-                    x,
-                    planes,
-                    1,
-                    stride,
-                    Activation::None,
-                )
-            } else {
-                x
-            };
-            x = b.push(
-                format!("{prefix}.add"),
-                Op::Add {
-                    activation: Activation::Relu,
-                },
-                vec![shortcut, h],
-            );
+            x = join_residual(&mut b, &prefix, x, width, h, planes, stride);
             width = planes;
         }
     }
@@ -105,25 +120,7 @@ pub fn resnet50(name: &str, input: Shape3, num_classes: usize) -> NetSpec {
                 Activation::Relu,
             );
             let h = b.conv(format!("{prefix}.conv3"), h, out, 1, 1, Activation::None);
-            let shortcut = if stride != 1 || width != out {
-                b.conv(
-                    format!("{prefix}.shortcut"),
-                    x,
-                    out,
-                    1,
-                    stride,
-                    Activation::None,
-                )
-            } else {
-                x
-            };
-            x = b.push(
-                format!("{prefix}.add"),
-                Op::Add {
-                    activation: Activation::Relu,
-                },
-                vec![shortcut, h],
-            );
+            x = join_residual(&mut b, &prefix, x, width, h, out, stride);
             width = out;
         }
     }

@@ -352,6 +352,17 @@ impl MeasurementLog {
 mod tests {
     use super::*;
 
+    fn log_of(measurements: Vec<Measurement>) -> MeasurementLog {
+        MeasurementLog {
+            format: LOG_FORMAT.into(),
+            version: LOG_VERSION,
+            board: "b".into(),
+            model: "m".into(),
+            table_fingerprint: "0".into(),
+            measurements,
+        }
+    }
+
     fn pair(predicted: f64, measured: f64) -> Measurement {
         Measurement {
             what: "a network".into(),
@@ -372,14 +383,7 @@ mod tests {
         assert_eq!(fit.measurements, 3);
         assert!((fit.apply(300.0) - 312.5).abs() < 1e-9);
 
-        let mut log = MeasurementLog {
-            format: LOG_FORMAT.into(),
-            version: LOG_VERSION,
-            board: "b".into(),
-            model: "m".into(),
-            table_fingerprint: "0".into(),
-            measurements: pairs,
-        };
+        let mut log = log_of(pairs);
         let errors = log.errors().unwrap();
         assert!((errors.table_pct - 4.0).abs() < 1e-9, "{errors:?}");
         assert!(errors.corrected_pct.unwrap() < 1e-9, "{errors:?}");
@@ -393,10 +397,7 @@ mod tests {
             "{errors:?}"
         );
         // One pair: a correction, but no honest error for it.
-        let one = MeasurementLog {
-            measurements: vec![pair(10.0, 11.0)],
-            ..log.clone()
-        };
+        let one = log_of(vec![pair(10.0, 11.0)]);
         assert_eq!(one.errors().unwrap().corrected_pct, None);
         assert!((one.correction().unwrap().scale - 1.1).abs() < 1e-12);
         // Nothing measured: nothing fitted.
@@ -405,14 +406,7 @@ mod tests {
 
     #[test]
     fn the_log_keeps_the_newest_pairs() {
-        let mut log = MeasurementLog {
-            format: LOG_FORMAT.into(),
-            version: LOG_VERSION,
-            board: "b".into(),
-            model: "m".into(),
-            table_fingerprint: "0".into(),
-            measurements: Vec::new(),
-        };
+        let mut log = log_of(Vec::new());
         for i in 0..MAX_MEASUREMENTS + 5 {
             log.record(pair(1.0, 1.0 + i as f64));
         }
