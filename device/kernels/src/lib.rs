@@ -9,6 +9,7 @@
 //!   in `const` contexts too ([`const_params!`]);
 //! - [`f32`]: the kernels themselves (convolution, depthwise, pointwise, pooling, linear,
 //!   elementwise), with hand-scheduled Thumb-2 tiles on Cortex-M4F/M7;
+//! - [`int8`]: the arithmetic of quantised inference (requantisation so far);
 //! - [`arena`]: one static activation arena and safe access to disjoint parts of it;
 //! - [`marker`]: the cost marker instruction the instruction-counting QEMU plugin of
 //!   dnal-firmware counts between.
@@ -24,6 +25,7 @@ extern crate std;
 
 pub mod arena;
 pub mod f32;
+pub mod int8;
 pub mod marker;
 pub mod params;
 

@@ -53,6 +53,14 @@ pub const KERNEL_SOURCES: &[(&str, &str)] = &[
         "f32/pool.rs",
         include_str!("../../../kernels/src/f32/pool.rs"),
     ),
+    (
+        "int8/mod.rs",
+        include_str!("../../../kernels/src/int8/mod.rs"),
+    ),
+    (
+        "int8/requantize.rs",
+        include_str!("../../../kernels/src/int8/requantize.rs"),
+    ),
     ("lib.rs", include_str!("../../../kernels/src/lib.rs")),
     ("marker.rs", include_str!("../../../kernels/src/marker.rs")),
     ("params.rs", include_str!("../../../kernels/src/params.rs")),

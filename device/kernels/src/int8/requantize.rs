@@ -1,0 +1,248 @@
+//! Requantisation: an `i32` accumulator of int8 products scaled back to int8 by a real
+//! multiplier held as a Q31 fixed-point number and a power-of-two shift, the scheme of
+//! TFLite's reference kernels and CMSIS-NN (gemmlowp's `SaturatingRoundingDoublingHighMul`
+//! and `RoundingDivideByPOT`), so that a network quantised here computes, bit for bit, what
+//! those engines would.
+//!
+//! A layer's accumulator `acc = sum((x - x_zero) * w)` is in units of `x_scale * w_scale`;
+//! its output in units of `y_scale` is `acc * (x_scale * w_scale / y_scale) + y_zero`. The
+//! real factor is fixed when the network is quantised ([`Requantize::from_real`], on the
+//! host); the board only multiplies, shifts and rounds ([`Requantize::apply`]).
+
+/// A positive real multiplier `m` as `multiplier * 2^(shift - 31)`, with `multiplier` in
+/// `[2^30, 2^31)` (Q31, so `multiplier / 2^31` is in `[0.5, 1)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Requantize {
+    /// The Q31 mantissa.
+    pub multiplier: i32,
+    /// The power of two: positive shifts left, negative right.
+    pub shift: i32,
+}
+
+/// Shifts a [`Requantize`] may hold: a real factor between about `2^-31` and `2^31`.
+pub const SHIFTS: core::ops::RangeInclusive<i32> = -31..=30;
+
+/// `round(a * b / 2^31)`, saturated: the high half of the doubled 64-bit product, rounded
+/// (gemmlowp's `SaturatingRoundingDoublingHighMul`, whose rounding of ties follows its nudge:
+/// up for positive products, towards zero for negative ones).
+#[inline]
+pub const fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
+    if a == i32::MIN && b == i32::MIN {
+        return i32::MAX;
+    }
+    let ab = a as i64 * b as i64;
+    let nudge = if ab >= 0 { 1 << 30 } else { 1 - (1 << 30) };
+    // Division truncates towards zero, as C++'s does.
+    ((ab + nudge) / (1i64 << 31)) as i32
+}
+
+/// `x / 2^exponent`, rounded to nearest with ties away from zero (gemmlowp's
+/// `RoundingDivideByPOT`); `exponent` in `0..=31`.
+#[inline]
+pub const fn rounding_divide_by_pot(x: i32, exponent: u32) -> i32 {
+    let mask = ((1i64 << exponent) - 1) as i32;
+    let remainder = x & mask;
+    let threshold = (mask >> 1) + if x < 0 { 1 } else { 0 };
+    (x >> exponent) + if remainder > threshold { 1 } else { 0 }
+}
+
+impl Requantize {
+    /// The identity: `apply(x) == x`.
+    pub const ONE: Requantize = Requantize {
+        multiplier: 1 << 30,
+        shift: 1,
+    };
+
+    /// The fixed-point form of `real`, or `None` if it is not a positive finite number within
+    /// [`SHIFTS`]. Exact to half a unit of the 31-bit mantissa.
+    pub fn from_real(real: f64) -> Option<Requantize> {
+        if !(real.is_finite() && real > 0.0) {
+            return None;
+        }
+        // Normalise into [0.5, 1): real = mantissa * 2^shift.
+        let (mut mantissa, mut shift) = (real, 0i32);
+        while mantissa >= 1.0 {
+            mantissa /= 2.0;
+            shift += 1;
+            if shift > *SHIFTS.end() + 1 {
+                return None;
+            }
+        }
+        while mantissa < 0.5 {
+            mantissa *= 2.0;
+            shift -= 1;
+            if shift < *SHIFTS.start() {
+                return None;
+            }
+        }
+        // Round half up: mantissa is positive (`core` has no `f64::round`).
+        let mut q = (mantissa * (1u64 << 31) as f64 + 0.5) as i64;
+        if q == 1i64 << 31 {
+            q /= 2;
+            shift += 1;
+        }
+        if !SHIFTS.contains(&shift) {
+            return None;
+        }
+        Some(Requantize {
+            multiplier: q as i32,
+            shift,
+        })
+    }
+
+    /// The real factor this stands for.
+    pub fn real(&self) -> f64 {
+        self.multiplier as f64 / (1u64 << 31) as f64 * pow2(self.shift)
+    }
+
+    /// `round(x * real)`, as TFLite's `MultiplyByQuantizedMultiplier`: shift left, take the
+    /// rounded high half of the product with the mantissa, then divide by the right shift
+    /// with rounding. The left shift saturates where TFLite's would overflow.
+    #[inline]
+    pub const fn apply(&self, x: i32) -> i32 {
+        let (left, right) = if self.shift > 0 {
+            (self.shift as u32, 0)
+        } else {
+            (0, (-self.shift) as u32)
+        };
+        let shifted = x.saturating_mul(1 << left);
+        rounding_divide_by_pot(
+            saturating_rounding_doubling_high_mul(shifted, self.multiplier),
+            right,
+        )
+    }
+
+    /// An int8 output from accumulator `acc`: `apply(acc) + zero_point`, clamped to
+    /// `[min, max]` (the activation's range: -128..=127, or from the zero point up for a
+    /// ReLU).
+    #[inline]
+    pub const fn to_i8(&self, acc: i32, zero_point: i32, min: i8, max: i8) -> i8 {
+        let y = self.apply(acc).saturating_add(zero_point);
+        if y < min as i32 {
+            min
+        } else if y > max as i32 {
+            max
+        } else {
+            y as i8
+        }
+    }
+}
+
+/// `2^e` for the shifts a [`Requantize`] holds.
+fn pow2(e: i32) -> f64 {
+    if e >= 0 {
+        (1u64 << e) as f64
+    } else {
+        1.0 / (1u64 << -e) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference formula in `i128`, with the ties rounded as gemmlowp's two steps round
+    /// them.
+    fn reference(x: i32, r: Requantize) -> i32 {
+        let left = r.shift.max(0);
+        let right = (-r.shift).max(0) as u32;
+        let shifted = (x as i64 * (1i64 << left)).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+        rounding_divide_by_pot(
+            saturating_rounding_doubling_high_mul(shifted, r.multiplier),
+            right,
+        )
+    }
+
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            self.0 >> 11
+        }
+        fn unit(&mut self) -> f64 {
+            self.next() as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    #[test]
+    fn a_real_factor_round_trips_to_half_a_unit_of_its_mantissa() {
+        let mut rng = Lcg(7);
+        for _ in 0..10_000 {
+            // Factors from 2^-30 to 2^8, log-uniform: what layers' scale ratios are.
+            let real = pow2(-30) * (38.0 * core::f64::consts::LN_2 * rng.unit()).exp();
+            let r = Requantize::from_real(real).unwrap();
+            assert!((1 << 30..=i32::MAX).contains(&r.multiplier), "{r:?}");
+            let rel = (r.real() - real).abs() / real;
+            assert!(rel <= 0.5 / (1u64 << 30) as f64, "{real} -> {r:?}: {rel}");
+        }
+        assert_eq!(Requantize::from_real(1.0), Some(Requantize::ONE));
+        assert_eq!(Requantize::from_real(0.5).unwrap().real(), 0.5);
+        // A mantissa that rounds up to 1 moves to the next power of two.
+        let r = Requantize::from_real(1.0 - 1e-12).unwrap();
+        assert_eq!(r, Requantize::ONE);
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e-12, 1e12] {
+            assert_eq!(Requantize::from_real(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn apply_rounds_the_product_to_within_one_and_matches_the_reference_formula() {
+        let mut rng = Lcg(11);
+        for _ in 0..20_000 {
+            let real = pow2(-24) * (28.0 * core::f64::consts::LN_2 * rng.unit()).exp();
+            let r = Requantize::from_real(real).unwrap();
+            let x = (rng.next() as i64 % (1 << 24) - (1 << 23)) as i32;
+            let y = r.apply(x);
+            assert_eq!(y, reference(x, r));
+            let exact = x as f64 * r.real();
+            // Two roundings (the high half, then the right shift): never a whole unit off.
+            assert!(
+                (y as f64 - exact).abs() < 1.0,
+                "{x} * {real}: {y} vs {exact}"
+            );
+        }
+        // The identity, and halving with its ties.
+        assert_eq!(Requantize::ONE.apply(12345), 12345);
+        assert_eq!(Requantize::ONE.apply(-7), -7);
+        let half = Requantize::from_real(0.5).unwrap();
+        assert_eq!(half.apply(4), 2);
+        assert_eq!(half.apply(3), 2);
+        assert_eq!(half.apply(-4), -2);
+    }
+
+    #[test]
+    fn the_edges_saturate_instead_of_wrapping() {
+        assert_eq!(
+            saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN),
+            i32::MAX
+        );
+        assert_eq!(
+            saturating_rounding_doubling_high_mul(i32::MAX, i32::MAX),
+            i32::MAX - 1
+        );
+        assert_eq!(rounding_divide_by_pot(i32::MIN, 31), -1);
+        assert_eq!(rounding_divide_by_pot(i32::MAX, 31), 1);
+        assert_eq!(rounding_divide_by_pot(5, 1), 3);
+        assert_eq!(rounding_divide_by_pot(-5, 1), -3);
+        assert_eq!(rounding_divide_by_pot(-4, 0), -4);
+        // A large factor on a large accumulator saturates, and the output clamps to int8.
+        let big = Requantize::from_real(1000.0).unwrap();
+        assert_eq!(
+            big.apply(i32::MAX / 4),
+            saturating_rounding_doubling_high_mul(i32::MAX, big.multiplier)
+        );
+        assert_eq!(
+            big.apply(i32::MIN / 4),
+            saturating_rounding_doubling_high_mul(i32::MIN, big.multiplier)
+        );
+        assert_eq!(big.to_i8(1 << 20, 0, -128, 127), 127);
+        assert_eq!(big.to_i8(-(1 << 20), 0, -128, 127), -128);
+        // A ReLU's range starts at the zero point.
+        let r = Requantize::from_real(0.25).unwrap();
+        assert_eq!(r.to_i8(-400, -5, -5, 127), -5);
+        assert_eq!(r.to_i8(400, -5, -5, 127), 95);
+    }
+}
