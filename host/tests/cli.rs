@@ -622,6 +622,17 @@ fn a_collapsed_network_is_said_not_returned_silently() {
         warnings[0].as_str().unwrap().contains("collapsed"),
         "{report}"
     );
+
+    // Under a budget the fit chose the channels: the warning says to loosen the budget.
+    let out = quick_search(&dir.path().join("tight"), &["--flops-budget", "0.3%"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: the gate stage collapsed the network")
+            && err.contains("is too tight for this model: give a larger --flops-budget")
+            && !err.contains("--lambda"),
+        "{err}"
+    );
 }
 
 #[test]

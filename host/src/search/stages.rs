@@ -201,8 +201,21 @@ impl Search {
         let chance = 1.0 / classes as f64;
         let parent = self.state.parent.as_ref().map_or(0.0, |p| p.top1);
         let lambda = self.state.gate_lambda.unwrap_or(self.config().lambda);
-        let fix = "lower --lambda (say tenfold), or prune to a cost with --flops-budget or \
-                   --latency-budget-ms, which stops the gates at the budget";
+        // Under a budget the fit chose the channels: the budget is what to loosen.
+        let fix = match self.budget() {
+            Some(budget) => {
+                let unit = self.estimate(budget).unit();
+                let digits = if unit == "ms" { 3 } else { 0 };
+                format!(
+                    "the budget ({:.digits$} {unit}) is too tight for this model: give a larger {}",
+                    budget.target(),
+                    budget.option()
+                )
+            }
+            None => "lower --lambda (say tenfold), or prune to a cost with --flops-budget or \
+                     --latency-budget-ms, which stops the gates at the budget"
+                .into(),
+        };
         let binarised = self
             .state
             .history
