@@ -62,15 +62,15 @@ pub fn deploy_export(options: &DeployOptions) -> Result<DeployReport, SearchErro
         request.reference_name = "burn".into();
         request.images = images;
     }
-    if let Some(table) = &table {
-        // Before anything is built: the table must cover this export's layers.
-        table.predict(export.arch())?;
-    }
+    // Before anything is built: the table must cover this export's layers.
+    let predicted = table
+        .as_ref()
+        .map(|table| table.predict(export.arch()).map(|p| (table, p)))
+        .transpose()?;
     let mut report = dnal_firmware::deploy_loaded(&export, &request)?;
-    if let (Some(table), Some(cost)) = (&table, &report.cost) {
+    if let (Some((table, prediction)), Some(cost)) = (&predicted, &report.cost) {
         let what = format!("dnal deploy of {}", options.export_dir.display());
-        report.prediction =
-            Some(table.check_and_learn(export.arch(), cost.per_inference, &what)?);
+        report.prediction = Some(table.check_and_learn(prediction, cost.per_inference, &what)?);
         report.write(&report.firmware_dir.clone())?;
     }
     Ok(report)

@@ -63,11 +63,6 @@ impl LatencyEstimate {
         &self.table
     }
 
-    /// The correction of the table's predictions learned from earlier measurements.
-    pub fn correction(&self) -> Option<Correction> {
-        self.correction
-    }
-
     /// One layer's cost (units) at fractional counts: bilinear between the integer counts.
     fn layer_cost(&self, name: &str, x: f64, y: f64, same_group: bool) -> f64 {
         let look = |i: usize, o: usize| {
@@ -192,7 +187,7 @@ pub fn measure_on_board(
             reason: "the board ran the firmware but reported no cost".into(),
         })?;
     let measured = cost.per_inference;
-    let check = table.check_and_learn(export.arch(), measured, what)?;
+    let check = table.check_and_learn(&prediction, measured, what)?;
     report.prediction = Some(check.clone());
     report.write(&firmware)?;
     Ok(LatencyReport {
@@ -200,11 +195,11 @@ pub fn measure_on_board(
         unit: table.unit.clone(),
         clock_hz: table.clock.hz,
         cycles_per_unit: table.clock.cycles_per_unit,
-        predicted_units: prediction.total,
-        predicted_ms: prediction.ms,
-        measured_units: measured,
-        measured_ms: table.to_ms(measured),
-        error_pct: 100.0 * (prediction.total - measured) / measured,
+        predicted_units: check.predicted,
+        predicted_ms: check.predicted_ms,
+        measured_units: check.measured,
+        measured_ms: check.measured_ms,
+        error_pct: check.error_pct,
         extrapolated: prediction.extrapolated,
         corrected_ms: check.corrected_ms,
         errors: check.errors,

@@ -72,12 +72,9 @@ pub fn preset(name: &str) -> Result<&'static Preset, String> {
 impl Preset {
     /// What the preset sets, in one line for the terminal.
     pub fn describe(&self) -> String {
-        let budget = match self.budget {
-            Some(Budget::Flops(macs)) => format!("{:.2}M MACs", macs / 1e6),
-            Some(Budget::FlopsShare(share)) => format!("{}% of the MACs", 100.0 * share),
-            Some(Budget::LatencyMs(ms)) => format!("{ms} ms"),
-            None => "the default budget".into(),
-        };
+        let budget = self
+            .budget
+            .map_or_else(|| "the default budget".into(), |b| b.to_string());
         format!(
             "{} on {DATASET}, {EPOCHS_WEIGHTS}/{EPOCHS_GATES}/{EPOCHS_FINETUNE} epochs, batches of {BATCH_SIZE}, learning rate {LR} fixed, {budget}",
             self.model

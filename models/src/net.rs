@@ -145,28 +145,27 @@ impl ConvBn {
         }
     }
 
-    /// The batch norm, then `rectifier` (a ReLU or ReLU6, or none): in training (an autodiff
-    /// device and a batch norm that is not frozen) through [`batch_norm_op::batch_norm_train`]
-    /// with burn's running-statistics update, where the CPU backend runs both in the same fused
-    /// passes; otherwise burn's `BatchNorm::forward` and `relu` or `clamp`.
+    /// The batch norm, then `activation`: in training (an autodiff device and a batch norm
+    /// that is not frozen) through [`batch_norm_op::batch_norm_train`] with burn's
+    /// running-statistics update, where the CPU backend runs both in the same fused passes;
+    /// otherwise burn's `BatchNorm::forward` and `activate`.
     ///
     /// # Shapes
     /// - input and output: `[batch, channels, height, width]`
-    pub fn bn_forward(&self, x: Tensor<4>, rectifier: Rectifier) -> Tensor<4> {
+    pub fn bn_forward(&self, x: Tensor<4>, activation: Activation) -> Tensor<4> {
         let bn = &self.bn;
-        let rectify = |y: Tensor<4>| match rectifier {
-            Rectifier::None => y,
-            Rectifier::Relu => activation::relu(y),
-            Rectifier::Relu6 => y.clamp(0.0, 6.0),
-        };
         if !(x.device().is_autodiff() && bn.training.is_enabled()) {
-            return rectify(bn.forward(x));
+            return activate(bn.forward(x), activation);
         }
         let device = x.device();
         // Only flex has fused kernels: elsewhere burn's backward would recompute the batch
         // norm for the rectifier's mask, so the rectifier stays a separate op there.
-        let fused = rectifier != Rectifier::None && device == Device::flex();
-        let in_pass = if fused { rectifier } else { Rectifier::None };
+        let fused = activation != Activation::None && device == Device::flex();
+        let in_pass = if fused {
+            rectifier_of(activation)
+        } else {
+            Rectifier::None
+        };
         let result =
             batch_norm_op::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, in_pass);
         // The same exponential moving average as burn's BatchNorm.
@@ -183,7 +182,7 @@ impl ConvBn {
         if fused {
             result.output
         } else {
-            rectify(result.output)
+            activate(result.output, activation)
         }
     }
 }
@@ -332,10 +331,10 @@ impl GatedNet {
                         && plan.gate_position == GatePosition::AfterBn
                         && mode != GateMode::Off;
                     let y = if gate_between {
-                        let y = gated(unit.bn_forward(y, Rectifier::None), GatePosition::AfterBn);
+                        let y = gated(unit.bn_forward(y, Activation::None), GatePosition::AfterBn);
                         activate(y, *activation)
                     } else {
-                        unit.bn_forward(y, rectifier_of(*activation))
+                        unit.bn_forward(y, *activation)
                     };
                     gated(y, GatePosition::AfterActivation)
                 }
@@ -419,7 +418,7 @@ mod tests {
     use crate::spec::SpecBuilder;
     use burn::tensor::Distribution;
 
-    /// In training, `bn_forward` (dnal's fused batch norm, with and without the ReLU) gives
+    /// In training, `bn_forward` (dnal's fused batch norm, with no activation, ReLU or ReLU6) gives
     /// burn's output and moves the running statistics exactly as burn's `BatchNorm::forward`
     /// does; frozen, it uses them.
     #[test]
@@ -441,14 +440,9 @@ mod tests {
                 Distribution::Normal(step as f64, 2.0),
                 &device,
             );
-            let rectifier = [Rectifier::None, Rectifier::Relu, Rectifier::Relu6][step % 3];
-            let a = ours.bn_forward(x.clone(), rectifier);
-            let b = theirs.bn.forward(x);
-            let b = match rectifier {
-                Rectifier::None => b,
-                Rectifier::Relu => activation::relu(b),
-                Rectifier::Relu6 => b.clamp(0.0, 6.0),
-            };
+            let act = [Activation::None, Activation::Relu, Activation::Relu6][step % 3];
+            let a = ours.bn_forward(x.clone(), act);
+            let b = activate(theirs.bn.forward(x), act);
             assert!(
                 (a - b).abs().max().into_scalar::<f32>() < 1e-4,
                 "step {step}: output"
@@ -475,7 +469,7 @@ mod tests {
         let before = frozen.bn.running_mean.value_sync();
         let x = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(5.0, 1.0), &device);
         let (a, b) = (
-            frozen.bn_forward(x.clone(), Rectifier::Relu),
+            frozen.bn_forward(x.clone(), Activation::Relu),
             frozen.bn.forward(x),
         );
         assert!((a - activation::relu(b)).abs().max().into_scalar::<f32>() < 1e-6);

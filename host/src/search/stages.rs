@@ -203,15 +203,10 @@ impl Search {
         let lambda = self.state.gate_lambda.unwrap_or(self.config().lambda);
         // Under a budget the fit chose the channels: the budget is what to loosen.
         let fix = match self.budget() {
-            Some(budget) => {
-                let unit = self.estimate(budget).unit();
-                let digits = if unit == "ms" { 3 } else { 0 };
-                format!(
-                    "the budget ({:.digits$} {unit}) is too tight for this model: give a larger {}",
-                    budget.target(),
-                    budget.option()
-                )
-            }
+            Some(budget) => format!(
+                "the budget ({budget}) is too tight for this model: give a larger {}",
+                budget.option()
+            ),
             None => "lower --lambda (say tenfold), or prune to a cost with --flops-budget or \
                      --latency-budget-ms, which stops the gates at the budget"
                 .into(),

@@ -16,10 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use dnal_export::Arch;
-
 use super::table::file_error;
-use super::{LatencyError, LatencyTable};
+use super::{LatencyError, LatencyTable, Prediction};
 
 /// `format` of a measurement log.
 pub const LOG_FORMAT: &str = "dnal-latency-measurements";
@@ -103,16 +101,16 @@ pub struct PredictionCheck {
 }
 
 impl LatencyTable {
-    /// Compares `measured` (in the table's unit) with the table's prediction for `arch`
-    /// (`what` names it in the log), corrected by the pairs already kept beside the table,
-    /// then keeps the pair there.
+    /// Compares `measured` (in the table's unit) with the table's `prediction` of the network
+    /// measured ([`LatencyTable::predict`]; `what` names the network in the log), corrected by
+    /// the pairs already kept beside the table, then keeps the pair there.
     pub fn check_and_learn(
         &self,
-        arch: &Arch,
+        prediction: &Prediction,
         measured: f64,
         what: &str,
     ) -> Result<PredictionCheck, LatencyError> {
-        let predicted = self.predict(arch)?.total;
+        let predicted = prediction.total;
         let mut log = MeasurementLog::for_table(self)?;
         let correction = log.correction();
         let corrected = correction.map(|c| c.apply(predicted));
