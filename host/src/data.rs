@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use dnal_datasets::{Dataset, FolderShape, ImageSet, LoadOptions, Normalization};
-use dnal_export::Export;
+use dnal_export::Arch;
 use dnal_models::Shape3;
 
 use crate::config::SearchConfig;
@@ -46,20 +46,31 @@ impl ExportTestSet {
     /// from `data_dir` when given (else where the search read it), keeping the first `limit`
     /// images. Refuses a dataset whose images or classes the network does not take.
     pub fn load(
-        export: &Export,
+        arch: &Arch,
         dir: &Path,
         data_dir: Option<&Path>,
         limit: Option<usize>,
     ) -> Result<Self, SearchError> {
-        let arch = export.arch();
+        Self::load_with_train(arch, dir, data_dir, limit, 1).map(|(set, _)| set)
+    }
+
+    /// As [`ExportTestSet::load`], and also the first `train_images` training images (what
+    /// int8 calibration observes).
+    pub fn load_with_train(
+        arch: &Arch,
+        dir: &Path,
+        data_dir: Option<&Path>,
+        limit: Option<usize>,
+        train_images: usize,
+    ) -> Result<(Self, ImageSet), SearchError> {
         let mut config = serde_json::from_value::<SearchInfo>(arch.search.clone())
             .map(|info| info.config)
             .unwrap_or_else(|_| SearchConfig {
                 dataset: arch.dataset.clone(),
                 ..Default::default()
             });
-        // The training half is not needed: one image keeps the load cheap.
-        config.train_limit = Some(1);
+        // Only as much of the training half as asked for: one image keeps the load cheap.
+        config.train_limit = Some(train_images.max(1));
         if let Some(d) = data_dir {
             config.data_dir = Some(d.to_path_buf());
         }
@@ -88,11 +99,14 @@ impl ExportTestSet {
             },
             None => dataset.normalization.clone(),
         };
-        Ok(Self {
-            dataset: config.dataset,
-            test: dataset.test,
-            normalization,
-        })
+        Ok((
+            Self {
+                dataset: config.dataset,
+                test: dataset.test,
+                normalization,
+            },
+            dataset.train,
+        ))
     }
 
     /// The first `count` test images, normalised.

@@ -52,7 +52,7 @@ pub fn deploy_export(options: &DeployOptions) -> Result<DeployReport, SearchErro
     request.runs = options.runs.max(1);
     if options.images > 0 {
         let images = ExportTestSet::load(
-            &export,
+            export.arch(),
             &options.export_dir,
             options.data_dir.as_deref(),
             Some(options.images),

@@ -42,6 +42,14 @@ pub enum SearchError {
         /// What is wrong and what would be right.
         reason: String,
     },
+    /// An f32 export that int8 cannot hold.
+    #[error("{export}: cannot be quantised to int8: {reason}", export = .export.display())]
+    Quantize {
+        /// The f32 export.
+        export: PathBuf,
+        /// Why, and what would do.
+        reason: String,
+    },
     /// The loss stopped being a number.
     #[error("the {stage} stage's loss became {value} at epoch {epoch}, step {step}; the last good checkpoint is kept in {checkpoint}. Lower the learning rate (--lr, --lr-gates, --lr-finetune) or --lambda, then continue with `dnal search --resume {dir}`", dir = .out.display(), checkpoint = .checkpoint.display())]
     NonFiniteLoss {

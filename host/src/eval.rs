@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use dnal_datasets::Batcher;
-use dnal_export::Export;
+use dnal_export::int8::{Int8Export, forward_with_kernels};
+use dnal_export::{Export, ExportError, Precision};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::backend::Backend;
@@ -13,13 +15,15 @@ use crate::data::ExportTestSet;
 use crate::error::SearchError;
 use crate::export::ExportNet;
 use crate::report::NetReport;
-use crate::train::{Accuracy, EVAL_BATCH, evaluate};
+use crate::train::{Accuracy, EVAL_BATCH, evaluate, score_logits};
 
 /// What `dnal eval` found.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EvalResult {
     /// The dataset evaluated on.
     pub dataset: String,
+    /// The export's number format.
+    pub precision: Precision,
     /// Test accuracy.
     pub accuracy: Accuracy,
     /// MACs of the exported network.
@@ -95,9 +99,15 @@ pub fn evaluate_export(
             reason: "a top-1 over no image means nothing; use at least 1, or leave it out".into(),
         });
     }
-    let export = Export::load(dir)?;
+    let export = match Export::load(dir) {
+        Err(ExportError::WrongPrecision {
+            found: Precision::Int8,
+            ..
+        }) => return evaluate_int8_export(dir, data_dir, test_limit),
+        loaded => loaded?,
+    };
     let arch = export.arch();
-    let set = ExportTestSet::load(&export, dir, data_dir, test_limit)?;
+    let set = ExportTestSet::load(export.arch(), dir, data_dir, test_limit)?;
     let test = Batcher::new(set.test, set.normalization, EVAL_BATCH);
     let device = backend.device()?;
     let net = ExportNet::new(&export, &device);
@@ -109,19 +119,87 @@ pub fn evaluate_export(
             fix: "its weights overflow f32 arithmetic, so it cannot be evaluated or deployed; export it again from a healthy search".into(),
         }
     })?;
-    // report.json is informational: one that is not a small regular file is ignored.
-    let reproduction = read_regular_file(&dir.join("report.json"), 64 << 20, "")
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .and_then(|report| serde_json::from_value::<NetReport>(report["pruned"].clone()).ok())
-        .map(|reported| Reproduction::of(&reported, &accuracy));
     Ok(EvalResult {
         dataset: set.dataset,
+        precision: Precision::F32,
+        reproduction: reproduction(dir, &accuracy),
         accuracy,
         flops: arch.flops,
         params: arch.params,
-        reproduction,
     })
+}
+
+/// An int8 export's accuracy, computed as the board computes it (dnal-kernels' int8 kernels,
+/// bit-exact with the integer reference).
+fn evaluate_int8_export(
+    dir: &Path,
+    data_dir: Option<&Path>,
+    test_limit: Option<usize>,
+) -> Result<EvalResult, SearchError> {
+    let export = Int8Export::load(dir)?;
+    let arch = export.arch();
+    let set = ExportTestSet::load(arch, dir, data_dir, test_limit)?;
+    let accuracy = evaluate_int8(&export, &set, &mut |_, _| {});
+    Ok(EvalResult {
+        dataset: set.dataset,
+        precision: Precision::Int8,
+        reproduction: reproduction(dir, &accuracy),
+        accuracy,
+        flops: arch.flops,
+        params: arch.params,
+    })
+}
+
+/// Images the int8 evaluation runs between progress reports.
+const EVAL_CHUNK: usize = 256;
+
+/// The int8 network's accuracy on the test images, computed with the portable int8 kernels
+/// (bit-exact with the integer reference), images in parallel.
+pub fn evaluate_int8(
+    export: &Int8Export,
+    set: &ExportTestSet,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Accuracy {
+    let classes = export.output_len();
+    let total = set.test.len();
+    let (mut top1, mut top5) = (0, 0);
+    progress(0, total);
+    for start in (0..total).step_by(EVAL_CHUNK) {
+        let end = (start + EVAL_CHUNK).min(total);
+        let logits: Vec<f32> = (start..end)
+            .into_par_iter()
+            .flat_map_iter(|i| {
+                let mut image = vec![0.0; export.input_len()];
+                set.normalization
+                    .apply(set.test.shape(), set.test.image(i), &mut image);
+                forward_with_kernels(export, &export.quantize_input(&image))
+                    .into_iter()
+                    .map(|code| code as f32)
+            })
+            .collect();
+        let labels: Vec<i64> = (start..end).map(|i| set.test.label(i) as i64).collect();
+        let (a, b) = score_logits(&logits, classes, &labels);
+        top1 += a;
+        top5 += b;
+        progress(end, total);
+    }
+    let n = total.max(1) as f64;
+    Accuracy {
+        top1: top1 as f64 / n,
+        top5: top5 as f64 / n,
+        images: total,
+        top1_hits: top1,
+    }
+}
+
+/// How `accuracy` compares with the `pruned` figures of `report.json` in `dir`, if any.
+fn reproduction(dir: &Path, accuracy: &Accuracy) -> Option<Reproduction> {
+    // report.json is informational: one that is not a small regular file is ignored.
+    read_regular_file(&dir.join("report.json"), 64 << 20, "")
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|report| serde_json::from_value::<NetReport>(report["pruned"].clone()).ok())
+        .map(|reported| Reproduction::of(&reported, accuracy))
 }
 
 #[cfg(test)]

@@ -289,6 +289,20 @@ impl ExportNet {
     /// - output: `[batch, num_classes]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let batch = x.dims()[0];
+        self.forward_values(x)
+            .pop()
+            .expect("an export has layers")
+            .reshape([batch, self.num_classes])
+    }
+
+    /// Every value of a batch's forward pass: the input (value 0), then each layer's output
+    /// (value `i + 1`; a linear layer's as `[batch, features, 1, 1]`). What int8 calibration
+    /// observes.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, channels, height, width]`
+    /// - output: `layers + 1` tensors `[batch, c, h, w]`
+    pub fn forward_values(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
         let mut values: Vec<Tensor<4>> = vec![x];
         for (layer, inputs) in &self.layers {
             let x = values[inputs[0]].clone();
@@ -333,9 +347,6 @@ impl ExportNet {
             values.push(y);
         }
         values
-            .pop()
-            .expect("an export has layers")
-            .reshape([batch, self.num_classes])
     }
 }
 

@@ -32,6 +32,7 @@ pub mod lock;
 pub mod plot;
 pub mod preset;
 pub mod progress;
+pub mod quantize;
 pub mod report;
 pub mod schedule;
 pub mod search;

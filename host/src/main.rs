@@ -43,8 +43,19 @@ enum Command {
     ///   dnal search --from-weights runs/fmnist --flops-budget 5.5M --out runs/fmnist-4x
     #[command(verbatim_doc_comment)]
     Search(SearchArgs),
-    /// Evaluate an export on its dataset's test set (reproduces the reported top-1).
+    /// Evaluate an export on its dataset's test set (reproduces the reported top-1). An int8
+    /// export (from `dnal quantize`) is evaluated as the board computes it, bit for bit.
     Eval(EvalArgs),
+    /// Quantise an export to int8 (post-training): per-channel symmetric int8 weights, int32
+    /// biases, per-tensor activation scales taken from the value ranges on training images,
+    /// fixed-point requantisation as TFLite and CMSIS-NN do it (docs/export-format.md).
+    /// Reports the f32 and int8 top-1 on the test set; the int8 export's report.json keeps
+    /// them, and `dnal eval --export DIR8` reproduces its top-1.
+    ///
+    /// Example:
+    ///   dnal quantize --export runs/fmnist --out runs/fmnist-int8
+    #[command(verbatim_doc_comment)]
+    Quantize(QuantizeArgs),
     /// Generate a no_std firmware crate from an export, build it for a board, and with --run
     /// run it (QEMU for the *-qemu boards), measure its cost and compare its logits with burn's.
     ///
@@ -424,6 +435,33 @@ struct EvalArgs {
 }
 
 #[derive(Args, Debug)]
+struct QuantizeArgs {
+    /// The f32 export folder (what `dnal search --out` wrote).
+    #[arg(long, value_name = "DIR")]
+    export: PathBuf,
+    /// Where the int8 export goes (a folder of its own: it never overwrites an f32 export).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Training images whose value ranges set the activation scales (the first N of the
+    /// training set).
+    #[arg(long, value_name = "N", default_value_t = dnal::quantize::DEFAULT_CALIBRATION_IMAGES)]
+    calibration_images: usize,
+    /// Folder holding the dataset (default: the one the search used).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Evaluate both networks on the first N test images (default: as many as the search
+    /// evaluated).
+    #[arg(long, value_name = "N")]
+    test_limit: Option<usize>,
+    /// Where the f32 network runs (calibration and its evaluation).
+    #[arg(long, default_value_t = Backend::Cpu)]
+    backend: Backend,
+    /// Print the result as one JSON document on standard output, for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
 struct DeployArgs {
     /// The export folder (what `dnal search --out` wrote).
     #[arg(long, value_name = "DIR")]
@@ -563,6 +601,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Search(args) => search(args),
         Command::Eval(args) => eval(args),
+        Command::Quantize(args) => quantize(args),
         Command::Deploy(args) => deploy(args),
         Command::Profile(args) => profile(args),
         Command::Sweep(args) => sweep(args),
@@ -730,8 +769,9 @@ fn eval(args: EvalArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{}: top-1 {:.4} ({:.2}%), top-5 {:.4} on {} test images of {}; {} MACs, {} params",
+        "{} ({}): top-1 {:.4} ({:.2}%), top-5 {:.4} on {} test images of {}; {} MACs, {} params",
         args.export.display(),
+        result.precision,
         result.accuracy.top1,
         100.0 * result.accuracy.top1,
         result.accuracy.top5,
@@ -766,6 +806,74 @@ fn eval(args: EvalArgs) -> Result<()> {
         ),
         None => {}
     }
+    Ok(())
+}
+
+fn quantize(args: QuantizeArgs) -> Result<()> {
+    use dnal::quantize::{QuantizeOptions, QuantizePhase, quantize_export};
+    let options = QuantizeOptions {
+        export_dir: args.export.clone(),
+        out_dir: args.out.clone(),
+        calibration_images: args.calibration_images,
+        data_dir: args.data_dir,
+        test_limit: args.test_limit,
+        backend: args.backend,
+    };
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>9} [{bar:30}] {pos}/{len} images {per_sec} (eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let mut phase_now = None;
+    let report = quantize_export(&options, &mut |phase, done, total| {
+        if phase_now != Some(phase) {
+            phase_now = Some(phase);
+            bar.reset();
+            bar.set_length(total as u64);
+            bar.set_prefix(match phase {
+                QuantizePhase::Calibrate => "calibrate",
+                QuantizePhase::EvaluateInt8 => "int8 eval",
+            });
+        }
+        bar.set_position(done as u64);
+    })
+    .with_context(|| {
+        format!(
+            "quantising {} to int8 in {}",
+            args.export.display(),
+            args.out.display()
+        )
+    })?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{}: int8 export, calibrated on {} training images of {}",
+        args.out.display(),
+        report.calibration_images,
+        report.dataset
+    );
+    println!(
+        "top-1 on {} test images: f32 {:.2}%, int8 {:.2}% ({:+.2} pp); top-5 f32 {:.2}%, int8 {:.2}%",
+        report.int8.images,
+        100.0 * report.f32.top1,
+        100.0 * report.int8.top1,
+        report.top1_change_pp,
+        100.0 * report.f32.top5,
+        100.0 * report.int8.top5
+    );
+    println!(
+        "weights: {} bytes as f32, {} as int8 ({:.2}x, per-channel scales and requantisation included)",
+        report.f32_weight_bytes,
+        report.int8_weight_bytes,
+        report.int8_weight_bytes as f64 / report.f32_weight_bytes.max(1) as f64
+    );
     Ok(())
 }
 

@@ -366,7 +366,7 @@ pub fn collect(dir: &Path, observer: &mut dyn SearchObserver) -> Result<SweepRep
             observer.message(&format!("measuring the parent on {}", plan.board));
             let export = Export::load(&parent_export_dir)?;
             let images = ExportTestSet::load(
-                &export,
+                export.arch(),
                 &parent_export_dir,
                 plan.base.data_dir.as_deref(),
                 Some(MEASURE_IMAGES),

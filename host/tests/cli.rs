@@ -703,3 +703,70 @@ fn a_folder_keeps_its_images_shape_unless_told_otherwise() {
     assert_eq!(report["augmentation"], "none");
     assert_eq!(report["config"]["image_size"], serde_json::json!([12, 12]));
 }
+
+#[test]
+fn quantize_writes_an_int8_export_that_eval_reproduces_and_never_overwrites_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = quick_search(&run, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let int8 = dir.path().join("run-int8");
+    let (run_s, int8_s) = (run.to_str().unwrap(), int8.to_str().unwrap());
+
+    let q = dnal(&[
+        "quantize",
+        "--export",
+        run_s,
+        "--out",
+        int8_s,
+        "--calibration-images",
+        "64",
+    ]);
+    assert!(q.status.success(), "{}", stderr(&q));
+    let text = String::from_utf8_lossy(&q.stdout);
+    assert!(text.contains("calibrated on 64 training images"), "{text}");
+    assert!(text.contains("f32") && text.contains("int8"), "{text}");
+    let arch: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(int8.join("arch.json")).unwrap()).unwrap();
+    assert_eq!(arch["precision"], "int8");
+    assert_eq!(arch["quantization"]["calibration"]["images"], 64);
+
+    let e = dnal(&["eval", "--export", int8_s]);
+    assert!(e.status.success(), "{}", stderr(&e));
+    let text = String::from_utf8_lossy(&e.stdout);
+    assert!(text.contains("(int8)"), "{text}");
+    assert!(text.contains("reproduced exactly"), "{text}");
+
+    // Never over an f32 export (its own folder included), never without calibration images.
+    let before = std::fs::read(run.join("weights.safetensors")).unwrap();
+    let err = refused(&["quantize", "--export", run_s, "--out", run_s], "--out");
+    assert!(err.contains("f32 export"), "{err}");
+    assert_eq!(
+        std::fs::read(run.join("weights.safetensors")).unwrap(),
+        before
+    );
+    refused(
+        &[
+            "quantize",
+            "--export",
+            run_s,
+            "--out",
+            int8_s,
+            "--calibration-images",
+            "0",
+        ],
+        "--calibration-images",
+    );
+    // An int8 export is not an f32 one to quantise again.
+    let other = dir.path().join("x");
+    refused(
+        &[
+            "quantize",
+            "--export",
+            int8_s,
+            "--out",
+            other.to_str().unwrap(),
+        ],
+        "is an int8 export",
+    );
+}

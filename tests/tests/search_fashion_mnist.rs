@@ -155,3 +155,47 @@ fn firmware_from_the_real_export_matches_burn_on_every_board() {
         );
     }
 }
+
+#[test]
+fn the_real_export_quantises_to_int8_and_keeps_its_accuracy() {
+    use dnal::quantize::{QuantizeOptions, quantize_export};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fmnist-int8");
+    let options = QuantizeOptions {
+        export_dir: SEARCH.out.clone(),
+        out_dir: out.clone(),
+        calibration_images: 500,
+        data_dir: None,
+        test_limit: None,
+        backend: Backend::Cpu,
+    };
+    let report = quantize_export(&options, &mut |_, _, _| {}).expect("quantises");
+    assert_eq!(report.calibration_images, 500);
+    // The f32 figure is the search's, and int8 loses at most a point (10 of 1000 images)
+    // on the real test images.
+    assert_eq!(report.f32.top1, SEARCH.report.pruned.top1);
+    assert_eq!(report.int8.images, 1000);
+    assert!(
+        report.top1_change_pp.abs() <= 1.0,
+        "f32 {} int8 {}",
+        report.f32.top1,
+        report.int8.top1
+    );
+    // int8 weights, int32 biases and per-channel requantisation: under 0.3x the f32 bytes.
+    assert!(
+        (report.int8_weight_bytes as f64) < 0.3 * report.f32_weight_bytes as f64,
+        "{} of {} bytes",
+        report.int8_weight_bytes,
+        report.f32_weight_bytes
+    );
+    // `dnal eval` reads the int8 export and reproduces its top-1 exactly.
+    let eval = dnal::eval::evaluate_export(&out, None, None, Backend::Cpu).unwrap();
+    assert_eq!(eval.precision, dnal_export::Precision::Int8);
+    assert_eq!(
+        eval.reproduction,
+        Some(dnal::eval::Reproduction::Exact {
+            hits: report.int8.top1_hits,
+            images: 1000
+        })
+    );
+}

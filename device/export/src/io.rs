@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use super::limits::{MAX_ARCH_BYTES, MAX_PARAMS, MAX_WEIGHTS_HEADER_BYTES};
-use super::{ARCH_FILE, Arch, ArchSummary, Export, ExportError, Tensor, WEIGHTS_FILE};
+use super::{ARCH_FILE, Arch, ArchSummary, Export, ExportError, Precision, Tensor, WEIGHTS_FILE};
 
 impl Export {
     /// Reads and validates an export folder (`arch.json` + `weights.safetensors`).
@@ -23,6 +23,7 @@ impl Export {
             source,
         })?;
         let summary = arch.summary().map_err(|e| with_path(e, &arch_path))?;
+        arch.expect_precision(&arch_path, Precision::F32)?;
 
         let weights_path = dir.join(WEIGHTS_FILE);
         // The layer list says how much data the file holds; a file far larger is refused
@@ -62,6 +63,7 @@ impl Export {
                     path: weights_path,
                     name,
                     dtype: format!("{:?}", view.dtype()),
+                    expected: "F32",
                 });
             }
             if view.shape() != shape.as_slice() {
@@ -317,7 +319,7 @@ pub fn read_regular_file(path: &Path, limit: u64, why: &str) -> Result<Vec<u8>, 
     Ok(bytes)
 }
 
-fn io_error(e: std::io::Error, path: &Path) -> ExportError {
+pub(crate) fn io_error(e: std::io::Error, path: &Path) -> ExportError {
     if e.kind() == std::io::ErrorKind::NotFound {
         ExportError::MissingFile {
             path: path.to_path_buf(),
@@ -331,7 +333,7 @@ fn io_error(e: std::io::Error, path: &Path) -> ExportError {
 }
 
 /// Re-homes an error about `arch.json` onto the file's full path.
-fn with_path(e: ExportError, full: &Path) -> ExportError {
+pub(crate) fn with_path(e: ExportError, full: &Path) -> ExportError {
     use ExportError::*;
     let p = full.to_path_buf();
     match e {

@@ -12,6 +12,7 @@
 //! here), so an export and the kernels that run it share one definition;
 //! [`kernel_serde`] says how the format writes them.
 
+pub mod int8;
 mod io;
 pub mod kernel_serde;
 pub mod limits;
@@ -23,11 +24,11 @@ pub use io::{
     write_atomically,
 };
 pub use limits::{NameError, check_name};
-pub use reference::reference_forward;
+pub use reference::{reference_forward, reference_values};
 pub use summary::{ArchSummary, LayerSummary};
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -35,8 +36,11 @@ pub use dnal_kernels::{Activation, Shape3};
 
 /// `format` of every export.
 pub const FORMAT: &str = "dnal-export";
-/// The version this crate reads and writes.
+/// The version of f32 exports, which this crate reads and writes.
 pub const VERSION: u64 = 1;
+/// The version of int8 exports (version 1 plus `precision` and `quantization`); an f32
+/// export stays version 1, so readers of version 1 keep reading it.
+pub const INT8_VERSION: u64 = 2;
 /// File names inside an export folder.
 pub const ARCH_FILE: &str = "arch.json";
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
@@ -64,6 +68,51 @@ pub struct Arch {
     /// Free-form description of the search.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub search: serde_json::Value,
+    /// The number format of weights and activations: f32 unless the export is version 2.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
+    /// How every value is quantised (int8 exports only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<int8::QuantizationSpec>,
+}
+
+/// The number format of an export.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// f32 weights and activations (version 1).
+    #[default]
+    F32,
+    /// int8 weights and activations, int32 biases (version 2, [`int8`]).
+    Int8,
+}
+
+impl Precision {
+    pub fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
+
+    /// The name used in `arch.json` and on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+        }
+    }
+
+    /// The export version that holds this precision.
+    pub fn version(&self) -> u64 {
+        match self {
+            Precision::F32 => VERSION,
+            Precision::Int8 => INT8_VERSION,
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Arch {
@@ -88,6 +137,8 @@ impl Arch {
             flops: 0,
             params: 0,
             search: serde_json::Value::Null,
+            precision: Precision::F32,
+            quantization: None,
         }
     }
 }
@@ -222,6 +273,7 @@ impl Export {
     /// Validates `arch` and `tensors` together (as [`Export::load`] does for a folder).
     pub fn new(arch: Arch, tensors: BTreeMap<String, Tensor>) -> Result<Self, ExportError> {
         let summary = arch.summary()?;
+        arch.expect_precision(Path::new(ARCH_FILE), Precision::F32)?;
         let weights_path = PathBuf::from(WEIGHTS_FILE);
         io::check_tensors(&weights_path, &summary, &tensors)?;
         Ok(Export {
@@ -304,8 +356,23 @@ pub enum ExportError {
     },
     #[error("{path}: format is {found:?}, expected {FORMAT:?}", path = .path.display())]
     UnknownFormat { path: PathBuf, found: String },
-    #[error("{path}: unknown version {found} (this reader knows version {VERSION})", path = .path.display())]
+    #[error(
+        "{path}: unknown version {found} (this reader knows versions {VERSION} (f32) and \
+         {INT8_VERSION} (int8))",
+        path = .path.display()
+    )]
     UnknownVersion { path: PathBuf, found: u64 },
+    #[error(
+        "{path}: is an {found} export, where {expected} was expected{hint}",
+        path = .path.display()
+    )]
+    WrongPrecision {
+        path: PathBuf,
+        found: Precision,
+        expected: Precision,
+        /// What reads the export instead.
+        hint: &'static str,
+    },
     #[error("{path}: {field}: {reason}", path = .path.display())]
     InvalidField {
         path: PathBuf,
@@ -355,11 +422,12 @@ pub enum ExportError {
     MissingTensor { path: PathBuf, name: String },
     #[error("{path}: tensor {name:?} belongs to no conv2d or linear layer", path = .path.display())]
     UnknownTensor { path: PathBuf, name: String },
-    #[error("{path}: tensor {name:?} has dtype {dtype}, expected F32", path = .path.display())]
+    #[error("{path}: tensor {name:?} has dtype {dtype}, expected {expected}", path = .path.display())]
     WrongDtype {
         path: PathBuf,
         name: String,
         dtype: String,
+        expected: &'static str,
     },
     #[error("{path}: tensor {name:?} has shape {found:?}, the layer list expects {expected:?}", path = .path.display())]
     TensorShape {
@@ -367,6 +435,12 @@ pub enum ExportError {
         name: String,
         expected: Vec<usize>,
         found: Vec<usize>,
+    },
+    #[error("{path}: tensor {name:?}: {reason}", path = .path.display())]
+    InvalidTensor {
+        path: PathBuf,
+        name: String,
+        reason: String,
     },
     #[error("{path}: tensor {name:?} holds {value} at index {index} (weights must be finite)", path = .path.display())]
     NonFinite {

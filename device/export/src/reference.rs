@@ -9,6 +9,14 @@ use crate::{Export, Op};
 ///
 /// Panics if `input` has the wrong length.
 pub fn reference_forward(export: &Export, input: &[f32]) -> Vec<f32> {
+    reference_values(export, input).pop().unwrap_or_default()
+}
+
+/// Every value of one image's forward pass: the input (value 0), then each layer's output
+/// (value `i + 1`); what int8 calibration observes.
+///
+/// Panics if `input` has the wrong length.
+pub fn reference_values(export: &Export, input: &[f32]) -> Vec<Vec<f32>> {
     let arch = export.arch();
     assert_eq!(
         input.len(),
@@ -111,11 +119,11 @@ pub fn reference_forward(export: &Export, input: &[f32]) -> Vec<f32> {
         values.push(out);
         shapes.push(o);
     }
-    values.pop().unwrap_or_default()
+    values
 }
 
 /// The input coordinate of kernel tap `(ky, kx)` of output pixel `(oy, ox)`, if not padding.
-fn tap(
+pub(crate) fn tap(
     s: Shape3,
     stride: [usize; 2],
     padding: [usize; 2],

@@ -9,7 +9,7 @@ use super::limits::{
     MAX_ABS_MEAN, MAX_CLASS_NAME_LEN, MAX_DIM, MAX_LAYER_INPUTS, MAX_LAYERS, MAX_PARAMS, MAX_STD,
     MAX_VALUES, MIN_STD, NameError, check_name, check_text,
 };
-use super::{ARCH_FILE, Arch, ExportError, FORMAT, Op, VERSION};
+use super::{ARCH_FILE, Arch, ExportError, FORMAT, INT8_VERSION, Op, Precision, VERSION};
 use dnal_kernels::{Conv2dParams, Pool2dParams, Shape3};
 
 use crate::kernel_serde;
@@ -67,6 +67,25 @@ impl Arch {
         Ok(summary)
     }
 
+    /// Refuses an export of another precision than `expected`, naming what reads it.
+    pub fn expect_precision(&self, path: &Path, expected: Precision) -> Result<(), ExportError> {
+        if self.precision == expected {
+            return Ok(());
+        }
+        Err(ExportError::WrongPrecision {
+            path: path.to_path_buf(),
+            found: self.precision,
+            expected,
+            hint: match self.precision {
+                Precision::Int8 => {
+                    " (read it with dnal_export::int8::Int8Export; `dnal eval` reads either, \
+                     `dnal deploy` only f32 so far)"
+                }
+                Precision::F32 => " (read it with dnal_export::Export)",
+            },
+        })
+    }
+
     /// For writers: computes and stores every layer's `output` and the `flops` and `params`
     /// totals, after checking everything else.
     pub fn complete(&mut self) -> Result<ArchSummary, ExportError> {
@@ -97,11 +116,31 @@ impl Arch {
                 found: self.format.clone(),
             });
         }
-        if self.version != VERSION {
-            return Err(ExportError::UnknownVersion {
-                path: path.to_path_buf(),
-                found: self.version,
-            });
+        match (self.version, self.precision, self.quantization.is_some()) {
+            (VERSION, Precision::F32, false) | (INT8_VERSION, Precision::Int8, true) => {}
+            (VERSION | INT8_VERSION, precision, quantized) => {
+                let expected = if self.version == VERSION {
+                    "an f32 export without `quantization`"
+                } else {
+                    "an int8 export with `\"precision\": \"int8\"` and a `quantization` block"
+                };
+                return Err(field(
+                    "version",
+                    format!(
+                        "is {} (version {} is {expected}), but precision is {precision} and \
+                         `quantization` is {}",
+                        self.version,
+                        self.version,
+                        if quantized { "present" } else { "absent" }
+                    ),
+                ));
+            }
+            _ => {
+                return Err(ExportError::UnknownVersion {
+                    path: path.to_path_buf(),
+                    found: self.version,
+                });
+            }
         }
         check_name(&self.name).map_err(|e| bad_name("name".into(), &self.name, e))?;
         // The host writes "" when the data has no name.

@@ -105,16 +105,20 @@ fn missing_files() {
 fn unknown_version_and_format() {
     let tmp = tempfile::tempdir().unwrap();
     good_export(tmp.path());
-    edit_arch(tmp.path(), |v| v["version"] = 2.into());
+    edit_arch(tmp.path(), |v| v["version"] = 3.into());
     let e = load_err(tmp.path());
     assert!(
-        matches!(e, ExportError::UnknownVersion { found: 2, .. }),
+        matches!(e, ExportError::UnknownVersion { found: 3, .. }),
         "{e}"
     );
     assert!(
-        e.to_string().contains("arch.json: unknown version 2"),
+        e.to_string().contains("arch.json: unknown version 3"),
         "{e}"
     );
+    // Version 2 is int8: an f32 export that claims it is refused for what it lacks.
+    edit_arch(tmp.path(), |v| v["version"] = 2.into());
+    let e = load_err(tmp.path());
+    assert!(e.to_string().contains("version 2 is an int8 export"), "{e}");
     edit_arch(tmp.path(), |v| {
         v["version"] = 1.into();
         v["format"] = "onnx".into();

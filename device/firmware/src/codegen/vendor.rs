@@ -54,12 +54,32 @@ pub const KERNEL_SOURCES: &[(&str, &str)] = &[
         include_str!("../../../kernels/src/f32/pool.rs"),
     ),
     (
+        "int8/conv2d.rs",
+        include_str!("../../../kernels/src/int8/conv2d.rs"),
+    ),
+    (
+        "int8/elementwise.rs",
+        include_str!("../../../kernels/src/int8/elementwise.rs"),
+    ),
+    (
+        "int8/linear.rs",
+        include_str!("../../../kernels/src/int8/linear.rs"),
+    ),
+    (
         "int8/mod.rs",
         include_str!("../../../kernels/src/int8/mod.rs"),
     ),
     (
+        "int8/pool.rs",
+        include_str!("../../../kernels/src/int8/pool.rs"),
+    ),
+    (
         "int8/requantize.rs",
         include_str!("../../../kernels/src/int8/requantize.rs"),
+    ),
+    (
+        "int8/stage.rs",
+        include_str!("../../../kernels/src/int8/stage.rs"),
     ),
     ("lib.rs", include_str!("../../../kernels/src/lib.rs")),
     ("marker.rs", include_str!("../../../kernels/src/marker.rs")),

@@ -587,6 +587,7 @@ fn error_kind(e: &ExportError) -> &'static str {
         ExportError::Json { .. } => "Json",
         ExportError::UnknownFormat { .. } => "UnknownFormat",
         ExportError::UnknownVersion { .. } => "UnknownVersion",
+        ExportError::WrongPrecision { .. } => "WrongPrecision",
         ExportError::InvalidField { .. } => "InvalidField",
         ExportError::InvalidLayer { .. } => "InvalidLayer",
         ExportError::ForwardInput { .. } => "ForwardInput",
@@ -598,6 +599,7 @@ fn error_kind(e: &ExportError) -> &'static str {
         ExportError::WrongDtype { .. } => "WrongDtype",
         ExportError::TensorShape { .. } => "TensorShape",
         ExportError::NonFinite { .. } => "NonFinite",
+        ExportError::InvalidTensor { .. } => "InvalidTensor",
     }
 }
 

@@ -1,9 +1,23 @@
-//! int8 inference arithmetic: what quantised kernels share. So far the requantisation of an
-//! `i32` accumulator back to int8 ([`Requantize`]), bit-exact with TFLite's reference kernels
-//! and CMSIS-NN.
+//! int8 inference: the arithmetic quantised kernels share ([`Requantize`], [`Quantization`],
+//! [`OutputStage`]) and portable kernels for every op of the export format, bit-exact with
+//! dnal-export's integer reference (`dnal_export::int8::reference_forward`).
+//!
+//! The scheme is TFLite's and CMSIS-NN's: activations per-tensor asymmetric, weights
+//! per-output-channel symmetric, `i32` biases and accumulators, requantisation by a Q31
+//! multiplier and a shift. docs/export-format.md ("int8 exports") is the specification.
 
+mod conv2d;
+mod elementwise;
+mod linear;
+mod pool;
 pub mod requantize;
+mod stage;
 
+pub use conv2d::{conv2d, depthwise_conv2d};
+pub use elementwise::{add, add_left_shift};
+pub use linear::linear;
+pub use pool::{MAX_POOL_CELLS, avg_pool2d, global_avg_pool, max_pool2d, mean_code};
 pub use requantize::{
     Requantize, SHIFTS, rounding_divide_by_pot, saturating_rounding_doubling_high_mul,
 };
+pub use stage::{OutputStage, Quantization, round_half_away};

@@ -1,0 +1,288 @@
+//! Reading and writing int8 export folders.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use dnal_kernels::int8::Requantize;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+use super::{AddRescale, Int8Export, Int8Layer, Int8Weights};
+use crate::io::{io_error, open_regular_file, read_regular_file, with_path, write_atomically};
+use crate::limits::{MAX_ARCH_BYTES, MAX_PARAMS, MAX_WEIGHTS_HEADER_BYTES};
+use crate::{ARCH_FILE, Arch, ArchSummary, ExportError, Op, Precision, WEIGHTS_FILE};
+
+/// A tensor of an int8 export, by dtype.
+#[derive(Clone, Debug, PartialEq)]
+enum Data {
+    I8(Vec<i8>),
+    I32(Vec<i32>),
+    F32(Vec<f32>),
+}
+
+impl Data {
+    fn dtype(&self) -> Dtype {
+        match self {
+            Data::I8(_) => Dtype::I8,
+            Data::I32(_) => Dtype::I32,
+            Data::F32(_) => Dtype::F32,
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Data::I8(v) => v.iter().map(|c| *c as u8).collect(),
+            Data::I32(v) => v.iter().flat_map(|c| c.to_le_bytes()).collect(),
+            Data::F32(v) => v.iter().flat_map(|c| c.to_le_bytes()).collect(),
+        }
+    }
+}
+
+/// The tensors an int8 layer list needs: name, dtype and shape.
+fn expected_tensors(arch: &Arch, summary: &ArchSummary) -> BTreeMap<String, (Dtype, Vec<usize>)> {
+    let mut expected = BTreeMap::new();
+    for (layer, s) in arch.layers.iter().zip(&summary.layers) {
+        let n = &layer.name;
+        if let Some([w, b]) = &s.tensor_shapes {
+            expected.insert(format!("{n}.weight"), (Dtype::I8, w.clone()));
+            expected.insert(format!("{n}.bias"), (Dtype::I32, b.clone()));
+            expected.insert(format!("{n}.weight_scale"), (Dtype::F32, b.clone()));
+            expected.insert(format!("{n}.multiplier"), (Dtype::I32, b.clone()));
+            expected.insert(format!("{n}.shift"), (Dtype::I32, b.clone()));
+        } else if matches!(layer.op, Op::Add(_)) {
+            let entries = vec![layer.inputs.len() + 1];
+            expected.insert(format!("{n}.multiplier"), (Dtype::I32, entries.clone()));
+            expected.insert(format!("{n}.shift"), (Dtype::I32, entries));
+        }
+    }
+    expected
+}
+
+fn dtype_name(d: Dtype) -> &'static str {
+    match d {
+        Dtype::I8 => "I8",
+        Dtype::I32 => "I32",
+        _ => "F32",
+    }
+}
+
+impl Int8Export {
+    /// Reads and validates an int8 export folder; an f32 export is refused with
+    /// [`ExportError::WrongPrecision`].
+    pub fn load(dir: impl AsRef<Path>) -> Result<Int8Export, ExportError> {
+        let dir = dir.as_ref();
+        let arch_path = dir.join(ARCH_FILE);
+        let text = read_regular_file(&arch_path, MAX_ARCH_BYTES, "an arch.json may hold")
+            .map_err(|e| e.into_export_error(&arch_path))?;
+        let arch: Arch = serde_json::from_slice(&text).map_err(|source| ExportError::Json {
+            path: arch_path.clone(),
+            source,
+        })?;
+        let summary = arch.summary().map_err(|e| with_path(e, &arch_path))?;
+        arch.expect_precision(&arch_path, Precision::Int8)?;
+
+        let weights_path = dir.join(WEIGHTS_FILE);
+        // Weights and biases take at most 4 bytes a parameter, the per-channel scales and
+        // requantisation 12 more per bias, the adds' rescales a few KiB.
+        let limit = summary.params.min(MAX_PARAMS) * 16 + 2 * MAX_WEIGHTS_HEADER_BYTES;
+        let why = format!(
+            "the layer list's {} parameters, their scales and a header can take",
+            summary.params
+        );
+        let file = open_regular_file(&weights_path, limit, &why)
+            .map_err(|e| e.into_export_error(&weights_path))?;
+        // SAFETY: the file is mapped read-only and copied out before the map is dropped;
+        // the usual caveat of maps (another process truncating the file meanwhile) applies.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_error(e, &weights_path))?;
+        let st = SafeTensors::deserialize(&map).map_err(|e| ExportError::Safetensors {
+            path: weights_path.clone(),
+            reason: e.to_string(),
+        })?;
+        let expected = expected_tensors(&arch, &summary);
+        let mut tensors: BTreeMap<String, Data> = BTreeMap::new();
+        let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+        names.sort();
+        for name in names {
+            let Some((dtype, shape)) = expected.get(&name) else {
+                return Err(ExportError::UnknownTensor {
+                    path: weights_path,
+                    name,
+                });
+            };
+            let view = st.tensor(&name).map_err(|e| ExportError::Safetensors {
+                path: weights_path.clone(),
+                reason: e.to_string(),
+            })?;
+            if view.dtype() != *dtype {
+                return Err(ExportError::WrongDtype {
+                    path: weights_path,
+                    name,
+                    dtype: format!("{:?}", view.dtype()),
+                    expected: dtype_name(*dtype),
+                });
+            }
+            if view.shape() != shape.as_slice() {
+                return Err(ExportError::TensorShape {
+                    path: weights_path,
+                    name,
+                    expected: shape.clone(),
+                    found: view.shape().to_vec(),
+                });
+            }
+            let raw = view.data();
+            let data = match dtype {
+                Dtype::I8 => Data::I8(raw.iter().map(|b| *b as i8).collect()),
+                Dtype::I32 => Data::I32(
+                    raw.chunks_exact(4)
+                        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect(),
+                ),
+                _ => Data::F32(
+                    raw.chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect(),
+                ),
+            };
+            tensors.insert(name, data);
+        }
+        if let Some(name) = expected.keys().find(|n| !tensors.contains_key(*n)) {
+            return Err(ExportError::MissingTensor {
+                path: weights_path,
+                name: name.clone(),
+            });
+        }
+        let layers = layers_from_tensors(&arch, tensors);
+        Int8Export::new(arch, layers).map_err(|e| match e {
+            ExportError::InvalidTensor { name, reason, .. } => ExportError::InvalidTensor {
+                path: weights_path.clone(),
+                name,
+                reason,
+            },
+            other => with_path(other, &arch_path),
+        })
+    }
+
+    /// Writes the export into `dir` (created if needed), each file through a temporary name
+    /// and a rename, `weights.safetensors` first, as [`crate::Export::write`] does.
+    pub fn write(&self, dir: impl AsRef<Path>) -> Result<(), ExportError> {
+        let dir = dir.as_ref();
+        fs::create_dir_all(dir).map_err(|e| io_error(e, dir))?;
+        let weights_path = dir.join(WEIGHTS_FILE);
+        let expected = expected_tensors(&self.arch, &self.summary);
+        let tensors = tensors_of(&self.arch, &self.layers);
+        let bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
+            .iter()
+            .map(|(name, data)| {
+                let shape = expected[name].1.clone();
+                (name.clone(), data.dtype(), shape, data.bytes())
+            })
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(name, dtype, shape, raw)| {
+                TensorView::new(*dtype, shape.clone(), raw)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| ExportError::Safetensors {
+                        path: weights_path.clone(),
+                        reason: e.to_string(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let serialized =
+            safetensors::serialize(views, None).map_err(|e| ExportError::Safetensors {
+                path: weights_path.clone(),
+                reason: e.to_string(),
+            })?;
+        write_atomically(&weights_path, &serialized)?;
+
+        let arch_path = dir.join(ARCH_FILE);
+        let mut json =
+            serde_json::to_vec_pretty(&self.arch).map_err(|source| ExportError::Json {
+                path: arch_path.clone(),
+                source,
+            })?;
+        json.push(b'\n');
+        write_atomically(&arch_path, &json)
+    }
+}
+
+/// The layers' data as the tensors `weights.safetensors` holds.
+fn tensors_of(arch: &Arch, layers: &[Int8Layer]) -> BTreeMap<String, Data> {
+    let mut out = BTreeMap::new();
+    for (layer, data) in arch.layers.iter().zip(layers) {
+        let n = &layer.name;
+        let split = |r: &[Requantize]| {
+            (
+                Data::I32(r.iter().map(|r| r.multiplier).collect()),
+                Data::I32(r.iter().map(|r| r.shift).collect()),
+            )
+        };
+        match data {
+            Int8Layer::Weighted(w) => {
+                out.insert(format!("{n}.weight"), Data::I8(w.weight.clone()));
+                out.insert(format!("{n}.bias"), Data::I32(w.bias.clone()));
+                out.insert(
+                    format!("{n}.weight_scale"),
+                    Data::F32(w.weight_scale.clone()),
+                );
+                let (m, s) = split(&w.requantize);
+                out.insert(format!("{n}.multiplier"), m);
+                out.insert(format!("{n}.shift"), s);
+            }
+            Int8Layer::Add(a) => {
+                let mut all = a.inputs.clone();
+                all.push(a.output);
+                let (m, s) = split(&all);
+                out.insert(format!("{n}.multiplier"), m);
+                out.insert(format!("{n}.shift"), s);
+            }
+            Int8Layer::Pool => {}
+        }
+    }
+    out
+}
+
+/// The layers' data from a complete set of tensors (names, dtypes and shapes checked).
+fn layers_from_tensors(arch: &Arch, mut tensors: BTreeMap<String, Data>) -> Vec<Int8Layer> {
+    let mut take = |name: String| tensors.remove(&name).expect("checked tensor set");
+    let requantize = |m: Data, s: Data| match (m, s) {
+        (Data::I32(m), Data::I32(s)) => m
+            .into_iter()
+            .zip(s)
+            .map(|(multiplier, shift)| Requantize { multiplier, shift })
+            .collect::<Vec<_>>(),
+        _ => unreachable!("checked dtypes"),
+    };
+    arch.layers
+        .iter()
+        .map(|layer| {
+            let n = &layer.name;
+            match layer.op {
+                Op::Conv2d(_) | Op::Linear(_) => {
+                    let (Data::I8(weight), Data::I32(bias), Data::F32(weight_scale)) = (
+                        take(format!("{n}.weight")),
+                        take(format!("{n}.bias")),
+                        take(format!("{n}.weight_scale")),
+                    ) else {
+                        unreachable!("checked dtypes")
+                    };
+                    let requantize =
+                        requantize(take(format!("{n}.multiplier")), take(format!("{n}.shift")));
+                    Int8Layer::Weighted(Int8Weights {
+                        weight,
+                        bias,
+                        weight_scale,
+                        requantize,
+                    })
+                }
+                Op::Add(_) => {
+                    let mut inputs =
+                        requantize(take(format!("{n}.multiplier")), take(format!("{n}.shift")));
+                    let output = inputs.pop().expect("n + 1 entries");
+                    Int8Layer::Add(AddRescale { inputs, output })
+                }
+                _ => Int8Layer::Pool,
+            }
+        })
+        .collect()
+}

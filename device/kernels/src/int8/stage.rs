@@ -1,0 +1,142 @@
+//! How a real tensor is held in int8 and how a layer's output stage clamps it.
+//!
+//! A value `q` of a tensor with `scale` and `zero_point` stands for `scale * (q - zero_point)`
+//! (TFLite's asymmetric scheme). Weights are symmetric (`zero_point` 0, per output channel), so
+//! only activations carry zero points; their scales are folded into each layer's
+//! [`Requantize`](super::Requantize) multipliers on the host, and a kernel sees only zero points
+//! and clamps.
+
+use crate::Activation;
+
+/// The quantisation of one activation tensor: `real = scale * (q - zero_point)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Quantization {
+    /// A positive, finite step.
+    pub scale: f32,
+    /// The int8 code of real zero, in `-128..=127`.
+    pub zero_point: i32,
+}
+
+impl Quantization {
+    /// The int8 code nearest `x` (ties away from zero), saturated to `-128..=127`: how an image
+    /// enters an int8 network. NaN reads as zero.
+    #[inline]
+    pub fn quantize(&self, x: f32) -> i8 {
+        let steps = round_half_away(x / self.scale);
+        steps
+            .saturating_add(self.zero_point)
+            .clamp(i8::MIN as i32, i8::MAX as i32) as i8
+    }
+
+    /// The real value `q` stands for.
+    #[inline]
+    pub fn dequantize(&self, q: i8) -> f32 {
+        self.scale * (q as i32 - self.zero_point) as f32
+    }
+}
+
+/// `x` rounded to the nearest integer, ties away from zero, saturated to `i32` (`core` has no
+/// `f32::round`); NaN gives 0.
+#[inline]
+pub fn round_half_away(x: f32) -> i32 {
+    // `as` saturates and maps NaN to 0.
+    if x >= 0.0 {
+        (x + 0.5) as i32
+    } else {
+        -((-x + 0.5) as i32)
+    }
+}
+
+/// The end of an int8 layer: the output's zero point and the clamp its activation leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputStage {
+    /// The output tensor's zero point.
+    pub zero_point: i32,
+    /// The smallest code the activation lets through.
+    pub min: i8,
+    /// The largest.
+    pub max: i8,
+}
+
+impl OutputStage {
+    /// The stage of an output quantised as `output` after `activation`: a ReLU clamps at the
+    /// code of 0 (the zero point), a ReLU6 also at the code of 6 (`zero_point + round(6 /
+    /// scale)`), no activation only to int8.
+    pub fn new(activation: Activation, output: Quantization) -> OutputStage {
+        let zero = output.zero_point.clamp(i8::MIN as i32, i8::MAX as i32) as i8;
+        let (min, max) = match activation {
+            Activation::None => (i8::MIN, i8::MAX),
+            Activation::Relu => (zero, i8::MAX),
+            Activation::Relu6 => {
+                let six = output
+                    .zero_point
+                    .saturating_add(round_half_away(6.0 / output.scale))
+                    .clamp(zero as i32, i8::MAX as i32) as i8;
+                (zero, six)
+            }
+        };
+        OutputStage {
+            zero_point: output.zero_point,
+            min,
+            max,
+        }
+    }
+
+    /// No clamp beyond int8, zero point `zero_point`.
+    pub const fn plain(zero_point: i32) -> OutputStage {
+        OutputStage {
+            zero_point,
+            min: i8::MIN,
+            max: i8::MAX,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantize_rounds_ties_away_from_zero_and_saturates() {
+        let q = Quantization {
+            scale: 0.5,
+            zero_point: -3,
+        };
+        assert_eq!(q.quantize(0.0), -3);
+        assert_eq!(q.quantize(0.25), -2);
+        assert_eq!(q.quantize(-0.25), -4);
+        assert_eq!(q.quantize(1000.0), 127);
+        assert_eq!(q.quantize(-1000.0), -128);
+        assert_eq!(q.quantize(f32::NAN), -3);
+        assert_eq!(q.dequantize(-3), 0.0);
+        assert_eq!(q.dequantize(1), 2.0);
+        assert_eq!(round_half_away(2.5), 3);
+        assert_eq!(round_half_away(-2.5), -3);
+        assert_eq!(round_half_away(f32::INFINITY), i32::MAX);
+    }
+
+    #[test]
+    fn activations_clamp_at_the_codes_of_zero_and_six() {
+        let q = Quantization {
+            scale: 0.05,
+            zero_point: -100,
+        };
+        assert_eq!(
+            OutputStage::new(Activation::None, q),
+            OutputStage::plain(-100)
+        );
+        let relu = OutputStage::new(Activation::Relu, q);
+        assert_eq!((relu.min, relu.max), (-100, 127));
+        let relu6 = OutputStage::new(Activation::Relu6, q);
+        assert_eq!((relu6.min, relu6.max), (-100, 20));
+        // Six beyond the range: int8's end.
+        let wide = OutputStage::new(
+            Activation::Relu6,
+            Quantization {
+                scale: 0.01,
+                zero_point: -128,
+            },
+        );
+        assert_eq!((wide.min, wide.max), (-128, 127));
+    }
+}
