@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use dnal_export::Export;
+use dnal_export::int8::Int8Export;
+use dnal_export::{Export, ExportError, Precision};
+use dnal_firmware::deploy::Top1Agreement;
 use dnal_firmware::latency::{LatencyTable, PredictionCheck};
 use dnal_firmware::{DeployReport, DeployRequest};
 
@@ -46,7 +48,16 @@ pub fn deploy_export(options: &DeployOptions) -> Result<DeployReport, SearchErro
     // One deploy per firmware folder at a time; held until deploy.json is written.
     let lock = OutputLock::acquire(&options.out_dir)?;
     lock.remove_stale_temporaries(&options.out_dir);
-    let export = Export::load(&options.export_dir)?;
+    let export = match Export::load(&options.export_dir) {
+        Err(ExportError::WrongPrecision {
+            found: Precision::Int8,
+            ..
+        }) => {
+            let export = Int8Export::load(&options.export_dir)?;
+            return deploy_int8(options, &export, table.is_some());
+        }
+        loaded => loaded?,
+    };
     let mut request = DeployRequest::new(&options.export_dir, &options.board, &options.out_dir);
     request.run = options.run;
     request.runs = options.runs.max(1);
@@ -71,6 +82,58 @@ pub fn deploy_export(options: &DeployOptions) -> Result<DeployReport, SearchErro
     if let (Some((table, prediction)), Some(cost)) = (&predicted, &report.cost) {
         let what = format!("dnal deploy of {}", options.export_dir.display());
         report.prediction = Some(table.check_and_learn(prediction, cost.per_inference, &what)?);
+        report.write(&report.firmware_dir.clone())?;
+    }
+    Ok(report)
+}
+
+/// `dnal deploy` of an int8 export: the firmware's codes must equal the integer reference's
+/// bit for bit (the firmware crate checks that); with test images, its top-1 is also compared
+/// with the f32 export it was quantised from, when that folder is still there.
+fn deploy_int8(
+    options: &DeployOptions,
+    export: &Int8Export,
+    with_table: bool,
+) -> Result<DeployReport, SearchError> {
+    if with_table {
+        return Err(SearchError::InvalidOption {
+            option: "--latency-table",
+            value: options.export_dir.display().to_string(),
+            reason: "latency tables are measured on f32 firmware; this export is int8, whose \
+                     layers cost differently. Leave out --latency-table"
+                .into(),
+        });
+    }
+    let mut request = DeployRequest::new(&options.export_dir, &options.board, &options.out_dir);
+    request.run = options.run;
+    request.runs = options.runs.max(1);
+    let mut source = None;
+    if options.images > 0 {
+        let images = ExportTestSet::load(
+            export.arch(),
+            &options.export_dir,
+            options.data_dir.as_deref(),
+            Some(options.images),
+        )?
+        .normalised_images(options.images);
+        // The f32 export `dnal quantize` recorded, if it still loads.
+        source = export
+            .arch()
+            .quantization
+            .as_ref()
+            .and_then(|q| q.calibration["from"].as_str().map(PathBuf::from))
+            .and_then(|dir| Export::load(&dir).ok().map(|e| (dir, e)))
+            .map(|(dir, f32_export)| {
+                reference_logits(&f32_export, &images).map(|logits| (dir, logits))
+            })
+            .transpose()?;
+        request.images = images;
+    }
+    let mut report = dnal_firmware::deploy_loaded(export, &request)?;
+    if let Some((dir, logits)) = source
+        && !report.logits.is_empty()
+    {
+        report.f32_agreement = Some(Top1Agreement::of(dir, &report.logits, &logits));
         report.write(&report.firmware_dir.clone())?;
     }
     Ok(report)

@@ -901,9 +901,10 @@ fn deploy(args: DeployArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{} ({}): flash {} of {} bytes, RAM {} of {} bytes (arena {} bytes, lower bound {}), firmware {}",
+        "{} ({}, {}): flash {} of {} bytes, RAM {} of {} bytes (arena {} bytes, lower bound {}), firmware {}",
         report.board,
         report.cpu,
+        report.precision,
         report.flash_bytes,
         report.flash_budget_bytes,
         report.ram_bytes,
@@ -935,6 +936,14 @@ fn deploy(args: DeployArgs) -> Result<()> {
     }
     if let Some(check) = &report.prediction {
         println!("latency: {}", dnal::deploy::describe_prediction(check));
+    }
+    if let Some(agreement) = &report.f32_agreement {
+        println!(
+            "top-1 agreement with the f32 network ({}) on {} images: {:.1}%",
+            agreement.reference.display(),
+            agreement.images,
+            100.0 * agreement.top1_agreement
+        );
     }
     println!("wrote {}", args.out.join("deploy.json").display());
     Ok(())

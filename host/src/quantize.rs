@@ -105,7 +105,8 @@ pub fn quantize_export(
         "method": "min-max",
         "images": ranges.images(),
         "dataset": set.dataset,
-        "from": options.export_dir,
+        // Absolute, so that `dnal deploy` finds the f32 source from anywhere.
+        "from": options.export_dir.canonicalize().unwrap_or_else(|_| options.export_dir.clone()),
     });
     let int8 = quantize(&export, &ranges, calibration).map_err(|e| SearchError::Quantize {
         export: options.export_dir.clone(),

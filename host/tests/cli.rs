@@ -737,6 +737,40 @@ fn quantize_writes_an_int8_export_that_eval_reproduces_and_never_overwrites_f32(
     assert!(text.contains("(int8)"), "{text}");
     assert!(text.contains("reproduced exactly"), "{text}");
 
+    // Deployed, the int8 firmware gives the integer reference's codes bit for bit, and its
+    // top-1 is compared with the f32 network it came from.
+    let fw = dir.path().join("fw8");
+    let d = dnal(&[
+        "deploy",
+        "--export",
+        int8_s,
+        "--board",
+        "host",
+        "--out",
+        fw.to_str().unwrap(),
+        "--run",
+        "--images",
+        "4",
+    ]);
+    assert!(d.status.success(), "{}", stderr(&d));
+    let text = String::from_utf8_lossy(&d.stdout);
+    assert!(
+        text.contains("(host, int8)") || text.contains(", int8)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("parity with int8 reference_forward on 4 images: max |diff| 0.000e0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("top-1 agreement with the f32 network"),
+        "{text}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fw.join("deploy.json")).unwrap()).unwrap();
+    assert_eq!(report["precision"], "int8");
+    assert_eq!(report["f32_agreement"]["images"], 4);
+
     // Never over an f32 export (its own folder included), never without calibration images.
     let before = std::fs::read(run.join("weights.safetensors")).unwrap();
     let err = refused(&["quantize", "--export", run_s, "--out", run_s], "--out");

@@ -78,8 +78,8 @@ impl Arch {
             expected,
             hint: match self.precision {
                 Precision::Int8 => {
-                    " (read it with dnal_export::int8::Int8Export; `dnal eval` reads either, \
-                     `dnal deploy` only f32 so far)"
+                    " (read it with dnal_export::int8::Int8Export; `dnal eval` and `dnal deploy` \
+                     take either)"
                 }
                 Precision::F32 => " (read it with dnal_export::Export)",
             },

@@ -2,7 +2,8 @@
 //! dnal-firmware.
 //!
 //! Runs every embedded image through the model, timing the inference and each layer with the
-//! DWT cycle counter, and logs the logits (f32 bit patterns), the cycles and the peak stack.
+//! DWT cycle counter, and logs the logits (bit patterns: f32, or int8 codes), the cycles and
+//! the peak stack.
 #![no_std]
 #![no_main]
 
@@ -22,7 +23,7 @@ fn main() -> ! {
     let mut core = Peripherals::take().expect("core peripherals taken once");
     core.DCB.enable_trace();
     core.DWT.enable_cycle_counter();
-    let mut logits = [0.0f32; model::OUTPUT_LEN];
+    let mut logits = [0 as model::Value; model::OUTPUT_LEN];
     let mut layer_cycles = [0u32; model::LAYER_COUNT];
     for (i, image) in images::IMAGES.iter().enumerate() {
         let start = DWT::cycle_count();
@@ -33,7 +34,7 @@ fn main() -> ! {
             last = now;
         });
         let total = last.wrapping_sub(start);
-        let bits = logits.map(f32::to_bits);
+        let bits = logits.map(model::logit_bits);
         // Decimal in brackets (defmt's slice format); the QEMU harness prints hex.
         defmt::println!("DNAL logits {=usize} {=[?]}", i, &bits[..]);
         defmt::println!("DNAL cycles {=usize} {=u32} {=[?]}", i, total, &layer_cycles[..]);

@@ -2,8 +2,8 @@
 //!
 //! Runs every embedded image through the model with a cost marker before the inference and
 //! after each layer (the instruction-counting QEMU plugin reads them), prints the logits as
-//! f32 bit patterns over semihosting (exact, and no float formatting code in flash), then the
-//! peak stack, and exits QEMU.
+//! bit patterns (f32, or int8 codes) over semihosting (exact, and no float formatting code
+//! in flash), then the peak stack, and exits QEMU.
 #![no_std]
 #![no_main]
 
@@ -23,7 +23,7 @@ use dnal_kernels::marker::cost_marker;
 #[entry]
 fn main() -> ! {
     let floor = stack::paint();
-    let mut logits = [0.0f32; model::OUTPUT_LEN];
+    let mut logits = [0 as model::Value; model::OUTPUT_LEN];
     // Let the logits escape: otherwise the compiler may sink the last layer's stores (and
     // its arithmetic) past the closing marker, which may only touch escaped memory.
     core::hint::black_box(&mut logits);
@@ -33,7 +33,7 @@ fn main() -> ! {
         let mut text = line::Line::<{ 24 + 9 * model::OUTPUT_LEN }>::new();
         let _ = write!(text, "DNAL logits {i}");
         for v in logits.iter() {
-            let _ = write!(text, " {:08x}", v.to_bits());
+            let _ = write!(text, " {:08x}", model::logit_bits(*v));
         }
         hprintln!("{}", text.as_str());
     }

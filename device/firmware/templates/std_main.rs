@@ -3,7 +3,7 @@
 //!
 //! Runs every embedded image through the model in a thread with a known stack, with a cost
 //! marker before the inference and after each layer (counted by the QEMU plugin on aarch64),
-//! and prints the logits as f32 bit patterns, the wall time and the peak stack.
+//! and prints the logits as bit patterns (f32, or int8 codes), the wall time and the peak stack.
 
 mod images;
 mod model;
@@ -32,7 +32,7 @@ fn main() {
 
 fn run() {
     let reference = paint_stack();
-    let mut logits = [0.0f32; model::OUTPUT_LEN];
+    let mut logits = [0 as model::Value; model::OUTPUT_LEN];
     // Let the logits escape: otherwise the compiler may sink the last layer's stores (and
     // its arithmetic) past the closing marker, which may only touch escaped memory.
     core::hint::black_box(&mut logits);
@@ -41,7 +41,7 @@ fn run() {
         cost_marker();
         model::infer_with(image, &mut logits, |_| cost_marker());
         let nanos = start.elapsed().as_nanos();
-        let hex: Vec<String> = logits.iter().map(|v| format!("{:08x}", v.to_bits())).collect();
+        let hex: Vec<String> = logits.iter().map(|v| format!("{:08x}", model::logit_bits(*v))).collect();
         println!("DNAL logits {i} {}", hex.join(" "));
         println!("DNAL nanos {i} {nanos}");
     }

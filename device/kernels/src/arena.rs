@@ -1,27 +1,42 @@
 //! The static activation arena of a generated model, and safe access to disjoint parts of it.
 //!
 //! The code generator plans at generation time where every intermediate value lives (an
-//! offset and a length in one `f32` arena, see `dnal_firmware::codegen::plan`). A layer then needs its
+//! offset and a length in one arena of `f32` or `i8` values, see `dnal_firmware::codegen::plan`). A layer then needs its
 //! inputs as shared slices and its output as a mutable slice of the same arena:
 //! [`Arena::split`] hands those out, checking that the output overlaps no input.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-/// A `static` arena of `N` f32 values (zero-initialised, so it lands in `.bss`).
-pub struct StaticArena<const N: usize> {
-    values: UnsafeCell<[f32; N]>,
+/// What an arena holds: the activations' number format (`f32`, or `i8` codes).
+pub trait ArenaValue: Copy {
+    /// The value a fresh arena holds (all-zero bits, so that it lands in `.bss`).
+    const ZERO: Self;
+}
+
+impl ArenaValue for f32 {
+    const ZERO: Self = 0.0;
+}
+
+impl ArenaValue for i8 {
+    const ZERO: Self = 0;
+}
+
+/// A `static` arena of `N` values (f32 unless told otherwise), zero-initialised, so it lands
+/// in `.bss`.
+pub struct StaticArena<const N: usize, T: ArenaValue = f32> {
+    values: UnsafeCell<[T; N]>,
     busy: AtomicBool,
 }
 
 // SAFETY: the values are only reached through `with`, which hands out one `&mut` at a
 // time (guarded by `busy`), so sharing the arena between threads or interrupts is sound.
-unsafe impl<const N: usize> Sync for StaticArena<N> {}
+unsafe impl<const N: usize, T: ArenaValue> Sync for StaticArena<N, T> {}
 
-impl<const N: usize> StaticArena<N> {
+impl<const N: usize, T: ArenaValue> StaticArena<N, T> {
     pub const fn new() -> Self {
         StaticArena {
-            values: UnsafeCell::new([0.0; N]),
+            values: UnsafeCell::new([T::ZERO; N]),
             busy: AtomicBool::new(false),
         }
     }
@@ -30,7 +45,7 @@ impl<const N: usize> StaticArena<N> {
     ///
     /// Panics if the arena is already in use (an inference re-entered from an interrupt or
     /// another thread), since both would write the same buffers.
-    pub fn with<R>(&self, f: impl FnOnce(&mut [f32; N]) -> R) -> R {
+    pub fn with<R>(&self, f: impl FnOnce(&mut [T; N]) -> R) -> R {
         if self.busy.swap(true, Ordering::Acquire) {
             panic!("the model's activation arena is already in use (re-entrant inference)");
         }
@@ -43,13 +58,13 @@ impl<const N: usize> StaticArena<N> {
     }
 }
 
-impl<const N: usize> Default for StaticArena<N> {
+impl<const N: usize, T: ArenaValue> Default for StaticArena<N, T> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-/// A value's place in the arena: `offset .. offset + len` (in f32).
+/// A value's place in the arena: `offset .. offset + len` (in values).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Span {
     pub offset: usize,
@@ -74,15 +89,15 @@ impl Arena {
     ///
     /// Panics if a span is out of the arena or an input overlaps the output; the planner
     /// never produces such spans, so a panic here means a generator bug.
-    pub fn split<const K: usize>(
-        arena: &mut [f32],
+    pub fn split<T, const K: usize>(
+        arena: &mut [T],
         inputs: [Span; K],
         output: Span,
-    ) -> ([&[f32]; K], &mut [f32]) {
+    ) -> ([&[T]; K], &mut [T]) {
         let (before, rest) = arena.split_at_mut(output.offset);
         let (out, after) = rest.split_at_mut(output.len);
-        let before: &[f32] = before;
-        let after: &[f32] = after;
+        let before: &[T] = before;
+        let after: &[T] = after;
         let inputs = inputs.map(|span| {
             if span.end() <= output.offset {
                 &before[span.offset..span.end()]
@@ -97,12 +112,12 @@ impl Arena {
 
     /// Like [`Arena::split`], plus a second mutable slice `scratch` for the layer's
     /// temporary data; it may overlap no input and not the output.
-    pub fn split_with_scratch<const K: usize>(
-        arena: &mut [f32],
+    pub fn split_with_scratch<T, const K: usize>(
+        arena: &mut [T],
         inputs: [Span; K],
         output: Span,
         scratch: Span,
-    ) -> ([&[f32]; K], &mut [f32], &mut [f32]) {
+    ) -> ([&[T]; K], &mut [T], &mut [T]) {
         let overlaps = |a: Span, b: Span| a.offset < b.end() && b.offset < a.end();
         assert!(
             !overlaps(output, scratch),
@@ -126,7 +141,7 @@ impl Arena {
         let (first_slice, rest) = rest.split_at_mut(first.len);
         let (piece1, rest) = rest.split_at_mut(second.offset - first.end());
         let (second_slice, piece2) = rest.split_at_mut(second.len);
-        let (piece0, piece1, piece2): (&[f32], &[f32], &[f32]) = (piece0, piece1, piece2);
+        let (piece0, piece1, piece2): (&[T], &[T], &[T]) = (piece0, piece1, piece2);
         let ins = inputs.map(|span| {
             if span.end() <= first.offset {
                 &piece0[span.offset..span.end()]
@@ -146,7 +161,7 @@ impl Arena {
     }
 
     /// Splits `arena` into `K` shared input slices (for a layer that writes outside the arena).
-    pub fn inputs<const K: usize>(arena: &[f32], inputs: [Span; K]) -> [&[f32]; K] {
+    pub fn inputs<T, const K: usize>(arena: &[T], inputs: [Span; K]) -> [&[T]; K] {
         inputs.map(|span| &arena[span.offset..span.end()])
     }
 }

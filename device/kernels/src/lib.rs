@@ -1,4 +1,4 @@
-//! dnal-kernels: the f32 inference kernels of dnal, for firmware.
+//! dnal-kernels: the f32 and int8 inference kernels of dnal, for firmware.
 //!
 //! `#![no_std]`, no allocation, no dependencies: this is the crate a firmware links, whether
 //! dnal generated that firmware or you wrote it yourself (see the crate's README.md). It
@@ -9,7 +9,8 @@
 //!   in `const` contexts too ([`const_params!`]);
 //! - [`f32`]: the kernels themselves (convolution, depthwise, pointwise, pooling, linear,
 //!   elementwise), with hand-scheduled Thumb-2 tiles on Cortex-M4F/M7;
-//! - [`int8`]: the arithmetic of quantised inference (requantisation so far);
+//! - [`int8`]: quantised inference: the arithmetic (requantisation, zero points, clamps) and
+//!   portable kernels for every op, bit-exact with dnal-export's integer reference;
 //! - [`arena`]: one static activation arena and safe access to disjoint parts of it;
 //! - [`marker`]: the cost marker instruction the instruction-counting QEMU plugin of
 //!   dnal-firmware counts between.

@@ -3,18 +3,21 @@
 //! a firmware crate for one [`crate::board::Board`].
 
 mod firmware;
+mod int8;
 pub mod plan;
 pub mod vendor;
 
 pub(crate) use firmware::write_crate_scaffold;
 pub use firmware::{FirmwareCrate, FirmwareOptions, write_firmware_crate};
+pub use int8::generate_int8_model;
 pub use plan::{MemoryPlan, Place, plan_memory, plan_memory_with_scratch};
 
 use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
-use dnal_export::{Arch, ArchSummary, Export, Layer, LayerSummary, Op, check_name};
+use dnal_export::int8::Int8Export;
+use dnal_export::{Arch, ArchSummary, Export, Layer, LayerSummary, Op, Precision, check_name};
 use dnal_kernels::arena::Span;
 use dnal_kernels::{Activation, Conv2dParams, LinearParams, Shape3, f32 as kernels};
 
@@ -45,6 +48,119 @@ pub struct GeneratedModel {
     pub plan: MemoryPlan,
     /// Bytes of weights and biases in flash.
     pub weights_bytes: u64,
+}
+
+/// What the generator turns into a model: a validated f32 or int8 export.
+#[derive(Clone, Copy, Debug)]
+pub enum Network<'a> {
+    F32(&'a Export),
+    Int8(&'a Int8Export),
+}
+
+impl<'a> From<&'a Export> for Network<'a> {
+    fn from(export: &'a Export) -> Self {
+        Network::F32(export)
+    }
+}
+
+impl<'a> From<&'a Int8Export> for Network<'a> {
+    fn from(export: &'a Int8Export) -> Self {
+        Network::Int8(export)
+    }
+}
+
+impl Network<'_> {
+    pub fn arch(&self) -> &Arch {
+        match self {
+            Network::F32(e) => e.arch(),
+            Network::Int8(e) => e.arch(),
+        }
+    }
+
+    pub fn summary(&self) -> &ArchSummary {
+        match self {
+            Network::F32(e) => e.summary(),
+            Network::Int8(e) => e.summary(),
+        }
+    }
+
+    pub fn precision(&self) -> Precision {
+        match self {
+            Network::F32(_) => Precision::F32,
+            Network::Int8(_) => Precision::Int8,
+        }
+    }
+
+    /// Input values per image.
+    pub fn input_len(&self) -> usize {
+        self.arch().input.len()
+    }
+
+    /// Logits per image.
+    pub fn output_len(&self) -> usize {
+        self.arch().num_classes
+    }
+
+    /// Bytes of one activation value (the arena's and the embedded images' element).
+    pub fn value_bytes(&self) -> u64 {
+        match self {
+            Network::F32(_) => 4,
+            Network::Int8(_) => 1,
+        }
+    }
+
+    /// Bytes of weights, biases (and int8 requantisation) the firmware stores.
+    pub fn weights_bytes(&self) -> u64 {
+        match self {
+            Network::F32(e) => e.summary().params.saturating_mul(4),
+            Network::Int8(e) => e.weight_bytes(),
+        }
+    }
+
+    /// The arena plan the generated code uses.
+    pub fn plan(&self) -> MemoryPlan {
+        match self {
+            Network::F32(e) => plan_for(e),
+            Network::Int8(e) => plan_memory(e.summary()),
+        }
+    }
+
+    /// `model.rs` and `weights.rs`.
+    pub fn generate(&self) -> Result<GeneratedModel, CodegenError> {
+        match self {
+            Network::F32(e) => generate_model(e),
+            Network::Int8(e) => generate_int8_model(e),
+        }
+    }
+
+    /// The reference's logits for normalised images: the f32 reference forward pass, or the
+    /// integer reference's codes (as f32, exactly) of the quantised images.
+    pub fn reference_logits(&self, images: &[Vec<f32>]) -> Vec<Vec<f32>> {
+        match self {
+            Network::F32(e) => images
+                .iter()
+                .map(|im| dnal_export::reference_forward(e, im))
+                .collect(),
+            Network::Int8(e) => images
+                .iter()
+                .map(|im| {
+                    dnal_export::int8::reference_forward(e, &e.quantize_input(im))
+                        .into_iter()
+                        .map(f32::from)
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    /// A logit as the harness printed it (its bits), as a number: an f32 bit pattern, or an
+    /// int8 code's byte.
+    pub fn decode_logit(&self, bits: u32) -> f32 {
+        match self {
+            Network::F32(_) => f32::from_bits(bits),
+            Network::Int8(_) => f32::from(bits as u8 as i8),
+        }
+    }
 }
 
 /// Generates `model.rs` and `weights.rs` for a validated export.
@@ -165,7 +281,7 @@ pub(crate) fn generate(
         let _ = writeln!(
             functions,
             "{}",
-            layer_function(&format!("layer_{index}"), &doc, &code, &bind, &call)
+            layer_function(&format!("layer_{index}"), &doc, &code, &bind, &call, "f32")
         );
         let _ = writeln!(
             body,
@@ -187,6 +303,10 @@ pub(crate) fn generate(
          #[allow(unused_imports)]\n\
          use dnal_kernels::{{Activation, Conv2dParams, LinearParams, Pool2dParams, Shape3, f32 as kernels}};\n\n\
          use crate::weights;\n\n\
+         /// The activations' number format.\n\
+         pub type Value = f32;\n\
+         /// A logit as the harness prints it: its bit pattern (exact).\n\
+         pub fn logit_bits(v: Value) -> u32 {{\n    v.to_bits()\n}}\n\n\
          /// Values per input image ({input}, CHW, normalised).\n\
          pub const INPUT_LEN: usize = {input_len};\n\
          /// Logits per image.\n\
@@ -446,19 +566,21 @@ pub(crate) fn layer_code(
 /// neighbours, LLVM compiled the same layer up to 1.6 times as expensively in one network as
 /// in another (register pressure across layers), which no per-layer measurement can
 /// predict; the call costs a few instructions per layer.
+/// `value` is the activations' Rust type (`f32` or `i8`).
 pub(crate) fn layer_function(
     fn_name: &str,
     doc: &str,
     code: &LayerCode,
     bind: &str,
     call: &str,
+    value: &str,
 ) -> String {
     let params: String = code.params.lines().map(|l| format!("    {l}\n")).collect();
     format!(
         "/// {doc}\n\
          #[inline(never)]\n\
          #[allow(unused_variables)]\n\
-         fn {fn_name}(input: &[f32; INPUT_LEN], output: &mut [f32; OUTPUT_LEN], arena: &mut [f32]) {{\n\
+         fn {fn_name}(input: &[{value}; INPUT_LEN], output: &mut [{value}; OUTPUT_LEN], arena: &mut [{value}]) {{\n\
          {params}    {bind}\n    {call}\n}}\n"
     )
 }

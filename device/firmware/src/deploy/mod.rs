@@ -17,8 +17,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::board::{self, Board, CostUnit, Runner};
-use crate::codegen::{self, CodegenError, FirmwareOptions};
-use dnal_export::{Export, ExportError};
+use crate::codegen::{self, CodegenError, FirmwareOptions, Network};
+use dnal_export::int8::Int8Export;
+use dnal_export::{Export, ExportError, Precision};
 
 pub(crate) use run::{RawRun, run_raw};
 pub use run::{RunOutput, build_insn_count_plugin};
@@ -74,6 +75,11 @@ pub struct ParityTolerance {
 impl ParityTolerance {
     /// [`DEFAULT_PARITY_TOLERANCE`].
     pub const DEFAULT: ParityTolerance = DEFAULT_PARITY_TOLERANCE;
+    /// Bit for bit: what int8 firmware must meet against the integer reference.
+    pub const EXACT: ParityTolerance = ParityTolerance {
+        max_rel_diff: 0.0,
+        min_top1_agreement: 1.0,
+    };
 }
 
 impl Default for ParityTolerance {
@@ -118,6 +124,9 @@ pub struct DeployReport {
     pub target: String,
     pub cpu: String,
     pub model: String,
+    /// The firmware's number format (the export's).
+    #[serde(default)]
+    pub precision: Precision,
     pub export_dir: PathBuf,
     pub firmware_dir: PathBuf,
     /// The built firmware, copied into the firmware folder.
@@ -142,12 +151,57 @@ pub struct DeployReport {
     pub cost: Option<Cost>,
     /// `None` when not run.
     pub parity: Option<Parity>,
-    /// Logits of each image from the firmware; empty when not run.
+    /// Logits of each image from the firmware (int8 firmware: the codes); empty when not
+    /// run.
     pub logits: Vec<Vec<f32>>,
     /// The measured cost against a latency table's prediction (`dnal deploy --latency-table`,
     /// and every measurement a search makes); the pair is kept beside the table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prediction: Option<crate::latency::PredictionCheck>,
+    /// int8 firmware: how often its top-1 agrees with the f32 network it was quantised from,
+    /// on the embedded images (`dnal deploy` of an int8 export whose f32 source is at hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f32_agreement: Option<Top1Agreement>,
+}
+
+/// Top-1 agreement of a firmware's logits with another network's on the same images.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Top1Agreement {
+    /// The other network (an export folder).
+    pub reference: PathBuf,
+    pub images: usize,
+    /// Fraction of images whose top-1 class (first largest logit) is the same.
+    pub top1_agreement: f64,
+    /// The images where it is not.
+    pub disagreements: Vec<usize>,
+}
+
+impl Top1Agreement {
+    /// Compares `got` with `want` row by row.
+    pub fn of(reference: PathBuf, got: &[Vec<f32>], want: &[Vec<f32>]) -> Self {
+        let argmax = |v: &[f32]| {
+            v.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
+                    if x > best.1 { (i, x) } else { best }
+                })
+                .0
+        };
+        let disagreements: Vec<usize> = got
+            .iter()
+            .zip(want)
+            .enumerate()
+            .filter(|(_, (g, w))| argmax(g) != argmax(w))
+            .map(|(i, _)| i)
+            .collect();
+        let images = got.len().min(want.len());
+        Top1Agreement {
+            reference,
+            images,
+            top1_agreement: (images - disagreements.len()) as f64 / images.max(1) as f64,
+            disagreements,
+        }
+    }
 }
 
 /// Cost of an inference on the board.
@@ -315,8 +369,13 @@ fn firmware_target_dir(req: &DeployRequest, crate_dir: &Path) -> PathBuf {
 pub fn deploy(req: &DeployRequest) -> Result<DeployReport, DeployError> {
     // The board first: a misspelt name is refused before the export is read.
     deploy_board(&req.board)?;
-    let export = Export::load(&req.export_dir)?;
-    deploy_loaded(&export, req)
+    match Export::load(&req.export_dir) {
+        Err(ExportError::WrongPrecision {
+            found: Precision::Int8,
+            ..
+        }) => deploy_loaded(&Int8Export::load(&req.export_dir)?, req),
+        loaded => deploy_loaded(&loaded?, req),
+    }
 }
 
 /// The board named `name`, or the error that lists the known ones: what [`deploy`] checks
@@ -330,7 +389,11 @@ pub fn deploy_board(name: &str) -> Result<&'static Board, DeployError> {
 
 /// [`deploy`] for an export already loaded (and validated) from `req.export_dir`, which the
 /// report names.
-pub fn deploy_loaded(export: &Export, req: &DeployRequest) -> Result<DeployReport, DeployError> {
+pub fn deploy_loaded<'a>(
+    network: impl Into<Network<'a>>,
+    req: &DeployRequest,
+) -> Result<DeployReport, DeployError> {
+    let export = network.into();
     let board = deploy_board(&req.board)?;
     let input_len = export.input_len();
     if let Some((i, img)) = req
@@ -375,12 +438,13 @@ pub fn deploy_loaded(export: &Export, req: &DeployRequest) -> Result<DeployRepor
     // Refuse a model that cannot fit before anything is written, built or allocated per
     // input (a huge input's synthetic images alone could take gigabytes).
     let summary = export.summary();
-    let plan = codegen::plan_for(export);
-    let weights_bytes = summary.params.saturating_mul(4);
+    let plan = export.plan();
+    let value_bytes = export.value_bytes();
+    let weights_bytes = export.weights_bytes();
     let images_bytes = (n_images as u64)
         .saturating_mul(input_len as u64)
-        .saturating_mul(4);
-    let arena_bytes = (plan.arena_len as u64).saturating_mul(4);
+        .saturating_mul(value_bytes);
+    let arena_bytes = (plan.arena_len as u64).saturating_mul(value_bytes);
     check_budget(
         board,
         "flash",
@@ -471,6 +535,7 @@ pub fn deploy_loaded(export: &Export, req: &DeployRequest) -> Result<DeployRepor
         target: board.target.unwrap_or("host").into(),
         cpu: board.cpu.into(),
         model: export.arch().name.clone(),
+        precision: export.precision(),
         export_dir: req.export_dir.clone(),
         firmware_dir: out_dir.clone(),
         elf: elf.clone(),
@@ -482,13 +547,14 @@ pub fn deploy_loaded(export: &Export, req: &DeployRequest) -> Result<DeployRepor
         weights_bytes,
         images_bytes,
         arena_bytes,
-        arena_lower_bound_bytes: plan.lower_bound as u64 * 4,
+        arena_lower_bound_bytes: plan.lower_bound as u64 * value_bytes,
         macs: summary.macs,
         params: summary.params,
         cost: None,
         parity: None,
         logits: Vec::new(),
         prediction: None,
+        f32_agreement: None,
     };
     if req.run {
         if let Runner::ProbeRs { .. } = board.runner
@@ -522,19 +588,23 @@ pub fn deploy_loaded(export: &Export, req: &DeployRequest) -> Result<DeployRepor
         }
         let first = &outputs[0];
         report.stack_bytes = Some(first.stack_bytes);
-        report.logits = first.logits.clone();
+        report.logits = first
+            .logit_bits
+            .iter()
+            .map(|row| row.iter().map(|b| export.decode_logit(*b)).collect())
+            .collect();
         report.cost = Some(cost_of(board, summary, &outputs));
-        let (reference, refs) = match &req.reference_logits {
-            Some(r) => (req.reference_name.as_str(), r.clone()),
-            None => (
-                "reference_forward",
-                images
-                    .iter()
-                    .map(|im| dnal_export::reference_forward(export, im))
-                    .collect(),
-            ),
+        let (reference, refs) = match (&req.reference_logits, export) {
+            (Some(r), Network::F32(_)) => (req.reference_name.as_str(), r.clone()),
+            (_, Network::F32(_)) => ("reference_forward", export.reference_logits(&images)),
+            (_, Network::Int8(_)) => ("int8 reference_forward", export.reference_logits(&images)),
         };
-        let checked = check_parity(reference, &first.logits, &refs, &req.parity_tolerance);
+        // int8 is integer arithmetic: the firmware must give the reference's codes exactly.
+        let tolerance = match export {
+            Network::F32(_) => req.parity_tolerance,
+            Network::Int8(_) => ParityTolerance::EXACT,
+        };
+        let checked = check_parity(reference, &report.logits, &refs, &tolerance);
         // deploy.json first, so that the user sees the numbers behind an error.
         if let Ok(p) | Err(ParityFailure::Tolerance(p)) = &checked {
             report.parity = Some(p.clone());
@@ -545,7 +615,7 @@ pub fn deploy_loaded(export: &Export, req: &DeployRequest) -> Result<DeployRepor
             Err(ParityFailure::NonFinite(e)) => Err(e),
             Err(ParityFailure::Tolerance(parity)) => Err(DeployError::Parity {
                 parity: Box::new(parity),
-                tolerance: req.parity_tolerance,
+                tolerance,
                 report: out_dir.join("deploy.json"),
             }),
         };
@@ -579,7 +649,7 @@ pub(crate) fn check_budget(
 /// Writes the crate into `dir`, builds it and checks its sizes against the budget.
 fn build_in(
     dir: &Path,
-    export: &Export,
+    export: Network<'_>,
     board: &Board,
     req: &DeployRequest,
     images: &[Vec<f32>],

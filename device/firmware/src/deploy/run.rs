@@ -13,7 +13,9 @@ const PLUGIN_SOURCE: &str = include_str!("insn_count.c");
 /// What one firmware run printed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunOutput {
-    pub logits: Vec<Vec<f32>>,
+    /// Each image's logits as the harness printed them: bit patterns (f32 bits, or int8
+    /// codes' bytes), decoded by `codegen::Network::decode_logit`.
+    pub logit_bits: Vec<Vec<u32>>,
     pub stack_bytes: u64,
     /// Cost of each image's inference (instructions, cycles or wall nanoseconds).
     pub per_image: Vec<u64>,
@@ -256,7 +258,7 @@ fn parse_output(text: &str, images: usize, layers: usize) -> Result<RunOutput, S
                     values.iter().map(|s| u32::from_str_radix(s, 16)).collect()
                 };
                 let bits = bits.map_err(|e| format!("bad logits in {line:?}: {e}"))?;
-                logits[i] = Some(bits.into_iter().map(f32::from_bits).collect::<Vec<_>>());
+                logits[i] = Some(bits);
             }
             "nanos" => {
                 let i = index(words.next())?;
@@ -290,7 +292,7 @@ fn parse_output(text: &str, images: usize, layers: usize) -> Result<RunOutput, S
         per_layer.clear();
     }
     Ok(RunOutput {
-        logits,
+        logit_bits: logits,
         stack_bytes: stack.ok_or("no stack report")?,
         per_image,
         per_layer,
@@ -352,7 +354,7 @@ mod tests {
              DNAL cycles 1 90 [40, 50]\nDNAL stack 320\nDNAL done\n"
         );
         let out = parse_output(&text, 2, 2).unwrap();
-        assert_eq!(out.logits, vec![vec![1.0, 0.0], vec![1.0, 0.0]]);
+        assert_eq!(out.logit_bits, vec![vec![one, 0], vec![one, 0]]);
         assert_eq!(out.stack_bytes, 320);
         assert_eq!(out.per_image, vec![0, 90]);
         assert_eq!(out.per_layer, vec![vec![], vec![40, 50]]);

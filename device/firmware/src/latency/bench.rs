@@ -187,7 +187,7 @@ pub(crate) fn bench_code(
     let item = format!(
         "{}\n#[inline(never)]\nfn b@NAME@(input: &[f32; INPUT_LEN], output: &mut [f32; OUTPUT_LEN], arena: &mut [f32]) {{\n    \
          mark();\n    l@NAME@(input, output, arena);\n    mark();\n}}\n",
-        codegen::layer_function("l@NAME@", &doc, &code, &bind, &call)
+        codegen::layer_function("l@NAME@", &doc, &code, &bind, &call, "f32")
     );
     Ok(BenchCode {
         bench: bench.clone(),

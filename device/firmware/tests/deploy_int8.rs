@@ -1,0 +1,74 @@
+//! int8 firmware: a quantised network with every op (dense, depthwise and pointwise conv, a
+//! residual add, max, average and global pooling, linear), built for Cortex-M4, Cortex-M7
+//! (QEMU mps2 machines) and aarch64 (qemu-aarch64), must give the integer reference's codes
+//! bit for bit, with an activation arena a quarter of the f32 firmware's.
+//!
+//! Needs what deploy_qemu.rs needs (QEMU, the plugin's gcc, the rustup targets).
+
+use dnal_export::Precision;
+use dnal_export::int8::{ValueRanges, quantize};
+use dnal_firmware::DeployRequest;
+use dnal_firmware::codegen::Network;
+use dnal_firmware::deploy::{deploy, synthetic_images};
+use dnal_firmware::synth::{random_export, tiny_cnn_arch};
+
+fn shared_target_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dnal-firmware")
+}
+
+fn deploy_int8(board: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let export = random_export(tiny_cnn_arch(&format!("tiny8-{board}")), 21).unwrap();
+    // Calibrated on other images than the ones embedded: some values saturate.
+    let mut ranges = ValueRanges::new(export.arch().layers.len() + 1);
+    for image in synthetic_images(export.input_len(), 8).iter().skip(5) {
+        ranges.observe(&dnal_export::reference_values(&export, image));
+    }
+    let int8 = quantize(&export, &ranges, serde_json::Value::Null).unwrap();
+    let dir = tmp.path().join("export8");
+    int8.write(&dir).unwrap();
+
+    let mut req = DeployRequest::new(&dir, board, tmp.path().join("fw"));
+    req.run = true;
+    req.firmware_target_dir = Some(shared_target_dir());
+    req.images = synthetic_images(export.input_len(), 4);
+    let report = deploy(&req).unwrap_or_else(|e| panic!("{board}: {e}"));
+    assert_eq!(report.precision, Precision::Int8);
+    let parity = report.parity.as_ref().unwrap();
+    assert_eq!(parity.images, 4);
+    assert_eq!(parity.max_abs_diff, 0.0, "{board}: {parity:?}");
+    assert!(parity.within_tolerance, "{board}: {parity:?}");
+    // The logits are codes, and not all the same (the network computes something).
+    let logits = &report.logits;
+    assert!(
+        logits
+            .iter()
+            .flatten()
+            .all(|v| v.fract() == 0.0 && (-128.0..=127.0).contains(v))
+    );
+    assert!(
+        logits.iter().flatten().any(|v| *v != logits[0][0]),
+        "{logits:?}"
+    );
+    // One byte per activation: the arena is the f32 plan's in values, a quarter in bytes.
+    let f32_plan = Network::F32(&export).plan();
+    assert_eq!(report.arena_bytes, f32_plan.arena_len as u64);
+    assert_eq!(report.images_bytes, 4 * export.input_len() as u64);
+    let cost = report.cost.as_ref().unwrap();
+    assert!(cost.per_inference > 0.0, "{board}: {cost:?}");
+}
+
+#[test]
+fn int8_firmware_matches_the_integer_reference_on_cortex_m4() {
+    deploy_int8("cortex-m4-qemu");
+}
+
+#[test]
+fn int8_firmware_matches_the_integer_reference_on_cortex_m7() {
+    deploy_int8("cortex-m7-qemu");
+}
+
+#[test]
+fn int8_firmware_matches_the_integer_reference_on_aarch64() {
+    deploy_int8("aarch64-qemu");
+}
