@@ -226,6 +226,12 @@ pub fn board_names() -> Vec<&'static str> {
 }
 
 impl Board {
+    /// The CPU has the DSP extension's SIMD multiply-accumulates (`SMLAD`): every Cortex-M
+    /// board dnal knows (M4, M7).
+    pub fn has_dsp(&self) -> bool {
+        matches!(self.harness, Harness::CortexMQemu | Harness::CortexMProbe)
+    }
+
     /// Bytes of flash the firmware harness and kernels take besides the weights and images
     /// (an estimate used to refuse a model before building; the linker has the last word).
     pub fn code_allowance(&self) -> u64 {

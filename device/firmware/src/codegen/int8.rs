@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use dnal_export::int8::{Int8Export, Int8Layer};
 use dnal_export::{Layer, LayerSummary, Op};
-use dnal_kernels::int8::{OutputStage, Requantize};
+use dnal_kernels::int8::{self as kernels, OutputStage, Requantize};
 use dnal_kernels::{Conv2dParams, LinearParams};
 
 use super::{
@@ -15,8 +15,10 @@ use super::{
     layer_function, layer_ident, plan_memory, shape_expr,
 };
 
-/// Generates `model.rs` and `weights.rs` for a validated int8 export.
-pub fn generate_int8_model(export: &Int8Export) -> Result<GeneratedModel, CodegenError> {
+/// Generates `model.rs` and `weights.rs` for a validated int8 export. With `dsp` (Cortex-M4
+/// and M7), dense convolutions use [`kernels::conv2d_dsp`] (`SMLAD`) with their weights
+/// packed for it; elsewhere the portable kernels.
+pub fn generate_int8_model(export: &Int8Export, dsp: bool) -> Result<GeneratedModel, CodegenError> {
     let arch = export.arch();
     let summary = export.summary();
     let plan = plan_memory(summary);
@@ -51,15 +53,37 @@ pub fn generate_int8_model(export: &Int8Export) -> Result<GeneratedModel, Codege
         };
         let input_zero = export.value(layer.inputs[0]).zero_point;
         let stage = export.output_stage(index);
-        let code = layer_code_int8(&ident, layer, info, input_zero, stage).map_err(layer_err)?;
+        let dsp_params = match &layer.op {
+            Op::Conv2d(c) if dsp && !c.is_depthwise() => Conv2dParams::new(
+                info.input_shapes[0],
+                c.out_channels,
+                c.kernel,
+                c.stride,
+                c.padding,
+                c.activation,
+            )
+            .ok()
+            .filter(|p| kernels::dsp_row_len(p) <= kernels::MAX_DSP_ROW),
+            _ => None,
+        };
+        let code = layer_code_int8(&ident, layer, info, input_zero, stage, dsp_params)
+            .map_err(layer_err)?;
         match data {
             Int8Layer::Weighted(w) => {
+                let (codes, order) = match &dsp_params {
+                    Some(p) => {
+                        let mut packed = vec![0; kernels::dsp_weights_len(p)];
+                        kernels::pack_conv2d_dsp(p, &w.weight, &mut packed);
+                        (packed, "packed for conv2d_dsp")
+                    }
+                    None => (w.weight.clone(), "as exported"),
+                };
                 weights_bytes += emit_ints(
                     &mut weights,
                     &format!("{ident}_W"),
                     "i8",
-                    &w.weight,
-                    &format!("{} weights (codes, as exported)", inert(&layer.name)),
+                    &codes,
+                    &format!("{} weights (codes, {order})", inert(&layer.name)),
                 );
                 weights_bytes += emit_ints(
                     &mut weights,
@@ -207,6 +231,7 @@ fn layer_code_int8(
     info: &LayerSummary,
     input_zero: i32,
     stage: OutputStage,
+    dsp: Option<Conv2dParams>,
 ) -> Result<LayerCode, String> {
     let x0 = info.input_shapes[0];
     let stage_expr = format!(
@@ -256,10 +281,10 @@ fn layer_code_int8(
                 "const {ident}: Conv2dParams = const_params!({ctor});\n\
                  const {ident}_STAGE: OutputStage = {stage_expr};"
             );
-            let f = if c.is_depthwise() {
-                "depthwise_conv2d"
-            } else {
-                "conv2d"
+            let f = match dsp {
+                _ if c.is_depthwise() => "depthwise_conv2d".to_string(),
+                Some(p) => format!("conv2d_dsp::<{}>", kernels::dsp_row_len(&p)),
+                None => "conv2d".to_string(),
             };
             LayerCode {
                 describe: format!(
@@ -278,8 +303,8 @@ fn layer_code_int8(
                     act_suffix(c.activation)
                 ),
                 params,
-                call: weighted_call(f),
-                kernel_fn: f.to_string(),
+                call: weighted_call(&f),
+                kernel_fn: f,
                 packing: None,
             }
         }

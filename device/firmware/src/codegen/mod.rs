@@ -125,11 +125,12 @@ impl Network<'_> {
         }
     }
 
-    /// `model.rs` and `weights.rs`.
-    pub fn generate(&self) -> Result<GeneratedModel, CodegenError> {
+    /// `model.rs` and `weights.rs` for a board; `dsp`: the CPU has the DSP extension
+    /// (Cortex-M4/M7: int8 convolutions use `SMLAD`).
+    pub fn generate(&self, dsp: bool) -> Result<GeneratedModel, CodegenError> {
         match self {
             Network::F32(e) => generate_model(e),
-            Network::Int8(e) => generate_int8_model(e),
+            Network::Int8(e) => generate_int8_model(e, dsp),
         }
     }
 

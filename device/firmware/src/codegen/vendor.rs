@@ -54,8 +54,20 @@ pub const KERNEL_SOURCES: &[(&str, &str)] = &[
         include_str!("../../../kernels/src/f32/pool.rs"),
     ),
     (
+        "int8/arm/dot2x2.s",
+        include_str!("../../../kernels/src/int8/arm/dot2x2.s"),
+    ),
+    (
+        "int8/arm/mod.rs",
+        include_str!("../../../kernels/src/int8/arm/mod.rs"),
+    ),
+    (
         "int8/conv2d.rs",
         include_str!("../../../kernels/src/int8/conv2d.rs"),
+    ),
+    (
+        "int8/dsp.rs",
+        include_str!("../../../kernels/src/int8/dsp.rs"),
     ),
     (
         "int8/elementwise.rs",

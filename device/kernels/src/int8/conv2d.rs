@@ -17,6 +17,7 @@ use crate::Conv2dParams;
 /// - `bias`, `requantize`: `[out_channels]`
 /// - `output`: `params.output()`, CHW
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub fn conv2d(
     params: &Conv2dParams,
     input_zero: i32,
@@ -51,6 +52,7 @@ pub fn conv2d(
 /// - `bias`, `requantize`: `[channels]`
 /// - `output`: `params.output()`, CHW
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub fn depthwise_conv2d(
     params: &Conv2dParams,
     input_zero: i32,

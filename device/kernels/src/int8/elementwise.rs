@@ -24,6 +24,7 @@ pub const fn add_left_shift(inputs: usize) -> u32 {
 /// # Shapes
 /// - `inputs`: two or more slices of `output.len()` values
 /// - `zeros`, `rescale`: one per input (`rescale` each at most 0.5)
+#[inline(always)]
 pub fn add(
     inputs: &[&[i8]],
     zeros: &[i32],

@@ -11,6 +11,7 @@ use crate::LinearParams;
 /// - `weights`: `[out_features, in_features]`, symmetric int8
 /// - `bias`, `requantize`, `output`: `[out_features]`
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub fn linear(
     params: &LinearParams,
     input_zero: i32,

@@ -2,11 +2,17 @@
 //! [`OutputStage`]) and portable kernels for every op of the export format, bit-exact with
 //! dnal-export's integer reference (`dnal_export::int8::reference_forward`).
 //!
+//! As the f32 kernels, the entry points are `#[inline(always)]`: a generated model calls each
+//! with constant parameters, so every layer gets code specialised for its shapes.
+//!
 //! The scheme is TFLite's and CMSIS-NN's: activations per-tensor asymmetric, weights
 //! per-output-channel symmetric, `i32` biases and accumulators, requantisation by a Q31
 //! multiplier and a shift. docs/export-format.md ("int8 exports") is the specification.
 
+#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+mod arm;
 mod conv2d;
+mod dsp;
 mod elementwise;
 mod linear;
 mod pool;
@@ -14,6 +20,7 @@ pub mod requantize;
 mod stage;
 
 pub use conv2d::{conv2d, depthwise_conv2d};
+pub use dsp::{MAX_DSP_ROW, conv2d_dsp, dsp_row_len, dsp_weights_len, pack_conv2d_dsp};
 pub use elementwise::{add, add_left_shift};
 pub use linear::linear;
 pub use pool::{MAX_POOL_CELLS, avg_pool2d, global_avg_pool, max_pool2d, mean_code};

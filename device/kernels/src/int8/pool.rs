@@ -13,28 +13,25 @@ pub const MAX_POOL_CELLS: usize = 1 << 23;
 ///
 /// # Shapes
 /// - `input`: `params.window.input`, CHW; `output`: `params.output()`
+#[inline(always)]
 pub fn max_pool2d(params: &Pool2dParams, input: &[i8], output: &mut [i8]) {
-    pool(params, 0, input, output, |cells, _| {
-        cells.fold(i8::MIN, |m, (_, q)| m.max(q))
-    });
+    pool::<true>(params, 0, input, output);
 }
 
 /// Average pooling: `zero_point + round(sum(q - zero_point) / (kh * kw))`.
 ///
 /// # Shapes
 /// - `input`: `params.window.input`, CHW; `output`: `params.output()`
+#[inline(always)]
 pub fn avg_pool2d(params: &Pool2dParams, zero_point: i32, input: &[i8], output: &mut [i8]) {
-    let count = (params.window.kernel[0] * params.window.kernel[1]) as i32;
-    pool(params, zero_point, input, output, |cells, z| {
-        let sum = cells.fold(0i32, |s, (_, q)| s + (q as i32 - z));
-        mean_code(sum, count, z)
-    });
+    pool::<false>(params, zero_point, input, output);
 }
 
 /// One mean per channel: `zero_point + round(sum(q - zero_point) / (h * w))`.
 ///
 /// # Shapes
 /// - `input`: `input_shape`, CHW; `output`: `[channels]`
+#[inline(always)]
 pub fn global_avg_pool(input_shape: Shape3, zero_point: i32, input: &[i8], output: &mut [i8]) {
     assert_eq!(
         input.len(),
@@ -65,30 +62,41 @@ pub fn mean_code(sum: i32, count: i32, zero_point: i32) -> i8 {
     (mean + zero_point).clamp(i8::MIN as i32, i8::MAX as i32) as i8
 }
 
-/// Runs `reduce` over the valid cells of every window (as `(index, code)`).
+/// The loops both share: per output, the window's cells inside the input (clamped once per
+/// row and column), their maximum or the rounded mean of `q - zero_point`.
 #[inline(always)]
-fn pool<F>(params: &Pool2dParams, zero_point: i32, input: &[i8], output: &mut [i8], reduce: F)
-where
-    F: Fn(&mut dyn Iterator<Item = (usize, i8)>, i32) -> i8,
-{
+fn pool<const MAX: bool>(params: &Pool2dParams, zero_point: i32, input: &[i8], output: &mut [i8]) {
     let w = &params.window;
     assert_eq!(input.len(), w.input.len(), "int8 pool input length");
     assert_eq!(output.len(), w.output.len(), "int8 pool output length");
+    let count = (w.kernel[0] * w.kernel[1]) as i32;
     let (in_plane, in_w) = (w.input.plane(), w.input.width);
     let (out_plane, out_w) = (w.output.plane(), w.output.width);
     for c in 0..w.input.channels {
         let x = &input[c * in_plane..(c + 1) * in_plane];
+        let out = &mut output[c * out_plane..(c + 1) * out_plane];
         for oy in 0..w.output.height {
             let (ky0, ky1) = w.valid_taps(0, oy);
             let iy0 = oy * w.stride[0] + ky0 - w.padding[0];
-            for ox in 0..out_w {
+            for (ox, o) in out[oy * out_w..(oy + 1) * out_w].iter_mut().enumerate() {
                 let (kx0, kx1) = w.valid_taps(1, ox);
                 let ix0 = ox * w.stride[1] + kx0 - w.padding[1];
-                let mut cells = (0..ky1 - ky0).flat_map(|dy| {
-                    let row = (iy0 + dy) * in_w + ix0;
-                    (row..row + (kx1 - kx0)).map(|i| (i, x[i]))
-                });
-                output[c * out_plane + oy * out_w + ox] = reduce(&mut cells, zero_point);
+                let (mut max, mut sum) = (i8::MIN, 0i32);
+                for dy in 0..ky1 - ky0 {
+                    let row = &x[(iy0 + dy) * in_w + ix0..][..kx1 - kx0];
+                    for &q in row {
+                        if MAX {
+                            max = max.max(q);
+                        } else {
+                            sum += q as i32 - zero_point;
+                        }
+                    }
+                }
+                *o = if MAX {
+                    max
+                } else {
+                    mean_code(sum, count, zero_point)
+                };
             }
         }
     }

@@ -115,9 +115,21 @@ impl Requantize {
     /// An int8 output from accumulator `acc`: `apply(acc) + zero_point`, clamped to
     /// `[min, max]` (the activation's range: -128..=127, or from the zero point up for a
     /// ReLU).
+    ///
+    /// For a factor below 1 (`shift <= 0`, every layer's usual case) and a mantissa in
+    /// `[2^30, 2^31)` (as [`Requantize::from_real`] makes and exports hold), this takes the
+    /// short way: gemmlowp's doubling high multiply is `(acc * multiplier + 2^30) >> 31` for
+    /// every `acc` when the multiplier is positive (its nudge and truncation meet the floor of
+    /// that sum), one `SMULL` and a few instructions, and no left shift. The results are
+    /// those of [`Requantize::apply`] (tested).
     #[inline]
     pub const fn to_i8(&self, acc: i32, zero_point: i32, min: i8, max: i8) -> i8 {
-        let y = self.apply(acc).saturating_add(zero_point);
+        let y = if self.shift <= 0 && self.multiplier >= 1 << 30 {
+            let high = ((acc as i64 * self.multiplier as i64 + (1 << 30)) >> 31) as i32;
+            rounding_divide_by_pot(high, (-self.shift) as u32).saturating_add(zero_point)
+        } else {
+            self.apply(acc).saturating_add(zero_point)
+        };
         if y < min as i32 {
             min
         } else if y > max as i32 {
@@ -211,6 +223,52 @@ mod tests {
         assert_eq!(half.apply(4), 2);
         assert_eq!(half.apply(3), 2);
         assert_eq!(half.apply(-4), -2);
+    }
+
+    #[test]
+    fn the_short_way_to_int8_equals_apply() {
+        let mut rng = Lcg(5);
+        let clamp = |v: i32, zero: i32, r: &Requantize| {
+            r.apply(v).saturating_add(zero).clamp(-128, 127) as i8
+        };
+        for _ in 0..200_000 {
+            // Factors from 2^-31 to 1 and accumulators over the whole i32 range, small ones
+            // more often (where the roundings decide).
+            let real = pow2(-31) * (31.0 * core::f64::consts::LN_2 * rng.unit()).exp();
+            let Some(r) = Requantize::from_real(real.min(0.999_999)) else {
+                continue;
+            };
+            let wide = rng.next() as u32 as i32;
+            let acc = if rng.next().is_multiple_of(2) {
+                wide
+            } else {
+                wide >> (rng.next() % 31)
+            };
+            let zero = (rng.next() % 256) as i32 - 128;
+            assert_eq!(
+                r.to_i8(acc, zero, -128, 127),
+                clamp(acc, zero, &r),
+                "{acc} {r:?}"
+            );
+        }
+        for acc in [i32::MIN, i32::MIN + 1, -1, 0, 1, i32::MAX] {
+            for shift in [0, -1, -15, -30, -31] {
+                let r = Requantize {
+                    multiplier: i32::MAX,
+                    shift,
+                };
+                assert_eq!(r.to_i8(acc, 3, -128, 127), clamp(acc, 3, &r), "{acc} {r:?}");
+                let r = Requantize {
+                    multiplier: 1 << 30,
+                    shift,
+                };
+                assert_eq!(
+                    r.to_i8(acc, -3, -128, 127),
+                    clamp(acc, -3, &r),
+                    "{acc} {r:?}"
+                );
+            }
+        }
     }
 
     #[test]

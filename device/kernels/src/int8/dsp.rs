@@ -1,0 +1,407 @@
+//! int8 dense convolution with the Cortex-M DSP extension (`SMLAD`: two 16-bit multiplies
+//! and a 32-bit accumulate in one instruction), in the layout of CMSIS-NN's s8 kernels.
+//!
+//! Per output row, two neighbouring output pixels are gathered ("im2col") as `x - x_zero`
+//! in `i16` (padding as 0), and every pair of output channels is computed against both: per
+//! four input codes, one word of each channel's weights becomes two `i16` pairs through
+//! `SXTB16` (bytes 0 and 2, then bytes 1 and 3), and eight `SMLAD`s add sixteen products
+//! (`arm/dot2x2.s`, about 0.94 instructions per MAC). The weights are re-laid out at
+//! generation time ([`pack_conv2d_dsp`]): those byte pairs meet their neighbours in the
+//! gathered codes, and the two channels of a pair alternate every four codes, so that one
+//! `LDRD` loads both.
+//!
+//! On other targets the three instructions are computed in plain Rust with the same
+//! results, so the kernel is tested on the host against the portable kernel and the integer
+//! reference, and runs anywhere (slowly).
+
+use super::{OutputStage, Requantize};
+use crate::Conv2dParams;
+
+/// Codes per output channel in the packed weights: the receptive field `in * kh * kw`
+/// padded with zeros to a multiple of 4.
+pub const fn dsp_row_len(params: &Conv2dParams) -> usize {
+    let w = &params.window;
+    (w.input.channels * w.kernel[0] * w.kernel[1]).div_ceil(4) * 4
+}
+
+/// The longest packed row [`conv2d_dsp`] takes: its two gathered columns and the row's input
+/// offsets live on the stack (`6 * row` bytes, 3 KiB at most); wider layers use the
+/// portable kernel.
+pub const MAX_DSP_ROW: usize = 512;
+
+/// Bytes of [`pack_conv2d_dsp`]'s output: output channels rounded up to pairs, times
+/// [`dsp_row_len`].
+pub const fn dsp_weights_len(params: &Conv2dParams) -> usize {
+    params.window.output.channels.div_ceil(2) * 2 * dsp_row_len(params)
+}
+
+/// Packs OIHW weights for [`conv2d_dsp`]. Output channels go in pairs (an odd last one with
+/// a zero channel); per pair and per four codes of the receptive field (padded with zeros to
+/// [`dsp_row_len`]), the first channel's four codes then the second's, each group
+/// `[w0, w1, w2, w3]` stored as `[w0, w2, w1, w3]`.
+///
+/// # Shapes
+/// - `oihw`: `[out, in, kh, kw]`; `packed`: [`dsp_weights_len`]`(params)` codes
+pub fn pack_conv2d_dsp(params: &Conv2dParams, oihw: &[i8], packed: &mut [i8]) {
+    let w = &params.window;
+    let k = w.input.channels * w.kernel[0] * w.kernel[1];
+    let row = dsp_row_len(params);
+    assert_eq!(oihw.len(), w.output.channels * k, "pack_conv2d_dsp weights");
+    assert_eq!(
+        packed.len(),
+        dsp_weights_len(params),
+        "pack_conv2d_dsp packed"
+    );
+    packed.fill(0);
+    for oc in 0..w.output.channels {
+        let (pair, second) = (oc / 2, oc % 2);
+        for i in 0..k {
+            let at = pair * 2 * row + (i / 4) * 8 + second * 4 + packed_position(i) % 4;
+            packed[at] = oihw[oc * k + i];
+        }
+    }
+}
+
+/// Where code `i` of a row goes in the packed layout.
+const fn packed_position(i: usize) -> usize {
+    (i & !3) | [0, 2, 1, 3][i & 3]
+}
+
+// The three DSP instructions in plain Rust, for targets without them (the host's tests,
+// aarch64): `arm/dot2x2.s` uses the instructions themselves.
+
+/// `acc + lo(a) * lo(b) + hi(a) * hi(b)`, halves as signed 16-bit (`SMLAD`).
+#[cfg(any(test, not(all(target_arch = "arm", target_abi = "eabihf"))))]
+#[inline(always)]
+fn smlad(a: u32, b: u32, acc: i32) -> i32 {
+    let lo = (a as u16 as i16 as i32) * (b as u16 as i16 as i32);
+    let hi = ((a >> 16) as u16 as i16 as i32) * ((b >> 16) as u16 as i16 as i32);
+    acc.wrapping_add(lo).wrapping_add(hi)
+}
+
+/// Bytes 0 and 2 of `x`, sign-extended into the two halves (`SXTB16`).
+#[cfg(any(test, not(all(target_arch = "arm", target_abi = "eabihf"))))]
+#[inline(always)]
+fn sxtb16(x: u32) -> u32 {
+    (x as u8 as i8 as i16 as u16 as u32) | (((x >> 16) as u8 as i8 as i16 as u16 as u32) << 16)
+}
+
+/// Bytes 1 and 3 of `x`, sign-extended into the two halves (`SXTB16` with `ROR #8`).
+#[cfg(any(test, not(all(target_arch = "arm", target_abi = "eabihf"))))]
+#[inline(always)]
+fn sxtb16_ror8(x: u32) -> u32 {
+    sxtb16(x.rotate_right(8))
+}
+
+/// Two output pixels' gathered receptive fields, `x - x_zero` as `i16`, interleaved every
+/// four codes (pixel 0's four, then pixel 1's) and word aligned, as `dnal_s8_dot2x2` reads
+/// them with one `LDM` per step: `2 * ROW` codes in `ROW` words.
+struct Columns<const ROW: usize>([u32; ROW]);
+
+impl<const ROW: usize> Columns<ROW> {
+    /// The `2 * ROW` gathered codes.
+    #[inline(always)]
+    fn codes(&mut self) -> &mut [i16] {
+        // SAFETY: `[u32; ROW]` is `4 * ROW` initialised bytes, aligned for `i16`; the slice
+        // borrows `self` mutably, so nothing else reads or writes them meanwhile.
+        unsafe { core::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<i16>(), 2 * ROW) }
+    }
+}
+
+/// `acc[c * 2 + p] += sum_k w[c][k] * x[p][k]` over one packed channel pair `weights`
+/// (`2 * ROW` codes) and the gathered `codes` (`2 * ROW`).
+#[inline(always)]
+fn dot2x2(acc: &mut [i32; 4], codes: &[i16], weights: &[i8]) {
+    assert!(codes.len() == weights.len() && codes.len().is_multiple_of(8) && !codes.is_empty());
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    // SAFETY: `acc` holds 4 values; `codes` and `weights` hold `8 * steps` values each
+    // (checked above), `codes` word aligned (a `Columns`' words); the routine reads exactly
+    // those, writes only `acc`, and follows the AAPCS.
+    unsafe {
+        super::arm::dnal_s8_dot2x2(
+            acc.as_mut_ptr(),
+            codes.as_ptr(),
+            weights.as_ptr(),
+            codes.len() / 8,
+        );
+    }
+    #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+    for (x, w) in codes.chunks_exact(8).zip(weights.chunks_exact(8)) {
+        let word = |b: &[i8]| u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8]);
+        let pair = |x: &[i16]| (x[0] as u16 as u32) | ((x[1] as u16 as u32) << 16);
+        let (x0lo, x0hi) = (pair(&x[0..2]), pair(&x[2..4]));
+        let (x1lo, x1hi) = (pair(&x[4..6]), pair(&x[6..8]));
+        for (c, wc) in [word(&w[0..4]), word(&w[4..8])].into_iter().enumerate() {
+            let (lo, hi) = (sxtb16(wc), sxtb16_ror8(wc));
+            acc[c * 2] = smlad(hi, x0hi, smlad(lo, x0lo, acc[c * 2]));
+            acc[c * 2 + 1] = smlad(hi, x1hi, smlad(lo, x1lo, acc[c * 2 + 1]));
+        }
+    }
+}
+
+/// A dense convolution (`groups == 1`) with packed weights; the results equal
+/// [`super::conv2d`]'s bit for bit. `ROW` is [`dsp_row_len`]`(params)`, at most
+/// [`MAX_DSP_ROW`].
+///
+/// # Shapes
+/// - `input`: `params.input()`, CHW
+/// - `packed`: [`dsp_weights_len`]`(params)` codes ([`pack_conv2d_dsp`])
+/// - `bias`, `requantize`: `[out_channels]`
+/// - `output`: `params.output()`, CHW
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn conv2d_dsp<const ROW: usize>(
+    params: &Conv2dParams,
+    input_zero: i32,
+    packed: &[i8],
+    bias: &[i32],
+    requantize: &[Requantize],
+    stage: OutputStage,
+    input: &[i8],
+    output: &mut [i8],
+) {
+    let w = &params.window;
+    let out_channels = w.output.channels;
+    assert_eq!(ROW, dsp_row_len(params), "conv2d_dsp row length");
+    assert!(ROW <= MAX_DSP_ROW, "conv2d_dsp row longer than MAX_DSP_ROW");
+    assert_eq!(input.len(), w.input.len(), "int8 conv input length");
+    assert_eq!(output.len(), w.output.len(), "int8 conv output length");
+    assert_eq!(packed.len(), dsp_weights_len(params), "conv2d_dsp weights");
+    assert_eq!(bias.len(), out_channels, "int8 conv bias length");
+    assert_eq!(
+        requantize.len(),
+        out_channels,
+        "int8 conv requantize length"
+    );
+    let (out_w, out_plane) = (w.output.width, w.output.plane());
+    let mut cols = Columns([0u32; ROW]);
+    let offsets = Offsets::<ROW>::new(params);
+    let out_of =
+        |acc: i32, oc: usize| requantize[oc].to_i8(acc, stage.zero_point, stage.min, stage.max);
+    for oy in 0..w.output.height {
+        // Pixels two at a time; an odd last one is gathered twice (its second sums are
+        // dropped), which keeps one inner loop.
+        for ox in (0..out_w).step_by(2) {
+            let two = ox + 1 < out_w;
+            let second = if two { ox + 1 } else { ox };
+            let codes = cols.codes();
+            if !offsets.gather_inside(params, input, input_zero, oy, [ox, second], codes) {
+                gather(params, input, input_zero, oy, ox, 0, codes);
+                gather(params, input, input_zero, oy, second, 1, codes);
+            }
+            let at = oy * out_w + ox;
+            for (pair, weights) in packed.chunks_exact(2 * ROW).enumerate() {
+                let (a, b) = (2 * pair, 2 * pair + 1);
+                let bb = if b < out_channels { bias[b] } else { 0 };
+                let mut acc = [bias[a], bias[a], bb, bb];
+                dot2x2(&mut acc, cols.codes(), weights);
+                output[a * out_plane + at] = out_of(acc[0], a);
+                if two {
+                    output[a * out_plane + at + 1] = out_of(acc[1], a);
+                }
+                if b < out_channels {
+                    output[b * out_plane + at] = out_of(acc[2], b);
+                    if two {
+                        output[b * out_plane + at + 1] = out_of(acc[3], b);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where each code of the receptive field lies in the input, relative to the window's
+/// top-left cell (`ic * plane + ky * width + kx`, in the weights' order): the gather of
+/// windows inside the input is then one load per code, whatever the kernel's shape. Inputs
+/// of more than 65,536 codes take the general gather (the offsets are `u16`).
+struct Offsets<const ROW: usize> {
+    at: [u16; ROW],
+    receptive: usize,
+    usable: bool,
+}
+
+impl<const ROW: usize> Offsets<ROW> {
+    /// The table of a layer (its first `in * kh * kw` entries).
+    #[inline(always)]
+    fn new(params: &Conv2dParams) -> Self {
+        let w = &params.window;
+        let [kh, kw] = w.kernel;
+        let usable = w.input.len() <= 1 << 16;
+        let mut at = [0u16; ROW];
+        let mut k = 0;
+        for ic in 0..w.input.channels {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    if usable {
+                        at[k] = (ic * w.input.plane() + ky * w.input.width + kx) as u16;
+                    }
+                    k += 1;
+                }
+            }
+        }
+        Offsets {
+            at,
+            receptive: k,
+            usable,
+        }
+    }
+
+    /// Gathers the pixels `ox` of row `oy` as pixels 0 and 1 (see [`gather`]) if both
+    /// windows lie inside the input; returns false (and gathers nothing) otherwise.
+    #[inline(always)]
+    fn gather_inside(
+        &self,
+        params: &Conv2dParams,
+        input: &[i8],
+        zero: i32,
+        oy: usize,
+        ox: [usize; 2],
+        cols: &mut [i16],
+    ) -> bool {
+        let w = &params.window;
+        let [kh, kw] = w.kernel;
+        let inside = |x: usize| w.valid_taps(1, x) == (0, kw);
+        if !self.usable || w.valid_taps(0, oy) != (0, kh) || !inside(ox[0]) || !inside(ox[1]) {
+            return false;
+        }
+        let top = (oy * w.stride[0] - w.padding[0]) * w.input.width;
+        let base = [0, 1].map(|p| top + ox[p] * w.stride[1] - w.padding[1]);
+        // The offsets grow with `k`: the last is the window's bottom-right cell.
+        let last = base[0].max(base[1]) + self.at[self.receptive - 1] as usize;
+        assert!(last < input.len() && 2 * self.receptive.div_ceil(4) * 4 <= cols.len());
+        for k in 0..self.receptive {
+            let off = self.at[k] as usize;
+            let slot = k + (k & !3);
+            // SAFETY: `base[p] + off <= last < input.len()`, and `slot + 4 < cols.len()`
+            // for `k < receptive` (both asserted above).
+            unsafe {
+                *cols.get_unchecked_mut(slot) =
+                    (*input.get_unchecked(base[0] + off) as i32 - zero) as i16;
+                *cols.get_unchecked_mut(slot + 4) =
+                    (*input.get_unchecked(base[1] + off) as i32 - zero) as i16;
+            }
+        }
+        true
+    }
+}
+
+/// Gathers output pixel `(oy, ox)`'s receptive field as pixel `p` (0 or 1) of `cols`:
+/// `x - x_zero` in the weights' order (`[ic][ky][kx]`), code `k` at `(k / 4) * 8 + p * 4 +
+/// k % 4`; padding and the padded tail are 0.
+#[inline(always)]
+fn gather(
+    params: &Conv2dParams,
+    input: &[i8],
+    zero: i32,
+    oy: usize,
+    ox: usize,
+    p: usize,
+    cols: &mut [i16],
+) {
+    let w = &params.window;
+    let [kh, kw] = w.kernel;
+    let (in_w, in_plane) = (w.input.width, w.input.plane());
+    let (ky0, ky1) = w.valid_taps(0, oy);
+    let (kx0, kx1) = w.valid_taps(1, ox);
+    let receptive = w.input.channels * kh * kw;
+    let slot = |k: usize| k + (k & !3) + 4 * p;
+    for k in 0..receptive.div_ceil(4) * 4 {
+        cols[slot(k)] = 0;
+    }
+    let iy0 = oy * w.stride[0] + ky0 - w.padding[0];
+    let ix0 = ox * w.stride[1] + kx0 - w.padding[1];
+    for ic in 0..w.input.channels {
+        let plane = &input[ic * in_plane..(ic + 1) * in_plane];
+        for (dy, ky) in (ky0..ky1).enumerate() {
+            let src = &plane[(iy0 + dy) * in_w + ix0..][..kx1 - kx0];
+            let k0 = (ic * kh + ky) * kw + kx0;
+            for (j, s) in src.iter().enumerate() {
+                cols[slot(k0 + j)] = (*s as i32 - zero) as i16;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::int8::{OutputStage, Requantize, conv2d};
+    use crate::{Activation, Conv2dParams, Shape3};
+    use std::vec::Vec;
+
+    struct Rng(u32);
+    impl Rng {
+        fn next(&mut self) -> u32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 17;
+            self.0 ^= self.0 << 5;
+            self.0
+        }
+        fn code(&mut self) -> i8 {
+            (self.next() >> 24) as u8 as i8
+        }
+    }
+
+    fn check<const ROW: usize>(
+        rng: &mut Rng,
+        input: Shape3,
+        out: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+    ) {
+        let params =
+            Conv2dParams::new(input, out, [k, k], [s, s], [p, p], Activation::Relu).unwrap();
+        assert_eq!(dsp_row_len(&params), ROW);
+        let x: Vec<i8> = (0..input.len()).map(|_| rng.code()).collect();
+        let weights: Vec<i8> = (0..params.dense_weight_len())
+            .map(|_| rng.code().max(-127))
+            .collect();
+        let bias: Vec<i32> = (0..out)
+            .map(|_| (rng.next() % 20_000) as i32 - 10_000)
+            .collect();
+        let rq: Vec<Requantize> = (0..out)
+            .map(|_| Requantize::from_real(0.0005 + (rng.next() % 1000) as f64 * 1e-6).unwrap())
+            .collect();
+        let stage = OutputStage {
+            zero_point: -7,
+            min: -7,
+            max: 127,
+        };
+        let zero = (rng.next() % 256) as i32 - 128;
+        let mut want = vec![0i8; params.output().len()];
+        conv2d(&params, zero, &weights, &bias, &rq, stage, &x, &mut want);
+        let mut packed = vec![0i8; dsp_weights_len(&params)];
+        pack_conv2d_dsp(&params, &weights, &mut packed);
+        let mut got = vec![0i8; params.output().len()];
+        conv2d_dsp::<ROW>(&params, zero, &packed, &bias, &rq, stage, &x, &mut got);
+        assert_eq!(got, want, "{input} -> {out}, k {k} s {s} p {p}");
+    }
+
+    #[test]
+    fn the_dsp_kernel_equals_the_portable_one() {
+        let mut rng = Rng(17);
+        // Odd and even widths, output channels and receptive fields; every padding and
+        // stride; 1x1 (pointwise) too.
+        check::<28>(&mut rng, Shape3::new(3, 7, 9), 5, 3, 1, 1);
+        check::<28>(&mut rng, Shape3::new(3, 8, 8), 4, 3, 2, 1);
+        check::<76>(&mut rng, Shape3::new(3, 6, 11), 3, 5, 1, 2);
+        check::<48>(&mut rng, Shape3::new(48, 5, 5), 7, 1, 1, 0);
+        check::<12>(&mut rng, Shape3::new(11, 4, 3), 2, 1, 1, 0);
+        check::<108>(&mut rng, Shape3::new(12, 6, 6), 1, 3, 1, 0);
+        check::<64>(&mut rng, Shape3::new(7, 9, 4), 6, 3, 2, 0);
+    }
+
+    #[test]
+    fn the_packed_order_pairs_neighbours_under_sxtb16() {
+        let word = u32::from_le_bytes([1u8, 0xfe, 3, 0x80]);
+        // Bytes 0 and 2: 1 and 3; bytes 1 and 3: -2 and -128.
+        assert_eq!(sxtb16(word), 1 | (3 << 16));
+        assert_eq!(sxtb16_ror8(word), 0xfffe | (0xff80 << 16));
+        assert_eq!(smlad(sxtb16_ror8(word), 0x0002_0003, 10), 10 - 6 - 256);
+        assert_eq!(
+            (0..8).map(packed_position).collect::<Vec<_>>(),
+            [0, 2, 1, 3, 4, 6, 5, 7]
+        );
+    }
+}
