@@ -1,11 +1,16 @@
-//! Kernel benchmark: instructions per MAC of each f32 kernel on Cortex-M4 and Cortex-M7
-//! (QEMU instruction counts via the marker plugin), and the flash/RAM/arena of two models.
+//! Kernel benchmark: instructions per MAC of each f32 (or int8) kernel on Cortex-M4 and
+//! Cortex-M7 (QEMU instruction counts via the marker plugin), and the flash/RAM/arena of two
+//! models.
 //!
-//! `cargo run --release -p dnal-bench --bin kernel_bench [-- BOARD...]`
+//! `cargo run --release -p dnal-bench --bin kernel_bench [-- [--int8] BOARD...]`
+//!
+//! `--int8`: the same networks quantised (calibrated on 8 synthetic images), deployed as
+//! int8 firmware; parity is then against the integer reference and must be exact.
 //!
 //! Prints Markdown tables (the figures in BENCHMARKS.md come from here). Instruction counts
 //! are not cycles: the limit they are compared with is one instruction per f32 MAC.
 
+use dnal_export::int8::{ValueRanges, quantize};
 use dnal_export::{Arch, Layer, Op};
 use dnal_firmware::deploy::{DeployReport, DeployRequest, deploy, synthetic_images};
 use dnal_firmware::synth::{add, conv, linear, pool, random_export};
@@ -63,12 +68,26 @@ fn mobile_arch() -> Arch {
     Arch::new("cifar-mobile", Shape3::new(3, 32, 32), 10, layers)
 }
 
-fn run(arch: Arch, board: &str, work: &std::path::Path) -> DeployReport {
+fn run(arch: Arch, board: &str, work: &std::path::Path, int8: bool) -> DeployReport {
     let name = arch.name.clone();
     let export = random_export(arch, 42).expect("valid bench model");
-    let export_dir = work.join(&name).join("export");
-    export.write(&export_dir).expect("write export");
-    let mut req = DeployRequest::new(&export_dir, board, work.join(&name).join(board));
+    let export_dir = work
+        .join(&name)
+        .join(if int8 { "export8" } else { "export" });
+    if int8 {
+        let mut ranges = ValueRanges::new(export.arch().layers.len() + 1);
+        for image in synthetic_images(export.input_len(), 8) {
+            ranges.observe(&dnal_export::reference_values(&export, &image));
+        }
+        let quantized = quantize(&export, &ranges, serde_json::Value::Null).expect("quantises");
+        quantized.write(&export_dir).expect("write int8 export");
+    } else {
+        export.write(&export_dir).expect("write export");
+    }
+    let fw = work
+        .join(&name)
+        .join(format!("{board}{}", if int8 { "-int8" } else { "" }));
+    let mut req = DeployRequest::new(&export_dir, board, fw);
     req.run = true;
     req.runs = 2;
     req.images = synthetic_images(export.input_len(), 2);
@@ -82,6 +101,8 @@ fn run(arch: Arch, board: &str, work: &std::path::Path) -> DeployReport {
 
 fn main() {
     let mut boards: Vec<String> = std::env::args().skip(1).collect();
+    let int8 = boards.iter().any(|b| b == "--int8");
+    boards.retain(|b| b != "--int8");
     if boards.is_empty() {
         boards = vec!["cortex-m4-qemu".into(), "cortex-m7-qemu".into()];
     }
@@ -90,9 +111,12 @@ fn main() {
 
     let reports: Vec<(String, DeployReport)> = boards
         .iter()
-        .map(|b| (b.clone(), run(kernel_arch(), b, &work)))
+        .map(|b| (b.clone(), run(kernel_arch(), b, &work, int8)))
         .collect();
-    println!("### Instructions per MAC (kernel-bench model, QEMU instruction counts)\n");
+    println!(
+        "### Instructions per MAC (kernel-bench model, {}, QEMU instruction counts)\n",
+        if int8 { "int8" } else { "f32" }
+    );
     print!("| layer | shape | MACs |");
     for (b, _) in &reports {
         print!(" {b} instr | {b} instr/MAC |");
@@ -136,7 +160,7 @@ fn main() {
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for arch in [vgg_arch, mobile_arch] {
         for b in &boards {
-            let r = run(arch(), b, &work);
+            let r = run(arch(), b, &work, int8);
             let c = r.cost.as_ref().unwrap();
             println!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2e} |",
