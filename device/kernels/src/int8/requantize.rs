@@ -40,7 +40,9 @@ pub const fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
 /// `RoundingDivideByPOT`); `exponent` in `0..=31`.
 #[inline]
 pub const fn rounding_divide_by_pot(x: i32, exponent: u32) -> i32 {
-    let mask = ((1i64 << exponent) - 1) as i32;
+    // `1 << 31` wraps to `i32::MIN` in `u32`, and `- 1` then gives `i32::MAX`: the mask
+    // of every exponent in 0..=31 without 64-bit shifts.
+    let mask = (1u32 << exponent).wrapping_sub(1) as i32;
     let remainder = x & mask;
     let threshold = (mask >> 1) + if x < 0 { 1 } else { 0 };
     (x >> exponent) + if remainder > threshold { 1 } else { 0 }
