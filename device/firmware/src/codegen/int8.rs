@@ -11,8 +11,8 @@ use dnal_kernels::int8::{self as kernels, OutputStage, Requantize};
 use dnal_kernels::{Conv2dParams, LinearParams};
 
 use super::{
-    CodegenError, GeneratedModel, LayerCode, act_expr, act_suffix, bind_layer, inert,
-    layer_function, layer_ident, plan_memory, shape_expr,
+    CodegenError, GeneratedModel, LayerCode, MemoryPlan, act_expr, act_suffix, bind_layer, inert,
+    layer_function, layer_ident, plan_memory_with_scratch, shape_expr,
 };
 
 /// Generates `model.rs` and `weights.rs` for a validated int8 export. With `dsp` (Cortex-M4
@@ -21,7 +21,7 @@ use super::{
 pub fn generate_int8_model(export: &Int8Export, dsp: bool) -> Result<GeneratedModel, CodegenError> {
     let arch = export.arch();
     let summary = export.summary();
-    let plan = plan_memory(summary);
+    let plan = plan_int8(export, dsp);
     let n_layers = arch.layers.len();
     let mut functions = String::new();
     let mut body = String::new();
@@ -53,19 +53,7 @@ pub fn generate_int8_model(export: &Int8Export, dsp: bool) -> Result<GeneratedMo
         };
         let input_zero = export.value(layer.inputs[0]).zero_point;
         let stage = export.output_stage(index);
-        let dsp_params = match &layer.op {
-            Op::Conv2d(c) if dsp && !c.is_depthwise() => Conv2dParams::new(
-                info.input_shapes[0],
-                c.out_channels,
-                c.kernel,
-                c.stride,
-                c.padding,
-                c.activation,
-            )
-            .ok()
-            .filter(|p| kernels::dsp_row_len(p) <= kernels::MAX_DSP_ROW),
-            _ => None,
-        };
+        let dsp_params = dsp_conv(layer, info, dsp);
         let code = layer_code_int8(&ident, layer, info, input_zero, stage, dsp_params)
             .map_err(layer_err)?;
         match data {
@@ -127,8 +115,8 @@ pub fn generate_int8_model(export: &Int8Export, dsp: bool) -> Result<GeneratedMo
                 );
         }
         let inputs: Vec<_> = layer.inputs.iter().map(|&v| plan.places[v]).collect();
-        let (bind, call) =
-            bind_layer(&inputs, plan.places[index + 1], None, &call).map_err(layer_err)?;
+        let (bind, call) = bind_layer(&inputs, plan.places[index + 1], plan.scratch[index], &call)
+            .map_err(layer_err)?;
         let inputs_desc: Vec<String> = layer
             .inputs
             .iter()
@@ -223,6 +211,41 @@ pub fn generate_int8_model(export: &Int8Export, dsp: bool) -> Result<GeneratedMo
     })
 }
 
+/// The parameters of layer `i` when it runs on [`kernels::conv2d_dsp`]: a dense conv on a
+/// DSP board whose packed row fits [`kernels::MAX_DSP_ROW`].
+fn dsp_conv(layer: &Layer, info: &LayerSummary, dsp: bool) -> Option<Conv2dParams> {
+    match &layer.op {
+        Op::Conv2d(c) if dsp && !c.is_depthwise() => Conv2dParams::new(
+            info.input_shapes[0],
+            c.out_channels,
+            c.kernel,
+            c.stride,
+            c.padding,
+            c.activation,
+        )
+        .ok()
+        .filter(|p| kernels::dsp_row_len(p) <= kernels::MAX_DSP_ROW),
+        _ => None,
+    }
+}
+
+/// The arena plan of an int8 export's generated code: values in bytes, plus the padded input
+/// copies of the `SMLAD` convolutions (`dsp`) as scratch.
+pub(crate) fn plan_int8(export: &Int8Export, dsp: bool) -> MemoryPlan {
+    let scratch: Vec<usize> = export
+        .arch()
+        .layers
+        .iter()
+        .zip(&export.summary().layers)
+        .map(|(layer, info)| {
+            dsp_conv(layer, info, dsp)
+                .map(|p| kernels::dsp_scratch_len(&p))
+                .unwrap_or(0)
+        })
+        .collect();
+    plan_memory_with_scratch(export.summary(), &scratch)
+}
+
 /// The parameters and int8 kernel call of one layer (`{x0}`... and `{y}` as in the f32
 /// generator's calls; the weights are named directly).
 fn layer_code_int8(
@@ -240,9 +263,11 @@ fn layer_code_int8(
     );
     let mut params = String::new();
     let weighted_call = |f: &str| {
+        // The SMLAD convolution also takes its scratch (the padded input copy).
+        let scratch = if dsp.is_some() { "{scratch}, " } else { "" };
         format!(
             "kernels::{f}(&{ident}, {input_zero}, &weights::{ident}_W, &weights::{ident}_B, \
-             &weights::{ident}_RQ, {ident}_STAGE, {{x0}}, {{y}});"
+             &weights::{ident}_RQ, {ident}_STAGE, {{x0}}, {scratch}{{y}});"
         )
     };
     let code = match &layer.op {

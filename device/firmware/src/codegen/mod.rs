@@ -117,11 +117,11 @@ impl Network<'_> {
         }
     }
 
-    /// The arena plan the generated code uses.
-    pub fn plan(&self) -> MemoryPlan {
+    /// The arena plan the generated code uses on a board (`dsp`: as [`Network::generate`]).
+    pub fn plan(&self, dsp: bool) -> MemoryPlan {
         match self {
             Network::F32(e) => plan_for(e),
-            Network::Int8(e) => plan_memory(e.summary()),
+            Network::Int8(e) => int8::plan_int8(e, dsp),
         }
     }
 

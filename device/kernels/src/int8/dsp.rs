@@ -35,6 +35,18 @@ pub const fn dsp_weights_len(params: &Conv2dParams) -> usize {
     params.window.output.channels.div_ceil(2) * 2 * dsp_row_len(params)
 }
 
+/// Codes of scratch [`conv2d_dsp`] needs: a padded layer's input, copied with its padding
+/// made explicit (`channels x (h + 2 ph) x (w + 2 pw)`), so that every window lies inside
+/// it; 0 without padding.
+pub const fn dsp_scratch_len(params: &Conv2dParams) -> usize {
+    let w = &params.window;
+    if w.padding[0] == 0 && w.padding[1] == 0 {
+        0
+    } else {
+        w.input.channels * (w.input.height + 2 * w.padding[0]) * (w.input.width + 2 * w.padding[1])
+    }
+}
+
 /// Packs OIHW weights for [`conv2d_dsp`]. Output channels go in pairs (an odd last one with
 /// a zero channel); per pair and per four codes of the receptive field (padded with zeros to
 /// [`dsp_row_len`]), the first channel's four codes then the second's, each group
@@ -143,14 +155,72 @@ fn dot2x2(acc: &mut [i32; 4], codes: &[i16], weights: &[i8]) {
 /// [`super::conv2d`]'s bit for bit. `ROW` is [`dsp_row_len`]`(params)`, at most
 /// [`MAX_DSP_ROW`].
 ///
+/// A padded layer first copies its input into `scratch` with the padding written out as the
+/// input's zero point (real 0, so it adds nothing), and then convolves that copy without
+/// padding: every window lies inside, and the gather never tests a border.
+///
 /// # Shapes
 /// - `input`: `params.input()`, CHW
 /// - `packed`: [`dsp_weights_len`]`(params)` codes ([`pack_conv2d_dsp`])
 /// - `bias`, `requantize`: `[out_channels]`
+/// - `scratch`: [`dsp_scratch_len`]`(params)` codes
 /// - `output`: `params.output()`, CHW
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn conv2d_dsp<const ROW: usize>(
+    params: &Conv2dParams,
+    input_zero: i32,
+    packed: &[i8],
+    bias: &[i32],
+    requantize: &[Requantize],
+    stage: OutputStage,
+    input: &[i8],
+    scratch: &mut [i8],
+    output: &mut [i8],
+) {
+    assert_eq!(input.len(), params.input().len(), "int8 conv input length");
+    assert_eq!(
+        scratch.len(),
+        dsp_scratch_len(params),
+        "conv2d_dsp scratch length"
+    );
+    let w = &params.window;
+    if scratch.is_empty() {
+        convolve_unpadded::<ROW>(
+            params, input_zero, packed, bias, requantize, stage, input, output,
+        );
+        return;
+    }
+    let [ph, pw] = w.padding;
+    let (h, wd) = (w.input.height + 2 * ph, w.input.width + 2 * pw);
+    // `input_zero` is a code (-128..=127, the export's reader checks it).
+    scratch.fill(input_zero as i8);
+    for (c, plane) in input.chunks_exact(w.input.plane()).enumerate() {
+        for (y, row) in plane.chunks_exact(w.input.width).enumerate() {
+            let at = (c * h + y + ph) * wd + pw;
+            scratch[at..at + w.input.width].copy_from_slice(row);
+        }
+    }
+    let padded = match Conv2dParams::new(
+        crate::Shape3::new(w.input.channels, h, wd),
+        w.output.channels,
+        w.kernel,
+        w.stride,
+        [0, 0],
+        params.activation,
+    ) {
+        Ok(p) => p,
+        Err(_) => unreachable!("a padded input holds every window of the layer"),
+    };
+    convolve_unpadded::<ROW>(
+        &padded, input_zero, packed, bias, requantize, stage, scratch, output,
+    );
+}
+
+/// [`conv2d_dsp`] of a layer without padding.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn convolve_unpadded<const ROW: usize>(
     params: &Conv2dParams,
     input_zero: i32,
     packed: &[i8],
@@ -406,7 +476,18 @@ mod tests {
         let mut packed = vec![0i8; dsp_weights_len(&params)];
         pack_conv2d_dsp(&params, &weights, &mut packed);
         let mut got = vec![0i8; params.output().len()];
-        conv2d_dsp::<ROW>(&params, zero, &packed, &bias, &rq, stage, &x, &mut got);
+        let mut scratch = vec![0i8; dsp_scratch_len(&params)];
+        conv2d_dsp::<ROW>(
+            &params,
+            zero,
+            &packed,
+            &bias,
+            &rq,
+            stage,
+            &x,
+            &mut scratch,
+            &mut got,
+        );
         assert_eq!(got, want, "{input} -> {out}, k {k} s {s} p {p}");
     }
 

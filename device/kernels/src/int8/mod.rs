@@ -20,7 +20,9 @@ pub mod requantize;
 mod stage;
 
 pub use conv2d::{conv2d, depthwise_conv2d};
-pub use dsp::{MAX_DSP_ROW, conv2d_dsp, dsp_row_len, dsp_weights_len, pack_conv2d_dsp};
+pub use dsp::{
+    MAX_DSP_ROW, conv2d_dsp, dsp_row_len, dsp_scratch_len, dsp_weights_len, pack_conv2d_dsp,
+};
 pub use elementwise::{add, add_left_shift};
 pub use linear::linear;
 pub use pool::{MAX_POOL_CELLS, avg_pool2d, global_avg_pool, max_pool2d, mean_code};
