@@ -35,15 +35,15 @@ pub const fn dsp_weights_len(params: &Conv2dParams) -> usize {
     params.window.output.channels.div_ceil(2) * 2 * dsp_row_len(params)
 }
 
-/// Codes of scratch [`conv2d_dsp`] needs: a padded layer's input, copied with its padding
-/// made explicit (`channels x (h + 2 ph) x (w + 2 pw)`), so that every window lies inside
-/// it; 0 without padding.
+/// Codes of scratch [`conv2d_dsp`] needs: for a padded layer, the `kh` input rows one output
+/// row reads, with the padding written out (`channels x kh x (w + 2 pw)`), so that every
+/// window lies inside them; 0 without padding.
 pub const fn dsp_scratch_len(params: &Conv2dParams) -> usize {
     let w = &params.window;
     if w.padding[0] == 0 && w.padding[1] == 0 {
         0
     } else {
-        w.input.channels * (w.input.height + 2 * w.padding[0]) * (w.input.width + 2 * w.padding[1])
+        w.input.channels * w.kernel[0] * (w.input.width + 2 * w.padding[1])
     }
 }
 
@@ -155,9 +155,10 @@ fn dot2x2(acc: &mut [i32; 4], codes: &[i16], weights: &[i8]) {
 /// [`super::conv2d`]'s bit for bit. `ROW` is [`dsp_row_len`]`(params)`, at most
 /// [`MAX_DSP_ROW`].
 ///
-/// A padded layer first copies its input into `scratch` with the padding written out as the
-/// input's zero point (real 0, so it adds nothing), and then convolves that copy without
-/// padding: every window lies inside, and the gather never tests a border.
+/// A padded layer copies, per output row, the `kh` input rows it reads into `scratch` with
+/// the padding written out as the input's zero point (real 0, so it adds nothing), and
+/// convolves that block without padding: every window lies inside, and the gather never
+/// tests a border.
 ///
 /// # Shapes
 /// - `input`: `params.input()`, CHW
@@ -178,64 +179,17 @@ pub fn conv2d_dsp<const ROW: usize>(
     scratch: &mut [i8],
     output: &mut [i8],
 ) {
-    assert_eq!(input.len(), params.input().len(), "int8 conv input length");
-    assert_eq!(
-        scratch.len(),
-        dsp_scratch_len(params),
-        "conv2d_dsp scratch length"
-    );
-    let w = &params.window;
-    if scratch.is_empty() {
-        convolve_unpadded::<ROW>(
-            params, input_zero, packed, bias, requantize, stage, input, output,
-        );
-        return;
-    }
-    let [ph, pw] = w.padding;
-    let (h, wd) = (w.input.height + 2 * ph, w.input.width + 2 * pw);
-    // `input_zero` is a code (-128..=127, the export's reader checks it).
-    scratch.fill(input_zero as i8);
-    for (c, plane) in input.chunks_exact(w.input.plane()).enumerate() {
-        for (y, row) in plane.chunks_exact(w.input.width).enumerate() {
-            let at = (c * h + y + ph) * wd + pw;
-            scratch[at..at + w.input.width].copy_from_slice(row);
-        }
-    }
-    let padded = match Conv2dParams::new(
-        crate::Shape3::new(w.input.channels, h, wd),
-        w.output.channels,
-        w.kernel,
-        w.stride,
-        [0, 0],
-        params.activation,
-    ) {
-        Ok(p) => p,
-        Err(_) => unreachable!("a padded input holds every window of the layer"),
-    };
-    convolve_unpadded::<ROW>(
-        &padded, input_zero, packed, bias, requantize, stage, scratch, output,
-    );
-}
-
-/// [`conv2d_dsp`] of a layer without padding.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn convolve_unpadded<const ROW: usize>(
-    params: &Conv2dParams,
-    input_zero: i32,
-    packed: &[i8],
-    bias: &[i32],
-    requantize: &[Requantize],
-    stage: OutputStage,
-    input: &[i8],
-    output: &mut [i8],
-) {
     let w = &params.window;
     let out_channels = w.output.channels;
     assert_eq!(ROW, dsp_row_len(params), "conv2d_dsp row length");
     assert!(ROW <= MAX_DSP_ROW, "conv2d_dsp row longer than MAX_DSP_ROW");
     assert_eq!(input.len(), w.input.len(), "int8 conv input length");
     assert_eq!(output.len(), w.output.len(), "int8 conv output length");
+    assert_eq!(
+        scratch.len(),
+        dsp_scratch_len(params),
+        "conv2d_dsp scratch length"
+    );
     assert_eq!(packed.len(), dsp_weights_len(params), "conv2d_dsp weights");
     assert_eq!(bias.len(), out_channels, "int8 conv bias length");
     assert_eq!(
@@ -243,36 +197,113 @@ fn convolve_unpadded<const ROW: usize>(
         out_channels,
         "int8 conv requantize length"
     );
-    let (out_w, out_plane) = (w.output.width, w.output.plane());
-    let mut cols = Columns([0u32; ROW]);
-    let offsets = Offsets::<ROW>::new(params);
-    let out_of =
-        |acc: i32, oc: usize| requantize[oc].to_i8(acc, stage.zero_point, stage.min, stage.max);
+    let layer = ConvRow {
+        input_zero,
+        packed,
+        bias,
+        requantize,
+        stage,
+        out_plane: w.output.plane(),
+    };
+    if scratch.is_empty() {
+        let offsets = Offsets::<ROW>::new(params);
+        for oy in 0..w.output.height {
+            layer.row::<ROW>(params, &offsets, oy, input, oy * w.output.width, output);
+        }
+        return;
+    }
+    let ([kh, _], [ph, pw]) = (w.kernel, w.padding);
+    let (in_h, in_w) = (w.input.height, w.input.width);
+    let wide = in_w + 2 * pw;
+    // The block of rows one output row reads, as a layer of its own: no padding, one row.
+    let block = match Conv2dParams::new(
+        crate::Shape3::new(w.input.channels, kh, wide),
+        out_channels,
+        w.kernel,
+        [1, w.stride[1]],
+        [0, 0],
+        params.activation,
+    ) {
+        Ok(p) => p,
+        Err(_) => unreachable!("kh padded rows hold one row of windows"),
+    };
+    let offsets = Offsets::<ROW>::new(&block);
+    // `input_zero` is a code (-128..=127, the export's reader checks it).
+    let pad = input_zero as i8;
     for oy in 0..w.output.height {
+        for ic in 0..w.input.channels {
+            for ky in 0..kh {
+                let dst = &mut scratch[(ic * kh + ky) * wide..][..wide];
+                let iy = (oy * w.stride[0] + ky).wrapping_sub(ph);
+                if iy < in_h {
+                    dst[..pw].fill(pad);
+                    dst[pw..pw + in_w].copy_from_slice(&input[(ic * in_h + iy) * in_w..][..in_w]);
+                    dst[pw + in_w..].fill(pad);
+                } else {
+                    dst.fill(pad);
+                }
+            }
+        }
+        layer.row::<ROW>(&block, &offsets, 0, scratch, oy * w.output.width, output);
+    }
+}
+
+/// What the output rows of one [`conv2d_dsp`] call share besides their geometry.
+struct ConvRow<'a> {
+    input_zero: i32,
+    packed: &'a [i8],
+    bias: &'a [i32],
+    requantize: &'a [Requantize],
+    stage: OutputStage,
+    /// Output values per channel.
+    out_plane: usize,
+}
+
+impl ConvRow<'_> {
+    /// Output row `oy` of `params` (whose input is `input`) into `output` at `at_row` (the
+    /// row's first pixel in every output channel's plane).
+    #[inline(always)]
+    fn row<const ROW: usize>(
+        &self,
+        params: &Conv2dParams,
+        offsets: &Offsets<ROW>,
+        oy: usize,
+        input: &[i8],
+        at_row: usize,
+        output: &mut [i8],
+    ) {
+        let w = &params.window;
+        let out_channels = w.output.channels;
+        let out_w = w.output.width;
+        let mut cols = Columns([0u32; ROW]);
+        let out_of = |acc: i32, oc: usize| {
+            self.requantize[oc].to_i8(acc, self.stage.zero_point, self.stage.min, self.stage.max)
+        };
         // Pixels two at a time; an odd last one is gathered twice (its second sums are
         // dropped), which keeps one inner loop.
         for ox in (0..out_w).step_by(2) {
             let two = ox + 1 < out_w;
             let second = if two { ox + 1 } else { ox };
             let codes = cols.codes();
-            if !offsets.gather(params, input, input_zero, oy, [ox, second], codes) {
-                gather(params, input, input_zero, oy, ox, 0, codes);
-                gather(params, input, input_zero, oy, second, 1, codes);
+            if !offsets.gather(params, input, self.input_zero, oy, [ox, second], codes) {
+                gather(params, input, self.input_zero, oy, ox, 0, codes);
+                gather(params, input, self.input_zero, oy, second, 1, codes);
             }
-            let at = oy * out_w + ox;
-            for (pair, weights) in packed.chunks_exact(2 * ROW).enumerate() {
+            let at = at_row + ox;
+            let plane = self.out_plane;
+            for (pair, weights) in self.packed.chunks_exact(2 * ROW).enumerate() {
                 let (a, b) = (2 * pair, 2 * pair + 1);
-                let bb = if b < out_channels { bias[b] } else { 0 };
-                let mut acc = [bias[a], bias[a], bb, bb];
+                let bb = if b < out_channels { self.bias[b] } else { 0 };
+                let mut acc = [self.bias[a], self.bias[a], bb, bb];
                 dot2x2(&mut acc, cols.codes(), weights);
-                output[a * out_plane + at] = out_of(acc[0], a);
+                output[a * plane + at] = out_of(acc[0], a);
                 if two {
-                    output[a * out_plane + at + 1] = out_of(acc[1], a);
+                    output[a * plane + at + 1] = out_of(acc[1], a);
                 }
                 if b < out_channels {
-                    output[b * out_plane + at] = out_of(acc[2], b);
+                    output[b * plane + at] = out_of(acc[2], b);
                     if two {
-                        output[b * out_plane + at + 1] = out_of(acc[3], b);
+                        output[b * plane + at + 1] = out_of(acc[3], b);
                     }
                 }
             }
