@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use dnal_export::int8::Int8Export;
-use dnal_export::{Export, ExportError, Precision};
+use dnal_export::{Arch, Export, ExportError, Precision};
 use dnal_firmware::deploy::Top1Agreement;
 use dnal_firmware::latency::{LatencyTable, PredictionCheck};
 use dnal_firmware::{DeployReport, DeployRequest};
@@ -58,20 +58,10 @@ pub fn deploy_export(options: &DeployOptions) -> Result<DeployReport, SearchErro
         }
         loaded => loaded?,
     };
-    let mut request = DeployRequest::new(&options.export_dir, &options.board, &options.out_dir);
-    request.run = options.run;
-    request.runs = options.runs.max(1);
-    if options.images > 0 {
-        let images = ExportTestSet::load(
-            export.arch(),
-            &options.export_dir,
-            options.data_dir.as_deref(),
-            Some(options.images),
-        )?
-        .normalised_images(options.images);
-        request.reference_logits = Some(reference_logits(&export, &images)?);
+    let mut request = request_with_images(options, export.arch())?;
+    if !request.images.is_empty() {
+        request.reference_logits = Some(reference_logits(&export, &request.images)?);
         request.reference_name = "burn".into();
-        request.images = images;
     }
     // Before anything is built: the table must cover this export's layers.
     let predicted = table
@@ -104,18 +94,9 @@ fn deploy_int8(
                 .into(),
         });
     }
-    let mut request = DeployRequest::new(&options.export_dir, &options.board, &options.out_dir);
-    request.run = options.run;
-    request.runs = options.runs.max(1);
+    let request = request_with_images(options, export.arch())?;
     let mut source = None;
-    if options.images > 0 {
-        let images = ExportTestSet::load(
-            export.arch(),
-            &options.export_dir,
-            options.data_dir.as_deref(),
-            Some(options.images),
-        )?
-        .normalised_images(options.images);
+    if !request.images.is_empty() {
         // The f32 export `dnal quantize` recorded, if it still loads.
         source = export
             .arch()
@@ -124,10 +105,9 @@ fn deploy_int8(
             .and_then(|q| q.calibration["from"].as_str().map(PathBuf::from))
             .and_then(|dir| Export::load(&dir).ok().map(|e| (dir, e)))
             .map(|(dir, f32_export)| {
-                reference_logits(&f32_export, &images).map(|logits| (dir, logits))
+                reference_logits(&f32_export, &request.images).map(|logits| (dir, logits))
             })
             .transpose()?;
-        request.images = images;
     }
     let mut report = dnal_firmware::deploy_loaded(export, &request)?;
     if let Some((dir, logits)) = source
@@ -137,6 +117,24 @@ fn deploy_int8(
         report.write(&report.firmware_dir.clone())?;
     }
     Ok(report)
+}
+
+/// The request `options` make, with the export's first `options.images` test images,
+/// normalised as its network was trained, when images are asked for.
+fn request_with_images(options: &DeployOptions, arch: &Arch) -> Result<DeployRequest, SearchError> {
+    let mut request = DeployRequest::new(&options.export_dir, &options.board, &options.out_dir);
+    request.run = options.run;
+    request.runs = options.runs.max(1);
+    if options.images > 0 {
+        request.images = ExportTestSet::load(
+            arch,
+            &options.export_dir,
+            options.data_dir.as_deref(),
+            Some(options.images),
+        )?
+        .normalised_images(options.images);
+    }
+    Ok(request)
 }
 
 /// The latency table in `path`, which must have been measured on `board`.

@@ -15,15 +15,7 @@ impl Export {
     /// Reads and validates an export folder (`arch.json` + `weights.safetensors`).
     pub fn load(dir: impl AsRef<Path>) -> Result<Export, ExportError> {
         let dir = dir.as_ref();
-        let arch_path = dir.join(ARCH_FILE);
-        let text = read_regular_file(&arch_path, MAX_ARCH_BYTES, "an arch.json may hold")
-            .map_err(|e| e.into_export_error(&arch_path))?;
-        let arch: Arch = serde_json::from_slice(&text).map_err(|source| ExportError::Json {
-            path: arch_path.clone(),
-            source,
-        })?;
-        let summary = arch.summary().map_err(|e| with_path(e, &arch_path))?;
-        arch.expect_precision(&arch_path, Precision::F32)?;
+        let (arch, summary) = read_arch(dir, Precision::F32)?;
 
         let weights_path = dir.join(WEIGHTS_FILE);
         // The layer list says how much data the file holds; a file far larger is refused
@@ -96,42 +88,71 @@ impl Export {
         let dir = dir.as_ref();
         fs::create_dir_all(dir).map_err(|e| io_error(e, dir))?;
 
-        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
+        let tensors = self
             .tensors
             .iter()
             .map(|(name, t)| {
                 let raw = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-                (name.clone(), t.shape.clone(), raw)
+                (name.clone(), Dtype::F32, t.shape.clone(), raw)
             })
             .collect();
-        let weights_path = dir.join(WEIGHTS_FILE);
-        let views = bytes
-            .iter()
-            .map(|(name, shape, raw)| {
-                TensorView::new(Dtype::F32, shape.clone(), raw)
-                    .map(|v| (name.clone(), v))
-                    .map_err(|e| ExportError::Safetensors {
-                        path: weights_path.clone(),
-                        reason: e.to_string(),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let serialized =
-            safetensors::serialize(views, None).map_err(|e| ExportError::Safetensors {
-                path: weights_path.clone(),
-                reason: e.to_string(),
-            })?;
-        write_atomically(&weights_path, &serialized)?;
-
-        let arch_path = dir.join(ARCH_FILE);
-        let mut json =
-            serde_json::to_vec_pretty(&self.arch).map_err(|source| ExportError::Json {
-                path: arch_path.clone(),
-                source,
-            })?;
-        json.push(b'\n');
-        write_atomically(&arch_path, &json)
+        write_export_files(dir, &self.arch, tensors)
     }
+}
+
+/// Reads and checks `dir/arch.json`, which must be of `precision`; its layer summary too.
+pub(crate) fn read_arch(
+    dir: &Path,
+    precision: Precision,
+) -> Result<(Arch, ArchSummary), ExportError> {
+    let arch_path = dir.join(ARCH_FILE);
+    let text = read_regular_file(&arch_path, MAX_ARCH_BYTES, "an arch.json may hold")
+        .map_err(|e| e.into_export_error(&arch_path))?;
+    let arch: Arch = serde_json::from_slice(&text).map_err(|source| ExportError::Json {
+        path: arch_path.clone(),
+        source,
+    })?;
+    let summary = arch.summary().map_err(|e| with_path(e, &arch_path))?;
+    arch.expect_precision(&arch_path, precision)?;
+    Ok((arch, summary))
+}
+
+/// A tensor as `weights.safetensors` stores it: name, dtype, shape, little-endian bytes.
+pub(crate) type RawTensor = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// Writes `weights.safetensors` and then `arch.json` into `dir`, each through a temporary
+/// file and a rename, so that `arch.json` appearing means the folder is complete (what every
+/// export writer does).
+pub(crate) fn write_export_files(
+    dir: &Path,
+    arch: &Arch,
+    tensors: Vec<RawTensor>,
+) -> Result<(), ExportError> {
+    let weights_path = dir.join(WEIGHTS_FILE);
+    let views = tensors
+        .iter()
+        .map(|(name, dtype, shape, raw)| {
+            TensorView::new(*dtype, shape.clone(), raw)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| ExportError::Safetensors {
+                    path: weights_path.clone(),
+                    reason: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let serialized = safetensors::serialize(views, None).map_err(|e| ExportError::Safetensors {
+        path: weights_path.clone(),
+        reason: e.to_string(),
+    })?;
+    write_atomically(&weights_path, &serialized)?;
+
+    let arch_path = dir.join(ARCH_FILE);
+    let mut json = serde_json::to_vec_pretty(arch).map_err(|source| ExportError::Json {
+        path: arch_path.clone(),
+        source,
+    })?;
+    json.push(b'\n');
+    write_atomically(&arch_path, &json)
 }
 
 /// Where a temporary file's name starts its unique part: `.NAME.tmp-PID-SERIAL-NANOS`.

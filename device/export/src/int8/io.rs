@@ -5,11 +5,11 @@ use std::fs;
 use std::path::Path;
 
 use dnal_kernels::int8::Requantize;
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, SafeTensors};
 
 use super::{AddRescale, Int8Export, Int8Layer, Int8Weights};
-use crate::io::{io_error, open_regular_file, read_regular_file, with_path, write_atomically};
-use crate::limits::{MAX_ARCH_BYTES, MAX_PARAMS, MAX_WEIGHTS_HEADER_BYTES};
+use crate::io::{io_error, open_regular_file, read_arch, with_path, write_export_files};
+use crate::limits::{MAX_PARAMS, MAX_WEIGHTS_HEADER_BYTES};
 use crate::{ARCH_FILE, Arch, ArchSummary, ExportError, Op, Precision, WEIGHTS_FILE};
 
 /// A tensor of an int8 export, by dtype.
@@ -72,14 +72,7 @@ impl Int8Export {
     pub fn load(dir: impl AsRef<Path>) -> Result<Int8Export, ExportError> {
         let dir = dir.as_ref();
         let arch_path = dir.join(ARCH_FILE);
-        let text = read_regular_file(&arch_path, MAX_ARCH_BYTES, "an arch.json may hold")
-            .map_err(|e| e.into_export_error(&arch_path))?;
-        let arch: Arch = serde_json::from_slice(&text).map_err(|source| ExportError::Json {
-            path: arch_path.clone(),
-            source,
-        })?;
-        let summary = arch.summary().map_err(|e| with_path(e, &arch_path))?;
-        arch.expect_precision(&arch_path, Precision::Int8)?;
+        let (arch, summary) = read_arch(dir, Precision::Int8)?;
 
         let weights_path = dir.join(WEIGHTS_FILE);
         // Weights and biases take at most 4 bytes a parameter, the per-channel scales and
@@ -167,42 +160,16 @@ impl Int8Export {
     pub fn write(&self, dir: impl AsRef<Path>) -> Result<(), ExportError> {
         let dir = dir.as_ref();
         fs::create_dir_all(dir).map_err(|e| io_error(e, dir))?;
-        let weights_path = dir.join(WEIGHTS_FILE);
         let expected = expected_tensors(&self.arch, &self.summary);
-        let tensors = tensors_of(&self.arch, &self.layers);
-        let bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
-            .iter()
+        let tensors = tensors_of(&self.arch, &self.layers)
+            .into_iter()
             .map(|(name, data)| {
-                let shape = expected[name].1.clone();
-                (name.clone(), data.dtype(), shape, data.bytes())
+                let shape = expected[&name].1.clone();
+                let (dtype, bytes) = (data.dtype(), data.bytes());
+                (name, dtype, shape, bytes)
             })
             .collect();
-        let views = bytes
-            .iter()
-            .map(|(name, dtype, shape, raw)| {
-                TensorView::new(*dtype, shape.clone(), raw)
-                    .map(|v| (name.clone(), v))
-                    .map_err(|e| ExportError::Safetensors {
-                        path: weights_path.clone(),
-                        reason: e.to_string(),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let serialized =
-            safetensors::serialize(views, None).map_err(|e| ExportError::Safetensors {
-                path: weights_path.clone(),
-                reason: e.to_string(),
-            })?;
-        write_atomically(&weights_path, &serialized)?;
-
-        let arch_path = dir.join(ARCH_FILE);
-        let mut json =
-            serde_json::to_vec_pretty(&self.arch).map_err(|source| ExportError::Json {
-                path: arch_path.clone(),
-                source,
-            })?;
-        json.push(b'\n');
-        write_atomically(&arch_path, &json)
+        write_export_files(dir, &self.arch, tensors)
     }
 }
 

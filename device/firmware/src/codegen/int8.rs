@@ -11,8 +11,8 @@ use dnal_kernels::int8::{self as kernels, OutputStage, Requantize};
 use dnal_kernels::{Conv2dParams, LinearParams};
 
 use super::{
-    CodegenError, GeneratedModel, LayerCode, MemoryPlan, act_expr, act_suffix, bind_layer, inert,
-    layer_function, layer_ident, plan_memory_with_scratch, shape_expr,
+    CodegenError, GeneratedModel, LayerCode, MemoryPlan, act_expr, act_suffix, conv_params_expr,
+    emit_layer, inert, layer_ident, plan_memory_with_scratch, shape_expr,
 };
 
 /// Generates `model.rs` and `weights.rs` for a validated int8 export. With `dsp` (Cortex-M4
@@ -114,32 +114,16 @@ pub fn generate_int8_model(export: &Int8Export, dsp: bool) -> Result<GeneratedMo
                     ),
                 );
         }
-        let inputs: Vec<_> = layer.inputs.iter().map(|&v| plan.places[v]).collect();
-        let (bind, call) = bind_layer(&inputs, plan.places[index + 1], plan.scratch[index], &call)
-            .map_err(layer_err)?;
-        let inputs_desc: Vec<String> = layer
-            .inputs
-            .iter()
-            .zip(&info.input_shapes)
-            .map(|(v, s)| format!("value {v} ({s})"))
-            .collect();
-        let doc = format!(
-            "Layer {index}, {}: {}; {} -> {}; {} MACs.",
-            inert(&layer.name),
-            code.describe,
-            inputs_desc.join(" + "),
-            info.output,
-            info.macs
-        );
-        let _ = writeln!(
-            functions,
-            "{}",
-            layer_function(&format!("layer_{index}"), &doc, &code, &bind, &call, "i8")
-        );
-        let _ = writeln!(
-            body,
-            "        layer_{index}(input, output, arena);\n        after_layer({index});"
-        );
+        emit_layer(
+            (&mut functions, &mut body),
+            index,
+            (layer, info),
+            &code,
+            &plan,
+            &call,
+            "i8",
+        )
+        .map_err(layer_err)?;
     }
     let input_q = export.value(0);
     let output_q = export.value(n_layers);
@@ -281,26 +265,7 @@ fn layer_code_int8(
                 c.activation,
             )
             .map_err(|e| e.to_string())?;
-            let ctor = if c.is_depthwise() {
-                format!(
-                    "Conv2dParams::depthwise({}, {:?}, {:?}, {:?}, {})",
-                    shape_expr(x0),
-                    c.kernel,
-                    c.stride,
-                    c.padding,
-                    act_expr(c.activation)
-                )
-            } else {
-                format!(
-                    "Conv2dParams::new({}, {}, {:?}, {:?}, {:?}, {})",
-                    shape_expr(x0),
-                    c.out_channels,
-                    c.kernel,
-                    c.stride,
-                    c.padding,
-                    act_expr(c.activation)
-                )
-            };
+            let ctor = conv_params_expr(c, x0);
             let _ = writeln!(
                 params,
                 "const {ident}: Conv2dParams = const_params!({ctor});\n\

@@ -17,7 +17,9 @@ use std::fs;
 use std::path::Path;
 
 use dnal_export::int8::Int8Export;
-use dnal_export::{Arch, ArchSummary, Export, Layer, LayerSummary, Op, Precision, check_name};
+use dnal_export::{
+    Arch, ArchSummary, Conv2dSpec, Export, Layer, LayerSummary, Op, Precision, check_name,
+};
 use dnal_kernels::arena::Span;
 use dnal_kernels::{Activation, Conv2dParams, LinearParams, Shape3, f32 as kernels};
 
@@ -262,32 +264,16 @@ pub(crate) fn generate(
             };
             call = call.replace("{w}", &w_expr).replace("{b}", &b_expr);
         }
-        let inputs: Vec<Place> = layer.inputs.iter().map(|&v| plan.places[v]).collect();
-        let (bind, call) = bind_layer(&inputs, plan.places[index + 1], plan.scratch[index], &call)
-            .map_err(layer_err)?;
-        let inputs_desc: Vec<String> = layer
-            .inputs
-            .iter()
-            .zip(&info.input_shapes)
-            .map(|(v, s)| format!("value {v} ({s})"))
-            .collect();
-        let doc = format!(
-            "Layer {index}, {}: {}; {} -> {}; {} MACs.",
-            inert(&layer.name),
-            code.describe,
-            inputs_desc.join(" + "),
-            info.output,
-            info.macs
-        );
-        let _ = writeln!(
-            functions,
-            "{}",
-            layer_function(&format!("layer_{index}"), &doc, &code, &bind, &call, "f32")
-        );
-        let _ = writeln!(
-            body,
-            "        layer_{index}(input, output, arena);\n        after_layer({index});"
-        );
+        emit_layer(
+            (&mut functions, &mut body),
+            index,
+            (layer, info),
+            &code,
+            &plan,
+            &call,
+            "f32",
+        )
+        .map_err(layer_err)?;
     }
 
     let mut model = String::new();
@@ -350,6 +336,71 @@ pub(crate) fn generate(
         plan,
         weights_bytes,
     })
+}
+
+/// Appends layer `index` to a model: its function (bound to its places in `plan`, with a
+/// doc line from the layer) to `out.0` and its call, then `after_layer`, to `out.1`.
+/// `call` is the kernel call with its weights filled in; `value` the activations' type.
+pub(crate) fn emit_layer(
+    out: (&mut String, &mut String),
+    index: usize,
+    (layer, info): (&Layer, &LayerSummary),
+    code: &LayerCode,
+    plan: &MemoryPlan,
+    call: &str,
+    value: &str,
+) -> Result<(), String> {
+    let inputs: Vec<Place> = layer.inputs.iter().map(|&v| plan.places[v]).collect();
+    let (bind, call) = bind_layer(&inputs, plan.places[index + 1], plan.scratch[index], call)?;
+    let inputs_desc: Vec<String> = layer
+        .inputs
+        .iter()
+        .zip(&info.input_shapes)
+        .map(|(v, s)| format!("value {v} ({s})"))
+        .collect();
+    let doc = format!(
+        "Layer {index}, {}: {}; {} -> {}; {} MACs.",
+        inert(&layer.name),
+        code.describe,
+        inputs_desc.join(" + "),
+        info.output,
+        info.macs
+    );
+    let (functions, body) = out;
+    let _ = writeln!(
+        functions,
+        "{}",
+        layer_function(&format!("layer_{index}"), &doc, code, &bind, &call, value)
+    );
+    let _ = writeln!(
+        body,
+        "        layer_{index}(input, output, arena);\n        after_layer({index});"
+    );
+    Ok(())
+}
+
+/// The `Conv2dParams` constructor of a conv layer reading `input`, for `const_params!`.
+pub(crate) fn conv_params_expr(c: &Conv2dSpec, input: Shape3) -> String {
+    if c.is_depthwise() {
+        format!(
+            "Conv2dParams::depthwise({}, {:?}, {:?}, {:?}, {})",
+            shape_expr(input),
+            c.kernel,
+            c.stride,
+            c.padding,
+            act_expr(c.activation)
+        )
+    } else {
+        format!(
+            "Conv2dParams::new({}, {}, {:?}, {:?}, {:?}, {})",
+            shape_expr(input),
+            c.out_channels,
+            c.kernel,
+            c.stride,
+            c.padding,
+            act_expr(c.activation)
+        )
+    }
 }
 
 /// The Rust identifier of layer `index`'s constants and weight arrays.
@@ -442,26 +493,7 @@ pub(crate) fn layer_code(
                 c.padding[1],
                 act_suffix(c.activation)
             );
-            let ctor = if c.is_depthwise() {
-                format!(
-                    "Conv2dParams::depthwise({}, {:?}, {:?}, {:?}, {})",
-                    shape_expr(x0),
-                    c.kernel,
-                    c.stride,
-                    c.padding,
-                    act_expr(c.activation)
-                )
-            } else {
-                format!(
-                    "Conv2dParams::new({}, {}, {:?}, {:?}, {:?}, {})",
-                    shape_expr(x0),
-                    c.out_channels,
-                    c.kernel,
-                    c.stride,
-                    c.padding,
-                    act_expr(c.activation)
-                )
-            };
+            let ctor = conv_params_expr(c, x0);
             let _ = writeln!(
                 params,
                 "const {ident}: Conv2dParams = const_params!({ctor});"
