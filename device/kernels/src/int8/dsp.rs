@@ -285,7 +285,7 @@ impl ConvRow<'_> {
             let two = ox + 1 < out_w;
             let second = if two { ox + 1 } else { ox };
             let codes = cols.codes();
-            if !offsets.gather(params, input, self.input_zero, oy, [ox, second], codes) {
+            if !offsets.gather_inside(params, input, self.input_zero, oy, [ox, second], codes) {
                 gather(params, input, self.input_zero, oy, ox, 0, codes);
                 gather(params, input, self.input_zero, oy, second, 1, codes);
             }
@@ -312,13 +312,13 @@ impl ConvRow<'_> {
 }
 
 /// Where each code of the receptive field lies in the input, relative to the window's
-/// top-left cell (`ic * plane + ky * width + kx`, in the weights' order), and its tap
-/// `(ky, kx)`: the gather is then one load per code, whatever the kernel's shape, and at the
-/// borders one test per code. Inputs of more than 65,536 codes, or kernels over 255, take
-/// the general gather.
+/// top-left cell (`ic * plane + ky * width + kx`, in the weights' order): the gather of a
+/// window inside the input is then one load per code, whatever the kernel's shape. The rows
+/// [`conv2d_dsp`] convolves have no padding (padded layers run on a padded copy of their
+/// rows), so every window is inside; inputs of more than 65,536 codes, whose offsets do not
+/// fit `u16`, take the general [`gather`].
 struct Offsets<const ROW: usize> {
     at: [u16; ROW],
-    tap: [[u8; 2]; ROW],
     receptive: usize,
     usable: bool,
 }
@@ -329,16 +329,14 @@ impl<const ROW: usize> Offsets<ROW> {
     fn new(params: &Conv2dParams) -> Self {
         let w = &params.window;
         let [kh, kw] = w.kernel;
-        let usable = w.input.len() <= 1 << 16 && kh <= 255 && kw <= 255;
+        let usable = w.input.len() <= 1 << 16;
         let mut at = [0u16; ROW];
-        let mut tap = [[0u8; 2]; ROW];
         let mut k = 0;
         for ic in 0..w.input.channels {
             for ky in 0..kh {
                 for kx in 0..kw {
                     if usable {
                         at[k] = (ic * w.input.plane() + ky * w.input.width + kx) as u16;
-                        tap[k] = [ky as u8, kx as u8];
                     }
                     k += 1;
                 }
@@ -346,16 +344,16 @@ impl<const ROW: usize> Offsets<ROW> {
         }
         Offsets {
             at,
-            tap,
             receptive: k,
             usable,
         }
     }
 
-    /// Gathers the pixels `ox` of row `oy` as pixels 0 and 1 (see [`gather`]); returns false
-    /// (and gathers nothing) when the table cannot be used.
+    /// Gathers the pixels `ox` of row `oy` as pixels 0 and 1 (see [`gather`]) if the table
+    /// can be used and both windows lie inside the input; returns false (and gathers
+    /// nothing) otherwise.
     #[inline(always)]
-    fn gather(
+    fn gather_inside(
         &self,
         params: &Conv2dParams,
         input: &[i8],
@@ -364,54 +362,27 @@ impl<const ROW: usize> Offsets<ROW> {
         ox: [usize; 2],
         cols: &mut [i16],
     ) -> bool {
-        if !self.usable {
-            return false;
-        }
         let w = &params.window;
         let [kh, kw] = w.kernel;
-        let rows = w.valid_taps(0, oy);
-        let columns = ox.map(|x| w.valid_taps(1, x));
-        assert!(2 * self.receptive.div_ceil(4) * 4 <= cols.len());
-        // The window's top-left cell, possibly outside the input (then only its valid taps
-        // are read): `origin + at[k]` is the cell of tap k.
-        let origin = |x: usize| {
-            (oy * w.stride[0]) as isize * w.input.width as isize
-                - (w.padding[0] * w.input.width) as isize
-                + (x * w.stride[1]) as isize
-                - w.padding[1] as isize
-        };
-        if rows == (0, kh) && columns == [(0, kw); 2] {
-            let base = ox.map(|x| origin(x) as usize);
-            // The offsets grow with `k`: the last is the window's bottom-right cell.
-            let last = base[0].max(base[1]) + self.at[self.receptive - 1] as usize;
-            assert!(last < input.len());
-            for k in 0..self.receptive {
-                let off = self.at[k] as usize;
-                let slot = k + (k & !3);
-                // SAFETY: `base[p] + off <= last < input.len()`, and `slot + 4 < cols.len()`
-                // for `k < receptive` (both asserted above).
-                unsafe {
-                    *cols.get_unchecked_mut(slot) =
-                        (*input.get_unchecked(base[0] + off) as i32 - zero) as i16;
-                    *cols.get_unchecked_mut(slot + 4) =
-                        (*input.get_unchecked(base[1] + off) as i32 - zero) as i16;
-                }
-            }
-            return true;
+        let inside = |x: usize| w.valid_taps(1, x) == (0, kw);
+        if !self.usable || w.valid_taps(0, oy) != (0, kh) || !inside(ox[0]) || !inside(ox[1]) {
+            return false;
         }
-        for (p, &x) in ox.iter().enumerate() {
-            let base = origin(x);
-            let (kx0, kx1) = columns[p];
-            for k in 0..self.receptive {
-                let [ky, kx] = self.tap[k].map(usize::from);
-                let inside = ky >= rows.0 && ky < rows.1 && kx >= kx0 && kx < kx1;
-                // A tap inside the input is a cell of it (`valid_taps`), so the index is in
-                // bounds; outside, the code is real zero.
-                cols[k + (k & !3) + 4 * p] = if inside {
-                    (input[(base + self.at[k] as isize) as usize] as i32 - zero) as i16
-                } else {
-                    0
-                };
+        let top = (oy * w.stride[0] - w.padding[0]) * w.input.width;
+        let base = ox.map(|x| top + x * w.stride[1] - w.padding[1]);
+        // The offsets grow with `k`: the last is the window's bottom-right cell.
+        let last = base[0].max(base[1]) + self.at[self.receptive - 1] as usize;
+        assert!(last < input.len() && 2 * self.receptive.div_ceil(4) * 4 <= cols.len());
+        for k in 0..self.receptive {
+            let off = self.at[k] as usize;
+            let slot = k + (k & !3);
+            // SAFETY: `base[p] + off <= last < input.len()`, and `slot + 4 < cols.len()`
+            // for `k < receptive` (both asserted above).
+            unsafe {
+                *cols.get_unchecked_mut(slot) =
+                    (*input.get_unchecked(base[0] + off) as i32 - zero) as i16;
+                *cols.get_unchecked_mut(slot + 4) =
+                    (*input.get_unchecked(base[1] + off) as i32 - zero) as i16;
             }
         }
         true
