@@ -12,7 +12,7 @@ use dnal_kernels::{Conv2dParams, LinearParams};
 
 use super::{
     CodegenError, GeneratedModel, LayerCode, MemoryPlan, act_expr, act_suffix, conv_params_expr,
-    emit_layer, inert, layer_ident, plan_memory_with_scratch, shape_expr,
+    emit_layer, emit_static, inert, layer_ident, plan_memory_with_scratch, shape_expr,
 };
 
 /// Generates `model.rs` and `weights.rs` for a validated int8 export. With `dsp` (Cortex-M4
@@ -68,15 +68,13 @@ pub fn generate_int8_model(export: &Int8Export, dsp: bool) -> Result<GeneratedMo
                 };
                 weights_bytes += emit_ints(
                     &mut weights,
-                    &format!("{ident}_W"),
-                    "i8",
+                    (&format!("{ident}_W"), "i8"),
                     &codes,
                     &format!("{} weights (codes, {order})", inert(&layer.name)),
                 );
                 weights_bytes += emit_ints(
                     &mut weights,
-                    &format!("{ident}_B"),
-                    "i32",
+                    (&format!("{ident}_B"), "i32"),
                     &w.bias,
                     &format!("{} bias", inert(&layer.name)),
                 );
@@ -396,48 +394,20 @@ fn layer_code_int8(
     Ok(code)
 }
 
-/// Writes `pub static NAME: [TYPE; N]` of integers; returns its bytes.
+/// Writes `pub static NAME: [TY; N]` of integers (`decl` is `(NAME, TY)`); returns bytes.
 fn emit_ints<T: std::fmt::Display>(
     out: &mut String,
-    name: &str,
-    ty: &str,
+    decl: (&str, &str),
     values: &[T],
     doc: &str,
 ) -> u64 {
-    let _ = writeln!(
-        out,
-        "\n/// {doc}: {} values.\npub static {name}: [{ty}; {}] = [",
-        values.len(),
-        values.len()
-    );
-    for chunk in values.chunks(16) {
-        out.push_str("    ");
-        for v in chunk {
-            let _ = write!(out, "{v}, ");
-        }
-        out.pop();
-        out.push('\n');
-    }
-    out.push_str("];\n");
-    values.len() as u64 * std::mem::size_of::<T>() as u64
+    emit_static(out, decl, values, doc, 16, |v| v.to_string())
 }
 
-/// Writes `pub static NAME: [Requantize; N]`; returns its bytes.
+/// Writes `pub static NAME: [Requantize; N]` through `weights.rs`'s `rq` constructor;
+/// returns its bytes (8 per pair).
 fn emit_requantize(out: &mut String, name: &str, values: &[Requantize], doc: &str) -> u64 {
-    let _ = writeln!(
-        out,
-        "\n/// {doc}: {} pairs.\npub static {name}: [Requantize; {}] = [",
-        values.len(),
-        values.len()
-    );
-    for chunk in values.chunks(4) {
-        out.push_str("    ");
-        for r in chunk {
-            let _ = write!(out, "rq({}, {}), ", r.multiplier, r.shift);
-        }
-        out.pop();
-        out.push('\n');
-    }
-    out.push_str("];\n");
-    values.len() as u64 * 8
+    emit_static(out, (name, "Requantize"), values, doc, 4, |r| {
+        format!("rq({}, {})", r.multiplier, r.shift)
+    })
 }

@@ -797,22 +797,35 @@ fn act_suffix(a: Activation) -> &'static str {
 /// Writes `pub static NAME: [f32; N] = [...];`, 8 values a line, each printed so that it
 /// reads back to the same f32 (Rust's `{:?}` is the shortest round-trip form). Returns bytes.
 pub(crate) fn emit_array(out: &mut String, name: &str, values: &[f32], doc: &str) -> u64 {
+    emit_static(out, (name, "f32"), values, doc, 8, |v| format!("{v:?}"))
+}
+
+/// Writes `pub static NAME: [TY; N] = [...];` (`decl` is `(NAME, TY)`) after a doc line,
+/// `per_line` literals a line, each written by `literal`. Returns the array's bytes.
+pub(crate) fn emit_static<T>(
+    out: &mut String,
+    (name, ty): (&str, &str),
+    values: &[T],
+    doc: &str,
+    per_line: usize,
+    literal: impl Fn(&T) -> String,
+) -> u64 {
     let _ = writeln!(
         out,
-        "\n/// {doc}: {} values.\npub static {name}: [f32; {}] = [",
+        "\n/// {doc}: {} values.\npub static {name}: [{ty}; {}] = [",
         values.len(),
         values.len()
     );
-    for chunk in values.chunks(8) {
+    for chunk in values.chunks(per_line) {
         out.push_str("    ");
         for v in chunk {
-            let _ = write!(out, "{v:?}, ");
+            let _ = write!(out, "{}, ", literal(v));
         }
         out.pop();
         out.push('\n');
     }
     out.push_str("];\n");
-    values.len() as u64 * 4
+    std::mem::size_of_val(values) as u64
 }
 
 /// Formats Rust source with rustfmt when it is installed; returns the source unchanged
