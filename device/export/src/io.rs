@@ -25,54 +25,23 @@ impl Export {
             "the layer list's {} parameters and a header can take",
             summary.params
         );
-        let file = open_regular_file(&weights_path, limit, &why)
-            .map_err(|e| e.into_export_error(&weights_path))?;
-        // SAFETY: the file is mapped read-only and copied out before the map is dropped;
-        // the usual caveat of maps (another process truncating the file meanwhile) applies.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_error(e, &weights_path))?;
-        let st = SafeTensors::deserialize(&map).map_err(|e| ExportError::Safetensors {
-            path: weights_path.clone(),
-            reason: e.to_string(),
-        })?;
-        let expected = expected_tensors(&summary);
+        let expected = expected_tensors(&summary)
+            .into_iter()
+            .map(|(name, shape)| (name, (Dtype::F32, shape)))
+            .collect();
         let mut tensors = BTreeMap::new();
-        let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
-        names.sort();
-        for name in names {
-            // Name, dtype and shape are checked before any data is copied.
-            let Some(shape) = expected.get(&name) else {
-                return Err(ExportError::UnknownTensor {
-                    path: weights_path,
-                    name,
-                });
-            };
-            let view = st.tensor(&name).map_err(|e| ExportError::Safetensors {
-                path: weights_path.clone(),
-                reason: e.to_string(),
-            })?;
-            if view.dtype() != Dtype::F32 {
-                return Err(ExportError::WrongDtype {
-                    path: weights_path,
-                    name,
-                    dtype: format!("{:?}", view.dtype()),
-                    expected: "F32",
-                });
-            }
-            if view.shape() != shape.as_slice() {
-                return Err(ExportError::TensorShape {
-                    path: weights_path,
-                    name,
-                    expected: shape.clone(),
-                    found: view.shape().to_vec(),
-                });
-            }
-            let data = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            tensors.insert(name, Tensor::new(view.shape().to_vec(), data));
-        }
+        read_tensors(
+            &weights_path,
+            (limit, &why),
+            &expected,
+            |name, _, shape, raw| {
+                let data = raw
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                tensors.insert(name, Tensor::new(shape.to_vec(), data));
+            },
+        )?;
         check_tensors(&weights_path, &summary, &tensors)?;
         Ok(Export {
             arch,
@@ -115,6 +84,79 @@ pub(crate) fn read_arch(
     let summary = arch.summary().map_err(|e| with_path(e, &arch_path))?;
     arch.expect_precision(&arch_path, precision)?;
     Ok((arch, summary))
+}
+
+/// The tensors an export's layer list needs: name, dtype and shape.
+pub(crate) type ExpectedTensors = BTreeMap<String, (Dtype, Vec<usize>)>;
+
+/// Reads `weights.safetensors` at `path` (refused unsized over `bound.0` bytes, `bound.1`
+/// saying why), checks that it holds exactly the `expected` tensors (none other, none
+/// missing, each of its dtype and shape; all checked before any data is copied), and hands
+/// each to `take` as (name, dtype, shape, little-endian bytes) while the file is mapped.
+pub(crate) fn read_tensors(
+    path: &Path,
+    bound: (u64, &str),
+    expected: &ExpectedTensors,
+    mut take: impl FnMut(String, Dtype, &[usize], &[u8]),
+) -> Result<(), ExportError> {
+    let (limit, why) = bound;
+    let file = open_regular_file(path, limit, why).map_err(|e| e.into_export_error(path))?;
+    // SAFETY: the file is mapped read-only and copied out before the map is dropped; the
+    // usual caveat of maps (another process truncating the file meanwhile) applies.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_error(e, path))?;
+    let safetensors = |e: safetensors::SafeTensorError| ExportError::Safetensors {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let st = SafeTensors::deserialize(&map).map_err(safetensors)?;
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    let path = path.to_path_buf();
+    for name in &names {
+        let Some((dtype, shape)) = expected.get(name) else {
+            return Err(ExportError::UnknownTensor {
+                path,
+                name: name.clone(),
+            });
+        };
+        let view = st.tensor(name).map_err(safetensors)?;
+        if view.dtype() != *dtype {
+            return Err(ExportError::WrongDtype {
+                path,
+                name: name.clone(),
+                dtype: format!("{:?}", view.dtype()),
+                expected: dtype_name(*dtype),
+            });
+        }
+        if view.shape() != shape.as_slice() {
+            return Err(ExportError::TensorShape {
+                path,
+                name: name.clone(),
+                expected: shape.clone(),
+                found: view.shape().to_vec(),
+            });
+        }
+    }
+    if let Some(name) = expected.keys().find(|n| !names.contains(n)) {
+        return Err(ExportError::MissingTensor {
+            path,
+            name: name.clone(),
+        });
+    }
+    for name in names {
+        let view = st.tensor(&name).map_err(safetensors)?;
+        take(name, view.dtype(), view.shape(), view.data());
+    }
+    Ok(())
+}
+
+/// How an error names a dtype the format uses.
+fn dtype_name(d: Dtype) -> &'static str {
+    match d {
+        Dtype::I8 => "I8",
+        Dtype::I32 => "I32",
+        _ => "F32",
+    }
 }
 
 /// A tensor as `weights.safetensors` stores it: name, dtype, shape, little-endian bytes.

@@ -5,10 +5,12 @@ use std::fs;
 use std::path::Path;
 
 use dnal_kernels::int8::Requantize;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 
 use super::{AddRescale, Int8Export, Int8Layer, Int8Weights};
-use crate::io::{io_error, open_regular_file, read_arch, with_path, write_export_files};
+use crate::io::{
+    ExpectedTensors, io_error, read_arch, read_tensors, with_path, write_export_files,
+};
 use crate::limits::{MAX_PARAMS, MAX_WEIGHTS_HEADER_BYTES};
 use crate::{ARCH_FILE, Arch, ArchSummary, ExportError, Op, Precision, WEIGHTS_FILE};
 
@@ -39,7 +41,7 @@ impl Data {
 }
 
 /// The tensors an int8 layer list needs: name, dtype and shape.
-fn expected_tensors(arch: &Arch, summary: &ArchSummary) -> BTreeMap<String, (Dtype, Vec<usize>)> {
+fn expected_tensors(arch: &Arch, summary: &ArchSummary) -> ExpectedTensors {
     let mut expected = BTreeMap::new();
     for (layer, s) in arch.layers.iter().zip(&summary.layers) {
         let n = &layer.name;
@@ -58,14 +60,6 @@ fn expected_tensors(arch: &Arch, summary: &ArchSummary) -> BTreeMap<String, (Dty
     expected
 }
 
-fn dtype_name(d: Dtype) -> &'static str {
-    match d {
-        Dtype::I8 => "I8",
-        Dtype::I32 => "I32",
-        _ => "F32",
-    }
-}
-
 impl Int8Export {
     /// Reads and validates an int8 export folder; an f32 export is refused with
     /// [`ExportError::WrongPrecision`].
@@ -82,68 +76,29 @@ impl Int8Export {
             "the layer list's {} parameters, their scales and a header can take",
             summary.params
         );
-        let file = open_regular_file(&weights_path, limit, &why)
-            .map_err(|e| e.into_export_error(&weights_path))?;
-        // SAFETY: the file is mapped read-only and copied out before the map is dropped;
-        // the usual caveat of maps (another process truncating the file meanwhile) applies.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_error(e, &weights_path))?;
-        let st = SafeTensors::deserialize(&map).map_err(|e| ExportError::Safetensors {
-            path: weights_path.clone(),
-            reason: e.to_string(),
-        })?;
         let expected = expected_tensors(&arch, &summary);
         let mut tensors: BTreeMap<String, Data> = BTreeMap::new();
-        let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
-        names.sort();
-        for name in names {
-            let Some((dtype, shape)) = expected.get(&name) else {
-                return Err(ExportError::UnknownTensor {
-                    path: weights_path,
-                    name,
-                });
-            };
-            let view = st.tensor(&name).map_err(|e| ExportError::Safetensors {
-                path: weights_path.clone(),
-                reason: e.to_string(),
-            })?;
-            if view.dtype() != *dtype {
-                return Err(ExportError::WrongDtype {
-                    path: weights_path,
-                    name,
-                    dtype: format!("{:?}", view.dtype()),
-                    expected: dtype_name(*dtype),
-                });
-            }
-            if view.shape() != shape.as_slice() {
-                return Err(ExportError::TensorShape {
-                    path: weights_path,
-                    name,
-                    expected: shape.clone(),
-                    found: view.shape().to_vec(),
-                });
-            }
-            let raw = view.data();
-            let data = match dtype {
-                Dtype::I8 => Data::I8(raw.iter().map(|b| *b as i8).collect()),
-                Dtype::I32 => Data::I32(
-                    raw.chunks_exact(4)
-                        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect(),
-                ),
-                _ => Data::F32(
-                    raw.chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect(),
-                ),
-            };
-            tensors.insert(name, data);
-        }
-        if let Some(name) = expected.keys().find(|n| !tensors.contains_key(*n)) {
-            return Err(ExportError::MissingTensor {
-                path: weights_path,
-                name: name.clone(),
-            });
-        }
+        read_tensors(
+            &weights_path,
+            (limit, &why),
+            &expected,
+            |name, dtype, _, raw| {
+                let data = match dtype {
+                    Dtype::I8 => Data::I8(raw.iter().map(|b| *b as i8).collect()),
+                    Dtype::I32 => Data::I32(
+                        raw.chunks_exact(4)
+                            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                            .collect(),
+                    ),
+                    _ => Data::F32(
+                        raw.chunks_exact(4)
+                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                            .collect(),
+                    ),
+                };
+                tensors.insert(name, data);
+            },
+        )?;
         let layers = layers_from_tensors(&arch, tensors);
         Int8Export::new(arch, layers).map_err(|e| match e {
             ExportError::InvalidTensor { name, reason, .. } => ExportError::InvalidTensor {
