@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use dnal_export::int8::Int8Export;
-use dnal_export::{Arch, Export, ExportError, Precision};
+use dnal_export::{AnyExport, Arch, Export};
 use dnal_firmware::deploy::Top1Agreement;
 use dnal_firmware::latency::{LatencyTable, PredictionCheck};
 use dnal_firmware::{DeployReport, DeployRequest};
@@ -48,15 +48,9 @@ pub fn deploy_export(options: &DeployOptions) -> Result<DeployReport, SearchErro
     // One deploy per firmware folder at a time; held until deploy.json is written.
     let lock = OutputLock::acquire(&options.out_dir)?;
     lock.remove_stale_temporaries(&options.out_dir);
-    let export = match Export::load(&options.export_dir) {
-        Err(ExportError::WrongPrecision {
-            found: Precision::Int8,
-            ..
-        }) => {
-            let export = Int8Export::load(&options.export_dir)?;
-            return deploy_int8(options, &export, table.is_some());
-        }
-        loaded => loaded?,
+    let export = match AnyExport::load(&options.export_dir)? {
+        AnyExport::F32(export) => export,
+        AnyExport::Int8(export) => return deploy_int8(options, &export, table.is_some()),
     };
     let mut request = request_with_images(options, export.arch())?;
     if !request.images.is_empty() {

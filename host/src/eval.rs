@@ -5,7 +5,7 @@ use std::path::Path;
 
 use dnal_datasets::Batcher;
 use dnal_export::int8::{Int8Export, forward_with_kernels};
-use dnal_export::{Export, ExportError, Precision};
+use dnal_export::{AnyExport, Precision};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -99,12 +99,9 @@ pub fn evaluate_export(
             reason: "a top-1 over no image means nothing; use at least 1, or leave it out".into(),
         });
     }
-    let export = match Export::load(dir) {
-        Err(ExportError::WrongPrecision {
-            found: Precision::Int8,
-            ..
-        }) => return evaluate_int8_export(dir, data_dir, test_limit),
-        loaded => loaded?,
+    let export = match AnyExport::load(dir)? {
+        AnyExport::F32(export) => export,
+        AnyExport::Int8(export) => return evaluate_int8_export(&export, dir, data_dir, test_limit),
     };
     let arch = export.arch();
     let set = ExportTestSet::load(export.arch(), dir, data_dir, test_limit)?;
@@ -132,14 +129,14 @@ pub fn evaluate_export(
 /// An int8 export's accuracy, computed as the board computes it (dnal-kernels' int8 kernels,
 /// bit-exact with the integer reference).
 fn evaluate_int8_export(
+    export: &Int8Export,
     dir: &Path,
     data_dir: Option<&Path>,
     test_limit: Option<usize>,
 ) -> Result<EvalResult, SearchError> {
-    let export = Int8Export::load(dir)?;
     let arch = export.arch();
     let set = ExportTestSet::load(arch, dir, data_dir, test_limit)?;
-    let accuracy = evaluate_int8(&export, &set, &mut |_, _| {});
+    let accuracy = evaluate_int8(export, &set, &mut |_, _| {});
     Ok(EvalResult {
         dataset: set.dataset,
         precision: Precision::Int8,

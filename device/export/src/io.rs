@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
+use super::int8::Int8Export;
 use super::limits::{MAX_ARCH_BYTES, MAX_PARAMS, MAX_WEIGHTS_HEADER_BYTES};
 use super::{ARCH_FILE, Arch, ArchSummary, Export, ExportError, Precision, Tensor, WEIGHTS_FILE};
 
@@ -15,8 +16,17 @@ impl Export {
     /// Reads and validates an export folder (`arch.json` + `weights.safetensors`).
     pub fn load(dir: impl AsRef<Path>) -> Result<Export, ExportError> {
         let dir = dir.as_ref();
-        let (arch, summary) = read_arch(dir, Precision::F32)?;
+        let (arch, summary) = read_arch(dir)?;
+        arch.expect_precision(&dir.join(ARCH_FILE), Precision::F32)?;
+        Export::load_weights(dir, arch, summary)
+    }
 
+    /// The rest of [`Export::load`], once `arch.json` is read and checked.
+    pub(crate) fn load_weights(
+        dir: &Path,
+        arch: Arch,
+        summary: ArchSummary,
+    ) -> Result<Export, ExportError> {
         let weights_path = dir.join(WEIGHTS_FILE);
         // The layer list says how much data the file holds; a file far larger is refused
         // before it is mapped (and a FIFO or device before it is opened).
@@ -69,11 +79,8 @@ impl Export {
     }
 }
 
-/// Reads and checks `dir/arch.json`, which must be of `precision`; its layer summary too.
-pub(crate) fn read_arch(
-    dir: &Path,
-    precision: Precision,
-) -> Result<(Arch, ArchSummary), ExportError> {
+/// Reads and checks `dir/arch.json`; its layer summary too.
+pub(crate) fn read_arch(dir: &Path) -> Result<(Arch, ArchSummary), ExportError> {
     let arch_path = dir.join(ARCH_FILE);
     let text = read_regular_file(&arch_path, MAX_ARCH_BYTES, "an arch.json may hold")
         .map_err(|e| e.into_export_error(&arch_path))?;
@@ -82,8 +89,34 @@ pub(crate) fn read_arch(
         source,
     })?;
     let summary = arch.summary().map_err(|e| with_path(e, &arch_path))?;
-    arch.expect_precision(&arch_path, precision)?;
     Ok((arch, summary))
+}
+
+/// An export of either precision.
+#[derive(Clone, Debug)]
+pub enum AnyExport {
+    F32(Export),
+    Int8(Int8Export),
+}
+
+impl AnyExport {
+    /// Reads and validates an export folder of either precision (`arch.json` is read once,
+    /// and says which).
+    pub fn load(dir: impl AsRef<Path>) -> Result<AnyExport, ExportError> {
+        let dir = dir.as_ref();
+        let (arch, summary) = read_arch(dir)?;
+        Ok(match arch.precision {
+            Precision::F32 => AnyExport::F32(Export::load_weights(dir, arch, summary)?),
+            Precision::Int8 => AnyExport::Int8(Int8Export::load_weights(dir, arch, summary)?),
+        })
+    }
+
+    pub fn arch(&self) -> &Arch {
+        match self {
+            AnyExport::F32(e) => e.arch(),
+            AnyExport::Int8(e) => e.arch(),
+        }
+    }
 }
 
 /// The tensors an export's layer list needs: name, dtype and shape.

@@ -20,8 +20,8 @@ pub mod reference;
 mod summary;
 
 pub use io::{
-    FileError, open_regular_file, read_regular_file, remove_stale_temporaries, temporary_path,
-    write_atomically,
+    AnyExport, FileError, open_regular_file, read_regular_file, remove_stale_temporaries,
+    temporary_path, write_atomically,
 };
 pub use limits::{NameError, check_name};
 pub use reference::{reference_forward, reference_values};

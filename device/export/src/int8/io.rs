@@ -65,8 +65,18 @@ impl Int8Export {
     /// [`ExportError::WrongPrecision`].
     pub fn load(dir: impl AsRef<Path>) -> Result<Int8Export, ExportError> {
         let dir = dir.as_ref();
+        let (arch, summary) = read_arch(dir)?;
+        arch.expect_precision(&dir.join(ARCH_FILE), Precision::Int8)?;
+        Int8Export::load_weights(dir, arch, summary)
+    }
+
+    /// The rest of [`Int8Export::load`], once `arch.json` is read and checked.
+    pub(crate) fn load_weights(
+        dir: &Path,
+        arch: Arch,
+        summary: ArchSummary,
+    ) -> Result<Int8Export, ExportError> {
         let arch_path = dir.join(ARCH_FILE);
-        let (arch, summary) = read_arch(dir, Precision::Int8)?;
 
         let weights_path = dir.join(WEIGHTS_FILE);
         // Weights and biases take at most 4 bytes a parameter, the per-channel scales and

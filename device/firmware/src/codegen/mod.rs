@@ -18,7 +18,8 @@ use std::path::Path;
 
 use dnal_export::int8::Int8Export;
 use dnal_export::{
-    Arch, ArchSummary, Conv2dSpec, Export, Layer, LayerSummary, Op, Precision, check_name,
+    AnyExport, Arch, ArchSummary, Conv2dSpec, Export, Layer, LayerSummary, Op, Precision,
+    check_name,
 };
 use dnal_kernels::arena::Span;
 use dnal_kernels::{Activation, Conv2dParams, LinearParams, Shape3, f32 as kernels};
@@ -68,6 +69,15 @@ impl<'a> From<&'a Export> for Network<'a> {
 impl<'a> From<&'a Int8Export> for Network<'a> {
     fn from(export: &'a Int8Export) -> Self {
         Network::Int8(export)
+    }
+}
+
+impl<'a> From<&'a AnyExport> for Network<'a> {
+    fn from(export: &'a AnyExport) -> Self {
+        match export {
+            AnyExport::F32(e) => Network::F32(e),
+            AnyExport::Int8(e) => Network::Int8(e),
+        }
     }
 }
 

@@ -18,8 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::board::{self, Board, CostUnit, Runner};
 use crate::codegen::{self, CodegenError, FirmwareOptions, Network};
-use dnal_export::int8::Int8Export;
-use dnal_export::{Export, ExportError, Precision};
+use dnal_export::{AnyExport, ExportError, Precision};
 
 pub(crate) use run::{RawRun, run_raw};
 pub use run::{RunOutput, build_insn_count_plugin};
@@ -369,13 +368,7 @@ fn firmware_target_dir(req: &DeployRequest, crate_dir: &Path) -> PathBuf {
 pub fn deploy(req: &DeployRequest) -> Result<DeployReport, DeployError> {
     // The board first: a misspelt name is refused before the export is read.
     deploy_board(&req.board)?;
-    match Export::load(&req.export_dir) {
-        Err(ExportError::WrongPrecision {
-            found: Precision::Int8,
-            ..
-        }) => deploy_loaded(&Int8Export::load(&req.export_dir)?, req),
-        loaded => deploy_loaded(&loaded?, req),
-    }
+    deploy_loaded(&AnyExport::load(&req.export_dir)?, req)
 }
 
 /// The board named `name`, or the error that lists the known ones: what [`deploy`] checks
