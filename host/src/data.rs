@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use dnal_datasets::{Dataset, FolderShape, ImageSet, LoadOptions, Normalization};
+use dnal_datasets::{
+    Augmentation, Batcher, Dataset, FolderShape, ImageSet, LoadOptions, Normalization,
+};
 use dnal_export::Arch;
 use dnal_models::Shape3;
 
@@ -51,18 +53,19 @@ impl ExportTestSet {
         data_dir: Option<&Path>,
         limit: Option<usize>,
     ) -> Result<Self, SearchError> {
-        Self::load_with_train(arch, dir, data_dir, limit, 1).map(|(set, _)| set)
+        Self::load_with_train(arch, dir, data_dir, limit, Some(1)).map(|(set, _)| set)
     }
 
-    /// As [`ExportTestSet::load`], and also the first `train_images` training images (what
-    /// int8 calibration observes).
+    /// As [`ExportTestSet::load`], and also the training half as the search trained on it:
+    /// its first `train_images` images (what int8 calibration observes), or with `None` all
+    /// the search used (what quantisation-aware training trains on).
     pub fn load_with_train(
         arch: &Arch,
         dir: &Path,
         data_dir: Option<&Path>,
         limit: Option<usize>,
-        train_images: usize,
-    ) -> Result<(Self, ImageSet), SearchError> {
+        train_images: Option<usize>,
+    ) -> Result<(Self, ExportTrainSet), SearchError> {
         let mut config = serde_json::from_value::<SearchInfo>(arch.search.clone())
             .map(|info| info.config)
             .unwrap_or_else(|_| SearchConfig {
@@ -70,7 +73,9 @@ impl ExportTestSet {
                 ..Default::default()
             });
         // Only as much of the training half as asked for: one image keeps the load cheap.
-        config.train_limit = Some(train_images.max(1));
+        if let Some(n) = train_images {
+            config.train_limit = Some(n.max(1));
+        }
         if let Some(d) = data_dir {
             config.data_dir = Some(d.to_path_buf());
         }
@@ -99,19 +104,52 @@ impl ExportTestSet {
             },
             None => dataset.normalization.clone(),
         };
+        let train = ExportTrainSet {
+            images: dataset.train,
+            augmentation: dataset.augmentation,
+            batch_size: config.batch_size,
+            seed: config.seed,
+            epochs_trained: (config.epochs_weights + config.epochs_gates + config.epochs_finetune)
+                as u64,
+        };
         Ok((
             Self {
                 dataset: config.dataset,
                 test: dataset.test,
                 normalization,
             },
-            dataset.train,
+            train,
         ))
     }
 
     /// The first `count` test images, normalised.
     pub fn normalised_images(&self, count: usize) -> Vec<Vec<f32>> {
         normalised_images(&self.test, &self.normalization, count)
+    }
+}
+
+/// The training half of an export's dataset, as the search behind it trained.
+#[derive(Clone, Debug)]
+pub struct ExportTrainSet {
+    /// The images.
+    pub images: ImageSet,
+    /// The search's augmentation.
+    pub augmentation: Augmentation,
+    /// The search's batch size.
+    pub batch_size: usize,
+    /// The search's seed (data order).
+    pub seed: u64,
+    /// Epochs the search ran: training that goes on numbers its epochs from here, so that
+    /// its data order is new.
+    pub epochs_trained: u64,
+}
+
+impl ExportTrainSet {
+    /// Shuffled, augmented training batches, as the search's.
+    pub fn batcher(&self, normalization: &Normalization) -> Batcher {
+        Batcher::new(self.images.clone(), normalization.clone(), self.batch_size)
+            .with_augmentation(self.augmentation)
+            .with_shuffle(self.seed)
     }
 }
 

@@ -2,24 +2,32 @@
 //! export, which `dnal eval` uses and which the board's logits are compared with.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use burn::module::Param;
+use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AvgPool2dConfig, MaxPool2dConfig};
 use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::activation::relu;
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use dnal_datasets::Dataset;
+use dnal_export::int8::ValueQuantization;
 use dnal_export::{
     AddSpec, Arch, Conv2dSpec, Export, Layer, LinearSpec, Normalization, Op as ExportOp, PoolSpec,
     Tensor as ExportTensor,
 };
-use dnal_models::{Activation, ChannelMasks, ConvBn, GatedNet, NetPlan, Op};
+use dnal_models::{Activation, ChannelMasks, ConvBn, GateMode, GatedNet, NetPlan, Op};
+use dnal_train_kernels::conv_op;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
 use crate::config::SearchConfig;
 use crate::error::SearchError;
+use crate::quantize::fake::{
+    fake_quantize_conv_weights, fake_quantize_value, fake_quantize_weights,
+};
+use crate::train::Classifier;
 
 /// What `arch.json`'s `search` field records.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -200,20 +208,50 @@ pub fn build_export(
     Ok(Export::new(arch, tensors)?)
 }
 
-enum ExportLayer {
-    Conv(Conv2d, Activation),
+/// What one layer of an [`ExportNet`] computes; convs and linears name their module.
+#[derive(Clone, Debug)]
+enum GraphOp {
+    Conv {
+        slot: usize,
+        options: ConvOptions<2>,
+        activation: Activation,
+    },
     MaxPool(PoolSpec),
     AvgPool(PoolSpec),
     GlobalAvgPool,
     Add(Activation),
-    Linear(Linear, Activation),
+    Linear {
+        slot: usize,
+        activation: Activation,
+    },
+}
+
+/// Everything about an [`ExportNet`] that is not a tensor.
+#[derive(Debug)]
+struct ExportGraph {
+    /// Each layer and the values it reads.
+    layers: Vec<(GraphOp, Vec<usize>)>,
+    num_classes: usize,
+    /// The int8 grid of every value (the input, then each layer's output), when the forward
+    /// pass rounds to int8 as the board will.
+    fake_quantization: Option<Vec<ValueQuantization>>,
 }
 
 /// burn's forward pass of an export, exactly as the files say (BN folded): the reference for
-/// `dnal eval` and for the board's logits.
+/// `dnal eval` and for the board's logits. A burn module, so that quantisation-aware training
+/// can train it ([`ExportNet::with_fake_quantization`]).
+///
+/// # Shapes
+/// - input: `[batch, channels, height, width]` as the export's `input`
+/// - output: `[batch, num_classes]`
+#[derive(Module, Debug)]
 pub struct ExportNet {
-    layers: Vec<(ExportLayer, Vec<usize>)>,
-    num_classes: usize,
+    /// One conv (with bias) per conv layer, in layer order.
+    convs: Vec<Conv2d>,
+    /// One linear layer per linear layer, in layer order.
+    linears: Vec<Linear>,
+    #[module(skip)]
+    graph: Arc<ExportGraph>,
 }
 
 fn tensor<const D: usize>(t: &ExportTensor, device: &Device) -> Tensor<D> {
@@ -232,6 +270,7 @@ impl ExportNet {
     /// Puts an export's weights on `device`.
     pub fn new(export: &Export, device: &Device) -> Self {
         let arch = export.arch();
+        let (mut convs, mut linears) = (Vec::new(), Vec::new());
         let layers = arch
             .layers
             .iter()
@@ -241,10 +280,11 @@ impl ExportNet {
                         .weight_and_bias(&layer.name)
                         .expect("a validated export has the weights of its layers")
                 };
-                let built = match &layer.op {
+                let op = match &layer.op {
                     ExportOp::Conv2d(c) => {
                         let (w, b) = weights();
-                        let conv = Conv2d {
+                        let padding = [c.padding[0], c.padding[1]];
+                        convs.push(Conv2d {
                             weight: Param::from_tensor(tensor::<4>(w, device)),
                             bias: Some(Param::from_tensor(tensor::<1>(b, device))),
                             stride: c.stride,
@@ -252,34 +292,110 @@ impl ExportNet {
                             dilation: [1, 1],
                             groups: c.groups,
                             padding: PaddingConfig2d::Explicit(
-                                c.padding[0],
-                                c.padding[1],
-                                c.padding[0],
-                                c.padding[1],
+                                padding[0], padding[1], padding[0], padding[1],
                             ),
-                        };
-                        ExportLayer::Conv(conv, c.activation)
+                        });
+                        GraphOp::Conv {
+                            slot: convs.len() - 1,
+                            options: ConvOptions::new_with_padding(
+                                c.stride,
+                                [(padding[0], padding[0]), (padding[1], padding[1])],
+                                [1, 1],
+                                c.groups,
+                            ),
+                            activation: c.activation,
+                        }
                     }
-                    ExportOp::MaxPool2d(p) => ExportLayer::MaxPool(p.clone()),
-                    ExportOp::AvgPool2d(p) => ExportLayer::AvgPool(p.clone()),
-                    ExportOp::GlobalAvgPool => ExportLayer::GlobalAvgPool,
-                    ExportOp::Add(a) => ExportLayer::Add(a.activation),
+                    ExportOp::MaxPool2d(p) => GraphOp::MaxPool(p.clone()),
+                    ExportOp::AvgPool2d(p) => GraphOp::AvgPool(p.clone()),
+                    ExportOp::GlobalAvgPool => GraphOp::GlobalAvgPool,
+                    ExportOp::Add(a) => GraphOp::Add(a.activation),
                     ExportOp::Linear(l) => {
                         let (w, b) = weights();
-                        let linear = Linear {
+                        linears.push(Linear {
                             weight: Param::from_tensor(tensor::<2>(w, device).transpose()),
                             bias: Some(Param::from_tensor(tensor::<1>(b, device))),
-                        };
-                        ExportLayer::Linear(linear, l.activation)
+                        });
+                        GraphOp::Linear {
+                            slot: linears.len() - 1,
+                            activation: l.activation,
+                        }
                     }
                 };
-                (built, layer.inputs.clone())
+                (op, layer.inputs.clone())
             })
             .collect();
         Self {
-            layers,
-            num_classes: arch.num_classes,
+            convs,
+            linears,
+            graph: Arc::new(ExportGraph {
+                layers,
+                num_classes: arch.num_classes,
+                fake_quantization: None,
+            }),
         }
+    }
+
+    /// The same network with every value rounded to the int8 grid `values` gives it (one per
+    /// value: the input, then each layer's output) and every weight to int8 per output
+    /// channel, with straight-through gradients: what quantisation-aware training trains.
+    pub fn with_fake_quantization(self, values: Vec<ValueQuantization>) -> Self {
+        assert_eq!(
+            values.len(),
+            self.graph.layers.len() + 1,
+            "one quantisation per value"
+        );
+        let graph = ExportGraph {
+            layers: self.graph.layers.clone(),
+            num_classes: self.graph.num_classes,
+            fake_quantization: Some(values),
+        };
+        Self {
+            graph: Arc::new(graph),
+            ..self
+        }
+    }
+
+    /// `like` (an export of this network's architecture) with this network's weights.
+    pub fn to_export(&self, like: &Export) -> Result<Export, SearchError> {
+        let flat = |t: Tensor<1>| values(t);
+        let mut tensors = BTreeMap::new();
+        for (layer, (op, _)) in like.arch().layers.iter().zip(&self.graph.layers) {
+            let (weight, bias) = match op {
+                GraphOp::Conv { slot, .. } => {
+                    let conv = &self.convs[*slot];
+                    (conv.weight.val(), conv.bias.as_ref().map(|b| b.val()))
+                }
+                GraphOp::Linear { slot, .. } => {
+                    let linear = &self.linears[*slot];
+                    // burn stores [in, out]; the export [out, in].
+                    let w = linear.weight.val().transpose();
+                    let [o, i] = w.dims();
+                    (
+                        w.reshape([o, i, 1, 1]),
+                        linear.bias.as_ref().map(|b| b.val()),
+                    )
+                }
+                _ => continue,
+            };
+            let like_weight = &like
+                .weight_and_bias(&layer.name)
+                .expect("a validated export has the weights of its layers")
+                .0
+                .shape;
+            let weight = weight.detach();
+            let numel: usize = weight.dims().iter().product();
+            tensors.insert(
+                format!("{}.weight", layer.name),
+                ExportTensor::new(like_weight.clone(), flat(weight.reshape([numel]))),
+            );
+            let bias = flat(bias.expect("export layers have biases").detach());
+            tensors.insert(
+                format!("{}.bias", layer.name),
+                ExportTensor::new(vec![bias.len()], bias),
+            );
+        }
+        Ok(Export::new(like.arch().clone(), tensors)?)
     }
 
     /// Logits for a batch of normalised images.
@@ -292,7 +408,7 @@ impl ExportNet {
         self.forward_values(x)
             .pop()
             .expect("an export has layers")
-            .reshape([batch, self.num_classes])
+            .reshape([batch, self.graph.num_classes])
     }
 
     /// Every value of a batch's forward pass: the input (value 0), then each layer's output
@@ -303,12 +419,38 @@ impl ExportNet {
     /// - `x`: `[batch, channels, height, width]`
     /// - output: `layers + 1` tensors `[batch, c, h, w]`
     pub fn forward_values(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
-        let mut values: Vec<Tensor<4>> = vec![x];
-        for (layer, inputs) in &self.layers {
+        let fake = self.graph.fake_quantization.as_deref();
+        let value = |v: usize, y: Tensor<4>| match fake {
+            Some(q) => fake_quantize_value(y, q[v]),
+            None => y,
+        };
+        let weights = |w: Tensor<4>| match fake {
+            Some(_) => fake_quantize_conv_weights(w),
+            None => w,
+        };
+        let mut values: Vec<Tensor<4>> = vec![value(0, x)];
+        for (index, (layer, inputs)) in self.graph.layers.iter().enumerate() {
             let x = values[inputs[0]].clone();
             let y = match layer {
-                ExportLayer::Conv(conv, a) => act(conv.forward(x), *a),
-                ExportLayer::MaxPool(p) => MaxPool2dConfig::new(p.kernel)
+                GraphOp::Conv {
+                    slot,
+                    options,
+                    activation,
+                } => {
+                    let conv = &self.convs[*slot];
+                    // im2col + gemm on the CPU backend (forward and backward), as training's
+                    // convs; the bias added after.
+                    let y = conv_op::conv2d(x, weights(conv.weight.val()), options.clone());
+                    let y = match &conv.bias {
+                        Some(bias) => {
+                            let channels = bias.dims()[0];
+                            y + bias.val().reshape([1, channels, 1, 1])
+                        }
+                        None => y,
+                    };
+                    act(y, *activation)
+                }
+                GraphOp::MaxPool(p) => MaxPool2dConfig::new(p.kernel)
                     .with_strides(p.stride)
                     .with_padding(PaddingConfig2d::Explicit(
                         p.padding[0],
@@ -318,7 +460,7 @@ impl ExportNet {
                     ))
                     .init()
                     .forward(x),
-                ExportLayer::AvgPool(p) => AvgPool2dConfig::new(p.kernel)
+                GraphOp::AvgPool(p) => AvgPool2dConfig::new(p.kernel)
                     .with_strides(p.stride)
                     .with_padding(PaddingConfig2d::Explicit(
                         p.padding[0],
@@ -329,24 +471,43 @@ impl ExportNet {
                     .with_count_include_pad(true)
                     .init()
                     .forward(x),
-                ExportLayer::GlobalAvgPool => x.mean_dim(3).mean_dim(2),
-                ExportLayer::Add(a) => {
+                GraphOp::GlobalAvgPool => x.mean_dim(3).mean_dim(2),
+                GraphOp::Add(a) => {
                     let mut sum = x;
                     for &v in &inputs[1..] {
                         sum = sum + values[v].clone();
                     }
                     act(sum, *a)
                 }
-                ExportLayer::Linear(linear, a) => {
+                GraphOp::Linear { slot, activation } => {
+                    let linear = &self.linears[*slot];
                     let [b, c, h, w] = x.dims();
-                    let y = act(linear.forward(x.reshape([b, c * h * w])), *a);
+                    let x = x.reshape([b, c * h * w]);
+                    let y = match fake {
+                        Some(_) => {
+                            let weight = fake_quantize_weights(linear.weight.val(), 1);
+                            let y = x.matmul(weight);
+                            match &linear.bias {
+                                Some(bias) => y + bias.val().unsqueeze(),
+                                None => y,
+                            }
+                        }
+                        None => linear.forward(x),
+                    };
+                    let y = act(y, *activation);
                     let [_, f] = y.dims();
                     y.reshape([b, f, 1, 1])
                 }
             };
-            values.push(y);
+            values.push(value(index + 1, y));
         }
         values
+    }
+}
+
+impl Classifier for ExportNet {
+    fn logits(&self, x: Tensor<4>, _: GateMode) -> Tensor<2> {
+        self.forward(x)
     }
 }
 

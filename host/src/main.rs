@@ -13,6 +13,7 @@ use dnal::config::{GateStageNorm, LrSchedule, SearchConfig};
 use dnal::eval::Reproduction;
 use dnal::preset::Preset;
 use dnal::progress::TerminalProgress;
+use dnal_export::Precision;
 use dnal_models::GatePosition;
 
 /// Find small, fast CNNs with DNAL and deploy them to microcontrollers.
@@ -88,7 +89,7 @@ enum Command {
 
 /// The stage settings a resumed run takes from its folder: giving one with --resume is an
 /// error rather than silently ignored.
-const TRAINING_OPTIONS: [&str; 25] = [
+const TRAINING_OPTIONS: [&str; 29] = [
     "dataset",
     "data_dir",
     "input_size",
@@ -114,6 +115,10 @@ const TRAINING_OPTIONS: [&str; 25] = [
     "weight_decay",
     "delta_end",
     "gate_position",
+    "precision",
+    "epochs_qat",
+    "lr_qat",
+    "calibration_images",
 ];
 
 #[derive(Args, Debug)]
@@ -322,6 +327,24 @@ struct TrainingOptions {
     /// layers until the network guesses) or running (the parent's statistics, fixed).
     #[arg(long, default_value_t = SearchConfig::default().gate_norm)]
     gate_norm: GateStageNorm,
+    /// The precision of the network the search delivers: f32, or int8. With int8 the search
+    /// ends as `dnal quantize` does, into OUT/int8: the finetuned network (batch norm folded)
+    /// is calibrated on --calibration-images training images and trained --epochs-qat more
+    /// epochs with every weight and value rounded to its int8 grid (quantisation-aware
+    /// training), so that the int8 network is the one trained. OUT keeps the f32 export;
+    /// report.json gives both networks' top-1 and weight bytes.
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    precision: Precision,
+    /// Epochs of quantisation-aware training with --precision int8 (0: post-training
+    /// quantisation alone).
+    #[arg(long, value_name = "N", default_value_t = SearchConfig::default().epochs_qat)]
+    epochs_qat: usize,
+    /// Peak learning rate of quantisation-aware training (cosine schedule to 0).
+    #[arg(long, value_name = "X", default_value_t = SearchConfig::default().lr_qat)]
+    lr_qat: f64,
+    /// Training images whose value ranges set the int8 activation scales (--precision int8).
+    #[arg(long, value_name = "N", default_value_t = SearchConfig::default().calibration_images)]
+    calibration_images: usize,
 }
 
 impl TrainingOptions {
@@ -355,8 +378,21 @@ impl TrainingOptions {
             gate_norm: self.gate_norm,
             backend: self.backend,
             seed: self.seed,
+            precision: self.precision,
+            epochs_qat: self.epochs_qat,
+            lr_qat: self.lr_qat,
+            calibration_images: self.calibration_images,
             ..SearchConfig::default()
         }
+    }
+}
+
+/// An export's precision: f32 or int8.
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    match s {
+        "f32" => Ok(Precision::F32),
+        "int8" => Ok(Precision::Int8),
+        _ => Err(format!("{s:?}: use f32 or int8")),
     }
 }
 
@@ -446,6 +482,16 @@ struct QuantizeArgs {
     /// training set).
     #[arg(long, value_name = "N", default_value_t = dnal::quantize::DEFAULT_CALIBRATION_IMAGES)]
     calibration_images: usize,
+    /// Epochs of quantisation-aware training after calibration: the export (batch norm
+    /// folded) trained on the search's training images with every weight and value rounded
+    /// to its int8 grid, then quantised on the same grids. 0 (the default) is post-training
+    /// quantisation alone; the report then has no training and no post-training top-1.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    epochs: usize,
+    /// Peak learning rate of quantisation-aware training (cosine schedule to 0; SGD with the
+    /// search's momentum and weight decay).
+    #[arg(long, value_name = "X", default_value_t = SearchConfig::default().lr_qat)]
+    lr: f64,
     /// Folder holding the dataset (default: the one the search used).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -809,56 +855,110 @@ fn eval(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// `dnal quantize`'s progress: one bar per phase, a line per quantisation-aware epoch.
+struct QuantizeBar {
+    bar: indicatif::ProgressBar,
+    phase: Option<dnal::quantize::QuantizePhase>,
+}
+
+impl QuantizeBar {
+    fn new() -> Self {
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>9} [{bar:30}] {pos}/{len} {msg} {per_sec} (eta {eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        Self { bar, phase: None }
+    }
+}
+
+impl dnal::quantize::QuantizeProgress for QuantizeBar {
+    fn progress(&mut self, phase: dnal::quantize::QuantizePhase, done: usize, total: usize) {
+        use dnal::quantize::QuantizePhase;
+        if self.phase != Some(phase) {
+            self.phase = Some(phase);
+            self.bar.reset();
+            self.bar.set_length(total as u64);
+            let (prefix, unit) = match phase {
+                QuantizePhase::Calibrate => ("calibrate".to_string(), "images"),
+                QuantizePhase::Train { epoch } => (format!("qat {epoch}"), "steps"),
+                QuantizePhase::EvaluatePtq => ("ptq eval".to_string(), "images"),
+                QuantizePhase::EvaluateInt8 => ("int8 eval".to_string(), "images"),
+            };
+            self.bar.set_prefix(prefix);
+            self.bar.set_message(unit);
+        }
+        self.bar.set_position(done as u64);
+    }
+
+    fn epoch(&mut self, r: &dnal::report::EpochRecord) {
+        self.bar.suspend(|| eprintln!(
+            "qat epoch {}: loss {:.4} train {:.2}% test {:.2}% (fake-quantised) lr {:.4} {:.1}s",
+            r.epoch,
+            r.loss,
+            100.0 * r.train_top1,
+            100.0 * r.test_top1,
+            r.lr,
+            r.seconds
+        ));
+    }
+}
+
+impl Drop for QuantizeBar {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 fn quantize(args: QuantizeArgs) -> Result<()> {
-    use dnal::quantize::{QuantizeOptions, QuantizePhase, quantize_export};
+    use dnal::quantize::{QuantizeOptions, quantize_export};
     let options = QuantizeOptions {
         export_dir: args.export.clone(),
         out_dir: args.out.clone(),
         calibration_images: args.calibration_images,
+        training: (args.epochs > 0).then(|| dnal::quantize::aware::AwareTraining {
+            epochs: args.epochs,
+            lr: args.lr,
+            momentum: SearchConfig::default().momentum,
+            weight_decay: SearchConfig::default().weight_decay,
+        }),
         data_dir: args.data_dir,
         test_limit: args.test_limit,
         backend: args.backend,
     };
-    let bar =
-        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix:>9} [{bar:30}] {pos}/{len} images {per_sec} (eta {eta})",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    let mut phase_now = None;
-    let report = quantize_export(&options, &mut |phase, done, total| {
-        if phase_now != Some(phase) {
-            phase_now = Some(phase);
-            bar.reset();
-            bar.set_length(total as u64);
-            bar.set_prefix(match phase {
-                QuantizePhase::Calibrate => "calibrate",
-                QuantizePhase::EvaluateInt8 => "int8 eval",
-            });
-        }
-        bar.set_position(done as u64);
-    })
-    .with_context(|| {
+    let mut progress = QuantizeBar::new();
+    let report = quantize_export(&options, &mut progress).with_context(|| {
         format!(
             "quantising {} to int8 in {}",
             args.export.display(),
             args.out.display()
         )
     })?;
-    bar.finish_and_clear();
+    drop(progress);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     println!(
-        "{}: int8 export, calibrated on {} training images of {}",
+        "{}: int8 export, calibrated on {} training images of {}{}",
         args.out.display(),
         report.calibration_images,
-        report.dataset
+        report.dataset,
+        match &report.training {
+            Some(t) => format!(", then {} epochs of quantisation-aware training", t.epochs),
+            None => String::new(),
+        }
     );
+    if let Some(ptq) = &report.post_training {
+        println!(
+            "post-training quantisation alone: int8 top-1 {:.2}%",
+            100.0 * ptq.top1
+        );
+    }
     println!(
         "top-1 on {} test images: f32 {:.2}%, int8 {:.2}% ({:+.2} pp); top-5 f32 {:.2}%, int8 {:.2}%",
         report.int8.images,

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::budget::{Budget, BudgetFit};
 use crate::config::SearchConfig;
+use crate::quantize::QuantizeReport;
+use crate::train::{Accuracy, EpochStats};
 
 /// Accuracy and cost of one network.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -65,6 +67,30 @@ pub struct EpochRecord {
     pub seconds: f64,
     /// Training images per second.
     pub images_per_second: f64,
+}
+
+impl EpochRecord {
+    /// The record of `stage`'s 1-based `epoch`: its training `stats`, the test `accuracy`
+    /// after it and the learning rate at its last step.
+    pub fn new(
+        stage: &str,
+        epoch: usize,
+        stats: &EpochStats,
+        accuracy: &Accuracy,
+        lr: f64,
+    ) -> Self {
+        EpochRecord {
+            stage: stage.into(),
+            epoch,
+            loss: stats.loss,
+            cross_entropy: stats.cross_entropy,
+            train_top1: stats.train_top1,
+            test_top1: accuracy.top1,
+            lr,
+            seconds: stats.seconds,
+            images_per_second: stats.images as f64 / stats.seconds.max(1e-9),
+        }
+    }
 }
 
 /// The gates after one epoch of the gate stage.
@@ -199,6 +225,10 @@ pub struct Report {
     /// What the search found wrong but went on with (a network collapsed by the gate stage).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// With `--precision int8`: the int8 network in `OUT/int8` against the f32 one (`pruned`),
+    /// with its calibration and quantisation-aware training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8: Option<QuantizeReport>,
 }
 
 impl Report {

@@ -4,7 +4,9 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Int, Tensor};
 use dnal_datasets::Batcher;
 use dnal_models::{GateMode, GatedNet};
@@ -25,6 +27,22 @@ pub struct GatePenalty {
     pub weights: Vec<f64>,
     /// In budget mode, what moves lambda_a after every step.
     pub budget: Option<BudgetControl>,
+}
+
+/// A network [`train_epoch`] can train: a burn module with logits for a batch.
+pub trait Classifier: Module {
+    /// Logits for a batch of normalised images, with the gates (if it has any) in `mode`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, channels, height, width]`
+    /// - output: `[batch, num_classes]`
+    fn logits(&self, x: Tensor<4>, mode: GateMode) -> Tensor<2>;
+}
+
+impl Classifier for GatedNet {
+    fn logits(&self, x: Tensor<4>, mode: GateMode) -> Tensor<2> {
+        self.forward(x, mode)
+    }
 }
 
 impl GatePenalty {
@@ -91,17 +109,49 @@ pub struct StepPlan<'a> {
     pub distill: Option<&'a Distillation>,
 }
 
+/// A term added to the loss of every step, and what it learns from each step.
+pub trait StepPenalty<N> {
+    /// The term for `net` at this delta (`None`: nothing to add).
+    fn loss(&self, net: &N, delta: f64) -> Option<Tensor<1>>;
+    /// After the optimizer stepped `net`.
+    fn after_step(&mut self, net: &N);
+}
+
+impl StepPenalty<GatedNet> for GatePenalty {
+    fn loss(&self, net: &GatedNet, delta: f64) -> Option<Tensor<1>> {
+        GatePenalty::loss(self, net, delta)
+    }
+
+    fn after_step(&mut self, net: &GatedNet) {
+        GatePenalty::after_step(self, net)
+    }
+}
+
+/// SGD with momentum (no dampening) and, when positive, L2 weight decay: what every stage
+/// trains with.
+pub fn sgd(momentum: f64, weight_decay: f64) -> ModuleOptimizer {
+    let mut sgd = SgdConfig::new().with_momentum(Some(
+        MomentumConfig::new()
+            .with_momentum(momentum)
+            .with_dampening(0.0),
+    ));
+    if weight_decay > 0.0 {
+        sgd = sgd.with_weight_decay(Some(WeightDecayConfig::new(weight_decay as f32)));
+    }
+    sgd.init()
+}
+
 /// Trains `net` for one epoch. Returns the trained net, or the step whose loss was not finite
 /// (the net is then dropped: the caller falls back to its last checkpoint).
-pub fn train_epoch(
-    mut net: GatedNet,
+pub fn train_epoch<N: Classifier>(
+    mut net: N,
     optim: &mut ModuleOptimizer,
     batcher: &Batcher,
     device: &Device,
     plan: &StepPlan<'_>,
-    mut penalty: Option<&mut GatePenalty>,
+    mut penalty: Option<&mut dyn StepPenalty<N>>,
     mut on_step: impl FnMut(usize, &EpochStats),
-) -> Result<(GatedNet, EpochStats), NonFinite> {
+) -> Result<(N, EpochStats), NonFinite> {
     let started = Instant::now();
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let mut stats = EpochStats::default();
@@ -110,7 +160,7 @@ pub fn train_epoch(
         let step = plan.first_step + i;
         let mode = (plan.mode)(step);
         let batch = data.to_tensors(device);
-        let logits = net.forward(batch.images, mode);
+        let logits = net.logits(batch.images, mode);
         let hits = count_correct(logits.clone().detach(), batch.targets.clone());
         let ce = loss_fn.forward(logits.clone(), batch.targets);
         let ce_value = ce.clone().into_scalar::<f32>();

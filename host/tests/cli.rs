@@ -705,6 +705,73 @@ fn a_folder_keeps_its_images_shape_unless_told_otherwise() {
 }
 
 #[test]
+fn search_with_precision_int8_ends_with_quantisation_aware_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = quick_search(
+        &run,
+        &[
+            "--precision",
+            "int8",
+            "--epochs-qat",
+            "1",
+            "--calibration-images",
+            "64",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("qat epoch"), "{}", stderr(&out));
+    // OUT keeps the f32 export; OUT/int8 holds the trained int8 one.
+    let f32_arch: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("arch.json")).unwrap()).unwrap();
+    assert_eq!(f32_arch["version"], 1, "{f32_arch}");
+    let arch: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("int8/arch.json")).unwrap()).unwrap();
+    assert_eq!(arch["precision"], "int8");
+    assert_eq!(arch["quantization"]["calibration"]["images"], 64);
+    assert_eq!(arch["quantization"]["calibration"]["training"]["epochs"], 1);
+
+    // report.json gives both networks: top-1 and weight bytes, and the training's epochs.
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
+    let int8 = &report["int8"];
+    assert_eq!(int8["f32"]["top1"], report["pruned"]["top1"]);
+    assert!(int8["int8"]["top1"].is_number() && int8["post_training"]["top1"].is_number());
+    assert_eq!(int8["history"].as_array().unwrap().len(), 1);
+    assert_eq!(int8["history"][0]["stage"], "qat");
+    let (f32_bytes, int8_bytes) = (
+        int8["f32_weight_bytes"].as_f64().unwrap(),
+        int8["int8_weight_bytes"].as_f64().unwrap(),
+    );
+    assert!(int8_bytes < 0.3 * f32_bytes, "{int8_bytes} of {f32_bytes}");
+
+    let e = dnal(&["eval", "--export", run.join("int8").to_str().unwrap()]);
+    assert!(e.status.success(), "{}", stderr(&e));
+    let text = String::from_utf8_lossy(&e.stdout);
+    assert!(
+        text.contains("(int8)") && text.contains("reproduced exactly"),
+        "{text}"
+    );
+
+    // int8 steered by an f32 latency table would be steered wrong: refused before training.
+    let err = refused(
+        &[
+            "search",
+            "--dataset",
+            "synthetic",
+            "--out",
+            dir.path().join("m7").to_str().unwrap(),
+            "--precision",
+            "int8",
+            "--board",
+            "cortex-m7-qemu",
+        ],
+        "--precision",
+    );
+    assert!(err.contains("dnal quantize"), "{err}");
+}
+
+#[test]
 fn quantize_writes_an_int8_export_that_eval_reproduces_and_never_overwrites_f32() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
@@ -791,6 +858,46 @@ fn quantize_writes_an_int8_export_that_eval_reproduces_and_never_overwrites_f32(
         ],
         "--calibration-images",
     );
+    // Quantisation-aware training from the export: the report says how it trained and what
+    // post-training quantisation alone gave, and eval reproduces the trained int8 network.
+    let qat = dir.path().join("run-qat");
+    let q = dnal(&[
+        "quantize",
+        "--export",
+        run_s,
+        "--out",
+        qat.to_str().unwrap(),
+        "--calibration-images",
+        "64",
+        "--epochs",
+        "1",
+    ]);
+    assert!(q.status.success(), "{}", stderr(&q));
+    let text = String::from_utf8_lossy(&q.stdout);
+    assert!(
+        text.contains("1 epochs of quantisation-aware training"),
+        "{text}"
+    );
+    assert!(text.contains("post-training quantisation alone"), "{text}");
+    assert!(stderr(&q).contains("qat epoch 1"), "{}", stderr(&q));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(qat.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["quantization"]["training"]["epochs"], 1);
+    assert!(report["quantization"]["post_training"]["top1"].is_number());
+    let trained = std::fs::read(qat.join("weights.safetensors")).unwrap();
+    assert_ne!(
+        trained,
+        std::fs::read(int8.join("weights.safetensors")).unwrap(),
+        "training changed the int8 weights"
+    );
+    let e = dnal(&["eval", "--export", qat.to_str().unwrap()]);
+    assert!(e.status.success(), "{}", stderr(&e));
+    assert!(
+        String::from_utf8_lossy(&e.stdout).contains("reproduced exactly"),
+        "{}",
+        String::from_utf8_lossy(&e.stdout)
+    );
+
     // An int8 export is not an f32 one to quantise again.
     let other = dir.path().join("x");
     refused(

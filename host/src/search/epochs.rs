@@ -14,7 +14,7 @@ use crate::distill::Distillation;
 use crate::error::SearchError;
 use crate::progress::SearchObserver;
 use crate::report::{EpochRecord, GateRecord};
-use crate::train::{Accuracy, EpochStats, GatePenalty, StepPlan, evaluate_net, train_epoch};
+use crate::train::{GatePenalty, StepPlan, evaluate_net, train_epoch};
 
 /// How one stage trains: what [`Search::run_epochs`] runs.
 pub(super) struct StageRun<'a> {
@@ -87,7 +87,9 @@ impl Search {
                 &self.train,
                 &self.train_device,
                 &plan,
-                penalty.as_deref_mut(),
+                penalty
+                    .as_deref_mut()
+                    .map(|p| p as &mut dyn crate::train::StepPenalty<GatedNet>),
                 |step, stats| observer.step(epoch + 1, step, stats, &note),
             )
             .map_err(|bad| SearchError::NonFiniteLoss {
@@ -152,7 +154,8 @@ impl Search {
                     })?;
                 (accuracy, String::new())
             };
-            let record = epoch_record(stage, epoch + 1, &stats, &accuracy, lr(last_step));
+            let record =
+                EpochRecord::new(stage.name(), epoch + 1, &stats, &accuracy, lr(last_step));
             observer.epoch(&record, &note);
             self.state.history.push(record);
             self.state.epochs_done = epoch + 1;
@@ -188,25 +191,5 @@ impl Search {
             expected_ms: latency.map(|l| l.total(&expected_counts(net, delta))),
             hard_ms: latency.map(|l| l.total(&masks.counts())),
         }
-    }
-}
-
-fn epoch_record(
-    stage: Stage,
-    epoch: usize,
-    stats: &EpochStats,
-    accuracy: &Accuracy,
-    lr: f64,
-) -> EpochRecord {
-    EpochRecord {
-        stage: stage.name().into(),
-        epoch,
-        loss: stats.loss,
-        cross_entropy: stats.cross_entropy,
-        train_top1: stats.train_top1,
-        test_top1: accuracy.top1,
-        lr,
-        seconds: stats.seconds,
-        images_per_second: stats.images as f64 / stats.seconds.max(1e-9),
     }
 }

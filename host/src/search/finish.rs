@@ -4,21 +4,25 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use dnal_export::Export;
+use dnal_export::{Export, Precision};
 use dnal_models::{ChannelMasks, GatedNet, NetPlan};
 
-use super::PARENT_EXPORT;
 use super::run::{Search, net_report};
 use super::state::Stage;
+use super::{INT8_EXPORT, PARENT_EXPORT};
 use crate::checkpoint::write_json;
-use crate::data::normalised_images;
+use crate::data::{ExportTestSet, normalised_images};
 use crate::error::SearchError;
 use crate::export::{ExportNet, SearchInfo, build_export};
 use crate::latency::{MEASURE_IMAGES, measure_on_board};
 use crate::plot::{SearchCurves, SupernetFigure, write_figure};
 use crate::progress::SearchObserver;
-use crate::report::{GroupChannels, LatencyReport, Report, SupernetLayer};
-use crate::train::{Accuracy, evaluate};
+use crate::quantize::aware::{self, AwareTraining, Training};
+use crate::quantize::{
+    QuantizeData, QuantizePhase, QuantizeProgress, QuantizeReport, quantize_network, write_report,
+};
+use crate::report::{EpochRecord, GroupChannels, LatencyReport, Report, SupernetLayer};
+use crate::train::{Accuracy, EpochStats, evaluate};
 
 impl Search {
     /// Exports the trained, unpruned network to `OUT/parent` (once), so that it can be
@@ -105,6 +109,80 @@ impl Search {
         Ok(Some(measured))
     }
 
+    /// With `--precision int8`: quantises the pruned network's export (calibration, then
+    /// quantisation-aware training unless `--epochs-qat 0`) into `OUT/int8`, with a
+    /// `report.json` of its own that `dnal eval` reproduces.
+    fn quantize_pruned(
+        &mut self,
+        export: &Export,
+        f32: Accuracy,
+        observer: &mut dyn SearchObserver,
+    ) -> Result<QuantizeReport, SearchError> {
+        let started = Instant::now();
+        let config = self.config().clone();
+        let test = ExportTestSet {
+            dataset: self.dataset.name.clone(),
+            test: self.dataset.test.clone(),
+            normalization: self.dataset.normalization.clone(),
+        };
+        let settings = (config.epochs_qat > 0).then_some(AwareTraining {
+            epochs: config.epochs_qat,
+            lr: config.lr_qat,
+            momentum: config.momentum,
+            weight_decay: config.weight_decay,
+        });
+        let data = QuantizeData {
+            test: &test,
+            calibration: self
+                .dataset
+                .train
+                .clone()
+                .truncate(config.calibration_images),
+            training: settings.as_ref().map(|settings| Training {
+                settings,
+                batches: &self.train,
+                first_data_epoch: (config.epochs_weights
+                    + config.epochs_gates
+                    + config.epochs_finetune) as u64,
+            }),
+        };
+        observer.message(&format!(
+            "quantising to int8: calibrating on {} training images{}",
+            config.calibration_images,
+            match &settings {
+                Some(s) => format!(", then {} epochs of quantisation-aware training", s.epochs),
+                None => String::new(),
+            }
+        ));
+        let mut progress = QuantizeStage {
+            observer: &mut *observer,
+            epochs: config.epochs_qat,
+            started: false,
+        };
+        let (int8, report) =
+            quantize_network(export, &self.out, f32, data, &self.device, &mut progress)?;
+        let dir = self.out.join(INT8_EXPORT);
+        int8.write(&dir)?;
+        write_report(&dir, &report)?;
+        self.state.stage_report(aware::STAGE).seconds += started.elapsed().as_secs_f64();
+        observer.message(&format!(
+            "int8 export in {}: top-1 {:.2}% (f32 {:.2}%{}), weights {} bytes ({:.2}x f32)",
+            dir.display(),
+            100.0 * report.int8.top1,
+            100.0 * report.f32.top1,
+            match &report.post_training {
+                Some(ptq) => format!(
+                    ", post-training quantisation alone {:.2}%",
+                    100.0 * ptq.top1
+                ),
+                None => String::new(),
+            },
+            report.int8_weight_bytes,
+            report.int8_weight_bytes as f64 / report.f32_weight_bytes.max(1) as f64
+        ));
+        Ok(report)
+    }
+
     /// Exports the pruned network, evaluates the export as written, measures it on the board
     /// and writes the report.
     pub(super) fn finish(
@@ -123,6 +201,10 @@ impl Search {
         let pruned = net_report(net, accuracy);
         self.state.stage_report("export").seconds += started.elapsed().as_secs_f64();
         let latency = self.measure(&export, "the pruned network", observer)?;
+        let int8 = match self.config().precision {
+            Precision::Int8 => Some(self.quantize_pruned(&export, accuracy, observer)?),
+            Precision::F32 => None,
+        };
         let channels = channel_groups(&self.parent.plan, &masks);
         let report = Report {
             dnal_version: env!("CARGO_PKG_VERSION").into(),
@@ -142,6 +224,7 @@ impl Search {
             augmentation: Some(self.dataset.augmentation.to_string()),
             supernet: SupernetLayer::all(&self.parent.plan, &masks),
             warnings: self.state.warnings.clone(),
+            int8,
         };
         write_json(&self.out.join("report.json"), &report)?;
         // The plots are a convenience: a missing font is worth a warning, not the search.
@@ -166,6 +249,30 @@ impl Search {
         self.state.stage = Stage::Done;
         write_json(&self.checkpoints.state_path(), &self.state)?;
         Ok(report)
+    }
+}
+
+/// A search's observer as quantisation's progress: the quantisation-aware epochs as a stage.
+struct QuantizeStage<'a> {
+    observer: &'a mut dyn SearchObserver,
+    epochs: usize,
+    started: bool,
+}
+
+impl QuantizeProgress for QuantizeStage<'_> {
+    fn progress(&mut self, _: QuantizePhase, _: usize, _: usize) {}
+
+    fn step(&mut self, epoch: usize, step: usize, steps: usize, stats: &EpochStats) {
+        if !self.started {
+            self.started = true;
+            self.observer.stage(aware::STAGE, self.epochs, 0, steps);
+        }
+        self.observer.step(epoch, step, stats, "fake-quantised");
+    }
+
+    fn epoch(&mut self, record: &EpochRecord) {
+        self.observer
+            .epoch(record, "test top-1 of the fake-quantised network");
     }
 }
 

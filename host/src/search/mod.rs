@@ -36,6 +36,9 @@ pub use state::{STATE_FORMAT, SearchState, Stage};
 /// Where a search exports the unpruned network, under its output folder.
 pub const PARENT_EXPORT: &str = "parent";
 
+/// Where a search with `--precision int8` writes the int8 export, under its output folder.
+pub const INT8_EXPORT: &str = "int8";
+
 /// Starts a new search in `out`, which must be empty or absent. `out` is locked for the whole
 /// run: a second process writing into it fails at once.
 pub fn search(

@@ -6,15 +6,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{ModuleOptimizer, SgdConfig};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
 use dnal_datasets::{Batcher, Dataset};
 use dnal_models::{ChannelMasks, GateMode, GatedNet, GatedNetConfig, NetPlan, prune_channels};
 
-use super::PARENT_EXPORT;
 use super::state::{SearchState, Stage};
+use super::{INT8_EXPORT, PARENT_EXPORT};
 use crate::budget::{Budget, CostEstimate, FlopsEstimate, check_reachable};
 use crate::checkpoint::{CheckpointDir, write_json};
 use crate::config::SearchConfig;
@@ -58,7 +56,12 @@ impl Search {
     pub(super) fn open(state: SearchState, lock: OutputLock) -> Result<Self, SearchError> {
         let out = lock.dir().to_path_buf();
         // A killed run's half-written files: nobody else can be writing them now.
-        for dir in [out.clone(), out.join(PARENT_EXPORT), out.join("checkpoint")] {
+        for dir in [
+            out.clone(),
+            out.join(PARENT_EXPORT),
+            out.join(INT8_EXPORT),
+            out.join("checkpoint"),
+        ] {
             lock.remove_stale_temporaries(&dir);
         }
         let out = out.as_path();
@@ -277,15 +280,12 @@ impl Search {
     /// SGD with the search's momentum, and its weight decay when `weight_decay`.
     pub(super) fn sgd(&self, weight_decay: bool) -> ModuleOptimizer {
         let config = self.config();
-        let mut sgd = SgdConfig::new().with_momentum(Some(
-            MomentumConfig::new()
-                .with_momentum(config.momentum)
-                .with_dampening(0.0),
-        ));
-        if weight_decay && config.weight_decay > 0.0 {
-            sgd = sgd.with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay as f32)));
-        }
-        sgd.init()
+        let decay = if weight_decay {
+            config.weight_decay
+        } else {
+            0.0
+        };
+        crate::train::sgd(config.momentum, decay)
     }
 
     /// The search's budget in its cost's unit (a share of the parent resolved to MACs).
