@@ -37,7 +37,7 @@ fn main() -> ! {
     let mut core = Peripherals::take().expect("core peripherals taken once");
     core.DCB.enable_trace();
     core.DWT.enable_cycle_counter();
-    let mut output = [0.0f32; benches::OUTPUT_LEN];
+    let mut output = [Default::default(); benches::OUTPUT_LEN];
     core::hint::black_box(&mut output);
     benches::ARENA.with(|arena| {
         benches::fill(&mut arena[..]);

@@ -19,7 +19,7 @@ fn main() -> ! {
     let mut core = Peripherals::take().expect("core peripherals taken once");
     core.DCB.enable_trace();
     core.DWT.enable_cycle_counter();
-    let mut logits = [0.0f32; model::OUTPUT_LEN];
+    let mut logits = [Default::default(); model::OUTPUT_LEN];
     let mut layer_cycles = [0u32; model::LAYER_COUNT];
     let image = core::hint::black_box(&weights::IMAGE);
     let start = DWT::cycle_count();

@@ -16,7 +16,7 @@ use dnal_kernels::marker::cost_marker;
 
 #[entry]
 fn main() -> ! {
-    let mut logits = [0.0f32; model::OUTPUT_LEN];
+    let mut logits = [Default::default(); model::OUTPUT_LEN];
     // Let the logits escape: otherwise the compiler may sink the last layer's stores (and
     // its arithmetic) past the closing marker, which may only touch escaped memory.
     core::hint::black_box(&mut logits);

@@ -10,7 +10,7 @@ mod weights;
 use dnal_kernels::marker::cost_marker;
 
 fn main() {
-    let mut logits = [0.0f32; model::OUTPUT_LEN];
+    let mut logits = [Default::default(); model::OUTPUT_LEN];
     core::hint::black_box(&mut logits);
     let image = core::hint::black_box(&weights::IMAGE);
     cost_marker();

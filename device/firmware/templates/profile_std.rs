@@ -14,7 +14,7 @@ pub(crate) fn mark() {
 }
 
 fn main() {
-    let mut output = [0.0f32; benches::OUTPUT_LEN];
+    let mut output = [Default::default(); benches::OUTPUT_LEN];
     // Escaped, so that the stores of a benchmark writing the logits are not dropped.
     core::hint::black_box(&mut output);
     benches::ARENA.with(|arena| {

@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use dnal_export::{Arch, Layer, Op};
+use dnal_export::int8::{ValueRanges, quantize};
+use dnal_export::{Arch, Layer, Op, Precision, reference_values};
 use dnal_firmware::deploy::{DeployRequest, deploy, synthetic_images};
 use dnal_firmware::latency::{
     Grid, GridOptions, LatencyError, LatencyTable, ProfileOptions, profile,
@@ -129,6 +130,63 @@ fn m4_profile_predicts_pruned_variants() {
     // regression such as layers compiled differently in a model than alone (3-9% seen).
     assert!(worst < 0.10, "worst error {worst}");
     assert!(worst < 0.02, "worst error {worst}");
+}
+
+/// As [`measure`], for the int8 network: random weights quantised on the ranges of one
+/// synthetic image.
+fn measure_int8(arch: Arch, board: &str, dir: &std::path::Path) -> f64 {
+    let export = random_export(arch, 3).unwrap();
+    let image = &synthetic_images(export.input_len(), 1)[0];
+    let mut ranges = ValueRanges::new(export.arch().layers.len() + 1);
+    ranges.observe(&reference_values(&export, image));
+    let int8 = quantize(&export, &ranges, serde_json::Value::Null).unwrap();
+    int8.write(dir.join("export8")).unwrap();
+    let mut req = DeployRequest::new(dir.join("export8"), board, dir.join("fw8"));
+    req.run = true;
+    req.images = vec![image.clone()];
+    req.firmware_target_dir = Some(shared_target_dir());
+    deploy(&req).unwrap().cost.unwrap().per_inference
+}
+
+#[test]
+fn m7_int8_profile_predicts_pruned_int8_variants() {
+    let tmp = tempfile::tempdir().unwrap();
+    let parent = mini_vgg();
+    let options = ProfileOptions {
+        work_dir: Some(tmp.path().join("profile")),
+        firmware_target_dir: Some(shared_target_dir()),
+        precision: Precision::Int8,
+        ..Default::default()
+    };
+    let table = profile(&parent, "cortex-m7-qemu", &GridOptions::default(), &options)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(table.precision, Precision::Int8);
+    assert!(table.calibration.is_some(), "the int8 parent ran whole");
+    let path = tmp.path().join("latency8.json");
+    table.write(&path).unwrap();
+    let loaded = LatencyTable::load(&path).unwrap();
+    assert_eq!(loaded.precision, Precision::Int8);
+
+    // int8 runs its own kernels: the same layers cost less than f32's on this board, and the
+    // int8 table predicts int8 firmware.
+    let mut worst: f64 = 0.0;
+    for (k, c) in [[8, 8, 16], [5, 3, 13], [2, 6, 16], [7, 7, 10]]
+        .iter()
+        .enumerate()
+    {
+        let counts: BTreeMap<String, usize> = ["conv1", "conv2", "conv3"]
+            .iter()
+            .zip(c)
+            .map(|(n, &c)| (n.to_string(), c))
+            .collect();
+        let arch = with_channels(&parent, &counts).unwrap();
+        let predicted = table.predict(&arch).unwrap().total;
+        let measured = measure_int8(arch, "cortex-m7-qemu", &tmp.path().join(format!("v{k}")));
+        let error = (predicted - measured).abs() / measured;
+        eprintln!("int8 {c:?}: predicted {predicted:.0}, measured {measured:.0}, error {error:.4}");
+        worst = worst.max(error);
+    }
+    assert!(worst < 0.10, "worst error {worst}");
 }
 
 #[test]

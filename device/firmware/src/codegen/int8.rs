@@ -95,7 +95,11 @@ pub fn generate_int8_model(export: &Int8Export, dsp: bool) -> Result<GeneratedMo
             }
             Int8Layer::Pool => {}
         }
-        let mut call = code.call.clone();
+        let mut call = code
+            .call
+            .replace("{w}", &format!("&weights::{ident}_W"))
+            .replace("{b}", &format!("&weights::{ident}_B"))
+            .replace("{rq}", &format!("&weights::{ident}_RQ"));
         if let Int8Layer::Add(a) = data {
             let zeros: Vec<String> = layer
                 .inputs
@@ -195,7 +199,7 @@ pub fn generate_int8_model(export: &Int8Export, dsp: bool) -> Result<GeneratedMo
 
 /// The parameters of layer `i` when it runs on [`kernels::conv2d_dsp`]: a dense conv on a
 /// DSP board whose packed row fits [`kernels::MAX_DSP_ROW`].
-fn dsp_conv(layer: &Layer, info: &LayerSummary, dsp: bool) -> Option<Conv2dParams> {
+pub(crate) fn dsp_conv(layer: &Layer, info: &LayerSummary, dsp: bool) -> Option<Conv2dParams> {
     match &layer.op {
         Op::Conv2d(c) if dsp && !c.is_depthwise() => Conv2dParams::new(
             info.input_shapes[0],
@@ -229,8 +233,10 @@ pub(crate) fn plan_int8(export: &Int8Export, dsp: bool) -> MemoryPlan {
 }
 
 /// The parameters and int8 kernel call of one layer (`{x0}`... and `{y}` as in the f32
-/// generator's calls; the weights are named directly).
-fn layer_code_int8(
+/// generator's calls; `{w}`, `{b}` and `{rq}` for the weight codes, biases and
+/// requantisation pairs, `{zeros}` and `{out_rq}` for an add's input zero points and output
+/// rescale).
+pub(crate) fn layer_code_int8(
     ident: &str,
     layer: &Layer,
     info: &LayerSummary,
@@ -248,8 +254,8 @@ fn layer_code_int8(
         // The SMLAD convolution also takes its scratch (the padded input copy).
         let scratch = if dsp.is_some() { "{scratch}, " } else { "" };
         format!(
-            "kernels::{f}(&{ident}, {input_zero}, &weights::{ident}_W, &weights::{ident}_B, \
-             &weights::{ident}_RQ, {ident}_STAGE, {{x0}}, {scratch}{{y}});"
+            "kernels::{f}(&{ident}, {input_zero}, {{w}}, {{b}}, {{rq}}, {ident}_STAGE, {{x0}}, \
+             {scratch}{{y}});"
         )
     };
     let code = match &layer.op {
@@ -382,8 +388,7 @@ fn layer_code_int8(
                 params,
                 // Filled in by the caller: the zero points and the output rescale.
                 call: format!(
-                    "kernels::add(&[{}], &{{zeros}}, &weights::{ident}_RQ, {{out_rq}}, \
-                     {ident}_STAGE, {{y}});",
+                    "kernels::add(&[{}], &{{zeros}}, {{rq}}, {{out_rq}}, {ident}_STAGE, {{y}});",
                     xs.join(", ")
                 ),
                 kernel_fn: "add".to_string(),

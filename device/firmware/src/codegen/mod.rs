@@ -3,7 +3,7 @@
 //! a firmware crate for one [`crate::board::Board`].
 
 mod firmware;
-mod int8;
+pub(crate) mod int8;
 pub mod plan;
 pub mod vendor;
 

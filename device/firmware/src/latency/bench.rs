@@ -19,10 +19,15 @@ use super::LatencyError;
 use super::grid::LayerPlan;
 use crate::board::{Board, Harness};
 use crate::codegen::plan::{Place, plan_memory_with_scratch};
-use crate::codegen::{self, WeightSource};
-use dnal_export::{Arch, ArchSummary, Conv2dSpec, Layer, LayerSummary, LinearSpec, Op};
+use crate::codegen::{self, WeightSource, int8};
+use dnal_export::int8::{ValueRanges, quantize};
+use dnal_export::{Arch, ArchSummary, Conv2dSpec, Layer, LayerSummary, LinearSpec, Op, Precision};
 use dnal_kernels::Shape3;
 use dnal_kernels::arena::Span;
+use dnal_kernels::int8::{OutputStage, dsp_scratch_len, dsp_weights_len};
+
+/// Name of the shared requantisation array of int8 benchmarks in `weights.rs`.
+const SHARED_REQUANTIZE: &str = "SHARED_RQ";
 
 const QEMU_BENCH_MAIN: &str = include_str!("../../templates/profile_cortex_m_qemu.rs");
 const PROBE_BENCH_MAIN: &str = include_str!("../../templates/profile_cortex_m_probe.rs");
@@ -47,14 +52,54 @@ pub(crate) struct BenchCode {
     /// The layer function `l@NAME@` and the benchmark `b@NAME@` that calls it between two
     /// marks (`@NAME@` is replaced by the benchmark's number in its image).
     pub item: String,
-    /// Arena f32 it needs (inputs + output + scratch).
+    /// Arena values it needs (inputs + output + scratch).
     pub arena_len: usize,
-    /// Weights and biases it reads from the shared buffers.
+    /// Weights, biases and (int8) requantisation pairs it reads from the shared buffers.
     pub weights_len: usize,
     pub bias_len: usize,
+    pub rq_len: usize,
     /// Estimated flash its code takes (the kernel is inlined, specialised for its shape).
     pub code_bytes: u64,
 }
+
+/// What benchmarks compute in: f32, or int8 (with the `SMLAD` convolution on a board with
+/// the DSP extension), as the board's deployed models of that precision do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Numbers {
+    pub precision: Precision,
+    /// The board has the DSP extension (int8 dense convolutions run `conv2d_dsp`).
+    pub dsp: bool,
+}
+
+impl Numbers {
+    /// The activations' Rust type.
+    pub fn value(self) -> &'static str {
+        match self.precision {
+            Precision::F32 => "f32",
+            Precision::Int8 => "i8",
+        }
+    }
+
+    /// Bytes of one activation (and of one weight).
+    pub fn value_bytes(self) -> u64 {
+        match self.precision {
+            Precision::F32 => 4,
+            Precision::Int8 => 1,
+        }
+    }
+}
+
+/// The int8 benchmarks' stand-in quantisation: inputs at zero point -128 (a rectified
+/// value's), outputs clamped to the whole int8 range. The codes do not change the kernels'
+/// path, only what they compute.
+const INT8_ZERO: i32 = -128;
+const INT8_STAGE: OutputStage = OutputStage {
+    zero_point: -128,
+    min: -128,
+    max: 127,
+};
+/// A requantisation factor below 1 (0.71 * 2^-1), as a layer's usually is.
+const INT8_RQ: &str = "kernels::Requantize { multiplier: 1518500250, shift: -1 }";
 
 /// The parent layer `plan.index` with `in_channels` / `out_channels` channels, as a
 /// one-layer network reading the image: its layer and summary (shapes, weight shapes).
@@ -105,6 +150,7 @@ pub(crate) fn bench_code(
     summary: &ArchSummary,
     plan: &LayerPlan,
     bench: &Bench,
+    numbers: Numbers,
 ) -> Result<BenchCode, LatencyError> {
     let parent = &arch.layers[plan.index];
     let parent_info = &summary.layers[plan.index];
@@ -116,21 +162,46 @@ pub(crate) fn bench_code(
             layer.name, bench.in_channels, bench.out_channels
         ))
     };
-    let code = codegen::layer_code(&ident, &layer, &info).map_err(fail)?;
-    let (weights_len, bias_len) = match &info.tensor_shapes {
-        Some([w, b]) => (w.iter().product(), b.iter().product()),
-        None => (0, 0),
+    let shared = |name: &str, len: usize| format!("&weights::{name}[..{len}]");
+    let (code, weights_len, bias_len, rq_len, scratch_len, call) = match numbers.precision {
+        Precision::F32 => {
+            let code = codegen::layer_code(&ident, &layer, &info).map_err(fail)?;
+            let (weights_len, bias_len) = match &info.tensor_shapes {
+                Some([w, b]) => (w.iter().product(), b.iter().product()),
+                None => (0, 0),
+            };
+            let call = code
+                .call
+                .replace("{w}", &shared(codegen::SHARED_WEIGHTS, weights_len))
+                .replace("{b}", &shared(codegen::SHARED_BIAS, bias_len));
+            let scratch_len = codegen::layer_scratch_len(&layer, &info);
+            (code, weights_len, bias_len, 0, scratch_len, call)
+        }
+        Precision::Int8 => {
+            let dsp = int8::dsp_conv(&layer, &info, numbers.dsp);
+            let code = int8::layer_code_int8(&ident, &layer, &info, INT8_ZERO, INT8_STAGE, dsp)
+                .map_err(fail)?;
+            let (weights_len, bias_len) = match (&info.tensor_shapes, &dsp) {
+                (Some(_), Some(p)) => (dsp_weights_len(p), info.output.channels),
+                (Some([w, b]), None) => (w.iter().product(), b.iter().product()),
+                (None, _) => (0, 0),
+            };
+            let rq_len = match &layer.op {
+                Op::Add(_) => layer.inputs.len(),
+                _ => bias_len,
+            };
+            let zeros = vec![INT8_ZERO.to_string(); layer.inputs.len()];
+            let call = code
+                .call
+                .replace("{w}", &shared(codegen::SHARED_WEIGHTS, weights_len))
+                .replace("{b}", &shared(codegen::SHARED_BIAS, bias_len))
+                .replace("{rq}", &shared(SHARED_REQUANTIZE, rq_len))
+                .replace("{zeros}", &format!("[{}]", zeros.join(", ")))
+                .replace("{out_rq}", INT8_RQ);
+            let scratch_len = dsp.map_or(0, |p| dsp_scratch_len(&p));
+            (code, weights_len, bias_len, rq_len, scratch_len, call)
+        }
     };
-    let call = code
-        .call
-        .replace(
-            "{w}",
-            &format!("&weights::{}[..{weights_len}]", codegen::SHARED_WEIGHTS),
-        )
-        .replace(
-            "{b}",
-            &format!("&weights::{}[..{bias_len}]", codegen::SHARED_BIAS),
-        );
 
     // Values where the model keeps them: the image in the caller's array, activations in
     // the arena (one buffer per distinct value), the logits in the caller's array.
@@ -164,7 +235,6 @@ pub(crate) fn bench_code(
         offset += info.output.len();
         p
     };
-    let scratch_len = codegen::layer_scratch_len(&layer, &info);
     let scratch = (scratch_len > 0).then(|| {
         let s = Span::new(offset, scratch_len);
         offset += scratch_len;
@@ -184,10 +254,11 @@ pub(crate) fn bench_code(
     );
     // The layer's function exactly as a model has it, called between two marks as the
     // model's `infer_with` calls it between `after_layer` calls.
+    let value = numbers.value();
     let item = format!(
-        "{}\n#[inline(never)]\nfn b@NAME@(input: &[f32; INPUT_LEN], output: &mut [f32; OUTPUT_LEN], arena: &mut [f32]) {{\n    \
+        "{}\n#[inline(never)]\nfn b@NAME@(input: &[{value}; INPUT_LEN], output: &mut [{value}; OUTPUT_LEN], arena: &mut [{value}]) {{\n    \
          mark();\n    l@NAME@(input, output, arena);\n    mark();\n}}\n",
-        codegen::layer_function("l@NAME@", &doc, &code, &bind, &call, "f32")
+        codegen::layer_function("l@NAME@", &doc, &code, &bind, &call, value)
     );
     Ok(BenchCode {
         bench: bench.clone(),
@@ -195,6 +266,7 @@ pub(crate) fn bench_code(
         arena_len: offset,
         weights_len,
         bias_len,
+        rq_len,
         code_bytes: code_estimate(&layer),
     })
 }
@@ -210,19 +282,29 @@ fn code_estimate(layer: &Layer) -> u64 {
     }
 }
 
-/// The shared data of every image: weights, biases (deterministic pseudo-random values in
-/// -0.1..0.1, printed short to keep the source small) and the image.
-pub(crate) fn weights_rs(weights_len: usize, bias_len: usize, input_len: usize) -> String {
+/// The shared data of every image: weights, biases (and for int8 requantisation pairs) and
+/// the image: deterministic pseudo-random values (f32 in -0.1..0.1, int8 codes in
+/// -100..=100), printed short to keep the source small.
+pub(crate) fn weights_rs(
+    (weights_len, bias_len, rq_len): (usize, usize, usize),
+    input_len: usize,
+    numbers: Numbers,
+) -> String {
     let mut out = String::from(
         "//! Shared benchmark data: the first values of SHARED_W and SHARED_B stand in for every\n\
          //! layer's weights and biases. Generated by dnal-firmware.\n\
          #![cfg_attr(rustfmt, rustfmt::skip)]\n#![allow(dead_code)]\n",
     );
     let mut state: u32 = 0x2545_f491;
-    let mut array = |out: &mut String, name: &str, len: usize, scale: f32, doc: &str| {
+    // Integers -100..=100, each written by `literal`: short literals, exact enough.
+    let mut array = |out: &mut String,
+                     (name, ty): (&str, &str),
+                     len: usize,
+                     doc: &str,
+                     literal: &dyn Fn(i32) -> String| {
         let _ = writeln!(
             out,
-            "\n/// {doc}: {len} values.\npub static {name}: [f32; {len}] = ["
+            "\n/// {doc}: {len} values.\npub static {name}: [{ty}; {len}] = ["
         );
         for chunk_start in (0..len).step_by(16) {
             out.push_str("   ");
@@ -230,29 +312,69 @@ pub(crate) fn weights_rs(weights_len: usize, bias_len: usize, input_len: usize) 
                 state ^= state << 13;
                 state ^= state >> 17;
                 state ^= state << 5;
-                // Integers -100..=100 scaled: short literals, exact enough.
                 let k = (state % 201) as i32 - 100;
-                let _ = write!(out, " {:?},", k as f32 * scale);
+                let _ = write!(out, " {},", literal(k));
             }
             out.push('\n');
         }
         out.push_str("];\n");
     };
-    array(
-        &mut out,
-        codegen::SHARED_WEIGHTS,
-        weights_len.max(1),
-        0.001,
-        "Weights",
-    );
-    array(
-        &mut out,
-        codegen::SHARED_BIAS,
-        bias_len.max(1),
-        0.001,
-        "Biases",
-    );
-    array(&mut out, "IMAGE", input_len, 0.01, "The input image");
+    let (w, b) = (codegen::SHARED_WEIGHTS, codegen::SHARED_BIAS);
+    match numbers.precision {
+        Precision::F32 => {
+            let scaled = |scale: f32| move |k: i32| format!("{:?}", k as f32 * scale);
+            array(
+                &mut out,
+                (w, "f32"),
+                weights_len.max(1),
+                "Weights",
+                &scaled(0.001),
+            );
+            array(
+                &mut out,
+                (b, "f32"),
+                bias_len.max(1),
+                "Biases",
+                &scaled(0.001),
+            );
+            array(
+                &mut out,
+                ("IMAGE", "f32"),
+                input_len,
+                "The input image",
+                &scaled(0.01),
+            );
+        }
+        Precision::Int8 => {
+            let int = |k: i32| k.to_string();
+            array(
+                &mut out,
+                (w, "i8"),
+                weights_len.max(1),
+                "Weight codes",
+                &int,
+            );
+            array(&mut out, (b, "i32"), bias_len.max(1), "Biases", &|k| {
+                (k * 50).to_string()
+            });
+            array(
+                &mut out,
+                ("IMAGE", "i8"),
+                input_len,
+                "The quantised input image",
+                &int,
+            );
+            // One factor for all: the kernels' path does not depend on its value as long as
+            // it is below 1, as a layer's is.
+            let _ = writeln!(
+                out,
+                "\n/// Requantisation pairs: {n} values.\n\
+                 pub static {SHARED_REQUANTIZE}: [dnal_kernels::int8::Requantize; {n}] = \
+                 [dnal_kernels::int8::Requantize {{ multiplier: 1518500250, shift: -10 }}; {n}];",
+                n = rq_len.max(1)
+            );
+        }
+    }
     out
 }
 
@@ -261,21 +383,34 @@ pub(crate) fn weights_rs(weights_len: usize, bias_len: usize, input_len: usize) 
 pub(crate) fn chunk_rs(
     chunk: usize,
     benches: &[&BenchCode],
-    input_len: usize,
-    output_len: usize,
+    (input_len, output_len): (usize, usize),
+    numbers: Numbers,
 ) -> String {
     let arena_len = benches.iter().map(|b| b.arena_len).max().unwrap_or(0);
+    let value = numbers.value();
+    let (kernels, fill) = match numbers.precision {
+        Precision::F32 => (
+            "f32 as kernels",
+            "*v = (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0;",
+        ),
+        Precision::Int8 => (
+            "int8::{self as kernels, OutputStage}",
+            "*v = (state >> 24) as u8 as i8;",
+        ),
+    };
     let mut out = String::new();
     let _ = writeln!(
         out,
         "//! Latency benchmarks, image {chunk}: {n} layers at grid points of channel counts, each\n\
-         //! between two marks. Generated by dnal-firmware.\n\n\
+         //! between two marks ({value}). Generated by dnal-firmware.\n\n\
          #[allow(unused_imports)]\n\
          use dnal_kernels::arena::{{Arena, Span, StaticArena}};\n\
          #[allow(unused_imports)]\n\
          use dnal_kernels::const_params;\n\
          #[allow(unused_imports)]\n\
-         use dnal_kernels::{{Activation, Conv2dParams, LinearParams, Pool2dParams, Shape3, f32 as kernels}};\n\n\
+         use dnal_kernels::{{Activation, Conv2dParams, LinearParams, Pool2dParams, Shape3}};\n\
+         #[allow(unused_imports)]\n\
+         use dnal_kernels::{kernels};\n\n\
          use crate::{{mark, weights}};\n\n\
          /// Values of the parent's input image.\n\
          pub const INPUT_LEN: usize = {input_len};\n\
@@ -283,16 +418,16 @@ pub(crate) fn chunk_rs(
          pub const OUTPUT_LEN: usize = {output_len};\n\
          /// Benchmarks besides the empty one.\n\
          pub const COUNT: usize = {n};\n\
-         /// Arena length in f32: the largest benchmark's inputs, output and scratch.\n\
+         /// Arena length in values: the largest benchmark's inputs, output and scratch.\n\
          pub const ARENA_LEN: usize = {arena_len};\n\n\
-         pub static ARENA: StaticArena<ARENA_LEN> = StaticArena::new();\n\n\
-         /// Fills the arena with pseudo-random activations in -1..1, so that data-dependent\n\
-         /// paths (activations, max pooling) see data like a model's.\n\
-         pub fn fill(values: &mut [f32]) {{\n    \
+         pub static ARENA: StaticArena<ARENA_LEN, {value}> = StaticArena::new();\n\n\
+         /// Fills the arena with pseudo-random activations, so that data-dependent paths\n\
+         /// (activations, max pooling) see data like a model's.\n\
+         pub fn fill(values: &mut [{value}]) {{\n    \
              let mut state: u32 = 0x1234_5678;\n    \
              for v in values.iter_mut() {{\n        \
                  state ^= state << 13;\n        state ^= state >> 17;\n        state ^= state << 5;\n        \
-                 *v = (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0;\n    \
+                 {fill}\n    \
              }}\n}}\n\n\
          /// Two marks in a row: the cost of marking alone.\n\
          #[inline(never)]\n\
@@ -307,7 +442,7 @@ pub(crate) fn chunk_rs(
     let _ = writeln!(
         out,
         "/// Runs every benchmark once, in order.\n\
-         pub fn run_all(input: &[f32; INPUT_LEN], output: &mut [f32; OUTPUT_LEN], arena: &mut [f32]) {{\n{calls}}}"
+         pub fn run_all(input: &[{value}; INPUT_LEN], output: &mut [{value}; OUTPUT_LEN], arena: &mut [{value}]) {{\n{calls}}}"
     );
     out
 }
@@ -322,27 +457,62 @@ pub(crate) fn bench_main(board: &Board, module: &str) -> String {
     template.replace("@BENCHES@", module)
 }
 
-/// The harness (binary root) of the model image.
-pub(crate) fn model_main(board: &Board) -> &'static str {
-    match board.harness {
+/// The harness (binary root) of the model image; an int8 model reads its own weights
+/// (`model_weights.rs`, see [`model_rs`]).
+pub(crate) fn model_main(board: &Board, numbers: Numbers) -> String {
+    let template = match board.harness {
         Harness::CortexMQemu => QEMU_MODEL_MAIN,
         Harness::CortexMProbe => PROBE_MODEL_MAIN,
         Harness::Std => STD_MODEL_MAIN,
+    };
+    match numbers.precision {
+        Precision::F32 => template.to_string(),
+        Precision::Int8 => template.replace("mod weights;", "mod model_weights;\nmod weights;"),
     }
 }
 
-/// The parent model's `model.rs`, reading the shared weights, and its arena length.
+/// The parent model's image: its `model.rs`, the weights it needs of its own (an int8
+/// model's, for `model_weights.rs`; an f32 model reads the shared ones) and its arena
+/// length in values.
 pub(crate) fn model_rs(
     arch: &Arch,
     summary: &ArchSummary,
-) -> Result<(String, usize), LatencyError> {
-    let scratch = codegen::scratch_lens_of(arch, summary);
-    let plan = plan_memory_with_scratch(summary, &scratch);
-    let generated = codegen::generate(arch, summary, plan, WeightSource::Shared)?;
-    Ok((
-        codegen::rustfmt(&generated.model_rs),
-        generated.plan.arena_len,
-    ))
+    numbers: Numbers,
+) -> Result<(String, Option<String>, usize), LatencyError> {
+    match numbers.precision {
+        Precision::F32 => {
+            let scratch = codegen::scratch_lens_of(arch, summary);
+            let plan = plan_memory_with_scratch(summary, &scratch);
+            let generated = codegen::generate(arch, summary, plan, WeightSource::Shared)?;
+            Ok((
+                codegen::rustfmt(&generated.model_rs),
+                None,
+                generated.plan.arena_len,
+            ))
+        }
+        Precision::Int8 => {
+            // Random weights, quantised on the ranges one random image gives them: the
+            // model runs the deployed int8 code, whatever the values.
+            let export = crate::synth::random_export(arch.clone(), 7)?;
+            let image: Vec<f32> = (0..arch.input.len())
+                .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+                .collect();
+            let mut ranges = ValueRanges::new(arch.layers.len() + 1);
+            ranges.observe(&dnal_export::reference_values(&export, &image));
+            let int8 = quantize(&export, &ranges, serde_json::Value::Null)
+                .map_err(|e| LatencyError::Profile(format!("quantising the parent: {e}")))?;
+            let generated = int8::generate_int8_model(&int8, numbers.dsp)?;
+            let model = generated.model_rs.replace(
+                "use crate::weights;",
+                "use crate::model_weights as weights;",
+            );
+            Ok((
+                codegen::rustfmt(&model),
+                Some(generated.weights_rs),
+                generated.plan.arena_len,
+            ))
+        }
+    }
 }
 
 /// Splits benchmarks into images: each image's code must fit `code_budget` bytes, and there
@@ -393,6 +563,7 @@ mod tests {
             arena_len: 0,
             weights_len: 0,
             bias_len: 0,
+            rq_len: 0,
             code_bytes: bytes,
         }
     }

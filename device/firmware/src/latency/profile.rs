@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::bench::{self, Bench, BenchCode};
+use super::bench::{self, Bench, BenchCode, Numbers};
 use super::grid::{GridOptions, plan_layers};
 use super::table::{Calibration, Clock, LatencyTable, LayerLatency, Origin};
 use super::{FORMAT, LatencyError, VERSION};
 use crate::board::{self, Board, CostUnit, Runner};
 use crate::codegen;
 use crate::deploy::{self, DeployError, RawRun};
-use dnal_export::Arch;
+use dnal_export::{Arch, Precision};
 
 /// Where and how to build and run the benchmarks.
 #[derive(Clone, Debug)]
@@ -30,6 +30,9 @@ pub struct ProfileOptions {
     pub jobs: usize,
     /// Also run the parent model whole to measure the per-inference overhead.
     pub calibrate: bool,
+    /// The number format of the firmware to measure: f32, or int8 (the int8 kernels, with
+    /// the `SMLAD` convolution on a board with the DSP extension).
+    pub precision: Precision,
 }
 
 impl Default for ProfileOptions {
@@ -40,6 +43,7 @@ impl Default for ProfileOptions {
             run_timeout: Duration::from_secs(600),
             jobs: 0,
             calibrate: true,
+            precision: Precision::F32,
         }
     }
 }
@@ -72,6 +76,11 @@ pub fn profile(
     }
     let summary = arch.summary()?;
     let plans = plan_layers(arch, &summary, grid);
+    let numbers = Numbers {
+        precision: options.precision,
+        dsp: board.has_dsp(),
+    };
+    let bytes = numbers.value_bytes();
 
     let mut codes: Vec<BenchCode> = Vec::new();
     for plan in &plans {
@@ -81,22 +90,26 @@ pub fn profile(
                 in_channels,
                 out_channels,
             };
-            codes.push(bench::bench_code(arch, &summary, plan, &b)?);
+            codes.push(bench::bench_code(arch, &summary, plan, &b, numbers)?);
         }
     }
 
     // What every image holds besides the benchmarks' code: the shared data.
     let weights_len = codes.iter().map(|c| c.weights_len).max().unwrap_or(0);
     let bias_len = codes.iter().map(|c| c.bias_len).max().unwrap_or(0);
+    let rq_len = codes.iter().map(|c| c.rq_len).max().unwrap_or(0);
     let input_len = arch.input.len();
-    let data_bytes = 4 * (weights_len.max(1) + bias_len.max(1) + input_len) as u64;
+    // Weights and the image in the activations' format; biases 4 bytes, requantisation 8.
+    let data_bytes = bytes * (weights_len.max(1) + input_len) as u64
+        + 4 * bias_len.max(1) as u64
+        + 8 * rq_len as u64;
     let fixed_flash = data_bytes + board.code_allowance();
     if fixed_flash >= board.flash_bytes {
         return Err(LatencyError::TooLarge {
             board: board.name.to_string(),
             what: format!(
                 "the weights of the largest layer ({} bytes) and the image",
-                4 * weights_len
+                bytes * weights_len as u64
             ),
             memory: "flash",
             needed: fixed_flash,
@@ -106,7 +119,7 @@ pub fn profile(
     let ram_for_arena = board.ram_bytes.saturating_sub(board.stack_allowance());
     if let Some(c) = codes
         .iter()
-        .find(|c| 4 * c.arena_len as u64 > ram_for_arena)
+        .find(|c| bytes * c.arena_len as u64 > ram_for_arena)
     {
         return Err(LatencyError::TooLarge {
             board: board.name.to_string(),
@@ -115,12 +128,12 @@ pub fn profile(
                 arch.layers[c.bench.layer].name, c.bench.in_channels, c.bench.out_channels
             ),
             memory: "RAM",
-            needed: 4 * c.arena_len as u64 + board.stack_allowance(),
+            needed: bytes * c.arena_len as u64 + board.stack_allowance(),
             available: board.ram_bytes,
         });
     }
-    let (model_rs, model_arena) = bench::model_rs(arch, &summary)?;
-    let calibrate = options.calibrate && 4 * model_arena as u64 <= ram_for_arena;
+    let (model_rs, model_weights_rs, model_arena) = bench::model_rs(arch, &summary, numbers)?;
+    let calibrate = options.calibrate && bytes * model_arena as u64 <= ram_for_arena;
 
     let jobs = if options.jobs == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -145,10 +158,17 @@ pub fn profile(
     bench::write(
         &work,
         "src/weights.rs",
-        &bench::weights_rs(weights_len, bias_len, input_len),
+        &bench::weights_rs((weights_len, bias_len, rq_len), input_len, numbers),
     )?;
     bench::write(&work, "src/model.rs", &model_rs)?;
-    bench::write(&work, "src/main_model.rs", bench::model_main(board))?;
+    if let Some(weights) = &model_weights_rs {
+        bench::write(&work, "src/model_weights.rs", weights)?;
+    }
+    bench::write(
+        &work,
+        "src/main_model.rs",
+        &bench::model_main(board, numbers),
+    )?;
 
     // Build; if a benchmark image still overflows flash, split the benchmarks into twice as
     // many images; if the model image does, do without calibration.
@@ -165,7 +185,12 @@ pub fn profile(
             bench::write(
                 &work,
                 &format!("src/{module}"),
-                &codegen::rustfmt(&bench::chunk_rs(k, &selected, input_len, arch.num_classes)),
+                &codegen::rustfmt(&bench::chunk_rs(
+                    k,
+                    &selected,
+                    (input_len, arch.num_classes),
+                    numbers,
+                )),
             )?;
             bench::write(
                 &work,
@@ -275,6 +300,7 @@ pub fn profile(
     Ok(LatencyTable {
         overhead,
         calibration,
+        precision: options.precision,
         ..table_for(
             board,
             arch,
@@ -315,6 +341,7 @@ fn table_for(
             assumption: board.clock_note.to_string(),
         },
         model: arch.name.clone(),
+        precision: Precision::F32,
         input: arch.input,
         overhead: 0.0,
         calibration: None,

@@ -11,7 +11,7 @@ use crate::board;
 use dnal_export::FileError;
 use dnal_export::kernel_serde;
 use dnal_export::limits::{MAX_DIM, MAX_LAYER_INPUTS, MAX_LAYERS, MAX_VALUES};
-use dnal_export::{Layer, LayerSummary, Op, check_name};
+use dnal_export::{Layer, LayerSummary, Op, Precision, check_name};
 use dnal_kernels::{Activation, Shape3};
 
 /// `format` of every latency table.
@@ -41,6 +41,10 @@ pub struct LatencyTable {
     pub clock: Clock,
     /// The model (`arch.json`'s `name`) whose layers were profiled.
     pub model: String,
+    /// The number format of the firmware measured: what the table predicts for. An int8
+    /// table holds the int8 kernels' costs (absent in the file: f32).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
     /// The model's input (the image).
     #[serde(with = "kernel_serde::shape3")]
     pub input: Shape3,
