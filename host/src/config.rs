@@ -411,23 +411,12 @@ impl SearchConfig {
                 return bad(option, "0".into(), "use at least 1 image, or leave it out");
             }
         }
-        if self.precision == Precision::Int8 {
-            if self.calibration_images == 0 {
-                return bad(
-                    "--calibration-images",
-                    "0".into(),
-                    "int8 scales come from the values seen on calibration images: use at least 1",
-                );
-            }
-            if has_latency {
-                return bad(
-                    "--precision",
-                    "int8".into(),
-                    "a board's latency tables are measured on f32 firmware, so they would steer \
-                     an int8 search wrong: search int8 with --flops-budget, or search f32 for \
-                     the board and quantise the export with `dnal quantize`",
-                );
-            }
+        if self.precision == Precision::Int8 && self.calibration_images == 0 {
+            return bad(
+                "--calibration-images",
+                "0".into(),
+                "int8 scales come from the values seen on calibration images: use at least 1",
+            );
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use dnal_export::int8::Int8Export;
-use dnal_export::{AnyExport, Arch, Export};
+use dnal_export::{AnyExport, Arch, Export, Precision};
 use dnal_firmware::deploy::Top1Agreement;
 use dnal_firmware::latency::{LatencyTable, PredictionCheck};
 use dnal_firmware::{DeployReport, DeployRequest};
@@ -12,6 +12,7 @@ use dnal_firmware::{DeployReport, DeployRequest};
 use crate::data::ExportTestSet;
 use crate::error::SearchError;
 use crate::export::reference_logits;
+use crate::latency::check_table_precision;
 use crate::lock::OutputLock;
 
 /// What `dnal deploy` is asked to do.
@@ -50,8 +51,11 @@ pub fn deploy_export(options: &DeployOptions) -> Result<DeployReport, SearchErro
     lock.remove_stale_temporaries(&options.out_dir);
     let export = match AnyExport::load(&options.export_dir)? {
         AnyExport::F32(export) => export,
-        AnyExport::Int8(export) => return deploy_int8(options, &export, table.is_some()),
+        AnyExport::Int8(export) => return deploy_int8(options, &export, table.as_ref()),
     };
+    if let (Some(table), Some(path)) = (&table, &options.latency_table) {
+        check_table_precision(table, path, "--latency-table", Precision::F32)?;
+    }
     let mut request = request_with_images(options, export.arch())?;
     if !request.images.is_empty() {
         request.reference_logits = Some(reference_logits(&export, &request.images)?);
@@ -77,17 +81,14 @@ pub fn deploy_export(options: &DeployOptions) -> Result<DeployReport, SearchErro
 fn deploy_int8(
     options: &DeployOptions,
     export: &Int8Export,
-    with_table: bool,
+    table: Option<&LatencyTable>,
 ) -> Result<DeployReport, SearchError> {
-    if with_table {
-        return Err(SearchError::InvalidOption {
-            option: "--latency-table",
-            value: options.export_dir.display().to_string(),
-            reason: "latency tables are measured on f32 firmware; this export is int8, whose \
-                     layers cost differently. Leave out --latency-table"
-                .into(),
-        });
+    if let (Some(table), Some(path)) = (table, &options.latency_table) {
+        check_table_precision(table, path, "--latency-table", Precision::Int8)?;
     }
+    let predicted = table
+        .map(|table| table.predict(export.arch()).map(|p| (table, p)))
+        .transpose()?;
     let request = request_with_images(options, export.arch())?;
     let mut source = None;
     if !request.images.is_empty() {
@@ -108,8 +109,12 @@ fn deploy_int8(
         && !report.logits.is_empty()
     {
         report.f32_agreement = Some(Top1Agreement::of(dir, &report.logits, &logits));
-        report.write(&report.firmware_dir.clone())?;
     }
+    if let (Some((table, prediction)), Some(cost)) = (&predicted, &report.cost) {
+        let what = format!("dnal deploy of {}", options.export_dir.display());
+        report.prediction = Some(table.check_and_learn(prediction, cost.per_inference, &what)?);
+    }
+    report.write(&report.firmware_dir.clone())?;
     Ok(report)
 }
 

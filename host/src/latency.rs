@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
-use dnal_export::{Arch, Export};
+use dnal_export::{Arch, Precision};
 use dnal_firmware::DeployRequest;
+use dnal_firmware::codegen::Network;
 use dnal_firmware::latency::{
     Correction, GridOptions, LatencyTable, MeasurementLog, ProfileOptions, profile,
 };
@@ -140,44 +141,81 @@ fn parent_arch(plan: &NetPlan) -> Result<Arch, SearchError> {
     structure_arch(plan, plan, &ChannelMasks::full(plan))
 }
 
-/// Profiles every layer of `plan`'s network on `board` and writes the table to `out`.
+/// Profiles every layer of `plan`'s network on `board`, as firmware of `precision`, and
+/// writes the table to `out`.
 pub fn profile_model(
     plan: &NetPlan,
     board: &str,
     out: &Path,
     grid: &GridOptions,
+    precision: Precision,
 ) -> Result<LatencyTable, SearchError> {
     let arch = parent_arch(plan)?;
-    let table = profile(&arch, board, grid, &ProfileOptions::default())?;
+    let options = ProfileOptions {
+        precision,
+        ..ProfileOptions::default()
+    };
+    let table = profile(&arch, board, grid, &options)?;
     table.write(out)?;
     // Read back, so that it knows its file (its measurements are kept beside it).
     Ok(LatencyTable::load(out)?)
+}
+
+/// Refuses a table (read from `path`, given as `option`) of firmware of another precision
+/// than the network's: int8 layers cost differently from f32 ones.
+pub fn check_table_precision(
+    table: &LatencyTable,
+    path: &Path,
+    option: &'static str,
+    precision: Precision,
+) -> Result<(), SearchError> {
+    if table.precision == precision {
+        return Ok(());
+    }
+    Err(SearchError::InvalidOption {
+        option,
+        value: path.display().to_string(),
+        reason: format!(
+            "was measured on {} firmware, but the network is {}, whose layers cost differently; \
+             profile the board for it: `dnal profile --board {} --precision {}`",
+            table.precision.name(),
+            precision.name(),
+            table.board,
+            precision.name()
+        ),
+    })
 }
 
 /// Test images run on the board to measure a network: enough for a mean, few enough to keep
 /// QEMU runs short.
 pub const MEASURE_IMAGES: usize = 4;
 
-/// Deploys `export` (loaded from the folder `dir`) to the table's board, runs it on a few of
-/// `test_images` (normalised), and compares the measured cost with the table's prediction,
-/// as is and corrected by the measurements kept beside the table; this one (`what` it is) is
-/// kept there too. The firmware goes to `dir/firmware-BOARD`.
+/// Deploys `network` (f32 or int8, loaded from the folder `dirs.0`) to the table's board,
+/// runs it on a few of `test_images` (normalised), and compares the measured cost with the
+/// table's prediction, as is and corrected by the measurements kept beside the table; this
+/// one (`what` it is) is kept there too. The firmware goes to `dirs.1/firmware-BOARD`. An f32
+/// network's logits are checked against burn's, an int8 one's against the integer
+/// reference, bit for bit.
 pub fn measure_on_board(
-    export: &Export,
-    dir: &Path,
+    network: Network<'_>,
+    (dir, firmware_root): (&Path, &Path),
     table: &LatencyTable,
     test_images: &[Vec<f32>],
     what: &str,
 ) -> Result<LatencyReport, SearchError> {
-    let prediction = table.predict(export.arch())?;
+    let table_path = table.origin().unwrap_or(dir);
+    check_table_precision(table, table_path, "--latency-table", network.precision())?;
+    let prediction = table.predict(network.arch())?;
     let images = test_images[..test_images.len().min(MEASURE_IMAGES)].to_vec();
-    let firmware = dir.join(format!("firmware-{}", table.board));
+    let firmware = firmware_root.join(format!("firmware-{}", table.board));
     let mut request = DeployRequest::new(dir, &table.board, &firmware);
     request.run = true;
-    request.reference_logits = Some(reference_logits(export, &images)?);
-    request.reference_name = "burn".into();
+    if let Network::F32(export) = network {
+        request.reference_logits = Some(reference_logits(export, &images)?);
+        request.reference_name = "burn".into();
+    }
     request.images = images;
-    let mut report = dnal_firmware::deploy_loaded(export, &request)?;
+    let mut report = dnal_firmware::deploy_loaded(network, &request)?;
     let cost = report
         .cost
         .clone()

@@ -531,10 +531,11 @@ struct DeployArgs {
     /// Folder holding the dataset, if not where the search found it.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// The board's latency table for the export's model (`dnal profile`): the measured cost
-    /// is compared with its prediction, as is and corrected by the measurements kept beside
-    /// it (FILE's name with .measurements.json), and kept there too, so that the table's
-    /// predictions improve with every deploy (deploy.json's `prediction`).
+    /// The board's latency table for the export's model (`dnal profile`, with --precision
+    /// int8 for an int8 export): the measured cost is compared with its prediction, as is and
+    /// corrected by the measurements kept beside it (FILE's name with .measurements.json),
+    /// and kept there too, so that the table's predictions improve with every deploy
+    /// (deploy.json's `prediction`).
     #[arg(long, value_name = "FILE", requires = "run")]
     latency_table: Option<PathBuf>,
     /// Print deploy.json as one JSON document on standard output, for scripts (progress and
@@ -578,6 +579,11 @@ struct ProfileArgs {
     /// Points per axis of layers that keep their channel count (pools, depthwise, add).
     #[arg(long, default_value_t = 3)]
     channel_points: usize,
+    /// The firmware to measure: f32, or int8 (the int8 kernels, with the SMLAD convolution on
+    /// the Cortex-M4/M7 boards): what `dnal search --precision int8` and `dnal deploy` of an
+    /// int8 export need.
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    precision: Precision,
     /// Print the result as one JSON document on standard output, for scripts (progress and
     /// errors stay on standard error).
     #[arg(long)]
@@ -1088,10 +1094,12 @@ fn profile(args: ProfileArgs) -> Result<()> {
         channel_points: args.channel_points,
     };
     eprintln!(
-        "profiling every layer of {} on {} (this builds and runs benchmark firmware)",
-        args.model, args.board
+        "profiling every layer of {} on {} as {} firmware (this builds and runs benchmark firmware)",
+        args.model,
+        args.board,
+        args.precision.name()
     );
-    let table = dnal::latency::profile_model(&plan, &args.board, &args.out, &grid)
+    let table = dnal::latency::profile_model(&plan, &args.board, &args.out, &grid, args.precision)
         .with_context(|| format!("profiling {} on {}", args.model, args.board))?;
     let points: usize = table.layers.iter().map(|l| l.grid.points()).sum();
     if args.json {
@@ -1099,6 +1107,7 @@ fn profile(args: ProfileArgs) -> Result<()> {
             "table": args.out,
             "board": table.board,
             "model": table.model,
+            "precision": table.precision,
             "layers": table.layers.len(),
             "configurations": points,
             "unit": table.unit,

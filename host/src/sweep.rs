@@ -18,7 +18,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use dnal_export::Export;
+use dnal_export::{Export, Precision};
 use dnal_firmware::latency::{LatencyTable, TABLE_FILE};
 use dnal_models::NetPlan;
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,7 @@ use crate::latency::{MEASURE_IMAGES, measure_on_board, profile_model};
 use crate::lock::OutputLock;
 use crate::plot::{Front, Pareto, write_figure};
 use crate::progress::SearchObserver;
+use crate::quantize::{BOARD_CALIBRATION_IMAGES, quantize_for_board};
 use crate::report::Report;
 use crate::search::{PARENT_EXPORT, SearchState, fork_after_weights, train_weights};
 
@@ -192,7 +193,13 @@ pub fn prepare(dir: &Path, observer: &mut dyn SearchObserver) -> Result<(), Sear
                     .base
                     .model_spec(input_shape(&dataset), dataset.train.num_classes())?;
                 let net_plan = NetPlan::new(spec, plan.base.gate_position)?;
-                profile_model(&net_plan, &plan.board, &table_path, &Default::default())?;
+                profile_model(
+                    &net_plan,
+                    &plan.board,
+                    &table_path,
+                    &Default::default(),
+                    plan.base.precision,
+                )?;
             }
         }
     }
@@ -365,15 +372,30 @@ pub fn collect(dir: &Path, observer: &mut dyn SearchObserver) -> Result<SweepRep
         Err(_) => {
             observer.message(&format!("measuring the parent on {}", plan.board));
             let export = Export::load(&parent_export_dir)?;
-            let images = ExportTestSet::load(
+            let (set, train) = ExportTestSet::load_with_train(
                 export.arch(),
                 &parent_export_dir,
                 plan.base.data_dir.as_deref(),
                 Some(MEASURE_IMAGES),
-            )?
-            .normalised_images(MEASURE_IMAGES);
-            let measured =
-                measure_on_board(&export, &parent_export_dir, &table, &images, "the parent")?;
+                Some(BOARD_CALIBRATION_IMAGES),
+            )?;
+            let images = set.normalised_images(MEASURE_IMAGES);
+            let dirs = (parent_export_dir.as_path(), parent_export_dir.as_path());
+            let measured = match plan.base.precision {
+                Precision::F32 => {
+                    measure_on_board((&export).into(), dirs, &table, &images, "the parent")?
+                }
+                // An int8 sweep's budgets are the int8 firmware's: its parent is measured so.
+                Precision::Int8 => {
+                    let int8 = quantize_for_board(
+                        &export,
+                        train.images,
+                        &set.normalization,
+                        &plan.base.backend.device()?,
+                    )?;
+                    measure_on_board((&int8).into(), dirs, &table, &images, "the int8 parent")?
+                }
+            };
             std::fs::create_dir_all(&parent_firmware).map_err(SearchError::io(
                 &parent_firmware,
                 "creating",

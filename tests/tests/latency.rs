@@ -11,6 +11,7 @@ use dnal::config::SearchConfig;
 use dnal::deploy::DeployOptions;
 use dnal::progress::Silent;
 use dnal::sweep::SweepPlan;
+use dnal_export::Precision;
 use dnal_firmware::latency::{LatencyTable, MeasurementLog};
 use dnal_models::{GatePosition, NetPlan, Shape3, model_spec};
 
@@ -42,9 +43,99 @@ static TABLE: LazyLock<Profiled> = LazyLock::new(|| {
     let path = dir.path().join("latency.json");
     let spec = model_spec("vgg-small", Shape3::new(1, 28, 28), 10).unwrap();
     let plan = NetPlan::new(spec, GatePosition::AfterBn).unwrap();
-    dnal::latency::profile_model(&plan, BOARD, &path, &Default::default()).unwrap();
+    dnal::latency::profile_model(&plan, BOARD, &path, &Default::default(), Precision::F32).unwrap();
     Profiled { _dir: dir, path }
 });
+
+/// The same for int8 firmware.
+static TABLE_INT8: LazyLock<Profiled> = LazyLock::new(|| {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("latency-int8.json");
+    let spec = model_spec("vgg-small", Shape3::new(1, 28, 28), 10).unwrap();
+    let plan = NetPlan::new(spec, GatePosition::AfterBn).unwrap();
+    dnal::latency::profile_model(&plan, BOARD, &path, &Default::default(), Precision::Int8)
+        .unwrap();
+    Profiled { _dir: dir, path }
+});
+
+#[test]
+fn an_int8_search_meets_its_latency_budget_with_the_int8_firmware() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget_ms = 30.0;
+    let int8 = |config: SearchConfig| {
+        small(SearchConfig {
+            precision: Precision::Int8,
+            epochs_qat: 1,
+            calibration_images: 64,
+            cost: CostWeighting::Latency,
+            board: Some(BOARD.into()),
+            ..config
+        })
+    };
+    // A table of f32 firmware would steer an int8 search wrong: refused with the fix.
+    let err = dnal::search::search(
+        int8(SearchConfig {
+            latency_table: Some(TABLE.path.clone()),
+            ..SearchConfig::default()
+        }),
+        &dir.path().join("f32-table"),
+        &mut Silent,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("--precision int8") && err.contains("f32 firmware"),
+        "{err}"
+    );
+
+    let table = LatencyTable::load(&TABLE_INT8.path).unwrap();
+    assert_eq!(table.precision, Precision::Int8);
+    let config = int8(SearchConfig {
+        budget: Some(Budget::LatencyMs(budget_ms)),
+        latency_table: Some(TABLE_INT8.path.clone()),
+        ..SearchConfig::default()
+    });
+    let run = dir.path().join("run");
+    let report = dnal::search::search(config, &run, &mut Silent).unwrap();
+    let fits = &report.budget.as_ref().unwrap().measured_fits;
+    let latency = report.latency.clone().expect("measured on the board");
+    eprintln!("{fits:?}\n{latency:?}");
+    // Every fit was measured as int8 firmware, and the delivered int8 network meets the
+    // budget on the board, with the table's prediction within 10%.
+    assert!(fits.last().unwrap().measured_ms <= budget_ms, "{fits:?}");
+    assert!(latency.measured_ms <= budget_ms, "{latency:?}");
+    assert!(latency.measured_ms >= 0.85 * budget_ms, "{latency:?}");
+    assert!(latency.error_pct.abs() < 10.0, "{latency:?}");
+    let deployed: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(run.join(format!("firmware-{BOARD}/deploy.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(deployed["precision"], "int8");
+    assert_eq!(
+        deployed["parity"]["max_abs_diff"], 0.0,
+        "{}",
+        deployed["parity"]
+    );
+    assert!(report.int8.is_some());
+
+    // And an f32 search refuses the int8 table.
+    let err = dnal::search::search(
+        small(SearchConfig {
+            cost: CostWeighting::Latency,
+            board: Some(BOARD.into()),
+            latency_table: Some(TABLE_INT8.path.clone()),
+            ..SearchConfig::default()
+        }),
+        &dir.path().join("f32-search"),
+        &mut Silent,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("--precision f32") && err.contains("int8 firmware"),
+        "{err}"
+    );
+}
 
 #[test]
 fn the_profiled_table_round_trips_and_covers_the_model() {

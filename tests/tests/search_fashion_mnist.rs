@@ -157,7 +157,7 @@ fn firmware_from_the_real_export_matches_burn_on_every_board() {
 }
 
 #[test]
-fn the_real_export_quantises_to_int8_and_keeps_its_accuracy() {
+fn the_real_export_quantises_and_trains_to_int8_and_keeps_its_accuracy() {
     use dnal::quantize::{QuantizeOptions, quantize_export};
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("fmnist-int8");
@@ -165,12 +165,27 @@ fn the_real_export_quantises_to_int8_and_keeps_its_accuracy() {
         export_dir: SEARCH.out.clone(),
         out_dir: out.clone(),
         calibration_images: 500,
+        // One epoch of quantisation-aware training on the search's 3,000 training images.
+        training: Some(dnal::quantize::aware::AwareTraining {
+            epochs: 1,
+            lr: 0.001,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+        }),
         data_dir: None,
         test_limit: None,
         backend: Backend::Cpu,
     };
     let report = quantize_export(&options, &mut |_, _, _| {}).expect("quantises");
     assert_eq!(report.calibration_images, 500);
+    assert_eq!(report.history.len(), 1);
+    let ptq = report.post_training.expect("post-training quantisation measured too");
+    assert!(
+        (ptq.top1 - report.f32.top1).abs() <= 0.01,
+        "f32 {} ptq {}",
+        report.f32.top1,
+        ptq.top1
+    );
     // The f32 figure is the search's, and int8 loses at most a point (10 of 1000 images)
     // on the real test images.
     assert_eq!(report.f32.top1, SEARCH.report.pruned.top1);

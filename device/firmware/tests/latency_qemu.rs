@@ -186,7 +186,11 @@ fn m7_int8_profile_predicts_pruned_int8_variants() {
         eprintln!("int8 {c:?}: predicted {predicted:.0}, measured {measured:.0}, error {error:.4}");
         worst = worst.max(error);
     }
+    // The contract is 10%; the table measured within 1.5%, so 3% catches a layer compiled
+    // differently in a model than alone (8-14% before the biases and requantisation pairs
+    // were hidden from the optimiser in both).
     assert!(worst < 0.10, "worst error {worst}");
+    assert!(worst < 0.03, "worst error {worst}");
 }
 
 #[test]

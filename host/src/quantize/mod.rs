@@ -14,7 +14,7 @@ pub mod fake;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use dnal_datasets::{Batcher, ImageSet};
+use dnal_datasets::{Batcher, ImageSet, Normalization};
 use dnal_export::int8::{Int8Export, ValueRanges, quantize};
 use dnal_export::{ARCH_FILE, Export, Precision};
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,10 @@ use crate::train::{Accuracy, EVAL_BATCH, EpochStats};
 /// Training images calibration observes unless told otherwise: enough for stable ranges of a
 /// small network, a few seconds of forward passes.
 pub const DEFAULT_CALIBRATION_IMAGES: usize = 1000;
+
+/// Training images calibration observes for an int8 network built only to measure its
+/// latency: its cost does not depend on the ranges, so a few batches' worth suffice.
+pub const BOARD_CALIBRATION_IMAGES: usize = 64;
 
 /// What `dnal quantize` does.
 #[derive(Clone, Debug)]
@@ -199,7 +203,14 @@ pub fn quantize_network(
     check_calibration_images(data.calibration.len())?;
     let device = device.clone().without_autodiff();
     let net = ExportNet::new(export, &device);
-    let ranges = calibrate(export, &net, data.calibration, data.test, &device, progress);
+    let ranges = calibrate(
+        export,
+        &net,
+        data.calibration,
+        &data.test.normalization,
+        &device,
+        progress,
+    );
     let mut calibration = serde_json::json!({
         "method": "min-max",
         "images": ranges.images(),
@@ -264,6 +275,34 @@ pub fn quantize_network(
     Ok((int8, report))
 }
 
+/// `export` quantised after calibrating on `calibration` (normalised by `normalization`),
+/// without evaluating it: what a latency measurement of an int8 network needs (its cost does
+/// not depend on the ranges).
+pub fn quantize_for_board(
+    export: &Export,
+    calibration: ImageSet,
+    normalization: &Normalization,
+    device: &Device,
+) -> Result<Int8Export, SearchError> {
+    check_calibration_images(calibration.len())?;
+    let device = device.clone().without_autodiff();
+    let net = ExportNet::new(export, &device);
+    let mut quiet = |_: QuantizePhase, _: usize, _: usize| {};
+    let ranges = calibrate(
+        export,
+        &net,
+        calibration,
+        normalization,
+        &device,
+        &mut quiet,
+    );
+    let calibration = serde_json::json!({ "method": "min-max", "images": ranges.images() });
+    quantize(export, &ranges, calibration).map_err(|e| SearchError::Quantize {
+        export: PathBuf::from(&export.arch().name),
+        reason: e.to_string(),
+    })
+}
+
 /// Quantisation-aware training's progress as quantisation's.
 struct TrainingProgress<'a>(&'a mut dyn QuantizeProgress);
 
@@ -320,11 +359,11 @@ fn calibrate(
     export: &Export,
     net: &ExportNet,
     train: ImageSet,
-    set: &ExportTestSet,
+    normalization: &Normalization,
     device: &Device,
     progress: &mut dyn QuantizeProgress,
 ) -> ValueRanges {
-    let batcher = Batcher::new(train, set.normalization.clone(), EVAL_BATCH);
+    let batcher = Batcher::new(train, normalization.clone(), EVAL_BATCH);
     let total = batcher.set().len();
     let mut ranges = ValueRanges::new(export.arch().layers.len() + 1);
     let mut done = 0;

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use burn::module::Module;
+use dnal_export::int8::Int8Export;
 use dnal_export::{Export, Precision};
 use dnal_models::{ChannelMasks, GatedNet, NetPlan};
 
@@ -19,7 +20,8 @@ use crate::plot::{SearchCurves, SupernetFigure, write_figure};
 use crate::progress::SearchObserver;
 use crate::quantize::aware::{self, AwareTraining, Training};
 use crate::quantize::{
-    QuantizeData, QuantizePhase, QuantizeProgress, QuantizeReport, quantize_network, write_report,
+    BOARD_CALIBRATION_IMAGES, QuantizeData, QuantizePhase, QuantizeProgress, QuantizeReport,
+    quantize_for_board, quantize_network, write_report,
 };
 use crate::report::{EpochRecord, GroupChannels, LatencyReport, Report, SupernetLayer};
 use crate::train::{Accuracy, EpochStats, evaluate};
@@ -84,11 +86,13 @@ impl Search {
     }
 
     /// Measures `export` (`what` it is, for the progress line) on the board of the search's
-    /// latency table, when the search has one. Its firmware goes to `OUT/firmware-BOARD`, so
-    /// every measurement of a search reuses one build folder.
+    /// latency table, when the search has one: as it is, or quantised first when the search
+    /// delivers int8 (then `int8` is its int8 export, if there is one already). The firmware
+    /// goes to `OUT/firmware-BOARD`, so every measurement of a search reuses one build folder.
     pub(super) fn measure(
         &mut self,
         export: &Export,
+        int8: Option<&Int8Export>,
         what: &str,
         observer: &mut dyn SearchObserver,
     ) -> Result<Option<LatencyReport>, SearchError> {
@@ -103,7 +107,26 @@ impl Search {
             &self.dataset.normalization,
             MEASURE_IMAGES,
         );
-        let measured = measure_on_board(export, &self.out, table, &images, what)?;
+        let dirs = (self.out.as_path(), self.out.as_path());
+        let measured = match (self.config().precision, int8) {
+            (Precision::F32, _) => measure_on_board(export.into(), dirs, table, &images, what)?,
+            (Precision::Int8, Some(int8)) => {
+                let dir = self.out.join(INT8_EXPORT);
+                measure_on_board(int8.into(), (&dir, &self.out), table, &images, what)?
+            }
+            (Precision::Int8, None) => {
+                let int8 = quantize_for_board(
+                    export,
+                    self.dataset
+                        .train
+                        .clone()
+                        .truncate(BOARD_CALIBRATION_IMAGES),
+                    &self.dataset.normalization,
+                    &self.device,
+                )?;
+                measure_on_board((&int8).into(), dirs, table, &images, what)?
+            }
+        };
         self.state.stage_report("measure").seconds += started.elapsed().as_secs_f64();
         observer.message(&format!("{what}: {}", measured.describe()));
         Ok(Some(measured))
@@ -117,7 +140,7 @@ impl Search {
         export: &Export,
         f32: Accuracy,
         observer: &mut dyn SearchObserver,
-    ) -> Result<QuantizeReport, SearchError> {
+    ) -> Result<(Int8Export, QuantizeReport), SearchError> {
         let started = Instant::now();
         let config = self.config().clone();
         let test = ExportTestSet {
@@ -180,7 +203,7 @@ impl Search {
             report.int8_weight_bytes,
             report.int8_weight_bytes as f64 / report.f32_weight_bytes.max(1) as f64
         ));
-        Ok(report)
+        Ok((int8, report))
     }
 
     /// Exports the pruned network, evaluates the export as written, measures it on the board
@@ -200,11 +223,15 @@ impl Search {
         let parent = self.state.parent.clone().unwrap_or_default();
         let pruned = net_report(net, accuracy);
         self.state.stage_report("export").seconds += started.elapsed().as_secs_f64();
-        let latency = self.measure(&export, "the pruned network", observer)?;
         let int8 = match self.config().precision {
             Precision::Int8 => Some(self.quantize_pruned(&export, accuracy, observer)?),
             Precision::F32 => None,
         };
+        let latency = match &int8 {
+            Some((int8, _)) => self.measure(&export, Some(int8), "the int8 network", observer)?,
+            None => self.measure(&export, None, "the pruned network", observer)?,
+        };
+        let int8 = int8.map(|(_, report)| report);
         let channels = channel_groups(&self.parent.plan, &masks);
         let report = Report {
             dnal_version: env!("CARGO_PKG_VERSION").into(),

@@ -99,7 +99,12 @@ impl Search {
             &self.search_info(),
         )?;
         let report = self
-            .measure(&export, "the fitted network before finetuning", observer)?
+            .measure(
+                &export,
+                None,
+                "the fitted network before finetuning",
+                observer,
+            )?
             .expect("a latency budget has a latency table (config validation)");
         Ok(FitMeasurement {
             target_ms,

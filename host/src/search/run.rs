@@ -18,7 +18,7 @@ use crate::checkpoint::{CheckpointDir, write_json};
 use crate::config::SearchConfig;
 use crate::data::{input_shape, load_dataset};
 use crate::error::SearchError;
-use crate::latency::{LatencyEstimate, profile_model};
+use crate::latency::{LatencyEstimate, check_table_precision, profile_model};
 use crate::lock::OutputLock;
 use crate::progress::SearchObserver;
 use crate::report::{NetReport, Report};
@@ -322,9 +322,17 @@ fn board_latency(
         (None, Some(_)) if default_path.exists() => {
             dnal_firmware::latency::LatencyTable::load(&default_path)?
         }
-        (None, Some(board)) => profile_model(plan, board, &default_path, &Default::default())?,
+        (None, Some(board)) => profile_model(
+            plan,
+            board,
+            &default_path,
+            &Default::default(),
+            config.precision,
+        )?,
         (None, None) => return Ok(None),
     };
+    let path = config.latency_table.as_ref().unwrap_or(&default_path);
+    check_table_precision(&table, path, "--latency-table", config.precision)?;
     if let Some(board) = &config.board
         && &table.board != board
     {

@@ -144,10 +144,9 @@ fn convolve(
                     for (dy, ky) in (ky0..ky1).enumerate() {
                         let row = &plane[(iy0 + dy) * in_w..(iy0 + dy + 1) * in_w];
                         for kx in 0..kw {
+                            // No skip of zero weights: a layer's cost must not depend on
+                            // its values, or no latency table could predict it.
                             let weight = kernel[ky * kw + kx] as i32;
-                            if weight == 0 {
-                                continue;
-                            }
                             // Pixels j of the chunk whose column `(ox0 + j) * sw + kx - pw`
                             // lies in the row.
                             let first = (pw.saturating_sub(kx)).div_ceil(sw).max(ox0) - ox0;
