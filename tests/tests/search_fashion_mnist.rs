@@ -179,7 +179,9 @@ fn the_real_export_quantises_and_trains_to_int8_and_keeps_its_accuracy() {
     let report = quantize_export(&options, &mut |_, _, _| {}).expect("quantises");
     assert_eq!(report.calibration_images, 500);
     assert_eq!(report.history.len(), 1);
-    let ptq = report.post_training.expect("post-training quantisation measured too");
+    let ptq = report
+        .post_training
+        .expect("post-training quantisation measured too");
     assert!(
         (ptq.top1 - report.f32.top1).abs() <= 0.01,
         "f32 {} ptq {}",

@@ -70,6 +70,14 @@ mod tests {
         t.into_data().try_to_vec::<f32>().unwrap()
     }
 
+    fn gradient<const D: usize>(x: &Tensor<D>, grads: &burn::tensor::Gradients) -> Vec<f32> {
+        x.grad(grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    }
+
     #[test]
     fn values_land_on_the_codes_the_board_computes() {
         let device = Device::flex();
@@ -104,13 +112,7 @@ mod tests {
             .mul_scalar(2.0)
             .sum()
             .backward();
-        let g = x
-            .grad(&grads)
-            .unwrap()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
-        assert_eq!(g, vec![0.0, 2.0, 2.0, 2.0, 0.0]);
+        assert_eq!(gradient(&x, &grads), vec![0.0, 2.0, 2.0, 2.0, 0.0]);
     }
 
     #[test]
@@ -133,12 +135,6 @@ mod tests {
         }
         // The largest weight of each channel is exact: it sets the scale.
         assert!((fake[0] - 1.0).abs() < 1e-6 && (fake[1] - 100.0).abs() < 1e-4);
-        let g = x
-            .grad(&grads)
-            .unwrap()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
-        assert_eq!(g, vec![1.0; 6]);
+        assert_eq!(gradient(&x, &grads), vec![1.0; 6]);
     }
 }
