@@ -143,16 +143,22 @@ impl Int8Export {
         self.values[v]
     }
 
-    /// Layer `i`'s output stage: its output's zero point and its activation's clamp.
+    /// Layer `i`'s output stage: its output's zero point, its activation's clamp, and
+    /// whether every requantisation of the layer is below 1.
     pub fn output_stage(&self, i: usize) -> OutputStage {
         let out = self.values[i + 1];
-        match &self.arch.layers[i].op {
+        let stage = match &self.arch.layers[i].op {
             Op::Conv2d(c) => OutputStage::new(c.activation, out),
             Op::Linear(l) => OutputStage::new(l.activation, out),
             Op::Add(a) => OutputStage::new(a.activation, out),
             Op::MaxPool2d(_) | Op::AvgPool2d(_) | Op::GlobalAvgPool => {
                 OutputStage::plain(out.zero_point)
             }
+        };
+        match &self.layers[i] {
+            Int8Layer::Weighted(w) => stage.with_factors(&w.requantize),
+            Int8Layer::Add(a) => stage.with_factors(std::slice::from_ref(&a.output)),
+            Int8Layer::Pool => stage,
         }
     }
 

@@ -258,8 +258,8 @@ pub(crate) fn layer_code_int8(
 ) -> Result<LayerCode, String> {
     let x0 = info.input_shapes[0];
     let stage_expr = format!(
-        "OutputStage {{ zero_point: {}, min: {}, max: {} }}",
-        stage.zero_point, stage.min, stage.max
+        "OutputStage {{ zero_point: {}, min: {}, max: {}, factors_below_one: {} }}",
+        stage.zero_point, stage.min, stage.max, stage.factors_below_one
     );
     let mut params = String::new();
     let weighted_call = |f: &str| {

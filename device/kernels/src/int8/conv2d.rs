@@ -175,8 +175,7 @@ fn convolve(
                     }
                 }
                 for (j, a) in acc.iter().enumerate() {
-                    out[oy * out_w + ox0 + j] =
-                        requantize[oc].to_i8(*a, stage.zero_point, stage.min, stage.max);
+                    out[oy * out_w + ox0 + j] = stage.requantize(&requantize[oc], *a);
                 }
             }
         }

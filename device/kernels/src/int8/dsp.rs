@@ -260,6 +260,14 @@ struct ConvRow<'a> {
 }
 
 impl ConvRow<'_> {
+    /// Output channel `oc`'s code for accumulator `acc`. Always inlined: an outlined helper
+    /// (as a closure once was) is shared by every layer, so it cannot know a layer's stage
+    /// and costs a call per output.
+    #[inline(always)]
+    fn out_of(&self, acc: i32, oc: usize) -> i8 {
+        self.stage.requantize(&self.requantize[oc], acc)
+    }
+
     /// Output row `oy` of `params` (whose input is `input`) into `output` at `at_row` (the
     /// row's first pixel in every output channel's plane).
     #[inline(always)]
@@ -276,9 +284,6 @@ impl ConvRow<'_> {
         let out_channels = w.output.channels;
         let out_w = w.output.width;
         let mut cols = Columns([0u32; ROW]);
-        let out_of = |acc: i32, oc: usize| {
-            self.requantize[oc].to_i8(acc, self.stage.zero_point, self.stage.min, self.stage.max)
-        };
         // Pixels two at a time; an odd last one is gathered twice (its second sums are
         // dropped), which keeps one inner loop.
         for ox in (0..out_w).step_by(2) {
@@ -296,14 +301,14 @@ impl ConvRow<'_> {
                 let bb = if b < out_channels { self.bias[b] } else { 0 };
                 let mut acc = [self.bias[a], self.bias[a], bb, bb];
                 dot2x2(&mut acc, cols.codes(), weights);
-                output[a * plane + at] = out_of(acc[0], a);
+                output[a * plane + at] = self.out_of(acc[0], a);
                 if two {
-                    output[a * plane + at + 1] = out_of(acc[1], a);
+                    output[a * plane + at + 1] = self.out_of(acc[1], a);
                 }
                 if b < out_channels {
-                    output[b * plane + at] = out_of(acc[2], b);
+                    output[b * plane + at] = self.out_of(acc[2], b);
                     if two {
-                        output[b * plane + at + 1] = out_of(acc[3], b);
+                        output[b * plane + at + 1] = self.out_of(acc[3], b);
                     }
                 }
             }
@@ -467,11 +472,15 @@ mod tests {
         let rq: Vec<Requantize> = (0..out)
             .map(|_| Requantize::from_real(0.0005 + (rng.next() % 1000) as f64 * 1e-6).unwrap())
             .collect();
+        // The portable kernel tests each factor; the DSP one is told they are all below 1.
         let stage = OutputStage {
             zero_point: -7,
             min: -7,
             max: 127,
+            factors_below_one: false,
         };
+        let told = stage.with_factors(&rq);
+        assert!(told.factors_below_one);
         let zero = (rng.next() % 256) as i32 - 128;
         let mut want = vec![0i8; params.output().len()];
         conv2d(&params, zero, &weights, &bias, &rq, stage, &x, &mut want);
@@ -485,7 +494,7 @@ mod tests {
             &packed,
             &bias,
             &rq,
-            stage,
+            told,
             &x,
             &mut scratch,
             &mut got,

@@ -45,7 +45,7 @@ pub fn add(
         for ((x, z), r) in inputs.iter().zip(zeros).zip(rescale) {
             sum += r.apply((x[i] as i32 - z) << shift);
         }
-        *o = output_rescale.to_i8(sum, stage.zero_point, stage.min, stage.max);
+        *o = stage.requantize(&output_rescale, sum);
     }
 }
 

@@ -33,6 +33,6 @@ pub fn linear(
         let acc = row.iter().zip(input).fold(bias[r], |acc, (w, x)| {
             acc + (*x as i32 - input_zero) * *w as i32
         });
-        *o = requantize[r].to_i8(acc, stage.zero_point, stage.min, stage.max);
+        *o = stage.requantize(&requantize[r], acc);
     }
 }

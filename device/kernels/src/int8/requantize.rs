@@ -38,7 +38,7 @@ pub const fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
 
 /// `x / 2^exponent`, rounded to nearest with ties away from zero (gemmlowp's
 /// `RoundingDivideByPOT`); `exponent` in `0..=31`.
-#[inline]
+#[inline(always)]
 pub const fn rounding_divide_by_pot(x: i32, exponent: u32) -> i32 {
     // `1 << 31` wraps to `i32::MIN` in `u32`, and `- 1` then gives `i32::MAX`: the mask
     // of every exponent in 0..=31 without 64-bit shifts.
@@ -118,27 +118,52 @@ impl Requantize {
     /// `[min, max]` (the activation's range: -128..=127, or from the zero point up for a
     /// ReLU).
     ///
-    /// For a factor below 1 (`shift <= 0`, every layer's usual case) and a mantissa in
-    /// `[2^30, 2^31)` (as [`Requantize::from_real`] makes and exports hold), this takes the
-    /// short way: gemmlowp's doubling high multiply is `(acc * multiplier + 2^30) >> 31` for
-    /// every `acc` when the multiplier is positive (its nudge and truncation meet the floor of
-    /// that sum), one `SMULL` and a few instructions, and no left shift. The results are
-    /// those of [`Requantize::apply`] (tested).
-    #[inline]
+    /// A factor below 1 ([`Requantize::below_one`], every layer's usual case) takes the short
+    /// way, [`Requantize::to_i8_below_one`].
+    #[inline(always)]
     pub const fn to_i8(&self, acc: i32, zero_point: i32, min: i8, max: i8) -> i8 {
-        let y = if self.shift <= 0 && self.multiplier >= 1 << 30 {
-            let high = ((acc as i64 * self.multiplier as i64 + (1 << 30)) >> 31) as i32;
-            rounding_divide_by_pot(high, (-self.shift) as u32).saturating_add(zero_point)
+        if self.below_one() {
+            self.to_i8_below_one(acc, zero_point, min, max)
         } else {
-            self.apply(acc).saturating_add(zero_point)
-        };
-        if y < min as i32 {
-            min
-        } else if y > max as i32 {
-            max
-        } else {
-            y as i8
+            clamp_code(self.apply(acc).saturating_add(zero_point), min, max)
         }
+    }
+
+    /// True for a factor below 1 (`shift <= 0`) with a mantissa in `[2^30, 2^31)` (as
+    /// [`Requantize::from_real`] makes and exports hold): what
+    /// [`Requantize::to_i8_below_one`] needs.
+    #[inline(always)]
+    pub const fn below_one(&self) -> bool {
+        self.shift <= 0 && self.multiplier >= 1 << 30
+    }
+
+    /// [`Requantize::to_i8`] for a factor [`Requantize::below_one`], without testing it (a
+    /// kernel whose stage says every factor of its layer is below 1 calls this):
+    /// gemmlowp's doubling high multiply is then `(acc * multiplier + 2^30) >> 31` for every
+    /// `acc` (its nudge and truncation meet the floor of that sum), one `SMULL` and a few
+    /// instructions, and no left shift. The results are those of [`Requantize::apply`]
+    /// (tested).
+    #[inline(always)]
+    pub const fn to_i8_below_one(&self, acc: i32, zero_point: i32, min: i8, max: i8) -> i8 {
+        debug_assert!(self.below_one());
+        let high = ((acc as i64 * self.multiplier as i64 + (1 << 30)) >> 31) as i32;
+        clamp_code(
+            rounding_divide_by_pot(high, (-self.shift) as u32).saturating_add(zero_point),
+            min,
+            max,
+        )
+    }
+}
+
+/// `y` clamped to `[min, max]`.
+#[inline(always)]
+const fn clamp_code(y: i32, min: i8, max: i8) -> i8 {
+    if y < min as i32 {
+        min
+    } else if y > max as i32 {
+        max
+    } else {
+        y as i8
     }
 }
 

@@ -6,6 +6,7 @@
 //! [`Requantize`](super::Requantize) multipliers on the host, and a kernel sees only zero points
 //! and clamps.
 
+use super::Requantize;
 use crate::Activation;
 
 /// The quantisation of one activation tensor: `real = scale * (q - zero_point)`.
@@ -56,6 +57,11 @@ pub struct OutputStage {
     pub min: i8,
     /// The largest.
     pub max: i8,
+    /// Every requantisation of the layer is [`Requantize::below_one`]: its kernel then
+    /// takes the short way without testing each factor. Generated code states it as a
+    /// constant, which also keeps a layer's code independent of its factors' values (a
+    /// latency table measures layers with stand-in values).
+    pub factors_below_one: bool,
 }
 
 impl OutputStage {
@@ -79,6 +85,25 @@ impl OutputStage {
             zero_point: output.zero_point,
             min,
             max,
+            factors_below_one: false,
+        }
+    }
+
+    /// This stage, knowing whether all of `factors` are [`Requantize::below_one`].
+    pub fn with_factors(self, factors: &[Requantize]) -> OutputStage {
+        OutputStage {
+            factors_below_one: factors.iter().all(Requantize::below_one),
+            ..self
+        }
+    }
+
+    /// The int8 output of accumulator `acc` requantised by `factor` (one of the layer's).
+    #[inline(always)]
+    pub const fn requantize(&self, factor: &Requantize, acc: i32) -> i8 {
+        if self.factors_below_one {
+            factor.to_i8_below_one(acc, self.zero_point, self.min, self.max)
+        } else {
+            factor.to_i8(acc, self.zero_point, self.min, self.max)
         }
     }
 
@@ -88,6 +113,7 @@ impl OutputStage {
             zero_point,
             min: i8::MIN,
             max: i8::MAX,
+            factors_below_one: false,
         }
     }
 }
