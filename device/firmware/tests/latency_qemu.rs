@@ -167,7 +167,10 @@ fn measure_int8(arch: Arch, board: &str, dir: &std::path::Path) -> f64 {
 #[test]
 fn m7_int8_profile_predicts_pruned_int8_variants() {
     let tmp = tempfile::tempdir().unwrap();
-    let parent = mini_vgg();
+    // conv3 reads 64 channels: 576 taps, more than the SMLAD kernel's 512, so the parent's
+    // conv3 runs the portable kernel and counts up to 56 run SMLAD.
+    let wide: BTreeMap<String, usize> = [("conv2".to_string(), 64)].into();
+    let parent = with_channels(&mini_vgg(), &wide).unwrap();
     let options = ProfileOptions {
         work_dir: Some(tmp.path().join("profile")),
         firmware_target_dir: Some(shared_target_dir()),
@@ -184,16 +187,25 @@ fn m7_int8_profile_predicts_pruned_int8_variants() {
     assert_eq!(loaded.precision, Precision::Int8);
 
     // The int8 table predicts int8 firmware.
-    let variants = [[8, 8, 16], [5, 3, 13], [2, 6, 16], [7, 7, 10]];
+    // Both sides of the kernel switch (56 | 57), the parent, and counts between grid points.
+    let variants = [
+        [8, 64, 16],
+        [8, 56, 16],
+        [5, 57, 13],
+        [8, 45, 16],
+        [2, 30, 10],
+    ];
     let worst = worst_error(&table, &parent, &variants, tmp.path(), |arch, dir| {
         measure_int8(arch, "cortex-m7-qemu", dir)
     });
-    // The contract is 10%; the table measured within 1.5%, so 3% catches a layer compiled
+    // The contract is 10%; the table measured within 4% (the parent itself, whose portable
+    // conv3 compiles 7% cheaper in the model than alone), so 5% catches a layer compiled
     // differently in a model than alone (8-14% off while the kernels tested each
     // requantisation factor at run time, a test LLVM folded in a model, whose factors it
-    // could see, and not in a benchmark).
+    // could see, and not in a benchmark; up to 18% while that parent's difference was
+    // taken for a negative overhead of every network).
     assert!(worst < 0.10, "worst error {worst}");
-    assert!(worst < 0.03, "worst error {worst}");
+    assert!(worst < 0.05, "worst error {worst}");
 }
 
 #[test]

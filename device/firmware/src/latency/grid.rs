@@ -14,6 +14,7 @@ use super::LatencyError;
 use super::table::{Grid, LayerStructure};
 use dnal_export::{Arch, ArchSummary, Op};
 use dnal_kernels::f32::OUT_BLOCK;
+use dnal_kernels::int8::MAX_DSP_ROW;
 
 /// How densely to measure.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,11 +116,16 @@ impl Axes {
     }
 }
 
-/// The grid of every layer of a validated parent network.
+/// The grid of every layer of a validated parent network. With `dsp_int8` (int8 firmware on
+/// a board with the DSP extension) a dense conv's input axis also holds the last count
+/// whose receptive field fits the `SMLAD` kernel and the first that does not: the cost
+/// jumps there (the portable kernel takes 3-4 times the instructions per MAC), and
+/// interpolating across the jump would overestimate every count below it.
 pub(crate) fn plan_layers(
     arch: &Arch,
     summary: &ArchSummary,
     options: &GridOptions,
+    dsp_int8: bool,
 ) -> Vec<LayerPlan> {
     let fixed = fixed_values(arch);
     arch.layers
@@ -133,7 +139,22 @@ pub(crate) fn plan_layers(
             let c_out = info.output.channels;
             let axes = match &layer.op {
                 Op::Conv2d(c) if !c.is_depthwise() => {
-                    in_out(c_in, c_out, in_fixed, out_fixed, options)
+                    let mut axes = in_out(c_in, c_out, in_fixed, out_fixed, options);
+                    if let (true, Axes::InOut { in_channels, .. }) = (dsp_int8, &mut axes) {
+                        let taps = c.kernel[0] * c.kernel[1];
+                        // The largest count whose packed row (taps rounded up to 4) fits.
+                        let last = (1..c_in)
+                            .rev()
+                            .find(|n| (n * taps).div_ceil(4) * 4 <= MAX_DSP_ROW);
+                        if let Some(last) = last
+                            .filter(|_| !in_fixed && (c_in * taps).div_ceil(4) * 4 > MAX_DSP_ROW)
+                        {
+                            in_channels.extend([last, last + 1]);
+                            in_channels.sort_unstable();
+                            in_channels.dedup();
+                        }
+                    }
+                    axes
                 }
                 Op::Linear(_) => in_out(c_in, c_out, in_fixed, out_fixed, options),
                 _ => Axes::Channels(if in_fixed || out_fixed {
@@ -256,6 +277,29 @@ mod tests {
     }
 
     #[test]
+    fn int8_dsp_grids_hold_both_sides_of_the_smlad_kernels_limit() {
+        let mut arch = synth::vgg_small_arch();
+        let summary = arch.complete().unwrap();
+        let in_axis = |plans: &[LayerPlan], name: &str| match &plans
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap()
+            .axes
+        {
+            Axes::InOut { in_channels, .. } => in_channels.clone(),
+            a => panic!("{a:?}"),
+        };
+        let f32_plans = plan_layers(&arch, &summary, &GridOptions::default(), false);
+        let int8_plans = plan_layers(&arch, &summary, &GridOptions::default(), true);
+        // conv4 reads 64 channels: 576 taps, over the 512 of the SMLAD kernel; 56 channels
+        // (504 taps) are the most that fit.
+        assert_eq!(in_axis(&f32_plans, "conv4"), vec![1, 33, 64]);
+        assert_eq!(in_axis(&int8_plans, "conv4"), vec![1, 33, 56, 57, 64]);
+        // conv2's 32 channels fit whole: no extra points.
+        assert_eq!(in_axis(&int8_plans, "conv2"), in_axis(&f32_plans, "conv2"));
+    }
+
+    #[test]
     fn image_and_logit_channels_are_fixed_through_pools_and_adds() {
         let arch = synth::tiny_cnn_arch("t");
         // Values: 0 image, 1 conv1, 2 dw, 3 pw, 4 res, 5 pool, 6 conv2, 7 avg, 8 gap, 9 fc.
@@ -269,7 +313,7 @@ mod tests {
         let mut arch = arch;
         arch.complete().unwrap();
         let summary = arch.summary().unwrap();
-        let plans = plan_layers(&arch, &summary, &GridOptions::default());
+        let plans = plan_layers(&arch, &summary, &GridOptions::default(), false);
         assert_eq!(
             plans[0].axes,
             Axes::InOut {
