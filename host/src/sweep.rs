@@ -266,7 +266,7 @@ pub struct SweepRow {
     pub measured_ms: f64,
     /// `(predicted - measured) / measured`, percent.
     pub error_pct: f64,
-    /// Test top-1, a fraction.
+    /// Test top-1, a fraction: the int8 network's in an int8 sweep (the parent's is f32).
     pub top1: f64,
     /// MACs per image.
     pub flops: u64,
@@ -446,7 +446,8 @@ pub fn collect(dir: &Path, observer: &mut dyn SearchObserver) -> Result<SweepRep
             predicted_ms: latency.predicted_ms,
             measured_ms: latency.measured_ms,
             error_pct: latency.error_pct,
-            top1: report.pruned.top1,
+            // What is deployed: the int8 network of an int8 sweep.
+            top1: report.int8.as_ref().map_or(report.pruned.top1, |q| q.int8.top1),
             flops: report.pruned.flops,
             params: report.pruned.params,
             flash_bytes: flash,

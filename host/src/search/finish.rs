@@ -187,7 +187,9 @@ impl Search {
         let dir = self.out.join(INT8_EXPORT);
         int8.write(&dir)?;
         write_report(&dir, &report)?;
-        self.state.stage_report(aware::STAGE).seconds += started.elapsed().as_secs_f64();
+        let stage = self.state.stage_report(aware::STAGE);
+        stage.seconds += started.elapsed().as_secs_f64();
+        stage.epochs = report.history.len();
         observer.message(&format!(
             "int8 export in {}: top-1 {:.2}% (f32 {:.2}%{}), weights {} bytes ({:.2}x f32)",
             dir.display(),
