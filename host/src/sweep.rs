@@ -447,7 +447,10 @@ pub fn collect(dir: &Path, observer: &mut dyn SearchObserver) -> Result<SweepRep
             measured_ms: latency.measured_ms,
             error_pct: latency.error_pct,
             // What is deployed: the int8 network of an int8 sweep.
-            top1: report.int8.as_ref().map_or(report.pruned.top1, |q| q.int8.top1),
+            top1: report
+                .int8
+                .as_ref()
+                .map_or(report.pruned.top1, |q| q.int8.top1),
             flops: report.pruned.flops,
             params: report.pruned.params,
             flash_bytes: flash,
