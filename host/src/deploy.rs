@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use dnal_export::int8::Int8Export;
-use dnal_export::{AnyExport, Arch, Export, Precision};
+use dnal_export::{AnyExport, Arch, Export};
+use dnal_firmware::codegen::Network;
 use dnal_firmware::deploy::Top1Agreement;
 use dnal_firmware::latency::{LatencyTable, PredictionCheck};
 use dnal_firmware::{DeployReport, DeployRequest};
@@ -49,46 +50,43 @@ pub fn deploy_export(options: &DeployOptions) -> Result<DeployReport, SearchErro
     // One deploy per firmware folder at a time; held until deploy.json is written.
     let lock = OutputLock::acquire(&options.out_dir)?;
     lock.remove_stale_temporaries(&options.out_dir);
-    let export = match AnyExport::load(&options.export_dir)? {
-        AnyExport::F32(export) => export,
-        AnyExport::Int8(export) => return deploy_int8(options, &export, table.as_ref()),
+    let export = AnyExport::load(&options.export_dir)?;
+    let network = Network::from(&export);
+    // Before anything is built: the table must be of this export's precision and cover its
+    // layers.
+    let predicted = match (&table, &options.latency_table) {
+        (Some(table), Some(path)) => {
+            check_table_precision(table, path, "--latency-table", network.precision())?;
+            Some((table, table.predict(network.arch())?))
+        }
+        _ => None,
     };
-    if let (Some(table), Some(path)) = (&table, &options.latency_table) {
-        check_table_precision(table, path, "--latency-table", Precision::F32)?;
-    }
-    let mut request = request_with_images(options, export.arch())?;
-    if !request.images.is_empty() {
-        request.reference_logits = Some(reference_logits(&export, &request.images)?);
-        request.reference_name = "burn".into();
-    }
-    // Before anything is built: the table must cover this export's layers.
-    let predicted = table
-        .as_ref()
-        .map(|table| table.predict(export.arch()).map(|p| (table, p)))
-        .transpose()?;
-    let mut report = dnal_firmware::deploy_loaded(&export, &request)?;
+    let mut report = match &export {
+        AnyExport::F32(export) => deploy_f32(options, export)?,
+        AnyExport::Int8(export) => deploy_int8(options, export)?,
+    };
     if let (Some((table, prediction)), Some(cost)) = (&predicted, &report.cost) {
         let what = format!("dnal deploy of {}", options.export_dir.display());
         report.prediction = Some(table.check_and_learn(prediction, cost.per_inference, &what)?);
-        report.write(&report.firmware_dir.clone())?;
     }
+    report.write(&report.firmware_dir.clone())?;
     Ok(report)
+}
+
+/// `dnal deploy` of an f32 export: the firmware's logits are compared with burn's.
+fn deploy_f32(options: &DeployOptions, export: &Export) -> Result<DeployReport, SearchError> {
+    let mut request = request_with_images(options, export.arch())?;
+    if !request.images.is_empty() {
+        request.reference_logits = Some(reference_logits(export, &request.images)?);
+        request.reference_name = "burn".into();
+    }
+    Ok(dnal_firmware::deploy_loaded(export, &request)?)
 }
 
 /// `dnal deploy` of an int8 export: the firmware's codes must equal the integer reference's
 /// bit for bit (the firmware crate checks that); with test images, its top-1 is also compared
 /// with the f32 export it was quantised from, when that folder is still there.
-fn deploy_int8(
-    options: &DeployOptions,
-    export: &Int8Export,
-    table: Option<&LatencyTable>,
-) -> Result<DeployReport, SearchError> {
-    if let (Some(table), Some(path)) = (table, &options.latency_table) {
-        check_table_precision(table, path, "--latency-table", Precision::Int8)?;
-    }
-    let predicted = table
-        .map(|table| table.predict(export.arch()).map(|p| (table, p)))
-        .transpose()?;
+fn deploy_int8(options: &DeployOptions, export: &Int8Export) -> Result<DeployReport, SearchError> {
     let request = request_with_images(options, export.arch())?;
     let mut source = None;
     if !request.images.is_empty() {
@@ -110,11 +108,6 @@ fn deploy_int8(
     {
         report.f32_agreement = Some(Top1Agreement::of(dir, &report.logits, &logits));
     }
-    if let (Some((table, prediction)), Some(cost)) = (&predicted, &report.cost) {
-        let what = format!("dnal deploy of {}", options.export_dir.display());
-        report.prediction = Some(table.check_and_learn(prediction, cost.per_inference, &what)?);
-    }
-    report.write(&report.firmware_dir.clone())?;
     Ok(report)
 }
 

@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
+use burn::tensor::Device;
 use dnal_datasets::Batcher;
 use dnal_export::int8::{Int8Export, forward_with_kernels};
-use dnal_export::{AnyExport, Precision};
+use dnal_export::{AnyExport, Export, Precision};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -92,30 +93,14 @@ pub fn evaluate_export(
     test_limit: Option<usize>,
     backend: Backend,
 ) -> Result<EvalResult, SearchError> {
-    if test_limit == Some(0) {
-        return Err(SearchError::InvalidOption {
-            option: "--test-limit",
-            value: "0".into(),
-            reason: "a top-1 over no image means nothing; use at least 1, or leave it out".into(),
-        });
-    }
+    check_test_limit(test_limit)?;
     let export = match AnyExport::load(dir)? {
         AnyExport::F32(export) => export,
         AnyExport::Int8(export) => return evaluate_int8_export(&export, dir, data_dir, test_limit),
     };
     let arch = export.arch();
     let set = ExportTestSet::load(export.arch(), dir, data_dir, test_limit)?;
-    let test = Batcher::new(set.test, set.normalization, EVAL_BATCH);
-    let device = backend.device()?;
-    let net = ExportNet::new(&export, &device);
-    let accuracy = evaluate(&test, arch.num_classes, &device, |x| net.forward(x)).map_err(|bad| {
-        SearchError::NonFiniteOutput {
-            what: format!("the network of {}", dir.display()),
-            image: bad.image,
-            value: bad.value,
-            fix: "its weights overflow f32 arithmetic, so it cannot be evaluated or deployed; export it again from a healthy search".into(),
-        }
-    })?;
+    let accuracy = evaluate_f32(&export, &set, &backend.device()?, dir)?;
     Ok(EvalResult {
         dataset: set.dataset,
         precision: Precision::F32,
@@ -123,6 +108,37 @@ pub fn evaluate_export(
         accuracy,
         flops: arch.flops,
         params: arch.params,
+    })
+}
+
+/// Refuses a test limit of 0.
+pub fn check_test_limit(test_limit: Option<usize>) -> Result<(), SearchError> {
+    if test_limit == Some(0) {
+        return Err(SearchError::InvalidOption {
+            option: "--test-limit",
+            value: "0".into(),
+            reason: "a top-1 over no image means nothing; use at least 1, or leave it out".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The f32 export's (read from `dir`) accuracy on `set`, with burn on `device`.
+pub fn evaluate_f32(
+    export: &Export,
+    set: &ExportTestSet,
+    device: &Device,
+    dir: &Path,
+) -> Result<Accuracy, SearchError> {
+    let test = Batcher::new(set.test.clone(), set.normalization.clone(), EVAL_BATCH);
+    let net = ExportNet::new(export, device);
+    evaluate(&test, export.arch().num_classes, device, |x| net.forward(x)).map_err(|bad| {
+        SearchError::NonFiniteOutput {
+            what: format!("the network of {}", dir.display()),
+            image: bad.image,
+            value: bad.value,
+            fix: "its weights overflow f32 arithmetic, so it cannot be evaluated or deployed; export it again from a healthy search".into(),
+        }
     })
 }
 

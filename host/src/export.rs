@@ -9,7 +9,6 @@ use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AvgPool2dConfig, MaxPool2dConfig};
 use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::activation::relu;
-use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use dnal_datasets::Dataset;
 use dnal_export::int8::ValueQuantization;
@@ -17,7 +16,9 @@ use dnal_export::{
     AddSpec, Arch, Conv2dSpec, Export, Layer, LinearSpec, Normalization, Op as ExportOp, PoolSpec,
     Tensor as ExportTensor,
 };
-use dnal_models::{Activation, ChannelMasks, ConvBn, GateMode, GatedNet, NetPlan, Op};
+use dnal_models::{
+    Activation, ChannelMasks, ConvBn, GateMode, GatedNet, NetPlan, Op, explicit_conv_options,
+};
 use dnal_train_kernels::conv_op;
 use serde::{Deserialize, Serialize};
 
@@ -211,19 +212,12 @@ pub fn build_export(
 /// What one layer of an [`ExportNet`] computes; convs and linears name their module.
 #[derive(Clone, Debug)]
 enum GraphOp {
-    Conv {
-        slot: usize,
-        options: ConvOptions<2>,
-        activation: Activation,
-    },
+    Conv { slot: usize, activation: Activation },
     MaxPool(PoolSpec),
     AvgPool(PoolSpec),
     GlobalAvgPool,
     Add(Activation),
-    Linear {
-        slot: usize,
-        activation: Activation,
-    },
+    Linear { slot: usize, activation: Activation },
 }
 
 /// Everything about an [`ExportNet`] that is not a tensor.
@@ -283,7 +277,6 @@ impl ExportNet {
                 let op = match &layer.op {
                     ExportOp::Conv2d(c) => {
                         let (w, b) = weights();
-                        let padding = [c.padding[0], c.padding[1]];
                         convs.push(Conv2d {
                             weight: Param::from_tensor(tensor::<4>(w, device)),
                             bias: Some(Param::from_tensor(tensor::<1>(b, device))),
@@ -292,17 +285,14 @@ impl ExportNet {
                             dilation: [1, 1],
                             groups: c.groups,
                             padding: PaddingConfig2d::Explicit(
-                                padding[0], padding[1], padding[0], padding[1],
+                                c.padding[0],
+                                c.padding[1],
+                                c.padding[0],
+                                c.padding[1],
                             ),
                         });
                         GraphOp::Conv {
                             slot: convs.len() - 1,
-                            options: ConvOptions::new_with_padding(
-                                c.stride,
-                                [(padding[0], padding[0]), (padding[1], padding[1])],
-                                [1, 1],
-                                c.groups,
-                            ),
                             activation: c.activation,
                         }
                     }
@@ -358,7 +348,6 @@ impl ExportNet {
 
     /// `like` (an export of this network's architecture) with this network's weights.
     pub fn to_export(&self, like: &Export) -> Result<Export, SearchError> {
-        let flat = |t: Tensor<1>| values(t);
         let mut tensors = BTreeMap::new();
         for (layer, (op, _)) in like.arch().layers.iter().zip(&self.graph.layers) {
             let (weight, bias) = match op {
@@ -387,9 +376,9 @@ impl ExportNet {
             let numel: usize = weight.dims().iter().product();
             tensors.insert(
                 format!("{}.weight", layer.name),
-                ExportTensor::new(like_weight.clone(), flat(weight.reshape([numel]))),
+                ExportTensor::new(like_weight.clone(), values(weight.reshape([numel]))),
             );
-            let bias = flat(bias.expect("export layers have biases").detach());
+            let bias = values(bias.expect("export layers have biases").detach());
             tensors.insert(
                 format!("{}.bias", layer.name),
                 ExportTensor::new(vec![bias.len()], bias),
@@ -432,15 +421,13 @@ impl ExportNet {
         for (index, (layer, inputs)) in self.graph.layers.iter().enumerate() {
             let x = values[inputs[0]].clone();
             let y = match layer {
-                GraphOp::Conv {
-                    slot,
-                    options,
-                    activation,
-                } => {
+                GraphOp::Conv { slot, activation } => {
                     let conv = &self.convs[*slot];
                     // im2col + gemm on the CPU backend (forward and backward), as training's
                     // convs; the bias added after.
-                    let y = conv_op::conv2d(x, weights(conv.weight.val()), options.clone());
+                    let options =
+                        explicit_conv_options(conv).expect("an export's convs pad explicitly");
+                    let y = conv_op::conv2d(x, weights(conv.weight.val()), options);
                     let y = match &conv.bias {
                         Some(bias) => {
                             let channels = bias.dims()[0];

@@ -45,31 +45,6 @@ impl Classifier for GatedNet {
     }
 }
 
-impl GatePenalty {
-    /// After an optimizer step: in budget mode, moves lambda_a by the cost of the network the
-    /// gates now describe.
-    pub fn after_step(&mut self, net: &GatedNet) {
-        if let Some(budget) = &self.budget {
-            let cost = budget.estimate.total(&hard_counts(net));
-            self.lambda = budget.update(self.lambda, cost);
-        }
-    }
-
-    /// The penalty term for the gates at this delta.
-    pub fn loss(&self, net: &GatedNet, delta: f64) -> Option<Tensor<1>> {
-        let mut total: Option<Tensor<1>> = None;
-        for (gate, &c) in net.gates.iter().zip(&self.weights) {
-            let p = gate.values(GateMode::Soft { delta })?;
-            let term = p.sum().mul_scalar(c * self.lambda);
-            total = Some(match total {
-                Some(t) => t + term,
-                None => term,
-            });
-        }
-        total
-    }
-}
-
 /// What one epoch of training measured.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochStats {
@@ -118,12 +93,26 @@ pub trait StepPenalty<N> {
 }
 
 impl StepPenalty<GatedNet> for GatePenalty {
+    /// The penalty term for the gates at this delta.
     fn loss(&self, net: &GatedNet, delta: f64) -> Option<Tensor<1>> {
-        GatePenalty::loss(self, net, delta)
+        let mut total: Option<Tensor<1>> = None;
+        for (gate, &c) in net.gates.iter().zip(&self.weights) {
+            let p = gate.values(GateMode::Soft { delta })?;
+            let term = p.sum().mul_scalar(c * self.lambda);
+            total = Some(match total {
+                Some(t) => t + term,
+                None => term,
+            });
+        }
+        total
     }
 
+    /// In budget mode, moves lambda_a by the cost of the network the gates now describe.
     fn after_step(&mut self, net: &GatedNet) {
-        GatePenalty::after_step(self, net)
+        if let Some(budget) = &self.budget {
+            let cost = budget.estimate.total(&hard_counts(net));
+            self.lambda = budget.update(self.lambda, cost);
+        }
     }
 }
 

@@ -23,7 +23,7 @@ pub use cost::{CostKind, CostModel};
 pub use error::ModelError;
 pub use gate::{Gate, GateConfig, GateMode};
 pub use groups::{Branch, BranchSet, ChannelGroups};
-pub use net::{ConvBn, GatePosition, GatedNet, GatedNetConfig, NetPlan};
+pub use net::{ConvBn, GatePosition, GatedNet, GatedNetConfig, NetPlan, explicit_conv_options};
 pub use prune::{ChannelMasks, prune_channels};
 pub use spec::{Activation, NetSpec, Node, Op, Shape3, SpecBuilder};
 pub use zoo::{DEFAULT_MODEL, MODELS, WIDTH_MODELS, model_spec, model_spec_at_width};

@@ -131,16 +131,8 @@ impl ConvBn {
     /// - output: `[batch, out_channels, height_out, width_out]`
     pub fn conv_forward(&self, x: Tensor<4>) -> Tensor<4> {
         let conv = &self.conv;
-        match conv.padding {
-            PaddingConfig2d::Explicit(top, left, bottom, right) if conv.bias.is_none() => {
-                let options = ConvOptions::new_with_padding(
-                    conv.stride,
-                    [(top, bottom), (left, right)],
-                    conv.dilation,
-                    conv.groups,
-                );
-                conv_op::conv2d(x, conv.weight.val(), options)
-            }
+        match explicit_conv_options(conv) {
+            Some(options) if conv.bias.is_none() => conv_op::conv2d(x, conv.weight.val(), options),
             _ => conv.forward(x),
         }
     }
@@ -184,6 +176,20 @@ impl ConvBn {
         } else {
             activate(result.output, activation)
         }
+    }
+}
+
+/// `conv`'s stride, padding, dilation and groups as [`conv_op::conv2d`] takes them, when its
+/// padding is explicit (as every conv dnal builds has, in a gated network or from an export).
+pub fn explicit_conv_options(conv: &Conv2d) -> Option<ConvOptions<2>> {
+    match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) => Some(ConvOptions::new_with_padding(
+            conv.stride,
+            [(top, bottom), (left, right)],
+            conv.dilation,
+            conv.groups,
+        )),
+        _ => None,
     }
 }
 

@@ -170,7 +170,6 @@ mod tests {
     use std::collections::BTreeMap;
 
     use dnal_datasets::{ImageSet, Normalization};
-    use dnal_export::int8::{ValueRanges, quantize};
     use dnal_export::{
         Activation, Arch, Conv2dSpec, Layer, LinearSpec, Op, Shape3, Tensor as ExportTensor,
     };
@@ -268,17 +267,7 @@ mod tests {
         let train = Batcher::new(task(64), norm.clone(), 16).with_shuffle(3);
         let test = Batcher::new(task(32), norm.clone(), 32);
         // Calibrate on the training images, as `dnal quantize` does.
-        let net = ExportNet::new(&export, &device);
-        let mut ranges = ValueRanges::new(3);
-        for data in train.epoch(0) {
-            let extremes: Vec<(f32, f32)> = net
-                .forward_values(data.images_tensor(&device))
-                .into_iter()
-                .map(|v| (v.clone().min().into_scalar(), v.max().into_scalar()))
-                .collect();
-            ranges.observe_extremes(&extremes, data.len());
-        }
-        let values = quantize(&export, &ranges, serde_json::Value::Null)
+        let values = crate::quantize::quantize_for_board(&export, task(64), &norm, &device)
             .unwrap()
             .arch()
             .quantization

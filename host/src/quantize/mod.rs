@@ -24,7 +24,7 @@ use self::aware::{AwareProgress, AwareTraining, Training, train_quantization_awa
 use crate::backend::Backend;
 use crate::data::ExportTestSet;
 use crate::error::SearchError;
-use crate::eval::{evaluate_export, evaluate_int8};
+use crate::eval::{check_test_limit, evaluate_f32, evaluate_int8};
 use crate::export::ExportNet;
 use crate::report::{EpochRecord, NetReport};
 use crate::train::{Accuracy, EVAL_BATCH, EpochStats};
@@ -131,6 +131,7 @@ pub fn quantize_export(
     progress: &mut dyn QuantizeProgress,
 ) -> Result<QuantizeReport, SearchError> {
     check_calibration_images(options.calibration_images)?;
+    check_test_limit(options.test_limit)?;
     check_out_dir(&options.export_dir, &options.out_dir)?;
     let export = Export::load(&options.export_dir)?;
     // Training reads the whole training half; calibration alone only its first images.
@@ -145,12 +146,8 @@ pub fn quantize_export(
         options.test_limit,
         train_images,
     )?;
-    let f32_eval = evaluate_export(
-        &options.export_dir,
-        options.data_dir.as_deref(),
-        options.test_limit,
-        options.backend,
-    )?;
+    let device = options.backend.device()?;
+    let f32 = evaluate_f32(&export, &set, &device, &options.export_dir)?;
     let batcher = train.batcher(&set.normalization);
     let data = QuantizeData {
         test: &set,
@@ -161,15 +158,8 @@ pub fn quantize_export(
             first_data_epoch: train.epochs_trained,
         }),
     };
-    let device = options.backend.device()?;
-    let (int8, report) = quantize_network(
-        &export,
-        &options.export_dir,
-        f32_eval.accuracy,
-        data,
-        &device,
-        progress,
-    )?;
+    let (int8, report) =
+        quantize_network(&export, &options.export_dir, f32, data, &device, progress)?;
     int8.write(&options.out_dir)?;
     write_report(&options.out_dir, &report)?;
     Ok(report)
@@ -202,10 +192,8 @@ pub fn quantize_network(
     };
     check_calibration_images(data.calibration.len())?;
     let device = device.clone().without_autodiff();
-    let net = ExportNet::new(export, &device);
     let ranges = calibrate(
         export,
-        &net,
         data.calibration,
         &data.test.normalization,
         &device,
@@ -286,16 +274,8 @@ pub fn quantize_for_board(
 ) -> Result<Int8Export, SearchError> {
     check_calibration_images(calibration.len())?;
     let device = device.clone().without_autodiff();
-    let net = ExportNet::new(export, &device);
     let mut quiet = |_: QuantizePhase, _: usize, _: usize| {};
-    let ranges = calibrate(
-        export,
-        &net,
-        calibration,
-        normalization,
-        &device,
-        &mut quiet,
-    );
+    let ranges = calibrate(export, calibration, normalization, &device, &mut quiet);
     let calibration = serde_json::json!({ "method": "min-max", "images": ranges.images() });
     quantize(export, &ranges, calibration).map_err(|e| SearchError::Quantize {
         export: PathBuf::from(&export.arch().name),
@@ -354,15 +334,16 @@ fn check_out_dir(export_dir: &Path, out: &Path) -> Result<(), SearchError> {
     Ok(())
 }
 
-/// Every value's range over the first calibration images, from batched f32 forward passes.
+/// Every value's range over the calibration images, from batched f32 forward passes of
+/// `export` on `device` (without autodiff).
 fn calibrate(
     export: &Export,
-    net: &ExportNet,
     train: ImageSet,
     normalization: &Normalization,
     device: &Device,
     progress: &mut dyn QuantizeProgress,
 ) -> ValueRanges {
+    let net = ExportNet::new(export, device);
     let batcher = Batcher::new(train, normalization.clone(), EVAL_BATCH);
     let total = batcher.set().len();
     let mut ranges = ValueRanges::new(export.arch().layers.len() + 1);
