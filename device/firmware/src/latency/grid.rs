@@ -141,15 +141,11 @@ pub(crate) fn plan_layers(
                 Op::Conv2d(c) if !c.is_depthwise() => {
                     let mut axes = in_out(c_in, c_out, in_fixed, out_fixed, options);
                     if let (true, Axes::InOut { in_channels, .. }) = (dsp_int8, &mut axes) {
-                        let taps = c.kernel[0] * c.kernel[1];
-                        // The largest count whose packed row (taps rounded up to 4) fits.
-                        let last = (1..c_in)
-                            .rev()
-                            .find(|n| (n * taps).div_ceil(4) * 4 <= MAX_DSP_ROW);
-                        if let Some(last) = last
-                            .filter(|_| !in_fixed && (c_in * taps).div_ceil(4) * 4 > MAX_DSP_ROW)
-                        {
-                            in_channels.extend([last, last + 1]);
+                        // The most input channels whose packed row (`in * taps`, rounded
+                        // up to 4) fits; MAX_DSP_ROW is a multiple of 4, so no rounding.
+                        let fits = MAX_DSP_ROW / (c.kernel[0] * c.kernel[1]);
+                        if !in_fixed && (1..c_in).contains(&fits) {
+                            in_channels.extend([fits, fits + 1]);
                             in_channels.sort_unstable();
                             in_channels.dedup();
                         }
