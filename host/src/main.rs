@@ -181,7 +181,8 @@ struct SearchArgs {
     training: TrainingOptions,
     /// Prune to at most this many multiply-accumulates per image (5500000, 5.5M, 800K), or
     /// this share of the parent's (25%): the search steers lambda_a from --lambda during the
-    /// gate stage and fits the kept channels to land at or under the budget. Without this,
+    /// gate stage, holding delta while the gates are more than 5% off the budget so that they
+    /// land on it, and fits the kept channels to land at or under the budget. Without this,
     /// --latency-budget-ms or --lambda, the budget is 40% of the parent's MACs.
     #[arg(long, value_name = "MACS|N%", value_parser = parse_flops_budget, conflicts_with = "latency_budget_ms")]
     flops_budget: Option<Budget>,

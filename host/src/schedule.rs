@@ -1,8 +1,9 @@
 //! Schedules over the steps of a stage: DNAL's delta and the learning rate.
 
-/// `delta` grows exponentially from `start` at the stage's first step to `end` at its last,
-/// after being held at `start` for the first `hold` steps (budget mode, while lambda_a settles;
-/// 0 in the paper's schedule).
+use serde::{Deserialize, Serialize};
+
+/// `delta` grows exponentially from `start` at the stage's first step to `end` at its last (the
+/// paper's schedule; budget mode steers delta with [`LandingDelta`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DeltaSchedule {
     /// delta at the first step (the paper: 1).
@@ -11,23 +12,60 @@ pub struct DeltaSchedule {
     pub end: f64,
     /// Steps in the stage.
     pub steps: usize,
-    /// Steps at the start during which delta stays at `start`.
-    pub hold: usize,
 }
 
 impl DeltaSchedule {
     /// delta at step `step` (0-based); constant past the last step.
     pub fn at(&self, step: usize) -> f64 {
-        let ramp = self.steps.saturating_sub(self.hold);
-        if ramp <= 1 {
-            return if step < self.hold {
-                self.start
-            } else {
-                self.end
-            };
+        if self.steps <= 1 {
+            return self.end;
         }
-        let t = step.saturating_sub(self.hold).min(ramp - 1) as f64 / (ramp - 1) as f64;
+        let t = step.min(self.steps - 1) as f64 / (self.steps - 1) as f64;
         self.start * (self.end / self.start).powf(t)
+    }
+}
+
+/// Budget mode's delta: it grows by `factor` per step, and is held while the binarised network
+/// (the gates' signs) costs more than `band` off the target, over or (once it has reached the
+/// band) under. A gate can change its decision only while `|delta * s|` is small: with the
+/// paper's schedule delta outgrew lambda_a's controller and froze the decisions up to +65%
+/// over the budget (issue 16); held, the gates stay movable until the controller has brought
+/// them back. Under the budget at the start delta grows all the same: at small delta the
+/// data's push on the gates is too weak to open channels (held at 1, the gates stayed at
+/// 10-40% of the budget for the whole stage).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LandingDelta {
+    /// delta now.
+    pub delta: f64,
+    /// Growth per step not held.
+    pub factor: f64,
+    /// delta's ceiling (the paper: 1e4).
+    pub end: f64,
+    /// How far off the target the gates may be before delta is held, as a share of it.
+    pub band: f64,
+    /// Whether the gates have cost at least `1 - band` times the target yet.
+    pub reached: bool,
+}
+
+impl LandingDelta {
+    /// delta from `start`, reaching `end` after `ramp_steps` steps not held.
+    pub fn new(start: f64, end: f64, ramp_steps: usize, band: f64) -> Self {
+        Self {
+            delta: start,
+            factor: (end / start).powf(1.0 / ramp_steps.max(1) as f64),
+            end,
+            band,
+            reached: false,
+        }
+    }
+
+    /// After a step whose binarised network costs `cost_ratio` times the target.
+    pub fn after_step(&mut self, cost_ratio: f64) {
+        self.reached |= cost_ratio >= 1.0 - self.band;
+        let off = cost_ratio > 1.0 + self.band || (self.reached && cost_ratio < 1.0 - self.band);
+        if !off {
+            self.delta = (self.delta * self.factor).min(self.end);
+        }
     }
 }
 
@@ -64,7 +102,6 @@ mod tests {
             start: 1.0,
             end: 1e4,
             steps: 1000,
-            hold: 0,
         };
         assert_eq!(s.at(0), 1.0);
         assert!((s.at(999) - 1e4).abs() < 1e-9, "{}", s.at(999));
@@ -75,13 +112,28 @@ mod tests {
         assert!((mid.at(1) - 100.0).abs() < 1e-9);
         let one = DeltaSchedule { steps: 1, ..s };
         assert_eq!(one.at(0), 1e4);
-        // Held at the start, then the same ramp over the remaining steps.
-        let held = DeltaSchedule { hold: 200, ..s };
-        assert_eq!(held.at(0), 1.0);
-        assert_eq!(held.at(199), 1.0);
-        assert_eq!(held.at(200), 1.0);
-        assert!((held.at(999) - 1e4).abs() < 1e-9);
-        assert!(held.at(600) > 1.0 && held.at(600) < 1e4);
+    }
+
+    #[test]
+    fn landing_delta_is_held_off_the_budget() {
+        let mut d = LandingDelta::new(1.0, 1e4, 4, 0.05);
+        // Under the budget before the gates first reached it, it grows (10x per step here).
+        d.after_step(0.2);
+        assert!((d.delta - 10.0).abs() < 1e-9, "{}", d.delta);
+        // Within the band it grows.
+        d.after_step(1.05);
+        assert!((d.delta - 100.0).abs() < 1e-9, "{}", d.delta);
+        // Over the band it is held, however long; and under it too, now that the gates have
+        // reached the budget once.
+        for ratio in [1.06, 1.5, 0.94, 0.5] {
+            d.after_step(ratio);
+            assert!((d.delta - 100.0).abs() < 1e-9, "{ratio}: {}", d.delta);
+        }
+        // Back in the band it grows again, and stops at the end.
+        for _ in 0..5 {
+            d.after_step(0.96);
+        }
+        assert_eq!(d.delta, 1e4);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::budget::{BudgetControl, hard_counts};
 use crate::distill::Distillation;
+use crate::schedule::LandingDelta;
 
 /// Test batches are large: evaluation keeps no autodiff graph.
 pub const EVAL_BATCH: usize = 256;
@@ -27,6 +28,8 @@ pub struct GatePenalty {
     pub weights: Vec<f64>,
     /// In budget mode, what moves lambda_a after every step.
     pub budget: Option<BudgetControl>,
+    /// In budget mode, delta, held while the gates are over the budget.
+    pub delta: Option<LandingDelta>,
 }
 
 /// A network [`train_epoch`] can train: a burn module with logits for a batch.
@@ -90,6 +93,11 @@ pub trait StepPenalty<N> {
     fn loss(&self, net: &N, delta: f64) -> Option<Tensor<1>>;
     /// After the optimizer stepped `net`.
     fn after_step(&mut self, net: &N);
+    /// The delta the next step runs at, where the penalty steers it (budget mode's gate
+    /// stage); `None` follows the stage's plan.
+    fn delta(&self) -> Option<f64> {
+        None
+    }
 }
 
 impl StepPenalty<GatedNet> for GatePenalty {
@@ -109,10 +117,17 @@ impl StepPenalty<GatedNet> for GatePenalty {
 
     /// In budget mode, moves lambda_a by the cost of the network the gates now describe.
     fn after_step(&mut self, net: &GatedNet) {
-        if let Some(budget) = &self.budget {
+        if let Some(budget) = &mut self.budget {
             let cost = budget.estimate.total(&hard_counts(net));
             self.lambda = budget.update(self.lambda, cost);
+            if let Some(delta) = &mut self.delta {
+                delta.after_step(cost / budget.target);
+            }
         }
+    }
+
+    fn delta(&self) -> Option<f64> {
+        self.delta.map(|d| d.delta)
     }
 }
 
@@ -147,7 +162,10 @@ pub fn train_epoch<N: Classifier>(
     let (mut loss_sum, mut ce_sum, mut correct, mut steps) = (0.0f64, 0.0f64, 0usize, 0usize);
     for (i, data) in batcher.epoch(plan.data_epoch).enumerate() {
         let step = plan.first_step + i;
-        let mode = (plan.mode)(step);
+        let mode = match penalty.as_ref().and_then(|p| p.delta()) {
+            Some(delta) => GateMode::Soft { delta },
+            None => (plan.mode)(step),
+        };
         let batch = data.to_tensors(device);
         let logits = net.logits(batch.images, mode);
         let hits = count_correct(logits.clone().detach(), batch.targets.clone());

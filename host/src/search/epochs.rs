@@ -110,7 +110,15 @@ impl Search {
             let (accuracy, note) = if stage == Stage::Gates {
                 let lambda = penalty.as_ref().map_or(0.0, |p| p.lambda);
                 self.state.gate_lambda = Some(lambda);
-                let record = self.gate_record(&net, epoch + 1, mode(last_step), lambda);
+                let landing = penalty.as_ref().and_then(|p| p.delta);
+                self.state.gate_landing = landing;
+                self.state.gate_trend = penalty
+                    .as_ref()
+                    .and_then(|p| p.budget.as_ref())
+                    .map(|b| b.trend);
+                let gate_mode =
+                    landing.map_or(mode(last_step), |l| GateMode::Soft { delta: l.delta });
+                let record = self.gate_record(&net, epoch + 1, gate_mode, lambda);
                 let accuracy = evaluate_net(&net, GateMode::Hard, &self.test, &self.device)
                     .map_err(|bad| {
                         self.non_finite(

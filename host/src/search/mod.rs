@@ -177,6 +177,8 @@ pub fn fork_after_weights(from: &Path, to: &Path, config: SearchConfig) -> Resul
             .collect(),
         gates: Vec::new(),
         gate_lambda: None,
+        gate_landing: None,
+        gate_trend: None,
         budget: None,
         checksums: sums.map(|s| (tag, s)).into_iter().collect(),
         warnings: Vec::new(),

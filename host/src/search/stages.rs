@@ -14,8 +14,12 @@ use crate::config::{GateStageNorm, LrSchedule};
 use crate::distill::Distillation;
 use crate::error::SearchError;
 use crate::progress::SearchObserver;
-use crate::schedule::{CosineSchedule, DeltaSchedule};
+use crate::schedule::{CosineSchedule, DeltaSchedule, LandingDelta};
 use crate::train::GatePenalty;
+
+/// How far off the budget the gates' binarised network may cost before delta is held (budget
+/// mode): 5%.
+const LANDING_BAND: f64 = 0.05;
 
 /// Batches that measure how hard the data push the gates at the gate stage's start.
 const BALANCE_BATCHES: usize = 4;
@@ -58,7 +62,8 @@ impl Search {
     }
 
     /// The gate stage: only the gates learn, under the architecture loss, while delta grows;
-    /// in budget mode lambda_a is steered to the budget.
+    /// in budget mode lambda_a is steered to the budget, and delta is held while the gates are
+    /// over it ([`LandingDelta`]).
     pub(super) fn gate_stage(
         &mut self,
         net: GatedNet,
@@ -66,23 +71,19 @@ impl Search {
     ) -> Result<GatedNet, SearchError> {
         let config = self.config().clone();
         let steps = self.train.num_batches();
-        // In budget mode delta is held at its start for the first 40% of the stage: the gates'
-        // decisions stay reversible while the controller settles lambda_a.
         let total = config.epochs_gates * steps;
         let delta = DeltaSchedule {
             start: config.delta_start,
             end: config.delta_end,
             steps: total,
-            hold: if config.budget.is_some() {
-                total * 2 / 5
-            } else {
-                0
-            },
         };
         let budget = self.budget().map(|budget| BudgetControl {
             target: budget.target(),
             gain: config.budget_gain / steps as f64,
             estimate: self.estimate(budget),
+            // The gates' momentum carries them on for about 1 / (1 - momentum) steps.
+            horizon: 1.0 / (1.0 - config.momentum).max(0.01),
+            trend: self.state.gate_trend.unwrap_or_default(),
         });
         let weights = config.cost.weights(
             &net.plan,
@@ -108,10 +109,23 @@ impl Search {
             }
             None => config.lambda,
         };
+        // In budget mode delta reaches its end after half the stage's steps unless held (over
+        // the budget), so that the controller has the other half to bring the gates back.
+        let landing = budget.is_some().then(|| {
+            self.state.gate_landing.unwrap_or_else(|| {
+                LandingDelta::new(
+                    config.delta_start,
+                    config.delta_end,
+                    total / 2,
+                    LANDING_BAND,
+                )
+            })
+        });
         let mut penalty = GatePenalty {
             lambda,
             weights,
             budget,
+            delta: landing,
         };
         let lr = move |_: usize| config.lr_gates;
         let mode = move |step: usize| GateMode::Soft {
@@ -127,7 +141,16 @@ impl Search {
             penalty: Some(&mut penalty),
             distill: None,
         };
-        self.run_epochs(run, net, optim, observer)
+        let net = self.run_epochs(run, net, optim, observer)?;
+        if let Some(landing) = self.state.gate_landing
+            && landing.delta < landing.end
+        {
+            observer.message(&format!(
+                "delta ended at {:.3e}, short of {:.0e}: it was held while the gates were off the                  budget; the pruned network is the gates' signs all the same, and more                  --epochs-gates give them time to settle",
+                landing.delta, landing.end
+            ));
+        }
+        Ok(net)
     }
 
     /// The lambda_a at which the architecture loss outweighs the cross entropy on half the

@@ -7,10 +7,12 @@ use std::path::Path;
 use dnal_models::ChannelMasks;
 use serde::{Deserialize, Serialize};
 
+use crate::budget::CostTrend;
 use crate::checkpoint::{CheckpointDir, Checksums, read_json};
 use crate::config::SearchConfig;
 use crate::error::SearchError;
 use crate::report::{BudgetReport, EpochRecord, GateRecord, NetReport, StageReport};
+use crate::schedule::LandingDelta;
 
 /// The stage a search is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +66,12 @@ pub struct SearchState {
     /// lambda_a at the last gate-stage checkpoint (it moves in budget mode).
     #[serde(default)]
     pub gate_lambda: Option<f64>,
+    /// Budget mode's delta at the last gate-stage checkpoint.
+    #[serde(default)]
+    pub gate_landing: Option<LandingDelta>,
+    /// Budget mode: where the cost was heading at the last gate-stage checkpoint.
+    #[serde(default)]
+    pub gate_trend: Option<CostTrend>,
     /// How the kept channels met the budget, in budget mode.
     #[serde(default)]
     pub budget: Option<BudgetReport>,
@@ -93,6 +101,8 @@ impl SearchState {
             history: Vec::new(),
             gates: Vec::new(),
             gate_lambda: None,
+            gate_landing: None,
+            gate_trend: None,
             budget: None,
             checksums: BTreeMap::new(),
             warnings: Vec::new(),
