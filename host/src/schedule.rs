@@ -30,9 +30,11 @@ impl DeltaSchedule {
 /// band) under. A gate can change its decision only while `|delta * s|` is small: with the
 /// paper's schedule delta outgrew lambda_a's controller and froze the decisions up to +65%
 /// over the budget (issue 16); held, the gates stay movable until the controller has brought
-/// them back. Under the budget at the start delta grows all the same: at small delta the
-/// data's push on the gates is too weak to open channels (held at 1, the gates stayed at
-/// 10-40% of the budget for the whole stage).
+/// them back. Under the budget at the start (the gates start at `s = 0`, all closed) delta
+/// grows all the same, up to `approach`: at small delta the data's push on the gates is too
+/// weak to open channels (held at 1, the gates stayed at 10-40% of the budget for the whole
+/// stage), while unbounded growth froze MobileNetV2's gates 25% under the budget before
+/// lambda_a had come down.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LandingDelta {
     /// delta now.
@@ -45,17 +47,21 @@ pub struct LandingDelta {
     pub band: f64,
     /// Whether the gates have cost at least `1 - band` times the target yet.
     pub reached: bool,
+    /// The most delta grows before the gates first reach the band.
+    pub approach: f64,
 }
 
 impl LandingDelta {
-    /// delta from `start`, reaching `end` after `ramp_steps` steps not held.
-    pub fn new(start: f64, end: f64, ramp_steps: usize, band: f64) -> Self {
+    /// delta from `start`, reaching `end` after `ramp_steps` steps not held, and at most
+    /// `approach` before the gates first reach the band.
+    pub fn new(start: f64, end: f64, ramp_steps: usize, band: f64, approach: f64) -> Self {
         Self {
             delta: start,
             factor: (end / start).powf(1.0 / ramp_steps.max(1) as f64),
             end,
             band,
             reached: false,
+            approach,
         }
     }
 
@@ -64,7 +70,12 @@ impl LandingDelta {
         self.reached |= cost_ratio >= 1.0 - self.band;
         let off = cost_ratio > 1.0 + self.band || (self.reached && cost_ratio < 1.0 - self.band);
         if !off {
-            self.delta = (self.delta * self.factor).min(self.end);
+            let ceiling = if self.reached {
+                self.end
+            } else {
+                self.approach.max(self.delta)
+            };
+            self.delta = (self.delta * self.factor).min(ceiling);
         }
     }
 }
@@ -116,10 +127,16 @@ mod tests {
 
     #[test]
     fn landing_delta_is_held_off_the_budget() {
-        let mut d = LandingDelta::new(1.0, 1e4, 4, 0.05);
-        // Under the budget before the gates first reached it, it grows (10x per step here).
+        let mut d = LandingDelta::new(1.0, 1e4, 4, 0.05, 50.0);
+        // Under the budget before the gates first reached it, it grows (10x per step here),
+        // up to the approach's ceiling.
         d.after_step(0.2);
         assert!((d.delta - 10.0).abs() < 1e-9, "{}", d.delta);
+        d.after_step(0.2);
+        assert!((d.delta - 50.0).abs() < 1e-9, "{}", d.delta);
+        d.after_step(0.3);
+        assert!((d.delta - 50.0).abs() < 1e-9, "{}", d.delta);
+        d.delta = 10.0;
         // Within the band it grows.
         d.after_step(1.05);
         assert!((d.delta - 100.0).abs() < 1e-9, "{}", d.delta);
