@@ -92,7 +92,8 @@ pub struct SearchConfig {
     #[serde(default)]
     pub budget: Option<Budget>,
     /// In budget mode, lambda_a starts where the architecture loss outweighs the data on
-    /// half the channels (measured on 4 batches of the gate stage's data) instead of at
+    /// the share of the channels the budget closes (measured on 4 batches of the gate stage's
+    /// data) instead of at
     /// `lambda`: the right scale differs between models (5e-3 for vgg-small, 1.2e-3 for
     /// MobileNetV2 on Fashion-MNIST).
     #[serde(default)]
