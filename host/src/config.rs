@@ -93,9 +93,8 @@ pub struct SearchConfig {
     pub budget: Option<Budget>,
     /// In budget mode, lambda_a starts where the architecture loss outweighs the data on
     /// the share of the channels the budget closes (measured on 4 batches of the gate stage's
-    /// data) instead of at
-    /// `lambda`: the right scale differs between models (5e-3 for vgg-small, 1.2e-3 for
-    /// MobileNetV2 on Fashion-MNIST).
+    /// data) instead of at `lambda`: the right scale differs between models (5e-3 for
+    /// vgg-small, 1.2e-3 for MobileNetV2 on Fashion-MNIST, at a quarter of the parent's cost).
     #[serde(default)]
     pub lambda_from_data: bool,
     /// How batch norm normalises in the gate stage.

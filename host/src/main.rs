@@ -270,7 +270,8 @@ struct TrainingOptions {
     /// VGG16 and ResNet-56 on CIFAR-10). Given alone, it is fixed (the paper's DNAL; how much
     /// it prunes depends steeply on the data); with a budget it is where lambda_a starts
     /// (without it, a budgeted search starts where the architecture loss outweighs the data on
-    /// the share of the channels the budget closes: about 1 - sqrt(budget / parent's cost)). Without it or a budget, a search prunes to 40% of the parent's MACs.
+    /// the share of the channels the budget closes: about 1 - sqrt(budget / parent's cost)).
+    /// Without it or a budget, a search prunes to 40% of the parent's MACs.
     #[arg(long, value_name = "X", default_value_t = SearchConfig::default().lambda)]
     lambda: f64,
     /// What a channel costs in the architecture loss: uniform (the paper: every channel 1),

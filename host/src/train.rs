@@ -28,7 +28,7 @@ pub struct GatePenalty {
     pub weights: Vec<f64>,
     /// In budget mode, what moves lambda_a after every step.
     pub budget: Option<BudgetControl>,
-    /// In budget mode, delta, held while the gates are over the budget.
+    /// In budget mode, delta, held while the gates are off the budget.
     pub delta: Option<LandingDelta>,
 }
 

@@ -74,7 +74,7 @@ impl Search {
 
     /// The gate stage: only the gates learn, under the architecture loss, while delta grows;
     /// in budget mode lambda_a is steered to the budget, and delta is held while the gates are
-    /// over it ([`LandingDelta`]).
+    /// off it ([`LandingDelta`]).
     pub(super) fn gate_stage(
         &mut self,
         net: GatedNet,
@@ -109,13 +109,11 @@ impl Search {
             }
         }
         // A resumed stage continues with the lambda_a the controller had reached.
-        let lambda = match self.state.gate_lambda {
-            Some(lambda) => lambda,
-            None if config.lambda_from_data && budget.is_some() => {
-                let closing = budget.as_ref().map_or(0.5, |b| {
-                    let parent = b.estimate.total(&net.plan.full_counts());
-                    share_to_close(b.target / parent)
-                });
+        let lambda = match (self.state.gate_lambda, &budget) {
+            (Some(lambda), _) => lambda,
+            (None, Some(control)) if config.lambda_from_data => {
+                let parent = control.estimate.total(&net.plan.full_counts());
+                let closing = share_to_close(control.target / parent);
                 let lambda = self.balanced_lambda(&net, &weights, config.delta_start, closing)?;
                 observer.message(&format!(
                     "lambda_a starts at {lambda:.3e}, where the architecture loss outweighs the \
@@ -124,9 +122,9 @@ impl Search {
                 ));
                 lambda
             }
-            None => config.lambda,
+            (None, _) => config.lambda,
         };
-        // In budget mode delta reaches its end after half the stage's steps unless held (over
+        // In budget mode delta reaches its end after half the stage's steps unless held (off
         // the budget), so that the controller has the other half to bring the gates back.
         let landing = budget.is_some().then(|| {
             self.state.gate_landing.unwrap_or_else(|| {
