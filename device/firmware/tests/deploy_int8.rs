@@ -10,7 +10,7 @@ use dnal_export::int8::{ValueRanges, quantize};
 use dnal_firmware::DeployRequest;
 use dnal_firmware::codegen::Network;
 use dnal_firmware::deploy::{deploy, synthetic_images};
-use dnal_firmware::synth::{random_export, tiny_cnn_arch};
+use dnal_firmware::synth::{random_export, tiny_cnn_arch, with_channels};
 
 fn shared_target_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dnal-firmware")
@@ -18,7 +18,12 @@ fn shared_target_dir() -> std::path::PathBuf {
 
 fn deploy_int8(board: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let export = random_export(tiny_cnn_arch(&format!("tiny8-{board}")), 21).unwrap();
+    // Seven channels where the tiny network has eight: the depthwise layer's 63 codes (and
+    // other odd-length arrays) then sit before the SMLAD layers' weights in flash, which
+    // `LDRD` reads a word at a time and faults on if they are not word aligned.
+    let odd = [("conv1", 7), ("pw", 7)].map(|(name, c)| (name.to_string(), c));
+    let arch = with_channels(&tiny_cnn_arch(&format!("tiny8-{board}")), &odd.into()).unwrap();
+    let export = random_export(arch, 21).unwrap();
     // Calibrated on other images than the ones embedded: some values saturate.
     let mut ranges = ValueRanges::new(export.arch().layers.len() + 1);
     for image in synthetic_images(export.input_len(), 8).iter().skip(5) {

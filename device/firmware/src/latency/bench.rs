@@ -309,14 +309,22 @@ pub(crate) fn weights_rs(
     );
     let mut state: u32 = 0x2545_f491;
     // Integers -100..=100, each written by `literal`: short literals, exact enough.
+    // `ty` "codes": i8 on a word boundary, as the SMLAD convolution reads its weights.
     let mut array = |out: &mut String,
                      (name, ty): (&str, &str),
                      len: usize,
                      doc: &str,
                      literal: &dyn Fn(i32) -> String| {
+        let (decl, open) = match ty {
+            "codes" => (
+                format!("dnal_kernels::int8::WordAligned<{len}>"),
+                "dnal_kernels::int8::WordAligned([",
+            ),
+            _ => (format!("[{ty}; {len}]"), "["),
+        };
         let _ = writeln!(
             out,
-            "\n/// {doc}: {len} values.\npub static {name}: [{ty}; {len}] = ["
+            "\n/// {doc}: {len} values.\npub static {name}: {decl} = {open}"
         );
         for chunk_start in (0..len).step_by(16) {
             out.push_str("   ");
@@ -329,7 +337,7 @@ pub(crate) fn weights_rs(
             }
             out.push('\n');
         }
-        out.push_str("];\n");
+        out.push_str(if ty == "codes" { "]);\n" } else { "];\n" });
     };
     let (w, b) = (codegen::SHARED_WEIGHTS, codegen::SHARED_BIAS);
     match numbers.precision {
@@ -361,7 +369,7 @@ pub(crate) fn weights_rs(
             let int = |k: i32| k.to_string();
             array(
                 &mut out,
-                (w, "i8"),
+                (w, "codes"),
                 weights_len.max(1),
                 "Weight codes",
                 &int,

@@ -47,6 +47,21 @@ pub const fn dsp_scratch_len(params: &Conv2dParams) -> usize {
     }
 }
 
+/// int8 codes on a 4-byte boundary, as [`conv2d_dsp`] needs its packed weights: the inner
+/// product reads them a word pair at a time (`LDRD`), and Cortex-M faults on an unaligned
+/// `LDRD`. A plain `[i8; N]` static may lie at any byte. Dereferences to the codes.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WordAligned<const N: usize>(pub [i8; N]);
+
+impl<const N: usize> core::ops::Deref for WordAligned<N> {
+    type Target = [i8];
+
+    fn deref(&self) -> &[i8] {
+        &self.0
+    }
+}
+
 /// Packs OIHW weights for [`conv2d_dsp`]. Output channels go in pairs (an odd last one with
 /// a zero channel); per pair and per four codes of the receptive field (padded with zeros to
 /// [`dsp_row_len`]), the first channel's four codes then the second's, each group
@@ -162,7 +177,8 @@ fn dot2x2(acc: &mut [i32; 4], codes: &[i16], weights: &[i8]) {
 ///
 /// # Shapes
 /// - `input`: `params.input()`, CHW
-/// - `packed`: [`dsp_weights_len`]`(params)` codes ([`pack_conv2d_dsp`])
+/// - `packed`: [`dsp_weights_len`]`(params)` codes ([`pack_conv2d_dsp`]), word aligned
+///   (a [`WordAligned`] static)
 /// - `bias`, `requantize`: `[out_channels]`
 /// - `scratch`: [`dsp_scratch_len`]`(params)` codes
 /// - `output`: `params.output()`, CHW
@@ -191,6 +207,10 @@ pub fn conv2d_dsp<const ROW: usize>(
         "conv2d_dsp scratch length"
     );
     assert_eq!(packed.len(), dsp_weights_len(params), "conv2d_dsp weights");
+    assert!(
+        packed.as_ptr().cast::<u32>().is_aligned(),
+        "conv2d_dsp weights not word aligned (keep them in a WordAligned)"
+    );
     assert_eq!(bias.len(), out_channels, "int8 conv bias length");
     assert_eq!(
         requantize.len(),
@@ -484,14 +504,20 @@ mod tests {
         let zero = (rng.next() % 256) as i32 - 128;
         let mut want = vec![0i8; params.output().len()];
         conv2d(&params, zero, &weights, &bias, &rq, stage, &x, &mut want);
-        let mut packed = vec![0i8; dsp_weights_len(&params)];
-        pack_conv2d_dsp(&params, &weights, &mut packed);
+        // Word aligned as the kernel requires: the codes of a `u32` buffer.
+        let mut words = vec![0u32; dsp_weights_len(&params) / 4];
+        // SAFETY: `words` owns `4 * words.len()` initialised bytes, and any byte is a valid
+        // `i8`; the slice borrows `words` mutably for its whole life.
+        let packed = unsafe {
+            core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<i8>(), 4 * words.len())
+        };
+        pack_conv2d_dsp(&params, &weights, packed);
         let mut got = vec![0i8; params.output().len()];
         let mut scratch = vec![0i8; dsp_scratch_len(&params)];
         conv2d_dsp::<ROW>(
             &params,
             zero,
-            &packed,
+            packed,
             &bias,
             &rq,
             told,

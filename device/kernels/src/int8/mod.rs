@@ -21,7 +21,8 @@ mod stage;
 
 pub use conv2d::{conv2d, depthwise_conv2d};
 pub use dsp::{
-    MAX_DSP_ROW, conv2d_dsp, dsp_row_len, dsp_scratch_len, dsp_weights_len, pack_conv2d_dsp,
+    MAX_DSP_ROW, WordAligned, conv2d_dsp, dsp_row_len, dsp_scratch_len, dsp_weights_len,
+    pack_conv2d_dsp,
 };
 pub use elementwise::{add, add_left_shift};
 pub use linear::linear;
