@@ -144,7 +144,7 @@ impl Int8Export {
     }
 
     /// Layer `i`'s output stage: its output's zero point, its activation's clamp, and
-    /// whether every requantisation of the layer is below 1.
+    /// whether every requantisation of the layer is below a half.
     pub fn output_stage(&self, i: usize) -> OutputStage {
         let out = self.values[i + 1];
         let stage = match &self.arch.layers[i].op {

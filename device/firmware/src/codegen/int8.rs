@@ -110,7 +110,7 @@ pub fn generate_int8_model(export: &Int8Export, dsp: bool) -> Result<GeneratedMo
         // 13% differently in a model and alone, and a latency table measured alone
         // mispredicted the 4x vgg-small by 1.8% instead of 0.7%. It costs 0.2% of its
         // instructions (the per-output test of each factor, which LLVM used to fold and which
-        // cost 3% hidden, is gone: `OutputStage::factors_below_one`).
+        // cost 3% hidden, is gone: `OutputStage::factors_below_half`).
         let mut call = code
             .call
             .replace("{w}", &format!("&weights::{ident}_W"))
@@ -268,8 +268,8 @@ pub(crate) fn layer_code_int8(
 ) -> Result<LayerCode, String> {
     let x0 = info.input_shapes[0];
     let stage_expr = format!(
-        "OutputStage {{ zero_point: {}, min: {}, max: {}, factors_below_one: {} }}",
-        stage.zero_point, stage.min, stage.max, stage.factors_below_one
+        "OutputStage {{ zero_point: {}, min: {}, max: {}, factors_below_half: {} }}",
+        stage.zero_point, stage.min, stage.max, stage.factors_below_half
     );
     let mut params = String::new();
     let weighted_call = |f: &str| {

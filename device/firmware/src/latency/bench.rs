@@ -90,7 +90,7 @@ impl Numbers {
 }
 
 /// The int8 benchmarks' stand-in quantisation: inputs at zero point -128 (a rectified
-/// value's), outputs clamped to the whole int8 range, every requantisation factor below 1
+/// value's), outputs clamped to the whole int8 range, every requantisation factor below a half
 /// (a layer's usual case, stated as the generated code states it). The codes do not change
 /// the kernels' path, only what they compute.
 const INT8_ZERO: i32 = -128;
@@ -98,9 +98,9 @@ const INT8_STAGE: OutputStage = OutputStage {
     zero_point: -128,
     min: -128,
     max: 127,
-    factors_below_one: true,
+    factors_below_half: true,
 };
-/// A requantisation factor below 1 (0.71 * 2^-1), as a layer's usually is.
+/// A requantisation factor below a half (0.71 * 2^-1), as a layer's usually is.
 const INT8_RQ: &str = "kernels::Requantize { multiplier: 1518500250, shift: -1 }";
 
 /// The parent layer `plan.index` with `in_channels` / `out_channels` channels, as a
@@ -385,7 +385,7 @@ pub(crate) fn weights_rs(
                 &int,
             );
             // One factor for all: the kernels' path does not depend on its value as long as
-            // it is below 1, as a layer's is.
+            // it is below a half, as a layer's is.
             let _ = writeln!(
                 out,
                 "\n/// Requantisation pairs: {n} values.\n\

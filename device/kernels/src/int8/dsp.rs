@@ -492,15 +492,15 @@ mod tests {
         let rq: Vec<Requantize> = (0..out)
             .map(|_| Requantize::from_real(0.0005 + (rng.next() % 1000) as f64 * 1e-6).unwrap())
             .collect();
-        // The portable kernel tests each factor; the DSP one is told they are all below 1.
+        // The portable kernel tests each factor; the DSP one is told they are all below a half.
         let stage = OutputStage {
             zero_point: -7,
             min: -7,
             max: 127,
-            factors_below_one: false,
+            factors_below_half: false,
         };
         let told = stage.with_factors(&rq);
-        assert!(told.factors_below_one);
+        assert!(told.factors_below_half);
         let zero = (rng.next() % 256) as i32 - 128;
         let mut want = vec![0i8; params.output().len()];
         conv2d(&params, zero, &weights, &bias, &rq, stage, &x, &mut want);

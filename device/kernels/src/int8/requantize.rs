@@ -118,40 +118,58 @@ impl Requantize {
     /// `[min, max]` (the activation's range: -128..=127, or from the zero point up for a
     /// ReLU).
     ///
-    /// A factor below 1 ([`Requantize::below_one`], every layer's usual case) takes the short
-    /// way, [`Requantize::to_i8_below_one`].
+    /// A factor below a half ([`Requantize::below_half`], every convolution's and linear
+    /// layer's usual case) takes the short way, [`Requantize::to_i8_below_half`].
     #[inline(always)]
     pub const fn to_i8(&self, acc: i32, zero_point: i32, min: i8, max: i8) -> i8 {
-        if self.below_one() {
-            self.to_i8_below_one(acc, zero_point, min, max)
+        if self.below_half() {
+            self.to_i8_below_half(acc, zero_point, min, max)
         } else {
             clamp_code(self.apply(acc).saturating_add(zero_point), min, max)
         }
     }
 
-    /// True for a factor below 1 (`shift <= 0`) with a mantissa in `[2^30, 2^31)` (as
+    /// True for a factor below a half (`shift <= -1`) with a mantissa in `[2^30, 2^31)` (as
     /// [`Requantize::from_real`] makes and exports hold): what
-    /// [`Requantize::to_i8_below_one`] needs.
+    /// [`Requantize::apply_below_half`] needs.
     #[inline(always)]
-    pub const fn below_one(&self) -> bool {
-        self.shift <= 0 && self.multiplier >= 1 << 30
+    pub const fn below_half(&self) -> bool {
+        self.shift <= -1 && self.shift >= *SHIFTS.start() && self.multiplier >= 1 << 30
     }
 
-    /// [`Requantize::to_i8`] for a factor [`Requantize::below_one`], without testing it (a
-    /// kernel whose stage says every factor of its layer is below 1 calls this):
-    /// gemmlowp's doubling high multiply is then `(acc * multiplier + 2^30) >> 31` for every
-    /// `acc` (its nudge and truncation meet the floor of that sum), one `SMULL` and a few
-    /// instructions, and no left shift. The results are those of [`Requantize::apply`]
-    /// (tested).
+    /// [`Requantize::apply`] for a factor [`Requantize::below_half`], in one rounding of the
+    /// 64-bit product instead of two, with the same results (tested over the whole `i32`
+    /// range).
+    ///
+    /// With `t = acc * multiplier + 2^30` and `e = -shift >= 1`, gemmlowp's two steps are
+    /// `h = floor(t / 2^31)` (the doubling high multiply; its nudge and truncation meet this
+    /// floor, and no left shift is needed) and `floor((h + 2^(e-1) - [h < 0]) / 2^e)` (the
+    /// rounding divide, ties away from zero). Nested floors of divisions by positive
+    /// integers are one floor, so this is `floor((t + c * 2^31) / 2^(31+e))` with `c =
+    /// 2^(e-1) - [t < 0]`: a multiply-accumulate, an add with carry into the high word, and
+    /// a shift of the high word by `e - 1`; about 8 instructions on Cortex-M against 20.
+    /// Nothing overflows: `|t| < 2^62`, and the high word stays within `2^30`.
     #[inline(always)]
-    pub const fn to_i8_below_one(&self, acc: i32, zero_point: i32, min: i8, max: i8) -> i8 {
-        debug_assert!(self.below_one());
-        let high = ((acc as i64 * self.multiplier as i64 + (1 << 30)) >> 31) as i32;
-        clamp_code(
-            rounding_divide_by_pot(high, (-self.shift) as u32).saturating_add(zero_point),
-            min,
-            max,
-        )
+    pub const fn apply_below_half(&self, acc: i32) -> i32 {
+        debug_assert!(self.below_half());
+        // e - 1 = -shift - 1, in 0..=30.
+        let e1 = !self.shift as u32;
+        let t = acc as i64 * self.multiplier as i64 + (1 << 30);
+        // In 32-bit halves, so that no 64-bit shift is compiled: `c < 2^30`, and `c * 2^31`
+        // adds `c & 1` to the low word's top bit and `c >> 1` to the high word.
+        let (high, low) = ((t >> 32) as i32, t as u32);
+        let c = (1 << e1) - ((high as u32) >> 31) as i32;
+        let (_, carry) = low.overflowing_add((c as u32) << 31);
+        (high + (c >> 1) + carry as i32) >> e1
+    }
+
+    /// [`Requantize::to_i8`] for a factor [`Requantize::below_half`], without testing it (a
+    /// kernel whose stage says every factor of its layer is below a half calls this).
+    #[inline(always)]
+    pub const fn to_i8_below_half(&self, acc: i32, zero_point: i32, min: i8, max: i8) -> i8 {
+        // Saturating although |apply_below_half| <= 2^30: it compiles to one `QADD`, and the
+        // clamp then to one `SSAT`.
+        clamp_code(self.apply_below_half(acc).saturating_add(zero_point), min, max)
     }
 }
 
@@ -179,6 +197,7 @@ fn pow2(e: i32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::{vec, vec::Vec};
 
     /// The reference formula in `i128`, with the ties rounded as gemmlowp's two steps round
     /// them.
@@ -295,6 +314,44 @@ mod tests {
                     "{acc} {r:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn one_rounding_below_a_half_equals_two() {
+        let mut rng = Lcg(3);
+        // Every shift with the extreme mantissas and random ones, against accumulators over
+        // the whole i32 range (the extremes, small values where ties decide, random ones).
+        let mut accs: Vec<i32> = vec![i32::MIN, i32::MIN + 1, -2, -1, 0, 1, 2, i32::MAX];
+        for _ in 0..2_000 {
+            let wide = rng.next() as u32 as i32;
+            accs.push(wide);
+            accs.push(wide >> (rng.next() % 31));
+        }
+        for shift in -31..=-1 {
+            let mut multipliers = vec![1 << 30, (1 << 30) + 1, i32::MAX - 1, i32::MAX];
+            multipliers.extend((0..8).map(|_| (1 << 30) + (rng.next() % (1 << 30)) as i32));
+            for multiplier in multipliers {
+                let r = Requantize { multiplier, shift };
+                assert!(r.below_half());
+                for &acc in &accs {
+                    assert_eq!(r.apply_below_half(acc), r.apply(acc), "{acc} {r:?}");
+                }
+            }
+        }
+        // Ties at every exponent, both signs: `acc * multiplier` exactly `(k + 1/2) * 2^31e`.
+        for e in 1..=20 {
+            let r = Requantize {
+                multiplier: 1 << 30,
+                shift: -e,
+            };
+            for k in -5i32..5 {
+                let acc = (2 * k + 1) << e;
+                assert_eq!(r.apply_below_half(acc), r.apply(acc), "{acc} {r:?}");
+            }
+        }
+        for r in [Requantize::ONE, Requantize::from_real(0.75).unwrap()] {
+            assert!(!r.below_half(), "{r:?}");
         }
     }
 

@@ -57,11 +57,11 @@ pub struct OutputStage {
     pub min: i8,
     /// The largest.
     pub max: i8,
-    /// Every requantisation of the layer is [`Requantize::below_one`]: its kernel then
+    /// Every requantisation of the layer is [`Requantize::below_half`]: its kernel then
     /// takes the short way without testing each factor. Generated code states it as a
     /// constant, which also keeps a layer's code independent of its factors' values (a
     /// latency table measures layers with stand-in values).
-    pub factors_below_one: bool,
+    pub factors_below_half: bool,
 }
 
 impl OutputStage {
@@ -85,14 +85,14 @@ impl OutputStage {
             zero_point: output.zero_point,
             min,
             max,
-            factors_below_one: false,
+            factors_below_half: false,
         }
     }
 
-    /// This stage, knowing whether all of `factors` are [`Requantize::below_one`].
+    /// This stage, knowing whether all of `factors` are [`Requantize::below_half`].
     pub fn with_factors(self, factors: &[Requantize]) -> OutputStage {
         OutputStage {
-            factors_below_one: factors.iter().all(Requantize::below_one),
+            factors_below_half: factors.iter().all(Requantize::below_half),
             ..self
         }
     }
@@ -100,8 +100,8 @@ impl OutputStage {
     /// The int8 output of accumulator `acc` requantised by `factor` (one of the layer's).
     #[inline(always)]
     pub const fn requantize(&self, factor: &Requantize, acc: i32) -> i8 {
-        if self.factors_below_one {
-            factor.to_i8_below_one(acc, self.zero_point, self.min, self.max)
+        if self.factors_below_half {
+            factor.to_i8_below_half(acc, self.zero_point, self.min, self.max)
         } else {
             factor.to_i8(acc, self.zero_point, self.min, self.max)
         }
@@ -113,7 +113,7 @@ impl OutputStage {
             zero_point,
             min: i8::MIN,
             max: i8::MAX,
-            factors_below_one: false,
+            factors_below_half: false,
         }
     }
 }
