@@ -61,12 +61,12 @@ pub fn generate_int8_model(export: &Int8Export, dsp: bool) -> Result<GeneratedMo
         match data {
             Int8Layer::Weighted(w) => {
                 let (codes, order) = match &dsp_params {
-                    Some(p) => {
+                    Some(DspConv::Dense(p)) => {
                         let mut packed = vec![0; kernels::dsp_weights_len(p)];
                         kernels::pack_conv2d_dsp(p, &w.weight, &mut packed);
                         (packed, "packed for conv2d_dsp")
                     }
-                    None => (w.weight.clone(), "as exported"),
+                    _ => (w.weight.clone(), "as exported"),
                 };
                 // Word aligned, whichever kernel reads them: the SMLAD convolution's
                 // `LDRD` faults on codes that a plain `[i8; N]` left at an odd address.
@@ -219,21 +219,57 @@ pub fn generate_int8_model(export: &Int8Export, dsp: bool) -> Result<GeneratedMo
     })
 }
 
-/// The parameters of layer `i` when it runs on [`kernels::conv2d_dsp`]: a dense conv on a
-/// DSP board whose packed row fits [`kernels::MAX_DSP_ROW`].
-pub(crate) fn dsp_conv(layer: &Layer, info: &LayerSummary, dsp: bool) -> Option<Conv2dParams> {
-    match &layer.op {
-        Op::Conv2d(c) if dsp && !c.is_depthwise() => Conv2dParams::new(
-            info.input_shapes[0],
-            c.out_channels,
-            c.kernel,
-            c.stride,
-            c.padding,
-            c.activation,
-        )
-        .ok()
-        .filter(|p| kernels::dsp_row_len(p) <= kernels::MAX_DSP_ROW),
-        _ => None,
+/// A convolution that runs on a DSP kernel (`SMLAD`, Cortex-M4/M7), with its parameters.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum DspConv {
+    /// A dense conv whose packed row fits [`kernels::MAX_DSP_ROW`]: [`kernels::conv2d_dsp`],
+    /// its weights packed for it.
+    Dense(Conv2dParams),
+    /// A 3x3 depthwise conv at stride 1 or 2: [`kernels::depthwise3x3_dsp`], its weights as
+    /// exported.
+    Depthwise(Conv2dParams),
+}
+
+impl DspConv {
+    /// Codes of scratch the kernel needs (its padded input copy).
+    pub(crate) fn scratch_len(&self) -> usize {
+        match self {
+            DspConv::Dense(p) => kernels::dsp_scratch_len(p),
+            DspConv::Depthwise(p) => kernels::depthwise3x3_dsp_scratch_len(p),
+        }
+    }
+
+    /// The kernel the generated code calls.
+    fn kernel_fn(&self) -> String {
+        match self {
+            DspConv::Dense(p) => format!("conv2d_dsp::<{}>", kernels::dsp_row_len(p)),
+            DspConv::Depthwise(p) => format!("depthwise3x3_dsp::<{}>", p.window.stride[1]),
+        }
+    }
+}
+
+/// How layer `i` runs on a DSP board (`dsp`): the convolutions a DSP kernel takes, `None`
+/// for every other layer and board.
+pub(crate) fn dsp_conv(layer: &Layer, info: &LayerSummary, dsp: bool) -> Option<DspConv> {
+    let Op::Conv2d(c) = &layer.op else {
+        return None;
+    };
+    if !dsp {
+        return None;
+    }
+    let p = Conv2dParams::new(
+        info.input_shapes[0],
+        c.out_channels,
+        c.kernel,
+        c.stride,
+        c.padding,
+        c.activation,
+    )
+    .ok()?;
+    if c.is_depthwise() {
+        kernels::depthwise3x3_dsp_fits(&p).then_some(DspConv::Depthwise(p))
+    } else {
+        (kernels::dsp_row_len(&p) <= kernels::MAX_DSP_ROW).then_some(DspConv::Dense(p))
     }
 }
 
@@ -247,7 +283,7 @@ pub(crate) fn plan_int8(export: &Int8Export, dsp: bool) -> MemoryPlan {
         .zip(&export.summary().layers)
         .map(|(layer, info)| {
             dsp_conv(layer, info, dsp)
-                .map(|p| kernels::dsp_scratch_len(&p))
+                .map(|d| d.scratch_len())
                 .unwrap_or(0)
         })
         .collect();
@@ -264,7 +300,7 @@ pub(crate) fn layer_code_int8(
     info: &LayerSummary,
     input_zero: i32,
     stage: OutputStage,
-    dsp: Option<Conv2dParams>,
+    dsp: Option<DspConv>,
 ) -> Result<LayerCode, String> {
     let x0 = info.input_shapes[0];
     let stage_expr = format!(
@@ -273,7 +309,7 @@ pub(crate) fn layer_code_int8(
     );
     let mut params = String::new();
     let weighted_call = |f: &str| {
-        // The SMLAD convolution also takes its scratch (the padded input copy).
+        // The SMLAD convolutions also take their scratch (the padded input copy).
         let scratch = if dsp.is_some() { "{scratch}, " } else { "" };
         format!(
             "kernels::{f}(&{ident}, {input_zero}, {{w}}, {{b}}, {{rq}}, {ident}_STAGE, {{x0}}, \
@@ -298,8 +334,8 @@ pub(crate) fn layer_code_int8(
                  const {ident}_STAGE: OutputStage = {stage_expr};"
             );
             let f = match dsp {
-                _ if c.is_depthwise() => "depthwise_conv2d".to_string(),
-                Some(p) => format!("conv2d_dsp::<{}>", kernels::dsp_row_len(&p)),
+                Some(d) => d.kernel_fn(),
+                None if c.is_depthwise() => "depthwise_conv2d".to_string(),
                 None => "conv2d".to_string(),
             };
             LayerCode {

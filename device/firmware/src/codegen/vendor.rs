@@ -66,6 +66,10 @@ pub const KERNEL_SOURCES: &[(&str, &str)] = &[
         include_str!("../../../kernels/src/int8/conv2d.rs"),
     ),
     (
+        "int8/depthwise_dsp.rs",
+        include_str!("../../../kernels/src/int8/depthwise_dsp.rs"),
+    ),
+    (
         "int8/dsp.rs",
         include_str!("../../../kernels/src/int8/dsp.rs"),
     ),
@@ -88,6 +92,10 @@ pub const KERNEL_SOURCES: &[(&str, &str)] = &[
     (
         "int8/requantize.rs",
         include_str!("../../../kernels/src/int8/requantize.rs"),
+    ),
+    (
+        "int8/simd32.rs",
+        include_str!("../../../kernels/src/int8/simd32.rs"),
     ),
     (
         "int8/stage.rs",

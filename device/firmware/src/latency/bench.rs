@@ -24,7 +24,7 @@ use dnal_export::int8::{ValueRanges, quantize};
 use dnal_export::{Arch, ArchSummary, Conv2dSpec, Layer, LayerSummary, LinearSpec, Op, Precision};
 use dnal_kernels::Shape3;
 use dnal_kernels::arena::Span;
-use dnal_kernels::int8::{OutputStage, dsp_scratch_len, dsp_weights_len};
+use dnal_kernels::int8::{OutputStage, dsp_weights_len};
 
 /// Name of the shared requantisation array of int8 benchmarks in `weights.rs`.
 const SHARED_REQUANTIZE: &str = "SHARED_RQ";
@@ -184,8 +184,10 @@ pub(crate) fn bench_code(
             let code = int8::layer_code_int8(&ident, &layer, &info, INT8_ZERO, INT8_STAGE, dsp)
                 .map_err(fail)?;
             let (weights_len, bias_len) = match (&info.tensor_shapes, &dsp) {
-                (Some(_), Some(p)) => (dsp_weights_len(p), info.output.channels),
-                (Some([w, b]), None) => (w.iter().product(), b.iter().product()),
+                (Some(_), Some(int8::DspConv::Dense(p))) => {
+                    (dsp_weights_len(p), info.output.channels)
+                }
+                (Some([w, b]), _) => (w.iter().product(), b.iter().product()),
                 (None, _) => (0, 0),
             };
             let rq_len = match &layer.op {
@@ -210,7 +212,7 @@ pub(crate) fn bench_code(
                 )
                 .replace("{zeros}", &format!("[{}]", zeros.join(", ")))
                 .replace("{out_rq}", INT8_RQ);
-            let scratch_len = dsp.map_or(0, |p| dsp_scratch_len(&p));
+            let scratch_len = dsp.map_or(0, |d| d.scratch_len());
             (code, weights_len, bias_len, rq_len, scratch_len, call)
         }
     };

@@ -12,14 +12,17 @@
 #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
 mod arm;
 mod conv2d;
+mod depthwise_dsp;
 mod dsp;
 mod elementwise;
 mod linear;
 mod pool;
 pub mod requantize;
+mod simd32;
 mod stage;
 
 pub use conv2d::{conv2d, depthwise_conv2d};
+pub use depthwise_dsp::{depthwise3x3_dsp, depthwise3x3_dsp_fits, depthwise3x3_dsp_scratch_len};
 pub use dsp::{
     MAX_DSP_ROW, WordAligned, conv2d_dsp, dsp_row_len, dsp_scratch_len, dsp_weights_len,
     pack_conv2d_dsp,

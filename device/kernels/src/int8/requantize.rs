@@ -163,13 +163,33 @@ impl Requantize {
         (high + (c >> 1) + carry as i32) >> e1
     }
 
+    /// [`Requantize::apply`] for any factor, through [`Requantize::apply_below_half`] where it
+    /// is below a half and gemmlowp's doubling high multiply alone (`floor((acc *
+    /// multiplier + 2^30) / 2^31)`, no rounding divide) where it is a mantissa times `2^0`;
+    /// the general way for the rest. An add's input rescales (at most a half) take the first
+    /// two.
+    #[inline(always)]
+    pub const fn apply_at_most_half(&self, acc: i32) -> i32 {
+        if self.below_half() {
+            self.apply_below_half(acc)
+        } else if self.shift == 0 && self.multiplier >= 1 << 30 {
+            ((acc as i64 * self.multiplier as i64 + (1 << 30)) >> 31) as i32
+        } else {
+            self.apply(acc)
+        }
+    }
+
     /// [`Requantize::to_i8`] for a factor [`Requantize::below_half`], without testing it (a
     /// kernel whose stage says every factor of its layer is below a half calls this).
     #[inline(always)]
     pub const fn to_i8_below_half(&self, acc: i32, zero_point: i32, min: i8, max: i8) -> i8 {
         // Saturating although |apply_below_half| <= 2^30: it compiles to one `QADD`, and the
         // clamp then to one `SSAT`.
-        clamp_code(self.apply_below_half(acc).saturating_add(zero_point), min, max)
+        clamp_code(
+            self.apply_below_half(acc).saturating_add(zero_point),
+            min,
+            max,
+        )
     }
 }
 
@@ -352,6 +372,16 @@ mod tests {
         }
         for r in [Requantize::ONE, Requantize::from_real(0.75).unwrap()] {
             assert!(!r.below_half(), "{r:?}");
+        }
+        // Every factor, each way `apply_at_most_half` takes (below a half, a mantissa times
+        // 2^0, above): the same as `apply`.
+        for shift in -3..=3 {
+            for multiplier in [1 << 30, (1 << 30) + 12345, i32::MAX] {
+                let r = Requantize { multiplier, shift };
+                for &acc in &accs {
+                    assert_eq!(r.apply_at_most_half(acc), r.apply(acc), "{acc} {r:?}");
+                }
+            }
         }
     }
 

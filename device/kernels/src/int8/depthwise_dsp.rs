@@ -1,0 +1,230 @@
+//! int8 3x3 depthwise convolution with the Cortex-M DSP extension: two neighbouring output
+//! pixels at a time, each kernel row in one word load, two `SXTB16` and four 16-bit
+//! multiply-accumulates (7 instructions for 6 MACs at stride 1, 9 at stride 2).
+//!
+//! Stride 1, output pixels `o0` and `o1` over input codes `a0 a1 a2 a3` (one word of the
+//! row) and kernel row `w0 w1 w2`:
+//! - `SXTB16` gives `(a0, a2)`, with `ROR #8` `(a1, a3)`;
+//! - `o0 += (a0, a2) . (w0, w2) + a1 * w1` (`SMLAD`, `SMLABB`);
+//! - `o1 += (a1, a3) . (w0, w2) + a2 * w1` (`SMLAD`, `SMLATB`).
+//!
+//! At stride 2 `o1` starts two codes on: a second word at `a2` gives `(a2, a4)`, and `a3`
+//! is the top half of `(a1, a3)`.
+//!
+//! Each input plane is first copied into a padded plane whose border is the input's zero
+//! point (the code of real 0), so no window needs a border test. The products are of the raw
+//! codes: the zero point's share, `x_zero * sum(w)`, comes off the bias once per channel,
+//! which gives exactly the portable kernel's `sum((x - x_zero) * w) + bias`.
+
+use super::OutputStage;
+use super::Requantize;
+use super::simd32::{pack16, smlabb, smlad, smlatb, sxtb16, sxtb16_ror8};
+use crate::Conv2dParams;
+
+/// Whether [`depthwise3x3_dsp`] takes a depthwise layer: a 3x3 kernel at stride 1 or 2 (the
+/// same both ways).
+pub const fn depthwise3x3_dsp_fits(params: &Conv2dParams) -> bool {
+    let w = &params.window;
+    w.kernel[0] == 3
+        && w.kernel[1] == 3
+        && w.stride[0] == w.stride[1]
+        && (w.stride[0] == 1 || w.stride[0] == 2)
+}
+
+/// Codes beyond the padded plane that the last pair of a row may load (and ignore).
+const SLACK: usize = 4;
+
+/// Codes of scratch [`depthwise3x3_dsp`] needs: one padded input plane and a few codes of
+/// slack.
+pub const fn depthwise3x3_dsp_scratch_len(params: &Conv2dParams) -> usize {
+    let w = &params.window;
+    (w.input.height + 2 * w.padding[0]) * (w.input.width + 2 * w.padding[1]) + SLACK
+}
+
+/// A 3x3 depthwise convolution at stride `SW` (1 or 2; [`depthwise3x3_dsp_fits`]); the
+/// results equal [`super::depthwise_conv2d`]'s bit for bit.
+///
+/// # Shapes
+/// - `input`: `params.input()`, CHW
+/// - `weights`: `[channels, 1, 3, 3]`
+/// - `bias`, `requantize`: `[channels]`
+/// - `scratch`: [`depthwise3x3_dsp_scratch_len`]`(params)` codes
+/// - `output`: `params.output()`, CHW
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn depthwise3x3_dsp<const SW: usize>(
+    params: &Conv2dParams,
+    input_zero: i32,
+    weights: &[i8],
+    bias: &[i32],
+    requantize: &[Requantize],
+    stage: OutputStage,
+    input: &[i8],
+    scratch: &mut [i8],
+    output: &mut [i8],
+) {
+    let w = &params.window;
+    let channels = w.output.channels;
+    assert!(
+        depthwise3x3_dsp_fits(params) && w.stride[1] == SW,
+        "depthwise3x3_dsp::<{SW}> called for kernel {:?} stride {:?}",
+        w.kernel,
+        w.stride
+    );
+    assert_eq!(w.input.channels, channels, "depthwise channels");
+    assert_eq!(input.len(), w.input.len(), "int8 depthwise input length");
+    assert_eq!(output.len(), w.output.len(), "int8 depthwise output length");
+    assert_eq!(weights.len(), channels * 9, "int8 depthwise weight length");
+    assert_eq!(bias.len(), channels, "int8 depthwise bias length");
+    assert_eq!(
+        requantize.len(),
+        channels,
+        "int8 depthwise requantize length"
+    );
+    assert_eq!(
+        scratch.len(),
+        depthwise3x3_dsp_scratch_len(params),
+        "depthwise3x3_dsp scratch length"
+    );
+    let [ph, pw] = w.padding;
+    let (in_h, in_w) = (w.input.height, w.input.width);
+    let wide = in_w + 2 * pw;
+    let (out_h, out_w) = (w.output.height, w.output.width);
+    // The windows of the last output row and column lie inside the padded plane (the
+    // geometry's own invariant), the last pair's loads inside its slack.
+    assert!((out_h - 1) * SW + 3 <= in_h + 2 * ph && (out_w - 1) * SW + 3 <= wide);
+    // `input_zero` is a code (-128..=127, the export's reader checks it). Only the interior
+    // is overwritten below, so the border stays the zero point for every channel.
+    scratch.fill(input_zero as i8);
+    let (in_plane, out_plane) = (w.input.plane(), w.output.plane());
+    for c in 0..channels {
+        for (y, src) in input[c * in_plane..(c + 1) * in_plane]
+            .chunks_exact(in_w)
+            .enumerate()
+        {
+            let start = (y + ph) * wide + pw;
+            scratch[start..start + in_w].copy_from_slice(src);
+        }
+        let k = &weights[c * 9..(c + 1) * 9];
+        // Per kernel row: (w0, w2) as a pair, w1 in the bottom half.
+        let outer = [0, 1, 2].map(|r| pack16(k[3 * r] as i32, k[3 * r + 2] as i32));
+        let middle = [0, 1, 2].map(|r| k[3 * r + 1] as i32 as u32);
+        let taps_sum: i32 = k.iter().map(|&v| v as i32).sum();
+        let start = bias[c] - input_zero * taps_sum;
+        let factor = &requantize[c];
+        let out = &mut output[c * out_plane..(c + 1) * out_plane];
+        for oy in 0..out_h {
+            let rows = oy * SW * wide;
+            for ox in (0..out_w).step_by(2) {
+                let at = rows + ox * SW;
+                let (mut o0, mut o1) = (start, start);
+                for r in 0..3 {
+                    let row = at + r * wide;
+                    let a = load_word(scratch, row);
+                    let (even, odd) = (sxtb16(a), sxtb16_ror8(a));
+                    o0 = smlabb(odd, middle[r], smlad(even, outer[r], o0));
+                    if SW == 1 {
+                        o1 = smlatb(even, middle[r], smlad(odd, outer[r], o1));
+                    } else {
+                        let next = sxtb16(load_word(scratch, row + 2));
+                        o1 = smlatb(odd, middle[r], smlad(next, outer[r], o1));
+                    }
+                }
+                let y = oy * out_w + ox;
+                out[y] = stage.requantize(factor, o0);
+                if ox + 1 < out_w {
+                    out[y + 1] = stage.requantize(factor, o1);
+                }
+            }
+        }
+    }
+}
+
+/// The four codes at `at` as one little-endian word (any alignment: Cortex-M4/M7 load
+/// unaligned words in one instruction).
+#[inline(always)]
+fn load_word(codes: &[i8], at: usize) -> u32 {
+    assert!(at + 4 <= codes.len());
+    // SAFETY: `at + 4 <= codes.len()` (asserted; the optimiser folds it into the callers'
+    // bounds), and `read_unaligned` takes any alignment.
+    unsafe { codes.as_ptr().add(at).cast::<u32>().read_unaligned() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::int8::depthwise_conv2d;
+    use crate::{Activation, Shape3};
+    use std::vec;
+    use std::vec::Vec;
+
+    struct Rng(u32);
+    impl Rng {
+        fn next(&mut self) -> u32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 17;
+            self.0 ^= self.0 << 5;
+            self.0
+        }
+        fn code(&mut self) -> i8 {
+            (self.next() >> 24) as u8 as i8
+        }
+    }
+
+    fn check<const SW: usize>(rng: &mut Rng, input: Shape3, padding: usize, act: Activation) {
+        let params =
+            Conv2dParams::depthwise(input, [3, 3], [SW, SW], [padding, padding], act).unwrap();
+        let c = input.channels;
+        let x: Vec<i8> = (0..input.len()).map(|_| rng.code()).collect();
+        let weights: Vec<i8> = (0..c * 9).map(|_| rng.code().max(-127)).collect();
+        let bias: Vec<i32> = (0..c)
+            .map(|_| (rng.next() % 20_000) as i32 - 10_000)
+            .collect();
+        let rq: Vec<Requantize> = (0..c)
+            .map(|_| Requantize::from_real(0.0005 + (rng.next() % 1000) as f64 * 1e-5).unwrap())
+            .collect();
+        let stage = OutputStage {
+            zero_point: 11,
+            min: if act == Activation::None { -128 } else { 11 },
+            max: if act == Activation::Relu6 { 90 } else { 127 },
+            factors_below_half: false,
+        };
+        let zero = (rng.next() % 256) as i32 - 128;
+        let mut want = vec![0i8; params.output().len()];
+        depthwise_conv2d(&params, zero, &weights, &bias, &rq, stage, &x, &mut want);
+        let mut got = vec![0i8; params.output().len()];
+        // Stale values in the scratch must not matter.
+        let mut scratch = vec![0x55i8; depthwise3x3_dsp_scratch_len(&params)];
+        let told = stage.with_factors(&rq);
+        assert!(told.factors_below_half);
+        depthwise3x3_dsp::<SW>(
+            &params,
+            zero,
+            &weights,
+            &bias,
+            &rq,
+            told,
+            &x,
+            &mut scratch,
+            &mut got,
+        );
+        assert_eq!(got, want, "{input} stride {SW} padding {padding} {act:?}");
+    }
+
+    #[test]
+    fn the_dsp_depthwise_kernel_equals_the_portable_one() {
+        let mut rng = Rng(29);
+        // Odd and even widths and heights (a last pixel without a partner), one channel and
+        // several, both strides, with and without padding, every activation.
+        for act in [Activation::None, Activation::Relu, Activation::Relu6] {
+            check::<1>(&mut rng, Shape3::new(3, 7, 9), 1, act);
+            check::<1>(&mut rng, Shape3::new(5, 8, 8), 1, act);
+            check::<1>(&mut rng, Shape3::new(2, 6, 5), 0, act);
+            check::<1>(&mut rng, Shape3::new(1, 3, 3), 1, act);
+            check::<2>(&mut rng, Shape3::new(3, 8, 8), 1, act);
+            check::<2>(&mut rng, Shape3::new(4, 7, 9), 1, act);
+            check::<2>(&mut rng, Shape3::new(2, 9, 6), 0, act);
+            check::<2>(&mut rng, Shape3::new(1, 3, 4), 1, act);
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The Cortex-M DSP extension's packed 16-bit instructions the int8 kernels build on ("SIMD32"
+//! in ARM's terms), one function each. On Cortex-M4/M7 each is the one instruction, as inline
+//! assembly the register allocator schedules; elsewhere (the host's tests, aarch64) plain Rust
+//! with the same results, so the kernels that use them run and are tested anywhere.
+//!
+//! A `u32` here holds two `i16` halves: bits 0-15 the bottom, 16-31 the top.
+
+#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+mod arm {
+    use core::arch::asm;
+
+    /// `acc + bottom(a) * bottom(b) + top(a) * top(b)` (`SMLAD`).
+    #[inline(always)]
+    pub fn smlad(a: u32, b: u32, acc: i32) -> i32 {
+        let out: i32;
+        // SAFETY: a register-only DSP instruction (Cortex-M4/M7, which this cfg selects); it
+        // reads its three inputs and writes one output, no memory, stack or flags.
+        unsafe {
+            asm!("smlad {out}, {a}, {b}, {acc}", out = lateout(reg) out, a = in(reg) a,
+                 b = in(reg) b, acc = in(reg) acc, options(pure, nomem, nostack, preserves_flags));
+        }
+        out
+    }
+
+    /// `acc + bottom(a) * bottom(b)` (`SMLABB`).
+    #[inline(always)]
+    pub fn smlabb(a: u32, b: u32, acc: i32) -> i32 {
+        let out: i32;
+        // SAFETY: as `smlad`.
+        unsafe {
+            asm!("smlabb {out}, {a}, {b}, {acc}", out = lateout(reg) out, a = in(reg) a,
+                 b = in(reg) b, acc = in(reg) acc, options(pure, nomem, nostack, preserves_flags));
+        }
+        out
+    }
+
+    /// `acc + top(a) * bottom(b)` (`SMLATB`).
+    #[inline(always)]
+    pub fn smlatb(a: u32, b: u32, acc: i32) -> i32 {
+        let out: i32;
+        // SAFETY: as `smlad`.
+        unsafe {
+            asm!("smlatb {out}, {a}, {b}, {acc}", out = lateout(reg) out, a = in(reg) a,
+                 b = in(reg) b, acc = in(reg) acc, options(pure, nomem, nostack, preserves_flags));
+        }
+        out
+    }
+
+    /// Bytes 0 and 2 of `x`, sign-extended into the two halves (`SXTB16`).
+    #[inline(always)]
+    pub fn sxtb16(x: u32) -> u32 {
+        let out: u32;
+        // SAFETY: as `smlad`.
+        unsafe {
+            asm!("sxtb16 {out}, {x}", out = lateout(reg) out, x = in(reg) x,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        out
+    }
+
+    /// `a` plus bytes 0 and 2 of `x`, sign-extended, half by half (`SXTAB16`).
+    #[inline(always)]
+    pub fn sxtab16(a: u32, x: u32) -> u32 {
+        let out: u32;
+        // SAFETY: as `smlad`.
+        unsafe {
+            asm!("sxtab16 {out}, {a}, {x}", out = lateout(reg) out, a = in(reg) a, x = in(reg) x,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        out
+    }
+
+    /// `a` plus bytes 1 and 3 of `x`, sign-extended, half by half (`SXTAB16` with `ROR #8`).
+    #[inline(always)]
+    pub fn sxtab16_ror8(a: u32, x: u32) -> u32 {
+        let out: u32;
+        // SAFETY: as `smlad`.
+        unsafe {
+            asm!("sxtab16 {out}, {a}, {x}, ror #8", out = lateout(reg) out, a = in(reg) a,
+                 x = in(reg) x, options(pure, nomem, nostack, preserves_flags));
+        }
+        out
+    }
+
+    /// Bytes 1 and 3 of `x`, sign-extended into the two halves (`SXTB16` with `ROR #8`).
+    #[inline(always)]
+    pub fn sxtb16_ror8(x: u32) -> u32 {
+        let out: u32;
+        // SAFETY: as `smlad`.
+        unsafe {
+            asm!("sxtb16 {out}, {x}, ror #8", out = lateout(reg) out, x = in(reg) x,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        out
+    }
+}
+
+#[cfg(any(test, not(all(target_arch = "arm", target_abi = "eabihf"))))]
+mod portable {
+    /// The signed bottom half.
+    #[inline(always)]
+    fn bottom(x: u32) -> i32 {
+        x as u16 as i16 as i32
+    }
+
+    /// The signed top half.
+    #[inline(always)]
+    fn top(x: u32) -> i32 {
+        (x >> 16) as u16 as i16 as i32
+    }
+
+    /// `acc + bottom(a) * bottom(b) + top(a) * top(b)` (`SMLAD`).
+    #[inline(always)]
+    pub fn smlad(a: u32, b: u32, acc: i32) -> i32 {
+        acc.wrapping_add(bottom(a) * bottom(b))
+            .wrapping_add(top(a) * top(b))
+    }
+
+    /// `acc + bottom(a) * bottom(b)` (`SMLABB`).
+    #[inline(always)]
+    pub fn smlabb(a: u32, b: u32, acc: i32) -> i32 {
+        acc.wrapping_add(bottom(a) * bottom(b))
+    }
+
+    /// `acc + top(a) * bottom(b)` (`SMLATB`).
+    #[inline(always)]
+    pub fn smlatb(a: u32, b: u32, acc: i32) -> i32 {
+        acc.wrapping_add(top(a) * bottom(b))
+    }
+
+    /// Bytes 0 and 2 of `x`, sign-extended into the two halves (`SXTB16`).
+    #[inline(always)]
+    pub fn sxtb16(x: u32) -> u32 {
+        (x as u8 as i8 as i16 as u16 as u32) | (((x >> 16) as u8 as i8 as i16 as u16 as u32) << 16)
+    }
+
+    /// Bytes 1 and 3 of `x`, sign-extended into the two halves (`SXTB16` with `ROR #8`).
+    #[inline(always)]
+    pub fn sxtb16_ror8(x: u32) -> u32 {
+        sxtb16(x.rotate_right(8))
+    }
+
+    /// Half by half, wrapping: `a + b`.
+    #[inline(always)]
+    fn add16(a: u32, b: u32) -> u32 {
+        super::pack16(
+            bottom(a).wrapping_add(bottom(b)),
+            top(a).wrapping_add(top(b)),
+        )
+    }
+
+    /// `a` plus bytes 0 and 2 of `x`, sign-extended, half by half (`SXTAB16`).
+    #[inline(always)]
+    pub fn sxtab16(a: u32, x: u32) -> u32 {
+        add16(a, sxtb16(x))
+    }
+
+    /// `a` plus bytes 1 and 3 of `x`, sign-extended, half by half (`SXTAB16` with `ROR #8`).
+    #[inline(always)]
+    pub fn sxtab16_ror8(a: u32, x: u32) -> u32 {
+        add16(a, sxtb16_ror8(x))
+    }
+}
+
+#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+pub(crate) use arm::*;
+#[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+pub(crate) use portable::*;
+
+/// Two `i16` values as one `u32`: `bottom` in bits 0-15, `top` in 16-31.
+#[inline(always)]
+pub(crate) const fn pack16(bottom: i32, top: i32) -> u32 {
+    (bottom as u16 as u32) | ((top as u16 as u32) << 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::portable;
+
+    #[test]
+    fn the_portable_instructions_compute_what_arm_documents() {
+        let word = u32::from_le_bytes([1u8, 0xfe, 3, 0x80]);
+        // Bytes 0 and 2: 1 and 3; bytes 1 and 3: -2 and -128.
+        assert_eq!(portable::sxtb16(word), 1 | (3 << 16));
+        assert_eq!(portable::sxtb16_ror8(word), 0xfffe | (0xff80 << 16));
+        let (a, b) = (super::pack16(-2, 300), super::pack16(7, -5));
+        assert_eq!(portable::smlad(a, b, 10), 10 - 14 - 1500);
+        assert_eq!(portable::smlabb(a, b, 10), 10 - 14);
+        assert_eq!(portable::smlatb(a, b, 10), 10 + 2100);
+        // Halves wrap independently: -2 + 1 and 300 + 3; -128 - 2 and -32768 + (-128).
+        assert_eq!(portable::sxtab16(a, word), super::pack16(-1, 303));
+        let b = super::pack16(-2, -32768);
+        assert_eq!(
+            portable::sxtab16_ror8(b, word),
+            super::pack16(-4, 32768 - 128)
+        );
+    }
+}
