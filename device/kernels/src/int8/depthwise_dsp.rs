@@ -18,7 +18,7 @@
 
 use super::OutputStage;
 use super::Requantize;
-use super::simd32::{pack16, smlabb, smlad, smlatb, sxtb16, sxtb16_ror8};
+use super::simd32::{load_word, pack16, smlabb, smlad, smlatb, sxtb16, sxtb16_ror8};
 use crate::Conv2dParams;
 
 /// Whether [`depthwise3x3_dsp`] takes a depthwise layer: a 3x3 kernel at stride 1 or 2 (the
@@ -138,16 +138,6 @@ pub fn depthwise3x3_dsp<const SW: usize>(
             }
         }
     }
-}
-
-/// The four codes at `at` as one little-endian word (any alignment: Cortex-M4/M7 load
-/// unaligned words in one instruction).
-#[inline(always)]
-fn load_word(codes: &[i8], at: usize) -> u32 {
-    assert!(at + 4 <= codes.len());
-    // SAFETY: `at + 4 <= codes.len()` (asserted; the optimiser folds it into the callers'
-    // bounds), and `read_unaligned` takes any alignment.
-    unsafe { codes.as_ptr().add(at).cast::<u32>().read_unaligned() }
 }
 
 #[cfg(test)]

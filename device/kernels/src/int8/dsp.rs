@@ -14,7 +14,7 @@
 //! results, so the kernel is tested on the host against the portable kernel and the integer
 //! reference, and runs anywhere (slowly).
 
-use super::simd32::{pack16, smlad, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
+use super::simd32::{load_word, pack16, smlad, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
 use super::{OutputStage, Requantize};
 use crate::Conv2dParams;
 
@@ -44,7 +44,35 @@ pub const fn dsp_scratch_len(params: &Conv2dParams) -> usize {
     if w.padding[0] == 0 && w.padding[1] == 0 {
         0
     } else {
-        w.input.channels * w.kernel[0] * (w.input.width + 2 * w.padding[1])
+        // A word gather's last single pixel loads up to 4 codes past its rows.
+        let slack = if word_gather(params) { 4 } else { 0 };
+        w.input.channels * w.kernel[0] * (w.input.width + 2 * w.padding[1]) + slack
+    }
+}
+
+/// Whether [`conv2d_dsp`] gathers a layer's codes a kernel row per word load: a padded 3x3
+/// convolution at horizontal stride 1. One word of a row holds both pixels' three codes
+/// (`a0 a1 a2` and `a1 a2 a3`); `SXTAB16` turns it into `(a0, a2)` and `(a1, a3)` minus the
+/// zero point, each pixel's outer taps, and the middle taps of two rows pair up by halves.
+/// The receptive field is then in another order ([`pack_conv2d_dsp`] packs the weights to
+/// match): per input channel `(r0 k0, r0 k2, r1 k0, r1 k2, r2 k0, r2 k2, r0 k1, r1 k1)`, and
+/// after all channels each one's `r2 k1`.
+pub const fn word_gather(params: &Conv2dParams) -> bool {
+    let w = &params.window;
+    w.kernel[0] == 3
+        && w.kernel[1] == 3
+        && w.stride[1] == 1
+        && (w.padding[0] != 0 || w.padding[1] != 0)
+}
+
+/// Where code `k` of the receptive field (`[ic][ky][kx]`) lies in a row of a layer that
+/// [`word_gather`]s: see there.
+const fn word_gather_position(channels: usize, k: usize) -> usize {
+    let (ic, r, kx) = (k / 9, (k % 9) / 3, k % 3);
+    match (r, kx) {
+        (2, 1) => 8 * channels + ic,
+        (_, 1) => 8 * ic + 6 + r,
+        _ => 8 * ic + 2 * r + kx / 2,
     }
 }
 
@@ -81,10 +109,16 @@ pub fn pack_conv2d_dsp(params: &Conv2dParams, oihw: &[i8], packed: &mut [i8]) {
         "pack_conv2d_dsp packed"
     );
     packed.fill(0);
+    let words = word_gather(params);
     for oc in 0..w.output.channels {
         let (pair, second) = (oc / 2, oc % 2);
         for i in 0..k {
-            let at = pair * 2 * row + (i / 4) * 8 + second * 4 + packed_position(i) % 4;
+            let q = if words {
+                word_gather_position(w.input.channels, i)
+            } else {
+                i
+            };
+            let at = pair * 2 * row + (q / 4) * 8 + second * 4 + packed_position(q) % 4;
             packed[at] = oihw[oc * k + i];
         }
     }
@@ -253,7 +287,11 @@ pub fn conv2d_dsp<const ROW: usize>(
                 }
             }
         }
-        layer.row::<ROW>(&block, &offsets, 0, scratch, oy * w.output.width, output);
+        if word_gather(params) {
+            layer.row_words::<ROW>(&block, scratch, oy * w.output.width, output);
+        } else {
+            layer.row::<ROW>(&block, &offsets, 0, scratch, oy * w.output.width, output);
+        }
     }
 }
 
@@ -302,6 +340,29 @@ impl ConvRow<'_> {
                 gather(params, input, self.input_zero, oy, ox, 0, codes);
                 gather(params, input, self.input_zero, oy, second, 1, codes);
             }
+            self.outputs(&mut cols, at_row + ox, two, output);
+        }
+    }
+
+    /// The output row of a layer that [`word_gather`]s, from its `block` (its 3 padded
+    /// input rows per channel, and slack).
+    #[inline(always)]
+    fn row_words<const ROW: usize>(
+        &self,
+        block: &Conv2dParams,
+        rows: &[i8],
+        at_row: usize,
+        output: &mut [i8],
+    ) {
+        let w = &block.window;
+        let out_w = w.output.width;
+        let mut cols = Columns([0u32; ROW]);
+        for ox in (0..out_w).step_by(2) {
+            // An odd last pixel is gathered with a neighbour past the row, whose sums are
+            // dropped.
+            let two = ox + 1 < out_w;
+            let (channels, wide) = (w.input.channels, w.input.width);
+            gather_words(rows, channels, wide, self.input_zero, ox, &mut cols.0);
             self.outputs(&mut cols, at_row + ox, two, output);
         }
     }
@@ -379,6 +440,54 @@ impl ConvRow<'_> {
                 }
             }
         }
+    }
+}
+
+/// Gathers the pixels at `ox` and `ox + 1` of a block of 3 rows per input channel (`wide`
+/// codes each, as [`conv2d_dsp`] copies them; loads may reach 3 codes past a row) as pixels 0
+/// and 1 of `cols`, `x - x_zero` in [`word_gather`]'s order: per channel three word loads,
+/// six `SXTAB16` and two half-word packs for its 16 codes, the channels' last codes joined
+/// four channels to a step; about 1.2 instructions per code against 4.5.
+#[inline(always)]
+fn gather_words(rows: &[i8], channels: usize, wide: usize, zero: i32, ox: usize, cols: &mut [u32]) {
+    assert!(cols.len() >= 8 * channels + 4 * channels.div_ceil(4));
+    let minus_zero = pack16(-zero, -zero);
+    // One channel's 16 codes; returns row 2's middle tap, pixel 0's and pixel 1's.
+    let channel = |ic: usize, cols: &mut [u32]| {
+        let at = 3 * ic * wide + ox;
+        let a = [at, at + wide, at + 2 * wide].map(|i| load_word(rows, i));
+        // Pixel 0's outer taps of each row, pixel 1's.
+        let even = a.map(|x| sxtab16(minus_zero, x));
+        let odd = a.map(|x| sxtab16_ror8(minus_zero, x));
+        // The middle taps of rows 0 and 1: pixel 0's (bottom halves of `odd`), pixel 1's
+        // (top halves of `even`).
+        let middle0 = (odd[0] & 0xffff) | (odd[1] << 16);
+        let middle1 = (even[0] >> 16) | (even[1] & 0xffff_0000);
+        cols[8 * ic..8 * ic + 8].copy_from_slice(&[
+            even[0], even[1], odd[0], odd[1], even[2], middle0, odd[2], middle1,
+        ]);
+        (odd[2] & 0xffff, even[2] >> 16)
+    };
+    // The last codes of four channels, one step after all channels' own.
+    let join = |group: usize, last: [(u32, u32); 4], cols: &mut [u32]| {
+        let t = 8 * channels + 4 * group;
+        cols[t] = last[0].0 | (last[1].0 << 16);
+        cols[t + 1] = last[2].0 | (last[3].0 << 16);
+        cols[t + 2] = last[0].1 | (last[1].1 << 16);
+        cols[t + 3] = last[2].1 | (last[3].1 << 16);
+    };
+    let groups = channels / 4;
+    for g in 0..groups {
+        let last = [0, 1, 2, 3].map(|i| channel(4 * g + i, cols));
+        join(g, last, cols);
+    }
+    if channels % 4 != 0 {
+        // A group short of four channels: zeros, which meet zero weights.
+        let mut last = [(0, 0); 4];
+        for (i, l) in last.iter_mut().enumerate().take(channels % 4) {
+            *l = channel(4 * groups + i, cols);
+        }
+        join(groups, last, cols);
     }
 }
 
@@ -629,6 +738,13 @@ mod tests {
         check::<12>(&mut rng, Shape3::new(11, 4, 3), 2, 1, 1, 0);
         check::<108>(&mut rng, Shape3::new(12, 6, 6), 1, 3, 1, 0);
         check::<64>(&mut rng, Shape3::new(7, 9, 4), 6, 3, 2, 0);
+        // Word gathers: 1 to 9 input channels (groups of four and every remainder), odd and
+        // even widths, odd output channels.
+        check::<12>(&mut rng, Shape3::new(1, 5, 6), 3, 3, 1, 1);
+        check::<20>(&mut rng, Shape3::new(2, 4, 7), 2, 3, 1, 1);
+        check::<28>(&mut rng, Shape3::new(3, 6, 5), 3, 3, 1, 1);
+        check::<36>(&mut rng, Shape3::new(4, 3, 8), 5, 3, 1, 1);
+        check::<84>(&mut rng, Shape3::new(9, 5, 3), 4, 3, 1, 1);
         // Pointwise: one plane; odd planes and an odd pixel count (a last pixel alone).
         check::<4>(&mut rng, Shape3::new(1, 3, 3), 3, 1, 1, 0);
         check::<8>(&mut rng, Shape3::new(5, 1, 7), 4, 1, 1, 0);

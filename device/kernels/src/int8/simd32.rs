@@ -173,6 +173,16 @@ pub(crate) const fn pack16(bottom: i32, top: i32) -> u32 {
     (bottom as u16 as u32) | ((top as u16 as u32) << 16)
 }
 
+/// The four codes at `at` as one little-endian word (any alignment: Cortex-M4/M7 load
+/// unaligned words in one instruction).
+#[inline(always)]
+pub(crate) fn load_word(codes: &[i8], at: usize) -> u32 {
+    assert!(at + 4 <= codes.len());
+    // SAFETY: `at + 4 <= codes.len()` (asserted; the optimiser folds it into the callers'
+    // bounds), and `read_unaligned` takes any alignment.
+    unsafe { codes.as_ptr().add(at).cast::<u32>().read_unaligned() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::portable;
