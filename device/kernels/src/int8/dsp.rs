@@ -481,7 +481,7 @@ fn gather_words(rows: &[i8], channels: usize, wide: usize, zero: i32, ox: usize,
         let last = [0, 1, 2, 3].map(|i| channel(4 * g + i, cols));
         join(g, last, cols);
     }
-    if channels % 4 != 0 {
+    if !channels.is_multiple_of(4) {
         // A group short of four channels: zeros, which meet zero weights.
         let mut last = [(0, 0); 4];
         for (i, l) in last.iter_mut().enumerate().take(channels % 4) {
