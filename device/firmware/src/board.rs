@@ -225,11 +225,66 @@ pub fn board_names() -> Vec<&'static str> {
     BOARDS.iter().map(|b| b.name).collect()
 }
 
+/// The SIMD instructions a board's int8 kernels use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Int8Simd {
+    /// None: the portable kernels.
+    #[default]
+    None,
+    /// The Cortex-M DSP extension (`SMLAD`): dense and 3x3 depthwise convolutions.
+    Dsp,
+    /// The Armv8.2 dot product (`SDOT`): dense convolutions.
+    Dot,
+}
+
+impl Int8Simd {
+    /// The longest packed row (receptive field, in codes) of its dense convolution kernel;
+    /// wider layers run the portable kernel. `None` without SIMD kernels.
+    pub fn dense_row_limit(self) -> Option<usize> {
+        match self {
+            Int8Simd::None => None,
+            Int8Simd::Dsp => Some(dnal_kernels::int8::MAX_DSP_ROW),
+            Int8Simd::Dot => Some(dnal_kernels::int8::MAX_SDOT_ROW),
+        }
+    }
+}
+
+/// aarch64 CPUs with the dot-product instructions (Armv8.2 `dotprod`), as `-C target-cpu`
+/// names them.
+const DOTPROD_CPUS: &[&str] = &[
+    "cortex-a55",
+    "cortex-a65",
+    "cortex-a75",
+    "cortex-a76",
+    "cortex-a77",
+    "cortex-a78",
+    "cortex-a510",
+    "cortex-a710",
+    "cortex-x1",
+    "neoverse-n1",
+    "neoverse-n2",
+    "neoverse-v1",
+];
+
 impl Board {
     /// The CPU has the DSP extension's SIMD multiply-accumulates (`SMLAD`): every Cortex-M
     /// board dnal knows (M4, M7).
     pub fn has_dsp(&self) -> bool {
         matches!(self.harness, Harness::CortexMQemu | Harness::CortexMProbe)
+    }
+
+    /// The SIMD instructions this board's int8 firmware uses: `SMLAD` on Cortex-M4/M7,
+    /// `SDOT` on aarch64 CPUs that have it (the firmware is built for `cpu`).
+    pub fn int8_simd(&self) -> Int8Simd {
+        if self.has_dsp() {
+            Int8Simd::Dsp
+        } else if self.target == Some("aarch64-unknown-linux-gnu")
+            && DOTPROD_CPUS.contains(&self.cpu)
+        {
+            Int8Simd::Dot
+        } else {
+            Int8Simd::None
+        }
     }
 
     /// Bytes of flash the firmware harness and kernels take besides the weights and images

@@ -1,13 +1,15 @@
 //! int8 firmware: a quantised network with every op (dense, depthwise and pointwise conv, a
 //! residual add, max, average and global pooling, linear), built for Cortex-M4, Cortex-M7
-//! (QEMU mps2 machines) and aarch64 (qemu-aarch64), must give the integer reference's codes
-//! bit for bit, with an activation arena a quarter of the f32 firmware's.
+//! (QEMU mps2 machines; `SMLAD` kernels) and aarch64 (qemu-aarch64; `SDOT` kernels), must
+//! give the integer reference's codes bit for bit, with an activation arena a quarter of the
+//! f32 firmware's.
 //!
 //! Needs what deploy_qemu.rs needs (QEMU, the plugin's gcc, the rustup targets).
 
 use dnal_export::Precision;
 use dnal_export::int8::{ValueRanges, quantize};
 use dnal_firmware::DeployRequest;
+use dnal_firmware::board::Int8Simd;
 use dnal_firmware::codegen::Network;
 use dnal_firmware::deploy::{deploy, synthetic_images};
 use dnal_firmware::synth::{random_export, tiny_cnn_arch, with_channels};
@@ -56,13 +58,15 @@ fn deploy_int8(board: &str) {
         "{logits:?}"
     );
     // One byte per activation: the int8 plan is the f32 one's in values (a quarter of its
-    // bytes), plus, on Cortex-M, the SMLAD convolutions' padded input copies as scratch.
+    // bytes), plus the SIMD convolutions' padded input copies as scratch (SMLAD on
+    // Cortex-M, SDOT on aarch64).
     let values = dnal_firmware::codegen::plan_memory(export.summary()).arena_len;
-    assert_eq!(Network::Int8(&int8).plan(false).arena_len, values);
-    let dsp = board != "aarch64-qemu";
+    assert_eq!(Network::Int8(&int8).plan(Int8Simd::None).arena_len, values);
+    let simd = dnal_firmware::board::board(board).unwrap().int8_simd();
+    assert_ne!(simd, Int8Simd::None, "{board}");
     assert_eq!(
         report.arena_bytes,
-        Network::Int8(&int8).plan(dsp).arena_len as u64
+        Network::Int8(&int8).plan(simd).arena_len as u64
     );
     assert!(
         report.arena_bytes < values as u64 * 2,

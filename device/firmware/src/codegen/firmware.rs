@@ -53,7 +53,7 @@ pub fn write_firmware_crate<'a>(
     dir: &Path,
 ) -> Result<FirmwareCrate, CodegenError> {
     let network = network.into();
-    let model = network.generate(board.has_dsp())?;
+    let model = network.generate(board.int8_simd())?;
     let input_len = network.input_len();
     let write = |rel: &str, text: &str| write_file(dir, rel, text);
 

@@ -10,19 +10,25 @@ use dnal_export::{Layer, LayerSummary, Op};
 use dnal_kernels::int8::{self as kernels, OutputStage, Requantize};
 use dnal_kernels::{Conv2dParams, LinearParams};
 
+use crate::board::Int8Simd;
+
 use super::{
     CodegenError, GeneratedModel, LayerCode, MemoryPlan, act_expr, act_suffix, conv_params_expr,
     emit_layer, emit_static, emit_static_in, inert, layer_ident, plan_memory_with_scratch,
     shape_expr,
 };
 
-/// Generates `model.rs` and `weights.rs` for a validated int8 export. With `dsp` (Cortex-M4
-/// and M7), dense convolutions use [`kernels::conv2d_dsp`] (`SMLAD`) with their weights
-/// packed for it; elsewhere the portable kernels.
-pub fn generate_int8_model(export: &Int8Export, dsp: bool) -> Result<GeneratedModel, CodegenError> {
+/// Generates `model.rs` and `weights.rs` for a validated int8 export. With `simd`, the
+/// convolutions its kernels take use them ([`kernels::conv2d_dsp`] and
+/// [`kernels::depthwise3x3_dsp`] with `SMLAD` on Cortex-M4/M7, [`kernels::conv2d_sdot`] with
+/// `SDOT` on aarch64), their weights packed for them; the portable kernels elsewhere.
+pub fn generate_int8_model(
+    export: &Int8Export,
+    simd: Int8Simd,
+) -> Result<GeneratedModel, CodegenError> {
     let arch = export.arch();
     let summary = export.summary();
-    let plan = plan_int8(export, dsp);
+    let plan = plan_int8(export, simd);
     let n_layers = arch.layers.len();
     let mut functions = String::new();
     let mut body = String::new();
@@ -55,7 +61,7 @@ pub fn generate_int8_model(export: &Int8Export, dsp: bool) -> Result<GeneratedMo
         };
         let input_zero = export.value(layer.inputs[0]).zero_point;
         let stage = export.output_stage(index);
-        let dsp_params = dsp_conv(layer, info, dsp);
+        let dsp_params = dsp_conv(layer, info, simd);
         let code = layer_code_int8(&ident, layer, info, input_zero, stage, dsp_params)
             .map_err(layer_err)?;
         match data {
@@ -65,6 +71,11 @@ pub fn generate_int8_model(export: &Int8Export, dsp: bool) -> Result<GeneratedMo
                         let mut packed = vec![0; kernels::dsp_weights_len(p)];
                         kernels::pack_conv2d_dsp(p, &w.weight, &mut packed);
                         (packed, "packed for conv2d_dsp")
+                    }
+                    Some(DspConv::Dot(p)) => {
+                        let mut packed = vec![0; kernels::sdot_weights_len(p)];
+                        kernels::pack_conv2d_sdot(p, &w.weight, &mut packed);
+                        (packed, "packed for conv2d_sdot")
                     }
                     _ => (w.weight.clone(), "as exported"),
                 };
@@ -81,11 +92,20 @@ pub fn generate_int8_model(export: &Int8Export, dsp: bool) -> Result<GeneratedMo
                     ),
                     |v| v.to_string(),
                 );
+                // `SDOT` multiplies raw codes: the zero point's share comes off the bias.
+                let (bias, bias_doc) = match &dsp_params {
+                    Some(DspConv::Dot(_)) => {
+                        let mut folded = vec![0; w.bias.len()];
+                        kernels::fold_zero_point(input_zero, &w.weight, &w.bias, &mut folded);
+                        (folded, "bias, less the input zero point's share")
+                    }
+                    _ => (w.bias.clone(), "bias"),
+                };
                 weights_bytes += emit_ints(
                     &mut weights,
                     (&format!("{ident}_B"), "i32"),
-                    &w.bias,
-                    &format!("{} bias", inert(&layer.name)),
+                    &bias,
+                    &format!("{} {bias_doc}", inert(&layer.name)),
                 );
                 weights_bytes += emit_requantize(
                     &mut weights,
@@ -219,7 +239,8 @@ pub fn generate_int8_model(export: &Int8Export, dsp: bool) -> Result<GeneratedMo
     })
 }
 
-/// A convolution that runs on a DSP kernel (`SMLAD`, Cortex-M4/M7), with its parameters.
+/// A convolution that runs on a SIMD kernel (`SMLAD` on Cortex-M4/M7, `SDOT` on aarch64),
+/// with its parameters.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum DspConv {
     /// A dense conv whose packed row fits [`kernels::MAX_DSP_ROW`]: [`kernels::conv2d_dsp`],
@@ -228,6 +249,9 @@ pub(crate) enum DspConv {
     /// A 3x3 depthwise conv at stride 1 or 2: [`kernels::depthwise3x3_dsp`], its weights as
     /// exported.
     Depthwise(Conv2dParams),
+    /// A dense conv whose row fits [`kernels::MAX_SDOT_ROW`]: [`kernels::conv2d_sdot`], its
+    /// weights packed for it and the input zero point folded into its biases.
+    Dot(Conv2dParams),
 }
 
 impl DspConv {
@@ -236,6 +260,7 @@ impl DspConv {
         match self {
             DspConv::Dense(p) => kernels::dsp_scratch_len(p),
             DspConv::Depthwise(p) => kernels::depthwise3x3_dsp_scratch_len(p),
+            DspConv::Dot(p) => kernels::sdot_scratch_len(p),
         }
     }
 
@@ -244,17 +269,18 @@ impl DspConv {
         match self {
             DspConv::Dense(p) => format!("conv2d_dsp::<{}>", kernels::dsp_row_len(p)),
             DspConv::Depthwise(p) => format!("depthwise3x3_dsp::<{}>", p.window.stride[1]),
+            DspConv::Dot(p) => format!("conv2d_sdot::<{}>", kernels::sdot_row_len(p)),
         }
     }
 }
 
-/// How layer `i` runs on a DSP board (`dsp`): the convolutions a DSP kernel takes, `None`
-/// for every other layer and board.
-pub(crate) fn dsp_conv(layer: &Layer, info: &LayerSummary, dsp: bool) -> Option<DspConv> {
+/// How layer `i` runs with a board's SIMD kernels (`simd`): the convolutions they take,
+/// `None` for every other layer and board.
+pub(crate) fn dsp_conv(layer: &Layer, info: &LayerSummary, simd: Int8Simd) -> Option<DspConv> {
     let Op::Conv2d(c) = &layer.op else {
         return None;
     };
-    if !dsp {
+    if simd == Int8Simd::None {
         return None;
     }
     let p = Conv2dParams::new(
@@ -266,23 +292,30 @@ pub(crate) fn dsp_conv(layer: &Layer, info: &LayerSummary, dsp: bool) -> Option<
         c.activation,
     )
     .ok()?;
-    if c.is_depthwise() {
-        kernels::depthwise3x3_dsp_fits(&p).then_some(DspConv::Depthwise(p))
-    } else {
-        (kernels::dsp_row_len(&p) <= kernels::MAX_DSP_ROW).then_some(DspConv::Dense(p))
+    match simd {
+        Int8Simd::Dsp if c.is_depthwise() => {
+            kernels::depthwise3x3_dsp_fits(&p).then_some(DspConv::Depthwise(p))
+        }
+        Int8Simd::Dsp => {
+            (kernels::dsp_row_len(&p) <= kernels::MAX_DSP_ROW).then_some(DspConv::Dense(p))
+        }
+        Int8Simd::Dot if !c.is_depthwise() => {
+            (kernels::sdot_row_len(&p) <= kernels::MAX_SDOT_ROW).then_some(DspConv::Dot(p))
+        }
+        _ => None,
     }
 }
 
 /// The arena plan of an int8 export's generated code: values in bytes, plus the padded input
-/// copies of the `SMLAD` convolutions (`dsp`) as scratch.
-pub(crate) fn plan_int8(export: &Int8Export, dsp: bool) -> MemoryPlan {
+/// copies of the SIMD convolutions (`simd`) as scratch.
+pub(crate) fn plan_int8(export: &Int8Export, simd: Int8Simd) -> MemoryPlan {
     let scratch: Vec<usize> = export
         .arch()
         .layers
         .iter()
         .zip(&export.summary().layers)
         .map(|(layer, info)| {
-            dsp_conv(layer, info, dsp)
+            dsp_conv(layer, info, simd)
                 .map(|d| d.scratch_len())
                 .unwrap_or(0)
         })

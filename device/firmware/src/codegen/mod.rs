@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
+use crate::board::Int8Simd;
 use dnal_export::int8::Int8Export;
 use dnal_export::{
     AnyExport, Arch, ArchSummary, Conv2dSpec, Export, Layer, LayerSummary, Op, Precision,
@@ -129,20 +130,20 @@ impl Network<'_> {
         }
     }
 
-    /// The arena plan the generated code uses on a board (`dsp`: as [`Network::generate`]).
-    pub fn plan(&self, dsp: bool) -> MemoryPlan {
+    /// The arena plan the generated code uses on a board (`simd`: as [`Network::generate`]).
+    pub fn plan(&self, simd: Int8Simd) -> MemoryPlan {
         match self {
             Network::F32(e) => plan_for(e),
-            Network::Int8(e) => int8::plan_int8(e, dsp),
+            Network::Int8(e) => int8::plan_int8(e, simd),
         }
     }
 
-    /// `model.rs` and `weights.rs` for a board; `dsp`: the CPU has the DSP extension
-    /// (Cortex-M4/M7: int8 convolutions use `SMLAD`).
-    pub fn generate(&self, dsp: bool) -> Result<GeneratedModel, CodegenError> {
+    /// `model.rs` and `weights.rs` for a board; `simd`: the SIMD instructions its int8
+    /// kernels use ([`Board::int8_simd`](crate::board::Board::int8_simd)).
+    pub fn generate(&self, simd: Int8Simd) -> Result<GeneratedModel, CodegenError> {
         match self {
             Network::F32(e) => generate_model(e),
-            Network::Int8(e) => generate_int8_model(e, dsp),
+            Network::Int8(e) => generate_int8_model(e, simd),
         }
     }
 

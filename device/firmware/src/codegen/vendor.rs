@@ -94,6 +94,10 @@ pub const KERNEL_SOURCES: &[(&str, &str)] = &[
         include_str!("../../../kernels/src/int8/requantize.rs"),
     ),
     (
+        "int8/sdot.rs",
+        include_str!("../../../kernels/src/int8/sdot.rs"),
+    ),
+    (
         "int8/simd32.rs",
         include_str!("../../../kernels/src/int8/simd32.rs"),
     ),

@@ -431,7 +431,7 @@ pub fn deploy_loaded<'a>(
     // Refuse a model that cannot fit before anything is written, built or allocated per
     // input (a huge input's synthetic images alone could take gigabytes).
     let summary = export.summary();
-    let plan = export.plan(board.has_dsp());
+    let plan = export.plan(board.int8_simd());
     let value_bytes = export.value_bytes();
     let weights_bytes = export.weights_bytes();
     let images_bytes = (n_images as u64)

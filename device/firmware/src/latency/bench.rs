@@ -24,7 +24,9 @@ use dnal_export::int8::{ValueRanges, quantize};
 use dnal_export::{Arch, ArchSummary, Conv2dSpec, Layer, LayerSummary, LinearSpec, Op, Precision};
 use dnal_kernels::Shape3;
 use dnal_kernels::arena::Span;
-use dnal_kernels::int8::{OutputStage, dsp_weights_len};
+use dnal_kernels::int8::{OutputStage, dsp_weights_len, sdot_weights_len};
+
+use crate::board::Int8Simd;
 
 /// Name of the shared requantisation array of int8 benchmarks in `weights.rs`.
 const SHARED_REQUANTIZE: &str = "SHARED_RQ";
@@ -62,13 +64,13 @@ pub(crate) struct BenchCode {
     pub code_bytes: u64,
 }
 
-/// What benchmarks compute in: f32, or int8 (with the `SMLAD` convolution on a board with
-/// the DSP extension), as the board's deployed models of that precision do.
+/// What benchmarks compute in: f32, or int8 (with the board's SIMD convolutions), as the
+/// board's deployed models of that precision do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Numbers {
     pub precision: Precision,
-    /// The board has the DSP extension (int8 dense convolutions run `conv2d_dsp`).
-    pub dsp: bool,
+    /// The SIMD instructions the board's int8 kernels use.
+    pub simd: Int8Simd,
 }
 
 impl Numbers {
@@ -180,12 +182,15 @@ pub(crate) fn bench_code(
             (code, weights_len, bias_len, 0, scratch_len, call)
         }
         Precision::Int8 => {
-            let dsp = int8::dsp_conv(&layer, &info, numbers.dsp);
+            let dsp = int8::dsp_conv(&layer, &info, numbers.simd);
             let code = int8::layer_code_int8(&ident, &layer, &info, INT8_ZERO, INT8_STAGE, dsp)
                 .map_err(fail)?;
             let (weights_len, bias_len) = match (&info.tensor_shapes, &dsp) {
                 (Some(_), Some(int8::DspConv::Dense(p))) => {
                     (dsp_weights_len(p), info.output.channels)
+                }
+                (Some(_), Some(int8::DspConv::Dot(p))) => {
+                    (sdot_weights_len(p), info.output.channels)
                 }
                 (Some([w, b]), _) => (w.iter().product(), b.iter().product()),
                 (None, _) => (0, 0),
@@ -523,7 +528,7 @@ pub(crate) fn model_rs(
             ranges.observe(&dnal_export::reference_values(&export, &image));
             let int8 = quantize(&export, &ranges, serde_json::Value::Null)
                 .map_err(|e| LatencyError::Profile(format!("quantising the parent: {e}")))?;
-            let generated = int8::generate_int8_model(&int8, numbers.dsp)?;
+            let generated = int8::generate_int8_model(&int8, numbers.simd)?;
             let model = generated.model_rs.replace(
                 "use crate::weights;",
                 "use crate::model_weights as weights;",

@@ -14,7 +14,6 @@ use super::LatencyError;
 use super::table::{Grid, LayerStructure};
 use dnal_export::{Arch, ArchSummary, Op};
 use dnal_kernels::f32::OUT_BLOCK;
-use dnal_kernels::int8::MAX_DSP_ROW;
 
 /// How densely to measure.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,16 +115,17 @@ impl Axes {
     }
 }
 
-/// The grid of every layer of a validated parent network. With `dsp_int8` (int8 firmware on
-/// a board with the DSP extension) a dense conv's input axis also holds the last count
-/// whose receptive field fits the `SMLAD` kernel and the first that does not: the cost
-/// jumps there (the portable kernel takes 3-4 times the instructions per MAC), and
-/// interpolating across the jump would overestimate every count below it.
+/// The grid of every layer of a validated parent network. With `row_limit` (int8 firmware
+/// whose SIMD dense convolution takes rows of at most that many codes: `SMLAD` on Cortex-M,
+/// `SDOT` on aarch64) a dense conv's input axis also holds the last count whose receptive
+/// field fits and the first that does not: the cost jumps there (the portable kernel takes
+/// several times the instructions per MAC), and interpolating across the jump would
+/// overestimate every count below it.
 pub(crate) fn plan_layers(
     arch: &Arch,
     summary: &ArchSummary,
     options: &GridOptions,
-    dsp_int8: bool,
+    row_limit: Option<usize>,
 ) -> Vec<LayerPlan> {
     let fixed = fixed_values(arch);
     arch.layers
@@ -140,10 +140,11 @@ pub(crate) fn plan_layers(
             let axes = match &layer.op {
                 Op::Conv2d(c) if !c.is_depthwise() => {
                     let mut axes = in_out(c_in, c_out, in_fixed, out_fixed, options);
-                    if let (true, Axes::InOut { in_channels, .. }) = (dsp_int8, &mut axes) {
+                    if let (Some(limit), Axes::InOut { in_channels, .. }) = (row_limit, &mut axes) {
                         // The most input channels whose packed row (`in * taps`, rounded
-                        // up to 4) fits; MAX_DSP_ROW is a multiple of 4, so no rounding.
-                        let fits = MAX_DSP_ROW / (c.kernel[0] * c.kernel[1]);
+                        // up to 4 or 16) fits; the limits are multiples of those, so no
+                        // rounding.
+                        let fits = limit / (c.kernel[0] * c.kernel[1]);
                         if !in_fixed && (1..c_in).contains(&fits) {
                             in_channels.extend([fits, fits + 1]);
                             in_channels.sort_unstable();
@@ -253,6 +254,7 @@ pub(crate) fn fixed_values(arch: &Arch) -> Vec<bool> {
 mod tests {
     use super::*;
     use crate::synth;
+    use dnal_kernels::int8::MAX_DSP_ROW;
 
     #[test]
     fn points_cover_one_to_the_parent_and_the_blocks() {
@@ -285,8 +287,8 @@ mod tests {
             Axes::InOut { in_channels, .. } => in_channels.clone(),
             a => panic!("{a:?}"),
         };
-        let f32_plans = plan_layers(&arch, &summary, &GridOptions::default(), false);
-        let int8_plans = plan_layers(&arch, &summary, &GridOptions::default(), true);
+        let f32_plans = plan_layers(&arch, &summary, &GridOptions::default(), None);
+        let int8_plans = plan_layers(&arch, &summary, &GridOptions::default(), Some(MAX_DSP_ROW));
         // conv4 reads 64 channels: 576 taps, over the 512 of the SMLAD kernel; 56 channels
         // (504 taps) are the most that fit.
         assert_eq!(in_axis(&f32_plans, "conv4"), vec![1, 33, 64]);
@@ -309,7 +311,7 @@ mod tests {
         let mut arch = arch;
         arch.complete().unwrap();
         let summary = arch.summary().unwrap();
-        let plans = plan_layers(&arch, &summary, &GridOptions::default(), false);
+        let plans = plan_layers(&arch, &summary, &GridOptions::default(), None);
         assert_eq!(
             plans[0].axes,
             Axes::InOut {

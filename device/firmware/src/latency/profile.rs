@@ -77,13 +77,16 @@ pub fn profile(
     let summary = arch.summary()?;
     let numbers = Numbers {
         precision: options.precision,
-        dsp: board.has_dsp(),
+        simd: board.int8_simd(),
     };
     let plans = plan_layers(
         arch,
         &summary,
         grid,
-        numbers.dsp && numbers.precision == Precision::Int8,
+        match numbers.precision {
+            Precision::Int8 => numbers.simd.dense_row_limit(),
+            Precision::F32 => None,
+        },
     );
     let bytes = numbers.value_bytes();
 
@@ -372,7 +375,7 @@ pub(crate) fn modelled_table(
     grid.check()?;
     let board = known_board(board_name)?;
     let summary = arch.summary()?;
-    let layers = plan_layers(arch, &summary, grid, false)
+    let layers = plan_layers(arch, &summary, grid, None)
         .into_iter()
         .map(|plan| {
             let costs: Vec<f64> = plan

@@ -18,6 +18,7 @@ mod elementwise;
 mod linear;
 mod pool;
 pub mod requantize;
+mod sdot;
 mod simd32;
 mod stage;
 
@@ -32,5 +33,9 @@ pub use linear::linear;
 pub use pool::{MAX_POOL_CELLS, avg_pool2d, global_avg_pool, max_pool2d, mean_code};
 pub use requantize::{
     Requantize, SHIFTS, rounding_divide_by_pot, saturating_rounding_doubling_high_mul,
+};
+pub use sdot::{
+    MAX_SDOT_ROW, conv2d_sdot, fold_zero_point, pack_conv2d_sdot, sdot_row_len, sdot_scratch_len,
+    sdot_weights_len,
 };
 pub use stage::{OutputStage, Quantization, round_half_away};

@@ -1,0 +1,356 @@
+//! int8 dense convolution with the Armv8.2 dot-product instructions (`SDOT`, aarch64 CPUs
+//! with `dotprod`: Cortex-A55, A76 and later): one instruction adds four 4-code dot products
+//! into four `i32` lanes, 16 MACs.
+//!
+//! Per output pixel the receptive field is gathered as raw codes (`[ic][ky][kx]`, padded to
+//! [`sdot_row_len`] with zeros) and every block of four output channels is accumulated
+//! against it: per 16 codes, one load of the pixel's codes and four `SDOT`s by element, each
+//! with its own 16 weight codes (four channels' four codes). The weights are re-laid out at
+//! generation time ([`pack_conv2d_sdot`]).
+//!
+//! `SDOT` multiplies int8 by int8, and `x - x_zero` does not fit int8: the products are of
+//! the raw codes, and the zero point's share `x_zero * sum(w)` comes off the bias, also at
+//! generation time ([`fold_zero_point`]). Padding is written out as the zero point (real 0),
+//! as [`super::conv2d_dsp`] writes it, so the sums equal the portable kernel's exactly.
+//!
+//! Elsewhere (the host's tests) the instruction is computed in plain Rust with the same
+//! results.
+
+use super::{OutputStage, Requantize};
+use crate::Conv2dParams;
+
+/// Codes per output channel in the packed weights: the receptive field `in * kh * kw`
+/// padded with zeros to a multiple of 16 (one load of a pixel's codes).
+pub const fn sdot_row_len(params: &Conv2dParams) -> usize {
+    let w = &params.window;
+    (w.input.channels * w.kernel[0] * w.kernel[1]).div_ceil(16) * 16
+}
+
+/// The longest row [`conv2d_sdot`] takes: its gathered codes and their input offsets live on
+/// the stack (`5 * row` bytes).
+pub const MAX_SDOT_ROW: usize = 1024;
+
+/// Bytes of [`pack_conv2d_sdot`]'s output: output channels rounded up to fours, times
+/// [`sdot_row_len`].
+pub const fn sdot_weights_len(params: &Conv2dParams) -> usize {
+    params.window.output.channels.div_ceil(4) * 4 * sdot_row_len(params)
+}
+
+/// Codes of scratch [`conv2d_sdot`] needs: for a padded layer, the `kh` input rows of one
+/// output row with the padding written out; 0 without padding.
+pub const fn sdot_scratch_len(params: &Conv2dParams) -> usize {
+    let w = &params.window;
+    if w.padding[0] == 0 && w.padding[1] == 0 {
+        0
+    } else {
+        w.input.channels * w.kernel[0] * (w.input.width + 2 * w.padding[1])
+    }
+}
+
+/// Packs OIHW weights for [`conv2d_sdot`]: per block of four output channels (a short last
+/// block padded with zero channels) and per four codes of the row, the four channels' four
+/// codes in turn, 16 bytes.
+///
+/// # Shapes
+/// - `oihw`: `[out, in, kh, kw]`; `packed`: [`sdot_weights_len`]`(params)` codes
+pub fn pack_conv2d_sdot(params: &Conv2dParams, oihw: &[i8], packed: &mut [i8]) {
+    let w = &params.window;
+    let k = w.input.channels * w.kernel[0] * w.kernel[1];
+    let row = sdot_row_len(params);
+    assert_eq!(
+        oihw.len(),
+        w.output.channels * k,
+        "pack_conv2d_sdot weights"
+    );
+    assert_eq!(
+        packed.len(),
+        sdot_weights_len(params),
+        "pack_conv2d_sdot packed"
+    );
+    packed.fill(0);
+    for oc in 0..w.output.channels {
+        let (block, lane) = (oc / 4, oc % 4);
+        for i in 0..k {
+            packed[block * 4 * row + (i / 4) * 16 + lane * 4 + i % 4] = oihw[oc * k + i];
+        }
+    }
+}
+
+/// The biases [`conv2d_sdot`] takes: `bias - x_zero * sum(w)` per output channel, so that
+/// products of raw codes give the portable kernel's sums of `(x - x_zero) * w`. The export's
+/// limits keep them within `i32` (`|bias| + taps * 255 * 127 < 2^31`).
+///
+/// # Shapes
+/// - `oihw`: `[out, in, kh, kw]`; `bias`, `folded`: `[out]`
+pub fn fold_zero_point(input_zero: i32, oihw: &[i8], bias: &[i32], folded: &mut [i32]) {
+    assert!(!bias.is_empty() && oihw.len().is_multiple_of(bias.len()));
+    assert_eq!(folded.len(), bias.len(), "fold_zero_point folded");
+    let k = oihw.len() / bias.len();
+    for ((f, b), w) in folded.iter_mut().zip(bias).zip(oihw.chunks_exact(k)) {
+        let sum: i32 = w.iter().map(|&v| v as i32).sum();
+        *f = b - input_zero * sum;
+    }
+}
+
+/// `acc[i] += sum_b w[4 i + b] * x[4 LANE + b]` for the four lanes `i` (`SDOT` by element).
+#[cfg(all(target_arch = "aarch64", target_feature = "dotprod"))]
+#[inline(always)]
+fn sdot<const LANE: usize>(
+    acc: core::arch::aarch64::int32x4_t,
+    w: core::arch::aarch64::int8x16_t,
+    x: core::arch::aarch64::int8x16_t,
+) -> core::arch::aarch64::int32x4_t {
+    let mut acc = acc;
+    // SAFETY: a register-only instruction of the `dotprod` extension, which this cfg
+    // guarantees the target has; no memory, stack or flags.
+    unsafe {
+        core::arch::asm!(
+            "sdot {acc:v}.4s, {w:v}.16b, {x:v}.4b[{lane}]",
+            acc = inout(vreg) acc,
+            w = in(vreg) w,
+            x = in(vreg) x,
+            lane = const LANE,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+/// Four output channels' sums over one pixel's gathered `codes` and their packed `weights`
+/// (`4 * ROW` codes), added to `acc`.
+#[inline(always)]
+fn dot4<const ROW: usize>(acc: &mut [i32; 4], codes: &[i8; ROW], weights: &[i8]) {
+    assert!(weights.len() == 4 * ROW && ROW.is_multiple_of(16));
+    #[cfg(all(target_arch = "aarch64", target_feature = "dotprod"))]
+    {
+        use core::arch::aarch64::{vld1q_s8, vld1q_s32, vst1q_s32};
+        // SAFETY: `acc` holds 4 `i32`, `codes` `ROW` codes and `weights` `4 * ROW` (asserted),
+        // and every load below stays within them: 16 codes at `16 s < ROW`, 16 weights at
+        // `64 s + 16 j < 4 * ROW`.
+        unsafe {
+            let mut sum = vld1q_s32(acc.as_ptr());
+            for s in 0..ROW / 16 {
+                let x = vld1q_s8(codes.as_ptr().add(16 * s));
+                let w = weights.as_ptr().add(64 * s);
+                sum = sdot::<0>(sum, vld1q_s8(w), x);
+                sum = sdot::<1>(sum, vld1q_s8(w.add(16)), x);
+                sum = sdot::<2>(sum, vld1q_s8(w.add(32)), x);
+                sum = sdot::<3>(sum, vld1q_s8(w.add(48)), x);
+            }
+            vst1q_s32(acc.as_mut_ptr(), sum);
+        }
+    }
+    #[cfg(not(all(target_arch = "aarch64", target_feature = "dotprod")))]
+    for (x, w) in codes.chunks_exact(4).zip(weights.chunks_exact(16)) {
+        for (lane, a) in acc.iter_mut().enumerate() {
+            *a += (0..4)
+                .map(|b| w[4 * lane + b] as i32 * x[b] as i32)
+                .sum::<i32>();
+        }
+    }
+}
+
+/// A dense convolution (`groups == 1`) with packed weights and folded biases; the results
+/// equal [`super::conv2d`]'s bit for bit. `ROW` is [`sdot_row_len`]`(params)`, at most
+/// [`MAX_SDOT_ROW`].
+///
+/// A padded layer copies, per output row, the `kh` input rows it reads into `scratch` with
+/// the padding written out as the input's zero point, and convolves that block without
+/// padding, so no gather tests a border.
+///
+/// # Shapes
+/// - `input`: `params.input()`, CHW
+/// - `packed`: [`sdot_weights_len`]`(params)` codes ([`pack_conv2d_sdot`])
+/// - `folded_bias` ([`fold_zero_point`]), `requantize`: `[out_channels]`
+/// - `scratch`: [`sdot_scratch_len`]`(params)` codes
+/// - `output`: `params.output()`, CHW
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn conv2d_sdot<const ROW: usize>(
+    params: &Conv2dParams,
+    input_zero: i32,
+    packed: &[i8],
+    folded_bias: &[i32],
+    requantize: &[Requantize],
+    stage: OutputStage,
+    input: &[i8],
+    scratch: &mut [i8],
+    output: &mut [i8],
+) {
+    let w = &params.window;
+    let out_channels = w.output.channels;
+    assert_eq!(ROW, sdot_row_len(params), "conv2d_sdot row length");
+    assert!(
+        ROW <= MAX_SDOT_ROW,
+        "conv2d_sdot row longer than MAX_SDOT_ROW"
+    );
+    assert_eq!(input.len(), w.input.len(), "int8 conv input length");
+    assert_eq!(output.len(), w.output.len(), "int8 conv output length");
+    assert_eq!(
+        scratch.len(),
+        sdot_scratch_len(params),
+        "conv2d_sdot scratch length"
+    );
+    assert_eq!(
+        packed.len(),
+        sdot_weights_len(params),
+        "conv2d_sdot weights"
+    );
+    assert_eq!(folded_bias.len(), out_channels, "int8 conv bias length");
+    assert_eq!(
+        requantize.len(),
+        out_channels,
+        "int8 conv requantize length"
+    );
+    let ([kh, kw], [sh, sw], [ph, pw]) = (w.kernel, w.stride, w.padding);
+    let (in_h, in_w) = (w.input.height, w.input.width);
+    let (out_w, out_plane) = (w.output.width, w.output.plane());
+    // The rows one output row reads: the input itself, or its padded copy in `scratch`.
+    let wide = in_w + 2 * pw;
+    let (rows_w, rows_plane) = if scratch.is_empty() {
+        (in_w, in_h * in_w)
+    } else {
+        (wide, kh * wide)
+    };
+    // Where each code of the receptive field lies from the window's top-left cell.
+    let mut offsets = [0u32; ROW];
+    let receptive = w.input.channels * kh * kw;
+    for (k, at) in offsets.iter_mut().enumerate().take(receptive) {
+        let (ic, ky, kx) = (k / (kh * kw), (k / kw) % kh, k % kw);
+        *at = (ic * rows_plane + ky * rows_w + kx) as u32;
+    }
+    let mut codes = [0i8; ROW];
+    // `input_zero` is a code (-128..=127, the export's reader checks it).
+    let pad = input_zero as i8;
+    for oy in 0..w.output.height {
+        let (rows, top): (&[i8], usize) = if scratch.is_empty() {
+            (input, oy * sh * in_w)
+        } else {
+            for ic in 0..w.input.channels {
+                for ky in 0..kh {
+                    let dst = &mut scratch[(ic * kh + ky) * wide..][..wide];
+                    let iy = (oy * sh + ky).wrapping_sub(ph);
+                    if iy < in_h {
+                        dst[..pw].fill(pad);
+                        dst[pw..pw + in_w]
+                            .copy_from_slice(&input[(ic * in_h + iy) * in_w..][..in_w]);
+                        dst[pw + in_w..].fill(pad);
+                    } else {
+                        dst.fill(pad);
+                    }
+                }
+            }
+            (&*scratch, 0)
+        };
+        for ox in 0..out_w {
+            let base = top + ox * sw;
+            // The window's last cell is its largest offset.
+            assert!(base + (offsets[receptive - 1] as usize) < rows.len());
+            for (c, &at) in codes.iter_mut().zip(&offsets).take(receptive) {
+                // SAFETY: `base + at <= base + offsets[receptive - 1] < rows.len()`
+                // (asserted above; the offsets grow with `k`).
+                *c = unsafe { *rows.get_unchecked(base + at as usize) };
+            }
+            let at = oy * out_w + ox;
+            for (block, weights) in packed.chunks_exact(4 * ROW).enumerate() {
+                let mut acc = [0i32; 4];
+                for (lane, a) in acc.iter_mut().enumerate() {
+                    *a = folded_bias.get(4 * block + lane).copied().unwrap_or(0);
+                }
+                dot4::<ROW>(&mut acc, &codes, weights);
+                for (lane, &a) in acc.iter().enumerate() {
+                    let oc = 4 * block + lane;
+                    if oc < out_channels {
+                        output[oc * out_plane + at] = stage.requantize(&requantize[oc], a);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::int8::conv2d;
+    use crate::{Activation, Conv2dParams, Shape3};
+    use std::vec;
+    use std::vec::Vec;
+
+    struct Rng(u32);
+    impl Rng {
+        fn next(&mut self) -> u32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 17;
+            self.0 ^= self.0 << 5;
+            self.0
+        }
+        fn code(&mut self) -> i8 {
+            (self.next() >> 24) as u8 as i8
+        }
+    }
+
+    fn check<const ROW: usize>(
+        rng: &mut Rng,
+        input: Shape3,
+        out: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+    ) {
+        let params =
+            Conv2dParams::new(input, out, [k, k], [s, s], [p, p], Activation::Relu).unwrap();
+        assert_eq!(sdot_row_len(&params), ROW);
+        let x: Vec<i8> = (0..input.len()).map(|_| rng.code()).collect();
+        let weights: Vec<i8> = (0..params.dense_weight_len())
+            .map(|_| rng.code().max(-127))
+            .collect();
+        let bias: Vec<i32> = (0..out)
+            .map(|_| (rng.next() % 20_000) as i32 - 10_000)
+            .collect();
+        let rq: Vec<Requantize> = (0..out)
+            .map(|_| Requantize::from_real(0.0005 + (rng.next() % 1000) as f64 * 1e-6).unwrap())
+            .collect();
+        let stage = OutputStage {
+            zero_point: -7,
+            min: -7,
+            max: 127,
+            factors_below_half: false,
+        };
+        let zero = (rng.next() % 256) as i32 - 128;
+        let mut want = vec![0i8; params.output().len()];
+        conv2d(&params, zero, &weights, &bias, &rq, stage, &x, &mut want);
+        let mut packed = vec![0i8; sdot_weights_len(&params)];
+        pack_conv2d_sdot(&params, &weights, &mut packed);
+        let mut folded = vec![0i32; out];
+        fold_zero_point(zero, &weights, &bias, &mut folded);
+        let mut got = vec![0i8; params.output().len()];
+        let mut scratch = vec![0x55i8; sdot_scratch_len(&params)];
+        conv2d_sdot::<ROW>(
+            &params,
+            zero,
+            &packed,
+            &folded,
+            &rq,
+            stage.with_factors(&rq),
+            &x,
+            &mut scratch,
+            &mut got,
+        );
+        assert_eq!(got, want, "{input} -> {out}, k {k} s {s} p {p}");
+    }
+
+    #[test]
+    fn the_sdot_kernel_equals_the_portable_one() {
+        let mut rng = Rng(41);
+        // Output channels of one block, several, and a short last block; receptive fields
+        // below, at and above 16; every padding and stride; 1x1 too.
+        check::<32>(&mut rng, Shape3::new(3, 7, 9), 5, 3, 1, 1);
+        check::<32>(&mut rng, Shape3::new(3, 8, 8), 4, 3, 2, 1);
+        check::<80>(&mut rng, Shape3::new(3, 6, 11), 3, 5, 1, 2);
+        check::<48>(&mut rng, Shape3::new(48, 5, 5), 9, 1, 1, 0);
+        check::<16>(&mut rng, Shape3::new(11, 4, 3), 2, 1, 1, 0);
+        check::<16>(&mut rng, Shape3::new(1, 6, 6), 8, 3, 1, 1);
+        check::<64>(&mut rng, Shape3::new(7, 9, 4), 6, 3, 2, 0);
+    }
+}
