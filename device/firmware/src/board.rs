@@ -308,3 +308,26 @@ impl Board {
         matches!(self.harness, Harness::CortexMQemu | Harness::CortexMProbe)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_board_names_the_simd_its_int8_kernels_use() {
+        let simd = |name: &str| board(name).unwrap().int8_simd();
+        for name in [
+            "cortex-m4-qemu",
+            "cortex-m7-qemu",
+            "stm32f746zg",
+            "nrf52840",
+        ] {
+            assert_eq!(simd(name), Int8Simd::Dsp, "{name}");
+        }
+        // Built for the Cortex-A55, which has the dot product.
+        assert_eq!(simd("aarch64-qemu"), Int8Simd::Dot);
+        assert_eq!(simd("host"), Int8Simd::None);
+        let a64 = board("aarch64-qemu").unwrap();
+        assert!(a64.rustflags.contains(&"target-cpu=cortex-a55") && a64.cpu == "cortex-a55");
+    }
+}

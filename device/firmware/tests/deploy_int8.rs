@@ -76,6 +76,18 @@ fn deploy_int8(board: &str) {
     assert_eq!(report.images_bytes, 4 * export.input_len() as u64);
     let cost = report.cost.as_ref().unwrap();
     assert!(cost.per_inference > 0.0, "{board}: {cost:?}");
+    // The board's SIMD kernels are the ones that ran: the convolutions call them.
+    let model = std::fs::read_to_string(tmp.path().join("fw/src/model.rs")).unwrap();
+    let calls = |kernel: &str| model.matches(&format!("kernels::{kernel}::<")).count();
+    match simd {
+        Int8Simd::Dsp => {
+            // conv1, pw and conv2 dense; dw depthwise 3x3.
+            assert_eq!(calls("conv2d_dsp"), 3, "{board}");
+            assert_eq!(calls("depthwise3x3_dsp"), 1, "{board}");
+        }
+        Int8Simd::Dot => assert_eq!(calls("conv2d_sdot"), 3, "{board}"),
+        Int8Simd::None => unreachable!(),
+    }
 }
 
 #[test]
