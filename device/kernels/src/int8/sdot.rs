@@ -340,6 +340,27 @@ mod tests {
         assert_eq!(got, want, "{input} -> {out}, k {k} s {s} p {p}");
     }
 
+    /// Compiled only where `SDOT` is (tests/aarch64_under_qemu.rs runs it): the instruction
+    /// by each element of the pixel's codes, against sums worked out by hand.
+    #[cfg(all(target_arch = "aarch64", target_feature = "dotprod"))]
+    #[test]
+    fn the_sdot_instruction_runs_here() {
+        let mut codes = [0i8; 16];
+        codes[..8].copy_from_slice(&[1, -2, 3, -128, 5, 6, 7, 127]);
+        let weights: Vec<i8> = (0..64).map(|i| (i as i8 - 32) * 3).collect();
+        let mut acc = [10, 20, 30, 40];
+        dot4::<16>(&mut acc, &codes, &weights);
+        let mut want = [10, 20, 30, 40];
+        for (step, x) in codes.chunks_exact(4).enumerate() {
+            for (lane, a) in want.iter_mut().enumerate() {
+                for b in 0..4 {
+                    *a += weights[16 * step + 4 * lane + b] as i32 * x[b] as i32;
+                }
+            }
+        }
+        assert_eq!(acc, want);
+    }
+
     #[test]
     fn the_sdot_kernel_equals_the_portable_one() {
         let mut rng = Rng(41);
