@@ -11,7 +11,10 @@
 
 /// A positive real multiplier `m` as `multiplier * 2^(shift - 31)`, with `multiplier` in
 /// `[2^30, 2^31)` (Q31, so `multiplier / 2^31` is in `[0.5, 1)`).
+/// `#[repr(C)]`: kernels load the pairs of several channels at once (multipliers, then
+/// shifts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub struct Requantize {
     /// The Q31 mantissa.
     pub multiplier: i32,

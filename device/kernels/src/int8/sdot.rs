@@ -150,6 +150,40 @@ fn dot4<const ROW: usize>(acc: &mut [i32; 4], codes: &[i8; ROW], weights: &[i8])
     }
 }
 
+/// Four output channels' codes from their accumulators and `factors` (four), as
+/// [`OutputStage::requantize`] gives them. With `SDOT` (an Armv8.2 CPU, so NEON) and every
+/// factor below a half, the four at once in the scheme of gemmlowp's NEON code:
+/// `SQRDMULH` is the doubling high multiply, and `SRSHL` rounds the right shift half up, so
+/// negative values are first lowered by one to round their ties away from zero.
+#[inline(always)]
+fn requantize4(acc: &[i32; 4], factors: &[Requantize], stage: OutputStage) -> [i8; 4] {
+    assert_eq!(factors.len(), 4);
+    #[cfg(all(target_arch = "aarch64", target_feature = "dotprod"))]
+    if stage.factors_below_half {
+        use core::arch::aarch64::*;
+        // SAFETY: `acc` holds 4 `i32` and `factors` 4 `Requantize` (asserted), two `i32`
+        // each (`#[repr(C)]`: multiplier, then shift), which `vld2q_s32` reads as 8 `i32`
+        // and splits into the multipliers and the shifts.
+        unsafe {
+            let pairs = vld2q_s32(factors.as_ptr().cast::<i32>());
+            let (multiplier, shift) = (pairs.0, pairs.1);
+            let high = vqrdmulhq_s32(vld1q_s32(acc.as_ptr()), multiplier);
+            // -1 where `high` is negative (`shift` is, for every factor below a half).
+            let fixup = vshrq_n_s32::<31>(vandq_s32(high, shift));
+            let y = vrshlq_s32(vqaddq_s32(high, fixup), shift);
+            let y = vaddq_s32(y, vdupq_n_s32(stage.zero_point));
+            let y = vminq_s32(
+                vmaxq_s32(y, vdupq_n_s32(stage.min as i32)),
+                vdupq_n_s32(stage.max as i32),
+            );
+            let mut out = [0i32; 4];
+            vst1q_s32(out.as_mut_ptr(), y);
+            return out.map(|v| v as i8);
+        }
+    }
+    [0, 1, 2, 3].map(|lane| stage.requantize(&factors[lane], acc[lane]))
+}
+
 /// A dense convolution (`groups == 1`) with packed weights and folded biases; the results
 /// equal [`super::conv2d`]'s bit for bit. `ROW` is [`sdot_row_len`]`(params)`, at most
 /// [`MAX_SDOT_ROW`].
@@ -258,10 +292,19 @@ pub fn conv2d_sdot<const ROW: usize>(
                     *a = folded_bias.get(4 * block + lane).copied().unwrap_or(0);
                 }
                 dot4::<ROW>(&mut acc, &codes, weights);
-                for (lane, &a) in acc.iter().enumerate() {
-                    let oc = 4 * block + lane;
-                    if oc < out_channels {
-                        output[oc * out_plane + at] = stage.requantize(&requantize[oc], a);
+                let first = 4 * block;
+                if let Some(factors) = requantize.get(first..first + 4) {
+                    let outs = requantize4(&acc, factors, stage);
+                    for (lane, &o) in outs.iter().enumerate() {
+                        output[(first + lane) * out_plane + at] = o;
+                    }
+                } else {
+                    // A short last block.
+                    for (lane, &a) in acc.iter().enumerate() {
+                        let oc = first + lane;
+                        if oc < out_channels {
+                            output[oc * out_plane + at] = stage.requantize(&requantize[oc], a);
+                        }
                     }
                 }
             }
@@ -308,13 +351,22 @@ mod tests {
         let bias: Vec<i32> = (0..out)
             .map(|_| (rng.next() % 20_000) as i32 - 10_000)
             .collect();
-        let rq: Vec<Requantize> = (0..out)
-            .map(|_| Requantize::from_real(0.0005 + (rng.next() % 1000) as f64 * 1e-6).unwrap())
+        // Factors from 2^-20 to just under a half, log-uniform, and now and then one of 0.75
+        // (the layer then takes the per-factor way).
+        let mut rq: Vec<Requantize> = (0..out)
+            .map(|_| {
+                let e = (rng.next() % 19_000) as f64 / 1000.0 + 1.05;
+                Requantize::from_real(0.5f64.powf(e)).unwrap()
+            })
             .collect();
+        if rng.next().is_multiple_of(3) {
+            rq[0] = Requantize::from_real(0.75).unwrap();
+        }
+        let zero_point = (rng.next() % 200) as i32 - 100;
         let stage = OutputStage {
-            zero_point: -7,
-            min: -7,
-            max: 127,
+            zero_point,
+            min: zero_point.max(-128) as i8,
+            max: (zero_point + 90).min(127) as i8,
             factors_below_half: false,
         };
         let zero = (rng.next() % 256) as i32 - 128;
