@@ -233,7 +233,8 @@ pub enum Int8Simd {
     None,
     /// The Cortex-M DSP extension (`SMLAD`): dense and 3x3 depthwise convolutions.
     Dsp,
-    /// The Armv8.2 dot product (`SDOT`): dense convolutions.
+    /// The Armv8.2 dot product (`SDOT`): dense convolutions; and NEON, which every such
+    /// CPU has, for 3x3 depthwise convolutions and requantisation.
     Dot,
 }
 

@@ -85,7 +85,10 @@ fn deploy_int8(board: &str) {
             assert_eq!(calls("conv2d_dsp"), 3, "{board}");
             assert_eq!(calls("depthwise3x3_dsp"), 1, "{board}");
         }
-        Int8Simd::Dot => assert_eq!(calls("conv2d_sdot"), 3, "{board}"),
+        Int8Simd::Dot => {
+            assert_eq!(calls("conv2d_sdot"), 3, "{board}");
+            assert_eq!(calls("depthwise3x3_padded"), 1, "{board}");
+        }
         Int8Simd::None => unreachable!(),
     }
 }

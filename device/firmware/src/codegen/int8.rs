@@ -252,6 +252,9 @@ pub(crate) enum DspConv {
     /// A dense conv whose row fits [`kernels::MAX_SDOT_ROW`]: [`kernels::conv2d_sdot`], its
     /// weights packed for it and the input zero point folded into its biases.
     Dot(Conv2dParams),
+    /// A 3x3 depthwise conv at stride 1 or 2 on an aarch64 CPU (NEON):
+    /// [`kernels::depthwise3x3_padded`], its weights as exported.
+    DepthwisePadded(Conv2dParams),
 }
 
 impl DspConv {
@@ -261,6 +264,7 @@ impl DspConv {
             DspConv::Dense(p) => kernels::dsp_scratch_len(p),
             DspConv::Depthwise(p) => kernels::depthwise3x3_dsp_scratch_len(p),
             DspConv::Dot(p) => kernels::sdot_scratch_len(p),
+            DspConv::DepthwisePadded(p) => kernels::depthwise3x3_dsp_scratch_len(p),
         }
     }
 
@@ -270,6 +274,9 @@ impl DspConv {
             DspConv::Dense(p) => format!("conv2d_dsp::<{}>", kernels::dsp_row_len(p)),
             DspConv::Depthwise(p) => format!("depthwise3x3_dsp::<{}>", p.window.stride[1]),
             DspConv::Dot(p) => format!("conv2d_sdot::<{}>", kernels::sdot_row_len(p)),
+            DspConv::DepthwisePadded(p) => {
+                format!("depthwise3x3_padded::<{}>", p.window.stride[1])
+            }
         }
     }
 }
@@ -299,7 +306,10 @@ pub(crate) fn dsp_conv(layer: &Layer, info: &LayerSummary, simd: Int8Simd) -> Op
         Int8Simd::Dsp => {
             (kernels::dsp_row_len(&p) <= kernels::MAX_DSP_ROW).then_some(DspConv::Dense(p))
         }
-        Int8Simd::Dot if !c.is_depthwise() => {
+        Int8Simd::Dot if c.is_depthwise() => {
+            kernels::depthwise3x3_dsp_fits(&p).then_some(DspConv::DepthwisePadded(p))
+        }
+        Int8Simd::Dot => {
             (kernels::sdot_row_len(&p) <= kernels::MAX_SDOT_ROW).then_some(DspConv::Dot(p))
         }
         _ => None,

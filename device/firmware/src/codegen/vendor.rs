@@ -70,6 +70,10 @@ pub const KERNEL_SOURCES: &[(&str, &str)] = &[
         include_str!("../../../kernels/src/int8/depthwise_dsp.rs"),
     ),
     (
+        "int8/depthwise_padded.rs",
+        include_str!("../../../kernels/src/int8/depthwise_padded.rs"),
+    ),
+    (
         "int8/dsp.rs",
         include_str!("../../../kernels/src/int8/dsp.rs"),
     ),

@@ -174,9 +174,8 @@ fn convolve(
                         }
                     }
                 }
-                for (j, a) in acc.iter().enumerate() {
-                    out[oy * out_w + ox0 + j] = stage.requantize(&requantize[oc], *a);
-                }
+                let at = oy * out_w + ox0;
+                stage.requantize_run(&requantize[oc], acc, &mut out[at..at + n]);
             }
         }
     }

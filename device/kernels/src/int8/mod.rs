@@ -13,6 +13,7 @@
 mod arm;
 mod conv2d;
 mod depthwise_dsp;
+mod depthwise_padded;
 mod dsp;
 mod elementwise;
 mod linear;
@@ -24,6 +25,7 @@ mod stage;
 
 pub use conv2d::{conv2d, depthwise_conv2d};
 pub use depthwise_dsp::{depthwise3x3_dsp, depthwise3x3_dsp_fits, depthwise3x3_dsp_scratch_len};
+pub use depthwise_padded::depthwise3x3_padded;
 pub use dsp::{
     MAX_DSP_ROW, WordAligned, conv2d_dsp, dsp_row_len, dsp_scratch_len, dsp_weights_len,
     pack_conv2d_dsp,

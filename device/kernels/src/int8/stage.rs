@@ -107,6 +107,47 @@ impl OutputStage {
         }
     }
 
+    /// `out[i]` = the code of `acc[i]` requantised by `factor` ([`OutputStage::requantize`]
+    /// for each): a run of outputs of one channel. On aarch64, four at a time with NEON
+    /// where the layer's factors are below a half, in the scheme of gemmlowp's NEON code
+    /// (`SQRDMULH` is the doubling high multiply; `SRSHL` rounds the right shift half up,
+    /// so negative values are first lowered by one to round ties away from zero): the same
+    /// codes, about a quarter of the instructions.
+    #[inline(always)]
+    pub fn requantize_run(&self, factor: &Requantize, acc: &[i32], out: &mut [i8]) {
+        assert_eq!(acc.len(), out.len(), "requantize_run lengths");
+        #[allow(unused_mut)]
+        let mut done = 0;
+        #[cfg(target_arch = "aarch64")]
+        if self.factors_below_half {
+            use core::arch::aarch64::*;
+            // SAFETY: NEON is part of every aarch64 target Rust supports; each load and
+            // store covers 4 values at `4 q < acc.len() = out.len()` (chunks of 4), and the
+            // byte stores take the low byte of each lane (a clamped code).
+            unsafe {
+                let multiplier = vdupq_n_s32(factor.multiplier);
+                let shift = vdupq_n_s32(factor.shift);
+                let zero = vdupq_n_s32(self.zero_point);
+                let (min, max) = (vdupq_n_s32(self.min as i32), vdupq_n_s32(self.max as i32));
+                for (a, o) in acc.chunks_exact(4).zip(out.chunks_exact_mut(4)) {
+                    let high = vqrdmulhq_s32(vld1q_s32(a.as_ptr()), multiplier);
+                    let fixup = vshrq_n_s32::<31>(vandq_s32(high, shift));
+                    let y = vaddq_s32(vrshlq_s32(vqaddq_s32(high, fixup), shift), zero);
+                    let y = vminq_s32(vmaxq_s32(y, min), max);
+                    let bytes = vreinterpretq_s8_s32(y);
+                    o[0] = vgetq_lane_s8::<0>(bytes);
+                    o[1] = vgetq_lane_s8::<4>(bytes);
+                    o[2] = vgetq_lane_s8::<8>(bytes);
+                    o[3] = vgetq_lane_s8::<12>(bytes);
+                }
+            }
+            done = acc.len() / 4 * 4;
+        }
+        for (a, o) in acc[done..].iter().zip(&mut out[done..]) {
+            *o = self.requantize(factor, *a);
+        }
+    }
+
     /// No clamp beyond int8, zero point `zero_point`.
     pub const fn plain(zero_point: i32) -> OutputStage {
         OutputStage {
@@ -139,6 +180,46 @@ mod tests {
         assert_eq!(round_half_away(2.5), 3);
         assert_eq!(round_half_away(-2.5), -3);
         assert_eq!(round_half_away(f32::INFINITY), i32::MAX);
+    }
+
+    #[test]
+    fn a_run_requantises_as_each_output_alone() {
+        // On aarch64 (tests/aarch64_under_qemu.rs) the run takes NEON four at a time.
+        let mut state = 0x9e37_79b9u32;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state
+        };
+        for shift in -31..=-1 {
+            for multiplier in [1 << 30, (1 << 30) + 7, i32::MAX] {
+                let factor = Requantize { multiplier, shift };
+                let zero_point = (next() % 256) as i32 - 128;
+                let stage = OutputStage {
+                    zero_point,
+                    min: zero_point as i8,
+                    max: 127,
+                    factors_below_half: true,
+                };
+                // Lengths around the four-lane chunks; accumulators over the whole range,
+                // small ones (ties) included.
+                for len in [1, 4, 7, 9] {
+                    let acc: std::vec::Vec<i32> = (0..len)
+                        .map(|i| match i % 3 {
+                            0 => next() as i32,
+                            1 => (next() as i32) >> (next() % 31),
+                            _ => [i32::MIN, i32::MAX, -1, 0, 1][(next() % 5) as usize],
+                        })
+                        .collect();
+                    let mut out = std::vec![0i8; len];
+                    stage.requantize_run(&factor, &acc, &mut out);
+                    for (a, o) in acc.iter().zip(&out) {
+                        assert_eq!(*o, stage.requantize(&factor, *a), "{a} {factor:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
