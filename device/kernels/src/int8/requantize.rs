@@ -215,6 +215,30 @@ impl Requantize {
     }
 }
 
+/// [`Requantize::apply`] of four values by four factors of at most one (`shift <= 0`,
+/// mantissas in `[2^30, 2^31)`), with NEON in the scheme of gemmlowp's NEON code: `SQRDMULH`
+/// is the doubling high multiply (never saturating here: the mantissas are positive), and
+/// `SRSHL` rounds the right shift half up, so negative values are first lowered by one
+/// (`SQADD` of their sign) to round ties away from zero. The same results as `apply`
+/// (tested under qemu-aarch64).
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+pub(crate) fn apply4_neon(
+    x: core::arch::aarch64::int32x4_t,
+    multiplier: core::arch::aarch64::int32x4_t,
+    shift: core::arch::aarch64::int32x4_t,
+) -> core::arch::aarch64::int32x4_t {
+    use core::arch::aarch64::*;
+    // SAFETY: register-only NEON instructions; NEON is part of every aarch64 target Rust
+    // supports.
+    unsafe {
+        let high = vqrdmulhq_s32(x, multiplier);
+        // -1 where `high` is negative and the shift is not 0 (its sign bit is then set).
+        let fixup = vshrq_n_s32::<31>(vandq_s32(high, shift));
+        vrshlq_s32(vqaddq_s32(high, fixup), shift)
+    }
+}
+
 /// `y` clamped to `[min, max]`.
 #[inline(always)]
 const fn clamp_code(y: i32, min: i8, max: i8) -> i8 {

@@ -152,9 +152,7 @@ fn dot4<const ROW: usize>(acc: &mut [i32; 4], codes: &[i8; ROW], weights: &[i8])
 
 /// Four output channels' codes from their accumulators and `factors` (four), as
 /// [`OutputStage::requantize`] gives them. With `SDOT` (an Armv8.2 CPU, so NEON) and every
-/// factor below a half, the four at once in the scheme of gemmlowp's NEON code:
-/// `SQRDMULH` is the doubling high multiply, and `SRSHL` rounds the right shift half up, so
-/// negative values are first lowered by one to round their ties away from zero.
+/// factor below a half, the four at once (`apply4_neon`).
 #[inline(always)]
 fn requantize4(acc: &[i32; 4], factors: &[Requantize], stage: OutputStage) -> [i8; 4] {
     assert_eq!(factors.len(), 4);
@@ -166,18 +164,9 @@ fn requantize4(acc: &[i32; 4], factors: &[Requantize], stage: OutputStage) -> [i
         // and splits into the multipliers and the shifts.
         unsafe {
             let pairs = vld2q_s32(factors.as_ptr().cast::<i32>());
-            let (multiplier, shift) = (pairs.0, pairs.1);
-            let high = vqrdmulhq_s32(vld1q_s32(acc.as_ptr()), multiplier);
-            // -1 where `high` is negative (`shift` is, for every factor below a half).
-            let fixup = vshrq_n_s32::<31>(vandq_s32(high, shift));
-            let y = vrshlq_s32(vqaddq_s32(high, fixup), shift);
-            let y = vaddq_s32(y, vdupq_n_s32(stage.zero_point));
-            let y = vminq_s32(
-                vmaxq_s32(y, vdupq_n_s32(stage.min as i32)),
-                vdupq_n_s32(stage.max as i32),
-            );
+            let y = super::requantize::apply4_neon(vld1q_s32(acc.as_ptr()), pairs.0, pairs.1);
             let mut out = [0i32; 4];
-            vst1q_s32(out.as_mut_ptr(), y);
+            vst1q_s32(out.as_mut_ptr(), stage.clamp4_neon(y));
             return out.map(|v| v as i8);
         }
     }

@@ -7,6 +7,8 @@
 //! and clamps.
 
 use super::Requantize;
+#[cfg(target_arch = "aarch64")]
+use super::requantize::apply4_neon;
 use crate::Activation;
 
 /// The quantisation of one activation tensor: `real = scale * (q - zero_point)`.
@@ -127,14 +129,9 @@ impl OutputStage {
             unsafe {
                 let multiplier = vdupq_n_s32(factor.multiplier);
                 let shift = vdupq_n_s32(factor.shift);
-                let zero = vdupq_n_s32(self.zero_point);
-                let (min, max) = (vdupq_n_s32(self.min as i32), vdupq_n_s32(self.max as i32));
                 for (a, o) in acc.chunks_exact(4).zip(out.chunks_exact_mut(4)) {
-                    let high = vqrdmulhq_s32(vld1q_s32(a.as_ptr()), multiplier);
-                    let fixup = vshrq_n_s32::<31>(vandq_s32(high, shift));
-                    let y = vaddq_s32(vrshlq_s32(vqaddq_s32(high, fixup), shift), zero);
-                    let y = vminq_s32(vmaxq_s32(y, min), max);
-                    let bytes = vreinterpretq_s8_s32(y);
+                    let y = apply4_neon(vld1q_s32(a.as_ptr()), multiplier, shift);
+                    let bytes = vreinterpretq_s8_s32(self.clamp4_neon(y));
                     o[0] = vgetq_lane_s8::<0>(bytes);
                     o[1] = vgetq_lane_s8::<4>(bytes);
                     o[2] = vgetq_lane_s8::<8>(bytes);
@@ -145,6 +142,26 @@ impl OutputStage {
         }
         for (a, o) in acc[done..].iter().zip(&mut out[done..]) {
             *o = self.requantize(factor, *a);
+        }
+    }
+
+    /// Four requantised values (`apply`'s) plus the zero point, clamped: codes in `i32`
+    /// lanes.
+    #[cfg(target_arch = "aarch64")]
+    #[inline(always)]
+    pub(crate) fn clamp4_neon(
+        &self,
+        y: core::arch::aarch64::int32x4_t,
+    ) -> core::arch::aarch64::int32x4_t {
+        use core::arch::aarch64::*;
+        // SAFETY: register-only NEON instructions, part of every aarch64 target. The values
+        // are within 2^30 (below-one factors), so adding a zero point cannot overflow.
+        unsafe {
+            let y = vaddq_s32(y, vdupq_n_s32(self.zero_point));
+            vminq_s32(
+                vmaxq_s32(y, vdupq_n_s32(self.min as i32)),
+                vdupq_n_s32(self.max as i32),
+            )
         }
     }
 
