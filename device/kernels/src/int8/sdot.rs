@@ -243,6 +243,16 @@ pub fn conv2d_sdot<const ROW: usize>(
         *at = (ic * rows_plane + ky * rows_w + kx) as u32;
     }
     let mut codes = [0i8; ROW];
+    // A short last block's factors, padded with its first: its outputs are requantised as a
+    // full block's (the padding lanes are dropped), so a layer's cost grows block by block
+    // with its output channels, as latency tables assume.
+    let full = out_channels / 4;
+    let short = out_channels - 4 * full;
+    let mut last_factors = [Requantize::ONE; 4];
+    if short > 0 {
+        last_factors = [requantize[4 * full]; 4];
+        last_factors[..short].copy_from_slice(&requantize[4 * full..]);
+    }
     // `input_zero` is a code (-128..=127, the export's reader checks it).
     let pad = input_zero as i8;
     for oy in 0..w.output.height {
@@ -282,18 +292,15 @@ pub fn conv2d_sdot<const ROW: usize>(
                 }
                 dot4::<ROW>(&mut acc, &codes, weights);
                 let first = 4 * block;
-                if let Some(factors) = requantize.get(first..first + 4) {
-                    let outs = requantize4(&acc, factors, stage);
+                if block < full {
+                    let outs = requantize4(&acc, &requantize[first..first + 4], stage);
                     for (lane, &o) in outs.iter().enumerate() {
                         output[(first + lane) * out_plane + at] = o;
                     }
                 } else {
-                    // A short last block.
-                    for (lane, &a) in acc.iter().enumerate() {
-                        let oc = first + lane;
-                        if oc < out_channels {
-                            output[oc * out_plane + at] = stage.requantize(&requantize[oc], a);
-                        }
+                    let outs = requantize4(&acc, &last_factors, stage);
+                    for (lane, &o) in outs.iter().enumerate().take(short) {
+                        output[(first + lane) * out_plane + at] = o;
                     }
                 }
             }

@@ -111,7 +111,7 @@ impl OutputStage {
 
     /// `out[i]` = the code of `acc[i]` requantised by `factor` ([`OutputStage::requantize`]
     /// for each): a run of outputs of one channel. On aarch64, four at a time with NEON
-    /// where the layer's factors are below a half, in the scheme of gemmlowp's NEON code
+    /// where the factor is at most one, in the scheme of gemmlowp's NEON code
     /// (`SQRDMULH` is the doubling high multiply; `SRSHL` rounds the right shift half up,
     /// so negative values are first lowered by one to round ties away from zero): the same
     /// codes, about a quarter of the instructions.
@@ -120,8 +120,10 @@ impl OutputStage {
         assert_eq!(acc.len(), out.len(), "requantize_run lengths");
         #[allow(unused_mut)]
         let mut done = 0;
+        // NEON takes any factor of at most one (`apply4_neon`), whatever the layer's others;
+        // the stage's flag (a constant in generated code) spares the test where it can.
         #[cfg(target_arch = "aarch64")]
-        if self.factors_below_half {
+        if self.factors_below_half || (factor.shift <= 0 && factor.multiplier >= 1 << 30) {
             use core::arch::aarch64::*;
             // SAFETY: NEON is part of every aarch64 target Rust supports; each load and
             // store covers 4 values at `4 q < acc.len() = out.len()` (chunks of 4), and the
@@ -209,15 +211,16 @@ mod tests {
             state ^= state << 5;
             state
         };
-        for shift in -31..=-1 {
+        for shift in -31..=1 {
             for multiplier in [1 << 30, (1 << 30) + 7, i32::MAX] {
                 let factor = Requantize { multiplier, shift };
                 let zero_point = (next() % 256) as i32 - 128;
+                // Factors of a half to two: the layer's stage cannot say "below a half".
                 let stage = OutputStage {
                     zero_point,
                     min: zero_point as i8,
                     max: 127,
-                    factors_below_half: true,
+                    factors_below_half: shift <= -1,
                 };
                 // Lengths around the four-lane chunks; accumulators over the whole range,
                 // small ones (ties) included.
