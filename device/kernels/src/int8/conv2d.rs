@@ -175,7 +175,15 @@ fn convolve(
                     }
                 }
                 let at = oy * out_w + ox0;
+                // NEON requantises runs four at a time; elsewhere the loop as it was, whose
+                // code on Cortex-M the int8 latency tables were fitted to (the same loop
+                // through `requantize_run` compiles differently alone and in a model).
+                #[cfg(target_arch = "aarch64")]
                 stage.requantize_run(&requantize[oc], acc, &mut out[at..at + n]);
+                #[cfg(not(target_arch = "aarch64"))]
+                for (j, a) in acc.iter().enumerate() {
+                    out[at + j] = stage.requantize(&requantize[oc], *a);
+                }
             }
         }
     }

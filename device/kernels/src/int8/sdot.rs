@@ -249,9 +249,11 @@ pub fn conv2d_sdot<const ROW: usize>(
     let full = out_channels / 4;
     let short = out_channels - 4 * full;
     let mut last_factors = [Requantize::ONE; 4];
+    let mut last_bias = [0i32; 4];
     if short > 0 {
         last_factors = [requantize[4 * full]; 4];
         last_factors[..short].copy_from_slice(&requantize[4 * full..]);
+        last_bias[..short].copy_from_slice(&folded_bias[4 * full..]);
     }
     // `input_zero` is a code (-128..=127, the export's reader checks it).
     let pad = input_zero as i8;
@@ -285,13 +287,22 @@ pub fn conv2d_sdot<const ROW: usize>(
                 *c = unsafe { *rows.get_unchecked(base + at as usize) };
             }
             let at = oy * out_w + ox;
-            for (block, weights) in packed.chunks_exact(4 * ROW).enumerate() {
-                let mut acc = [0i32; 4];
-                for (lane, a) in acc.iter_mut().enumerate() {
-                    *a = folded_bias.get(4 * block + lane).copied().unwrap_or(0);
-                }
-                dot4::<ROW>(&mut acc, &codes, weights);
+            // The block count hidden from the optimiser: unrolled for a few blocks (a
+            // latency table's small grid points) and looped for many (a model's layer), the
+            // same layer would cost differently per block alone and in a model.
+            for (block, weights) in core::hint::black_box(packed)
+                .chunks_exact(4 * ROW)
+                .enumerate()
+            {
                 let first = 4 * block;
+                // Full blocks' biases as one array (a per-lane test of a short block's end
+                // cost every block up to 15 instructions where the count is not a multiple
+                // of 4).
+                let mut acc = match folded_bias.get(first..first + 4) {
+                    Some(b) => [b[0], b[1], b[2], b[3]],
+                    None => last_bias,
+                };
+                dot4::<ROW>(&mut acc, &codes, weights);
                 if block < full {
                     let outs = requantize4(&acc, &requantize[first..first + 4], stage);
                     for (lane, &o) in outs.iter().enumerate() {
