@@ -41,6 +41,107 @@ pub const fn depthwise3x3_dsp_scratch_len(params: &Conv2dParams) -> usize {
     (w.input.height + 2 * w.padding[0]) * (w.input.width + 2 * w.padding[1]) + SLACK
 }
 
+/// What both 3x3 depthwise kernels ([`depthwise3x3_dsp`], [`super::depthwise3x3_padded`])
+/// share: their checks, and one input plane at a time copied into a padded plane in the
+/// scratch, whose border is the input's zero point (the code of real 0), with the zero
+/// point's share of the sums taken off the bias.
+pub(super) struct PaddedPlanes {
+    /// Codes per padded row.
+    pub wide: usize,
+}
+
+impl PaddedPlanes {
+    /// Checks the geometry for `kernel` (its name, for the messages) at stride `sw`, and
+    /// writes the zero point over `scratch`: only interiors are overwritten later, so the
+    /// border stays the zero point for every channel.
+    #[inline(always)]
+    pub(super) fn begin(
+        kernel: &str,
+        sw: usize,
+        params: &Conv2dParams,
+        input_zero: i32,
+        scratch: &mut [i8],
+    ) -> PaddedPlanes {
+        let w = &params.window;
+        assert!(
+            depthwise3x3_dsp_fits(params) && w.stride[1] == sw,
+            "{kernel}::<{sw}> called for kernel {:?} stride {:?}",
+            w.kernel,
+            w.stride
+        );
+        assert_eq!(
+            scratch.len(),
+            depthwise3x3_dsp_scratch_len(params),
+            "{kernel} scratch length"
+        );
+        let [ph, pw] = w.padding;
+        let wide = w.input.width + 2 * pw;
+        // The windows of the last output row and column lie inside the padded plane (the
+        // geometry's own invariant), the last pair's loads inside its slack.
+        assert!(
+            (w.output.height - 1) * sw + 3 <= w.input.height + 2 * ph
+                && (w.output.width - 1) * sw + 3 <= wide
+        );
+        // `input_zero` is a code (-128..=127, the export's reader checks it).
+        scratch.fill(input_zero as i8);
+        PaddedPlanes { wide }
+    }
+
+    /// The buffers' lengths against the layer's.
+    #[inline(always)]
+    pub(super) fn check(
+        &self,
+        params: &Conv2dParams,
+        weights: &[i8],
+        bias: &[i32],
+        requantize: &[Requantize],
+        input: &[i8],
+        output: &[i8],
+    ) {
+        let w = &params.window;
+        let channels = w.output.channels;
+        assert_eq!(w.input.channels, channels, "depthwise channels");
+        assert_eq!(input.len(), w.input.len(), "int8 depthwise input length");
+        assert_eq!(output.len(), w.output.len(), "int8 depthwise output length");
+        assert_eq!(weights.len(), channels * 9, "int8 depthwise weight length");
+        assert_eq!(bias.len(), channels, "int8 depthwise bias length");
+        assert_eq!(
+            requantize.len(),
+            channels,
+            "int8 depthwise requantize length"
+        );
+    }
+
+    /// Copies channel `c` of `input` into the padded plane's interior; returns the
+    /// channel's bias less the zero point's share (`x_zero * sum(w)`), so that sums of raw
+    /// codes over the plane equal the portable kernel's sums of `(x - x_zero) * w`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(super) fn channel(
+        &self,
+        params: &Conv2dParams,
+        input_zero: i32,
+        c: usize,
+        input: &[i8],
+        weights: &[i8],
+        bias: &[i32],
+        scratch: &mut [i8],
+    ) -> i32 {
+        let w = &params.window;
+        let [ph, pw] = w.padding;
+        let (in_w, in_plane) = (w.input.width, w.input.plane());
+        for (y, src) in input[c * in_plane..(c + 1) * in_plane]
+            .chunks_exact(in_w)
+            .enumerate()
+        {
+            let start = (y + ph) * self.wide + pw;
+            scratch[start..start + in_w].copy_from_slice(src);
+        }
+        let taps_sum: i32 = weights[c * 9..(c + 1) * 9].iter().map(|&v| v as i32).sum();
+        bias[c] - input_zero * taps_sum
+    }
+}
+
 /// A 3x3 depthwise convolution at stride `SW` (1 or 2; [`depthwise3x3_dsp_fits`]); the
 /// results equal [`super::depthwise_conv2d`]'s bit for bit.
 ///
@@ -65,52 +166,17 @@ pub fn depthwise3x3_dsp<const SW: usize>(
 ) {
     let w = &params.window;
     let channels = w.output.channels;
-    assert!(
-        depthwise3x3_dsp_fits(params) && w.stride[1] == SW,
-        "depthwise3x3_dsp::<{SW}> called for kernel {:?} stride {:?}",
-        w.kernel,
-        w.stride
-    );
-    assert_eq!(w.input.channels, channels, "depthwise channels");
-    assert_eq!(input.len(), w.input.len(), "int8 depthwise input length");
-    assert_eq!(output.len(), w.output.len(), "int8 depthwise output length");
-    assert_eq!(weights.len(), channels * 9, "int8 depthwise weight length");
-    assert_eq!(bias.len(), channels, "int8 depthwise bias length");
-    assert_eq!(
-        requantize.len(),
-        channels,
-        "int8 depthwise requantize length"
-    );
-    assert_eq!(
-        scratch.len(),
-        depthwise3x3_dsp_scratch_len(params),
-        "depthwise3x3_dsp scratch length"
-    );
-    let [ph, pw] = w.padding;
-    let (in_h, in_w) = (w.input.height, w.input.width);
-    let wide = in_w + 2 * pw;
+    let planes = PaddedPlanes::begin("depthwise3x3_dsp", SW, params, input_zero, scratch);
+    planes.check(params, weights, bias, requantize, input, output);
+    let wide = planes.wide;
     let (out_h, out_w) = (w.output.height, w.output.width);
-    // The windows of the last output row and column lie inside the padded plane (the
-    // geometry's own invariant), the last pair's loads inside its slack.
-    assert!((out_h - 1) * SW + 3 <= in_h + 2 * ph && (out_w - 1) * SW + 3 <= wide);
-    // `input_zero` is a code (-128..=127, the export's reader checks it). Only the interior
-    // is overwritten below, so the border stays the zero point for every channel.
-    scratch.fill(input_zero as i8);
-    let (in_plane, out_plane) = (w.input.plane(), w.output.plane());
+    let out_plane = w.output.plane();
     for c in 0..channels {
-        for (y, src) in input[c * in_plane..(c + 1) * in_plane]
-            .chunks_exact(in_w)
-            .enumerate()
-        {
-            let start = (y + ph) * wide + pw;
-            scratch[start..start + in_w].copy_from_slice(src);
-        }
+        let start = planes.channel(params, input_zero, c, input, weights, bias, scratch);
         let k = &weights[c * 9..(c + 1) * 9];
         // Per kernel row: (w0, w2) as a pair, w1 in the bottom half.
         let outer = [0, 1, 2].map(|r| pack16(k[3 * r] as i32, k[3 * r + 2] as i32));
         let middle = [0, 1, 2].map(|r| k[3 * r + 1] as i32 as u32);
-        let taps_sum: i32 = k.iter().map(|&v| v as i32).sum();
-        let start = bias[c] - input_zero * taps_sum;
         let factor = &requantize[c];
         let out = &mut output[c * out_plane..(c + 1) * out_plane];
         for oy in 0..out_h {
@@ -148,18 +214,7 @@ mod tests {
     use std::vec;
     use std::vec::Vec;
 
-    struct Rng(u32);
-    impl Rng {
-        fn next(&mut self) -> u32 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 17;
-            self.0 ^= self.0 << 5;
-            self.0
-        }
-        fn code(&mut self) -> i8 {
-            (self.next() >> 24) as u8 as i8
-        }
-    }
+    use crate::int8::test_codes::Rng;
 
     fn check<const SW: usize>(rng: &mut Rng, input: Shape3, padding: usize, act: Activation) {
         let params =

@@ -8,20 +8,21 @@
 //! off the bias once per channel, so the products are of raw codes and no tap's run is
 //! clipped at a border: the results equal [`super::depthwise_conv2d`]'s bit for bit.
 
-use super::{OutputStage, Requantize, depthwise3x3_dsp_fits, depthwise3x3_dsp_scratch_len};
+use super::depthwise_dsp::PaddedPlanes;
+use super::{OutputStage, Requantize};
 use crate::Conv2dParams;
 
 /// Output pixels of a row accumulated at once: a stack buffer.
 const ROW_CHUNK: usize = 64;
 
-/// A 3x3 depthwise convolution at stride `SW` (1 or 2; [`depthwise3x3_dsp_fits`]) through a
+/// A 3x3 depthwise convolution at stride `SW` (1 or 2; [`super::depthwise3x3_dsp_fits`]) through a
 /// padded plane in `scratch`; the results equal [`super::depthwise_conv2d`]'s bit for bit.
 ///
 /// # Shapes
 /// - `input`: `params.input()`, CHW
 /// - `weights`: `[channels, 1, 3, 3]`
 /// - `bias`, `requantize`: `[channels]`
-/// - `scratch`: [`depthwise3x3_dsp_scratch_len`]`(params)` codes
+/// - `scratch`: [`super::depthwise3x3_dsp_scratch_len`]`(params)` codes
 /// - `output`: `params.output()`, CHW
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -38,49 +39,15 @@ pub fn depthwise3x3_padded<const SW: usize>(
 ) {
     let w = &params.window;
     let channels = w.output.channels;
-    assert!(
-        depthwise3x3_dsp_fits(params) && w.stride[1] == SW,
-        "depthwise3x3_padded::<{SW}> called for kernel {:?} stride {:?}",
-        w.kernel,
-        w.stride
-    );
-    assert_eq!(w.input.channels, channels, "depthwise channels");
-    assert_eq!(input.len(), w.input.len(), "int8 depthwise input length");
-    assert_eq!(output.len(), w.output.len(), "int8 depthwise output length");
-    assert_eq!(weights.len(), channels * 9, "int8 depthwise weight length");
-    assert_eq!(bias.len(), channels, "int8 depthwise bias length");
-    assert_eq!(
-        requantize.len(),
-        channels,
-        "int8 depthwise requantize length"
-    );
-    assert_eq!(
-        scratch.len(),
-        depthwise3x3_dsp_scratch_len(params),
-        "depthwise3x3_padded scratch length"
-    );
-    let [ph, pw] = w.padding;
-    let (in_h, in_w) = (w.input.height, w.input.width);
-    let wide = in_w + 2 * pw;
+    let planes = PaddedPlanes::begin("depthwise3x3_padded", SW, params, input_zero, scratch);
+    planes.check(params, weights, bias, requantize, input, output);
+    let wide = planes.wide;
     let (out_h, out_w) = (w.output.height, w.output.width);
-    // Every tap's run lies inside the padded plane (the geometry's own invariant).
-    assert!((out_h - 1) * SW + 3 <= in_h + 2 * ph && (out_w - 1) * SW + 3 <= wide);
-    // `input_zero` is a code (-128..=127, the export's reader checks it). Only the interior
-    // is overwritten below, so the border stays the zero point for every channel.
-    scratch.fill(input_zero as i8);
-    let (in_plane, out_plane) = (w.input.plane(), w.output.plane());
+    let out_plane = w.output.plane();
     let mut acc = [0i32; ROW_CHUNK];
     for c in 0..channels {
-        for (y, src) in input[c * in_plane..(c + 1) * in_plane]
-            .chunks_exact(in_w)
-            .enumerate()
-        {
-            let start = (y + ph) * wide + pw;
-            scratch[start..start + in_w].copy_from_slice(src);
-        }
+        let start = planes.channel(params, input_zero, c, input, weights, bias, scratch);
         let k = &weights[c * 9..(c + 1) * 9];
-        let taps_sum: i32 = k.iter().map(|&v| v as i32).sum();
-        let start = bias[c] - input_zero * taps_sum;
         let out = &mut output[c * out_plane..(c + 1) * out_plane];
         for oy in 0..out_h {
             for ox0 in (0..out_w).step_by(ROW_CHUNK) {
@@ -106,7 +73,7 @@ pub fn depthwise3x3_padded<const SW: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::int8::depthwise_conv2d;
+    use crate::int8::{depthwise_conv2d, depthwise3x3_dsp_scratch_len};
     use crate::{Activation, Shape3};
     use std::vec;
     use std::vec::Vec;

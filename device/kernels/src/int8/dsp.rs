@@ -656,18 +656,7 @@ mod tests {
     use crate::{Activation, Conv2dParams, Shape3};
     use std::vec::Vec;
 
-    struct Rng(u32);
-    impl Rng {
-        fn next(&mut self) -> u32 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 17;
-            self.0 ^= self.0 << 5;
-            self.0
-        }
-        fn code(&mut self) -> i8 {
-            (self.next() >> 24) as u8 as i8
-        }
-    }
+    use crate::int8::test_codes::Rng;
 
     fn check<const ROW: usize>(
         rng: &mut Rng,

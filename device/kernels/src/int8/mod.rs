@@ -41,3 +41,22 @@ pub use sdot::{
     sdot_weights_len,
 };
 pub use stage::{OutputStage, Quantization, round_half_away};
+
+/// Random codes for the kernels' tests: xorshift32, so that each test's inputs are fixed.
+#[cfg(test)]
+pub(crate) mod test_codes {
+    pub(crate) struct Rng(pub u32);
+
+    impl Rng {
+        pub(crate) fn next(&mut self) -> u32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 17;
+            self.0 ^= self.0 << 5;
+            self.0
+        }
+
+        pub(crate) fn code(&mut self) -> i8 {
+            (self.next() >> 24) as u8 as i8
+        }
+    }
+}
