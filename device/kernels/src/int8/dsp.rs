@@ -255,9 +255,8 @@ pub fn conv2d_dsp<const ROW: usize>(
         }
         return;
     }
-    let ([kh, _], [ph, pw]) = (w.kernel, w.padding);
-    let (in_h, in_w) = (w.input.height, w.input.width);
-    let wide = in_w + 2 * pw;
+    let kh = w.kernel[0];
+    let wide = w.input.width + 2 * w.padding[1];
     // The block of rows one output row reads, as a layer of its own: no padding, one row.
     let block = match Conv2dParams::new(
         crate::Shape3::new(w.input.channels, kh, wide),
@@ -270,27 +269,49 @@ pub fn conv2d_dsp<const ROW: usize>(
         Ok(p) => p,
         Err(_) => unreachable!("kh padded rows hold one row of windows"),
     };
-    let offsets = Offsets::<ROW>::new(&block);
+    if word_gather(params) {
+        for oy in 0..w.output.height {
+            copy_padded_rows(params, input_zero, oy, input, scratch);
+            layer.row_words::<ROW>(&block, scratch, oy * w.output.width, output);
+        }
+    } else {
+        let offsets = Offsets::<ROW>::new(&block);
+        for oy in 0..w.output.height {
+            copy_padded_rows(params, input_zero, oy, input, scratch);
+            layer.row::<ROW>(&block, &offsets, 0, scratch, oy * w.output.width, output);
+        }
+    }
+}
+
+/// Copies the `kh` input rows output row `oy` of a padded layer reads into `scratch`, each
+/// channel's rows in turn, with the padding written out as the input's zero point (the code
+/// of real 0, so it adds nothing): every window then lies inside, and no gather tests a
+/// border. `scratch` holds `channels * kh * (width + 2 * pw)` codes (and any slack after).
+#[inline(always)]
+pub(super) fn copy_padded_rows(
+    params: &Conv2dParams,
+    input_zero: i32,
+    oy: usize,
+    input: &[i8],
+    scratch: &mut [i8],
+) {
+    let w = &params.window;
+    let ([kh, _], [ph, pw]) = (w.kernel, w.padding);
+    let (in_h, in_w) = (w.input.height, w.input.width);
+    let wide = in_w + 2 * pw;
     // `input_zero` is a code (-128..=127, the export's reader checks it).
     let pad = input_zero as i8;
-    for oy in 0..w.output.height {
-        for ic in 0..w.input.channels {
-            for ky in 0..kh {
-                let dst = &mut scratch[(ic * kh + ky) * wide..][..wide];
-                let iy = (oy * w.stride[0] + ky).wrapping_sub(ph);
-                if iy < in_h {
-                    dst[..pw].fill(pad);
-                    dst[pw..pw + in_w].copy_from_slice(&input[(ic * in_h + iy) * in_w..][..in_w]);
-                    dst[pw + in_w..].fill(pad);
-                } else {
-                    dst.fill(pad);
-                }
+    for ic in 0..w.input.channels {
+        for ky in 0..kh {
+            let dst = &mut scratch[(ic * kh + ky) * wide..][..wide];
+            let iy = (oy * w.stride[0] + ky).wrapping_sub(ph);
+            if iy < in_h {
+                dst[..pw].fill(pad);
+                dst[pw..pw + in_w].copy_from_slice(&input[(ic * in_h + iy) * in_w..][..in_w]);
+                dst[pw + in_w..].fill(pad);
+            } else {
+                dst.fill(pad);
             }
-        }
-        if word_gather(params) {
-            layer.row_words::<ROW>(&block, scratch, oy * w.output.width, output);
-        } else {
-            layer.row::<ROW>(&block, &offsets, 0, scratch, oy * w.output.width, output);
         }
     }
 }
@@ -355,13 +376,12 @@ impl ConvRow<'_> {
         output: &mut [i8],
     ) {
         let w = &block.window;
-        let out_w = w.output.width;
+        let (out_w, channels, wide) = (w.output.width, w.input.channels, w.input.width);
         let mut cols = Columns([0u32; ROW]);
         for ox in (0..out_w).step_by(2) {
             // An odd last pixel is gathered with a neighbour past the row, whose sums are
             // dropped.
             let two = ox + 1 < out_w;
-            let (channels, wide) = (w.input.channels, w.input.width);
             gather_words(rows, channels, wide, self.input_zero, ox, &mut cols.0);
             self.outputs(&mut cols, at_row + ox, two, output);
         }

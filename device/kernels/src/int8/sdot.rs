@@ -16,6 +16,7 @@
 //! Elsewhere (the host's tests) the instruction is computed in plain Rust with the same
 //! results.
 
+use super::dsp::copy_padded_rows;
 use super::{OutputStage, Requantize};
 use crate::Conv2dParams;
 
@@ -177,9 +178,9 @@ fn requantize4(acc: &[i32; 4], factors: &[Requantize], stage: OutputStage) -> [i
 /// equal [`super::conv2d`]'s bit for bit. `ROW` is [`sdot_row_len`]`(params)`, at most
 /// [`MAX_SDOT_ROW`].
 ///
-/// A padded layer copies, per output row, the `kh` input rows it reads into `scratch` with
-/// the padding written out as the input's zero point, and convolves that block without
-/// padding, so no gather tests a border.
+/// A padded layer copies, per output row, the `kh` input rows it reads into `scratch`
+/// ([`copy_padded_rows`](super::dsp::copy_padded_rows), as [`super::conv2d_dsp`] does) and
+/// convolves that block without padding, so no gather tests a border.
 ///
 /// # Shapes
 /// - `input`: `params.input()`, CHW
@@ -225,7 +226,7 @@ pub fn conv2d_sdot<const ROW: usize>(
         out_channels,
         "int8 conv requantize length"
     );
-    let ([kh, kw], [sh, sw], [ph, pw]) = (w.kernel, w.stride, w.padding);
+    let ([kh, kw], [sh, sw], pw) = (w.kernel, w.stride, w.padding[1]);
     let (in_h, in_w) = (w.input.height, w.input.width);
     let (out_w, out_plane) = (w.output.width, w.output.plane());
     // The rows one output row reads: the input itself, or its padded copy in `scratch`.
@@ -255,26 +256,11 @@ pub fn conv2d_sdot<const ROW: usize>(
         last_factors[..short].copy_from_slice(&requantize[4 * full..]);
         last_bias[..short].copy_from_slice(&folded_bias[4 * full..]);
     }
-    // `input_zero` is a code (-128..=127, the export's reader checks it).
-    let pad = input_zero as i8;
     for oy in 0..w.output.height {
         let (rows, top): (&[i8], usize) = if scratch.is_empty() {
             (input, oy * sh * in_w)
         } else {
-            for ic in 0..w.input.channels {
-                for ky in 0..kh {
-                    let dst = &mut scratch[(ic * kh + ky) * wide..][..wide];
-                    let iy = (oy * sh + ky).wrapping_sub(ph);
-                    if iy < in_h {
-                        dst[..pw].fill(pad);
-                        dst[pw..pw + in_w]
-                            .copy_from_slice(&input[(ic * in_h + iy) * in_w..][..in_w]);
-                        dst[pw + in_w..].fill(pad);
-                    } else {
-                        dst.fill(pad);
-                    }
-                }
-            }
+            copy_padded_rows(params, input_zero, oy, input, scratch);
             (&*scratch, 0)
         };
         for ox in 0..out_w {
