@@ -220,11 +220,9 @@ mod tests {
         let params =
             Conv2dParams::depthwise(input, [3, 3], [SW, SW], [padding, padding], act).unwrap();
         let c = input.channels;
-        let x: Vec<i8> = (0..input.len()).map(|_| rng.code()).collect();
-        let weights: Vec<i8> = (0..c * 9).map(|_| rng.code().max(-127)).collect();
-        let bias: Vec<i32> = (0..c)
-            .map(|_| (rng.next() % 20_000) as i32 - 10_000)
-            .collect();
+        let x = rng.codes(input.len());
+        let weights = rng.weights(c * 9);
+        let bias = rng.biases(c);
         let rq: Vec<Requantize> = (0..c)
             .map(|_| Requantize::from_real(0.0005 + (rng.next() % 1000) as f64 * 1e-5).unwrap())
             .collect();

@@ -78,15 +78,11 @@ mod tests {
     use std::vec;
     use std::vec::Vec;
 
+    use crate::int8::test_codes::Rng;
+
     #[test]
     fn the_padded_depthwise_kernel_equals_the_portable_one() {
-        let mut state = 0x1234_5677u32;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state
-        };
+        let mut rng = Rng(0x1234_5677);
         // Odd and even sizes, rows longer than a chunk, both strides, with and without
         // padding, every activation.
         for act in [Activation::None, Activation::Relu, Activation::Relu6] {
@@ -107,13 +103,13 @@ mod tests {
                 )
                 .unwrap();
                 let c = input.channels;
-                let x: Vec<i8> = (0..input.len()).map(|_| (next() >> 24) as i8).collect();
-                let weights: Vec<i8> = (0..c * 9)
-                    .map(|_| ((next() >> 24) as i8).max(-127))
-                    .collect();
-                let bias: Vec<i32> = (0..c).map(|_| (next() % 20_000) as i32 - 10_000).collect();
+                let x = rng.codes(input.len());
+                let weights = rng.weights(c * 9);
+                let bias = rng.biases(c);
                 let rq: Vec<Requantize> = (0..c)
-                    .map(|_| Requantize::from_real(0.0005 + (next() % 1000) as f64 * 1e-5).unwrap())
+                    .map(|_| {
+                        Requantize::from_real(0.0005 + (rng.next() % 1000) as f64 * 1e-5).unwrap()
+                    })
                     .collect();
                 let stage = OutputStage {
                     zero_point: 11,
@@ -121,7 +117,7 @@ mod tests {
                     max: if act == Activation::Relu6 { 90 } else { 127 },
                     factors_below_half: false,
                 };
-                let zero = (next() % 256) as i32 - 128;
+                let zero = (rng.next() % 256) as i32 - 128;
                 let mut want = vec![0i8; params.output().len()];
                 depthwise_conv2d(&params, zero, &weights, &bias, &rq, stage, &x, &mut want);
                 let mut got = vec![0i8; params.output().len()];

@@ -689,13 +689,9 @@ mod tests {
         let params =
             Conv2dParams::new(input, out, [k, k], [s, s], [p, p], Activation::Relu).unwrap();
         assert_eq!(dsp_row_len(&params), ROW);
-        let x: Vec<i8> = (0..input.len()).map(|_| rng.code()).collect();
-        let weights: Vec<i8> = (0..params.dense_weight_len())
-            .map(|_| rng.code().max(-127))
-            .collect();
-        let bias: Vec<i32> = (0..out)
-            .map(|_| (rng.next() % 20_000) as i32 - 10_000)
-            .collect();
+        let x = rng.codes(input.len());
+        let weights = rng.weights(params.dense_weight_len());
+        let bias = rng.biases(out);
         let rq: Vec<Requantize> = (0..out)
             .map(|_| Requantize::from_real(0.0005 + (rng.next() % 1000) as f64 * 1e-6).unwrap())
             .collect();

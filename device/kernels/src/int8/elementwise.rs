@@ -116,26 +116,25 @@ pub fn add(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::int8::test_codes::Rng;
 
     #[test]
     fn a_two_input_add_equals_the_formula() {
         // On aarch64 (tests/aarch64_under_qemu.rs) the add takes NEON eight at a time.
-        let mut state = 0x2545_f491u32;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state
-        };
+        let mut rng = Rng(0x2545_f491);
         for len in [1, 7, 8, 9, 16, 23] {
             // The larger scale's input at exactly a half (shift 0), the other below.
             let rescale = [
                 Requantize::from_real(0.5).unwrap(),
-                Requantize::from_real(0.5 * (next() % 1000) as f64 / 1000.0 + 0.01).unwrap(),
+                Requantize::from_real(0.5 * (rng.next() % 1000) as f64 / 1000.0 + 0.01).unwrap(),
             ];
-            let output_rescale = Requantize::from_real((1 + next() % 100) as f64 * 1e-8).unwrap();
-            let zeros = [(next() % 256) as i32 - 128, (next() % 256) as i32 - 128];
-            let zero_point = (next() % 200) as i32 - 100;
+            let output_rescale =
+                Requantize::from_real((1 + rng.next() % 100) as f64 * 1e-8).unwrap();
+            let zeros = [
+                (rng.next() % 256) as i32 - 128,
+                (rng.next() % 256) as i32 - 128,
+            ];
+            let zero_point = (rng.next() % 200) as i32 - 100;
             let stage = OutputStage {
                 zero_point,
                 min: zero_point as i8,
@@ -144,8 +143,7 @@ mod tests {
             }
             .with_factors(&[output_rescale]);
             assert!(stage.factors_below_half);
-            let a: std::vec::Vec<i8> = (0..len).map(|_| (next() >> 24) as i8).collect();
-            let b: std::vec::Vec<i8> = (0..len).map(|_| (next() >> 24) as i8).collect();
+            let (a, b) = (rng.codes(len), rng.codes(len));
             let mut got = std::vec![0i8; len];
             add(&[&a, &b], &zeros, &rescale, output_rescale, stage, &mut got);
             let shift = add_left_shift(2);

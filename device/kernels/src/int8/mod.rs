@@ -58,5 +58,22 @@ pub(crate) mod test_codes {
         pub(crate) fn code(&mut self) -> i8 {
             (self.next() >> 24) as u8 as i8
         }
+
+        /// `n` codes, the whole int8 range.
+        pub(crate) fn codes(&mut self, n: usize) -> std::vec::Vec<i8> {
+            (0..n).map(|_| self.code()).collect()
+        }
+
+        /// `n` weight codes: symmetric, so -127..=127.
+        pub(crate) fn weights(&mut self, n: usize) -> std::vec::Vec<i8> {
+            (0..n).map(|_| self.code().max(-127)).collect()
+        }
+
+        /// `n` biases in -10,000..10,000.
+        pub(crate) fn biases(&mut self, n: usize) -> std::vec::Vec<i32> {
+            (0..n)
+                .map(|_| (self.next() % 20_000) as i32 - 10_000)
+                .collect()
+        }
     }
 }

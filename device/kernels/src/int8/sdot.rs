@@ -326,13 +326,9 @@ mod tests {
         let params =
             Conv2dParams::new(input, out, [k, k], [s, s], [p, p], Activation::Relu).unwrap();
         assert_eq!(sdot_row_len(&params), ROW);
-        let x: Vec<i8> = (0..input.len()).map(|_| rng.code()).collect();
-        let weights: Vec<i8> = (0..params.dense_weight_len())
-            .map(|_| rng.code().max(-127))
-            .collect();
-        let bias: Vec<i32> = (0..out)
-            .map(|_| (rng.next() % 20_000) as i32 - 10_000)
-            .collect();
+        let x = rng.codes(input.len());
+        let weights = rng.weights(params.dense_weight_len());
+        let bias = rng.biases(out);
         // Factors from 2^-20 to just under a half, log-uniform, and now and then one of 0.75
         // (the layer then takes the per-factor way).
         let mut rq: Vec<Requantize> = (0..out)

@@ -181,6 +181,7 @@ impl OutputStage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::int8::test_codes::Rng;
 
     #[test]
     fn quantize_rounds_ties_away_from_zero_and_saturates() {
@@ -204,17 +205,11 @@ mod tests {
     #[test]
     fn a_run_requantises_as_each_output_alone() {
         // On aarch64 (tests/aarch64_under_qemu.rs) the run takes NEON four at a time.
-        let mut state = 0x9e37_79b9u32;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state
-        };
+        let mut rng = Rng(0x9e37_79b9);
         for shift in -31..=1 {
             for multiplier in [1 << 30, (1 << 30) + 7, i32::MAX] {
                 let factor = Requantize { multiplier, shift };
-                let zero_point = (next() % 256) as i32 - 128;
+                let zero_point = (rng.next() % 256) as i32 - 128;
                 // Factors of a half to two: the layer's stage cannot say "below a half".
                 let stage = OutputStage {
                     zero_point,
@@ -227,9 +222,9 @@ mod tests {
                 for len in [1, 4, 7, 9] {
                     let acc: std::vec::Vec<i32> = (0..len)
                         .map(|i| match i % 3 {
-                            0 => next() as i32,
-                            1 => (next() as i32) >> (next() % 31),
-                            _ => [i32::MIN, i32::MAX, -1, 0, 1][(next() % 5) as usize],
+                            0 => rng.next() as i32,
+                            1 => (rng.next() as i32) >> (rng.next() % 31),
+                            _ => [i32::MIN, i32::MAX, -1, 0, 1][(rng.next() % 5) as usize],
                         })
                         .collect();
                     let mut out = std::vec![0i8; len];
