@@ -61,18 +61,18 @@ pub fn generate_int8_model(
         };
         let input_zero = export.value(layer.inputs[0]).zero_point;
         let stage = export.output_stage(index);
-        let dsp_params = dsp_conv(layer, info, simd);
-        let code = layer_code_int8(&ident, layer, info, input_zero, stage, dsp_params)
+        let simd_params = simd_conv(layer, info, simd);
+        let code = layer_code_int8(&ident, layer, info, input_zero, stage, simd_params)
             .map_err(layer_err)?;
         match data {
             Int8Layer::Weighted(w) => {
-                let (codes, order) = match &dsp_params {
-                    Some(DspConv::Dense(p)) => {
+                let (codes, order) = match &simd_params {
+                    Some(SimdConv::Dense(p)) => {
                         let mut packed = vec![0; kernels::dsp_weights_len(p)];
                         kernels::pack_conv2d_dsp(p, &w.weight, &mut packed);
                         (packed, "packed for conv2d_dsp")
                     }
-                    Some(DspConv::Dot(p)) => {
+                    Some(SimdConv::Dot(p)) => {
                         let mut packed = vec![0; kernels::sdot_weights_len(p)];
                         kernels::pack_conv2d_sdot(p, &w.weight, &mut packed);
                         (packed, "packed for conv2d_sdot")
@@ -93,8 +93,8 @@ pub fn generate_int8_model(
                     |v| v.to_string(),
                 );
                 // `SDOT` multiplies raw codes: the zero point's share comes off the bias.
-                let (bias, bias_doc) = match &dsp_params {
-                    Some(DspConv::Dot(_)) => {
+                let (bias, bias_doc) = match &simd_params {
+                    Some(SimdConv::Dot(_)) => {
                         let mut folded = vec![0; w.bias.len()];
                         kernels::fold_zero_point(input_zero, &w.weight, &w.bias, &mut folded);
                         (folded, "bias, less the input zero point's share")
@@ -242,7 +242,7 @@ pub fn generate_int8_model(
 /// A convolution that runs on a SIMD kernel (`SMLAD` on Cortex-M4/M7, `SDOT` on aarch64),
 /// with its parameters.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum DspConv {
+pub(crate) enum SimdConv {
     /// A dense conv whose packed row fits [`kernels::MAX_DSP_ROW`]: [`kernels::conv2d_dsp`],
     /// its weights packed for it.
     Dense(Conv2dParams),
@@ -257,24 +257,24 @@ pub(crate) enum DspConv {
     DepthwisePadded(Conv2dParams),
 }
 
-impl DspConv {
+impl SimdConv {
     /// Codes of scratch the kernel needs (its padded input copy).
     pub(crate) fn scratch_len(&self) -> usize {
         match self {
-            DspConv::Dense(p) => kernels::dsp_scratch_len(p),
-            DspConv::Depthwise(p) => kernels::depthwise3x3_dsp_scratch_len(p),
-            DspConv::Dot(p) => kernels::sdot_scratch_len(p),
-            DspConv::DepthwisePadded(p) => kernels::depthwise3x3_dsp_scratch_len(p),
+            SimdConv::Dense(p) => kernels::dsp_scratch_len(p),
+            SimdConv::Depthwise(p) => kernels::depthwise3x3_dsp_scratch_len(p),
+            SimdConv::Dot(p) => kernels::sdot_scratch_len(p),
+            SimdConv::DepthwisePadded(p) => kernels::depthwise3x3_dsp_scratch_len(p),
         }
     }
 
     /// The kernel the generated code calls.
     fn kernel_fn(&self) -> String {
         match self {
-            DspConv::Dense(p) => format!("conv2d_dsp::<{}>", kernels::dsp_row_len(p)),
-            DspConv::Depthwise(p) => format!("depthwise3x3_dsp::<{}>", p.window.stride[1]),
-            DspConv::Dot(p) => format!("conv2d_sdot::<{}>", kernels::sdot_row_len(p)),
-            DspConv::DepthwisePadded(p) => {
+            SimdConv::Dense(p) => format!("conv2d_dsp::<{}>", kernels::dsp_row_len(p)),
+            SimdConv::Depthwise(p) => format!("depthwise3x3_dsp::<{}>", p.window.stride[1]),
+            SimdConv::Dot(p) => format!("conv2d_sdot::<{}>", kernels::sdot_row_len(p)),
+            SimdConv::DepthwisePadded(p) => {
                 format!("depthwise3x3_padded::<{}>", p.window.stride[1])
             }
         }
@@ -283,13 +283,10 @@ impl DspConv {
 
 /// How layer `i` runs with a board's SIMD kernels (`simd`): the convolutions they take,
 /// `None` for every other layer and board.
-pub(crate) fn dsp_conv(layer: &Layer, info: &LayerSummary, simd: Int8Simd) -> Option<DspConv> {
+pub(crate) fn simd_conv(layer: &Layer, info: &LayerSummary, simd: Int8Simd) -> Option<SimdConv> {
     let Op::Conv2d(c) = &layer.op else {
         return None;
     };
-    if simd == Int8Simd::None {
-        return None;
-    }
     let p = Conv2dParams::new(
         info.input_shapes[0],
         c.out_channels,
@@ -301,16 +298,16 @@ pub(crate) fn dsp_conv(layer: &Layer, info: &LayerSummary, simd: Int8Simd) -> Op
     .ok()?;
     match simd {
         Int8Simd::Dsp if c.is_depthwise() => {
-            kernels::depthwise3x3_dsp_fits(&p).then_some(DspConv::Depthwise(p))
+            kernels::depthwise3x3_dsp_fits(&p).then_some(SimdConv::Depthwise(p))
         }
         Int8Simd::Dsp => {
-            (kernels::dsp_row_len(&p) <= kernels::MAX_DSP_ROW).then_some(DspConv::Dense(p))
+            (kernels::dsp_row_len(&p) <= kernels::MAX_DSP_ROW).then_some(SimdConv::Dense(p))
         }
         Int8Simd::Dot if c.is_depthwise() => {
-            kernels::depthwise3x3_dsp_fits(&p).then_some(DspConv::DepthwisePadded(p))
+            kernels::depthwise3x3_dsp_fits(&p).then_some(SimdConv::DepthwisePadded(p))
         }
         Int8Simd::Dot => {
-            (kernels::sdot_row_len(&p) <= kernels::MAX_SDOT_ROW).then_some(DspConv::Dot(p))
+            (kernels::sdot_row_len(&p) <= kernels::MAX_SDOT_ROW).then_some(SimdConv::Dot(p))
         }
         _ => None,
     }
@@ -325,7 +322,7 @@ pub(crate) fn plan_int8(export: &Int8Export, simd: Int8Simd) -> MemoryPlan {
         .iter()
         .zip(&export.summary().layers)
         .map(|(layer, info)| {
-            dsp_conv(layer, info, simd)
+            simd_conv(layer, info, simd)
                 .map(|d| d.scratch_len())
                 .unwrap_or(0)
         })
@@ -343,7 +340,7 @@ pub(crate) fn layer_code_int8(
     info: &LayerSummary,
     input_zero: i32,
     stage: OutputStage,
-    dsp: Option<DspConv>,
+    simd: Option<SimdConv>,
 ) -> Result<LayerCode, String> {
     let x0 = info.input_shapes[0];
     let stage_expr = format!(
@@ -352,8 +349,8 @@ pub(crate) fn layer_code_int8(
     );
     let mut params = String::new();
     let weighted_call = |f: &str| {
-        // The SMLAD convolutions also take their scratch (the padded input copy).
-        let scratch = if dsp.is_some() { "{scratch}, " } else { "" };
+        // The SIMD convolutions also take their scratch (the padded input copy).
+        let scratch = if simd.is_some() { "{scratch}, " } else { "" };
         format!(
             "kernels::{f}(&{ident}, {input_zero}, {{w}}, {{b}}, {{rq}}, {ident}_STAGE, {{x0}}, \
              {scratch}{{y}});"
@@ -376,7 +373,7 @@ pub(crate) fn layer_code_int8(
                 "const {ident}: Conv2dParams = const_params!({ctor});\n\
                  const {ident}_STAGE: OutputStage = {stage_expr};"
             );
-            let f = match dsp {
+            let f = match simd {
                 Some(d) => d.kernel_fn(),
                 None if c.is_depthwise() => "depthwise_conv2d".to_string(),
                 None => "conv2d".to_string(),

@@ -182,14 +182,14 @@ pub(crate) fn bench_code(
             (code, weights_len, bias_len, 0, scratch_len, call)
         }
         Precision::Int8 => {
-            let dsp = int8::dsp_conv(&layer, &info, numbers.simd);
-            let code = int8::layer_code_int8(&ident, &layer, &info, INT8_ZERO, INT8_STAGE, dsp)
+            let simd = int8::simd_conv(&layer, &info, numbers.simd);
+            let code = int8::layer_code_int8(&ident, &layer, &info, INT8_ZERO, INT8_STAGE, simd)
                 .map_err(fail)?;
-            let (weights_len, bias_len) = match (&info.tensor_shapes, &dsp) {
-                (Some(_), Some(int8::DspConv::Dense(p))) => {
+            let (weights_len, bias_len) = match (&info.tensor_shapes, &simd) {
+                (Some(_), Some(int8::SimdConv::Dense(p))) => {
                     (dsp_weights_len(p), info.output.channels)
                 }
-                (Some(_), Some(int8::DspConv::Dot(p))) => {
+                (Some(_), Some(int8::SimdConv::Dot(p))) => {
                     (sdot_weights_len(p), info.output.channels)
                 }
                 (Some([w, b]), _) => (w.iter().product(), b.iter().product()),
@@ -217,7 +217,7 @@ pub(crate) fn bench_code(
                 )
                 .replace("{zeros}", &format!("[{}]", zeros.join(", ")))
                 .replace("{out_rq}", INT8_RQ);
-            let scratch_len = dsp.map_or(0, |d| d.scratch_len());
+            let scratch_len = simd.map_or(0, |d| d.scratch_len());
             (code, weights_len, bias_len, rq_len, scratch_len, call)
         }
     };
@@ -315,36 +315,23 @@ pub(crate) fn weights_rs(
          #![cfg_attr(rustfmt, rustfmt::skip)]\n#![allow(dead_code)]\n",
     );
     let mut state: u32 = 0x2545_f491;
-    // Integers -100..=100, each written by `literal`: short literals, exact enough.
-    // `ty` "codes": i8 on a word boundary, as the SMLAD convolution reads its weights.
+    // Integers -100..=100, each written by `literal`: short literals, exact enough. Weight
+    // codes go in a `wrapper` that aligns them, as the SMLAD convolution reads them.
     let mut array = |out: &mut String,
-                     (name, ty): (&str, &str),
+                     decl: (&str, &str),
+                     wrapper: Option<&str>,
                      len: usize,
                      doc: &str,
                      literal: &dyn Fn(i32) -> String| {
-        let (decl, open) = match ty {
-            "codes" => (
-                format!("dnal_kernels::int8::WordAligned<{len}>"),
-                "dnal_kernels::int8::WordAligned([",
-            ),
-            _ => (format!("[{ty}; {len}]"), "["),
-        };
-        let _ = writeln!(
-            out,
-            "\n/// {doc}: {len} values.\npub static {name}: {decl} = {open}"
-        );
-        for chunk_start in (0..len).step_by(16) {
-            out.push_str("   ");
-            for _ in chunk_start..(chunk_start + 16).min(len) {
+        let values: Vec<i32> = (0..len)
+            .map(|_| {
                 state ^= state << 13;
                 state ^= state >> 17;
                 state ^= state << 5;
-                let k = (state % 201) as i32 - 100;
-                let _ = write!(out, " {},", literal(k));
-            }
-            out.push('\n');
-        }
-        out.push_str(if ty == "codes" { "]);\n" } else { "];\n" });
+                (state % 201) as i32 - 100
+            })
+            .collect();
+        codegen::emit_static_in(out, decl, wrapper, &values, (doc, 16), |k| literal(*k));
     };
     let (w, b) = (codegen::SHARED_WEIGHTS, codegen::SHARED_BIAS);
     match numbers.precision {
@@ -353,6 +340,7 @@ pub(crate) fn weights_rs(
             array(
                 &mut out,
                 (w, "f32"),
+                None,
                 weights_len.max(1),
                 "Weights",
                 &scaled(0.001),
@@ -360,6 +348,7 @@ pub(crate) fn weights_rs(
             array(
                 &mut out,
                 (b, "f32"),
+                None,
                 bias_len.max(1),
                 "Biases",
                 &scaled(0.001),
@@ -367,6 +356,7 @@ pub(crate) fn weights_rs(
             array(
                 &mut out,
                 ("IMAGE", "f32"),
+                None,
                 input_len,
                 "The input image",
                 &scaled(0.01),
@@ -376,17 +366,24 @@ pub(crate) fn weights_rs(
             let int = |k: i32| k.to_string();
             array(
                 &mut out,
-                (w, "codes"),
+                (w, "i8"),
+                Some("dnal_kernels::int8::WordAligned"),
                 weights_len.max(1),
                 "Weight codes",
                 &int,
             );
-            array(&mut out, (b, "i32"), bias_len.max(1), "Biases", &|k| {
-                (k * 50).to_string()
-            });
+            array(
+                &mut out,
+                (b, "i32"),
+                None,
+                bias_len.max(1),
+                "Biases",
+                &|k| (k * 50).to_string(),
+            );
             array(
                 &mut out,
                 ("IMAGE", "i8"),
+                None,
                 input_len,
                 "The quantised input image",
                 &int,
