@@ -37,16 +37,26 @@ pub const fn dsp_weights_len(params: &Conv2dParams) -> usize {
 }
 
 /// Codes of scratch [`conv2d_dsp`] needs: for a padded layer, the `kh` input rows one output
-/// row reads, with the padding written out (`channels x kh x (w + 2 pw)`), so that every
-/// window lies inside them; 0 without padding.
+/// row reads, with the padding written out ([`padded_rows_len`]), so that every window lies
+/// inside them, and for a [`word_gather`] 4 codes of slack; 0 without padding.
 pub const fn dsp_scratch_len(params: &Conv2dParams) -> usize {
+    let rows = padded_rows_len(params);
+    // A word gather's last single pixel loads up to 4 codes past its rows.
+    if rows > 0 && word_gather(params) {
+        rows + 4
+    } else {
+        rows
+    }
+}
+
+/// Codes [`copy_padded_rows`] writes: the `kh` input rows of one output row with their
+/// padding (`channels x kh x (w + 2 pw)`); 0 without padding, where no copy is made.
+pub const fn padded_rows_len(params: &Conv2dParams) -> usize {
     let w = &params.window;
     if w.padding[0] == 0 && w.padding[1] == 0 {
         0
     } else {
-        // A word gather's last single pixel loads up to 4 codes past its rows.
-        let slack = if word_gather(params) { 4 } else { 0 };
-        w.input.channels * w.kernel[0] * (w.input.width + 2 * w.padding[1]) + slack
+        w.input.channels * w.kernel[0] * (w.input.width + 2 * w.padding[1])
     }
 }
 

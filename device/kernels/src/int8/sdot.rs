@@ -38,14 +38,10 @@ pub const fn sdot_weights_len(params: &Conv2dParams) -> usize {
 }
 
 /// Codes of scratch [`conv2d_sdot`] needs: for a padded layer, the `kh` input rows of one
-/// output row with the padding written out; 0 without padding.
+/// output row with the padding written out ([`super::dsp::padded_rows_len`]); 0 without
+/// padding.
 pub const fn sdot_scratch_len(params: &Conv2dParams) -> usize {
-    let w = &params.window;
-    if w.padding[0] == 0 && w.padding[1] == 0 {
-        0
-    } else {
-        w.input.channels * w.kernel[0] * (w.input.width + 2 * w.padding[1])
-    }
+    super::dsp::padded_rows_len(params)
 }
 
 /// Packs OIHW weights for [`conv2d_sdot`]: per block of four output channels (a short last
