@@ -18,7 +18,7 @@
 
 use super::OutputStage;
 use super::Requantize;
-use super::simd32::{load_word, pack16, smlabb, smlad, smlatb, sxtb16, sxtb16_ror8};
+use super::simd32::{copy_codes, load_word, pack16, smlabb, smlad, smlatb, sxtb16, sxtb16_ror8};
 use crate::Conv2dParams;
 
 /// Whether [`depthwise3x3_dsp`] takes a depthwise layer: a 3x3 kernel at stride 1 or 2 (the
@@ -33,6 +33,12 @@ pub const fn depthwise3x3_dsp_fits(params: &Conv2dParams) -> bool {
 
 /// Codes beyond the padded plane that the last pair of a row may load (and ignore).
 const SLACK: usize = 4;
+
+/// Outputs of a row summed before they are requantised, as one run of the channel
+/// ([`OutputStage::requantize_run`]): the inner products then need only the weights in
+/// registers, and the requantisation only its factor's (in one loop, LLVM kept part of the
+/// six weight pairs on the stack). Even, so that every run starts a pair.
+const RUN: usize = 32;
 
 /// Codes of scratch [`depthwise3x3_dsp`] needs: one padded input plane and a few codes of
 /// slack.
@@ -135,7 +141,7 @@ impl PaddedPlanes {
             .enumerate()
         {
             let start = (y + ph) * self.wide + pw;
-            scratch[start..start + in_w].copy_from_slice(src);
+            copy_codes(&mut scratch[start..start + in_w], src);
         }
         let taps_sum: i32 = weights[c * 9..(c + 1) * 9].iter().map(|&v| v as i32).sum();
         bias[c] - input_zero * taps_sum
@@ -179,28 +185,36 @@ pub fn depthwise3x3_dsp<const SW: usize>(
         let middle = [0, 1, 2].map(|r| k[3 * r + 1] as i32 as u32);
         let factor = &requantize[c];
         let out = &mut output[c * out_plane..(c + 1) * out_plane];
+        let mut acc = [0i32; RUN];
         for oy in 0..out_h {
             let rows = oy * SW * wide;
-            for ox in (0..out_w).step_by(2) {
-                let at = rows + ox * SW;
-                let (mut o0, mut o1) = (start, start);
-                for r in 0..3 {
-                    let row = at + r * wide;
-                    let a = load_word(scratch, row);
-                    let (even, odd) = (sxtb16(a), sxtb16_ror8(a));
-                    o0 = smlabb(odd, middle[r], smlad(even, outer[r], o0));
-                    if SW == 1 {
-                        o1 = smlatb(even, middle[r], smlad(odd, outer[r], o1));
-                    } else {
-                        let next = sxtb16(load_word(scratch, row + 2));
-                        o1 = smlatb(odd, middle[r], smlad(next, outer[r], o1));
+            let row_out = &mut out[oy * out_w..(oy + 1) * out_w];
+            for (run, codes) in row_out.chunks_mut(RUN).enumerate() {
+                // Pairs from an even start: an odd last pixel's partner lies in the slack
+                // (its sum, at `acc[n]`, is dropped).
+                for (pair, two) in acc
+                    .chunks_exact_mut(2)
+                    .take(codes.len().div_ceil(2))
+                    .enumerate()
+                {
+                    let at = rows + (run * RUN + 2 * pair) * SW;
+                    let (mut o0, mut o1) = (start, start);
+                    for r in 0..3 {
+                        let row = at + r * wide;
+                        let a = load_word(scratch, row);
+                        let (even, odd) = (sxtb16(a), sxtb16_ror8(a));
+                        o0 = smlabb(odd, middle[r], smlad(even, outer[r], o0));
+                        if SW == 1 {
+                            o1 = smlatb(even, middle[r], smlad(odd, outer[r], o1));
+                        } else {
+                            let next = sxtb16(load_word(scratch, row + 2));
+                            o1 = smlatb(odd, middle[r], smlad(next, outer[r], o1));
+                        }
                     }
+                    two[0] = o0;
+                    two[1] = o1;
                 }
-                let y = oy * out_w + ox;
-                out[y] = stage.requantize(factor, o0);
-                if ox + 1 < out_w {
-                    out[y + 1] = stage.requantize(factor, o1);
-                }
+                stage.requantize_run(factor, &acc[..codes.len()], codes);
             }
         }
     }

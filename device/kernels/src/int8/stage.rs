@@ -118,6 +118,9 @@ impl OutputStage {
     #[inline(always)]
     pub fn requantize_run(&self, factor: &Requantize, acc: &[i32], out: &mut [i8]) {
         assert_eq!(acc.len(), out.len(), "requantize_run lengths");
+        // By value: a byte store may alias anything, so through the reference the factor
+        // would be loaded again, and its constants recomputed, for every output.
+        let factor = &{ *factor };
         #[allow(unused_mut)]
         let mut done = 0;
         // NEON takes any factor of at most one (`apply4_neon`), whatever the layer's others;
