@@ -25,6 +25,10 @@ impl DeltaSchedule {
     }
 }
 
+/// The largest `|delta * s|` a gate may reach while [`LandingDelta`] is steering: `sigmoid(4)`
+/// is 0.982, its slope 0.018.
+pub const REVERSIBLE_LOGIT: f64 = 4.0;
+
 /// Budget mode's delta: it grows by `factor` per step, and is held while the binarised network
 /// (the gates' signs) costs more than `band` off the target, over or (once it has reached the
 /// band) under. A gate can change its decision only while `|delta * s|` is small: with the
@@ -49,6 +53,11 @@ pub struct LandingDelta {
     pub reached: bool,
     /// The most delta grows before the gates first reach the band.
     pub approach: f64,
+    /// Whether the last step left the gates off the band (over or under it): the controller
+    /// is still steering, and [`LandingDelta::reversible_bound`] keeps their decisions
+    /// movable.
+    #[serde(default)]
+    pub steering: bool,
 }
 
 impl LandingDelta {
@@ -62,13 +71,33 @@ impl LandingDelta {
             band,
             reached: false,
             approach,
+            steering: true,
         }
+    }
+
+    /// While the gates are off the band, the bound on `|s|` that keeps every gate's decision
+    /// reversible up to the approach's delta: `|delta * s| <= REVERSIBLE_LOGIT`, where the
+    /// sigmoid's slope is still 1.8% of its peak, so the data and the architecture loss can
+    /// move a gate back across zero within a few steps. Unbounded, a hard early push
+    /// (lambda_a's start too high) drove MobileNetV2's closed gates to `delta * s` near -50,
+    /// where nothing moves them again: the controller brought lambda_a down 500x and the
+    /// gates stayed 14% under a 40% budget.
+    ///
+    /// Past the approach's delta the bound stays `REVERSIBLE_LOGIT / approach`: a bound
+    /// shrinking with delta would hold every gate within a step of zero once decisions
+    /// should settle, and one step then flipped many at once (vgg-small on a 20 ms budget
+    /// ended 17% under it). In the band the gates are free, and decisions freeze as delta
+    /// grows, as in the paper.
+    pub fn reversible_bound(&self) -> Option<f64> {
+        self.steering
+            .then(|| REVERSIBLE_LOGIT / self.delta.min(self.approach))
     }
 
     /// After a step whose binarised network costs `cost_ratio` times the target.
     pub fn after_step(&mut self, cost_ratio: f64) {
         self.reached |= cost_ratio >= 1.0 - self.band;
         let off = cost_ratio > 1.0 + self.band || (self.reached && cost_ratio < 1.0 - self.band);
+        self.steering = (cost_ratio - 1.0).abs() > self.band;
         if !off {
             let ceiling = if self.reached {
                 self.end
@@ -146,11 +175,21 @@ mod tests {
             d.after_step(ratio);
             assert!((d.delta - 100.0).abs() < 1e-9, "{ratio}: {}", d.delta);
         }
+        // Off the band the gates are held reversible: |delta * s| <= REVERSIBLE_LOGIT up to
+        // the approach's delta (50 here), then by that delta's bound.
+        assert_eq!(d.reversible_bound(), Some(REVERSIBLE_LOGIT / 50.0));
         // Back in the band it grows again, and stops at the end.
         for _ in 0..5 {
             d.after_step(0.96);
         }
         assert_eq!(d.delta, 1e4);
+        assert_eq!(d.reversible_bound(), None);
+        // Under the band before the gates first reached it, they are held reversible too;
+        // past the approach's delta, by the approach's bound.
+        let mut fresh = LandingDelta::new(1.0, 1e4, 4, 0.05, 50.0);
+        assert_eq!(fresh.reversible_bound(), Some(REVERSIBLE_LOGIT));
+        fresh.delta = 1e3;
+        assert_eq!(fresh.reversible_bound(), Some(REVERSIBLE_LOGIT / 50.0));
     }
 
     #[test]

@@ -93,6 +93,12 @@ pub trait StepPenalty<N> {
     fn loss(&self, net: &N, delta: f64) -> Option<Tensor<1>>;
     /// After the optimizer stepped `net`.
     fn after_step(&mut self, net: &N);
+    /// The network after the optimizer's step, with what the penalty requires of its
+    /// parameters enforced (budget mode's gate stage keeps the gates reversible while it
+    /// steers); by default unchanged.
+    fn constrain(&self, net: N) -> N {
+        net
+    }
     /// The delta the next step runs at, where the penalty steers it (budget mode's gate
     /// stage); `None` follows the stage's plan.
     fn delta(&self) -> Option<f64> {
@@ -124,6 +130,28 @@ impl StepPenalty<GatedNet> for GatePenalty {
                 delta.after_step(cost / budget.target);
             }
         }
+    }
+
+    /// Clamps every gate's `s` to [`LandingDelta::reversible_bound`] while the gates are off
+    /// the budget.
+    fn constrain(&self, mut net: GatedNet) -> GatedNet {
+        let Some(bound) = self.delta.and_then(|d| d.reversible_bound()) else {
+            return net;
+        };
+        let bound = bound as f32;
+        net.gates = net
+            .gates
+            .into_iter()
+            .map(|mut gate| {
+                // `map` keeps the parameter's id, so the optimizer keeps its momentum; the
+                // clamp is of the inner tensor, so that the result is a leaf again.
+                gate.s = gate
+                    .s
+                    .map(|s| Tensor::from_inner(s.inner().clamp(-bound, bound)).require_grad());
+                gate
+            })
+            .collect();
+        net
     }
 
     fn delta(&self) -> Option<f64> {
@@ -192,6 +220,7 @@ pub fn train_epoch<N: Classifier>(
         net = optim.step((plan.lr)(step), net, grads);
         if let Some(penalty) = penalty.as_mut() {
             penalty.after_step(&net);
+            net = penalty.constrain(net);
         }
 
         steps += 1;
@@ -308,7 +337,63 @@ pub fn evaluate_net(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::module::Param;
     use burn::tensor::TensorData;
+
+    #[test]
+    fn off_the_budget_the_gates_are_held_reversible_and_keep_their_ids() {
+        use dnal_models::{GatedNetConfig, Shape3, model_spec};
+        let device = Device::flex().autodiff();
+        let spec = model_spec("vgg-small", Shape3::new(1, 28, 28), 10).unwrap();
+        let mut net = GatedNetConfig::new(spec).init(&device).unwrap();
+        // Scores from -1 to 1, far past the bound at delta 100 (0.04).
+        for gate in &mut net.gates {
+            let [n] = gate.s.dims();
+            let s: Vec<f32> = (0..n).map(|i| 2.0 * i as f32 / n as f32 - 1.0).collect();
+            gate.s = Param::from_tensor(Tensor::from_data(TensorData::new(s, [n]), &device));
+        }
+        let before: Vec<Vec<f32>> = net.gates.iter().map(|g| g.scores()).collect();
+        let ids: Vec<_> = net.gates.iter().map(|g| g.s.id).collect();
+        let mut landing = LandingDelta::new(100.0, 1e4, 10, 0.05, 100.0);
+        landing.after_step(0.5);
+        let bound = landing.reversible_bound().unwrap();
+        assert!((bound * landing.delta - crate::schedule::REVERSIBLE_LOGIT).abs() < 1e-9);
+        let mut penalty = GatePenalty {
+            lambda: 1e-3,
+            weights: vec![1.0; net.gates.len()],
+            budget: None,
+            delta: Some(landing),
+        };
+        let net = penalty.constrain(net);
+        for ((gate, was), id) in net.gates.iter().zip(&before).zip(&ids) {
+            assert_eq!(gate.s.id, *id, "the optimizer's state is keyed by the id");
+            assert!(gate.s.val().is_require_grad());
+            for (&s, &w) in gate.scores().iter().zip(was) {
+                assert!(s.abs() <= bound as f32 * (1.0 + 1e-6), "{s} past {bound}");
+                // Every decision stays what it was; only how far past zero changes.
+                assert_eq!(s > 0.0, w > 0.0);
+                if w.abs() < bound as f32 {
+                    assert_eq!(s, w);
+                }
+            }
+        }
+        // In the band the gates are free.
+        let held: Vec<Vec<f32>> = net.gates.iter().map(|g| g.scores()).collect();
+        let mut free = landing;
+        free.after_step(1.01);
+        assert_eq!(free.reversible_bound(), None);
+        penalty.delta = Some(free);
+        let mut net = net;
+        for gate in &mut net.gates {
+            gate.s = gate.s.clone().map(|s| s.mul_scalar(10.0));
+        }
+        let net = penalty.constrain(net);
+        for (gate, was) in net.gates.iter().zip(&held) {
+            for (&s, &w) in gate.scores().iter().zip(was) {
+                assert_eq!(s, 10.0 * w);
+            }
+        }
+    }
 
     #[test]
     fn top1_and_top5_count_ranks() {
