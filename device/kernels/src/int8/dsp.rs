@@ -422,43 +422,44 @@ impl ConvRow<'_> {
             self.pointwise_runs::<ROW>(params, input, output);
             return;
         }
-        let w = &params.window;
-        let (plane, width) = (w.input.plane(), w.input.width);
+        let plane = params.window.input.plane();
         let mut cols = Columns([0u32; ROW]);
         for p in (0..plane).step_by(2) {
-            let two = p + 1 < plane;
-            if two {
-                gather_pointwise(
-                    input,
-                    w.input.channels,
-                    plane,
-                    self.input_zero,
-                    p,
-                    &mut cols.0,
-                );
-            } else {
-                let codes = cols.codes();
-                gather(
-                    params,
-                    input,
-                    self.input_zero,
-                    p / width,
-                    p % width,
-                    0,
-                    codes,
-                );
-                gather(
-                    params,
-                    input,
-                    self.input_zero,
-                    p / width,
-                    p % width,
-                    1,
-                    codes,
-                );
-            }
+            let two = self.gather_pointwise_pair(params, input, p, &mut cols);
             self.outputs(&mut cols, p, two, output);
         }
+    }
+
+    /// Gathers the pixels `p` and `p + 1` of a pointwise layer into `cols`
+    /// ([`gather_pointwise`]), or an odd last pixel twice (its second sums are dropped);
+    /// whether there were two.
+    #[inline(always)]
+    fn gather_pointwise_pair<const ROW: usize>(
+        &self,
+        params: &Conv2dParams,
+        input: &[i8],
+        p: usize,
+        cols: &mut Columns<ROW>,
+    ) -> bool {
+        let w = &params.window;
+        let plane = w.input.plane();
+        let two = p + 1 < plane;
+        if two {
+            gather_pointwise(
+                input,
+                w.input.channels,
+                plane,
+                self.input_zero,
+                p,
+                &mut cols.0,
+            );
+        } else {
+            let (y, x) = (p / w.input.width, p % w.input.width);
+            let codes = cols.codes();
+            gather(params, input, self.input_zero, y, x, 0, codes);
+            gather(params, input, self.input_zero, y, x, 1, codes);
+        }
+        two
     }
 
     /// A pointwise layer of short rows ([`CHANNEL_RUN_ROW`]): [`PIXEL_RUN`] pixels are
@@ -474,8 +475,7 @@ impl ConvRow<'_> {
         input: &[i8],
         output: &mut [i8],
     ) {
-        let w = &params.window;
-        let (plane, width) = (w.input.plane(), w.input.width);
+        let plane = params.window.input.plane();
         let out_channels = self.bias.len();
         let mut cols: [Columns<ROW>; PIXEL_RUN / 2] =
             core::array::from_fn(|_| Columns([0u32; ROW]));
@@ -483,38 +483,7 @@ impl ConvRow<'_> {
             let n = PIXEL_RUN.min(plane - start);
             let pairs = n.div_ceil(2);
             for (pair, col) in cols[..pairs].iter_mut().enumerate() {
-                let p = start + 2 * pair;
-                if p + 1 < plane {
-                    gather_pointwise(
-                        input,
-                        w.input.channels,
-                        plane,
-                        self.input_zero,
-                        p,
-                        &mut col.0,
-                    );
-                } else {
-                    // An odd last pixel, gathered twice (its second sums are dropped).
-                    let codes = col.codes();
-                    gather(
-                        params,
-                        input,
-                        self.input_zero,
-                        p / width,
-                        p % width,
-                        0,
-                        codes,
-                    );
-                    gather(
-                        params,
-                        input,
-                        self.input_zero,
-                        p / width,
-                        p % width,
-                        1,
-                        codes,
-                    );
-                }
+                self.gather_pointwise_pair(params, input, start + 2 * pair, col);
             }
             for oc in 0..out_channels {
                 let (pair, second) = (oc / 2, oc % 2);
