@@ -831,6 +831,11 @@ mod tests {
         // Word gathers: 1 to 9 input channels (groups of four and every remainder), odd and
         // even widths, odd output channels.
         check::<12>(&mut rng, Shape3::new(1, 5, 6), 3, 3, 1, 1);
+        // One input channel in rows of more than 32 pixels, padded (word gathers) or not,
+        // both strides.
+        check::<12>(&mut rng, Shape3::new(1, 4, 37), 4, 3, 1, 1);
+        check::<12>(&mut rng, Shape3::new(1, 5, 36), 3, 3, 1, 0);
+        check::<12>(&mut rng, Shape3::new(1, 7, 70), 5, 3, 2, 1);
         check::<20>(&mut rng, Shape3::new(2, 4, 7), 2, 3, 1, 1);
         check::<28>(&mut rng, Shape3::new(3, 6, 5), 3, 3, 1, 1);
         check::<36>(&mut rng, Shape3::new(4, 3, 8), 5, 3, 1, 1);
