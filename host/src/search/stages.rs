@@ -174,7 +174,9 @@ impl Search {
             let cost = control.estimate.total(&hard_counts(&net));
             if cost < (1.0 - LANDING_BAND) * control.target && penalty.lambda < lambda / 100.0 {
                 observer.message(&format!(
-                    "the gates keep {:.1}% under the budget with lambda_a down {:.0}x (to                      {:.1e}): on this data they keep fewer channels than the budget allows, so                      it does not bind; the fit reopens the channels closest to opening",
+                    "the gates keep {:.1}% under the budget with lambda_a down {:.0}x (to {:.1e}): \
+                     on this data they keep fewer channels than the budget allows, so it does \
+                     not bind; the fit reopens the channels closest to opening",
                     100.0 * (1.0 - cost / control.target),
                     lambda / penalty.lambda,
                     penalty.lambda
