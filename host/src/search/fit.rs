@@ -13,6 +13,7 @@ use crate::error::SearchError;
 use crate::export::build_export;
 use crate::progress::SearchObserver;
 use crate::report::{BudgetReport, FitMeasurement};
+use dnal_firmware::DeployError;
 
 /// Fits measured before the search gives up on a latency budget. Each aims the prediction
 /// lower by the ratio the last one measured over the budget, so one or two suffice while the
@@ -33,20 +34,40 @@ impl Search {
         let lambda = self.state.gate_lambda.unwrap_or(self.config().lambda);
         let mut target = budget.target();
         let mut measured_fits = Vec::new();
+        let mut attempts = 0;
         loop {
             let (masks, fit) = fit_to_budget(net, estimate.as_ref(), target)?;
             if let Budget::LatencyMs(budget_ms) = budget {
-                let measured = self.measure_fit(net, &masks, target, fit.cost, observer)?;
+                attempts += 1;
+                let measured = match self.measure_fit(net, &masks, target, fit.cost, observer) {
+                    Ok(measured) => measured,
+                    // A network that spends a loose budget can outgrow the board's flash or
+                    // RAM: aim lower by the share that does not fit, and build again.
+                    Err(SearchError::Deploy(DeployError::OverBudget {
+                        board,
+                        memory,
+                        needed,
+                        available,
+                        ..
+                    })) if attempts < MAX_MEASURED_FITS => {
+                        target = target_that_fits(fit.cost, needed, available);
+                        observer.message(&format!(
+                            "fit {attempts} does not fit {board}: its {memory} needs {needed} \
+                             bytes, the board has {available}; aiming the fit lower, at {target:.3} ms"
+                        ));
+                        continue;
+                    }
+                    Err(err) => return Err(err),
+                };
                 measured_fits.push(measured.clone());
                 observer.message(&format!(
-                    "fit {} measured on the board: {:.3} ms (predicted {:.3} ms, aimed at {:.3} ms) for a budget of {budget_ms} ms",
-                    measured_fits.len(),
+                    "fit {attempts} measured on the board: {:.3} ms (predicted {:.3} ms, aimed at {:.3} ms) for a budget of {budget_ms} ms",
                     measured.measured_ms,
                     measured.predicted_ms,
                     measured.target_ms,
                 ));
                 if measured.measured_ms > budget_ms {
-                    if measured_fits.len() == MAX_MEASURED_FITS {
+                    if attempts == MAX_MEASURED_FITS {
                         return Err(SearchError::InvalidOption {
                             option: "--latency-budget-ms",
                             value: budget_ms.to_string(),
@@ -114,6 +135,13 @@ impl Search {
     }
 }
 
+/// The prediction to aim at after a fit of predicted cost `cost` whose firmware needed
+/// `needed` bytes of a memory that holds `available`: the cost scaled by the share that fits,
+/// 3% under (the firmware's code does not shrink with the network).
+fn target_that_fits(cost: f64, needed: u64, available: u64) -> f64 {
+    cost * (available as f64 / needed as f64) * 0.97
+}
+
 /// The prediction to aim at after a fit that measured over `budget_ms`: its own prediction
 /// scaled by budget / measured, a little under so that the fit moves even when the ratio is
 /// tiny.
@@ -124,6 +152,14 @@ fn next_target(last: &FitMeasurement, budget_ms: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fit_too_big_for_the_board_aims_lower_by_the_share_that_does_not_fit() {
+        // 1.12 MB of flash for a 1 MB board: the next fit aims at most 1/1.12 of the cost.
+        let next = target_that_fits(66.9, 1_118_516, 1_048_576);
+        assert!(next < 66.9 * 1_048_576.0 / 1_118_516.0, "{next}");
+        assert!(next > 0.9 * 66.9 * 1_048_576.0 / 1_118_516.0, "{next}");
+    }
 
     #[test]
     fn a_fit_measured_over_the_budget_aims_lower_by_the_tables_error() {
