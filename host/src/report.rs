@@ -261,6 +261,25 @@ pub struct BudgetReport {
     /// entry per fit tried; the last is the network kept, measured at or under the budget.
     #[serde(default)]
     pub measured_fits: Vec<FitMeasurement>,
+    /// For a latency budget: the fits whose firmware did not fit the board's memory (never
+    /// measured; the next fit aimed lower by the share that did not fit).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oversized_fits: Vec<OversizedFit>,
+}
+
+/// A fitted network whose firmware did not fit the board.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OversizedFit {
+    /// The prediction the fit aimed at or under, in ms.
+    pub target_ms: f64,
+    /// The fit's own prediction, in ms.
+    pub predicted_ms: f64,
+    /// The memory it outgrew (`flash` or `RAM`).
+    pub memory: String,
+    /// Bytes the firmware needed.
+    pub needed: u64,
+    /// Bytes the board has.
+    pub available: u64,
 }
 
 /// One fitted network measured on the board (a latency budget is held on the measurement,

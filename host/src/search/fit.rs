@@ -12,7 +12,7 @@ use crate::budget::{Budget, BudgetFit, fit_to_budget};
 use crate::error::SearchError;
 use crate::export::build_export;
 use crate::progress::SearchObserver;
-use crate::report::{BudgetReport, FitMeasurement};
+use crate::report::{BudgetReport, FitMeasurement, OversizedFit};
 use dnal_firmware::DeployError;
 
 /// Fits measured before the search gives up on a latency budget. Each aims the prediction
@@ -34,6 +34,7 @@ impl Search {
         let lambda = self.state.gate_lambda.unwrap_or(self.config().lambda);
         let mut target = budget.target();
         let mut measured_fits = Vec::new();
+        let mut oversized_fits = Vec::new();
         let mut attempts = 0;
         loop {
             let (masks, fit) = fit_to_budget(net, estimate.as_ref(), target)?;
@@ -50,6 +51,13 @@ impl Search {
                         available,
                         ..
                     })) if attempts < MAX_MEASURED_FITS => {
+                        oversized_fits.push(OversizedFit {
+                            target_ms: target,
+                            predicted_ms: fit.cost,
+                            memory: memory.to_string(),
+                            needed,
+                            available,
+                        });
                         target = target_that_fits(fit.cost, needed, available);
                         observer.message(&format!(
                             "fit {attempts} does not fit {board}: its {memory} needs {needed} \
@@ -94,6 +102,7 @@ impl Search {
                 lambda,
                 fit: BudgetFit { landing_pct, ..fit },
                 measured_fits,
+                oversized_fits,
             };
             return Ok((masks, Some(report)));
         }
