@@ -96,8 +96,10 @@ impl LandingDelta {
     /// After a step whose binarised network costs `cost_ratio` times the target.
     pub fn after_step(&mut self, cost_ratio: f64) {
         self.reached |= cost_ratio >= 1.0 - self.band;
-        let off = cost_ratio > 1.0 + self.band || (self.reached && cost_ratio < 1.0 - self.band);
-        self.steering = (cost_ratio - 1.0).abs() > self.band;
+        let (over, under) = (cost_ratio > 1.0 + self.band, cost_ratio < 1.0 - self.band);
+        self.steering = over || under;
+        // Held off the band: over it, or under it once the gates have reached it.
+        let off = over || (self.reached && under);
         if !off {
             let ceiling = if self.reached {
                 self.end

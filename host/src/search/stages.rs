@@ -9,7 +9,7 @@ use dnal_models::{ChannelMasks, GateMode, GatedNet};
 use super::epochs::StageRun;
 use super::run::Search;
 use super::state::Stage;
-use crate::budget::{BudgetControl, CostEstimate, hard_counts};
+use crate::budget::{BudgetControl, CostEstimate};
 use crate::config::{GateStageNorm, LrSchedule};
 use crate::distill::Distillation;
 use crate::error::SearchError;
@@ -170,18 +170,20 @@ impl Search {
         }
         // Under the budget with lambda_a near nothing: the data alone keeps less than the
         // budget allows, so the budget does not bind and the fit, not the gates, lands on it.
-        if let Some(control) = &penalty.budget {
-            let cost = control.estimate.total(&hard_counts(&net));
-            if cost < (1.0 - LANDING_BAND) * control.target && penalty.lambda < lambda / 100.0 {
-                observer.message(&format!(
-                    "the gates keep {:.1}% under the budget with lambda_a down {:.0}x (to {:.1e}): \
-                     on this data they keep fewer channels than the budget allows, so it does \
-                     not bind; the fit reopens the channels closest to opening",
-                    100.0 * (1.0 - cost / control.target),
-                    lambda / penalty.lambda,
-                    penalty.lambda
-                ));
-            }
+        // The controller's trend holds the cost of the gates' last step.
+        if let Some(control) = &penalty.budget
+            && let Some(cost) = control.trend.last
+            && cost < (1.0 - LANDING_BAND) * control.target
+            && penalty.lambda < lambda / 100.0
+        {
+            observer.message(&format!(
+                "the gates keep {:.1}% under the budget with lambda_a down {:.0}x (to {:.1e}): \
+                 on this data they keep fewer channels than the budget allows, so it does not \
+                 bind; the fit reopens the channels closest to opening",
+                100.0 * (1.0 - cost / control.target),
+                lambda / penalty.lambda,
+                penalty.lambda
+            ));
         }
         Ok(net)
     }
