@@ -26,11 +26,15 @@ pub enum CostWeighting {
     /// `c_l` proportional to the board latency one channel of the group costs in the unpruned
     /// network, from the board's measured latency table.
     Latency,
+    /// `c_l` proportional to the parameters one channel of the group costs in the unpruned
+    /// network (what it takes of the board's flash): the late, narrow-image layers of a mobile
+    /// network hold most of them at few MACs.
+    Params,
 }
 
 impl CostWeighting {
     /// Every weighting's name, as `--cost` takes it.
-    pub const NAMES: &[&str] = &["uniform", "flops", "latency"];
+    pub const NAMES: &[&str] = &["uniform", "flops", "latency", "params"];
 
     /// `c_l` for every gate of the network; `latency` is the board's cost, which
     /// [`CostWeighting::Latency`] needs.
@@ -46,6 +50,10 @@ impl CostWeighting {
             CostWeighting::Flops => gates
                 .iter()
                 .map(|&g| plan.flops.marginal(g, &counts))
+                .collect(),
+            CostWeighting::Params => gates
+                .iter()
+                .map(|&g| plan.params.marginal(g, &counts))
                 .collect(),
             CostWeighting::Latency => {
                 let latency = latency.ok_or_else(|| SearchError::InvalidOption {
@@ -75,6 +83,7 @@ impl fmt::Display for CostWeighting {
             CostWeighting::Uniform => "uniform",
             CostWeighting::Flops => "flops",
             CostWeighting::Latency => "latency",
+            CostWeighting::Params => "params",
         })
     }
 }
@@ -87,6 +96,7 @@ impl FromStr for CostWeighting {
             "uniform" => Ok(CostWeighting::Uniform),
             "flops" => Ok(CostWeighting::Flops),
             "latency" => Ok(CostWeighting::Latency),
+            "params" => Ok(CostWeighting::Params),
             _ => Err(format!(
                 "unknown cost {s:?}; choose one of {}",
                 CostWeighting::NAMES.join(", ")
@@ -136,6 +146,20 @@ mod tests {
             CostWeighting::Uniform.weights(&plan, None).unwrap(),
             vec![1.0; 5]
         );
+        // In parameters the order flips: a channel of conv4 (14x14, read by the 128-channel
+        // conv5) costs twice conv2's (28x28, read by the 64-channel conv3), in MACs half.
+        let p = CostWeighting::Params.weights(&plan, None).unwrap();
+        assert!(p[1] < p[3] && w[1] > w[3], "{p:?} {w:?}");
+        let mean: f64 = gates
+            .iter()
+            .zip(&p)
+            .map(|(&g, c)| channels[g] * c)
+            .sum::<f64>()
+            / n;
+        assert!((mean - 1.0).abs() < 1e-9, "{mean}");
+        for name in CostWeighting::NAMES {
+            assert_eq!(&name.parse::<CostWeighting>().unwrap().to_string(), name);
+        }
         let err = CostWeighting::Latency
             .weights(&plan, None)
             .unwrap_err()

@@ -26,24 +26,35 @@ pub trait CostEstimate: Send + Sync {
     fn marginal(&self, group: usize, counts: &[f64]) -> f64;
 }
 
-/// Multiply-accumulates, from the network's cost model.
+/// A cost counted from the network's plan: its multiply-accumulates or its parameters, both
+/// polynomials in the channel counts ([`CostModel`]).
 #[derive(Clone, Debug)]
-pub struct FlopsEstimate {
+pub struct PlanCost {
     model: CostModel,
+    unit: &'static str,
 }
 
-impl FlopsEstimate {
+impl PlanCost {
     /// The MACs of a network's plan.
-    pub fn new(plan: &NetPlan) -> Self {
+    pub fn macs(plan: &NetPlan) -> Self {
         Self {
             model: plan.flops.clone(),
+            unit: "MACs",
+        }
+    }
+
+    /// The parameters of a network's plan (as deployed: batch norm folded into the convs).
+    pub fn params(plan: &NetPlan) -> Self {
+        Self {
+            model: plan.params.clone(),
+            unit: "params",
         }
     }
 }
 
-impl CostEstimate for FlopsEstimate {
+impl CostEstimate for PlanCost {
     fn unit(&self) -> &'static str {
-        "MACs"
+        self.unit
     }
 
     fn total(&self, counts: &[f64]) -> f64 {
@@ -66,6 +77,11 @@ pub enum Budget {
     FlopsShare(f64),
     /// At most this many milliseconds per image on the board (from its latency table).
     LatencyMs(f64),
+    /// At most this many parameters (weights and biases as deployed): what the board's flash
+    /// holds, 4 bytes each in f32 and about 1 in int8.
+    Params(f64),
+    /// At most this share (in (0, 1]) of the parent's parameters.
+    ParamsShare(f64),
 }
 
 /// The budget of a search given neither `--lambda` nor a budget: 40% of the parent's MACs,
@@ -78,7 +94,11 @@ impl Budget {
     /// The target value (for [`Budget::FlopsShare`], the share).
     pub fn target(self) -> f64 {
         match self {
-            Budget::Flops(x) | Budget::FlopsShare(x) | Budget::LatencyMs(x) => x,
+            Budget::Flops(x)
+            | Budget::FlopsShare(x)
+            | Budget::LatencyMs(x)
+            | Budget::Params(x)
+            | Budget::ParamsShare(x) => x,
         }
     }
 
@@ -87,22 +107,30 @@ impl Budget {
         match self {
             Budget::Flops(_) | Budget::FlopsShare(_) => "--flops-budget",
             Budget::LatencyMs(_) => "--latency-budget-ms",
+            Budget::Params(_) | Budget::ParamsShare(_) => "--params-budget",
         }
     }
 
-    /// The budget in the cost's own unit: a share of the parent becomes MACs of a parent of
-    /// `parent_macs`; the others are already absolute.
-    pub fn resolve(self, parent_macs: f64) -> Budget {
+    /// The budget in the cost's own unit: a share of the parent becomes MACs or parameters of
+    /// the parent `plan`; the others are already absolute.
+    pub fn resolve(self, plan: &NetPlan) -> Budget {
+        let parent = plan.full_counts();
         match self {
-            Budget::FlopsShare(share) => Budget::Flops(share * parent_macs),
+            Budget::FlopsShare(share) => Budget::Flops(share * plan.flops.total(&parent)),
+            Budget::ParamsShare(share) => Budget::Params(share * plan.params.total(&parent)),
             absolute => absolute,
         }
+    }
+
+    /// Whether this is a share of the parent's cost rather than an absolute one.
+    pub fn is_share(self) -> bool {
+        matches!(self, Budget::FlopsShare(_) | Budget::ParamsShare(_))
     }
 
     /// Whether the target is one this budget can take.
     pub fn is_valid(self) -> bool {
         let x = self.target();
-        x.is_finite() && x > 0.0 && (!matches!(self, Budget::FlopsShare(_)) || x <= 1.0)
+        x.is_finite() && x > 0.0 && (!self.is_share() || x <= 1.0)
     }
 }
 
@@ -112,6 +140,8 @@ impl std::fmt::Display for Budget {
             Budget::Flops(macs) => write!(f, "{macs:.0} MACs"),
             Budget::FlopsShare(share) => write!(f, "{}% of the parent's MACs", 100.0 * share),
             Budget::LatencyMs(ms) => write!(f, "{ms} ms"),
+            Budget::Params(params) => write!(f, "{params:.0} params"),
+            Budget::ParamsShare(share) => write!(f, "{}% of the parent's params", 100.0 * share),
         }
     }
 }
@@ -313,23 +343,40 @@ mod tests {
     use burn::module::Param;
 
     #[test]
-    fn a_share_of_the_parent_resolves_to_its_macs_and_others_stay() {
-        assert_eq!(Budget::FlopsShare(0.4).resolve(1e6), Budget::Flops(4e5));
-        assert_eq!(Budget::Flops(5e5).resolve(1e6), Budget::Flops(5e5));
+    fn a_share_of_the_parent_resolves_to_its_cost_and_others_stay() {
+        let plan = net_with_scores(0).plan;
+        let full = plan.full_counts();
+        let (macs, params) = (plan.flops.total(&full), plan.params.total(&full));
         assert_eq!(
-            Budget::LatencyMs(20.0).resolve(1e6),
-            Budget::LatencyMs(20.0)
+            Budget::FlopsShare(0.4).resolve(&plan),
+            Budget::Flops(0.4 * macs)
         );
+        assert_eq!(
+            Budget::ParamsShare(0.1).resolve(&plan),
+            Budget::Params(0.1 * params)
+        );
+        for absolute in [
+            Budget::Flops(5e5),
+            Budget::Params(2.5e4),
+            Budget::LatencyMs(20.0),
+        ] {
+            assert_eq!(absolute.resolve(&plan), absolute);
+        }
         assert_eq!(Budget::FlopsShare(0.4).option(), "--flops-budget");
+        assert_eq!(Budget::Params(1.0).option(), "--params-budget");
         assert_eq!(
             Budget::FlopsShare(0.25).to_string(),
             "25% of the parent's MACs"
         );
+        assert_eq!(Budget::Params(25e3).to_string(), "25000 params");
         // A share is in (0, 1]; a count or a time only positive.
         assert!(Budget::FlopsShare(1.0).is_valid() && Budget::Flops(2.0).is_valid());
+        assert!(Budget::ParamsShare(0.5).is_valid() && Budget::Params(2.0).is_valid());
         for bad in [
             Budget::FlopsShare(1.5),
             Budget::FlopsShare(0.0),
+            Budget::ParamsShare(1.01),
+            Budget::Params(0.0),
             Budget::Flops(f64::NAN),
             Budget::LatencyMs(-1.0),
         ] {
@@ -362,7 +409,7 @@ mod tests {
     #[test]
     fn the_fit_lands_at_or_just_under_the_budget_both_ways() {
         let net = net_with_scores(1);
-        let flops = FlopsEstimate::new(&net.plan);
+        let flops = PlanCost::macs(&net.plan);
         let dnal_cost = flops.total(&ChannelMasks::from_gates(&net).counts());
         for target in [0.3 * dnal_cost, 0.9 * dnal_cost, 1.5 * dnal_cost] {
             let (masks, fit) = fit_to_budget(&net, &flops, target).unwrap();
@@ -387,7 +434,7 @@ mod tests {
     #[test]
     fn an_unreachable_budget_is_refused_from_the_plan_alone() {
         let plan = net_with_scores(3).plan;
-        let flops = FlopsEstimate::new(&plan);
+        let flops = PlanCost::macs(&plan);
         let err = check_reachable(&plan, &flops, Budget::Flops(1.0)).unwrap_err();
         let text = err.to_string();
         assert!(
@@ -403,7 +450,7 @@ mod tests {
         let mut control = BudgetControl {
             target: 100.0,
             gain: 0.1,
-            estimate: Arc::new(FlopsEstimate::new(&net_with_scores(2).plan)),
+            estimate: Arc::new(PlanCost::macs(&net_with_scores(2).plan)),
             horizon: 0.0,
             trend: CostTrend::default(),
         };

@@ -350,9 +350,9 @@ impl SearchConfig {
         if let Some(budget) = self.budget {
             if !budget.is_valid() {
                 let (value, reason) = match budget {
-                    Budget::FlopsShare(share) => (
+                    Budget::FlopsShare(share) | Budget::ParamsShare(share) => (
                         format!("{}%", 100.0 * share),
-                        "a share of the parent's MACs must be above 0% and at most 100%",
+                        "a share of the parent's cost must be above 0% and at most 100%",
                     ),
                     _ => (budget.target().to_string(), "must be a positive number"),
                 };

@@ -165,7 +165,7 @@ struct SearchArgs {
     /// Continue the search in this folder where it stopped (all other options are taken from
     /// its checkpoint, so none may be given).
     #[arg(long, value_name = "DIR", conflicts_with_all = TRAINING_OPTIONS,
-          conflicts_with_all = ["out", "from_weights", "flops_budget", "latency_budget_ms", "board", "latency_table"])]
+          conflicts_with_all = ["out", "from_weights", "flops_budget", "latency_budget_ms", "params_budget", "board", "latency_table"])]
     resume: Option<PathBuf>,
     /// Output folder (new or empty): checkpoints, arch.json, weights.safetensors, report.json.
     #[arg(long, value_name = "DIR", required_unless_present = "resume")]
@@ -184,12 +184,20 @@ struct SearchArgs {
     /// gate stage, holding delta while the gates are more than 5% off the budget so that they
     /// land on it, and fits the kept channels to land at or under the budget. Without this,
     /// --latency-budget-ms or --lambda, the budget is 40% of the parent's MACs.
-    #[arg(long, value_name = "MACS|N%", value_parser = parse_flops_budget, conflicts_with = "latency_budget_ms")]
+    #[arg(long, value_name = "MACS|N%", value_parser = parse_flops_budget,
+          conflicts_with_all = ["latency_budget_ms", "params_budget"])]
     flops_budget: Option<Budget>,
     /// Prune to at most this many milliseconds per image on --board (from its latency table,
     /// at the clock the table assumes); measured on the board after the search.
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", conflicts_with = "params_budget")]
     latency_budget_ms: Option<f64>,
+    /// Prune to at most this many parameters (25000, 25K), or this share of the parent's
+    /// (10%): weights and biases as deployed, batch norm folded, so the weights' flash is 4
+    /// bytes each in f32 and about 1 in int8. Steered and fitted as --flops-budget is. A mobile
+    /// network keeps most of its parameters in its late layers, which cost few MACs: add
+    /// --cost params (or uniform) so that the gates weigh channels by what the budget counts.
+    #[arg(long, value_name = "PARAMS|N%", value_parser = parse_params_budget)]
+    params_budget: Option<Budget>,
     /// The board whose measured latency steers the search (--cost latency, latency budgets);
     /// the pruned network is deployed and measured there after the search. Its latency table
     /// is --latency-table, or profiled into OUT/latency.json (minutes, once).
@@ -276,8 +284,8 @@ struct TrainingOptions {
     #[arg(long, value_name = "X", default_value_t = SearchConfig::default().lambda)]
     lambda: f64,
     /// What a channel costs in the architecture loss: uniform (the paper: every channel 1),
-    /// flops (the MACs one channel costs) or latency (its measured latency on --board),
-    /// normalised to a mean of 1.
+    /// flops (the MACs one channel costs), latency (its measured latency on --board) or params
+    /// (the parameters it costs), normalised to a mean of 1.
     #[arg(long, default_value_t = SearchConfig::default().cost)]
     cost: CostWeighting,
     /// cpu (burn's flex), ndarray, wgpu (GPU, or lavapipe on a CPU) or cuda (build with
@@ -424,13 +432,26 @@ fn parse_size(s: &str) -> Result<(usize, usize), String> {
 
 /// `--flops-budget`: a count of MACs, or a share of the parent's with `%`.
 fn parse_flops_budget(s: &str) -> Result<Budget, String> {
+    parse_count_or_share(s, Budget::Flops, Budget::FlopsShare)
+}
+
+/// `--params-budget`: a count of parameters, or a share of the parent's with `%`.
+fn parse_params_budget(s: &str) -> Result<Budget, String> {
+    parse_count_or_share(s, Budget::Params, Budget::ParamsShare)
+}
+
+fn parse_count_or_share(
+    s: &str,
+    count: fn(f64) -> Budget,
+    share: fn(f64) -> Budget,
+) -> Result<Budget, String> {
     match s.strip_suffix('%') {
         Some(percent) => percent
             .trim()
             .parse::<f64>()
-            .map(|p| Budget::FlopsShare(p / 100.0))
+            .map(|p| share(p / 100.0))
             .map_err(|_| format!("{s:?} is not a share; write e.g. 25%")),
-        None => parse_count(s).map(Budget::Flops),
+        None => parse_count(s).map(count),
     }
 }
 
@@ -701,6 +722,7 @@ fn search(args: SearchArgs) -> Result<()> {
         let budget = args
             .flops_budget
             .or(args.latency_budget_ms.map(Budget::LatencyMs))
+            .or(args.params_budget)
             .or((!lambda_given).then_some(default_budget));
         let mut training = args.training.config();
         if let Some(preset) = preset {
@@ -1203,6 +1225,8 @@ mod tests {
         assert_eq!(parse_flops_budget("5.4M"), Ok(Budget::Flops(5.4e6)));
         assert_eq!(parse_flops_budget("800K"), Ok(Budget::Flops(8e5)));
         assert_eq!(parse_flops_budget("25%"), Ok(Budget::FlopsShare(0.25)));
+        assert_eq!(parse_params_budget("25K"), Ok(Budget::Params(25e3)));
+        assert_eq!(parse_params_budget("10%"), Ok(Budget::ParamsShare(0.1)));
         let err = parse_flops_budget("a%").unwrap_err();
         assert!(err.contains("25%"), "{err}");
         // Out of range shares are the config's to refuse, naming the option.

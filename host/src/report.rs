@@ -106,6 +106,9 @@ pub struct GateRecord {
     pub expected_flops: f64,
     /// Multiply-accumulates of the network the hard gates describe.
     pub hard_flops: u64,
+    /// Parameters of the network the hard gates describe.
+    #[serde(default)]
+    pub hard_params: u64,
     /// lambda_a at the epoch's end (it moves in budget mode).
     pub lambda: f64,
     /// Expected latency (ms) under the soft gates, from the board's table, when the search

@@ -499,6 +499,7 @@ pub fn collect(dir: &Path, observer: &mut dyn SearchObserver) -> Result<SweepRep
                 CostWeighting::Latency => "latency-aware (c_l = measured latency)".into(),
                 CostWeighting::Flops => "FLOPs-aware (c_l = MACs)".into(),
                 CostWeighting::Uniform => "uniform (c_l = 1, the paper)".into(),
+                CostWeighting::Params => "params-aware (c_l = parameters)".into(),
             },
             points: report
                 .points

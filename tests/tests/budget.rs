@@ -1,6 +1,7 @@
 //! Budget mode on a small synthetic problem: the search steers lambda_a and the pruned network
 //! lands at or under the budget (and not far under it).
 
+use dnal::arch_cost::CostWeighting;
 use dnal::budget::Budget;
 use dnal::config::SearchConfig;
 use dnal::progress::Silent;
@@ -43,4 +44,37 @@ fn a_flops_budget_is_met_from_above_and_below() {
             budget.lambda
         );
     }
+}
+
+#[test]
+fn a_params_budget_is_met_on_the_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = SearchConfig {
+        dataset: "synthetic".into(),
+        train_limit: Some(512),
+        test_limit: Some(128),
+        epochs_weights: 2,
+        epochs_gates: 2,
+        epochs_finetune: 1,
+        batch_size: 64,
+        budget: Some(Budget::ParamsShare(0.3)),
+        cost: CostWeighting::Params,
+        seed: 5,
+        ..SearchConfig::default()
+    };
+    let report = dnal::search::search(config, dir.path(), &mut Silent).unwrap();
+    // The share resolves to the parent's parameters, and the fit lands on them.
+    let target = 0.3 * report.parent.params as f64;
+    let budget = report.budget.expect("a budgeted search reports its budget");
+    assert_eq!(budget.budget, Budget::Params(target));
+    let params = report.pruned.params as f64;
+    assert!(params <= target, "{params} params over the budget {target}");
+    assert!(
+        params >= 0.85 * target,
+        "{params} params far under the budget {target}"
+    );
+    assert_eq!(budget.fit.cost, params);
+    // The gate records count the budget's cost too.
+    let last = report.gates.last().expect("gate epochs are recorded");
+    assert!(last.hard_params > 0 && (last.hard_params as f64) < report.parent.params as f64);
 }

@@ -137,11 +137,12 @@ impl Search {
                     _ => String::new(),
                 };
                 let note = format!(
-                    "delta {:.3e}, lambda {:.3e}, E[MACs] {:.3e}, binarised {} MACs{latency}, live {}/{} ({})",
+                    "delta {:.3e}, lambda {:.3e}, E[MACs] {:.3e}, binarised {} MACs, {} params{latency}, live {}/{} ({})",
                     record.delta,
                     record.lambda,
                     record.expected_flops,
                     record.hard_flops,
+                    record.hard_params,
                     record.alive.iter().sum::<usize>(),
                     net.channels_per_gate().iter().sum::<usize>(),
                     per_layer.join(", ")
@@ -195,6 +196,7 @@ impl Search {
             alive: net.alive_per_gate(),
             expected_flops: expected_flops(&net.plan, &scores, delta),
             hard_flops: net.plan.flops.total(&masks.counts()).round() as u64,
+            hard_params: net.plan.params.total(&masks.counts()).round() as u64,
             lambda,
             expected_ms: latency.map(|l| l.total(&expected_counts(net, delta))),
             hard_ms: latency.map(|l| l.total(&masks.counts())),

@@ -13,7 +13,7 @@ use dnal_models::{ChannelMasks, GateMode, GatedNet, GatedNetConfig, NetPlan, pru
 
 use super::state::{SearchState, Stage};
 use super::{INT8_EXPORT, PARENT_EXPORT};
-use crate::budget::{Budget, CostEstimate, FlopsEstimate, check_reachable};
+use crate::budget::{Budget, CostEstimate, PlanCost, check_reachable};
 use crate::checkpoint::{CheckpointDir, write_json};
 use crate::config::SearchConfig;
 use crate::data::{input_shape, load_dataset};
@@ -288,11 +288,10 @@ impl Search {
         crate::train::sgd(config.momentum, decay)
     }
 
-    /// The search's budget in its cost's unit (a share of the parent resolved to MACs).
+    /// The search's budget in its cost's unit (a share of the parent resolved to MACs or
+    /// parameters).
     pub(super) fn budget(&self) -> Option<Budget> {
-        let plan = &self.parent.plan;
-        let parent_macs = plan.flops.total(&plan.full_counts());
-        self.config().budget.map(|b| b.resolve(parent_macs))
+        self.config().budget.map(|b| b.resolve(&self.parent.plan))
     }
 
     /// The cost a budget is on.
@@ -303,7 +302,10 @@ impl Search {
                 unreachable!("config validation requires a board or table for latency budgets")
             }
             (Budget::Flops(_) | Budget::FlopsShare(_), _) => {
-                Arc::new(FlopsEstimate::new(&self.parent.plan))
+                Arc::new(PlanCost::macs(&self.parent.plan))
+            }
+            (Budget::Params(_) | Budget::ParamsShare(_), _) => {
+                Arc::new(PlanCost::params(&self.parent.plan))
             }
         }
     }
