@@ -389,7 +389,7 @@ fn channel_summary(parent: &GatedNet, masks: &ChannelMasks) -> String {
 /// to the microsecond.
 fn cost_text(value: f64, unit: &str) -> String {
     match unit {
-        "MACs" => format!("{value:.0} MACs"),
+        "MACs" | "params" => format!("{value:.0} {unit}"),
         _ => format!("{value:.3} {unit}"),
     }
 }
@@ -402,5 +402,6 @@ mod tests {
     fn costs_print_as_precise_as_their_unit() {
         assert_eq!(cost_text(10_951_552.0, "MACs"), "10951552 MACs");
         assert_eq!(cost_text(20.04031, "ms"), "20.040 ms");
+        assert_eq!(cost_text(24_991.0, "params"), "24991 params");
     }
 }
