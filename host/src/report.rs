@@ -264,8 +264,9 @@ pub struct BudgetReport {
     /// entry per fit tried; the last is the network kept, measured at or under the budget.
     #[serde(default)]
     pub measured_fits: Vec<FitMeasurement>,
-    /// For a latency budget: the fits whose firmware did not fit the board's memory (never
-    /// measured; the next fit aimed lower by the share that did not fit).
+    /// With a board (a latency budget, or any budget with `--board`): the fits whose firmware
+    /// did not fit the board's memory (never measured; the next fit aimed lower by the share
+    /// that did not fit).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub oversized_fits: Vec<OversizedFit>,
 }
@@ -273,16 +274,26 @@ pub struct BudgetReport {
 /// A fitted network whose firmware did not fit the board.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OversizedFit {
-    /// The prediction the fit aimed at or under, in ms.
-    pub target_ms: f64,
-    /// The fit's own prediction, in ms.
-    pub predicted_ms: f64,
+    /// The cost the fit aimed at or under, in the budget's unit.
+    #[serde(alias = "target_ms")]
+    pub target: f64,
+    /// The fit's own cost (for a latency budget, its prediction).
+    #[serde(alias = "predicted_ms")]
+    pub cost: f64,
+    /// The budget's unit (`ms`, `MACs`, `params`).
+    #[serde(default = "milliseconds")]
+    pub unit: String,
     /// The memory it outgrew (`flash` or `RAM`).
     pub memory: String,
     /// Bytes the firmware needed.
     pub needed: u64,
     /// Bytes the board has.
     pub available: u64,
+}
+
+/// The unit of reports written before fits on other budgets were built for the board.
+fn milliseconds() -> String {
+    "ms".into()
 }
 
 /// One fitted network measured on the board (a latency budget is held on the measurement,

@@ -259,6 +259,29 @@ fn scaled_table(dir: &std::path::Path, factor: f64) -> PathBuf {
 }
 
 #[test]
+fn a_flops_budget_on_a_board_builds_its_fit_for_the_board_before_finetuning() {
+    let dir = tempfile::tempdir().unwrap();
+    // A copy of the table, so that the measurements kept beside it are this search's alone.
+    let table = scaled_table(dir.path(), 1.0);
+    let config = small(SearchConfig {
+        budget: Some(Budget::FlopsShare(0.5)),
+        latency_table: Some(table.clone()),
+        ..SearchConfig::default()
+    });
+    let report = dnal::search::search(config, &dir.path().join("run"), &mut Silent).unwrap();
+    let budget = report.budget.expect("a budgeted search reports its budget");
+    // vgg-small fits the board at any size, so the first fit is kept; only a latency budget
+    // keeps its fits' measurements in the report.
+    assert!(budget.oversized_fits.is_empty(), "{budget:?}");
+    assert!(budget.measured_fits.is_empty(), "{budget:?}");
+    assert!(report.pruned.flops as f64 <= budget.budget.target());
+    // Built and measured twice: the fit before finetuning, then the finetuned network.
+    let log = MeasurementLog::for_table(&LatencyTable::load(&table).unwrap()).unwrap();
+    assert_eq!(log.measurements.len(), 2, "{log:?}");
+    assert!(report.latency.is_some());
+}
+
+#[test]
 fn a_table_that_predicts_low_is_corrected_by_measuring_the_fit() {
     let dir = tempfile::tempdir().unwrap();
     let budget_ms = 40.0;

@@ -1,13 +1,14 @@
 //! The channels the gate stage keeps: DNAL's `s > 0`, or in budget mode the threshold on `s`
-//! that lands at or under the budget. A latency budget is held on the board's measurement,
-//! not on the table's prediction: the fitted network is built and measured before finetuning
-//! (latency depends on the architecture, not on the weights), and while it measures over the
-//! budget the fit aims lower and is measured again.
+//! that lands at or under the budget. With a board, the fitted network is built and measured
+//! there before finetuning (latency and memory depend on the architecture, not on the
+//! weights): a latency budget is held on the measurement, not on the table's prediction, and
+//! while the network measures over it, or its firmware outgrows the board's flash or RAM
+//! (under any budget), the fit aims lower and is built again.
 
 use burn::module::Module;
 use dnal_models::{ChannelMasks, GatedNet, prune_channels};
 
-use super::run::Search;
+use super::run::{Search, cost_text};
 use crate::budget::{Budget, BudgetFit, fit_to_budget};
 use crate::error::SearchError;
 use crate::export::build_export;
@@ -38,10 +39,14 @@ impl Search {
         let mut attempts = 0;
         loop {
             let (masks, fit) = fit_to_budget(net, estimate.as_ref(), target)?;
-            if let Budget::LatencyMs(budget_ms) = budget {
+            // With a board every fit is built for it before finetuning: a latency budget
+            // holds on the measurement, and any budget must leave a network that fits the
+            // board's memory (a FLOPs budget says nothing of flash), not one refused at the
+            // deploy after hours of finetuning.
+            if self.latency.is_some() {
                 attempts += 1;
-                let measured = match self.measure_fit(net, &masks, target, fit.cost, observer) {
-                    Ok(measured) => measured,
+                let measured_ms = match self.measure_fit(net, &masks, observer) {
+                    Ok(measured_ms) => measured_ms,
                     // A network that spends a loose budget can outgrow the board's flash or
                     // RAM: aim lower by the share that does not fit, and build again.
                     Err(SearchError::Deploy(DeployError::OverBudget {
@@ -52,8 +57,9 @@ impl Search {
                         ..
                     })) if attempts < MAX_MEASURED_FITS => {
                         oversized_fits.push(OversizedFit {
-                            target_ms: target,
-                            predicted_ms: fit.cost,
+                            target,
+                            cost: fit.cost,
+                            unit: estimate.unit().into(),
                             memory: memory.to_string(),
                             needed,
                             available,
@@ -61,37 +67,43 @@ impl Search {
                         target = target_that_fits(fit.cost, needed, available);
                         observer.message(&format!(
                             "fit {attempts} does not fit {board}: its {memory} needs {needed} \
-                             bytes, the board has {available}; aiming the fit lower, at {target:.3} ms"
+                             bytes, the board has {available}; aiming the fit lower, at {}",
+                            cost_text(target, estimate.unit())
                         ));
                         continue;
                     }
                     Err(err) => return Err(err),
                 };
-                measured_fits.push(measured.clone());
-                observer.message(&format!(
-                    "fit {attempts} measured on the board: {:.3} ms (predicted {:.3} ms, aimed at {:.3} ms) for a budget of {budget_ms} ms",
-                    measured.measured_ms,
-                    measured.predicted_ms,
-                    measured.target_ms,
-                ));
-                if measured.measured_ms > budget_ms {
-                    if attempts == MAX_MEASURED_FITS {
-                        return Err(SearchError::InvalidOption {
-                            option: "--latency-budget-ms",
-                            value: budget_ms.to_string(),
-                            reason: format!(
-                                "{MAX_MEASURED_FITS} fitted networks all measured over it on the \
-                                 board (the last {:.3} ms against a prediction of {:.3} ms): the \
-                                 latency table no longer matches the board; profile it again \
-                                 (`dnal profile`)",
-                                measured.measured_ms, measured.predicted_ms
-                            ),
-                        });
+                if let Budget::LatencyMs(budget_ms) = budget {
+                    let measured = FitMeasurement {
+                        target_ms: target,
+                        predicted_ms: fit.cost,
+                        measured_ms,
+                    };
+                    measured_fits.push(measured.clone());
+                    observer.message(&format!(
+                        "fit {attempts} measured on the board: {:.3} ms (predicted {:.3} ms, aimed at {:.3} ms) for a budget of {budget_ms} ms",
+                        measured.measured_ms, measured.predicted_ms, measured.target_ms,
+                    ));
+                    if measured.measured_ms > budget_ms {
+                        if attempts == MAX_MEASURED_FITS {
+                            return Err(SearchError::InvalidOption {
+                                option: "--latency-budget-ms",
+                                value: budget_ms.to_string(),
+                                reason: format!(
+                                    "{MAX_MEASURED_FITS} fitted networks all measured over it on \
+                                     the board (the last {:.3} ms against a prediction of {:.3} \
+                                     ms): the latency table no longer matches the board; profile \
+                                     it again (`dnal profile`)",
+                                    measured.measured_ms, measured.predicted_ms
+                                ),
+                            });
+                        }
+                        // The table was low by measured/predicted: aim the prediction that
+                        // much lower.
+                        target = next_target(&measured, budget_ms);
+                        continue;
                     }
-                    // The table was low by measured/predicted: aim the prediction that much
-                    // lower.
-                    target = next_target(&measured, budget_ms);
-                    continue;
                 }
             }
             // How far the gate stage landed is measured from the budget, whatever the fit
@@ -108,18 +120,14 @@ impl Search {
         }
     }
 
-    /// The network `masks` keep of `net` (weights as after the gate stage), fitted to a
-    /// prediction of `target_ms` (its own prediction `predicted_ms`, by the search's estimate:
-    /// the table, corrected by the measurements kept beside it), built for the board of the
-    /// search's latency table and measured there.
+    /// The network `masks` keep of `net` (weights as after the gate stage), built for the
+    /// board of the search's latency table and measured there: its latency in ms.
     fn measure_fit(
         &mut self,
         net: &GatedNet,
         masks: &ChannelMasks,
-        target_ms: f64,
-        predicted_ms: f64,
         observer: &mut dyn SearchObserver,
-    ) -> Result<FitMeasurement, SearchError> {
+    ) -> Result<f64, SearchError> {
         let pruned = prune_channels(&net.valid(), masks)?;
         let export = build_export(
             &pruned,
@@ -135,18 +143,14 @@ impl Search {
                 "the fitted network before finetuning",
                 observer,
             )?
-            .expect("a latency budget has a latency table (config validation)");
-        Ok(FitMeasurement {
-            target_ms,
-            predicted_ms,
-            measured_ms: report.measured_ms,
-        })
+            .expect("the search has a board, so a latency table");
+        Ok(report.measured_ms)
     }
 }
 
-/// The prediction to aim at after a fit of predicted cost `cost` whose firmware needed
-/// `needed` bytes of a memory that holds `available`: the cost scaled by the share that fits,
-/// 3% under (the firmware's code does not shrink with the network).
+/// The cost to aim at after a fit of cost `cost` whose firmware needed `needed` bytes of a
+/// memory that holds `available`: the cost scaled by the share that fits, 3% under (the
+/// firmware's code does not shrink with the network).
 fn target_that_fits(cost: f64, needed: u64, available: u64) -> f64 {
     cost * (available as f64 / needed as f64) * 0.97
 }

@@ -387,7 +387,7 @@ fn channel_summary(parent: &GatedNet, masks: &ChannelMasks) -> String {
 
 /// A cost with its unit, as precise as the unit is: whole multiply-accumulates, milliseconds
 /// to the microsecond.
-fn cost_text(value: f64, unit: &str) -> String {
+pub(super) fn cost_text(value: f64, unit: &str) -> String {
     match unit {
         "MACs" | "params" => format!("{value:.0} {unit}"),
         _ => format!("{value:.3} {unit}"),
