@@ -132,16 +132,19 @@ mod tests {
         assert_eq!(w.len(), 5);
         // conv2 (28x28, between 32-channel layers) costs more per channel than conv5 (7x7).
         assert!(w[1] > w[4], "{w:?}");
-        let channels = plan.full_counts();
-        let gates = &plan.groups.group_of_gate;
-        let n: f64 = gates.iter().map(|&g| channels[g]).sum();
-        let mean: f64 = gates
-            .iter()
-            .zip(&w)
-            .map(|(&g, c)| channels[g] * c)
-            .sum::<f64>()
-            / n;
-        assert!((mean - 1.0).abs() < 1e-9, "{mean}");
+        // The mean over channels, each gate's weight counted once per channel of its group.
+        let channel_mean = |weights: &[f64]| {
+            let channels = plan.full_counts();
+            let gates = &plan.groups.group_of_gate;
+            let n: f64 = gates.iter().map(|&g| channels[g]).sum();
+            let weighted: f64 = gates
+                .iter()
+                .zip(weights)
+                .map(|(&g, c)| channels[g] * c)
+                .sum();
+            weighted / n
+        };
+        assert!((channel_mean(&w) - 1.0).abs() < 1e-9, "{w:?}");
         assert_eq!(
             CostWeighting::Uniform.weights(&plan, None).unwrap(),
             vec![1.0; 5]
@@ -150,13 +153,7 @@ mod tests {
         // conv5) costs twice conv2's (28x28, read by the 64-channel conv3), in MACs half.
         let p = CostWeighting::Params.weights(&plan, None).unwrap();
         assert!(p[1] < p[3] && w[1] > w[3], "{p:?} {w:?}");
-        let mean: f64 = gates
-            .iter()
-            .zip(&p)
-            .map(|(&g, c)| channels[g] * c)
-            .sum::<f64>()
-            / n;
-        assert!((mean - 1.0).abs() < 1e-9, "{mean}");
+        assert!((channel_mean(&p) - 1.0).abs() < 1e-9, "{p:?}");
         for name in CostWeighting::NAMES {
             assert_eq!(&name.parse::<CostWeighting>().unwrap().to_string(), name);
         }

@@ -232,7 +232,8 @@ pub struct BudgetFit {
     pub cost_at_zero: f64,
     /// Cost of the network kept.
     pub cost: f64,
-    /// Channels live (`s > tau`) with `s > threshold`: the threshold used.
+    /// The highest `s` among the channels closed: every kept channel's `s` is at or above it
+    /// (channels of equal `s` are kept the cheaper first).
     pub threshold: f32,
     /// Channels the rule `s > 0` closed that the fit keeps.
     pub reopened: usize,
@@ -279,43 +280,57 @@ pub fn check_reachable(
 
 /// The masks keeping the channels with `s > tau` (at least one per group, or per set of a
 /// supernet's branches: [`ChannelMasks::above`]), for the lowest `tau` whose network costs
-/// at most `target`.
+/// at most `target`. Channels of equal `s` are taken one at a time, the cheaper first: a
+/// gate stage that ended off the budget leaves many gates at the same clamped `s`
+/// ([`crate::schedule::LandingDelta::reversible_bound`]), and a threshold alone could only
+/// keep or close all of them at once, landing far under the budget.
 pub fn fit_to_budget(
     net: &GatedNet,
     estimate: &dyn CostEstimate,
     target: f64,
 ) -> Result<(ChannelMasks, BudgetFit), SearchError> {
     let scores: Vec<Vec<f32>> = net.gates.iter().map(|g| g.scores()).collect();
-    let masks_at = |tau: f32| ChannelMasks::above(&net.plan, &scores, tau);
+    let ranks = channel_ranks(net, &scores, estimate);
+    // Keeping the channels of rank k and above: k = 0 keeps all, k = n none (but the one
+    // per group that `above` keeps).
+    let masks_from = |k: usize| ChannelMasks::above(&net.plan, &ranks.rank, k as f32 - 0.5);
     let cost_of = |masks: &ChannelMasks| estimate.total(&masks.counts());
-    // Candidate thresholds: just below every score, so each keeps one more channel.
-    let mut taus: Vec<f32> = scores.iter().flatten().map(|&s| s.next_down()).collect();
-    taus.push(f32::INFINITY);
-    taus.sort_by(f32::total_cmp);
-    taus.dedup();
-    // Cost falls as tau rises: find the lowest tau that fits.
-    let (mut lo, mut hi) = (0usize, taus.len() - 1);
-    if cost_of(&masks_at(taus[hi])) > target {
+    let n = ranks.order.len();
+    if cost_of(&masks_from(n)) > target {
         return Err(SearchError::InvalidOption {
             option: "budget",
             value: format!("{target:.4} {}", estimate.unit()),
             reason: format!(
                 "even one channel per layer costs {:.4} {}; the model cannot be pruned that far, raise the budget or pick a smaller model",
-                cost_of(&masks_at(taus[hi])),
+                cost_of(&masks_from(n)),
                 estimate.unit()
             ),
         });
     }
+    // Cost falls as k rises: find the lowest k that fits.
+    let (mut lo, mut hi) = (0usize, n);
     while lo < hi {
         let mid = (lo + hi) / 2;
-        if cost_of(&masks_at(taus[mid])) <= target {
+        if cost_of(&masks_from(mid)) <= target {
             hi = mid;
         } else {
             lo = mid + 1;
         }
     }
-    let threshold = taus[lo];
-    let masks = masks_at(threshold);
+    let masks = masks_from(lo);
+    // In `s`: the highest closed channel's (every kept one is at or above it).
+    let threshold = match lo.checked_sub(1) {
+        Some(last_closed) => {
+            let (gate, channel) = ranks.order[last_closed];
+            scores[gate][channel]
+        }
+        None => scores
+            .iter()
+            .flatten()
+            .copied()
+            .fold(f32::INFINITY, f32::min)
+            .next_down(),
+    };
     let dnal = ChannelMasks::from_gates(net);
     let (mut reopened, mut closed) = (0, 0);
     for (a, b) in masks.keep.iter().zip(&dnal.keep) {
@@ -335,6 +350,44 @@ pub fn fit_to_budget(
         closed,
     };
     Ok((masks, fit))
+}
+
+/// Every gated channel in the order [`fit_to_budget`] keeps them: by `s`, and among equal
+/// `s` the channel whose group costs less per channel (`estimate`'s marginal in the parent)
+/// ranks higher, then the later gate and channel (an order every run repeats).
+struct ChannelRanks {
+    /// `(gate, channel)` from the lowest rank (closed first) to the highest.
+    order: Vec<(usize, usize)>,
+    /// Each channel's rank, shaped as the gates' scores.
+    rank: Vec<Vec<f32>>,
+}
+
+fn channel_ranks(net: &GatedNet, scores: &[Vec<f32>], estimate: &dyn CostEstimate) -> ChannelRanks {
+    let full = net.plan.full_counts();
+    let per_channel: Vec<f64> = net
+        .plan
+        .groups
+        .group_of_gate
+        .iter()
+        .map(|&g| estimate.marginal(g, &full))
+        .collect();
+    let mut order: Vec<(usize, usize)> = scores
+        .iter()
+        .enumerate()
+        .flat_map(|(gate, s)| (0..s.len()).map(move |channel| (gate, channel)))
+        .collect();
+    order.sort_by(|&a, &b| {
+        scores[a.0][a.1]
+            .total_cmp(&scores[b.0][b.1])
+            .then(per_channel[b.0].total_cmp(&per_channel[a.0]))
+            .then(a.cmp(&b))
+    });
+    let mut rank: Vec<Vec<f32>> = scores.iter().map(|s| vec![0.0; s.len()]).collect();
+    for (r, &(gate, channel)) in order.iter().enumerate() {
+        // Exact: ranks stay far below f32's 2^24 integers.
+        rank[gate][channel] = r as f32;
+    }
+    ChannelRanks { order, rank }
 }
 
 #[cfg(test)]
@@ -429,6 +482,28 @@ mod tests {
         }
         let err = fit_to_budget(&net, &flops, 10.0).unwrap_err().to_string();
         assert!(err.contains("one channel per layer"), "{err}");
+    }
+
+    #[test]
+    fn channels_of_equal_s_are_fitted_one_at_a_time() {
+        // Every gate at the same s, as the clamp of a gate stage that ended off the budget
+        // leaves them: a threshold alone could keep all or one per layer.
+        let mut net = net_with_scores(4);
+        for gate in &mut net.gates {
+            let [n] = gate.s.dims();
+            let device = gate.s.device();
+            gate.s = Param::from_tensor(Tensor::from_data(
+                TensorData::new(vec![-0.04f32; n], [n]),
+                &device,
+            ));
+        }
+        let flops = PlanCost::macs(&net.plan);
+        let full = flops.total(&net.plan.full_counts());
+        let (masks, fit) = fit_to_budget(&net, &flops, 0.5 * full).unwrap();
+        let cost = flops.total(&masks.counts());
+        assert!(cost <= 0.5 * full && cost > 0.47 * full, "{cost} of {full}");
+        assert_eq!(fit.threshold, -0.04);
+        assert!(fit.reopened > 0, "{fit:?}");
     }
 
     #[test]

@@ -6,26 +6,32 @@ use dnal::budget::Budget;
 use dnal::config::SearchConfig;
 use dnal::progress::Silent;
 
+/// A search of vgg-small on 512 synthetic images with short stages.
+fn small(budget: Budget, cost: CostWeighting, lambda: f64) -> SearchConfig {
+    SearchConfig {
+        dataset: "synthetic".into(),
+        train_limit: Some(512),
+        test_limit: Some(128),
+        epochs_weights: 2,
+        epochs_gates: 2,
+        epochs_finetune: 1,
+        batch_size: 64,
+        lambda,
+        budget: Some(budget),
+        cost,
+        seed: 5,
+        ..SearchConfig::default()
+    }
+}
+
 #[test]
 fn a_flops_budget_is_met_from_above_and_below() {
     let parent_flops = 21_903_104.0; // vgg-small on 1x28x28
     for (fraction, lambda) in [(0.25, 1e-3), (0.6, 2e-2)] {
         let dir = tempfile::tempdir().unwrap();
         let target = fraction * parent_flops;
-        let config = SearchConfig {
-            dataset: "synthetic".into(),
-            train_limit: Some(512),
-            test_limit: Some(128),
-            epochs_weights: 2,
-            epochs_gates: 2,
-            epochs_finetune: 1,
-            batch_size: 64,
-            // Start lambda_a at very different values: the controller has to move it.
-            lambda,
-            budget: Some(Budget::Flops(target)),
-            seed: 5,
-            ..SearchConfig::default()
-        };
+        // Start lambda_a at very different values: the controller has to move it.
+        let config = small(Budget::Flops(target), CostWeighting::Flops, lambda);
         let report = dnal::search::search(config, dir.path(), &mut Silent).unwrap();
         assert_eq!(report.parent.flops as f64, parent_flops);
         let flops = report.pruned.flops as f64;
@@ -49,19 +55,11 @@ fn a_flops_budget_is_met_from_above_and_below() {
 #[test]
 fn a_params_budget_is_met_on_the_parameters() {
     let dir = tempfile::tempdir().unwrap();
-    let config = SearchConfig {
-        dataset: "synthetic".into(),
-        train_limit: Some(512),
-        test_limit: Some(128),
-        epochs_weights: 2,
-        epochs_gates: 2,
-        epochs_finetune: 1,
-        batch_size: 64,
-        budget: Some(Budget::ParamsShare(0.3)),
-        cost: CostWeighting::Params,
-        seed: 5,
-        ..SearchConfig::default()
-    };
+    let config = small(
+        Budget::ParamsShare(0.3),
+        CostWeighting::Params,
+        SearchConfig::default().lambda,
+    );
     let report = dnal::search::search(config, dir.path(), &mut Silent).unwrap();
     // The share resolves to the parent's parameters, and the fit lands on them.
     let target = 0.3 * report.parent.params as f64;

@@ -2,7 +2,7 @@
 //! loop that runs the stages in order.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use burn::module::Module;
@@ -23,6 +23,9 @@ use crate::lock::OutputLock;
 use crate::progress::SearchObserver;
 use crate::report::{NetReport, Report};
 use crate::train::{Accuracy, EVAL_BATCH, NonFiniteLogit, evaluate_net};
+
+/// Held while a search seeds the device and draws its initial weights.
+static SEEDED_INIT: Mutex<()> = Mutex::new(());
 
 /// A search opened in its locked output folder, with everything its stages share.
 pub(super) struct Search {
@@ -68,12 +71,20 @@ impl Search {
         let config = &state.config;
         let dataset = load_dataset(config)?;
         let device = config.backend.device()?;
-        device.seed(config.seed);
         let train_device = device.clone().autodiff();
         let spec = config.model_spec(input_shape(&dataset), dataset.train.num_classes())?;
-        let parent = GatedNetConfig::new(spec)
-            .with_gate_position(config.gate_position)
-            .init(&train_device)?;
+        let parent = {
+            // The device's random numbers are the process's: two searches seeding and drawing
+            // at once (threads of one program, tests) would interleave their draws and start
+            // from weights that no seed reproduces.
+            let _rng = SEEDED_INIT
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            device.seed(config.seed);
+            GatedNetConfig::new(spec)
+                .with_gate_position(config.gate_position)
+                .init(&train_device)?
+        };
         let train = Batcher::new(
             dataset.train.clone(),
             dataset.normalization.clone(),
