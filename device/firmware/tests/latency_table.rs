@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use dnal_export::{Arch, Op};
+use dnal_export::{Arch, Layer, Op};
 use dnal_firmware::latency::{GridOptions, LatencyError, LatencyTable, LayerStructure, profile};
-use dnal_firmware::synth::{modelled_latency_table, vgg_small_arch, with_channels};
+use dnal_firmware::synth::{conv, linear, modelled_latency_table, vgg_small_arch, with_channels};
+use dnal_kernels::{Activation, Shape3};
 
 /// A cost shaped like the measured kernels': dense layers pay per full block of 4 output
 /// channels and more per leftover channel, both linear in the input channels; the others
@@ -139,6 +140,54 @@ fn predictions_add_every_layer_and_convert_to_ms() {
         assert!((p.ms - p.total / 216e6 * 1e3).abs() < 1e-12);
         assert_eq!(t.to_ms(216e6), 1000.0);
     }
+}
+
+#[test]
+fn a_depthwise_layer_pruned_to_one_channel_keeps_its_costs() {
+    // expand 1 -> 8, depthwise 8, project 8 -> 4: a mobile block.
+    let layers = vec![
+        Layer::new(
+            "expand",
+            vec![0],
+            conv(1, 8, 1, 1, 0, false, Activation::Relu),
+        ),
+        Layer::new("dw", vec![1], conv(8, 8, 3, 1, 1, true, Activation::Relu)),
+        Layer::new(
+            "project",
+            vec![2],
+            conv(8, 4, 1, 1, 0, false, Activation::None),
+        ),
+        Layer::new("gap", vec![3], Op::GlobalAvgPool),
+        Layer::new("fc", vec![4], linear(4, 10, Activation::None)),
+    ];
+    let mut parent = Arch::new("tiny-mobile", Shape3::new(1, 8, 8), 10, layers);
+    parent.dataset = "synthetic".into();
+    parent.complete().unwrap();
+    let t = modelled_latency_table(
+        &parent,
+        "cortex-m7-qemu",
+        &GridOptions::default(),
+        blocked_cost,
+    )
+    .unwrap();
+    // One expanded channel: the depthwise layer is exported with one group, which reads as
+    // a dense 1 -> 1 conv; the table's depthwise costs still apply.
+    let one = with_channels(&parent, &BTreeMap::from([("expand".to_string(), 1)])).unwrap();
+    assert!(matches!(&one.layers[1].op, Op::Conv2d(c) if !c.is_depthwise()));
+    let p = t.predict(&one).unwrap();
+    assert_eq!(
+        (p.per_layer[1].in_channels, p.per_layer[1].out_channels),
+        (1, 1)
+    );
+    assert_eq!(p.per_layer[1].cost, t.lookup("dw", 1, 1).unwrap().cost);
+    // A layer profiled dense stays dense: the expand of one channel is still the table's.
+    let one_in_out = with_channels(
+        &parent,
+        &BTreeMap::from([("expand".to_string(), 1), ("project".to_string(), 1)]),
+    )
+    .unwrap();
+    let p = t.predict(&one_in_out).unwrap();
+    assert_eq!(p.per_layer[0].cost, t.lookup("expand", 1, 1).unwrap().cost);
 }
 
 #[test]

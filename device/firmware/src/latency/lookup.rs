@@ -87,7 +87,17 @@ impl LatencyTable {
         let mut total = self.overhead;
         for (layer, info) in arch.layers.iter().zip(&summary.layers) {
             let entry = self.entry(&layer.name)?;
-            let structure = LayerStructure::of(layer, info);
+            let mut structure = LayerStructure::of(layer, info);
+            let (in_channels, out_channels) = (info.input_shapes[0].channels, info.output.channels);
+            // A depthwise layer pruned to one channel is exported with one group, as a dense
+            // conv of one input and one output channel: the same computation, so its costs
+            // are the depthwise layer's.
+            if entry.structure.depthwise == Some(true)
+                && structure.depthwise == Some(false)
+                && (in_channels, out_channels) == (1, 1)
+            {
+                structure.depthwise = Some(true);
+            }
             let differences = entry.structure.differences(&structure);
             if !differences.is_empty() {
                 return Err(LatencyError::StructureMismatch {
@@ -96,7 +106,6 @@ impl LatencyTable {
                     differences: differences.join("; "),
                 });
             }
-            let (in_channels, out_channels) = (info.input_shapes[0].channels, info.output.channels);
             let found = self.lookup_entry(entry, in_channels, out_channels)?;
             total += found.cost;
             per_layer.push(LayerPrediction {
