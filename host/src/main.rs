@@ -195,7 +195,7 @@ struct SearchArgs {
     /// (10%): weights and biases as deployed, batch norm folded, so the weights' flash is 4
     /// bytes each in f32 and about 1 in int8. Steered and fitted as --flops-budget is. A mobile
     /// network keeps most of its parameters in its late layers, which cost few MACs: add
-    /// --cost params (or uniform) so that the gates weigh channels by what the budget counts.
+    /// --cost params so that the gates weigh channels by what the budget counts.
     #[arg(long, value_name = "PARAMS|N%", value_parser = parse_params_budget)]
     params_budget: Option<Budget>,
     /// The board whose measured latency steers the search (--cost latency, latency budgets);
