@@ -6,22 +6,17 @@ use dnal::budget::Budget;
 use dnal::config::SearchConfig;
 use dnal::progress::Silent;
 
-/// A search of vgg-small on 512 synthetic images with short stages.
+mod common;
+
+/// A quick search to `budget`, its channels weighed by `cost`, lambda_a starting at `lambda`.
 fn small(budget: Budget, cost: CostWeighting, lambda: f64) -> SearchConfig {
-    SearchConfig {
-        dataset: "synthetic".into(),
-        train_limit: Some(512),
-        test_limit: Some(128),
-        epochs_weights: 2,
-        epochs_gates: 2,
-        epochs_finetune: 1,
-        batch_size: 64,
+    common::quick_synthetic(SearchConfig {
         lambda,
         budget: Some(budget),
         cost,
         seed: 5,
         ..SearchConfig::default()
-    }
+    })
 }
 
 #[test]

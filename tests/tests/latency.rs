@@ -15,21 +15,17 @@ use dnal_export::Precision;
 use dnal_firmware::latency::{LatencyTable, MeasurementLog};
 use dnal_models::{GatePosition, NetPlan, Shape3, model_spec};
 
+mod common;
+
 const BOARD: &str = "cortex-m7-qemu";
 
+/// A quick search with this file's lambda_a and seed (they override `config`'s).
 fn small(config: SearchConfig) -> SearchConfig {
-    SearchConfig {
-        dataset: "synthetic".into(),
-        train_limit: Some(512),
-        test_limit: Some(128),
-        epochs_weights: 2,
-        epochs_gates: 2,
-        epochs_finetune: 1,
-        batch_size: 64,
+    common::quick_synthetic(SearchConfig {
         lambda: 1e-4,
         seed: 3,
         ..config
-    }
+    })
 }
 
 struct Profiled {

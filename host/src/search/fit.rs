@@ -85,23 +85,8 @@ impl Search {
                         "fit {attempts} measured on the board: {:.3} ms (predicted {:.3} ms, aimed at {:.3} ms) for a budget of {budget_ms} ms",
                         measured.measured_ms, measured.predicted_ms, measured.target_ms,
                     ));
-                    if measured.measured_ms > budget_ms {
-                        if attempts == MAX_MEASURED_FITS {
-                            return Err(SearchError::InvalidOption {
-                                option: "--latency-budget-ms",
-                                value: budget_ms.to_string(),
-                                reason: format!(
-                                    "{MAX_MEASURED_FITS} fitted networks all measured over it on \
-                                     the board (the last {:.3} ms against a prediction of {:.3} \
-                                     ms): the latency table no longer matches the board; profile \
-                                     it again (`dnal profile`)",
-                                    measured.measured_ms, measured.predicted_ms
-                                ),
-                            });
-                        }
-                        // The table was low by measured/predicted: aim the prediction that
-                        // much lower.
-                        target = next_target(&measured, budget_ms);
+                    if let Some(lower) = aim_after_measuring(&measured, budget_ms, attempts)? {
+                        target = lower;
                         continue;
                     }
                 }
@@ -155,6 +140,33 @@ fn target_that_fits(cost: f64, needed: u64, available: u64) -> f64 {
     cost * (available as f64 / needed as f64) * 0.97
 }
 
+/// After the `attempts`-th fit measured `measured`: `None` when it is at or under
+/// `budget_ms`, else the prediction the next fit aims at, or the error that the table no
+/// longer matches the board once [`MAX_MEASURED_FITS`] fits all measured over it.
+fn aim_after_measuring(
+    measured: &FitMeasurement,
+    budget_ms: f64,
+    attempts: usize,
+) -> Result<Option<f64>, SearchError> {
+    if measured.measured_ms <= budget_ms {
+        return Ok(None);
+    }
+    if attempts == MAX_MEASURED_FITS {
+        return Err(SearchError::InvalidOption {
+            option: "--latency-budget-ms",
+            value: budget_ms.to_string(),
+            reason: format!(
+                "{MAX_MEASURED_FITS} fitted networks all measured over it on the board (the last \
+                 {:.3} ms against a prediction of {:.3} ms): the latency table no longer matches \
+                 the board; profile it again (`dnal profile`)",
+                measured.measured_ms, measured.predicted_ms
+            ),
+        });
+    }
+    // The table was low by measured/predicted: aim the prediction that much lower.
+    Ok(Some(next_target(measured, budget_ms)))
+}
+
 /// The prediction to aim at after a fit that measured over `budget_ms`: its own prediction
 /// scaled by budget / measured, a little under so that the fit moves even when the ratio is
 /// tiny.
@@ -172,6 +184,28 @@ mod tests {
         let next = target_that_fits(66.9, 1_118_516, 1_048_576);
         assert!(next < 66.9 * 1_048_576.0 / 1_118_516.0, "{next}");
         assert!(next > 0.9 * 66.9 * 1_048_576.0 / 1_118_516.0, "{next}");
+    }
+
+    #[test]
+    fn a_measured_fit_is_kept_under_the_budget_and_aimed_lower_over_it_until_the_last() {
+        let fit = |measured_ms| FitMeasurement {
+            target_ms: 40.0,
+            predicted_ms: 39.9,
+            measured_ms,
+        };
+        assert_eq!(aim_after_measuring(&fit(40.0), 40.0, 1).unwrap(), None);
+        let over = fit(40.1);
+        assert_eq!(
+            aim_after_measuring(&over, 40.0, 1).unwrap(),
+            Some(next_target(&over, 40.0))
+        );
+        let err = aim_after_measuring(&over, 40.0, MAX_MEASURED_FITS)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--latency-budget-ms") && err.contains("profile it again"),
+            "{err}"
+        );
     }
 
     #[test]
