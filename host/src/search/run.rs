@@ -236,14 +236,20 @@ impl Search {
                         let unit = self.estimate(b.budget).unit();
                         let cost = |value: f64| cost_text(value, unit);
                         observer.message(&format!(
-                            "budget {}: the gates' s > 0 network costs {} ({:+.1}% off the budget); kept s > {:.3e}: {} ({} channels reopened, {} closed)",
+                            "budget {}: the gates' s > 0 network costs {} ({:+.1}% off the budget); kept s > {:.3e}: {} ({} channels reopened, {} closed{})",
                             cost(b.budget.target()),
                             cost(b.fit.cost_at_zero),
                             b.fit.landing_pct,
                             b.fit.threshold,
                             cost(b.fit.cost),
                             b.fit.reopened,
-                            b.fit.closed
+                            b.fit.closed,
+                            match b.fit.free {
+                                0 => String::new(),
+                                n => format!(
+                                    "; {n} under the threshold kept for free: they fill a kernel's register block"
+                                ),
+                            }
                         ));
                     }
                     self.state.budget = budget;
