@@ -10,6 +10,7 @@ use dnal::budget::Budget;
 use dnal::config::SearchConfig;
 use dnal::deploy::DeployOptions;
 use dnal::progress::Silent;
+use dnal::report::FitMeasurement;
 use dnal::sweep::SweepPlan;
 use dnal_export::Precision;
 use dnal_firmware::latency::{LatencyTable, MeasurementLog};
@@ -25,6 +26,24 @@ fn small(config: SearchConfig) -> SearchConfig {
         lambda: 1e-4,
         seed: 3,
         ..config
+    })
+}
+
+/// The fit a latency budget keeps: the one measured closest under it.
+fn closest_under(fits: &[FitMeasurement], budget_ms: f64) -> &FitMeasurement {
+    fits.iter()
+        .filter(|f| f.measured_ms <= budget_ms)
+        .max_by(|a, b| a.measured_ms.total_cmp(&b.measured_ms))
+        .unwrap_or_else(|| panic!("no fit measured under {budget_ms} ms: {fits:?}"))
+}
+
+/// A small latency-aware search held to `budget_ms` by the table at `table`.
+fn within_ms(budget_ms: f64, table: PathBuf) -> SearchConfig {
+    small(SearchConfig {
+        cost: CostWeighting::Latency,
+        budget: Some(Budget::LatencyMs(budget_ms)),
+        latency_table: Some(table),
+        ..SearchConfig::default()
     })
 }
 
@@ -98,7 +117,11 @@ fn an_int8_search_meets_its_latency_budget_with_the_int8_firmware() {
     eprintln!("{fits:?}\n{latency:?}");
     // Every fit was measured as int8 firmware, and the delivered int8 network meets the
     // budget on the board, with the table's prediction within 10%.
-    assert!(fits.last().unwrap().measured_ms <= budget_ms, "{fits:?}");
+    let kept = closest_under(fits, budget_ms);
+    assert!(
+        (latency.measured_ms - kept.measured_ms).abs() <= 1e-3 * budget_ms,
+        "{latency:?} {fits:?}"
+    );
     assert!(latency.measured_ms <= budget_ms, "{latency:?}");
     assert!(latency.measured_ms >= 0.85 * budget_ms, "{latency:?}");
     assert!(latency.error_pct.abs() < 10.0, "{latency:?}");
@@ -206,14 +229,11 @@ fn a_latency_budget_is_met_on_the_board() {
     let report = dnal::search::search(config, dir.path(), &mut Silent).unwrap();
     let latency = report.latency.clone().expect("measured on the board");
     // The fitted network was measured on the board before finetuning, and fitted again
-    // lower while it measured over the budget: the budget holds on the measurement.
+    // while it measured over the budget or well under it: the budget holds on the
+    // measurement, and the fit kept is the one measured closest under it.
     let fits = &report.budget.as_ref().unwrap().measured_fits;
     eprintln!("{fits:?}\n{latency:?}");
-    let kept = fits.last().expect("the fit was measured");
-    assert!(kept.measured_ms <= budget_ms, "{fits:?}");
-    for over in &fits[..fits.len() - 1] {
-        assert!(over.measured_ms > budget_ms, "{fits:?}");
-    }
+    let kept = closest_under(fits, budget_ms);
     assert_eq!(fits[0].target_ms, budget_ms);
     // The finetuned network has the fitted one's architecture, so the same cost on the board.
     assert!(latency.measured_ms <= budget_ms, "{latency:?}");
@@ -283,12 +303,7 @@ fn a_table_that_predicts_high_leaves_no_budget_unspent() {
     let budget_ms = 40.0;
     // The table predicts 5% over what the board measures, as a new int8 table did (4%).
     let table = scaled_table(dir.path(), 1.05);
-    let config = small(SearchConfig {
-        cost: CostWeighting::Latency,
-        budget: Some(Budget::LatencyMs(budget_ms)),
-        latency_table: Some(table),
-        ..SearchConfig::default()
-    });
+    let config = within_ms(budget_ms, table);
     let report = dnal::search::search(config, &dir.path().join("run"), &mut Silent).unwrap();
     let fits = &report.budget.as_ref().unwrap().measured_fits;
     // The first fit's prediction met the budget and the board measured it well under; the
@@ -318,21 +333,17 @@ fn a_table_that_predicts_low_is_corrected_by_measuring_the_fit() {
     let budget_ms = 40.0;
     // The table predicts 4% under what the board measures.
     let table = scaled_table(dir.path(), 0.96);
-    let config = small(SearchConfig {
-        cost: CostWeighting::Latency,
-        budget: Some(Budget::LatencyMs(budget_ms)),
-        latency_table: Some(table.clone()),
-        ..SearchConfig::default()
-    });
+    let config = within_ms(budget_ms, table.clone());
     let report = dnal::search::search(config, &dir.path().join("run"), &mut Silent).unwrap();
     let fits = &report.budget.as_ref().unwrap().measured_fits;
     // The first fit's prediction met the budget but the board measured it over; the next fit
-    // aimed lower by the table's error and measured at or under it.
+    // aimed lower by the table's error, and one measured at or under it (it is kept; later
+    // ones may aim higher again and go over).
     assert!(fits.len() >= 2, "{fits:?}");
     assert!(fits[0].predicted_ms <= budget_ms, "{fits:?}");
     assert!(fits[0].measured_ms > budget_ms, "{fits:?}");
     assert!(fits[1].target_ms < fits[0].predicted_ms, "{fits:?}");
-    assert!(fits.last().unwrap().measured_ms <= budget_ms, "{fits:?}");
+    assert!(fits.iter().any(|f| f.measured_ms <= budget_ms), "{fits:?}");
     // The gate stage's landing is reported against the budget, not the lowered aim.
     let fit = &report.budget.as_ref().unwrap().fit;
     assert!(fit.target < budget_ms, "{fit:?}");
@@ -360,16 +371,11 @@ fn a_table_that_predicts_low_is_corrected_by_measuring_the_fit() {
     // A second search with the table aims with the correction: its first fit measures within
     // the board's residual noise of the budget (not 4% over), and its final prediction is
     // within 1% of the board.
-    let config = small(SearchConfig {
-        cost: CostWeighting::Latency,
-        budget: Some(Budget::LatencyMs(budget_ms)),
-        latency_table: Some(table.clone()),
-        ..SearchConfig::default()
-    });
+    let config = within_ms(budget_ms, table.clone());
     let again = dnal::search::search(config, &dir.path().join("again"), &mut Silent).unwrap();
     let fits = &again.budget.as_ref().unwrap().measured_fits;
     assert!(fits[0].measured_ms <= 1.005 * budget_ms, "{fits:?}");
-    assert!(fits.last().unwrap().measured_ms <= budget_ms, "{fits:?}");
+    assert!(fits.iter().any(|f| f.measured_ms <= budget_ms), "{fits:?}");
     let latency = again.latency.expect("measured on the board");
     let corrected = latency.corrected_ms.expect("a correction was learned");
     assert!(
