@@ -64,6 +64,12 @@ fn pool(max: bool, k: usize, s: usize, p: usize) -> Op {
 /// A network with every op, random odd channel counts, kernels, strides, paddings and
 /// activations, and random weights.
 fn random_export(seed: u32) -> Export {
+    random_export_edited(seed, |_, _, _| {})
+}
+
+/// [`random_export`] with each weighted layer's weights and biases passed through `edit`
+/// (its name, weights, biases) first.
+fn random_export_edited(seed: u32, edit: impl Fn(&str, &mut [f32], &mut [f32])) -> Export {
     let mut rng = Rng(seed.wrapping_mul(2_654_435_761).max(1));
     let c1 = 3 + 2 * rng.below(4);
     let c2 = 1 + 2 * rng.below(5);
@@ -131,8 +137,9 @@ fn random_export(seed: u32) -> Export {
             let n: usize = w.iter().product();
             let fan_in = (n / b[0]) as f32;
             let scale = 1.5 / fan_in.sqrt();
-            let weights = (0..n).map(|_| rng.unit() * scale).collect();
-            let bias = (0..b[0]).map(|_| rng.unit() * 0.2).collect();
+            let mut weights: Vec<f32> = (0..n).map(|_| rng.unit() * scale).collect();
+            let mut bias: Vec<f32> = (0..b[0]).map(|_| rng.unit() * 0.2).collect();
+            edit(&layer.name, &mut weights, &mut bias);
             tensors.insert(
                 format!("{}.weight", layer.name),
                 Tensor::new(w.clone(), weights),
@@ -216,6 +223,42 @@ fn the_int8_network_follows_the_f32_one() {
     eprintln!("relative logit error: mean {mean}, worst {worst}");
     assert!(mean < 0.04, "mean relative logit error {mean}");
     assert!(worst < 0.15, "worst relative logit error {worst}");
+}
+
+#[test]
+fn a_dead_channel_quantises_to_its_bias() {
+    // Weight decay leaves some channels' weights at about 1e-11 and their bias near 0: at
+    // `max|w| / 127` their requantisation would be under 2^-31, which no int8 kernel holds.
+    for seed in 1..=4 {
+        let export = random_export_edited(seed, |name, weights, bias| {
+            if name == "pw" {
+                let per_output = weights.len() / bias.len();
+                for w in &mut weights[..per_output] {
+                    *w *= 1e-11;
+                }
+                bias[0] = 1e-4;
+            }
+        });
+        let int8 = calibrated(&export, seed);
+        let Int8Layer::Weighted(pw) = &int8.layers()[2] else {
+            panic!("pw is weighted");
+        };
+        let per_output = pw.weight.len() / pw.bias.len();
+        assert!(pw.weight[..per_output].iter().all(|&w| w == 0), "{pw:?}");
+        // The network still follows the f32 one (the channel's output is its bias).
+        let mut rng = Rng(seed * 5 + 3);
+        for image in images(&mut rng, &export, 4) {
+            let want = f32_forward(&export, &image);
+            let got =
+                int8.dequantize_output(&reference_forward(&int8, &int8.quantize_input(&image)));
+            let span = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-3);
+            let err = want
+                .iter()
+                .zip(&got)
+                .fold(0.0f32, |m, (w, g)| m.max((w - g).abs()));
+            assert!(err < 0.15 * span, "seed {seed}: {err} of {span}");
+        }
+    }
 }
 
 #[test]
