@@ -1,6 +1,8 @@
-//! Batch norm in training mode for the gated nets: burn's `batch_norm_train` everywhere,
-//! except on the flex CPU backend, where forward and backward run as the fused passes of
-//! [`batch_norm_fused`](crate::batch_norm_fused), with a backward step of our own for autodiff.
+//! Batch norm in training mode for the gated nets: on the flex CPU backend forward and
+//! backward run as the fused passes of [`batch_norm_fused`](crate::batch_norm_fused); on GPUs
+//! as tensor ops that reduce one axis at a time (burn's own came out wrong on wgpu past about
+//! 2M elements); on ndarray burn's `batch_norm_train`. A backward step of our own for
+//! autodiff.
 //!
 //! Same structure as [`conv_op`](crate::conv_op): a backend extension whose default bodies are
 //! burn's kernels, overridden for flex only.
@@ -18,7 +20,8 @@ use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{
-    AutodiffBackend, Backend, Cube, Dispatch, Flex, NdArray, TensorMetadata, backend_extension,
+    AutodiffBackend, Backend, Cube, Dispatch, Flex, NdArray, Scalar, Shape, TensorMetadata,
+    backend_extension,
 };
 use burn::tensor::{DType, Tensor};
 
@@ -149,9 +152,132 @@ pub fn batch_norm_train(
     }
 }
 
-// GPU and the slow CPU backend: burn's kernels (the trait's default bodies).
-impl BatchNormTrainOps for Cube {}
+// The slow CPU backend: burn's kernels (the trait's default bodies).
 impl BatchNormTrainOps for NdArray {}
+
+// GPUs: statistics reduced over the batch and positions one axis at a time, never through a
+// reshaped transpose. burn 0.22.1's `batch_norm_train` (its default, which wgpu uses) reduces
+// `x` transposed and reshaped to `[channels, rest]`, and on wgpu (lavapipe, measured) the
+// normalised output came out wrong from about 2M elements on: at 128 x 32 x 28 x 28 it was
+// off by up to 630 while the statistics were right. Training still ran (the next batch norm
+// hid the scale), but the running statistics, taken from those outputs one layer on, reached
+// variances of 1e7, and every network trained there evaluated and exported at chance.
+impl BatchNormTrainOps for Cube {
+    fn batch_norm_train_fused(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        options: NormOptions,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        axiswise_forward::<Self>(x, gamma, beta, options)
+    }
+
+    fn batch_norm_train_fused_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        options: NormOptions,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        axiswise_backward::<Self>(x, [gamma, beta, mean, variance], options, output_grad)
+    }
+}
+
+/// The mean over every axis but the channels': `[batch, channels, h, w]` -> `[1, channels, 1, 1]`.
+fn channel_mean<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_mean_dim(B::float_mean_dim(B::float_mean_dim(t, 0), 2), 3)
+}
+
+/// The sum over every axis but the channels'.
+fn channel_sum<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_sum_dim(B::float_sum_dim(B::float_sum_dim(t, 0), 2), 3)
+}
+
+/// A per-channel `[channels]` tensor as `[1, channels, 1, 1]`, to broadcast over a batch.
+fn broadcastable<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    let channels = t.shape()[0];
+    B::float_reshape(t, Shape::new([1, channels, 1, 1]))
+}
+
+/// `1 / sqrt(variance + epsilon)`.
+fn inverse_std<B: Backend>(variance: FloatTensor<B>, epsilon: f64) -> FloatTensor<B> {
+    B::float_recip(B::float_sqrt(B::float_add_scalar(
+        variance,
+        Scalar::Float(epsilon),
+    )))
+}
+
+/// The forward pass with the statistics reduced one axis at a time (see the `Cube` impl).
+fn axiswise_forward<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    options: NormOptions,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let channels = x.shape()[1];
+    let mean = channel_mean::<B>(x.clone());
+    let centred = B::float_sub(x, mean.clone());
+    let variance = channel_mean::<B>(B::float_mul(centred.clone(), centred.clone()));
+    let scale = B::float_mul(
+        inverse_std::<B>(variance.clone(), options.epsilon),
+        broadcastable::<B>(gamma),
+    );
+    let output = B::float_add(B::float_mul(centred, scale), broadcastable::<B>(beta));
+    let output = match options.rectifier {
+        Rectifier::None => output,
+        Rectifier::Relu => B::relu(output),
+        Rectifier::Relu6 => B::float_clamp(output, 0.0.into(), 6.0.into()),
+    };
+    let flat = |t| B::float_reshape(t, Shape::new([channels]));
+    (output, flat(mean), flat(variance))
+}
+
+/// The backward pass of [`axiswise_forward`]; `per_channel` is gamma, beta, mean and variance.
+fn axiswise_backward<B: Backend>(
+    x: FloatTensor<B>,
+    per_channel: [FloatTensor<B>; 4],
+    options: NormOptions,
+    output_grad: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let [gamma, beta, mean, variance] = per_channel;
+    let channels = x.shape()[1];
+    let inv_std = broadcastable::<B>(inverse_std::<B>(variance, options.epsilon));
+    let gamma = broadcastable::<B>(gamma);
+    let normalised = B::float_mul(B::float_sub(x, broadcastable::<B>(mean)), inv_std.clone());
+    let output_grad = if options.rectifier == Rectifier::None {
+        output_grad
+    } else {
+        // The rectifier passed the gradient where its input, the affine output, was positive
+        // (and under 6).
+        let y = B::float_add(
+            B::float_mul(normalised.clone(), gamma.clone()),
+            broadcastable::<B>(beta),
+        );
+        let passed = B::relu_backward(y.clone(), output_grad);
+        if options.rectifier == Rectifier::Relu6 {
+            let bool_dtype =
+                burn::backend::get_or_init_device_settings::<B>(&y.device()).bool_dtype;
+            let above = B::float_greater_equal_elem(y, 6.0.into(), bool_dtype);
+            B::float_mask_fill(passed, above, 0.0.into())
+        } else {
+            passed
+        }
+    };
+    let weighted = B::float_mul(output_grad.clone(), normalised.clone());
+    let flat = |t| B::float_reshape(t, Shape::new([channels]));
+    let beta_grad = flat(channel_sum::<B>(output_grad.clone()));
+    let gamma_grad = flat(channel_sum::<B>(weighted.clone()));
+    // dx = gamma / std * (dy - mean(dy) - x_hat * mean(dy * x_hat))
+    let centred_grad = B::float_sub(output_grad.clone(), channel_mean::<B>(output_grad));
+    let projected = B::float_mul(normalised, channel_mean::<B>(weighted));
+    let x_grad = B::float_mul(
+        B::float_mul(gamma, inv_std),
+        B::float_sub(centred_grad, projected),
+    );
+    (x_grad, gamma_grad, beta_grad)
+}
 
 /// The layout of a flex activation the fused kernels cover: `f32`, rank 4. `None` sends the
 /// call to burn's kernels.
