@@ -3,6 +3,7 @@
 blocks, pools, adds, linear), the same SGD step, random data. Prints one JSON line.
 
     python3 bench/torch_throughput.py SPEC.json --batch 64 --steps 20 --threads 2
+    python3 bench/torch_throughput.py SPEC.json --batch 128 --device cuda   # bench/gpu.sh
 """
 import argparse
 import json
@@ -88,17 +89,19 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     spec = json.load(open(a.spec))
     torch.manual_seed(0)
-    net = SpecNet(spec)
+    device = torch.device(a.device)
+    net = SpecNet(spec).to(device)
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     s = spec["input"]
-    x = torch.randn(a.batch, s["channels"], s["height"], s["width"])
-    y = torch.arange(a.batch) % spec["num_classes"]
+    x = torch.randn(a.batch, s["channels"], s["height"], s["width"], device=device)
+    y = torch.arange(a.batch, device=device) % spec["num_classes"]
     for step in range(a.warmup + a.steps):
         if step == a.warmup:
             start = time.perf_counter()
@@ -107,9 +110,14 @@ def main():
         loss.item()
         loss.backward()
         opt.step()
+    if device.type == "cuda":
+        # The last update must have run before the clock stops (loss.item() waited for the
+        # forward only).
+        torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     print(json.dumps({
         "framework": "pytorch " + torch.__version__,
+        "device": str(device),
         "threads": torch.get_num_threads(),
         "model": spec["name"],
         "batch": a.batch,
