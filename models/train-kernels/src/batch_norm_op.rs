@@ -80,12 +80,39 @@ fn burns_forward<B: Backend>(
     options: NormOptions,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
     let result = B::batch_norm_train(x, gamma, beta, options.epsilon);
-    let output = match options.rectifier {
-        Rectifier::None => result.output,
-        Rectifier::Relu => B::relu(result.output),
-        Rectifier::Relu6 => B::float_clamp(result.output, 0.0.into(), 6.0.into()),
-    };
-    (output, result.mean, result.variance)
+    (
+        rectify::<B>(result.output, options.rectifier),
+        result.mean,
+        result.variance,
+    )
+}
+
+/// `rectifier` applied to `y`.
+fn rectify<B: Backend>(y: FloatTensor<B>, rectifier: Rectifier) -> FloatTensor<B> {
+    match rectifier {
+        Rectifier::None => y,
+        Rectifier::Relu => B::relu(y),
+        Rectifier::Relu6 => B::float_clamp(y, 0.0.into(), 6.0.into()),
+    }
+}
+
+/// The gradient `rectifier` passes back to its input `y`: where `y` was positive (and under 6).
+fn rectifier_backward<B: Backend>(
+    y: FloatTensor<B>,
+    output_grad: FloatTensor<B>,
+    rectifier: Rectifier,
+) -> FloatTensor<B> {
+    if rectifier == Rectifier::None {
+        return output_grad;
+    }
+    let passed = B::relu_backward(y.clone(), output_grad);
+    if rectifier == Rectifier::Relu6 {
+        let bool_dtype = burn::backend::get_or_init_device_settings::<B>(&y.device()).bool_dtype;
+        let above = B::float_greater_equal_elem(y, 6.0.into(), bool_dtype);
+        B::float_mask_fill(passed, above, 0.0.into())
+    } else {
+        passed
+    }
 }
 
 /// The backward pass with burn's kernels (the trait's default); `per_channel` is gamma, beta,
@@ -103,15 +130,7 @@ fn burns_backward<B: Backend>(
         // The rectifier stopped the gradient where its input was not positive (or not under
         // 6): recompute that input (same x, so the same batch statistics) rather than keep it.
         let y = B::batch_norm_train(x.clone(), gamma.clone(), beta, options.epsilon).output;
-        let passed = B::relu_backward(y.clone(), output_grad);
-        if options.rectifier == Rectifier::Relu6 {
-            let bool_dtype =
-                burn::backend::get_or_init_device_settings::<B>(&y.device()).bool_dtype;
-            let above = B::float_greater_equal_elem(y, 6.0.into(), bool_dtype);
-            B::float_mask_fill(passed, above, 0.0.into())
-        } else {
-            passed
-        }
+        rectifier_backward::<B>(y, output_grad, options.rectifier)
     };
     let grads =
         B::batch_norm_train_backward(x, gamma, mean, variance, options.epsilon, output_grad);
@@ -225,11 +244,7 @@ fn axiswise_forward<B: Backend>(
         broadcastable::<B>(gamma),
     );
     let output = B::float_add(B::float_mul(centred, scale), broadcastable::<B>(beta));
-    let output = match options.rectifier {
-        Rectifier::None => output,
-        Rectifier::Relu => B::relu(output),
-        Rectifier::Relu6 => B::float_clamp(output, 0.0.into(), 6.0.into()),
-    };
+    let output = rectify::<B>(output, options.rectifier);
     let flat = |t| B::float_reshape(t, Shape::new([channels]));
     (output, flat(mean), flat(variance))
 }
@@ -255,15 +270,7 @@ fn axiswise_backward<B: Backend>(
             B::float_mul(normalised.clone(), gamma.clone()),
             broadcastable::<B>(beta),
         );
-        let passed = B::relu_backward(y.clone(), output_grad);
-        if options.rectifier == Rectifier::Relu6 {
-            let bool_dtype =
-                burn::backend::get_or_init_device_settings::<B>(&y.device()).bool_dtype;
-            let above = B::float_greater_equal_elem(y, 6.0.into(), bool_dtype);
-            B::float_mask_fill(passed, above, 0.0.into())
-        } else {
-            passed
-        }
+        rectifier_backward::<B>(y, output_grad, options.rectifier)
     };
     let weighted = B::float_mul(output_grad.clone(), normalised.clone());
     let flat = |t| B::float_reshape(t, Shape::new([channels]));
