@@ -313,11 +313,7 @@ fn a_table_that_predicts_high_leaves_no_budget_unspent() {
     assert!(fits[1].target_ms > fits[0].predicted_ms, "{fits:?}");
     // The network kept is the fit measured closest under the budget, and the finetuned
     // network (the same architecture) measures the same.
-    let best = fits
-        .iter()
-        .map(|f| f.measured_ms)
-        .filter(|&ms| ms <= budget_ms)
-        .fold(0.0, f64::max);
+    let best = closest_under(fits, budget_ms).measured_ms;
     assert!(best > fits[0].measured_ms, "{fits:?}");
     let latency = report.latency.expect("measured on the board");
     assert!(latency.measured_ms <= budget_ms, "{latency:?}");

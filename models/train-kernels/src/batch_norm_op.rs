@@ -1,11 +1,17 @@
 //! Batch norm in training mode for the gated nets: on the flex CPU backend forward and
-//! backward run as the fused passes of [`batch_norm_fused`](crate::batch_norm_fused); on GPUs
-//! as tensor ops that reduce one axis at a time (burn's own came out wrong on wgpu past about
-//! 2M elements); on ndarray burn's `batch_norm_train`. A backward step of our own for
-//! autodiff.
+//! backward run as the fused passes of [`batch_norm_fused`](crate::batch_norm_fused); on every
+//! other backend (GPUs, ndarray) as tensor ops that reduce one axis at a time. A backward
+//! step of our own for autodiff.
 //!
-//! Same structure as [`conv_op`](crate::conv_op): a backend extension whose default bodies are
-//! burn's kernels, overridden for flex only.
+//! Not burn's `batch_norm_train`: burn 0.22.1's reduces `x` transposed and reshaped to
+//! `[channels, rest]`, and on wgpu (lavapipe, measured) its normalised output came out wrong
+//! from about 2M elements on: at 128 x 32 x 28 x 28 it was off by up to 630 while the
+//! statistics were right. Training still ran (the next batch norm hid the scale), but the
+//! running statistics, taken from those outputs one layer on, reached variances of 1e7, and
+//! every network trained there evaluated and exported at chance.
+//!
+//! Same structure as [`conv_op`](crate::conv_op): a backend extension whose default bodies
+//! serve every backend, overridden for flex.
 
 // ndarray is deprecated upstream but still a `--backend` dnal measures against: the extension
 // routes it like every backend burn is built with, and the generated routing names it too.
@@ -44,7 +50,7 @@ pub trait BatchNormTrainOps: Backend {
         beta: FloatTensor<Self>,
         options: NormOptions,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        burns_forward::<Self>(x, gamma, beta, options)
+        axiswise_forward::<Self>(x, gamma, beta, options)
     }
 
     /// The gradients w.r.t. `x`, `gamma` and `beta`, given the output's gradient and the
@@ -58,7 +64,7 @@ pub trait BatchNormTrainOps: Backend {
         options: NormOptions,
         output_grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        burns_backward::<Self>(x, [gamma, beta, mean, variance], options, output_grad)
+        axiswise_backward::<Self>(x, [gamma, beta, mean, variance], options, output_grad)
     }
 }
 
@@ -69,22 +75,6 @@ pub struct NormOptions {
     pub epsilon: f64,
     /// What follows, fused into the same passes where the backend can.
     pub rectifier: Rectifier,
-}
-
-/// The forward pass with burn's kernels (the trait's default): its batch norm, then its ReLU
-/// or clamp.
-fn burns_forward<B: Backend>(
-    x: FloatTensor<B>,
-    gamma: FloatTensor<B>,
-    beta: FloatTensor<B>,
-    options: NormOptions,
-) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-    let result = B::batch_norm_train(x, gamma, beta, options.epsilon);
-    (
-        rectify::<B>(result.output, options.rectifier),
-        result.mean,
-        result.variance,
-    )
 }
 
 /// `rectifier` applied to `y`.
@@ -115,28 +105,6 @@ fn rectifier_backward<B: Backend>(
     }
 }
 
-/// The backward pass with burn's kernels (the trait's default); `per_channel` is gamma, beta,
-/// mean and variance.
-fn burns_backward<B: Backend>(
-    x: FloatTensor<B>,
-    per_channel: [FloatTensor<B>; 4],
-    options: NormOptions,
-    output_grad: FloatTensor<B>,
-) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-    let [gamma, beta, mean, variance] = per_channel;
-    let output_grad = if options.rectifier == Rectifier::None {
-        output_grad
-    } else {
-        // The rectifier stopped the gradient where its input was not positive (or not under
-        // 6): recompute that input (same x, so the same batch statistics) rather than keep it.
-        let y = B::batch_norm_train(x.clone(), gamma.clone(), beta, options.epsilon).output;
-        rectifier_backward::<B>(y, output_grad, options.rectifier)
-    };
-    let grads =
-        B::batch_norm_train_backward(x, gamma, mean, variance, options.epsilon, output_grad);
-    (grads.x_grad, grads.gamma_grad, grads.beta_grad)
-}
-
 /// What [`batch_norm_train`] returns.
 #[derive(Debug, Clone)]
 pub struct BatchNormTrainOutput {
@@ -148,7 +116,7 @@ pub struct BatchNormTrainOutput {
     pub variance: Tensor<1>,
 }
 
-/// Batch norm with batch statistics, then `rectifier`: the fused kernels on flex, burn's
+/// Batch norm with batch statistics, then `rectifier`: the fused kernels on flex, tensor ops
 /// everywhere else. Same results as `burn::tensor::module::batch_norm_train` (and `relu` or
 /// `clamp(0, 6)`).
 pub fn batch_norm_train(
@@ -171,38 +139,9 @@ pub fn batch_norm_train(
     }
 }
 
-// The slow CPU backend: burn's kernels (the trait's default bodies).
+// GPUs and the slow CPU backend: the trait's default bodies.
+impl BatchNormTrainOps for Cube {}
 impl BatchNormTrainOps for NdArray {}
-
-// GPUs: statistics reduced over the batch and positions one axis at a time, never through a
-// reshaped transpose. burn 0.22.1's `batch_norm_train` (its default, which wgpu uses) reduces
-// `x` transposed and reshaped to `[channels, rest]`, and on wgpu (lavapipe, measured) the
-// normalised output came out wrong from about 2M elements on: at 128 x 32 x 28 x 28 it was
-// off by up to 630 while the statistics were right. Training still ran (the next batch norm
-// hid the scale), but the running statistics, taken from those outputs one layer on, reached
-// variances of 1e7, and every network trained there evaluated and exported at chance.
-impl BatchNormTrainOps for Cube {
-    fn batch_norm_train_fused(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        options: NormOptions,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        axiswise_forward::<Self>(x, gamma, beta, options)
-    }
-
-    fn batch_norm_train_fused_backward(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        mean: FloatTensor<Self>,
-        variance: FloatTensor<Self>,
-        options: NormOptions,
-        output_grad: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        axiswise_backward::<Self>(x, [gamma, beta, mean, variance], options, output_grad)
-    }
-}
 
 /// The mean over every axis but the channels': `[batch, channels, h, w]` -> `[1, channels, 1, 1]`.
 fn channel_mean<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
@@ -228,7 +167,8 @@ fn inverse_std<B: Backend>(variance: FloatTensor<B>, epsilon: f64) -> FloatTenso
     )))
 }
 
-/// The forward pass with the statistics reduced one axis at a time (see the `Cube` impl).
+/// The forward pass with the statistics reduced one axis at a time (the trait's default; see
+/// the module's doc for why not burn's).
 fn axiswise_forward<B: Backend>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
@@ -287,7 +227,7 @@ fn axiswise_backward<B: Backend>(
 }
 
 /// The layout of a flex activation the fused kernels cover: `f32`, rank 4. `None` sends the
-/// call to burn's kernels.
+/// call to the axis-wise tensor ops.
 fn flex_shape(x: &FlexTensor, per_channel: &[&FlexTensor]) -> Option<NormShape> {
     let all_f32 = per_channel.iter().all(|t| t.dtype() == DType::F32);
     if x.dtype() != DType::F32 || x.rank() != 4 || !all_f32 {
@@ -309,7 +249,7 @@ impl BatchNormTrainOps for Flex {
         options: NormOptions,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let Some(shape) = flex_shape(&x, &[&gamma, &beta]) else {
-            return burns_forward::<Self>(x, gamma, beta, options);
+            return axiswise_forward::<Self>(x, gamma, beta, options);
         };
         let dims = x.shape().dims::<4>();
         let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
@@ -337,7 +277,12 @@ impl BatchNormTrainOps for Flex {
         output_grad: FlexTensor,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let Some(shape) = flex_shape(&x, &[&gamma, &beta, &mean, &variance, &output_grad]) else {
-            return burns_backward::<Self>(x, [gamma, beta, mean, variance], options, output_grad);
+            return axiswise_backward::<Self>(
+                x,
+                [gamma, beta, mean, variance],
+                options,
+                output_grad,
+            );
         };
         let dims = x.shape().dims::<4>();
         let [x, gamma, beta, mean, variance, output_grad] =
@@ -466,7 +411,7 @@ mod tests {
         (back(a) - back(b)).abs().max().into_scalar::<f32>()
     }
 
-    /// On flex (fused kernels) and ndarray (burn's, through the extension's routing), with
+    /// On flex (fused kernels) and ndarray (the axis-wise tensor ops GPUs run too), with
     /// and without a ReLU or ReLU6, the output, the statistics and the gradients w.r.t. x,
     /// gamma and beta equal those of burn's own batch_norm_train (and relu or clamp).
     #[test]
