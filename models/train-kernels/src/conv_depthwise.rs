@@ -15,6 +15,8 @@
 mod lanes;
 mod phases;
 
+use rayon::prelude::*;
+
 use crate::conv_gemm::ConvGeometry;
 
 /// The geometry of a depthwise convolution of an input of `input` dims with a weight of
@@ -41,6 +43,38 @@ pub fn geometry(
         && in_h + 2 * padding[0] >= kh
         && in_w + 2 * padding[1] >= kw;
     covered.then(|| ConvGeometry::grouped(input, weight, groups, stride, padding, dilation))
+}
+
+/// Maps the planes of `src` (`src_plane` values each) to those of a new output of
+/// `dst_plane` values per plane, `per_task` planes to a rayon task (a multiple of `step`) and
+/// `step` planes at a time: `group(state, first, src, dst)` gets the index of its first plane
+/// and its planes of both (fewer than `step` at the end), and `state` is made once per task
+/// (its scratch buffers).
+fn map_planes<S>(
+    src: &[f32],
+    src_plane: usize,
+    dst_plane: usize,
+    per_task: usize,
+    step: usize,
+    state: impl Fn() -> S + Sync,
+    group: impl Fn(&mut S, usize, &[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let planes = src.len() / src_plane;
+    let mut dst = vec![0.0f32; planes * dst_plane];
+    dst.par_chunks_mut(dst_plane * per_task)
+        .zip(src.par_chunks(src_plane * per_task))
+        .enumerate()
+        .for_each(|(task, (dst, src))| {
+            let mut state = state();
+            for (k, (dst, src)) in dst
+                .chunks_mut(dst_plane * step)
+                .zip(src.chunks(src_plane * step))
+                .enumerate()
+            {
+                group(&mut state, task * per_task + k * step, src, dst);
+            }
+        });
+    dst
 }
 
 /// Output planes of at most this many values take [`lanes`] at any stride.
@@ -90,6 +124,46 @@ pub fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
         lanes::weight_grad(x, dy, g)
     } else {
         phases::weight_grad(x, dy, g)
+    }
+}
+
+/// What the layout tests of both strategies share: the geometries they walk and the padded
+/// input they compare with.
+#[cfg(test)]
+mod layout_cases {
+    use crate::conv_gemm::ConvGeometry;
+
+    /// Depthwise geometries of `planes` planes of one image: strides 1 to 3, paddings 0 to 3,
+    /// kernels 3 to 7, one larger than its plane.
+    pub(super) fn geometries(planes: usize) -> Vec<ConvGeometry> {
+        let mut cases = Vec::new();
+        for stride in [[1, 1], [2, 2], [2, 1], [1, 3]] {
+            for padding in [[0, 0], [1, 1], [3, 2]] {
+                for (in_h, in_w, k) in [(5, 5, 3), (2, 2, 7), (7, 6, 5), (3, 2, 3)] {
+                    if in_h + 2 * padding[0] >= k && in_w + 2 * padding[1] >= k {
+                        cases.push(ConvGeometry::grouped(
+                            [1, planes, in_h, in_w],
+                            [planes, 1, k, k],
+                            planes,
+                            stride,
+                            padding,
+                            [1, 1],
+                        ));
+                    }
+                }
+            }
+        }
+        cases
+    }
+
+    /// Pixel `(r, c)` of plane `x` (`g`'s input size) with `g`'s zero padding around it.
+    pub(super) fn padded(g: &ConvGeometry, x: &[f32], r: usize, c: usize) -> f32 {
+        let (r, c) = (r.wrapping_sub(g.padding[0]), c.wrapping_sub(g.padding[1]));
+        if r < g.in_h && c < g.in_w {
+            x[r * g.in_w + c]
+        } else {
+            0.0
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 
 use rayon::prelude::*;
 
+use super::map_planes;
 use crate::conv_gemm::ConvGeometry;
 
 /// Planes computed side by side, one per lane: eight `f32`, one AVX register.
@@ -491,31 +492,26 @@ with_avx2! {
 pub(super) fn forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let layout = Layout::new(g);
     let (in_plane, out_plane) = (layout.in_plane(), layout.out_plane());
-    let per_task = planes_per_task(g);
-    let mut y = vec![0.0f32; g.batch * g.in_channels * out_plane];
-    y.par_chunks_mut(out_plane * per_task)
-        .zip(x.par_chunks(in_plane * per_task))
-        .enumerate()
-        .for_each(|(task, (y, x))| {
-            let mut buffers = Buffers::new(&layout);
-            for (block, (y, x)) in y
-                .chunks_mut(out_plane * LANES)
-                .zip(x.chunks(in_plane * LANES))
-                .enumerate()
-            {
-                let first = task * per_task + block * LANES;
-                block_filters(w, g, first, x.len() / in_plane, &mut buffers.filters);
-                layout.input.interleave(x, &mut buffers.padded);
-                forward_block(
-                    &layout,
-                    &buffers.padded,
-                    &buffers.filters,
-                    &mut buffers.dense,
-                );
-                layout.output.deinterleave(&buffers.dense, y);
-            }
-        });
-    y
+    let buffers = || Buffers::new(&layout);
+    map_planes(
+        x,
+        in_plane,
+        out_plane,
+        planes_per_task(g),
+        LANES,
+        buffers,
+        |buffers, first, x, y| {
+            block_filters(w, g, first, x.len() / in_plane, &mut buffers.filters);
+            layout.input.interleave(x, &mut buffers.padded);
+            forward_block(
+                &layout,
+                &buffers.padded,
+                &buffers.filters,
+                &mut buffers.dense,
+            );
+            layout.output.deinterleave(&buffers.dense, y);
+        },
+    )
 }
 
 /// The gradient w.r.t. `x` given `dy`, the gradient w.r.t. the output.
@@ -527,31 +523,26 @@ pub(super) fn forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
 pub(super) fn input_grad(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let layout = Layout::new(g);
     let (in_plane, out_plane) = (layout.in_plane(), layout.out_plane());
-    let per_task = planes_per_task(g);
-    let mut dx = vec![0.0f32; g.batch * g.in_channels * in_plane];
-    dx.par_chunks_mut(in_plane * per_task)
-        .zip(dy.par_chunks(out_plane * per_task))
-        .enumerate()
-        .for_each(|(task, (dx, dy))| {
-            let mut buffers = Buffers::new(&layout);
-            for (block, (dx, dy)) in dx
-                .chunks_mut(in_plane * LANES)
-                .zip(dy.chunks(out_plane * LANES))
-                .enumerate()
-            {
-                let first = task * per_task + block * LANES;
-                block_filters(w, g, first, dy.len() / out_plane, &mut buffers.filters);
-                layout.output.interleave(dy, &mut buffers.dense);
-                input_grad_block(
-                    &layout,
-                    &buffers.dense,
-                    &buffers.filters,
-                    &mut buffers.padded,
-                );
-                layout.input.deinterleave(&buffers.padded, dx);
-            }
-        });
-    dx
+    let buffers = || Buffers::new(&layout);
+    map_planes(
+        dy,
+        out_plane,
+        in_plane,
+        planes_per_task(g),
+        LANES,
+        buffers,
+        |buffers, first, dy, dx| {
+            block_filters(w, g, first, dy.len() / out_plane, &mut buffers.filters);
+            layout.output.interleave(dy, &mut buffers.dense);
+            input_grad_block(
+                &layout,
+                &buffers.dense,
+                &buffers.filters,
+                &mut buffers.padded,
+            );
+            layout.input.deinterleave(&buffers.padded, dx);
+        },
+    )
 }
 
 /// The gradient w.r.t. the weight given `dy`.
@@ -610,6 +601,7 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::layout_cases;
     use super::*;
 
     /// Every tap of every output reads, through the layout, the padded input pixel it would
@@ -617,66 +609,39 @@ mod tests {
     /// reading them back gives the planes.
     #[test]
     fn the_layout_holds_what_each_tap_reads() {
-        for stride in [[1, 1], [2, 2], [2, 1], [1, 3]] {
-            for padding in [[0, 0], [1, 1], [3, 2]] {
-                for (in_h, in_w, k) in [(5, 5, 3), (2, 2, 7), (7, 6, 5), (3, 2, 3)] {
-                    if in_h + 2 * padding[0] < k || in_w + 2 * padding[1] < k {
-                        continue;
-                    }
-                    let planes = 3;
-                    let g = ConvGeometry::grouped(
-                        [1, planes, in_h, in_w],
-                        [planes, 1, k, k],
-                        planes,
-                        stride,
-                        padding,
-                        [1, 1],
-                    );
-                    let layout = Layout::new(&g);
-                    let plane = in_h * in_w;
-                    let x: Vec<f32> = (0..planes * plane).map(|v| v as f32 + 1.0).collect();
-                    // The padding and the lanes past the planes are never written: a NaN
-                    // buffer keeps NaN everywhere but at the planes' pixels.
-                    let mut untouched = vec![f32::NAN; layout.padded_len];
-                    layout.input.interleave(&x, &mut untouched);
-                    let written = untouched.iter().filter(|v| !v.is_nan()).count();
-                    assert_eq!(written, planes * plane);
-                    let mut buffer = vec![0.0; layout.padded_len];
-                    layout.input.interleave(&x, &mut buffer);
-                    let padded = |lane: usize, r: usize, c: usize| -> f32 {
-                        let (r, c) = (
-                            r as isize - padding[0] as isize,
-                            c as isize - padding[1] as isize,
-                        );
-                        if r < 0 || c < 0 || r >= in_h as isize || c >= in_w as isize {
-                            0.0
-                        } else {
-                            x[lane * plane + r as usize * in_w + c as usize]
-                        }
-                    };
-                    for i in 0..k {
-                        for j in 0..k {
-                            let tap = layout.taps[i * k + j];
-                            for oh in 0..g.out_h {
-                                for ow in 0..g.out_w {
-                                    let at = layout.windows[oh * g.out_w + ow] + tap;
-                                    assert!(at + LANES <= layout.padded_len);
-                                    for lane in 0..planes {
-                                        assert_eq!(
-                                            buffer[at + lane],
-                                            padded(lane, oh * stride[0] + i, ow * stride[1] + j),
-                                            "{stride:?} {padding:?} {in_h}x{in_w} k{k} tap {i},{j} out {oh},{ow} lane {lane}"
-                                        );
-                                    }
-                                }
-                            }
+        let planes = 3;
+        for g in layout_cases::geometries(planes) {
+            let layout = Layout::new(&g);
+            let plane = g.in_h * g.in_w;
+            let x: Vec<f32> = (0..planes * plane).map(|v| v as f32 + 1.0).collect();
+            // The padding and the lanes past the planes are never written: a NaN buffer
+            // keeps NaN everywhere but at the planes' pixels.
+            let mut untouched = vec![f32::NAN; layout.padded_len];
+            layout.input.interleave(&x, &mut untouched);
+            let written = untouched.iter().filter(|v| !v.is_nan()).count();
+            assert_eq!(written, planes * plane);
+            let mut buffer = vec![0.0; layout.padded_len];
+            layout.input.interleave(&x, &mut buffer);
+            for (t, &tap) in layout.taps.iter().enumerate() {
+                let (i, j) = (t / g.kw, t % g.kw);
+                for oh in 0..g.out_h {
+                    for ow in 0..g.out_w {
+                        let at = layout.windows[oh * g.out_w + ow] + tap;
+                        assert!(at + LANES <= layout.padded_len);
+                        let (r, c) = (oh * g.stride[0] + i, ow * g.stride[1] + j);
+                        for (lane, x) in x.chunks_exact(plane).enumerate() {
+                            assert_eq!(
+                                buffer[at + lane],
+                                layout_cases::padded(&g, x, r, c),
+                                "{g:?} tap {i},{j} out {oh},{ow} lane {lane}"
+                            );
                         }
                     }
-                    let mut back = vec![0.0; x.len()];
-                    layout.input.deinterleave(&buffer, &mut back);
-                    assert_eq!(back, x);
                 }
             }
+            let mut back = vec![0.0; x.len()];
+            layout.input.deinterleave(&buffer, &mut back);
+            assert_eq!(back, x);
         }
     }
 }

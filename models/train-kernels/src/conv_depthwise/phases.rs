@@ -5,6 +5,7 @@
 
 use rayon::prelude::*;
 
+use super::map_planes;
 use crate::conv_gemm::ConvGeometry;
 
 /// A plane's input as `stride[0] x stride[1]` phase planes, zero padded: phase `(a, b)` holds
@@ -292,25 +293,20 @@ fn input_grad_plane(
 pub(super) fn forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (in_plane, out_plane, taps) = (g.in_h * g.in_w, g.out_h * g.out_w, g.kh * g.kw);
     let phases = Phases::new(g);
-    let per_task = planes_per_task(g);
-    let mut y = vec![0.0f32; g.batch * g.in_channels * out_plane];
-    y.par_chunks_mut(out_plane * per_task)
-        .zip(x.par_chunks(in_plane * per_task))
-        .enumerate()
-        .for_each(|(task, (y, x))| {
-            let mut scratch = vec![0.0f32; phases.len()];
-            let mut grid = vec![0.0f32; phases.grid];
-            for (k, (y, x)) in y
-                .chunks_exact_mut(out_plane)
-                .zip(x.chunks_exact(in_plane))
-                .enumerate()
-            {
-                let channel = (task * per_task + k) % g.in_channels;
-                let filter = &w[channel * taps..][..taps];
-                forward_plane(x, filter, g, &phases, &mut scratch, &mut grid, y);
-            }
-        });
-    y
+    let scratch = || (vec![0.0f32; phases.len()], vec![0.0f32; phases.grid]);
+    map_planes(
+        x,
+        in_plane,
+        out_plane,
+        planes_per_task(g),
+        1,
+        scratch,
+        |(scratch, grid), plane, x, y| {
+            let channel = plane % g.in_channels;
+            let filter = &w[channel * taps..][..taps];
+            forward_plane(x, filter, g, &phases, scratch, grid, y);
+        },
+    )
 }
 
 /// The gradient w.r.t. `x` given `dy`, the gradient w.r.t. the output.
@@ -322,25 +318,20 @@ pub(super) fn forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
 pub(super) fn input_grad(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (in_plane, out_plane, taps) = (g.in_h * g.in_w, g.out_h * g.out_w, g.kh * g.kw);
     let phases = Phases::new(g);
-    let per_task = planes_per_task(g);
-    let mut dx = vec![0.0f32; g.batch * g.in_channels * in_plane];
-    dx.par_chunks_mut(in_plane * per_task)
-        .zip(dy.par_chunks(out_plane * per_task))
-        .enumerate()
-        .for_each(|(task, (dx, dy))| {
-            let mut scratch = vec![0.0f32; phases.len()];
-            let mut grid = vec![0.0f32; phases.grid];
-            for (k, (dx, dy)) in dx
-                .chunks_exact_mut(in_plane)
-                .zip(dy.chunks_exact(out_plane))
-                .enumerate()
-            {
-                let channel = (task * per_task + k) % g.in_channels;
-                let filter = &w[channel * taps..][..taps];
-                input_grad_plane(dy, filter, g, &phases, &mut scratch, &mut grid, dx);
-            }
-        });
-    dx
+    let scratch = || (vec![0.0f32; phases.len()], vec![0.0f32; phases.grid]);
+    map_planes(
+        dy,
+        out_plane,
+        in_plane,
+        planes_per_task(g),
+        1,
+        scratch,
+        |(scratch, grid), plane, dy, dx| {
+            let channel = plane % g.in_channels;
+            let filter = &w[channel * taps..][..taps];
+            input_grad_plane(dy, filter, g, &phases, scratch, grid, dx);
+        },
+    )
 }
 
 /// The gradient w.r.t. the weight given `dy`.
@@ -382,68 +373,44 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::layout_cases;
     use super::*;
 
     /// Every tap of every output reads, through the phases, the padded input pixel it would
     /// read directly, and no read leaves the buffer.
     #[test]
     fn the_phases_hold_what_each_tap_reads() {
-        for stride in [[1, 1], [2, 2], [2, 1], [1, 3]] {
-            for padding in [[0, 0], [1, 1], [3, 2]] {
-                for (in_h, in_w, k) in [(5, 5, 3), (2, 2, 7), (7, 6, 5), (3, 2, 3)] {
-                    if in_h + 2 * padding[0] < k || in_w + 2 * padding[1] < k {
-                        continue;
-                    }
-                    let g = ConvGeometry::grouped(
-                        [1, 1, in_h, in_w],
-                        [1, 1, k, k],
-                        1,
-                        stride,
-                        padding,
-                        [1, 1],
-                    );
-                    let phases = Phases::new(&g);
-                    let x: Vec<f32> = (0..in_h * in_w).map(|v| v as f32 + 1.0).collect();
-                    // The padding is never written: a NaN buffer keeps NaN everywhere but
-                    // at the input pixels, a zeroed one is the padded input.
-                    let mut untouched = vec![f32::NAN; phases.len()];
-                    phases.scatter(&x, &g, &mut untouched);
-                    let written = untouched.iter().filter(|v| !v.is_nan()).count();
-                    assert_eq!(written, in_h * in_w);
-                    let mut buffer = vec![0.0; phases.len()];
-                    phases.scatter(&x, &g, &mut buffer);
-                    let padded = |r: usize, c: usize| -> f32 {
-                        let (r, c) = (
-                            r as isize - padding[0] as isize,
-                            c as isize - padding[1] as isize,
-                        );
-                        if r < 0 || c < 0 || r >= in_h as isize || c >= in_w as isize {
-                            0.0
-                        } else {
-                            x[r as usize * in_w + c as usize]
-                        }
-                    };
-                    for i in 0..k {
-                        for j in 0..k {
-                            let start = phases.tap_start(i, j);
-                            assert!(start + phases.grid <= phases.len());
-                            for oh in 0..g.out_h {
-                                for ow in 0..g.out_w {
-                                    let q = oh * phases.row_pitch + ow;
-                                    assert_eq!(
-                                        buffer[start + q],
-                                        padded(oh * stride[0] + i, ow * stride[1] + j),
-                                        "{stride:?} {padding:?} {in_h}x{in_w} k{k} tap {i},{j} out {oh},{ow}"
-                                    );
-                                }
-                            }
+        for g in layout_cases::geometries(1) {
+            let phases = Phases::new(&g);
+            let x: Vec<f32> = (0..g.in_h * g.in_w).map(|v| v as f32 + 1.0).collect();
+            // The padding is never written: a NaN buffer keeps NaN everywhere but at the
+            // input pixels, a zeroed one is the padded input.
+            let mut untouched = vec![f32::NAN; phases.len()];
+            phases.scatter(&x, &g, &mut untouched);
+            let written = untouched.iter().filter(|v| !v.is_nan()).count();
+            assert_eq!(written, x.len());
+            let mut buffer = vec![0.0; phases.len()];
+            phases.scatter(&x, &g, &mut buffer);
+            for i in 0..g.kh {
+                for j in 0..g.kw {
+                    let start = phases.tap_start(i, j);
+                    assert!(start + phases.grid <= phases.len());
+                    for oh in 0..g.out_h {
+                        for ow in 0..g.out_w {
+                            let q = oh * phases.row_pitch + ow;
+                            let (r, c) = (oh * g.stride[0] + i, ow * g.stride[1] + j);
+                            assert_eq!(
+                                buffer[start + q],
+                                layout_cases::padded(&g, &x, r, c),
+                                "{g:?} tap {i},{j} out {oh},{ow}"
+                            );
                         }
                     }
-                    let mut back = vec![0.0; x.len()];
-                    phases.gather(&buffer, &g, &mut back);
-                    assert_eq!(back, x);
                 }
             }
+            let mut back = vec![0.0; x.len()];
+            phases.gather(&buffer, &g, &mut back);
+            assert_eq!(back, x);
         }
     }
 }
