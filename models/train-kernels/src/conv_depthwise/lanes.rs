@@ -59,61 +59,68 @@ impl Frame {
     /// Writes `planes` (one to [`LANES`] planes of `h * w` values, one after another) into
     /// their lanes of `buf`. Nothing else is written: padding keeps what it holds (a buffer
     /// zeroed once keeps zero padding), and so do the lanes past the planes given, whose
-    /// results are dropped. A full block goes [`LANES`] pixels at a time, as a transpose of
-    /// an 8x8 tile: the strided stores of one value at a time cost as much as a 3x3
-    /// layer's multiply-adds on 28x28 planes.
+    /// results are dropped. A full block goes a pixel at a time, its [`LANES`] values
+    /// gathered from the planes and stored as one vector: one value at a time, the strided
+    /// stores and their index arithmetic cost as much as a 3x3 layer's multiply-adds.
     #[inline(always)]
     fn interleave(&self, planes: &[f32], buf: &mut [f32]) {
         let plane = self.h * self.w;
-        let full = planes.len() == LANES * plane;
-        for r in 0..self.h {
-            let mut c = 0;
-            if full {
-                while c + LANES <= self.w {
-                    let tile: [[f32; LANES]; LANES] =
-                        core::array::from_fn(|lane| *lanes(planes, lane * plane + r * self.w + c));
-                    for (k, px) in buf[self.at(r, c)..][..LANES * LANES]
-                        .chunks_exact_mut(LANES)
-                        .enumerate()
-                    {
-                        for (lane, v) in px.iter_mut().enumerate() {
-                            *v = tile[lane][k];
-                        }
-                    }
-                    c += LANES;
+        if planes.len() == LANES * plane {
+            let planes: [&[f32]; LANES] =
+                core::array::from_fn(|lane| &planes[lane * plane..][..plane]);
+            for r in 0..self.h {
+                let row = &mut buf[self.at(r, 0)..][..self.w * LANES];
+                for (c, px) in row.chunks_exact_mut(LANES).enumerate() {
+                    let q = r * self.w + c;
+                    px.copy_from_slice(&core::array::from_fn::<f32, LANES, _>(|lane| {
+                        planes[lane][q]
+                    }));
                 }
             }
-            for (lane, plane) in planes.chunks_exact(plane).enumerate() {
-                for (cc, &v) in plane[r * self.w..][c..self.w].iter().enumerate() {
-                    buf[self.at(r, c + cc) + lane] = v;
+            return;
+        }
+        for (lane, plane) in planes.chunks_exact(plane).enumerate() {
+            for (r, row) in plane.chunks_exact(self.w).enumerate() {
+                let start = self.at(r, 0) + lane;
+                let dst = &mut buf[start..start + (self.w - 1) * LANES + 1];
+                for (d, &v) in dst.iter_mut().step_by(LANES).zip(row) {
+                    *d = v;
                 }
             }
         }
     }
 
     /// Reads `planes` back out of their lanes of `buf` (the inverse of
-    /// [`Frame::interleave`]).
+    /// [`Frame::interleave`]), a pixel at a time for a full block.
     #[inline(always)]
     fn deinterleave(&self, buf: &[f32], planes: &mut [f32]) {
         let plane = self.h * self.w;
-        let full = planes.len() == LANES * plane;
-        for r in 0..self.h {
-            let mut c = 0;
-            if full {
-                while c + LANES <= self.w {
-                    let tile: [[f32; LANES]; LANES] =
-                        core::array::from_fn(|k| *lanes(buf, self.at(r, c + k)));
-                    for (lane, plane) in planes.chunks_exact_mut(plane).enumerate() {
-                        for (k, v) in plane[r * self.w + c..][..LANES].iter_mut().enumerate() {
-                            *v = tile[k][lane];
-                        }
+        if planes.len() == LANES * plane {
+            let mut planes: [&mut [f32]; LANES] = {
+                let mut rest = planes;
+                core::array::from_fn(|_| {
+                    let (this, tail) = core::mem::take(&mut rest).split_at_mut(plane);
+                    rest = tail;
+                    this
+                })
+            };
+            for r in 0..self.h {
+                let row = &buf[self.at(r, 0)..][..self.w * LANES];
+                for (c, px) in row.chunks_exact(LANES).enumerate() {
+                    let q = r * self.w + c;
+                    for (plane, &v) in planes.iter_mut().zip(px) {
+                        plane[q] = v;
                     }
-                    c += LANES;
                 }
             }
-            for (lane, plane) in planes.chunks_exact_mut(plane).enumerate() {
-                for (cc, v) in plane[r * self.w..][c..self.w].iter_mut().enumerate() {
-                    *v = buf[self.at(r, c + cc) + lane];
+            return;
+        }
+        for (lane, plane) in planes.chunks_exact_mut(plane).enumerate() {
+            for (r, row) in plane.chunks_exact_mut(self.w).enumerate() {
+                let start = self.at(r, 0) + lane;
+                let src = &buf[start..start + (self.w - 1) * LANES + 1];
+                for (v, &s) in row.iter_mut().zip(src.iter().step_by(LANES)) {
+                    *v = s;
                 }
             }
         }
