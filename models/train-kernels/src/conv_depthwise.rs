@@ -7,10 +7,11 @@
 //! but on the 4x4 planes of a mobile network's last stages, and at stride 2 (whose phase split
 //! copies a value at a time), per-plane and per-row overhead took most of the time. [`lanes`]
 //! computes eight planes side by side, each tap of each output one eight-wide multiply-add,
-//! with no per-plane overhead but a transpose in and out. Measured per layer on MobileNetV2
-//! (width 0.35, batch 64, `bench/conv_split.sh`): `lanes` 25-45% faster in all three passes
-//! at stride 2 and on 4x4 outputs, `phases` up to 2x faster on 28x28 and 14x14 outputs at
-//! stride 1, the two within noise of each other on 7x7 ones.
+//! with no per-plane overhead but a transpose in and out. Measured on MobileNetV2 (width
+//! 0.35, batch 64, `bench/conv_split.sh`, sums over layers): on its strided layers and 4x4
+//! outputs `lanes` takes 0.56x the time of `phases` forward, 0.82x for the weight gradient
+//! and 0.78x for the input gradient, while `phases` is up to 2x faster on 28x28 and 14x14
+//! outputs at stride 1; on 7x7 ones the two are within noise of each other.
 
 mod lanes;
 mod phases;
@@ -43,6 +44,12 @@ pub fn geometry(
         && in_h + 2 * padding[0] >= kh
         && in_w + 2 * padding[1] >= kw;
     covered.then(|| ConvGeometry::grouped(input, weight, groups, stride, padding, dilation))
+}
+
+/// Planes per rayon task, in groups of `step` (a strategy's block): enough work per task
+/// (about 32K multiply-adds) that scheduling stays small beside it on tiny planes.
+fn planes_per_task(g: &ConvGeometry, step: usize) -> usize {
+    (32 * 1024 / (step * g.out_h * g.out_w * g.kh * g.kw).max(1)).max(1) * step
 }
 
 /// Maps the planes of `src` (`src_plane` values each) to those of a new output of
@@ -170,6 +177,7 @@ mod layout_cases {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conv_gemm::tests::values;
 
     /// Both strategies give the same outputs and gradients (up to the order of the sums), on
     /// shapes either would take: strides, padding, kernels 3, 5, 7 and 2x3 (the generic
@@ -184,14 +192,10 @@ mod tests {
             ([2, 4, 6, 7], [2, 3], [1, 2], [0, 1]),
             ([4, 6, 4, 4], [3, 3], [1, 1], [1, 1]),
         ];
-        let mut seed = 1u32;
-        let mut random = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    (seed >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-                })
-                .collect()
+        let mut seed = 0;
+        let mut random = |n: usize| {
+            seed += 1;
+            values(n, seed)
         };
         for (input, kernel, stride, padding) in cases {
             let channels = input[1];

@@ -790,7 +790,7 @@ fn input_grad_by_col2im(output_grad: &[f32], weight: &[f32], g: &ConvGeometry) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The convolution by its definition, for checking.
@@ -831,7 +831,8 @@ mod tests {
         y
     }
 
-    fn values(len: usize, seed: u32) -> Vec<f32> {
+    /// `len` deterministic values in [-0.5, 0.5) from `seed` (other test modules use them).
+    pub(crate) fn values(len: usize, seed: u32) -> Vec<f32> {
         // A small LCG: deterministic, no dependency.
         let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
         (0..len)

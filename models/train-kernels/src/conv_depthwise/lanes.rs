@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::map_planes;
+use super::{map_planes, planes_per_task};
 use crate::conv_gemm::ConvGeometry;
 
 /// Planes computed side by side, one per lane: eight `f32`, one AVX register.
@@ -138,7 +138,7 @@ struct Layout {
     /// Values of the padded input buffer.
     padded_len: usize,
     /// Per tap `(i, j)`, row by row: its offset from the output's window
-    /// ([`Layout::window`]) in the padded buffer.
+    /// ([`Layout::windows`]) in the padded buffer.
     taps: Vec<usize>,
     /// Per output `(oh, ow)`, row by row: where its window starts in the padded buffer.
     windows: Vec<usize>,
@@ -190,6 +190,16 @@ impl Layout {
     fn out_plane(&self) -> usize {
         self.output.h * self.output.w
     }
+
+    /// Whether every tap of every window lies inside a padded buffer of `len` values: the
+    /// last window and the last tap are the furthest (both lists increase), so this one check
+    /// covers the unchecked reads of the block loops.
+    fn fits(&self, len: usize) -> bool {
+        match (self.windows.last(), self.taps.last()) {
+            (Some(&window), Some(&tap)) => window + tap + LANES <= len,
+            _ => true,
+        }
+    }
 }
 
 /// `acc[l] += a[l] * b[l]` for the [`LANES`] lanes at `b[at..]`.
@@ -218,13 +228,6 @@ fn block_filters(w: &[f32], g: &ConvGeometry, first: usize, planes: usize, filte
             filters[t * LANES + lane] = v;
         }
     }
-}
-
-/// Planes per rayon task: enough work per task (about 32K multiply-adds) that scheduling
-/// stays small beside it on tiny planes; a whole number of blocks.
-fn planes_per_task(g: &ConvGeometry) -> usize {
-    let blocks = (32 * 1024 / (LANES * g.out_h * g.out_w * g.kh * g.kw).max(1)).max(1);
-    blocks * LANES
 }
 
 /// The scratch buffers of one task.
@@ -268,18 +271,6 @@ unsafe fn lanes_mut(values: &mut [f32], at: usize) -> &mut [f32; LANES] {
     debug_assert!(at + LANES <= values.len());
     // SAFETY: as in `read_lanes`; the borrow of `values` covers the result's.
     unsafe { &mut *values.as_mut_ptr().add(at).cast::<[f32; LANES]>() }
-}
-
-impl Layout {
-    /// Whether every tap of every window lies inside a padded buffer of `len` values: the
-    /// last window and the last tap are the furthest (both lists increase), so this one check
-    /// covers the unchecked reads of the block loops.
-    fn fits(&self, len: usize) -> bool {
-        match (self.windows.last(), self.taps.last()) {
-            (Some(&window), Some(&tap)) => window + tap + LANES <= len,
-            _ => true,
-        }
-    }
 }
 
 /// A block's filters as `KH x KW` vectors, kept in registers by the loops that take them
@@ -504,7 +495,7 @@ pub(super) fn forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
         x,
         in_plane,
         out_plane,
-        planes_per_task(g),
+        planes_per_task(g, LANES),
         LANES,
         buffers,
         |buffers, first, x, y| {
@@ -535,7 +526,7 @@ pub(super) fn input_grad(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
         dy,
         out_plane,
         in_plane,
-        planes_per_task(g),
+        planes_per_task(g, LANES),
         LANES,
         buffers,
         |buffers, first, dy, dx| {
@@ -562,7 +553,7 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let layout = Layout::new(g);
     let (in_plane, out_plane, taps) = (layout.in_plane(), layout.out_plane(), g.kh * g.kw);
     let channels = g.in_channels;
-    let per_task = planes_per_task(g);
+    let per_task = planes_per_task(g, LANES);
     // Per channel and tap, the sum over the batch: each task adds its blocks' sums into its
     // own copy (in f64, as many blocks go into one), and the copies are added up.
     let dw = x

@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::map_planes;
+use super::{map_planes, planes_per_task};
 use crate::conv_gemm::ConvGeometry;
 
 /// A plane's input as `stride[0] x stride[1]` phase planes, zero padded: phase `(a, b)` holds
@@ -158,12 +158,6 @@ fn copy_row(dst: &mut [f32], src: &[f32]) {
     }
 }
 
-/// Planes per rayon task: enough work per task (about 32K multiply-adds) that scheduling
-/// stays small beside it on tiny planes.
-fn planes_per_task(g: &ConvGeometry) -> usize {
-    (32 * 1024 / (g.out_h * g.out_w * g.kh * g.kw).max(1)).max(1)
-}
-
 /// `acc[q] += tap * src[q]`.
 #[inline]
 fn axpy(acc: &mut [f32], tap: f32, src: &[f32]) {
@@ -298,7 +292,7 @@ pub(super) fn forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
         x,
         in_plane,
         out_plane,
-        planes_per_task(g),
+        planes_per_task(g, 1),
         1,
         scratch,
         |(scratch, grid), plane, x, y| {
@@ -323,7 +317,7 @@ pub(super) fn input_grad(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
         dy,
         out_plane,
         in_plane,
-        planes_per_task(g),
+        planes_per_task(g, 1),
         1,
         scratch,
         |(scratch, grid), plane, dy, dx| {
