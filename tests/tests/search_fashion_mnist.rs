@@ -189,11 +189,13 @@ fn the_real_export_quantises_and_trains_to_int8_and_keeps_its_accuracy() {
         ptq.top1
     );
     // The f32 figure is the search's, and int8 loses at most a point (10 of 1000 images)
-    // on the real test images.
+    // on the real test images. It may gain more: the epoch of quantisation-aware training is
+    // one more epoch for a short search's undertrained network (seen: +1.3 pp), but not
+    // more than such an epoch gives.
     assert_eq!(report.f32.top1, SEARCH.report.pruned.top1);
     assert_eq!(report.int8.images, 1000);
     assert!(
-        report.top1_change_pp.abs() <= 1.0,
+        (-1.0..=3.0).contains(&report.top1_change_pp),
         "f32 {} int8 {}",
         report.f32.top1,
         report.int8.top1
