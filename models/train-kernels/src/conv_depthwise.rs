@@ -19,6 +19,7 @@ mod phases;
 use rayon::prelude::*;
 
 use crate::conv_gemm::ConvGeometry;
+use crate::kernel_buffers::{Unwritten, written};
 
 /// The geometry of a depthwise convolution of an input of `input` dims with a weight of
 /// `weight` dims in `groups` groups, when these kernels cover it: one filter of one channel
@@ -67,11 +68,15 @@ fn map_planes<S>(
     group: impl Fn(&mut S, usize, &[f32], &mut [f32]) + Sync,
 ) -> Vec<f32> {
     let planes = src.len() / src_plane;
-    let mut dst = vec![0.0f32; planes * dst_plane];
-    dst.par_chunks_mut(dst_plane * per_task)
+    let mut dst = Unwritten::new(planes * dst_plane);
+    dst.slots()
+        .par_chunks_mut(dst_plane * per_task)
         .zip(src.par_chunks(src_plane * per_task))
         .enumerate()
         .for_each(|(task, (dst, src))| {
+            // Zeroed by the thread that writes it next, while it is in that core's cache: a
+            // `vec![0.0; n]` up front was a `memset` of every output on the calling thread.
+            let dst = written(dst, |_| 0.0);
             let mut state = state();
             for (k, (dst, src)) in dst
                 .chunks_mut(dst_plane * step)
@@ -81,7 +86,8 @@ fn map_planes<S>(
                 group(&mut state, task * per_task + k * step, src, dst);
             }
         });
-    dst
+    // SAFETY: the chunks cover `dst`, and `written` wrote every slot of each.
+    unsafe { dst.assume_written() }
 }
 
 /// Output planes of at most this many values take [`lanes`] at any stride.
