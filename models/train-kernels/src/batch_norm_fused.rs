@@ -320,10 +320,12 @@ pub fn batch_norm_train(x: &[f32], affine: &NormAffine, shape: &NormShape) -> Ba
         .map(|(mean, variance)| (mean as f32, variance as f32))
         .unzip();
     let scale_shift = affine.scale_shift(&mean, &variance);
+    // One arm per rectifier, each a constant, so that each loop's `apply` folds to its
+    // arithmetic.
     let output = match affine.rectifier {
-        Rectifier::None => affine_map(x, shape, &scale_shift, |y| y),
-        Rectifier::Relu => affine_map(x, shape, &scale_shift, |y| y.max(0.0)),
-        Rectifier::Relu6 => affine_map(x, shape, &scale_shift, |y| y.clamp(0.0, 6.0)),
+        Rectifier::None => affine_map(x, shape, &scale_shift, |y| Rectifier::None.apply(y)),
+        Rectifier::Relu => affine_map(x, shape, &scale_shift, |y| Rectifier::Relu.apply(y)),
+        Rectifier::Relu6 => affine_map(x, shape, &scale_shift, |y| Rectifier::Relu6.apply(y)),
     };
     BatchNormTrainOutput {
         output,
@@ -378,7 +380,6 @@ pub fn batch_norm_train_backward(
     for (name, v) in [("mean", mean), ("variance", variance)] {
         assert_eq!(v.len(), shape.channels, "batch_norm_train_backward: {name}");
     }
-    let scale_shift = affine.scale_shift(mean, variance);
     let backward = Backward {
         x,
         affine,
@@ -386,17 +387,18 @@ pub fn batch_norm_train_backward(
         variance,
         output_grad,
         shape,
-        scale_shift: &scale_shift,
     };
+    // One arm per rectifier, each a constant, so that each loop's `passes` folds to its
+    // comparisons (and to nothing without a rectifier).
     match affine.rectifier {
-        Rectifier::None => backward.gated(|_, dy| dy),
-        Rectifier::Relu => backward.gated(|y, dy| keep(y > 0.0, dy)),
-        Rectifier::Relu6 => backward.gated(|y, dy| keep((y > 0.0) & (y < 6.0), dy)),
+        Rectifier::None => backward.gated(|y, dy| keep(Rectifier::None.passes(y), dy)),
+        Rectifier::Relu => backward.gated(|y, dy| keep(Rectifier::Relu.passes(y), dy)),
+        Rectifier::Relu6 => backward.gated(|y, dy| keep(Rectifier::Relu6.passes(y), dy)),
     }
 }
 
-/// What the backward pass reads: the forward pass's input, affine map and statistics, the
-/// output gradient, and each channel's `(scale, shift)`.
+/// What the backward pass reads: the forward pass's input, affine map and statistics, and the
+/// output gradient.
 struct Backward<'a> {
     x: &'a [f32],
     affine: &'a NormAffine<'a>,
@@ -404,7 +406,6 @@ struct Backward<'a> {
     variance: &'a [f32],
     output_grad: &'a [f32],
     shape: &'a NormShape,
-    scale_shift: &'a [(f32, f32)],
 }
 
 impl Backward<'_> {
@@ -420,9 +421,9 @@ impl Backward<'_> {
             variance,
             output_grad,
             shape,
-            scale_shift,
         } = *self;
         let m = shape.per_channel();
+        let scale_shift = affine.scale_shift(mean, variance);
         let inv_std: Vec<f32> = variance
             .iter()
             .map(|&v| (1.0 / (v as f64 + affine.epsilon).sqrt()) as f32)
