@@ -271,7 +271,11 @@ impl SimdConv {
     /// The kernel the generated code calls.
     fn kernel_fn(&self) -> String {
         match self {
-            SimdConv::Dense(p) => format!("conv2d_dsp::<{}>", kernels::dsp_row_len(p)),
+            SimdConv::Dense(p) => format!(
+                "conv2d_dsp::<{}, {}>",
+                kernels::dsp_row_len(p),
+                kernels::dsp_block_words(p)
+            ),
             SimdConv::Depthwise(p) => format!("depthwise3x3_dsp::<{}>", p.window.stride[1]),
             SimdConv::Dot(p) => format!("conv2d_sdot::<{}>", kernels::sdot_row_len(p)),
             SimdConv::DepthwisePadded(p) => {
