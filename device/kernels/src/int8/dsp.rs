@@ -1,11 +1,14 @@
 //! int8 dense convolution with the Cortex-M DSP extension (`SMLAD`: two 16-bit multiplies
 //! and a 32-bit accumulate in one instruction), in the layout of CMSIS-NN's s8 kernels.
 //!
-//! Per output row, two neighbouring output pixels are gathered ("im2col") as `x - x_zero`
-//! in `i16` (padding as 0), and every pair of output channels is computed against both: per
-//! four input codes, one word of each channel's weights becomes two `i16` pairs through
-//! `SXTB16` (bytes 0 and 2, then bytes 1 and 3), and eight `SMLAD`s add sixteen products
-//! (`arm/dot2x2.s`, about 0.94 instructions per MAC). The weights are re-laid out at
+//! Per output row, neighbouring output pixels are gathered ("im2col") in pairs as
+//! `x - x_zero` in `i16` (padding as 0), and every pair of output channels is computed
+//! against each pixel pair: per four input codes, one word of each channel's weights becomes
+//! two `i16` pairs through `SXTB16` (bytes 0 and 2, then bytes 1 and 3), and eight `SMLAD`s
+//! add sixteen products. Where a layer's rows allow ([`dsp_block_words`]), a block of pixel
+//! pairs is gathered first and each channel pair's weights are widened once for all of them
+//! (`arm/dot2x2_i16.s`, about 0.67 instructions per MAC inside); otherwise the widening
+//! happens in the inner product (`arm/dot2x2.s`, about 0.94). The weights are re-laid out at
 //! generation time ([`pack_conv2d_dsp`]): those byte pairs meet their neighbours in the
 //! gathered codes, and the two channels of a pair alternate every four codes, so that one
 //! `LDRD` loads both.
@@ -28,8 +31,9 @@ pub const fn dsp_row_len(params: &Conv2dParams) -> usize {
 }
 
 /// The longest packed row [`conv2d_dsp`] takes: its two gathered columns and the row's input
-/// offsets live on the stack (`6 * row` bytes, 3 KiB at most); wider layers use the
-/// portable kernel.
+/// offsets live on the stack (`6 * row` bytes, 3 KiB at most; with a block of pixel pairs,
+/// [`dsp_block_words`], at most 4 KiB for the block, 1.3 KiB of widened weights and the
+/// offsets); wider layers use the portable kernel.
 pub const MAX_DSP_ROW: usize = 512;
 
 /// Bytes of [`pack_conv2d_dsp`]'s output: output channels rounded up to pairs, times
