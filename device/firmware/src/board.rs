@@ -239,13 +239,22 @@ pub enum Int8Simd {
 }
 
 impl Int8Simd {
-    /// The longest packed row (receptive field, in codes) of its dense convolution kernel;
-    /// wider layers run the portable kernel. `None` without SIMD kernels.
-    pub fn dense_row_limit(self) -> Option<usize> {
+    /// Which of its dense convolution kernels a (not depthwise) conv of `params` runs: 0
+    /// the portable one (no SIMD, or a receptive field longer than the SIMD kernel takes),
+    /// 1 the SIMD one, 2 the `SMLAD` one in blocks of pixel pairs
+    /// ([`dnal_kernels::int8::dsp_block_words`]). Where this changes with the input channel
+    /// count, so does the cost per MAC, and a latency table must not interpolate across.
+    pub fn dense_kernel(self, params: &dnal_kernels::Conv2dParams) -> u8 {
+        use dnal_kernels::int8::{
+            MAX_DSP_ROW, MAX_SDOT_ROW, dsp_block_words, dsp_row_len, sdot_row_len,
+        };
         match self {
-            Int8Simd::None => None,
-            Int8Simd::Dsp => Some(dnal_kernels::int8::MAX_DSP_ROW),
-            Int8Simd::Dot => Some(dnal_kernels::int8::MAX_SDOT_ROW),
+            Int8Simd::None => 0,
+            Int8Simd::Dsp if dsp_row_len(params) > MAX_DSP_ROW => 0,
+            Int8Simd::Dsp if dsp_block_words(params) > 0 => 2,
+            Int8Simd::Dsp => 1,
+            Int8Simd::Dot if sdot_row_len(params) > MAX_SDOT_ROW => 0,
+            Int8Simd::Dot => 1,
         }
     }
 }

@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use super::LatencyError;
 use super::table::{Grid, LayerStructure};
+use crate::board::Int8Simd;
 use dnal_export::{Arch, ArchSummary, Op};
 use dnal_kernels::f32::OUT_BLOCK;
+use dnal_kernels::{Conv2dParams, Shape3};
 
 /// How densely to measure.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,17 +117,16 @@ impl Axes {
     }
 }
 
-/// The grid of every layer of a validated parent network. With `row_limit` (int8 firmware
-/// whose SIMD dense convolution takes rows of at most that many codes: `SMLAD` on Cortex-M,
-/// `SDOT` on aarch64) a dense conv's input axis also holds the last count whose receptive
-/// field fits and the first that does not: the cost jumps there (the portable kernel takes
-/// several times the instructions per MAC), and interpolating across the jump would
-/// overestimate every count below it.
+/// The grid of every layer of a validated parent network. For int8 firmware with SIMD
+/// kernels (`simd`), a dense conv's input axis also holds both sides of every count where
+/// the kernel changes ([`Int8Simd::dense_kernel`]): the cost per MAC jumps there (the
+/// portable kernel takes several times the SIMD one's instructions per MAC, blocks of pixel
+/// pairs fewer), and interpolating across a jump would misjudge every count beside it.
 pub(crate) fn plan_layers(
     arch: &Arch,
     summary: &ArchSummary,
     options: &GridOptions,
-    row_limit: Option<usize>,
+    simd: Int8Simd,
 ) -> Vec<LayerPlan> {
     let fixed = fixed_values(arch);
     arch.layers
@@ -135,21 +136,28 @@ pub(crate) fn plan_layers(
         .map(|(index, (layer, info))| {
             let in_fixed = layer.inputs.iter().any(|&v| fixed[v]);
             let out_fixed = fixed[index + 1];
-            let c_in = info.input_shapes[0].channels;
-            let c_out = info.output.channels;
+            let input = info.input_shapes[0];
+            let (c_in, c_out) = (input.channels, info.output.channels);
             let axes = match &layer.op {
                 Op::Conv2d(c) if !c.is_depthwise() => {
                     let mut axes = in_out(c_in, c_out, in_fixed, out_fixed, options);
-                    if let (Some(limit), Axes::InOut { in_channels, .. }) = (row_limit, &mut axes) {
-                        // The most input channels whose packed row (`in * taps`, rounded
-                        // up to 4 or 16) fits; the limits are multiples of those, so no
-                        // rounding.
-                        let fits = limit / (c.kernel[0] * c.kernel[1]);
-                        if !in_fixed && (1..c_in).contains(&fits) {
-                            in_channels.extend([fits, fits + 1]);
-                            in_channels.sort_unstable();
-                            in_channels.dedup();
-                        }
+                    if let (false, Axes::InOut { in_channels, .. }) = (in_fixed, &mut axes) {
+                        let kernel = |channels: usize| {
+                            let shape = Shape3::new(channels, input.height, input.width);
+                            Conv2dParams::new(
+                                shape,
+                                c_out,
+                                c.kernel,
+                                c.stride,
+                                c.padding,
+                                c.activation,
+                            )
+                            .map_or(0, |p| simd.dense_kernel(&p))
+                        };
+                        let jumps = (1..c_in).filter(|&n| kernel(n) != kernel(n + 1));
+                        in_channels.extend(jumps.flat_map(|n| [n, n + 1]).collect::<Vec<_>>());
+                        in_channels.sort_unstable();
+                        in_channels.dedup();
                     }
                     axes
                 }
@@ -287,14 +295,21 @@ mod tests {
             Axes::InOut { in_channels, .. } => in_channels.clone(),
             a => panic!("{a:?}"),
         };
-        let f32_plans = plan_layers(&arch, &summary, &GridOptions::default(), None);
-        let int8_plans = plan_layers(&arch, &summary, &GridOptions::default(), Some(MAX_DSP_ROW));
+        let f32_plans = plan_layers(&arch, &summary, &GridOptions::default(), Int8Simd::None);
+        let int8_plans = plan_layers(&arch, &summary, &GridOptions::default(), Int8Simd::Dsp);
         // conv4 reads 64 channels: 576 taps, over the 512 of the SMLAD kernel; 56 channels
         // (504 taps) are the most that fit.
         assert_eq!(in_axis(&f32_plans, "conv4"), vec![1, 33, 64]);
-        assert_eq!(in_axis(&int8_plans, "conv4"), vec![1, 33, 56, 57, 64]);
-        // conv2's 32 channels fit whole: no extra points.
-        assert_eq!(in_axis(&int8_plans, "conv2"), in_axis(&f32_plans, "conv2"));
+        // And up to 28 channels (252 taps) its rows of 7 pixel pairs go in blocks of at
+        // least 3 (4 fit 4 KiB), from 29 (264 taps, 3 fit) pair by pair.
+        assert_eq!(
+            in_axis(&int8_plans, "conv4"),
+            vec![1, 28, 29, 33, 56, 57, 64]
+        );
+        // conv2's 32 channels fit whole; its rows of 14 pairs go in blocks up to 28 channels
+        // too (4 blocks of 3 or 4), not at 29 (5 blocks).
+        assert_eq!(in_axis(&f32_plans, "conv2"), vec![1, 17, 32]);
+        assert_eq!(in_axis(&int8_plans, "conv2"), vec![1, 17, 28, 29, 32]);
     }
 
     #[test]
@@ -311,7 +326,7 @@ mod tests {
         let mut arch = arch;
         arch.complete().unwrap();
         let summary = arch.summary().unwrap();
-        let plans = plan_layers(&arch, &summary, &GridOptions::default(), None);
+        let plans = plan_layers(&arch, &summary, &GridOptions::default(), Int8Simd::None);
         assert_eq!(
             plans[0].axes,
             Axes::InOut {

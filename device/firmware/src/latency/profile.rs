@@ -9,7 +9,7 @@ use super::bench::{self, Bench, BenchCode, Numbers};
 use super::grid::{GridOptions, plan_layers};
 use super::table::{Calibration, Clock, LatencyTable, LayerLatency, Origin};
 use super::{FORMAT, LatencyError, VERSION};
-use crate::board::{self, Board, CostUnit, Runner};
+use crate::board::{self, Board, CostUnit, Int8Simd, Runner};
 use crate::codegen;
 use crate::deploy::{self, DeployError, RawRun};
 use dnal_export::{Arch, Precision};
@@ -84,8 +84,8 @@ pub fn profile(
         &summary,
         grid,
         match numbers.precision {
-            Precision::Int8 => numbers.simd.dense_row_limit(),
-            Precision::F32 => None,
+            Precision::Int8 => numbers.simd,
+            Precision::F32 => Int8Simd::None,
         },
     );
     let bytes = numbers.value_bytes();
@@ -375,7 +375,7 @@ pub(crate) fn modelled_table(
     grid.check()?;
     let board = known_board(board_name)?;
     let summary = arch.summary()?;
-    let layers = plan_layers(arch, &summary, grid, None)
+    let layers = plan_layers(arch, &summary, grid, Int8Simd::None)
         .into_iter()
         .map(|plan| {
             let costs: Vec<f64> = plan

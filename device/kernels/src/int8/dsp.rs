@@ -166,14 +166,22 @@ pub const MAX_DSP_BLOCK_WORDS: usize = 1024;
 /// instructions per step, and saves 4 per step and pixel pair.
 const MIN_BLOCK_PAIRS: usize = 3;
 
+/// The shortest row of a pointwise layer that goes in blocks. Measured on a pruned
+/// MobileNetV2 (Cortex-M7): rows of 16-48 codes took 5-38% more instructions in blocks
+/// (per pixel pair and channel pair, the call and four requantisations outweigh a short
+/// inner product, and around the call LLVM keeps the factors on the stack), rows of 56-120
+/// mostly 8-15% fewer.
+const MIN_POINTWISE_BLOCK_ROW: usize = 56;
+
 /// Words of gathered codes [`conv2d_dsp`] keeps for a layer (its `BLOCK`), or 0 where it
 /// goes pair by pair. An output row (a pointwise layer's whole plane) runs in blocks of
 /// pixel pairs: each channel pair's weights are widened to `i16` once per block
 /// ([`widen_pair`]) instead of in the inner product for every pair ([`ConvRow::outputs_block`]),
 /// 0.67 instructions per MAC inside it on Cortex-M4/M7 against 0.94. The row is split into
 /// equal blocks of at most [`MAX_DSP_BLOCK_WORDS`]; blocks of fewer than [`MIN_BLOCK_PAIRS`]
-/// would not pay for the widening, nor rows of one step ([`INLINE_ROW`]) or pointwise layers
-/// that run per channel ([`CHANNEL_RUN_ROW`]).
+/// would not pay for the widening, nor rows of one step ([`INLINE_ROW`]) or short pointwise
+/// rows ([`MIN_POINTWISE_BLOCK_ROW`]).
+#[inline(always)]
 pub const fn dsp_block_words(params: &Conv2dParams) -> usize {
     let row = dsp_row_len(params);
     let w = &params.window;
@@ -183,7 +191,7 @@ pub const fn dsp_block_words(params: &Conv2dParams) -> usize {
         && w.stride[1] == 1
         && w.padding[0] == 0
         && w.padding[1] == 0;
-    if row <= INLINE_ROW || (pointwise && row <= CHANNEL_RUN_ROW) {
+    if row <= INLINE_ROW || (pointwise && row < MIN_POINTWISE_BLOCK_ROW) {
         return 0;
     }
     let pixels = if pointwise {
@@ -356,13 +364,13 @@ pub fn conv2d_dsp<const ROW: usize, const BLOCK: usize>(
     let mut pairs = [0u32; BLOCK];
     let pairs = &mut pairs[..];
     if w.kernel == [1, 1] && w.stride == [1, 1] && w.padding == [0, 0] {
-        layer.pointwise::<ROW>(params, input, pairs, output);
+        layer.pointwise::<ROW, BLOCK>(params, input, pairs, output);
         return;
     }
     if scratch.is_empty() {
         let offsets = Offsets::<ROW>::new(params);
         for oy in 0..w.output.height {
-            layer.row::<ROW>(
+            layer.row::<ROW, BLOCK>(
                 params,
                 &offsets,
                 oy,
@@ -391,13 +399,13 @@ pub fn conv2d_dsp<const ROW: usize, const BLOCK: usize>(
     if word_gather(params) {
         for oy in 0..w.output.height {
             copy_padded_rows(params, input_zero, oy, input, scratch);
-            layer.row_words::<ROW>(&block, scratch, pairs, oy * w.output.width, output);
+            layer.row_words::<ROW, BLOCK>(&block, scratch, pairs, oy * w.output.width, output);
         }
     } else {
         let offsets = Offsets::<ROW>::new(&block);
         for oy in 0..w.output.height {
             copy_padded_rows(params, input_zero, oy, input, scratch);
-            layer.row::<ROW>(
+            layer.row::<ROW, BLOCK>(
                 &block,
                 &offsets,
                 0,
@@ -446,6 +454,81 @@ pub(super) fn copy_padded_rows(
     }
 }
 
+/// Where a row's pixel pairs come from: `gather(i, words)` gathers pixels `i` and `i + 1`
+/// into `words` (`ROW` of them, as a [`Columns`] holds them), or an odd last pixel with any
+/// second one, whose sums are dropped. Types, not closures, so that each gather is inlined
+/// wherever a block runs: a closure shared by several layers of one firmware (the latency
+/// benchmarks build many of one row length) was compiled once and called per pair, and the
+/// benchmarks cost up to twice the same layer in a model.
+trait PixelPairs {
+    fn gather(&self, i: usize, words: &mut [u32]);
+}
+
+/// Output row `oy`'s pixels through the offset table, or [`gather`] at the borders.
+struct RowPairs<'a, const ROW: usize> {
+    params: &'a Conv2dParams,
+    offsets: &'a Offsets<ROW>,
+    input: &'a [i8],
+    zero: i32,
+    oy: usize,
+}
+
+impl<const ROW: usize> PixelPairs for RowPairs<'_, ROW> {
+    #[inline(always)]
+    fn gather(&self, ox: usize, words: &mut [u32]) {
+        let out_w = self.params.window.output.width;
+        let second = if ox + 1 < out_w { ox + 1 } else { ox };
+        let codes = codes_of(words);
+        let (params, input, zero, oy) = (self.params, self.input, self.zero, self.oy);
+        if !self
+            .offsets
+            .gather_inside(params, input, zero, oy, [ox, second], codes)
+        {
+            gather(params, input, zero, oy, ox, 0, codes);
+            gather(params, input, zero, oy, second, 1, codes);
+        }
+    }
+}
+
+/// A [`word_gather`] layer's row from its padded input rows ([`gather_words`]).
+struct WordPairs<'a> {
+    rows: &'a [i8],
+    channels: usize,
+    wide: usize,
+    zero: i32,
+}
+
+impl PixelPairs for WordPairs<'_> {
+    #[inline(always)]
+    fn gather(&self, ox: usize, words: &mut [u32]) {
+        gather_words(self.rows, self.channels, self.wide, self.zero, ox, words);
+    }
+}
+
+/// A pointwise layer's plane as one row ([`gather_pointwise`]; a last single pixel through
+/// [`gather`], twice).
+struct PointwisePairs<'a> {
+    params: &'a Conv2dParams,
+    input: &'a [i8],
+    zero: i32,
+}
+
+impl PixelPairs for PointwisePairs<'_> {
+    #[inline(always)]
+    fn gather(&self, p: usize, words: &mut [u32]) {
+        let w = &self.params.window;
+        let plane = w.input.plane();
+        if p + 1 < plane {
+            gather_pointwise(self.input, w.input.channels, plane, self.zero, p, words);
+        } else {
+            let (y, x) = (p / w.input.width, p % w.input.width);
+            let codes = codes_of(words);
+            gather(self.params, self.input, self.zero, y, x, 0, codes);
+            gather(self.params, self.input, self.zero, y, x, 1, codes);
+        }
+    }
+}
+
 /// What the output rows of one [`conv2d_dsp`] call share besides their geometry.
 struct ConvRow<'a> {
     input_zero: i32,
@@ -469,7 +552,7 @@ impl ConvRow<'_> {
     /// Output row `oy` of `params` (whose input is `input`) into `output` at `at_row` (the
     /// row's first pixel in every output channel's plane).
     #[inline(always)]
-    fn row<const ROW: usize>(
+    fn row<const ROW: usize, const BLOCK: usize>(
         &self,
         params: &Conv2dParams,
         offsets: &Offsets<ROW>,
@@ -480,23 +563,36 @@ impl ConvRow<'_> {
         output: &mut [i8],
     ) {
         let out_w = params.window.output.width;
-        // An odd last pixel is gathered twice (its second sums are dropped), which keeps one
-        // inner loop.
-        let gather_pair = |ox: usize, words: &mut [u32]| {
-            let second = if ox + 1 < out_w { ox + 1 } else { ox };
-            let codes = codes_of(words);
+        if BLOCK > 0 {
+            let row = RowPairs {
+                params,
+                offsets,
+                input,
+                zero: self.input_zero,
+                oy,
+            };
+            self.blocks::<ROW>(out_w, at_row, &row, pairs, output);
+            return;
+        }
+        // Pair by pair, in a loop of its own: routed through the closure and a shared
+        // helper, LLVM compiled MobileNetV2's pointwise layers 25-65% dearer.
+        let mut cols = Columns([0u32; ROW]);
+        for ox in (0..out_w).step_by(2) {
+            let two = ox + 1 < out_w;
+            let second = if two { ox + 1 } else { ox };
+            let codes = codes_of(&mut cols.0);
             if !offsets.gather_inside(params, input, self.input_zero, oy, [ox, second], codes) {
                 gather(params, input, self.input_zero, oy, ox, 0, codes);
                 gather(params, input, self.input_zero, oy, second, 1, codes);
             }
-        };
-        self.pixels::<ROW>(out_w, at_row, gather_pair, pairs, output);
+            self.outputs(&mut cols, at_row + ox, two, output);
+        }
     }
 
     /// The output row of a layer that [`word_gather`]s, from its `block` (its 3 padded
     /// input rows per channel, and slack).
     #[inline(always)]
-    fn row_words<const ROW: usize>(
+    fn row_words<const ROW: usize, const BLOCK: usize>(
         &self,
         block: &Conv2dParams,
         rows: &[i8],
@@ -508,10 +604,22 @@ impl ConvRow<'_> {
         let (out_w, channels, wide) = (w.output.width, w.input.channels, w.input.width);
         // An odd last pixel is gathered with a neighbour past the row, whose sums are
         // dropped.
-        let gather_pair = |ox: usize, words: &mut [u32]| {
-            gather_words(rows, channels, wide, self.input_zero, ox, words);
-        };
-        self.pixels::<ROW>(out_w, at_row, gather_pair, pairs, output);
+        if BLOCK > 0 {
+            let row = WordPairs {
+                rows,
+                channels,
+                wide,
+                zero: self.input_zero,
+            };
+            self.blocks::<ROW>(out_w, at_row, &row, pairs, output);
+            return;
+        }
+        let mut cols = Columns([0u32; ROW]);
+        for ox in (0..out_w).step_by(2) {
+            let two = ox + 1 < out_w;
+            gather_words(rows, channels, wide, self.input_zero, ox, &mut cols.0);
+            self.outputs(&mut cols, at_row + ox, two, output);
+        }
     }
 
     /// A pointwise layer (1x1, stride 1, no padding): its output pixels are its input
@@ -519,7 +627,7 @@ impl ConvRow<'_> {
     /// are the `p`-th code of every input plane, gathered two planes and two pixels at a
     /// time ([`gather_pointwise`]).
     #[inline(always)]
-    fn pointwise<const ROW: usize>(
+    fn pointwise<const ROW: usize, const BLOCK: usize>(
         &self,
         params: &Conv2dParams,
         input: &[i8],
@@ -530,32 +638,20 @@ impl ConvRow<'_> {
             self.pointwise_runs::<ROW>(params, input, output);
             return;
         }
-        let gather_pair = |p: usize, words: &mut [u32]| {
-            self.gather_pointwise_pair(params, input, p, words);
+        let plane = params.window.input.plane();
+        let plane_pairs = PointwisePairs {
+            params,
+            input,
+            zero: self.input_zero,
         };
-        self.pixels::<ROW>(params.window.input.plane(), 0, gather_pair, pairs, output);
-    }
-
-    /// Gathers the pixels `p` and `p + 1` of a pointwise layer into `words`
-    /// ([`gather_pointwise`]), or an odd last pixel twice (its second sums are dropped).
-    #[inline(always)]
-    fn gather_pointwise_pair(
-        &self,
-        params: &Conv2dParams,
-        input: &[i8],
-        p: usize,
-        words: &mut [u32],
-    ) {
-        let w = &params.window;
-        let plane = w.input.plane();
-        let two = p + 1 < plane;
-        if two {
-            gather_pointwise(input, w.input.channels, plane, self.input_zero, p, words);
-        } else {
-            let (y, x) = (p / w.input.width, p % w.input.width);
-            let codes = codes_of(words);
-            gather(params, input, self.input_zero, y, x, 0, codes);
-            gather(params, input, self.input_zero, y, x, 1, codes);
+        if BLOCK > 0 {
+            self.blocks::<ROW>(plane, 0, &plane_pairs, pairs, output);
+            return;
+        }
+        let mut cols = Columns([0u32; ROW]);
+        for p in (0..plane).step_by(2) {
+            plane_pairs.gather(p, &mut cols.0);
+            self.outputs(&mut cols, p, p + 1 < plane, output);
         }
     }
 
@@ -573,6 +669,11 @@ impl ConvRow<'_> {
         output: &mut [i8],
     ) {
         let plane = params.window.input.plane();
+        let plane_pairs = PointwisePairs {
+            params,
+            input,
+            zero: self.input_zero,
+        };
         let out_channels = self.bias.len();
         let mut cols: [Columns<ROW>; PIXEL_RUN / 2] =
             core::array::from_fn(|_| Columns([0u32; ROW]));
@@ -580,7 +681,7 @@ impl ConvRow<'_> {
             let n = PIXEL_RUN.min(plane - start);
             let pairs = n.div_ceil(2);
             for (pair, col) in cols[..pairs].iter_mut().enumerate() {
-                self.gather_pointwise_pair(params, input, start + 2 * pair, &mut col.0);
+                plane_pairs.gather(start + 2 * pair, &mut col.0);
             }
             for oc in 0..out_channels {
                 let (pair, second) = (oc / 2, oc % 2);
@@ -615,38 +716,27 @@ impl ConvRow<'_> {
     }
 
     /// Every output channel at `pixels` output pixels, the `i`-th at `at + i` in each
-    /// channel's plane; `gather_pair(i, words)` gathers pixels `i` and `i + 1` (`ROW`
-    /// words, as a [`Columns`] holds them; for an odd last pixel, any second one). With a
-    /// `block` ([`dsp_block_words`]) in blocks of pairs ([`ConvRow::outputs_block`]),
-    /// without one pair by pair.
+    /// channel's plane, in equal blocks of at least [`MIN_BLOCK_PAIRS`] pixel pairs held in
+    /// `block` ([`dsp_block_words`], a multiple of `ROW`), gathered by `row`.
     #[inline(always)]
-    fn pixels<const ROW: usize>(
+    fn blocks<const ROW: usize>(
         &self,
         pixels: usize,
         at: usize,
-        mut gather_pair: impl FnMut(usize, &mut [u32]),
+        row: &impl PixelPairs,
         block: &mut [u32],
         output: &mut [i8],
     ) {
-        if !block.is_empty() {
-            // Equal blocks of at least MIN_BLOCK_PAIRS pairs ([`dsp_block_words`]).
-            let pairs = pixels.div_ceil(2);
-            let blocks = pairs.div_ceil(block.len() / ROW);
-            for b in 0..blocks {
-                let (first, end) = (b * pairs / blocks, (b + 1) * pairs / blocks);
-                let words = block.chunks_exact_mut(ROW).take(end - first);
-                for (pair, words) in words.enumerate() {
-                    gather_pair(2 * (first + pair), words);
-                }
-                let n = (2 * end).min(pixels) - 2 * first;
-                self.outputs_block::<ROW>(block, n, at + 2 * first, output);
+        let pairs = pixels.div_ceil(2);
+        let blocks = pairs.div_ceil(block.len() / ROW);
+        for b in 0..blocks {
+            let (first, end) = (b * pairs / blocks, (b + 1) * pairs / blocks);
+            let words = block.chunks_exact_mut(ROW).take(end - first);
+            for (pair, words) in words.enumerate() {
+                row.gather(2 * (first + pair), words);
             }
-        } else {
-            let mut cols = Columns([0u32; ROW]);
-            for i in (0..pixels).step_by(2) {
-                gather_pair(i, &mut cols.0);
-                self.outputs(&mut cols, at + i, i + 1 < pixels, output);
-            }
+            let n = (2 * end).min(pixels) - 2 * first;
+            self.outputs_block::<ROW>(block, n, at + 2 * first, output);
         }
     }
 
@@ -1001,7 +1091,7 @@ mod tests {
         check::<28, 140>(&mut rng, Shape3::new(3, 7, 9), 5, 3, 1, 1);
         check::<28, 0>(&mut rng, Shape3::new(3, 8, 8), 4, 3, 2, 1);
         check::<76, 456>(&mut rng, Shape3::new(3, 6, 11), 3, 5, 1, 2);
-        check::<48, 624>(&mut rng, Shape3::new(48, 5, 5), 7, 1, 1, 0);
+        check::<48, 0>(&mut rng, Shape3::new(48, 5, 5), 7, 1, 1, 0);
         check::<12, 0>(&mut rng, Shape3::new(11, 4, 3), 2, 1, 1, 0);
         check::<108, 0>(&mut rng, Shape3::new(12, 6, 6), 1, 3, 1, 0);
         check::<64, 0>(&mut rng, Shape3::new(7, 9, 4), 6, 3, 2, 0);
@@ -1042,6 +1132,7 @@ mod tests {
         check::<288, 864>(&mut rng, Shape3::new(32, 3, 17), 2, 3, 1, 1);
         check::<200, 1000>(&mut rng, Shape3::new(22, 3, 43), 3, 3, 1, 1);
         check::<260, 780>(&mut rng, Shape3::new(260, 6, 6), 3, 1, 1, 0);
+        check::<64, 832>(&mut rng, Shape3::new(64, 5, 5), 3, 1, 1, 0);
     }
 
     #[test]
