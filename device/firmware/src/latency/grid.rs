@@ -262,7 +262,6 @@ pub(crate) fn fixed_values(arch: &Arch) -> Vec<bool> {
 mod tests {
     use super::*;
     use crate::synth;
-    use dnal_kernels::int8::MAX_DSP_ROW;
 
     #[test]
     fn points_cover_one_to_the_parent_and_the_blocks() {

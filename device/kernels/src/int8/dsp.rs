@@ -551,6 +551,7 @@ impl ConvRow<'_> {
 
     /// Output row `oy` of `params` (whose input is `input`) into `output` at `at_row` (the
     /// row's first pixel in every output channel's plane).
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn row<const ROW: usize, const BLOCK: usize>(
         &self,
