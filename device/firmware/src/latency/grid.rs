@@ -299,16 +299,15 @@ mod tests {
         // conv4 reads 64 channels: 576 taps, over the 512 of the SMLAD kernel; 56 channels
         // (504 taps) are the most that fit.
         assert_eq!(in_axis(&f32_plans, "conv4"), vec![1, 33, 64]);
-        // And up to 28 channels (252 taps) its rows of 7 pixel pairs go in blocks of at
-        // least 3 (4 fit 4 KiB), from 29 (264 taps, 3 fit) pair by pair.
+        // And up to 37 channels (333 taps, 336 codes) its rows of 7 pixel pairs go in
+        // blocks of at least 2 (3 fit 4 KiB), from 38 (344 codes, 2 fit) pair by pair.
         assert_eq!(
             in_axis(&int8_plans, "conv4"),
-            vec![1, 28, 29, 33, 56, 57, 64]
+            vec![1, 33, 37, 38, 56, 57, 64]
         );
-        // conv2's 32 channels fit whole; its rows of 14 pairs go in blocks up to 28 channels
-        // too (4 blocks of 3 or 4), not at 29 (5 blocks).
-        assert_eq!(in_axis(&f32_plans, "conv2"), vec![1, 17, 32]);
-        assert_eq!(in_axis(&int8_plans, "conv2"), vec![1, 17, 28, 29, 32]);
+        // conv2's 32 channels fit whole, and its rows of 14 pairs go in blocks at every
+        // count: no extra points.
+        assert_eq!(in_axis(&int8_plans, "conv2"), in_axis(&f32_plans, "conv2"));
     }
 
     #[test]

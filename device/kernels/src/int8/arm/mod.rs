@@ -21,6 +21,10 @@ unsafe extern "C" {
 
     /// As [`dnal_s8_dot2x2`], with `weights` already widened: per step channel 0's two
     /// `i16` pairs then channel 1's (`4 * steps` words, word aligned; see `widen_pair`).
+    /// A channel pair's packed weights (`8 * steps` codes, word aligned) widened for
+    /// [`dnal_s8_dot2x2_i16`] into `wide` (`4 * steps` words, word aligned); see `widen_pair`.
+    pub(crate) fn dnal_s8_widen_pair(wide: *mut u32, weights: *const i8, steps: usize);
+
     pub(crate) fn dnal_s8_dot2x2_i16(
         acc: *mut i32,
         codes: *const i16,
