@@ -75,6 +75,15 @@ dnal_s8_dot2x2_i16:
 @
 @ Registers: r0 wide (out), r1 weights, r2 the weights' end, r3/r4/r5/r12 two steps' words,
 @ r6-r9 four widened words. AAPCS: r4-r9 are saved; no calls, so six registers suffice.
+    @ One step: channel a's word and b's, widened, stored.
+    .macro dnal_widen_step a, b
+    sxtb16 r6, \a
+    sxtb16 r7, \a, ror #8
+    sxtb16 r8, \b
+    sxtb16 r9, \b, ror #8
+    stm r0!, {r6-r9}
+    .endm
+
     .section .text.dnal_s8_widen_pair,"ax",%progbits
     .global dnal_s8_widen_pair
     .type dnal_s8_widen_pair,%function
@@ -88,26 +97,14 @@ dnal_s8_widen_pair:
     add r2, r1, r2, lsl #3
     beq 1f
     ldm r1!, {r3, r4}
-    sxtb16 r6, r3
-    sxtb16 r7, r3, ror #8
-    sxtb16 r8, r4
-    sxtb16 r9, r4, ror #8
-    stm r0!, {r6-r9}
+    dnal_widen_step r3, r4
 1:
     cmp r1, r2
     beq 3f
 2:
     ldm r1!, {r3, r4, r5, r12}
-    sxtb16 r6, r3
-    sxtb16 r7, r3, ror #8
-    sxtb16 r8, r4
-    sxtb16 r9, r4, ror #8
-    stm r0!, {r6-r9}
-    sxtb16 r6, r5
-    sxtb16 r7, r5, ror #8
-    sxtb16 r8, r12
-    sxtb16 r9, r12, ror #8
-    stm r0!, {r6-r9}
+    dnal_widen_step r3, r4
+    dnal_widen_step r5, r12
     cmp r1, r2
     bne 2b
 3:
