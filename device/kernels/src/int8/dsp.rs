@@ -203,7 +203,9 @@ pub const fn dsp_block_words(params: &Conv2dParams) -> usize {
     };
     let pairs = pixels.div_ceil(2);
     let fit = MAX_DSP_BLOCK_WORDS / row;
-    if fit < MIN_BLOCK_PAIRS {
+    // Rows of which 3 pairs fit: their widened weights (`row` words, at most 1.3 KiB) beside
+    // a full block keep the kernel's stack under 6 KiB of the 8 KiB the boards keep.
+    if fit < 3 {
         return 0;
     }
     let blocks = pairs.div_ceil(fit);
@@ -1093,6 +1095,41 @@ mod tests {
             &mut got,
         );
         assert_eq!(got, want, "{input} -> {out}, k {k} s {s} p {p}");
+    }
+
+    #[test]
+    fn blocks_of_pixel_pairs_stay_within_their_stack() {
+        // Every 3x3 and pointwise layer the kernel takes, on rows of 1 to 64 pixels: a
+        // block holds at most MAX_DSP_BLOCK_WORDS, and its widened weights (a row) at most
+        // a third of that.
+        for (k, p) in [(3, 1), (1, 0)] {
+            for channels in 1..=MAX_DSP_ROW / (k * k) {
+                for width in 1..=64 {
+                    let input = Shape3::new(channels, if k == 1 { 1 } else { 3 }, width);
+                    let params =
+                        Conv2dParams::new(input, 2, [k, k], [1, 1], [p, p], Activation::Relu)
+                            .unwrap();
+                    let (row, block) = (dsp_row_len(&params), dsp_block_words(&params));
+                    assert!(block <= MAX_DSP_BLOCK_WORDS, "{channels} {width}: {block}");
+                    assert!(
+                        block == 0 || 3 * row <= MAX_DSP_BLOCK_WORDS,
+                        "{channels} {width}"
+                    );
+                    assert_eq!(block % row.max(1), 0);
+                }
+            }
+        }
+        // 56 channels (504 codes) would fit 2 pairs in a block; not beside their weights.
+        let wide = Conv2dParams::new(
+            Shape3::new(56, 3, 28),
+            8,
+            [3, 3],
+            [1, 1],
+            [1, 1],
+            Activation::Relu,
+        )
+        .unwrap();
+        assert_eq!(dsp_block_words(&wide), 0);
     }
 
     #[test]
