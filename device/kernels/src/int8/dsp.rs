@@ -187,12 +187,7 @@ const MIN_POINTWISE_BLOCK_ROW: usize = 56;
 pub const fn dsp_block_words(params: &Conv2dParams) -> usize {
     let row = dsp_row_len(params);
     let w = &params.window;
-    let pointwise = w.kernel[0] == 1
-        && w.kernel[1] == 1
-        && w.stride[0] == 1
-        && w.stride[1] == 1
-        && w.padding[0] == 0
-        && w.padding[1] == 0;
+    let pointwise = params.is_pointwise();
     if row <= INLINE_ROW || (pointwise && row < MIN_POINTWISE_BLOCK_ROW) {
         return 0;
     }
@@ -376,7 +371,7 @@ pub fn conv2d_dsp<const ROW: usize, const BLOCK: usize>(
     // Zeroed once per layer: per output row, clearing it cost more than small layers save.
     let mut pairs = [0u32; BLOCK];
     let pairs = &mut pairs[..];
-    if w.kernel == [1, 1] && w.stride == [1, 1] && w.padding == [0, 0] {
+    if params.is_pointwise() {
         layer.pointwise::<ROW, BLOCK>(params, input, pairs, output);
         return;
     }
@@ -577,29 +572,23 @@ impl ConvRow<'_> {
         output: &mut [i8],
     ) {
         let out_w = params.window.output.width;
+        let row = RowPairs {
+            params,
+            offsets,
+            input,
+            zero: self.input_zero,
+            oy,
+        };
         if BLOCK > 0 {
-            let row = RowPairs {
-                params,
-                offsets,
-                input,
-                zero: self.input_zero,
-                oy,
-            };
             self.blocks::<ROW>(out_w, at_row, &row, pairs, output);
             return;
         }
-        // Pair by pair, in a loop of its own: routed through the closure and a shared
-        // helper, LLVM compiled MobileNetV2's pointwise layers 25-65% dearer.
+        // Pair by pair, in a loop of its own: routed through the block helper, LLVM
+        // compiled MobileNetV2's pointwise layers 25-65% dearer.
         let mut cols = Columns([0u32; ROW]);
         for ox in (0..out_w).step_by(2) {
-            let two = ox + 1 < out_w;
-            let second = if two { ox + 1 } else { ox };
-            let codes = codes_of(&mut cols.0);
-            if !offsets.gather_inside(params, input, self.input_zero, oy, [ox, second], codes) {
-                gather(params, input, self.input_zero, oy, ox, 0, codes);
-                gather(params, input, self.input_zero, oy, second, 1, codes);
-            }
-            self.outputs(&mut cols, at_row + ox, two, output);
+            row.gather(ox, &mut cols.0);
+            self.outputs(&mut cols, at_row + ox, ox + 1 < out_w, output);
         }
     }
 
