@@ -155,7 +155,7 @@ pub(crate) fn plan_layers(
                             .map_or(0, |p| simd.dense_kernel(&p))
                         };
                         let jumps = (1..c_in).filter(|&n| kernel(n) != kernel(n + 1));
-                        in_channels.extend(jumps.flat_map(|n| [n, n + 1]).collect::<Vec<_>>());
+                        in_channels.extend(jumps.flat_map(|n| [n, n + 1]));
                         in_channels.sort_unstable();
                         in_channels.dedup();
                     }
