@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::ModuleOptimizer;
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use dnal_datasets::{Batcher, Dataset};
 use dnal_models::{ChannelMasks, GateMode, GatedNet, GatedNetConfig, NetPlan, prune_channels};
 
@@ -26,6 +26,16 @@ use crate::train::{Accuracy, EVAL_BATCH, NonFiniteLogit, evaluate_net};
 
 /// Held while a search seeds the device and draws its initial weights.
 static SEEDED_INIT: Mutex<()> = Mutex::new(());
+
+/// Reads every parameter once, so that burn's lazily initialised parameters draw their
+/// initial values now.
+struct DrawInitialValues;
+
+impl ModuleVisitor for DrawInitialValues {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        param.val();
+    }
+}
 
 /// A search opened in its locked output folder, with everything its stages share.
 pub(super) struct Search {
@@ -81,9 +91,13 @@ impl Search {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             device.seed(config.seed);
-            GatedNetConfig::new(spec)
+            let parent = GatedNetConfig::new(spec)
                 .with_gate_position(config.gate_position)
-                .init(&train_device)?
+                .init(&train_device)?;
+            // burn draws a parameter's initial values when it is first read, not in `init`:
+            // drawn later, outside this lock, they interleaved with another search's draws.
+            parent.visit(&mut DrawInitialValues);
+            parent
         };
         let train = Batcher::new(
             dataset.train.clone(),
