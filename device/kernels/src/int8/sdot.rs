@@ -256,7 +256,7 @@ pub fn conv2d_sdot<const ROW: usize>(
         let (rows, top): (&[i8], usize) = if scratch.is_empty() {
             (input, oy * sh * in_w)
         } else {
-            copy_padded_rows(params, input_zero, oy, input, scratch);
+            copy_padded_rows(params, input_zero, oy, kh, input, scratch);
             (&*scratch, 0)
         };
         for ox in 0..out_w {
