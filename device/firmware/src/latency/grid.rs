@@ -299,11 +299,12 @@ mod tests {
         // conv4 reads 64 channels: 576 taps, over the 512 of the SMLAD kernel; 56 channels
         // (504 taps) are the most that fit.
         assert_eq!(in_axis(&f32_plans, "conv4"), vec![1, 33, 64]);
-        // And up to 37 channels (333 taps, 336 codes) its rows of 7 pixel pairs go in
-        // blocks of at least 2 (3 fit 4 KiB), from 38 (344 codes, 2 fit) pair by pair.
+        // And up to 42 channels (378 taps, 380 codes) its rows of 7 pixel pairs go in
+        // blocks of at least 2 (3 fit beside their widened weights in 6 KiB), from 43 (388
+        // codes, 2 fit: blocks of 1 or 2) pair by pair.
         assert_eq!(
             in_axis(&int8_plans, "conv4"),
-            vec![1, 33, 37, 38, 56, 57, 64]
+            vec![1, 33, 42, 43, 56, 57, 64]
         );
         // conv2's 32 channels fit whole, and its rows of 14 pairs go in blocks at every
         // count: no extra points.

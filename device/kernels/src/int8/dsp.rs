@@ -32,8 +32,8 @@ pub const fn dsp_row_len(params: &Conv2dParams) -> usize {
 
 /// The longest packed row [`conv2d_dsp`] takes: its two gathered columns and the row's input
 /// offsets live on the stack (`6 * row` bytes, 3 KiB at most; with a block of pixel pairs,
-/// [`dsp_block_words`], at most 4 KiB for the block, 1.3 KiB of widened weights and the
-/// offsets); wider layers use the portable kernel.
+/// [`dsp_block_words`], the block and the widened weights take at most
+/// [`DSP_STACK_WORDS`]); wider layers use the portable kernel.
 pub const MAX_DSP_ROW: usize = 512;
 
 /// Bytes of [`pack_conv2d_dsp`]'s output: output channels rounded up to pairs, times
@@ -184,9 +184,12 @@ fn codes_of(words: &mut [u32]) -> &mut [i16] {
     unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<i16>(), 2 * words.len()) }
 }
 
-/// The most words of gathered codes [`conv2d_dsp`] holds at once on the stack (4 KiB, of
-/// the 8 KiB the boards keep for it): see [`dsp_block_words`].
-pub const MAX_DSP_BLOCK_WORDS: usize = 1024;
+/// The most words a block of gathered codes and the widened weights of a channel pair (a
+/// row) take on the stack together: 6 KiB of the 8 KiB the boards keep for it (see
+/// [`dsp_block_words`]). Measured on the pruned vgg-small (Cortex-M7), blocks of at most
+/// 4 KiB beside at most 1.3 KiB of weights took its layers of 272 and 300 codes 2-3 pairs a
+/// block, and widening the weights for each block cost 13% of the network's instructions.
+pub const DSP_STACK_WORDS: usize = 1536;
 
 /// The fewest pixel pairs a block takes: widening a channel pair's weights costs about 6.5
 /// instructions per step (`dnal_s8_widen_pair`), and saves about 4 per step and pixel pair.
@@ -207,7 +210,8 @@ const MIN_POINTWISE_BLOCK_ROW: usize = 56;
 /// pixel pairs: each channel pair's weights are widened to `i16` once per block
 /// ([`widen_pair`]) instead of in the inner product for every pair ([`ConvRow::outputs_block`]),
 /// 0.67 instructions per MAC inside it on Cortex-M4/M7 against 0.94. The row is split into
-/// equal blocks of at most [`MAX_DSP_BLOCK_WORDS`]; blocks of fewer than [`MIN_BLOCK_PAIRS`]
+/// equal blocks, each with the widened weights within [`DSP_STACK_WORDS`]; blocks of fewer
+/// than [`MIN_BLOCK_PAIRS`]
 /// would not pay for the widening, nor rows of one step ([`INLINE_ROW`]) or short pointwise
 /// rows ([`MIN_POINTWISE_BLOCK_ROW`]).
 #[inline(always)]
@@ -223,27 +227,28 @@ pub const fn dsp_block_words(params: &Conv2dParams) -> usize {
     } else {
         rows_per_pass(params) * w.output.width
     };
-    match blocks_of(row, pixels) {
-        Some((_, pairs)) => pairs * row,
-        None => 0,
-    }
-}
-
-/// How a pass of `pixels` output pixels of `row` codes each splits into equal blocks: the
-/// number of blocks and the most pixel pairs in one, or `None` where it goes pair by pair.
-const fn blocks_of(row: usize, pixels: usize) -> Option<(usize, usize)> {
     let pairs = pixels.div_ceil(2);
-    let fit = MAX_DSP_BLOCK_WORDS / row;
-    // Rows of which 3 pairs fit: their widened weights (`row` words, at most 1.3 KiB) beside
-    // a full block keep the kernel's stack under 6 KiB of the 8 KiB the boards keep.
-    if fit < 3 {
-        return None;
+    let fit = DSP_STACK_WORDS.saturating_sub(words_beside_block(params)) / row;
+    if fit < MIN_BLOCK_PAIRS {
+        return 0;
     }
     let blocks = pairs.div_ceil(fit);
     if pairs / blocks < MIN_BLOCK_PAIRS {
-        return None;
+        return 0;
     }
-    Some((blocks, pairs.div_ceil(blocks)))
+    pairs.div_ceil(blocks) * row
+}
+
+/// Words [`conv2d_dsp`] keeps on the stack beside a block of pixel pairs: a channel pair's
+/// widened weights (a row), and for a layer gathered through its table of input offsets
+/// (neither pointwise nor a [`word_gather`]; `u16` per code) half a row more.
+pub const fn words_beside_block(params: &Conv2dParams) -> usize {
+    let row = dsp_row_len(params);
+    if params.is_pointwise() || word_gather(params) {
+        row
+    } else {
+        row + row.div_ceil(2)
+    }
 }
 
 /// Rows of at most this many codes take the inner product inline ([`dot2x2`]) instead of
@@ -1211,37 +1216,35 @@ mod tests {
 
     #[test]
     fn blocks_of_pixel_pairs_stay_within_their_stack() {
-        // Every 3x3 and pointwise layer the kernel takes, on rows of 1 to 64 pixels: a
-        // block holds at most MAX_DSP_BLOCK_WORDS, and its widened weights (a row) at most
-        // a third of that.
-        for (k, p) in [(3, 1), (1, 0)] {
+        // Every 3x3 (padded or not, stride 1 or 2), 5x5 and pointwise layer the kernel
+        // takes, on rows of 1 to 64 pixels: a block, its widened weights and the offset
+        // table hold at most DSP_STACK_WORDS, and a block whole pixel pairs of at least 2.
+        for (k, s, p) in [(3, 1, 1), (3, 1, 0), (3, 2, 1), (5, 1, 2), (1, 1, 0)] {
             for channels in 1..=MAX_DSP_ROW / (k * k) {
                 for width in 1..=64 {
-                    let input = Shape3::new(channels, if k == 1 { 1 } else { 3 }, width);
+                    let input = Shape3::new(channels, k.max(2), width + k - 1);
                     let params =
-                        Conv2dParams::new(input, 2, [k, k], [1, 1], [p, p], Activation::Relu)
+                        Conv2dParams::new(input, 2, [k, k], [s, s], [p, p], Activation::Relu)
                             .unwrap();
                     let (row, block) = (dsp_row_len(&params), dsp_block_words(&params));
-                    assert!(block <= MAX_DSP_BLOCK_WORDS, "{channels} {width}: {block}");
+                    let case = format!("{input} k{k} s{s} p{p}: {block}");
                     assert!(
-                        block == 0 || 3 * row <= MAX_DSP_BLOCK_WORDS,
-                        "{channels} {width}"
+                        block + words_beside_block(&params) <= DSP_STACK_WORDS,
+                        "{case}"
                     );
-                    assert_eq!(block % row.max(1), 0);
+                    assert!(block == 0 || block >= MIN_BLOCK_PAIRS * row, "{case}");
+                    assert_eq!(block % row, 0, "{case}");
                 }
             }
         }
-        // 56 channels (504 codes) would fit 2 pairs in a block; not beside their weights.
-        let wide = Conv2dParams::new(
-            Shape3::new(56, 3, 28),
-            8,
-            [3, 3],
-            [1, 1],
-            [1, 1],
-            Activation::Relu,
-        )
-        .unwrap();
-        assert_eq!(dsp_block_words(&wide), 0);
+        // 56 channels (504 codes): padded, 2 pairs fit beside their weights; unpadded, the
+        // offset table (252 words) leaves room for one, and the rows go pair by pair.
+        let wide = |padding| {
+            let input = Shape3::new(56, 3, 28);
+            Conv2dParams::new(input, 8, [3, 3], [1, 1], padding, Activation::Relu).unwrap()
+        };
+        assert_eq!(dsp_block_words(&wide([1, 1])), 2 * 504);
+        assert_eq!(dsp_block_words(&wide([0, 0])), 0);
     }
 
     #[test]
@@ -1279,29 +1282,33 @@ mod tests {
         check::<8, 0>(&mut rng, Shape3::new(5, 1, 7), 4, 1, [1, 1], 0);
         check::<16, 0>(&mut rng, Shape3::new(16, 2, 2), 5, 1, [1, 1], 0);
         // Blocks of pixel pairs against widened weights ([`dsp_block_words`]): one block a
-        // row (20 pairs of 28 codes, the last pixel alone or not; 3 pairs of 288 codes; a
-        // pointwise plane of 5 pairs in blocks of 2 and 3), and rows of one pair, which
-        // widen in the inner product.
-        check::<28, 560>(&mut rng, Shape3::new(3, 3, 39), 3, 3, [1, 1], 1);
+        // pass (39 pairs of 28 codes over two rows, then a last row of 20, its last pixel
+        // alone; 19 pairs through the offset table; a pointwise plane of 13 pairs), in
+        // blocks of 2 and 3 (288 codes, 5 pairs; a pointwise plane of 5), and rows of one
+        // pair, which widen in the inner product.
+        check::<28, 1092>(&mut rng, Shape3::new(3, 3, 39), 3, 3, [1, 1], 1);
         check::<28, 532>(&mut rng, Shape3::new(3, 4, 40), 2, 3, [1, 1], 0);
-        check::<288, 864>(&mut rng, Shape3::new(32, 4, 5), 3, 3, [1, 1], 1);
-        check::<288, 0>(&mut rng, Shape3::new(32, 5, 5), 2, 3, [2, 2], 0);
-        check::<260, 780>(&mut rng, Shape3::new(260, 3, 3), 3, 1, [1, 1], 0);
-        // Rows in several blocks: equal (288 codes, 6 and 9 pairs in blocks of 3, the last
-        // pixel alone in the second), unequal (288 codes, 5 pairs in blocks of 2 and 3; 200
-        // codes, 22 pairs in blocks of 4 and 5), and a pointwise plane of 18 pairs in
-        // blocks of 3.
-        check::<288, 864>(&mut rng, Shape3::new(32, 2, 12), 3, 3, [1, 1], 1);
-        check::<288, 864>(&mut rng, Shape3::new(32, 3, 17), 2, 3, [1, 1], 1);
-        check::<288, 864>(&mut rng, Shape3::new(32, 2, 9), 2, 3, [1, 1], 1);
-        check::<200, 1000>(&mut rng, Shape3::new(22, 3, 43), 3, 3, [1, 1], 1);
-        check::<260, 780>(&mut rng, Shape3::new(260, 6, 6), 3, 1, [1, 1], 0);
         check::<64, 832>(&mut rng, Shape3::new(64, 5, 5), 3, 1, [1, 1], 0);
+        check::<288, 864>(&mut rng, Shape3::new(32, 4, 5), 3, 3, [1, 1], 1);
+        check::<260, 780>(&mut rng, Shape3::new(260, 3, 3), 3, 1, [1, 1], 0);
+        check::<288, 0>(&mut rng, Shape3::new(32, 5, 5), 2, 3, [2, 2], 0);
+        // Passes in several blocks: equal (288 codes, 6 pairs of one even row and 9 of two
+        // rows in blocks of 3), unequal (288 codes, 17 pairs in blocks of 3 and 4, then a
+        // last row of 9 in blocks of 3, its last pixel alone; 200 codes, 43 pairs in blocks
+        // of 5 and 6; 360 codes, 5 pairs in 2 and 3), and a pointwise plane of 18 pairs in
+        // blocks of 3 and 4.
+        check::<288, 864>(&mut rng, Shape3::new(32, 2, 12), 3, 3, [1, 1], 1);
+        check::<288, 864>(&mut rng, Shape3::new(32, 2, 9), 2, 3, [1, 1], 1);
+        check::<288, 1152>(&mut rng, Shape3::new(32, 3, 17), 2, 3, [1, 1], 1);
+        check::<200, 1200>(&mut rng, Shape3::new(22, 3, 43), 3, 3, [1, 1], 1);
+        check::<360, 1080>(&mut rng, Shape3::new(40, 3, 5), 3, 3, [1, 1], 1);
+        check::<260, 1040>(&mut rng, Shape3::new(260, 6, 6), 3, 1, [1, 1], 0);
+        // Rows too long for blocks beside the offset table go pair by pair (504 codes).
+        check::<504, 0>(&mut rng, Shape3::new(56, 4, 6), 3, 3, [1, 1], 0);
         // Word gathers of odd width take two output rows a pass, pairs running across a
-        // row's end: rows of one pixel (every pair across), pair by pair (rows too long for
-        // blocks) and in blocks, an odd last row alone, and a vertical stride of 2.
+        // row's end: rows of one pixel (every pair across, pair by pair), in blocks, an odd
+        // last row alone, and a vertical stride of 2.
         check::<28, 0>(&mut rng, Shape3::new(3, 5, 1), 3, 3, [1, 1], 1);
-        check::<360, 0>(&mut rng, Shape3::new(40, 3, 5), 3, 3, [1, 1], 1);
         check::<84, 588>(&mut rng, Shape3::new(9, 7, 7), 5, 3, [1, 1], 1);
         check::<28, 252>(&mut rng, Shape3::new(3, 9, 9), 3, 3, [2, 1], 1);
     }

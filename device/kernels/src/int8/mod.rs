@@ -27,7 +27,7 @@ pub use conv2d::{conv2d, depthwise_conv2d};
 pub use depthwise_dsp::{depthwise3x3_dsp, depthwise3x3_dsp_fits, depthwise3x3_dsp_scratch_len};
 pub use depthwise_padded::depthwise3x3_padded;
 pub use dsp::{
-    MAX_DSP_BLOCK_WORDS, MAX_DSP_ROW, WordAligned, conv2d_dsp, dsp_block_words, dsp_row_len,
+    DSP_STACK_WORDS, MAX_DSP_ROW, WordAligned, conv2d_dsp, dsp_block_words, dsp_row_len,
     dsp_scratch_len, dsp_weights_len, pack_conv2d_dsp,
 };
 pub use elementwise::{add, add_left_shift};
