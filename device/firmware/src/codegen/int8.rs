@@ -348,8 +348,9 @@ pub(crate) fn layer_code_int8(
 ) -> Result<LayerCode, String> {
     let x0 = info.input_shapes[0];
     let stage_expr = format!(
-        "OutputStage {{ zero_point: {}, min: {}, max: {}, factors_below_half: {} }}",
-        stage.zero_point, stage.min, stage.max, stage.factors_below_half
+        "OutputStage {{ zero_point: {}, min: {}, max: {}, factors_below_half: {}, \
+         factors_short: {} }}",
+        stage.zero_point, stage.min, stage.max, stage.factors_below_half, stage.factors_short
     );
     let mut params = String::new();
     let weighted_call = |f: &str| {

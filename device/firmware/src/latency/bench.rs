@@ -93,7 +93,7 @@ impl Numbers {
 
 /// The int8 benchmarks' stand-in quantisation: inputs at zero point -128 (a rectified
 /// value's), outputs clamped to the whole int8 range, every requantisation factor below a half
-/// (a layer's usual case, stated as the generated code states it). The codes do not change
+/// and short (a layer's usual case, stated as the generated code states it). The codes do not change
 /// the kernels' path, only what they compute.
 const INT8_ZERO: i32 = -128;
 const INT8_STAGE: OutputStage = OutputStage {
@@ -101,8 +101,10 @@ const INT8_STAGE: OutputStage = OutputStage {
     min: -128,
     max: 127,
     factors_below_half: true,
+    factors_short: true,
 };
-/// A requantisation factor below a half (0.71 * 2^-1), as a layer's usually is.
+/// A requantisation factor below a half (0.71 * 2^-1, [`kernels::Requantize::is_short`]), as a
+/// layer's usually is.
 const INT8_RQ: &str = "kernels::Requantize { multiplier: 1518500250, shift: -1 }";
 
 /// The parent layer `plan.index` with `in_channels` / `out_channels` channels, as a

@@ -247,6 +247,7 @@ mod tests {
             min: if act == Activation::None { -128 } else { 11 },
             max: if act == Activation::Relu6 { 90 } else { 127 },
             factors_below_half: false,
+            factors_short: false,
         };
         let zero = (rng.next() % 256) as i32 - 128;
         let mut want = vec![0i8; params.output().len()];

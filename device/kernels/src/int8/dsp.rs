@@ -1166,6 +1166,7 @@ mod tests {
             min: -7,
             max: 127,
             factors_below_half: false,
+            factors_short: false,
         };
         let told = stage.with_factors(&rq);
         assert!(told.factors_below_half);

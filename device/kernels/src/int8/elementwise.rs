@@ -161,6 +161,7 @@ mod tests {
                 min: zero_point as i8,
                 max: 120,
                 factors_below_half: false,
+                factors_short: false,
             }
             .with_factors(&[output_rescale]);
             assert!(stage.factors_below_half);

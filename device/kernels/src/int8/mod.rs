@@ -34,7 +34,7 @@ pub use elementwise::{add, add_left_shift};
 pub use linear::linear;
 pub use pool::{MAX_POOL_CELLS, avg_pool2d, global_avg_pool, max_pool2d, mean_code};
 pub use requantize::{
-    Requantize, SHIFTS, rounding_divide_by_pot, saturating_rounding_doubling_high_mul,
+    Requantize, SHIFTS, SHORT_SHIFTS, rounding_divide_by_pot, saturating_rounding_doubling_high_mul,
 };
 pub use sdot::{
     MAX_SDOT_ROW, conv2d_sdot, fold_zero_point, pack_conv2d_sdot, sdot_row_len, sdot_scratch_len,

@@ -25,6 +25,10 @@ pub struct Requantize {
 /// Shifts a [`Requantize`] may hold: a real factor between about `2^-31` and `2^31`.
 pub const SHIFTS: core::ops::RangeInclusive<i32> = -31..=30;
 
+/// Shifts of the factors [`Requantize::to_i8_short`] takes: below a half, and at least
+/// `2^-22` (a layer's factor `x_scale * w_scale / y_scale` is usually near `2^-10`).
+pub const SHORT_SHIFTS: core::ops::RangeInclusive<i32> = -21..=-1;
+
 /// `round(a * b / 2^31)`, saturated: the high half of the doubled 64-bit product, rounded
 /// (gemmlowp's `SaturatingRoundingDoublingHighMul`, whose rounding of ties follows its nudge:
 /// up for positive products, towards zero for negative ones).
@@ -199,6 +203,37 @@ impl Requantize {
         } else {
             self.apply(acc)
         }
+    }
+
+    /// True for a factor [`Requantize::to_i8_short`] takes: a shift in [`SHORT_SHIFTS`] and a
+    /// mantissa in `[2^30, 2^31)`.
+    #[inline(always)]
+    pub const fn is_short(&self) -> bool {
+        self.shift >= *SHORT_SHIFTS.start()
+            && self.shift <= *SHORT_SHIFTS.end()
+            && self.multiplier >= 1 << 30
+    }
+
+    /// [`Requantize::to_i8`] for a factor that [`Requantize::is_short`], in 32-bit steps that
+    /// Cortex-M has single instructions for: the accumulator doubled with saturation
+    /// (`QADD`), the rounded high word of its product with the mantissa (`SMMULR`), then the
+    /// rounding divide by `2^e` (`e = -shift`) as `(h + 2^(e-1) - [h < 0]) >> e`. 8
+    /// instructions an output with the store, against 11 for
+    /// [`Requantize::to_i8_below_half`], with the same codes (tested over the whole `i32`
+    /// range):
+    /// - where `|acc| < 2^30`, `floor((2 acc * m + 2^31) / 2^32)` is gemmlowp's doubling high
+    ///   multiply `floor((acc * m + 2^30) / 2^31)` (its nudge and truncation make that
+    ///   floor), and the divide is gemmlowp's, ties away from zero;
+    /// - where the doubling saturates, the high word is still at least `2^29 - 1` in size
+    ///   (`m >= 2^30`), so for `e <= 21` the result is at least 256 in size, as the exact one
+    ///   is: both clamp to the same code. (At `e = 22` they can differ: a test shows it.)
+    #[inline(always)]
+    pub const fn to_i8_short(&self, acc: i32, zero_point: i32, min: i8, max: i8) -> i8 {
+        let doubled = acc.saturating_add(acc);
+        let high = ((doubled as i64 * self.multiplier as i64 + (1 << 31)) >> 32) as i32;
+        let e = (-self.shift) as u32;
+        let y = (high + (1 << (e - 1)) - ((high as u32) >> 31) as i32) >> e;
+        clamp_code(y.saturating_add(zero_point), min, max)
     }
 
     /// [`Requantize::to_i8`] for a factor [`Requantize::below_half`], without testing it (a
@@ -381,6 +416,80 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_doubled_high_word_equals_apply_for_short_factors() {
+        let mut rng = Lcg(11);
+        let exact = |v: i32, zero: i32, min: i8, r: &Requantize| {
+            r.apply(v).saturating_add(zero).clamp(min as i32, 127) as i8
+        };
+        let mut short = 0;
+        for _ in 0..400_000 {
+            // Factors from 2^-24 to 1, accumulators over the whole i32 range, small ones more
+            // often (where the roundings decide), and both clamps (int8, and a ReLU's).
+            let real = pow2(-24) * (24.0 * core::f64::consts::LN_2 * rng.unit()).exp();
+            let Some(r) = Requantize::from_real(real.min(0.999_999)) else {
+                continue;
+            };
+            if !r.is_short() {
+                continue;
+            }
+            short += 1;
+            let wide = rng.next() as u32 as i32;
+            let acc = if rng.next().is_multiple_of(2) {
+                wide
+            } else {
+                wide >> (rng.next() % 31)
+            };
+            let zero = (rng.next() % 256) as i32 - 128;
+            let min = if rng.next().is_multiple_of(2) {
+                -128
+            } else {
+                zero as i8
+            };
+            assert_eq!(
+                r.to_i8_short(acc, zero, min, 127),
+                exact(acc, zero, min, &r),
+                "{acc} {r:?} {zero} {min}"
+            );
+        }
+        assert!(short > 300_000, "{short}");
+        // The edges: where doubling saturates (2^30 and beyond), at the ends of the range of
+        // shifts and mantissas.
+        let edges = [
+            i32::MIN,
+            i32::MIN + 1,
+            -(1 << 30) - 1,
+            -(1 << 30),
+            -(1 << 30) + 1,
+            -1,
+            0,
+            1,
+            (1 << 30) - 1,
+            1 << 30,
+            i32::MAX,
+        ];
+        for acc in edges {
+            for shift in SHORT_SHIFTS {
+                for multiplier in [1 << 30, (1 << 30) + 1, i32::MAX - 1, i32::MAX] {
+                    let r = Requantize { multiplier, shift };
+                    for zero in [-128, -3, 0, 127] {
+                        let got = r.to_i8_short(acc, zero, -128, 127);
+                        assert_eq!(got, exact(acc, zero, -128, &r), "{acc} {r:?} {zero}");
+                    }
+                }
+            }
+        }
+        // One step below the range the doubling's saturation shows: the exact code clamps at
+        // 127, the short way's halved accumulator does not.
+        let r = Requantize {
+            multiplier: 1 << 30,
+            shift: -22,
+        };
+        assert!(!r.is_short());
+        assert_eq!(exact(i32::MAX, -128, -128, &r), 127);
+        assert_eq!(r.to_i8_short(i32::MAX, -128, -128, 127), 0);
     }
 
     #[test]

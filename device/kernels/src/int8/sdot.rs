@@ -342,6 +342,7 @@ mod tests {
             min: zero_point.max(-128) as i8,
             max: (zero_point + 90).min(127) as i8,
             factors_below_half: false,
+            factors_short: false,
         };
         let zero = (rng.next() % 256) as i32 - 128;
         let mut want = vec![0i8; params.output().len()];

@@ -64,6 +64,10 @@ pub struct OutputStage {
     /// constant, which also keeps a layer's code independent of its factors' values (a
     /// latency table measures layers with stand-in values).
     pub factors_below_half: bool,
+    /// Every requantisation of the layer [`Requantize::is_short`]: on 32-bit targets
+    /// (Cortex-M) its kernel then takes [`Requantize::to_i8_short`], 8 instructions an
+    /// output instead of 11. Stated as a constant by generated code, as the flag above.
+    pub factors_short: bool,
 }
 
 impl OutputStage {
@@ -88,13 +92,16 @@ impl OutputStage {
             min,
             max,
             factors_below_half: false,
+            factors_short: false,
         }
     }
 
-    /// This stage, knowing whether all of `factors` are [`Requantize::below_half`].
+    /// This stage, knowing whether all of `factors` are [`Requantize::below_half`] and
+    /// whether all are [`Requantize::is_short`].
     pub fn with_factors(self, factors: &[Requantize]) -> OutputStage {
         OutputStage {
             factors_below_half: factors.iter().all(Requantize::below_half),
+            factors_short: factors.iter().all(Requantize::is_short),
             ..self
         }
     }
@@ -102,6 +109,12 @@ impl OutputStage {
     /// The int8 output of accumulator `acc` requantised by `factor` (one of the layer's).
     #[inline(always)]
     pub const fn requantize(&self, factor: &Requantize, acc: i32) -> i8 {
+        // On 64-bit targets the short factors go the below-half way, a 64-bit product and
+        // shift there (every short factor is below a half).
+        #[cfg(not(target_pointer_width = "64"))]
+        if self.factors_short {
+            return factor.to_i8_short(acc, self.zero_point, self.min, self.max);
+        }
         if self.factors_below_half {
             factor.to_i8_below_half(acc, self.zero_point, self.min, self.max)
         } else {
@@ -177,6 +190,7 @@ impl OutputStage {
             min: i8::MIN,
             max: i8::MAX,
             factors_below_half: false,
+            factors_short: false,
         }
     }
 }
@@ -219,6 +233,7 @@ mod tests {
                     min: zero_point as i8,
                     max: 127,
                     factors_below_half: shift <= -1,
+                    factors_short: factor.is_short(),
                 };
                 // Lengths around the four-lane chunks; accumulators over the whole range,
                 // small ones (ties) included.
