@@ -99,6 +99,38 @@ pub struct AddRescale {
     pub output: Requantize,
 }
 
+/// The stage of an add whose inputs have zero points `zeros`, `stage` as its output factor
+/// alone gives it, and short ([`OutputStage::factors_short`]) also where
+/// [`Requantize::to_i8_short`] gives the exact code for every pair of input codes (all
+/// 65,536, summed as the kernel sums them). A two-input add's output factor is usually near
+/// `2^-22`, just below the shifts that are short for any accumulator, and its sums stay far
+/// from the `2^30` where the short way's doubling saturates (a test shows one that does not).
+pub fn add_stage(stage: OutputStage, add: &AddRescale, zeros: &[i32]) -> OutputStage {
+    let ([ra, rb], [za, zb]) = (add.inputs.as_slice(), zeros) else {
+        return stage;
+    };
+    let out = add.output;
+    if stage.factors_short || !out.below_half() {
+        return stage;
+    }
+    let shift = add_left_shift(2);
+    let rescaled = |r: &Requantize, zero: i32| -> Vec<i32> {
+        (-128..=127)
+            .map(|c: i32| r.apply_at_most_half((c - zero) << shift))
+            .collect()
+    };
+    let (ta, tb) = (rescaled(ra, *za), rescaled(rb, *zb));
+    let (zero, min, max) = (stage.zero_point, stage.min, stage.max);
+    let exact = ta.iter().all(|a| {
+        tb.iter()
+            .all(|b| out.to_i8_short(a + b, zero, min, max) == out.to_i8(a + b, zero, min, max))
+    });
+    OutputStage {
+        factors_short: exact,
+        ..stage
+    }
+}
+
 /// A validated int8 export.
 #[derive(Clone, Debug)]
 pub struct Int8Export {
@@ -143,8 +175,9 @@ impl Int8Export {
         self.values[v]
     }
 
-    /// Layer `i`'s output stage: its output's zero point, its activation's clamp, and
-    /// whether every requantisation of the layer is below a half.
+    /// Layer `i`'s output stage: its output's zero point, its activation's clamp, whether
+    /// every requantisation of the layer is below a half, and whether the short
+    /// requantisation gives its exact codes ([`add_stage`] for a two-input add).
     pub fn output_stage(&self, i: usize) -> OutputStage {
         let out = self.values[i + 1];
         let stage = match &self.arch.layers[i].op {
@@ -157,7 +190,16 @@ impl Int8Export {
         };
         match &self.layers[i] {
             Int8Layer::Weighted(w) => stage.with_factors(&w.requantize),
-            Int8Layer::Add(a) => stage.with_factors(std::slice::from_ref(&a.output)),
+            Int8Layer::Add(a) => {
+                let zeros: Vec<i32> = (self.arch.layers[i].inputs.iter())
+                    .map(|&v| self.values[v].zero_point)
+                    .collect();
+                add_stage(
+                    stage.with_factors(std::slice::from_ref(&a.output)),
+                    a,
+                    &zeros,
+                )
+            }
             Int8Layer::Pool => stage,
         }
     }
@@ -440,4 +482,61 @@ fn check_requantize(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dnal_kernels::Activation;
+
+    fn add(scales: [f64; 2], output_scale: f64) -> AddRescale {
+        let max = scales[0].max(scales[1]);
+        let shift = add_left_shift(2);
+        AddRescale {
+            inputs: scales
+                .map(|s| Requantize::from_real(s / (2.0 * max)).unwrap())
+                .to_vec(),
+            output: Requantize::from_real(2.0 * max / ((1u64 << shift) as f64 * output_scale))
+                .unwrap(),
+        }
+    }
+
+    #[test]
+    fn an_add_is_short_where_every_pair_of_codes_agrees() {
+        let stage = |zero_point| {
+            OutputStage::new(
+                Activation::None,
+                Quantization {
+                    scale: 1.0,
+                    zero_point,
+                },
+            )
+        };
+        // A residual add of inputs centred on 0: its output factor (about 0.83 * 2^-22) is
+        // past the shifts short for any accumulator, but its sums stay within 2^30.
+        let usual = add([0.05, 0.03], 0.06);
+        assert_eq!(usual.output.shift, -22);
+        let base = stage(-5).with_factors(std::slice::from_ref(&usual.output));
+        assert!(base.factors_below_half && !base.factors_short);
+        assert!(add_stage(base, &usual, &[0, 3]).factors_short);
+        // Equal scales and inputs at zero point -128: two codes of 127 sum to 255 * 2^23,
+        // where doubling saturates; at a factor of 2^-23 the exact code is 255 - 128 = 127,
+        // the short way's 0. Not short.
+        let edge = AddRescale {
+            inputs: vec![Requantize::from_real(0.5).unwrap(); 2],
+            output: Requantize {
+                multiplier: 1 << 30,
+                shift: -22,
+            },
+        };
+        let base = stage(-128).with_factors(std::slice::from_ref(&edge.output));
+        assert!(!add_stage(base, &edge, &[-128, -128]).factors_short);
+        assert!(add_stage(base, &edge, &[0, 0]).factors_short);
+        // Three inputs are not checked.
+        let three = AddRescale {
+            inputs: vec![Requantize::from_real(0.5).unwrap(); 3],
+            output: usual.output,
+        };
+        assert!(!add_stage(base, &three, &[0, 0, 0]).factors_short);
+    }
 }

@@ -64,9 +64,11 @@ pub struct OutputStage {
     /// constant, which also keeps a layer's code independent of its factors' values (a
     /// latency table measures layers with stand-in values).
     pub factors_below_half: bool,
-    /// Every requantisation of the layer [`Requantize::is_short`]: on 32-bit targets
-    /// (Cortex-M) its kernel then takes [`Requantize::to_i8_short`], 8 instructions an
-    /// output instead of 11. Stated as a constant by generated code, as the flag above.
+    /// [`Requantize::to_i8_short`] gives the layer's exact codes: every requantisation of
+    /// the layer [`Requantize::is_short`] (exact for any accumulator), or, for a two-input
+    /// add, checked over every pair of input codes (dnal-export's `add_stage`). On 32-bit
+    /// targets (Cortex-M) its kernel then takes the short way, 8 instructions an output
+    /// instead of 11. Stated as a constant by generated code, as the flag above.
     pub factors_short: bool,
 }
 
