@@ -6,8 +6,8 @@
 //!
 //! Needs what deploy_qemu.rs needs (QEMU, the plugin's gcc, the rustup targets).
 
-use dnal_export::Precision;
 use dnal_export::int8::{ValueRanges, quantize};
+use dnal_export::{Precision, Shape3};
 use dnal_firmware::DeployRequest;
 use dnal_firmware::board::Int8Simd;
 use dnal_firmware::codegen::Network;
@@ -18,13 +18,16 @@ fn shared_target_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dnal-firmware")
 }
 
-fn deploy_int8(board: &str) {
+/// The tiny network on `side` x `side` images, quantised, deployed to `board` and run.
+fn deploy_int8(board: &str, side: usize) {
     let tmp = tempfile::tempdir().unwrap();
     // Seven channels where the tiny network has eight: the depthwise layer's 63 codes (and
     // other odd-length arrays) then sit before the SMLAD layers' weights in flash, which
     // `LDRD` reads a word at a time and faults on if they are not word aligned.
     let odd = [("conv1", 7), ("pw", 7)].map(|(name, c)| (name.to_string(), c));
-    let arch = with_channels(&tiny_cnn_arch(&format!("tiny8-{board}")), &odd.into()).unwrap();
+    let mut tiny = tiny_cnn_arch(&format!("tiny8-{side}-{board}"));
+    tiny.input = Shape3::new(3, side, side);
+    let arch = with_channels(&tiny, &odd.into()).unwrap();
     let export = random_export(arch, 21).unwrap();
     // Calibrated on other images than the ones embedded: some values saturate.
     let mut ranges = ValueRanges::new(export.arch().layers.len() + 1);
@@ -95,15 +98,27 @@ fn deploy_int8(board: &str) {
 
 #[test]
 fn int8_firmware_matches_the_integer_reference_on_cortex_m4() {
-    deploy_int8("cortex-m4-qemu");
+    deploy_int8("cortex-m4-qemu", 12);
 }
 
 #[test]
 fn int8_firmware_matches_the_integer_reference_on_cortex_m7() {
-    deploy_int8("cortex-m7-qemu");
+    deploy_int8("cortex-m7-qemu", 12);
 }
 
 #[test]
 fn int8_firmware_matches_the_integer_reference_on_aarch64() {
-    deploy_int8("aarch64-qemu");
+    deploy_int8("aarch64-qemu", 12);
+}
+
+// Rows of 15 pixels: the depthwise layer runs its rows of pixel pairs in assembly
+// (`arm/dw3x3.s`, rows of at least 13), the last pixel's partner in the slack.
+#[test]
+fn int8_firmware_with_wide_depthwise_rows_matches_on_cortex_m4() {
+    deploy_int8("cortex-m4-qemu", 15);
+}
+
+#[test]
+fn int8_firmware_with_wide_depthwise_rows_matches_on_cortex_m7() {
+    deploy_int8("cortex-m7-qemu", 15);
 }

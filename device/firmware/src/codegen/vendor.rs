@@ -62,6 +62,10 @@ pub const KERNEL_SOURCES: &[(&str, &str)] = &[
         include_str!("../../../kernels/src/int8/arm/dot2x2_i16.s"),
     ),
     (
+        "int8/arm/dw3x3.s",
+        include_str!("../../../kernels/src/int8/arm/dw3x3.s"),
+    ),
+    (
         "int8/arm/mod.rs",
         include_str!("../../../kernels/src/int8/arm/mod.rs"),
     ),

@@ -2,10 +2,13 @@
 //! itself, spills two of the four accumulators in this loop (30 instructions per 16 MACs
 //! where the assembly takes 15). Two versions: weights widened in the loop (`dot2x2.s`), and
 //! weights widened beforehand, once for several pixel pairs (`dot2x2_i16.s`, 10.75 per 16).
+//! And the 3x3 depthwise convolution's row of pixel pairs at stride 1 (`dw3x3.s`: LLVM kept
+//! part of its six weights on the stack, 33 instructions per pair against 25).
 
 // `raw`: the files are plain assembly, their braces are register lists, not format arguments.
 core::arch::global_asm!(include_str!("dot2x2.s"), options(raw));
 core::arch::global_asm!(include_str!("dot2x2_i16.s"), options(raw));
+core::arch::global_asm!(include_str!("dw3x3.s"), options(raw));
 
 unsafe extern "C" {
     /// `acc[c * 2 + p] += sum_k w[c][k] * x[p][k]` for two channels `c` and two pixels `p`,
@@ -30,5 +33,20 @@ unsafe extern "C" {
         codes: *const i16,
         weights: *const u32,
         steps: usize,
+    );
+
+    /// The sums of `pairs` output pixel pairs of a 3x3 depthwise convolution at stride 1
+    /// (`sums[2 p]` and `sums[2 p + 1]`, word aligned): pair `p`'s windows start at code
+    /// `2 p` of `rows`, whose three rows are `wide` codes apart (each loaded a word at a
+    /// time, up to 3 codes past a window); `weights` holds the rows' `(w0, w2)` pairs, then
+    /// `(w1 of row 0, w1 of row 1)` and `w1 of row 2` as 16-bit halves (see
+    /// `depthwise3x3_dsp`); every sum starts at `bias`.
+    pub(crate) fn dnal_s8_dw3x3_pairs(
+        sums: *mut i32,
+        rows: *const i8,
+        wide: usize,
+        bias: i32,
+        weights: *const u32,
+        pairs: usize,
     );
 }
