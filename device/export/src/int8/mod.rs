@@ -138,6 +138,9 @@ pub struct Int8Export {
     summary: ArchSummary,
     values: Vec<Quantization>,
     layers: Vec<Int8Layer>,
+    /// Each layer's output stage, worked out once ([`Int8Export::output_stage`]): an add's
+    /// takes 65,536 requantisations to settle, and evaluations ask per image.
+    stages: Vec<OutputStage>,
 }
 
 impl Int8Export {
@@ -149,12 +152,17 @@ impl Int8Export {
         arch.expect_precision(Path::new(crate::ARCH_FILE), Precision::Int8)?;
         let values = check_values(&arch)?;
         check_layers(path, &arch, &values, &layers)?;
-        Ok(Int8Export {
+        let mut export = Int8Export {
             arch,
             summary,
             values,
             layers,
-        })
+            stages: Vec::new(),
+        };
+        export.stages = (0..export.layers.len())
+            .map(|i| export.work_out_stage(i))
+            .collect();
+        Ok(export)
     }
 
     pub fn arch(&self) -> &Arch {
@@ -179,6 +187,11 @@ impl Int8Export {
     /// every requantisation of the layer is below a half, and whether the short
     /// requantisation gives its exact codes ([`add_stage`] for a two-input add).
     pub fn output_stage(&self, i: usize) -> OutputStage {
+        self.stages[i]
+    }
+
+    /// [`Int8Export::output_stage`] from the layer's data.
+    fn work_out_stage(&self, i: usize) -> OutputStage {
         let out = self.values[i + 1];
         let stage = match &self.arch.layers[i].op {
             Op::Conv2d(c) => OutputStage::new(c.activation, out),

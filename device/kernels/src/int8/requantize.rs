@@ -324,6 +324,16 @@ mod tests {
         fn unit(&mut self) -> f64 {
             self.next() as f64 / (1u64 << 53) as f64
         }
+        /// An accumulator over the whole `i32` range, small ones more often (where the
+        /// roundings decide).
+        fn accumulator(&mut self) -> i32 {
+            let wide = self.next() as u32 as i32;
+            if self.next().is_multiple_of(2) {
+                wide
+            } else {
+                wide >> (self.next() % 31)
+            }
+        }
     }
 
     #[test]
@@ -385,12 +395,7 @@ mod tests {
             let Some(r) = Requantize::from_real(real.min(0.999_999)) else {
                 continue;
             };
-            let wide = rng.next() as u32 as i32;
-            let acc = if rng.next().is_multiple_of(2) {
-                wide
-            } else {
-                wide >> (rng.next() % 31)
-            };
+            let acc = rng.accumulator();
             let zero = (rng.next() % 256) as i32 - 128;
             assert_eq!(
                 r.to_i8(acc, zero, -128, 127),
@@ -436,12 +441,7 @@ mod tests {
                 continue;
             }
             short += 1;
-            let wide = rng.next() as u32 as i32;
-            let acc = if rng.next().is_multiple_of(2) {
-                wide
-            } else {
-                wide >> (rng.next() % 31)
-            };
+            let acc = rng.accumulator();
             let zero = (rng.next() % 256) as i32 - 128;
             let min = if rng.next().is_multiple_of(2) {
                 -128

@@ -16,6 +16,19 @@
     .syntax unified
     .thumb
 
+    @ One kernel row of a pair, its input word in r11: the sums r9 and r10 (from \in0 and
+    @ \in1) take the (w0, w2) pair \outer and the middle tap through \mid0 (pixel 0's,
+    @ a1: bottom half of the odd pair) and \mid1 (pixel 1's, a2: top half of the even
+    @ pair), each the half of \mid the row's w1 is in.
+    .macro dnal_dw_row outer, mid, mid0, mid1, in0, in1
+    sxtb16 r12, r11
+    sxtb16 lr, r11, ror #8
+    smlad r9, r12, \outer, \in0
+    \mid0 r9, lr, \mid, r9
+    smlad r10, lr, \outer, \in1
+    \mid1 r10, r12, \mid, r10
+    .endm
+
     .section .text.dnal_s8_dw3x3_pairs,"ax",%progbits
     .global dnal_s8_dw3x3_pairs
     .type dnal_s8_dw3x3_pairs,%function
@@ -33,30 +46,15 @@ dnal_s8_dw3x3_pairs:
     add lr, r0, lr, lsl #3
     push {lr}
 1:
-    @ Row 1 (middle taps in r7's top half).
+    @ Row 1 (middle taps in r7's top half), the sums starting at the bias.
     ldr r11, [r1, r2]
-    sxtb16 r12, r11
-    sxtb16 lr, r11, ror #8
-    smlad r9, r12, r5, r3
-    smlabt r9, lr, r7, r9
-    smlad r10, lr, r5, r3
-    smlatt r10, r12, r7, r10
+    dnal_dw_row r5, r7, smlabt, smlatt, r3, r3
     @ Row 2.
     ldr r11, [r1, r2, lsl #1]
-    sxtb16 r12, r11
-    sxtb16 lr, r11, ror #8
-    smlad r9, r12, r6, r9
-    smlabb r9, lr, r8, r9
-    smlad r10, lr, r6, r10
-    smlatb r10, r12, r8, r10
+    dnal_dw_row r6, r8, smlabb, smlatb, r9, r10
     @ Row 0, the next pair two codes on.
     ldr r11, [r1], #2
-    sxtb16 r12, r11
-    sxtb16 lr, r11, ror #8
-    smlad r9, r12, r4, r9
-    smlabb r9, lr, r7, r9
-    smlad r10, lr, r4, r10
-    smlatb r10, r12, r7, r10
+    dnal_dw_row r4, r7, smlabb, smlatb, r9, r10
     strd r9, r10, [r0], #8
     ldr r11, [sp]
     cmp r0, r11
