@@ -70,6 +70,10 @@ pub const KERNEL_SOURCES: &[(&str, &str)] = &[
         include_str!("../../../kernels/src/int8/arm/mod.rs"),
     ),
     (
+        "int8/arm/pw_sums.s",
+        include_str!("../../../kernels/src/int8/arm/pw_sums.s"),
+    ),
+    (
         "int8/conv2d.rs",
         include_str!("../../../kernels/src/int8/conv2d.rs"),
     ),

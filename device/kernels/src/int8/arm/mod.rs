@@ -3,12 +3,15 @@
 //! where the assembly takes 15). Two versions: weights widened in the loop (`dot2x2.s`), and
 //! weights widened beforehand, once for several pixel pairs (`dot2x2_i16.s`, 10.75 per 16).
 //! And the 3x3 depthwise convolution's row of pixel pairs at stride 1 (`dw3x3.s`: LLVM kept
-//! part of its six weights on the stack, 33 instructions per pair against 25).
+//! part of its six weights on the stack, 33 instructions per pair against 25). And a
+//! pointwise layer's sums for one channel over a run of pixel pairs, for rows of one or two
+//! steps (`pw_sums.s`).
 
 // `raw`: the files are plain assembly, their braces are register lists, not format arguments.
 core::arch::global_asm!(include_str!("dot2x2.s"), options(raw));
 core::arch::global_asm!(include_str!("dot2x2_i16.s"), options(raw));
 core::arch::global_asm!(include_str!("dw3x3.s"), options(raw));
+core::arch::global_asm!(include_str!("pw_sums.s"), options(raw));
 
 unsafe extern "C" {
     /// `acc[c * 2 + p] += sum_k w[c][k] * x[p][k]` for two channels `c` and two pixels `p`,
@@ -48,5 +51,26 @@ unsafe extern "C" {
         bias: i32,
         weights: *const u32,
         pairs: usize,
+    );
+
+    /// One output channel of a pointwise convolution over `pairs` gathered pixel pairs of
+    /// one step of four codes each (`codes`: per pair pixel 0's two `i16` pairs, then pixel
+    /// 1's; word aligned): `sums[2 p]`, `sums[2 p + 1]` = `bias` plus the products with
+    /// `weights` (the step's two widened pairs, as `SXTB16` makes them).
+    pub(crate) fn dnal_s8_pw_sums_1(
+        sums: *mut i32,
+        codes: *const u32,
+        pairs: usize,
+        bias: i32,
+        weights: *const u32,
+    );
+
+    /// As [`dnal_s8_pw_sums_1`] for two steps per pair (8 words of codes, 4 of weights).
+    pub(crate) fn dnal_s8_pw_sums_2(
+        sums: *mut i32,
+        codes: *const u32,
+        pairs: usize,
+        bias: i32,
+        weights: *const u32,
     );
 }
