@@ -18,7 +18,9 @@ pub use reference::{forward_with_kernels, reference_forward};
 
 use std::path::Path;
 
-use dnal_kernels::int8::{MAX_POOL_CELLS, OutputStage, Quantization, Requantize, add_left_shift};
+use dnal_kernels::int8::{
+    MAX_POOL_CELLS, OutputStage, Quantization, Requantize, add_left_shift, rescaled_codes,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{Arch, ArchSummary, ExportError, Op, Precision};
@@ -113,13 +115,12 @@ pub fn add_stage(stage: OutputStage, add: &AddRescale, zeros: &[i32]) -> OutputS
     if stage.factors_short || !out.below_half() {
         return stage;
     }
+    // The kernel's own tables: the sums checked are the ones it forms.
     let shift = add_left_shift(2);
-    let rescaled = |r: &Requantize, zero: i32| -> Vec<i32> {
-        (-128..=127)
-            .map(|c: i32| r.apply_at_most_half((c - zero) << shift))
-            .collect()
-    };
-    let (ta, tb) = (rescaled(ra, *za), rescaled(rb, *zb));
+    let (ta, tb) = (
+        rescaled_codes(*za, ra, shift),
+        rescaled_codes(*zb, rb, shift),
+    );
     let (zero, min, max) = (stage.zero_point, stage.min, stage.max);
     let exact = ta.iter().all(|a| {
         tb.iter()

@@ -25,6 +25,13 @@ pub const fn add_left_shift(inputs: usize) -> u32 {
 #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
 const TABLE_MIN_LEN: usize = 512;
 
+/// An add's input rescaled as [`add`] rescales it, for each of the 256 codes (code `c` at
+/// `c + 128`): `rescale((c - zero) << left_shift)`.
+#[inline(always)]
+pub fn rescaled_codes(zero: i32, rescale: &Requantize, left_shift: u32) -> [i32; 256] {
+    core::array::from_fn(|i| rescale.apply_at_most_half((i as i32 - 128 - zero) << left_shift))
+}
+
 /// `output = stage(rescale_out(sum_i rescale_i((inputs[i] - zeros[i]) << left_shift)))`.
 ///
 /// # Shapes
@@ -105,10 +112,10 @@ pub fn add(
         // instructions per output on Cortex-M, a table 256 of each.
         #[cfg(not(target_arch = "aarch64"))]
         if output.len() >= TABLE_MIN_LEN {
-            let table = |zero: i32, r: &Requantize| -> [i32; 256] {
-                core::array::from_fn(|i| r.apply_at_most_half((i as i32 - 128 - zero) << shift))
-            };
-            let (ta, tb) = (table(*za, ra), table(*zb, rb));
+            let (ta, tb) = (
+                rescaled_codes(*za, ra, shift),
+                rescaled_codes(*zb, rb, shift),
+            );
             for (o, (x, y)) in output.iter_mut().zip(a.iter().zip(b.iter())) {
                 let sum = ta[(*x as i32 + 128) as usize] + tb[(*y as i32 + 128) as usize];
                 *o = stage.requantize(&output_rescale, sum);
