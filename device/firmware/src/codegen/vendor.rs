@@ -121,6 +121,10 @@ pub const KERNEL_SOURCES: &[(&str, &str)] = &[
         "int8/stage.rs",
         include_str!("../../../kernels/src/int8/stage.rs"),
     ),
+    (
+        "int8/winograd.rs",
+        include_str!("../../../kernels/src/int8/winograd.rs"),
+    ),
     ("lib.rs", include_str!("../../../kernels/src/lib.rs")),
     ("marker.rs", include_str!("../../../kernels/src/marker.rs")),
     ("params.rs", include_str!("../../../kernels/src/params.rs")),

@@ -22,6 +22,7 @@ pub mod requantize;
 mod sdot;
 mod simd32;
 mod stage;
+mod winograd;
 
 pub use conv2d::{conv2d, depthwise_conv2d};
 pub use depthwise_dsp::{depthwise3x3_dsp, depthwise3x3_dsp_fits, depthwise3x3_dsp_scratch_len};
@@ -41,6 +42,10 @@ pub use sdot::{
     sdot_weights_len,
 };
 pub use stage::{OutputStage, Quantization, round_half_away};
+pub use winograd::{
+    MAX_WINOGRAD_PAIRS, MIN_WINOGRAD_CHANNELS, conv2d_winograd, winograd_fits, winograd_pair_words,
+    winograd_scratch_len, winograd_weights_whole,
+};
 
 /// Random codes for the kernels' tests: xorshift32, so that each test's inputs are fixed.
 #[cfg(test)]

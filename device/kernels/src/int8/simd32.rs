@@ -93,6 +93,31 @@ mod arm {
         }
         out
     }
+
+    /// Half by half, wrapping: `a + b` (`SADD16`; it sets the GE flags, which nothing reads).
+    #[inline(always)]
+    pub fn sadd16(a: u32, b: u32) -> u32 {
+        let out: u32;
+        // SAFETY: a register-only DSP instruction (Cortex-M4/M7, which this cfg selects); it
+        // reads two registers and writes one and the GE flags, no memory or stack.
+        unsafe {
+            asm!("sadd16 {out}, {a}, {b}", out = lateout(reg) out, a = in(reg) a, b = in(reg) b,
+                 options(pure, nomem, nostack));
+        }
+        out
+    }
+
+    /// Half by half, wrapping: `a - b` (`SSUB16`).
+    #[inline(always)]
+    pub fn ssub16(a: u32, b: u32) -> u32 {
+        let out: u32;
+        // SAFETY: as `sadd16`.
+        unsafe {
+            asm!("ssub16 {out}, {a}, {b}", out = lateout(reg) out, a = in(reg) a, b = in(reg) b,
+                 options(pure, nomem, nostack));
+        }
+        out
+    }
 }
 
 #[cfg(any(test, not(all(target_arch = "arm", target_abi = "eabihf"))))]
@@ -140,25 +165,34 @@ mod portable {
         sxtb16(x.rotate_right(8))
     }
 
-    /// Half by half, wrapping: `a + b`.
+    /// Half by half, wrapping: `a + b` (`SADD16`).
     #[inline(always)]
-    fn add16(a: u32, b: u32) -> u32 {
+    pub fn sadd16(a: u32, b: u32) -> u32 {
         super::pack16(
             bottom(a).wrapping_add(bottom(b)),
             top(a).wrapping_add(top(b)),
         )
     }
 
+    /// Half by half, wrapping: `a - b` (`SSUB16`).
+    #[inline(always)]
+    pub fn ssub16(a: u32, b: u32) -> u32 {
+        super::pack16(
+            bottom(a).wrapping_sub(bottom(b)),
+            top(a).wrapping_sub(top(b)),
+        )
+    }
+
     /// `a` plus bytes 0 and 2 of `x`, sign-extended, half by half (`SXTAB16`).
     #[inline(always)]
     pub fn sxtab16(a: u32, x: u32) -> u32 {
-        add16(a, sxtb16(x))
+        sadd16(a, sxtb16(x))
     }
 
     /// `a` plus bytes 1 and 3 of `x`, sign-extended, half by half (`SXTAB16` with `ROR #8`).
     #[inline(always)]
     pub fn sxtab16_ror8(a: u32, x: u32) -> u32 {
-        add16(a, sxtb16_ror8(x))
+        sadd16(a, sxtb16_ror8(x))
     }
 }
 
@@ -171,6 +205,18 @@ pub(crate) use portable::*;
 #[inline(always)]
 pub(crate) const fn pack16(bottom: i32, top: i32) -> u32 {
     (bottom as u16 as u32) | ((top as u16 as u32) << 16)
+}
+
+/// The bottom halves of `a` and `b`, as bottom and top (what LLVM makes `PKHBT` of).
+#[inline(always)]
+pub(crate) const fn bottoms(a: u32, b: u32) -> u32 {
+    (a & 0xffff) | (b << 16)
+}
+
+/// The top halves of `a` and `b`, as bottom and top (`PKHTB`).
+#[inline(always)]
+pub(crate) const fn tops(a: u32, b: u32) -> u32 {
+    (a >> 16) | (b & 0xffff_0000)
 }
 
 /// The four codes at `at` as one little-endian word (any alignment: Cortex-M4/M7 load
@@ -259,5 +305,9 @@ mod tests {
             portable::sxtab16_ror8(b, word),
             super::pack16(-4, 32768 - 128)
         );
+        assert_eq!(portable::sadd16(a, b), super::pack16(-4, 300 - 32768));
+        assert_eq!(portable::ssub16(a, b), super::pack16(0, 300 - 32768));
+        assert_eq!(super::bottoms(a, b), super::pack16(-2, -2));
+        assert_eq!(super::tops(a, b), super::pack16(300, -32768));
     }
 }

@@ -68,6 +68,75 @@ dnal_s8_dot2x2_i16:
     pop {r4-r11, pc}
     .size dnal_s8_dot2x2_i16, . - dnal_s8_dot2x2_i16
 
+@ The 16 inner products of int8 Winograd F(2x2, 3x3) (winograd.rs) for two output channels
+@ and two tiles: per position of the 4x4 tile, dnal_s8_dot2x2_i16's sums over the layer's
+@ steps of four input channels, from zero (the first step multiplies with SMUAD instead of
+@ accumulating), then for an odd count of channel pairs the last pair (one word of each
+@ tile and channel: 4 SMLAD). The positions' codes and weights follow one another, so both
+@ pointers simply run on, and the steps are unrolled: one function per count of input
+@ channel pairs, dnal_s8_winograd_products_<pairs>, each 10 instructions per step, 6 for
+@ the last pair and 6 per position, in one call where 16 calls of dnal_s8_dot2x2_i16 each
+@ saved and restored eight registers and cleared its sums.
+    .macro dnal_first_step_i16
+    ldm r1!, {r8-r11}
+    ldm r2!, {r0, r3, r12, lr}
+    smuad r4, r0, r8
+    smuad r5, r0, r10
+    smlad r4, r3, r9, r4
+    smlad r5, r3, r11, r5
+    smuad r6, r12, r8
+    smuad r7, r12, r10
+    smlad r6, lr, r9, r6
+    smlad r7, lr, r11, r7
+    .endm
+
+    @ The last of an odd count of pairs: tile 0's word and tile 1's, channel a's and b's.
+    .macro dnal_last_pair_i16
+    ldm r1!, {r8, r10}
+    ldm r2!, {r0, r12}
+    smlad r4, r0, r8, r4
+    smlad r5, r0, r10, r5
+    smlad r6, r12, r8, r6
+    smlad r7, r12, r10, r7
+    .endm
+
+    .macro dnal_winograd_products pairs
+    .section .text.dnal_s8_winograd_products_\pairs,"ax",%progbits
+    .global dnal_s8_winograd_products_\pairs
+    .type dnal_s8_winograd_products_\pairs,%function
+    .thumb_func
+    .p2align 2
+dnal_s8_winograd_products_\pairs:
+    @ r0: 64 x i32 out (per position the four sums, as dnal_s8_dot2x2_i16 orders them),
+    @ r1: transformed codes, r2: transformed weights (16 positions x 2 x pairs words each,
+    @ word aligned; at least 2 pairs)
+    push {r4-r11, lr}
+    @ [sp]: where the next position's sums go, [sp, #4]: the end of the weights.
+    add r3, r2, #(128 * \pairs)
+    push {r0, r3}
+1:
+    dnal_first_step_i16
+    .rept \pairs / 2 - 1
+    dnal_step_i16
+    .endr
+    .if \pairs % 2
+    dnal_last_pair_i16
+    .endif
+    ldr r0, [sp]
+    stm r0!, {r4-r7}
+    str r0, [sp]
+    ldr r0, [sp, #4]
+    cmp r2, r0
+    bne 1b
+    add sp, sp, #8
+    pop {r4-r11, pc}
+    .size dnal_s8_winograd_products_\pairs, . - dnal_s8_winograd_products_\pairs
+    .endm
+
+    .irp pairs, 2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48
+    dnal_winograd_products \pairs
+    .endr
+
 @ A channel pair's packed int8 weights widened to the i16 pairs dnal_s8_dot2x2_i16 reads:
 @ per step of 8 codes (channel a's word, then b's), sxtb16 of each word and of it rotated
 @ by 8, four words out. Two steps per loop: one ldm, eight sxtb16, two stm, 6.5

@@ -5,7 +5,8 @@
 //! And the 3x3 depthwise convolution's row of pixel pairs at stride 1 (`dw3x3.s`: LLVM kept
 //! part of its six weights on the stack, 33 instructions per pair against 25). And a
 //! pointwise layer's sums for one channel over a run of pixel pairs, for rows of one or two
-//! steps (`pw_sums.s`).
+//! steps (`pw_sums.s`). And the 16 inner products of a Winograd tile pair
+//! (`dnal_s8_winograd_products_<pairs>`, beside `dnal_s8_dot2x2_i16`, whose step they share).
 
 // `raw`: the files are plain assembly, their braces are register lists, not format arguments.
 core::arch::global_asm!(include_str!("dot2x2.s"), options(raw));
@@ -73,4 +74,57 @@ unsafe extern "C" {
         bias: i32,
         weights: *const u32,
     );
+}
+
+/// The routines `dnal_s8_winograd_products_<pairs>` (`dot2x2_i16.s`), one per count of
+/// input channel pairs, and [`winograd_products`], which picks one.
+macro_rules! winograd_products {
+    ($($pairs:literal $name:ident)*) => {
+        unsafe extern "C" {
+            $(
+                /// `m[4 k..4 k + 4]` = [`dnal_s8_dot2x2_i16`]'s sums from zero for position
+                /// `k` of a Winograd tile, over its `2 * pairs` words of `codes` and of
+                /// `weights`, the 16 positions' one after another (word aligned; see
+                /// `winograd.rs`).
+                fn $name(m: *mut i32, codes: *const u32, weights: *const u32);
+            )*
+        }
+
+        /// The routine for `pairs` pairs of input channels (2 to 48; a constant in
+        /// generated code, so the match folds into one call).
+        #[inline(always)]
+        pub(crate) fn winograd_products(
+            pairs: usize,
+        ) -> unsafe extern "C" fn(*mut i32, *const u32, *const u32) {
+            match pairs {
+                $($pairs => $name,)*
+                _ => panic!("no Winograd routine for this many channel pairs"),
+            }
+        }
+    };
+}
+
+winograd_products! {
+    2 dnal_s8_winograd_products_2 3 dnal_s8_winograd_products_3 4 dnal_s8_winograd_products_4
+    5 dnal_s8_winograd_products_5 6 dnal_s8_winograd_products_6 7 dnal_s8_winograd_products_7
+    8 dnal_s8_winograd_products_8 9 dnal_s8_winograd_products_9 10 dnal_s8_winograd_products_10
+    11 dnal_s8_winograd_products_11 12 dnal_s8_winograd_products_12
+    13 dnal_s8_winograd_products_13 14 dnal_s8_winograd_products_14
+    15 dnal_s8_winograd_products_15 16 dnal_s8_winograd_products_16
+    17 dnal_s8_winograd_products_17 18 dnal_s8_winograd_products_18
+    19 dnal_s8_winograd_products_19 20 dnal_s8_winograd_products_20
+    21 dnal_s8_winograd_products_21 22 dnal_s8_winograd_products_22
+    23 dnal_s8_winograd_products_23 24 dnal_s8_winograd_products_24
+    25 dnal_s8_winograd_products_25 26 dnal_s8_winograd_products_26
+    27 dnal_s8_winograd_products_27 28 dnal_s8_winograd_products_28
+    29 dnal_s8_winograd_products_29 30 dnal_s8_winograd_products_30
+    31 dnal_s8_winograd_products_31 32 dnal_s8_winograd_products_32
+    33 dnal_s8_winograd_products_33 34 dnal_s8_winograd_products_34
+    35 dnal_s8_winograd_products_35 36 dnal_s8_winograd_products_36
+    37 dnal_s8_winograd_products_37 38 dnal_s8_winograd_products_38
+    39 dnal_s8_winograd_products_39 40 dnal_s8_winograd_products_40
+    41 dnal_s8_winograd_products_41 42 dnal_s8_winograd_products_42
+    43 dnal_s8_winograd_products_43 44 dnal_s8_winograd_products_44
+    45 dnal_s8_winograd_products_45 46 dnal_s8_winograd_products_46
+    47 dnal_s8_winograd_products_47 48 dnal_s8_winograd_products_48
 }
