@@ -13,7 +13,7 @@ use dnal_firmware::{DeployReport, DeployRequest};
 use crate::data::ExportTestSet;
 use crate::error::SearchError;
 use crate::export::reference_logits;
-use crate::latency::check_table_precision;
+use crate::latency::{check_table_precision, check_table_winograd};
 use crate::lock::OutputLock;
 
 /// What `dnal deploy` is asked to do.
@@ -36,6 +36,8 @@ pub struct DeployOptions {
     /// A latency table of the board for the export's model: the measured cost is checked
     /// against its prediction and kept beside it (needs `run`).
     pub latency_table: Option<PathBuf>,
+    /// int8 on a board with the DSP extension: 3x3 convolutions by Winograd's F(2x2, 3x3).
+    pub winograd: bool,
 }
 
 /// Generates, builds and (with `run`) runs the firmware; writes `OUT/deploy.json`.
@@ -45,7 +47,11 @@ pub fn deploy_export(options: &DeployOptions) -> Result<DeployReport, SearchErro
     let table = options
         .latency_table
         .as_ref()
-        .map(|path| table_for_board(path, &options.board))
+        .map(|path| {
+            let table = table_for_board(path, &options.board)?;
+            check_table_winograd(&table, path, "--latency-table", options.winograd)?;
+            Ok::<_, SearchError>(table)
+        })
         .transpose()?;
     // One deploy per firmware folder at a time; held until deploy.json is written.
     let lock = OutputLock::acquire(&options.out_dir)?;
@@ -117,6 +123,7 @@ fn request_with_images(options: &DeployOptions, arch: &Arch) -> Result<DeployReq
     let mut request = DeployRequest::new(&options.export_dir, &options.board, &options.out_dir);
     request.run = options.run;
     request.runs = options.runs.max(1);
+    request.winograd = options.winograd;
     if options.images > 0 {
         request.images = ExportTestSet::load(
             arch,

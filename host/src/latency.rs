@@ -141,18 +141,20 @@ fn parent_arch(plan: &NetPlan) -> Result<Arch, SearchError> {
     structure_arch(plan, plan, &ChannelMasks::full(plan))
 }
 
-/// Profiles every layer of `plan`'s network on `board`, as firmware of `precision`, and
-/// writes the table to `out`.
+/// Profiles every layer of `plan`'s network on `board`, as firmware of `precision` (int8:
+/// with 3x3 convolutions by Winograd's F(2x2, 3x3) where `winograd`), and writes the table to
+/// `out`.
 pub fn profile_model(
     plan: &NetPlan,
     board: &str,
     out: &Path,
     grid: &GridOptions,
-    precision: Precision,
+    (precision, winograd): (Precision, bool),
 ) -> Result<LatencyTable, SearchError> {
     let arch = parent_arch(plan)?;
     let options = ProfileOptions {
         precision,
+        winograd,
         ..ProfileOptions::default()
     };
     let table = profile(&arch, board, grid, &options)?;
@@ -186,6 +188,40 @@ pub fn check_table_precision(
     })
 }
 
+/// Refuses a table (read from `path`, given as `option`) measured with 3x3 convolutions run
+/// another way than the firmware will run them (`winograd`: by Winograd's F(2x2, 3x3)).
+pub fn check_table_winograd(
+    table: &LatencyTable,
+    path: &Path,
+    option: &'static str,
+    winograd: bool,
+) -> Result<(), SearchError> {
+    if table.winograd == winograd {
+        return Ok(());
+    }
+    let how = |on: bool| {
+        if on {
+            "by Winograd's F(2x2, 3x3)"
+        } else {
+            "directly"
+        }
+    };
+    Err(SearchError::InvalidOption {
+        option,
+        value: path.display().to_string(),
+        reason: format!(
+            "was measured with 3x3 convolutions run {}, but this firmware runs them {}, at \
+             another cost; {} --winograd, or profile the board as this firmware runs: `dnal \
+             profile --board {} --precision int8{}`",
+            how(table.winograd),
+            how(winograd),
+            if table.winograd { "add" } else { "drop" },
+            table.board,
+            if winograd { " --winograd" } else { "" }
+        ),
+    })
+}
+
 /// Test images run on the board to measure a network: enough for a mean, few enough to keep
 /// QEMU runs short.
 pub const MEASURE_IMAGES: usize = 4;
@@ -210,6 +246,8 @@ pub fn measure_on_board(
     let firmware = firmware_root.join(format!("firmware-{}", table.board));
     let mut request = DeployRequest::new(dir, &table.board, &firmware);
     request.run = true;
+    // Measured as the table was: its 3x3 convolutions run the same kernels.
+    request.winograd = table.winograd;
     if let Network::F32(export) = network {
         request.reference_logits = Some(reference_logits(export, &images)?);
         request.reference_name = "burn".into();
@@ -244,4 +282,64 @@ pub fn measure_on_board(
         measurements: check.log,
         firmware,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dnal_firmware::synth::{modelled_latency_table, vgg_small_arch};
+
+    /// A table measured with the 3x3 convolutions run one way is refused for firmware that
+    /// runs them the other, with the option that fixes it; and only an int8 table of a DSP
+    /// board may say Winograd.
+    #[test]
+    fn a_table_of_other_3x3_kernels_is_refused_with_the_fix() {
+        let mut table = modelled_latency_table(
+            &vgg_small_arch(),
+            "cortex-m7-qemu",
+            &GridOptions::default(),
+            |_, i, o| (i * o) as f64,
+        )
+        .unwrap();
+        let path = Path::new("m7.json");
+        let refusal = |table: &LatencyTable, winograd: bool| {
+            check_table_winograd(table, path, "--latency-table", winograd)
+                .unwrap_err()
+                .to_string()
+        };
+        // A Winograd table of f32 firmware is not a table.
+        table.winograd = true;
+        let e = table.validate(path).unwrap_err().to_string();
+        assert!(e.contains("winograd") && e.contains("f32"), "{e}");
+
+        table.precision = Precision::Int8;
+        table.validate(path).unwrap();
+        assert!(check_table_winograd(&table, path, "--latency-table", true).is_ok());
+        let e = refusal(&table, false);
+        assert!(
+            e.contains("m7.json") && e.contains("by Winograd") && e.contains("add --winograd"),
+            "{e}"
+        );
+        table.winograd = false;
+        assert!(check_table_winograd(&table, path, "--latency-table", false).is_ok());
+        let e = refusal(&table, true);
+        assert!(
+            e.contains("drop --winograd")
+                && e.contains("dnal profile --board cortex-m7-qemu --precision int8 --winograd"),
+            "{e}"
+        );
+
+        // Not on a board without the DSP kernels.
+        let mut a64 = modelled_latency_table(
+            &vgg_small_arch(),
+            "aarch64-qemu",
+            &GridOptions::default(),
+            |_, i, o| (i * o) as f64,
+        )
+        .unwrap();
+        a64.precision = Precision::Int8;
+        a64.winograd = true;
+        let e = a64.validate(path).unwrap_err().to_string();
+        assert!(e.contains("aarch64-qemu"), "{e}");
+    }
 }

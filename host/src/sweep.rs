@@ -198,7 +198,8 @@ pub fn prepare(dir: &Path, observer: &mut dyn SearchObserver) -> Result<(), Sear
                     &plan.board,
                     &table_path,
                     &Default::default(),
-                    plan.base.precision,
+                    // Profiled as deployed by default: 3x3 convolutions directly.
+                    (plan.base.precision, false),
                 )?;
             }
         }

@@ -58,7 +58,14 @@ static TABLE: LazyLock<Profiled> = LazyLock::new(|| {
     let path = dir.path().join("latency.json");
     let spec = model_spec("vgg-small", Shape3::new(1, 28, 28), 10).unwrap();
     let plan = NetPlan::new(spec, GatePosition::AfterBn).unwrap();
-    dnal::latency::profile_model(&plan, BOARD, &path, &Default::default(), Precision::F32).unwrap();
+    dnal::latency::profile_model(
+        &plan,
+        BOARD,
+        &path,
+        &Default::default(),
+        (Precision::F32, false),
+    )
+    .unwrap();
     Profiled { _dir: dir, path }
 });
 
@@ -68,8 +75,14 @@ static TABLE_INT8: LazyLock<Profiled> = LazyLock::new(|| {
     let path = dir.path().join("latency-int8.json");
     let spec = model_spec("vgg-small", Shape3::new(1, 28, 28), 10).unwrap();
     let plan = NetPlan::new(spec, GatePosition::AfterBn).unwrap();
-    dnal::latency::profile_model(&plan, BOARD, &path, &Default::default(), Precision::Int8)
-        .unwrap();
+    dnal::latency::profile_model(
+        &plan,
+        BOARD,
+        &path,
+        &Default::default(),
+        (Precision::Int8, false),
+    )
+    .unwrap();
     Profiled { _dir: dir, path }
 });
 
@@ -394,6 +407,7 @@ fn a_table_that_predicts_low_is_corrected_by_measuring_the_fit() {
         runs: 1,
         data_dir: None,
         latency_table: Some(table.clone()),
+        winograd: false,
     })
     .unwrap();
     let check = deployed.prediction.expect("checked against the table");

@@ -129,6 +129,7 @@ fn firmware_from_the_real_export_matches_burn_on_every_board() {
             runs: 1,
             data_dir: None,
             latency_table: None,
+            winograd: false,
         };
         let report = deploy_export(&options).unwrap_or_else(|e| panic!("{board}: {e}"));
         let parity = report.parity.as_ref().expect("a run measures parity");

@@ -225,14 +225,27 @@ pub fn board_names() -> Vec<&'static str> {
     BOARDS.iter().map(|b| b.name).collect()
 }
 
+/// The boards whose int8 kernels can run 3x3 convolutions by Winograd's F(2x2, 3x3)
+/// ([`Int8Simd::with_winograd`]), for messages.
+pub fn winograd_board_names() -> Vec<&'static str> {
+    BOARDS
+        .iter()
+        .filter(|b| b.int8_simd().with_winograd(true).winograd())
+        .map(|b| b.name)
+        .collect()
+}
+
 /// The SIMD instructions a board's int8 kernels use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Int8Simd {
     /// None: the portable kernels.
     #[default]
     None,
-    /// The Cortex-M DSP extension (`SMLAD`): dense and 3x3 depthwise convolutions.
-    Dsp,
+    /// The Cortex-M DSP extension (`SMLAD`): dense and 3x3 depthwise convolutions; with
+    /// `winograd`, 3x3 convolutions at stride 1 by Winograd's F(2x2, 3x3) where they take it
+    /// ([`dnal_kernels::int8::winograd_fits`]): fewer instructions, more arena (the
+    /// transformed weights or inputs of a layer, whichever are smaller, as scratch).
+    Dsp { winograd: bool },
     /// The Armv8.2 dot product (`SDOT`): dense convolutions; and NEON, which every such
     /// CPU has, for 3x3 depthwise convolutions and requantisation.
     Dot,
@@ -242,20 +255,36 @@ impl Int8Simd {
     /// Which of its dense convolution kernels a (not depthwise) conv of `params` runs: 0
     /// the portable one (no SIMD, or a receptive field longer than the SIMD kernel takes),
     /// 1 the SIMD one, 2 the `SMLAD` one in blocks of pixel pairs
-    /// ([`dnal_kernels::int8::dsp_block_words`]). Where this changes with the input channel
+    /// ([`dnal_kernels::int8::dsp_block_words`]), 3 the `SMLAD` one by Winograd's F(2x2, 3x3)
+    /// ([`dnal_kernels::int8::winograd_fits`]). Where this changes with the input channel
     /// count, so does the cost per MAC, and a latency table must not interpolate across.
     pub fn dense_kernel(self, params: &dnal_kernels::Conv2dParams) -> u8 {
         use dnal_kernels::int8::{
-            MAX_DSP_ROW, MAX_SDOT_ROW, dsp_block_words, dsp_row_len, sdot_row_len,
+            MAX_DSP_ROW, MAX_SDOT_ROW, dsp_block_words, dsp_row_len, sdot_row_len, winograd_fits,
         };
         match self {
             Int8Simd::None => 0,
-            Int8Simd::Dsp if dsp_row_len(params) > MAX_DSP_ROW => 0,
-            Int8Simd::Dsp if dsp_block_words(params) > 0 => 2,
-            Int8Simd::Dsp => 1,
+            Int8Simd::Dsp { winograd: true } if winograd_fits(params) => 3,
+            Int8Simd::Dsp { .. } if dsp_row_len(params) > MAX_DSP_ROW => 0,
+            Int8Simd::Dsp { .. } if dsp_block_words(params) > 0 => 2,
+            Int8Simd::Dsp { .. } => 1,
             Int8Simd::Dot if sdot_row_len(params) > MAX_SDOT_ROW => 0,
             Int8Simd::Dot => 1,
         }
+    }
+
+    /// These kernels with 3x3 convolutions by Winograd's F(2x2, 3x3) (`on`) or directly;
+    /// only the DSP kernels have the choice, so the others are returned as they are.
+    pub fn with_winograd(self, on: bool) -> Int8Simd {
+        match self {
+            Int8Simd::Dsp { .. } => Int8Simd::Dsp { winograd: on },
+            other => other,
+        }
+    }
+
+    /// Whether 3x3 convolutions run by Winograd's F(2x2, 3x3) where they take it.
+    pub fn winograd(self) -> bool {
+        matches!(self, Int8Simd::Dsp { winograd: true })
     }
 }
 
@@ -283,11 +312,12 @@ impl Board {
         matches!(self.harness, Harness::CortexMQemu | Harness::CortexMProbe)
     }
 
-    /// The SIMD instructions this board's int8 firmware uses: `SMLAD` on Cortex-M4/M7,
+    /// The SIMD instructions this board's int8 firmware uses: `SMLAD` on Cortex-M4/M7 (3x3
+    /// convolutions directly: [`Int8Simd::with_winograd`] trades arena for instructions),
     /// `SDOT` on aarch64 CPUs that have it (the firmware is built for `cpu`).
     pub fn int8_simd(&self) -> Int8Simd {
         if self.has_dsp() {
-            Int8Simd::Dsp
+            Int8Simd::Dsp { winograd: false }
         } else if self.target == Some("aarch64-unknown-linux-gnu")
             && DOTPROD_CPUS.contains(&self.cpu)
         {
@@ -332,10 +362,12 @@ mod tests {
             "stm32f746zg",
             "nrf52840",
         ] {
-            assert_eq!(simd(name), Int8Simd::Dsp, "{name}");
+            assert_eq!(simd(name), Int8Simd::Dsp { winograd: false }, "{name}");
+            assert!(simd(name).with_winograd(true).winograd(), "{name}");
         }
         // Built for the Cortex-A55, which has the dot product.
         assert_eq!(simd("aarch64-qemu"), Int8Simd::Dot);
+        assert_eq!(simd("aarch64-qemu").with_winograd(true), Int8Simd::Dot);
         assert_eq!(simd("host"), Int8Simd::None);
         let a64 = board("aarch64-qemu").unwrap();
         assert!(a64.rustflags.contains(&"target-cpu=cortex-a55") && a64.cpu == "cortex-a55");

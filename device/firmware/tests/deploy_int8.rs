@@ -6,16 +6,29 @@
 //!
 //! Needs what deploy_qemu.rs needs (QEMU, the plugin's gcc, the rustup targets).
 
-use dnal_export::int8::{ValueRanges, quantize};
-use dnal_export::{Precision, Shape3};
+use dnal_export::int8::{Int8Export, ValueRanges, quantize};
+use dnal_export::{Export, Precision, Shape3};
 use dnal_firmware::DeployRequest;
 use dnal_firmware::board::Int8Simd;
 use dnal_firmware::codegen::Network;
 use dnal_firmware::deploy::{deploy, synthetic_images};
-use dnal_firmware::synth::{random_export, tiny_cnn_arch, with_channels};
+use dnal_firmware::synth::{random_export, tiny_cnn_arch, vgg_small_arch, with_channels};
 
 fn shared_target_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dnal-firmware")
+}
+
+/// `export` quantised on the ranges of the synthetic images from the `skip`th to the eighth
+/// (other images than the ones embedded, which start at the first: some of their values
+/// saturate), written to `dir`.
+fn quantised(export: &Export, skip: usize, dir: &std::path::Path) -> Int8Export {
+    let mut ranges = ValueRanges::new(export.arch().layers.len() + 1);
+    for image in synthetic_images(export.input_len(), 8).iter().skip(skip) {
+        ranges.observe(&dnal_export::reference_values(export, image));
+    }
+    let int8 = quantize(export, &ranges, serde_json::Value::Null).unwrap();
+    int8.write(dir).unwrap();
+    int8
 }
 
 /// The tiny network on `side` x `side` images with `channels` channels out of conv1 and pw,
@@ -30,14 +43,8 @@ fn deploy_int8(board: &str, side: usize, channels: usize) {
     tiny.input = Shape3::new(3, side, side);
     let arch = with_channels(&tiny, &odd.into()).unwrap();
     let export = random_export(arch, 21).unwrap();
-    // Calibrated on other images than the ones embedded: some values saturate.
-    let mut ranges = ValueRanges::new(export.arch().layers.len() + 1);
-    for image in synthetic_images(export.input_len(), 8).iter().skip(5) {
-        ranges.observe(&dnal_export::reference_values(&export, image));
-    }
-    let int8 = quantize(&export, &ranges, serde_json::Value::Null).unwrap();
     let dir = tmp.path().join("export8");
-    int8.write(&dir).unwrap();
+    let int8 = quantised(&export, 5, &dir);
 
     let mut req = DeployRequest::new(&dir, board, tmp.path().join("fw"));
     req.run = true;
@@ -84,7 +91,7 @@ fn deploy_int8(board: &str, side: usize, channels: usize) {
     let model = std::fs::read_to_string(tmp.path().join("fw/src/model.rs")).unwrap();
     let calls = |kernel: &str| model.matches(&format!("kernels::{kernel}::<")).count();
     match simd {
-        Int8Simd::Dsp => {
+        Int8Simd::Dsp { .. } => {
             // conv1, pw and conv2 dense; dw depthwise 3x3.
             assert_eq!(calls("conv2d_dsp"), 3, "{board}");
             assert_eq!(calls("depthwise3x3_dsp"), 1, "{board}");
@@ -124,4 +131,105 @@ fn int8_firmware_on_wider_images_and_fewer_channels_matches_on_cortex_m4() {
 #[test]
 fn int8_firmware_on_wider_images_and_fewer_channels_matches_on_cortex_m7() {
     deploy_int8("cortex-m7-qemu", 15, 3);
+}
+
+/// A pruned vgg-small, int8, deployed with `winograd` to `board`: its four 3x3 layers past
+/// the first (odd and even channel counts, planes of 28, 14 and 7) run Winograd's F(2x2,
+/// 3x3) and give the integer reference's codes bit for bit, for a larger arena than the
+/// direct kernels take.
+fn deploy_int8_winograd(board: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let counts = [
+        ("conv1", 6),
+        ("conv2", 5),
+        ("conv3", 9),
+        ("conv4", 4),
+        ("conv5", 11),
+    ]
+    .map(|(name, c)| (name.to_string(), c));
+    let arch = with_channels(&vgg_small_arch(), &counts.into()).unwrap();
+    let export = random_export(arch, 5).unwrap();
+    let dir = tmp.path().join("export8");
+    let int8 = quantised(&export, 4, &dir);
+
+    let mut req = DeployRequest::new(&dir, board, tmp.path().join("fw"));
+    req.run = true;
+    req.firmware_target_dir = Some(shared_target_dir());
+    req.images = synthetic_images(export.input_len(), 3);
+    req.winograd = true;
+    let report = deploy(&req).unwrap_or_else(|e| panic!("{board}: {e}"));
+    assert!(report.winograd);
+    let parity = report.parity.as_ref().unwrap();
+    assert_eq!(parity.max_abs_diff, 0.0, "{board}: {parity:?}");
+    assert!(
+        report
+            .logits
+            .iter()
+            .flatten()
+            .any(|v| *v != report.logits[0][0]),
+        "{:?}",
+        report.logits
+    );
+    let model = std::fs::read_to_string(tmp.path().join("fw/src/model.rs")).unwrap();
+    assert_eq!(
+        model.matches("kernels::conv2d_winograd::<").count(),
+        4,
+        "{board}"
+    );
+    // conv1 (one input channel) stays direct.
+    assert_eq!(
+        model.matches("kernels::conv2d_dsp::<").count(),
+        1,
+        "{board}"
+    );
+    let simd = dnal_firmware::board::board(board).unwrap().int8_simd();
+    let direct = Network::Int8(&int8).plan(simd).arena_len as u64;
+    assert_eq!(
+        report.arena_bytes,
+        Network::Int8(&int8)
+            .plan(simd.with_winograd(true))
+            .arena_len as u64
+    );
+    assert!(
+        report.arena_bytes > direct,
+        "{board}: {}",
+        report.arena_bytes
+    );
+}
+
+#[test]
+fn int8_firmware_by_winograd_matches_the_integer_reference_on_cortex_m4() {
+    deploy_int8_winograd("cortex-m4-qemu");
+}
+
+#[test]
+fn int8_firmware_by_winograd_matches_the_integer_reference_on_cortex_m7() {
+    deploy_int8_winograd("cortex-m7-qemu");
+}
+
+/// Winograd is refused where it cannot run, naming why: f32 firmware, and a board whose
+/// int8 kernels are not the DSP ones.
+#[test]
+fn winograd_is_refused_for_f32_and_boards_without_dsp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let export = random_export(tiny_cnn_arch("tiny-wino"), 3).unwrap();
+    let f32_dir = tmp.path().join("export");
+    export.write(&f32_dir).unwrap();
+    let mut req = DeployRequest::new(&f32_dir, "cortex-m7-qemu", tmp.path().join("fw"));
+    req.winograd = true;
+    let err = deploy(&req).unwrap_err().to_string();
+    assert!(
+        err.contains("Winograd") && err.contains("dnal quantize"),
+        "{err}"
+    );
+    let int8_dir = tmp.path().join("export8");
+    quantised(&export, 6, &int8_dir);
+    let mut req = DeployRequest::new(&int8_dir, "aarch64-qemu", tmp.path().join("fw"));
+    req.winograd = true;
+    let err = deploy(&req).unwrap_err().to_string();
+    assert!(
+        err.contains("aarch64-qemu has none") && err.contains("cortex-m7-qemu"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("fw").exists());
 }

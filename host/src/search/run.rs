@@ -373,7 +373,8 @@ fn board_latency(
             board,
             &default_path,
             &Default::default(),
-            config.precision,
+            // Profiled as deployed by default: 3x3 convolutions directly.
+            (config.precision, false),
         )?,
         (None, None) => return Ok(None),
     };

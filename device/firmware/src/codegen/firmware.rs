@@ -16,6 +16,9 @@ pub struct FirmwareOptions {
     pub package_name: String,
     /// Images embedded in the firmware (CHW, normalised, `input_len` values each).
     pub images: Vec<Vec<f32>>,
+    /// int8 3x3 convolutions by Winograd's F(2x2, 3x3) where the board's kernels can
+    /// ([`crate::board::Int8Simd::with_winograd`]).
+    pub winograd: bool,
 }
 
 impl FirmwareOptions {
@@ -23,6 +26,7 @@ impl FirmwareOptions {
         FirmwareOptions {
             package_name: package_name.into(),
             images,
+            winograd: false,
         }
     }
 }
@@ -53,7 +57,7 @@ pub fn write_firmware_crate<'a>(
     dir: &Path,
 ) -> Result<FirmwareCrate, CodegenError> {
     let network = network.into();
-    let model = network.generate(board.int8_simd())?;
+    let model = network.generate(board.int8_simd().with_winograd(options.winograd))?;
     let input_len = network.input_len();
     let write = |rel: &str, text: &str| write_file(dir, rel, text);
 

@@ -249,6 +249,9 @@ pub(crate) enum SimdConv {
     /// A dense conv whose packed row fits [`kernels::MAX_DSP_ROW`]: [`kernels::conv2d_dsp`],
     /// its weights packed for it.
     Dense(Conv2dParams),
+    /// A dense 3x3 conv at stride 1 and padding 1 ([`kernels::winograd_fits`]):
+    /// [`kernels::conv2d_winograd`], its weights as exported.
+    Winograd(Conv2dParams),
     /// A 3x3 depthwise conv at stride 1 or 2: [`kernels::depthwise3x3_dsp`], its weights as
     /// exported.
     Depthwise(Conv2dParams),
@@ -265,6 +268,7 @@ impl SimdConv {
     pub(crate) fn scratch_len(&self) -> usize {
         match self {
             SimdConv::Dense(p) => kernels::dsp_scratch_len(p),
+            SimdConv::Winograd(p) => kernels::winograd_scratch_len(p),
             SimdConv::Depthwise(p) => kernels::depthwise3x3_dsp_scratch_len(p),
             SimdConv::Dot(p) => kernels::sdot_scratch_len(p),
             SimdConv::DepthwisePadded(p) => kernels::depthwise3x3_dsp_scratch_len(p),
@@ -279,6 +283,9 @@ impl SimdConv {
                 kernels::dsp_row_len(p),
                 kernels::dsp_block_words(p)
             ),
+            SimdConv::Winograd(p) => {
+                format!("conv2d_winograd::<{}>", kernels::winograd_pair_words(p))
+            }
             SimdConv::Depthwise(p) => format!("depthwise3x3_dsp::<{}>", p.window.stride[1]),
             SimdConv::Dot(p) => format!("conv2d_sdot::<{}>", kernels::sdot_row_len(p)),
             SimdConv::DepthwisePadded(p) => {
@@ -304,10 +311,13 @@ pub(crate) fn simd_conv(layer: &Layer, info: &LayerSummary, simd: Int8Simd) -> O
     )
     .ok()?;
     match simd {
-        Int8Simd::Dsp if c.is_depthwise() => {
+        Int8Simd::Dsp { .. } if c.is_depthwise() => {
             kernels::depthwise3x3_dsp_fits(&p).then_some(SimdConv::Depthwise(p))
         }
-        Int8Simd::Dsp => {
+        Int8Simd::Dsp { winograd: true } if kernels::winograd_fits(&p) => {
+            Some(SimdConv::Winograd(p))
+        }
+        Int8Simd::Dsp { .. } => {
             (kernels::dsp_row_len(&p) <= kernels::MAX_DSP_ROW).then_some(SimdConv::Dense(p))
         }
         Int8Simd::Dot if c.is_depthwise() => {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::board::{self, Board, CostUnit, Runner};
+use crate::board::{self, Board, CostUnit, Int8Simd, Runner};
 use crate::codegen::{self, CodegenError, FirmwareOptions, Network};
 use dnal_export::{AnyExport, ExportError, Precision};
 
@@ -55,6 +55,10 @@ pub struct DeployRequest {
     /// How close the firmware's logits must be to the reference's; [`deploy`] fails (after
     /// writing `deploy.json`) when they are not.
     pub parity_tolerance: ParityTolerance,
+    /// int8 on a board with the DSP extension: 3x3 convolutions at stride 1 by Winograd's
+    /// F(2x2, 3x3) where they take it ([`crate::board::Int8Simd::with_winograd`]): fewer
+    /// instructions for a larger arena. Refused for other firmware.
+    pub winograd: bool,
 }
 
 /// How close a firmware's logits must be to the reference's for [`deploy`] to succeed.
@@ -112,6 +116,7 @@ impl DeployRequest {
             firmware_target_dir: None,
             run_timeout: Duration::from_secs(600),
             parity_tolerance: DEFAULT_PARITY_TOLERANCE,
+            winograd: false,
         }
     }
 }
@@ -161,6 +166,10 @@ pub struct DeployReport {
     /// on the embedded images (`dnal deploy` of an int8 export whose f32 source is at hand).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub f32_agreement: Option<Top1Agreement>,
+    /// int8 firmware whose 3x3 convolutions ran by Winograd's F(2x2, 3x3)
+    /// ([`DeployRequest::winograd`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub winograd: bool,
 }
 
 /// Top-1 agreement of a firmware's logits with another network's on the same images.
@@ -277,6 +286,11 @@ pub enum DeployError {
     },
     #[error("{0}")]
     Images(String),
+    #[error(
+        "Winograd's 3x3 convolutions are int8 kernels for boards with the DSP extension \
+         ({boards}): {reason}"
+    )]
+    NoWinograd { boards: String, reason: String },
     #[error("{path}: {reason}", path = .path.display())]
     OutDir { path: PathBuf, reason: String },
     #[error("{path}: {source}", path = .path.display())]
@@ -431,7 +445,7 @@ pub fn deploy_loaded<'a>(
     // Refuse a model that cannot fit before anything is written, built or allocated per
     // input (a huge input's synthetic images alone could take gigabytes).
     let summary = export.summary();
-    let plan = export.plan(board.int8_simd());
+    let plan = export.plan(int8_simd(board, export, req)?);
     let value_bytes = export.value_bytes();
     let weights_bytes = export.weights_bytes();
     let images_bytes = (n_images as u64)
@@ -548,6 +562,7 @@ pub fn deploy_loaded<'a>(
         logits: Vec::new(),
         prediction: None,
         f32_agreement: None,
+        winograd: req.winograd,
     };
     if req.run {
         if let Runner::ProbeRs { .. } = board.runner
@@ -639,6 +654,36 @@ pub(crate) fn check_budget(
     Ok(())
 }
 
+/// The int8 kernels the firmware of `export` runs on `board`: the board's, by Winograd where
+/// `req` asks for it and they can.
+fn int8_simd(
+    board: &Board,
+    export: Network<'_>,
+    req: &DeployRequest,
+) -> Result<Int8Simd, DeployError> {
+    let simd = board.int8_simd().with_winograd(req.winograd);
+    if req.winograd {
+        let reason = if export.precision() != Precision::Int8 {
+            Some(format!(
+                "{} is {} (quantise it first: `dnal quantize`)",
+                req.export_dir.display(),
+                export.precision().name()
+            ))
+        } else if !simd.winograd() {
+            Some(format!("{} has none", board.name))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(DeployError::NoWinograd {
+                boards: board::winograd_board_names().join(", "),
+                reason,
+            });
+        }
+    }
+    Ok(simd)
+}
+
 /// Writes the crate into `dir`, builds it and checks its sizes against the budget.
 fn build_in(
     dir: &Path,
@@ -649,7 +694,8 @@ fn build_in(
     out_dir: &Path,
 ) -> Result<(String, PathBuf, elf::Sizes), DeployError> {
     let package = package_name("dnal-fw", &export.arch().name, board.name, out_dir);
-    let options = FirmwareOptions::new(&package, images.to_vec());
+    let mut options = FirmwareOptions::new(&package, images.to_vec());
+    options.winograd = req.winograd;
     codegen::write_firmware_crate(export, board, &options, dir)?;
     let marker = dir.join(MARKER_FILE);
     fs::write(&marker, "written by dnal-firmware deploy\n").map_err(io_err(&marker))?;

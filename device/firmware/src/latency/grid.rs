@@ -295,7 +295,12 @@ mod tests {
             a => panic!("{a:?}"),
         };
         let f32_plans = plan_layers(&arch, &summary, &GridOptions::default(), Int8Simd::None);
-        let int8_plans = plan_layers(&arch, &summary, &GridOptions::default(), Int8Simd::Dsp);
+        let int8_plans = plan_layers(
+            &arch,
+            &summary,
+            &GridOptions::default(),
+            Int8Simd::Dsp { winograd: false },
+        );
         // conv4 reads 64 channels: 576 taps, over the 512 of the SMLAD kernel; 56 channels
         // (504 taps) are the most that fit.
         assert_eq!(in_axis(&f32_plans, "conv4"), vec![1, 33, 64]);

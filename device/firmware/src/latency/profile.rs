@@ -33,6 +33,9 @@ pub struct ProfileOptions {
     /// The number format of the firmware to measure: f32, or int8 (the int8 kernels, with
     /// the `SMLAD` convolution on a board with the DSP extension).
     pub precision: Precision,
+    /// int8 on a board with the DSP extension: measure 3x3 convolutions by Winograd's
+    /// F(2x2, 3x3), as `DeployRequest::winograd` deploys them (the table records it).
+    pub winograd: bool,
 }
 
 impl Default for ProfileOptions {
@@ -44,6 +47,7 @@ impl Default for ProfileOptions {
             jobs: 0,
             calibrate: true,
             precision: Precision::F32,
+            winograd: false,
         }
     }
 }
@@ -74,10 +78,26 @@ pub fn profile(
                 .into(),
         });
     }
+    let simd = board.int8_simd().with_winograd(options.winograd);
+    if options.winograd && (options.precision != Precision::Int8 || !simd.winograd()) {
+        return Err(LatencyError::CannotProfile {
+            board: board.name.to_string(),
+            reason: format!(
+                "Winograd's 3x3 convolutions are int8 kernels for boards with the DSP \
+                 extension ({}), and this is {}",
+                board::winograd_board_names().join(", "),
+                if simd.winograd() {
+                    "f32 firmware (profile with --precision int8)".to_string()
+                } else {
+                    format!("{}, which has none", board.name)
+                }
+            ),
+        });
+    }
     let summary = arch.summary()?;
     let numbers = Numbers {
         precision: options.precision,
-        simd: board.int8_simd(),
+        simd,
     };
     let plans = plan_layers(
         arch,
@@ -314,6 +334,7 @@ pub fn profile(
         overhead,
         calibration,
         precision: options.precision,
+        winograd: numbers.simd.winograd(),
         ..table_for(
             board,
             arch,
@@ -355,6 +376,7 @@ fn table_for(
         },
         model: arch.name.clone(),
         precision: Precision::F32,
+        winograd: false,
         input: arch.input,
         overhead: 0.0,
         calibration: None,

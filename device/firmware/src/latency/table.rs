@@ -45,6 +45,11 @@ pub struct LatencyTable {
     /// table holds the int8 kernels' costs (absent in the file: f32).
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+    /// int8 on a board with the DSP extension: its 3x3 convolutions were measured by
+    /// Winograd's F(2x2, 3x3) (`dnal profile --winograd`), and firmware deployed by it is
+    /// what the table predicts for (absent in the file: directly).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub winograd: bool,
     /// The model's input (the image).
     #[serde(with = "kernel_serde::shape3")]
     pub input: Shape3,
@@ -346,6 +351,20 @@ impl LatencyTable {
                     self.unit,
                     board.name,
                     board.cost_unit.name()
+                ),
+            ));
+        }
+        if self.winograd
+            && (self.precision != Precision::Int8
+                || !board.int8_simd().with_winograd(true).winograd())
+        {
+            return Err(invalid(
+                "winograd".into(),
+                format!(
+                    "is true, but Winograd's 3x3 convolutions are int8 kernels for boards with \
+                     the DSP extension, and this is a {} table for {}",
+                    self.precision.name(),
+                    board.name
                 ),
             ));
         }
