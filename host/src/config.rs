@@ -125,6 +125,11 @@ pub struct SearchConfig {
     /// Training images int8 calibration observes.
     #[serde(default = "default_calibration_images")]
     pub calibration_images: usize,
+    /// int8 on a Cortex-M4/M7 board: the firmware the search measures (and the latency table
+    /// it profiles) runs 3x3 convolutions by Winograd's F(2x2, 3x3), as `dnal deploy
+    /// --winograd` does.
+    #[serde(default)]
+    pub winograd: bool,
 }
 
 /// How batch norm normalises in the gate stage, whose weights are frozen.
@@ -270,6 +275,7 @@ impl Default for SearchConfig {
             epochs_qat: default_epochs_qat(),
             lr_qat: default_lr_qat(),
             calibration_images: default_calibration_images(),
+            winograd: false,
         }
     }
 }
@@ -413,6 +419,21 @@ impl SearchConfig {
                 return bad(option, "0".into(), "use at least 1 image, or leave it out");
             }
         }
+        if self.winograd && self.precision != Precision::Int8 {
+            return bad(
+                "--winograd",
+                "true".into(),
+                "Winograd's 3x3 convolutions are int8 kernels: add --precision int8",
+            );
+        }
+        if self.winograd && !has_latency {
+            return bad(
+                "--winograd",
+                "true".into(),
+                "chooses the firmware the search measures on a board: add --board BOARD or \
+                 --latency-table FILE (or deploy the result with `dnal deploy --winograd`)",
+            );
+        }
         if self.precision == Precision::Int8 && self.calibration_images == 0 {
             return bad(
                 "--calibration-images",
@@ -531,6 +552,22 @@ mod tests {
                     ..ok.clone()
                 },
                 "--distill-temperature",
+            ),
+            (
+                SearchConfig {
+                    winograd: true,
+                    board: Some("cortex-m7-qemu".into()),
+                    ..ok.clone()
+                },
+                "--winograd",
+            ),
+            (
+                SearchConfig {
+                    winograd: true,
+                    precision: Precision::Int8,
+                    ..ok.clone()
+                },
+                "--winograd",
             ),
         ];
         for (config, option) in cases {

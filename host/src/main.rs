@@ -89,7 +89,7 @@ enum Command {
 
 /// The stage settings a resumed run takes from its folder: giving one with --resume is an
 /// error rather than silently ignored.
-const TRAINING_OPTIONS: [&str; 29] = [
+const TRAINING_OPTIONS: [&str; 30] = [
     "dataset",
     "data_dir",
     "input_size",
@@ -119,6 +119,7 @@ const TRAINING_OPTIONS: [&str; 29] = [
     "epochs_qat",
     "lr_qat",
     "calibration_images",
+    "winograd",
 ];
 
 #[derive(Args, Debug)]
@@ -356,6 +357,12 @@ struct TrainingOptions {
     /// Training images whose value ranges set the int8 activation scales (--precision int8).
     #[arg(long, value_name = "N", default_value_t = SearchConfig::default().calibration_images)]
     calibration_images: usize,
+    /// With --precision int8 on a Cortex-M4/M7 --board: measure the network as `dnal deploy
+    /// --winograd` runs it, 3x3 convolutions by Winograd's F(2x2, 3x3) (fewer instructions,
+    /// a larger arena); the latency table is profiled so, or must have been
+    /// (`dnal profile --precision int8 --winograd`).
+    #[arg(long)]
+    winograd: bool,
 }
 
 impl TrainingOptions {
@@ -393,6 +400,7 @@ impl TrainingOptions {
             epochs_qat: self.epochs_qat,
             lr_qat: self.lr_qat,
             calibration_images: self.calibration_images,
+            winograd: self.winograd,
             ..SearchConfig::default()
         }
     }
@@ -617,9 +625,8 @@ struct ProfileArgs {
     #[arg(long, default_value = "f32", value_parser = parse_precision)]
     precision: Precision,
     /// With --precision int8 on a Cortex-M4/M7 board: measure 3x3 convolutions by Winograd's
-    /// F(2x2, 3x3), as `dnal deploy --winograd` runs them. Give the table to `dnal search
-    /// --latency-table` to search for that firmware (a search that profiles on its own
-    /// measures the direct convolutions).
+    /// F(2x2, 3x3), as `dnal deploy --winograd` runs them. For `dnal search --winograd
+    /// --latency-table` (a search with --winograd and no table profiles so itself).
     #[arg(long, requires = "precision")]
     winograd: bool,
     /// Print the result as one JSON document on standard output, for scripts (progress and

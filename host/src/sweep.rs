@@ -29,7 +29,9 @@ use crate::checkpoint::{read_json, write_json};
 use crate::config::SearchConfig;
 use crate::data::{ExportTestSet, input_shape, load_dataset};
 use crate::error::SearchError;
-use crate::latency::{MEASURE_IMAGES, measure_on_board, profile_model};
+use crate::latency::{
+    MEASURE_IMAGES, check_table_precision, check_table_winograd, measure_on_board, profile_model,
+};
 use crate::lock::OutputLock;
 use crate::plot::{Front, Pareto, write_figure};
 use crate::progress::SearchObserver;
@@ -109,7 +111,22 @@ impl SweepPlan {
         if self.costs.is_empty() {
             return bad("--costs", String::new(), "name at least one cost weighting");
         }
-        self.base.validate()
+        // Every point runs on the sweep's board.
+        SearchConfig {
+            board: Some(self.board.clone()),
+            ..self.base.clone()
+        }
+        .validate()?;
+        // A given table must be of the firmware the points will run, before anything is
+        // written (one gone since the sweep copied it is not needed again).
+        if let Some(path) = &self.base.latency_table
+            && path.exists()
+        {
+            let table = LatencyTable::load(path)?;
+            check_table_precision(&table, path, "--latency-table", self.base.precision)?;
+            check_table_winograd(&table, path, "--latency-table", self.base.winograd)?;
+        }
+        Ok(())
     }
 
     /// The search config of one point.
@@ -175,6 +192,7 @@ pub fn prepare(dir: &Path, observer: &mut dyn SearchObserver) -> Result<(), Sear
         match &plan.base.latency_table {
             Some(given) => {
                 let table = LatencyTable::load(given)?;
+                check_table_winograd(&table, given, "--latency-table", plan.base.winograd)?;
                 table.write(&table_path)?;
             }
             None => {
@@ -198,8 +216,7 @@ pub fn prepare(dir: &Path, observer: &mut dyn SearchObserver) -> Result<(), Sear
                     &plan.board,
                     &table_path,
                     &Default::default(),
-                    // Profiled as deployed by default: 3x3 convolutions directly.
-                    (plan.base.precision, false),
+                    (plan.base.precision, plan.base.winograd),
                 )?;
             }
         }

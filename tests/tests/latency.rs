@@ -169,6 +169,52 @@ fn an_int8_search_meets_its_latency_budget_with_the_int8_firmware() {
     );
 }
 
+/// `--winograd`: the search profiles its table with the 3x3 convolutions by Winograd and
+/// measures its networks so; a table measured directly is refused with the fix.
+#[test]
+fn an_int8_search_by_winograd_profiles_and_measures_by_winograd() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget_ms = 25.0;
+    let config = |latency_table: Option<PathBuf>| {
+        small(SearchConfig {
+            precision: Precision::Int8,
+            winograd: true,
+            epochs_qat: 0,
+            calibration_images: 64,
+            cost: CostWeighting::Latency,
+            budget: Some(Budget::LatencyMs(budget_ms)),
+            board: Some(BOARD.into()),
+            latency_table,
+            ..SearchConfig::default()
+        })
+    };
+    let err = dnal::search::search(
+        config(Some(TABLE_INT8.path.clone())),
+        &dir.path().join("direct-table"),
+        &mut Silent,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("run directly") && err.contains("drop --winograd"),
+        "{err}"
+    );
+
+    let run = dir.path().join("run");
+    let report = dnal::search::search(config(None), &run, &mut Silent).unwrap();
+    let table = LatencyTable::load(run.join("latency.json")).unwrap();
+    assert!(table.winograd && table.precision == Precision::Int8);
+    let latency = report.latency.clone().expect("measured on the board");
+    assert!(latency.measured_ms <= budget_ms, "{latency:?}");
+    assert!(latency.error_pct.abs() < 10.0, "{latency:?}");
+    let deployed: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(run.join(format!("firmware-{BOARD}/deploy.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(deployed["winograd"], true);
+    assert_eq!(deployed["parity"]["max_abs_diff"], 0.0);
+}
+
 #[test]
 fn the_profiled_table_round_trips_and_covers_the_model() {
     let table = LatencyTable::load(&TABLE.path).unwrap();

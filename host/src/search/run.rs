@@ -18,7 +18,7 @@ use crate::checkpoint::{CheckpointDir, write_json};
 use crate::config::SearchConfig;
 use crate::data::{input_shape, load_dataset};
 use crate::error::SearchError;
-use crate::latency::{LatencyEstimate, check_table_precision, profile_model};
+use crate::latency::{LatencyEstimate, check_table_precision, check_table_winograd, profile_model};
 use crate::lock::OutputLock;
 use crate::progress::SearchObserver;
 use crate::report::{NetReport, Report};
@@ -373,13 +373,13 @@ fn board_latency(
             board,
             &default_path,
             &Default::default(),
-            // Profiled as deployed by default: 3x3 convolutions directly.
-            (config.precision, false),
+            (config.precision, config.winograd),
         )?,
         (None, None) => return Ok(None),
     };
     let path = config.latency_table.as_ref().unwrap_or(&default_path);
     check_table_precision(&table, path, "--latency-table", config.precision)?;
+    check_table_winograd(&table, path, "--latency-table", config.winograd)?;
     if let Some(board) = &config.board
         && &table.board != board
     {
