@@ -569,9 +569,9 @@ mod tests {
                     factors_short: false,
                 }
                 .with_factors(&requantize);
-                let (got, want) = Layer {
+                let (got, want) = Tiles {
                     params: &params,
-                    zero,
+                    input_zero: zero,
                     weights: &weights,
                     bias: &bias,
                     requantize: &requantize,
@@ -584,24 +584,13 @@ mod tests {
         }
     }
 
-    /// One layer's operands, as both kernels take them.
-    struct Layer<'a> {
-        params: &'a Conv2dParams,
-        zero: i32,
-        weights: &'a [i8],
-        bias: &'a [i32],
-        requantize: &'a [Requantize],
-        stage: OutputStage,
-        input: &'a [i8],
-    }
-
-    impl Layer<'_> {
-        /// The codes of `conv2d_winograd` (its `WORDS` chosen at run time, for the tests'
-        /// shapes; the scratch starts full of junk) and of the portable kernel.
+    impl Tiles<'_> {
+        /// The layer's codes by `conv2d_winograd` (its `WORDS` chosen at run time, for the
+        /// tests' shapes; the scratch starts full of junk) and by the portable kernel.
         fn codes(&self) -> (Vec<i8>, Vec<i8>) {
-            let Layer {
+            let Tiles {
                 params,
-                zero,
+                input_zero: zero,
                 weights,
                 bias,
                 requantize,
@@ -656,9 +645,9 @@ mod tests {
                 factors_below_half: false,
                 factors_short: false,
             };
-            let (got, want) = Layer {
+            let (got, want) = Tiles {
                 params: &params,
-                zero,
+                input_zero: zero,
                 weights: &weights,
                 bias: &bias,
                 requantize: &requantize,
