@@ -233,3 +233,35 @@ fn winograd_is_refused_for_f32_and_boards_without_dsp() {
     );
     assert!(!tmp.path().join("fw").exists());
 }
+
+/// Winograd's transforms that take the arena past the board's RAM are refused before anything
+/// is written, with the arena the direct convolutions would take.
+#[test]
+fn a_winograd_arena_over_the_board_says_what_the_direct_one_takes() {
+    let tmp = tempfile::tempdir().unwrap();
+    // conv2 reads 96 channels on 28x28: its transformed weights take 48 channel pairs x 6 KiB.
+    let counts = [("conv1", 96), ("conv2", 96)].map(|(name, c)| (name.to_string(), c));
+    let arch = with_channels(&vgg_small_arch(), &counts.into()).unwrap();
+    let export = random_export(arch, 7).unwrap();
+    let dir = tmp.path().join("export8");
+    let int8 = quantised(&export, 6, &dir);
+    let board = dnal_firmware::board::board("cortex-m4-qemu").unwrap();
+    let direct = Network::Int8(&int8).plan(board.int8_simd()).arena_len as u64;
+    // Directly it fits.
+    assert!(
+        direct + board.stack_allowance() < board.ram_bytes,
+        "{direct}"
+    );
+
+    let mut req = DeployRequest::new(&dir, board.name, tmp.path().join("fw"));
+    req.winograd = true;
+    let err = deploy(&req).unwrap_err().to_string();
+    assert!(
+        err.contains("does not fit cortex-m4-qemu: RAM")
+            && err.contains(&format!(
+                "is {direct} bytes with the 3x3 convolutions run directly"
+            )),
+        "{err}"
+    );
+    assert!(!tmp.path().join("fw").exists());
+}

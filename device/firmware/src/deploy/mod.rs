@@ -445,7 +445,8 @@ pub fn deploy_loaded<'a>(
     // Refuse a model that cannot fit before anything is written, built or allocated per
     // input (a huge input's synthetic images alone could take gigabytes).
     let summary = export.summary();
-    let plan = export.plan(int8_simd(board, export, req)?);
+    let simd = int8_simd(board, export, req)?;
+    let plan = export.plan(simd);
     let value_bytes = export.value_bytes();
     let weights_bytes = export.weights_bytes();
     let images_bytes = (n_images as u64)
@@ -472,8 +473,18 @@ pub fn deploy_loaded<'a>(
         arena_bytes.saturating_add(board.stack_allowance()),
         board.ram_bytes,
         format!(
-            "activation arena {arena_bytes} + about {} of stack",
-            board.stack_allowance()
+            "activation arena {arena_bytes} + about {} of stack{}",
+            board.stack_allowance(),
+            if simd.winograd() {
+                let direct = (export.plan(simd.with_winograd(false)).arena_len as u64)
+                    .saturating_mul(value_bytes);
+                format!(
+                    "; the arena holds Winograd's transforms, and is {direct} bytes with the \
+                     3x3 convolutions run directly"
+                )
+            } else {
+                String::new()
+            }
         ),
     )?;
     let images = if req.images.is_empty() {
