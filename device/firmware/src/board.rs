@@ -243,7 +243,7 @@ pub enum Int8Simd {
     None,
     /// The Cortex-M DSP extension (`SMLAD`): dense and 3x3 depthwise convolutions; with
     /// `winograd`, 3x3 convolutions at stride 1 by Winograd's F(2x2, 3x3) where they take it
-    /// ([`dnal_kernels::int8::winograd_fits`]): fewer instructions, more arena (the
+    /// and pays ([`dnal_kernels::int8::winograd_pays`]): fewer instructions, more arena (the
     /// transformed weights or inputs of a layer, whichever are smaller, as scratch).
     Dsp { winograd: bool },
     /// The Armv8.2 dot product (`SDOT`): dense convolutions; and NEON, which every such
@@ -256,15 +256,15 @@ impl Int8Simd {
     /// the portable one (no SIMD, or a receptive field longer than the SIMD kernel takes),
     /// 1 the SIMD one, 2 the `SMLAD` one in blocks of pixel pairs
     /// ([`dnal_kernels::int8::dsp_block_words`]), 3 the `SMLAD` one by Winograd's F(2x2, 3x3)
-    /// ([`dnal_kernels::int8::winograd_fits`]). Where this changes with the input channel
+    /// ([`dnal_kernels::int8::winograd_pays`]). Where this changes with the input channel
     /// count, so does the cost per MAC, and a latency table must not interpolate across.
     pub fn dense_kernel(self, params: &dnal_kernels::Conv2dParams) -> u8 {
         use dnal_kernels::int8::{
-            MAX_DSP_ROW, MAX_SDOT_ROW, dsp_block_words, dsp_row_len, sdot_row_len, winograd_fits,
+            MAX_DSP_ROW, MAX_SDOT_ROW, dsp_block_words, dsp_row_len, sdot_row_len, winograd_pays,
         };
         match self {
             Int8Simd::None => 0,
-            Int8Simd::Dsp { winograd: true } if winograd_fits(params) => 3,
+            Int8Simd::Dsp { winograd: true } if winograd_pays(params) => 3,
             Int8Simd::Dsp { .. } if dsp_row_len(params) > MAX_DSP_ROW => 0,
             Int8Simd::Dsp { .. } if dsp_block_words(params) > 0 => 2,
             Int8Simd::Dsp { .. } => 1,

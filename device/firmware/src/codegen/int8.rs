@@ -249,7 +249,7 @@ pub(crate) enum SimdConv {
     /// A dense conv whose packed row fits [`kernels::MAX_DSP_ROW`]: [`kernels::conv2d_dsp`],
     /// its weights packed for it.
     Dense(Conv2dParams),
-    /// A dense 3x3 conv at stride 1 and padding 1 ([`kernels::winograd_fits`]):
+    /// A dense 3x3 conv at stride 1 and padding 1 where Winograd pays ([`kernels::winograd_pays`]):
     /// [`kernels::conv2d_winograd`], its weights as exported.
     Winograd(Conv2dParams),
     /// A 3x3 depthwise conv at stride 1 or 2: [`kernels::depthwise3x3_dsp`], its weights as
@@ -314,7 +314,7 @@ pub(crate) fn simd_conv(layer: &Layer, info: &LayerSummary, simd: Int8Simd) -> O
         Int8Simd::Dsp { .. } if c.is_depthwise() => {
             kernels::depthwise3x3_dsp_fits(&p).then_some(SimdConv::Depthwise(p))
         }
-        Int8Simd::Dsp { winograd: true } if kernels::winograd_fits(&p) => {
+        Int8Simd::Dsp { winograd: true } if kernels::winograd_pays(&p) => {
             Some(SimdConv::Winograd(p))
         }
         Int8Simd::Dsp { .. } => {

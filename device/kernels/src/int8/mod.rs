@@ -43,8 +43,8 @@ pub use sdot::{
 };
 pub use stage::{OutputStage, Quantization, round_half_away};
 pub use winograd::{
-    MAX_WINOGRAD_PAIRS, MIN_WINOGRAD_CHANNELS, conv2d_winograd, winograd_fits, winograd_pair_words,
-    winograd_scratch_len, winograd_weights_whole,
+    MAX_WINOGRAD_PAIRS, MIN_WINOGRAD_CHANNELS, WINOGRAD_PAYS_FROM, conv2d_winograd, winograd_fits,
+    winograd_pair_words, winograd_pays, winograd_scratch_len, winograd_weights_whole,
 };
 
 /// Random codes for the kernels' tests: xorshift32, so that each test's inputs are fixed.

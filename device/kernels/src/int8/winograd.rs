@@ -31,7 +31,8 @@ use crate::Conv2dParams;
 /// transformed operand, `32 * pairs` words, stays within [`super::DSP_STACK_WORDS`].
 pub const MAX_WINOGRAD_PAIRS: usize = super::DSP_STACK_WORDS / 32;
 
-/// The fewest input channels taken. With fewer, the transforms outweigh the products saved.
+/// The fewest input channels taken: two pairs, the products' first step (whether firmware
+/// uses it is [`winograd_pays`]).
 pub const MIN_WINOGRAD_CHANNELS: usize = 4;
 
 /// Words of one channel pair's transformed weights or one tile pair's transformed inputs
@@ -62,6 +63,34 @@ pub const fn winograd_fits(params: &Conv2dParams) -> bool {
         && w.padding[1] == 1
         && w.input.channels >= MIN_WINOGRAD_CHANNELS
         && winograd_pairs(params) <= MAX_WINOGRAD_PAIRS
+}
+
+/// The fewest input channels, and the smallest output side, at which firmware runs a layer
+/// by [`conv2d_winograd`] rather than directly ([`winograd_pays`]).
+pub const WINOGRAD_PAYS_FROM: (usize, usize) = (8, 4);
+
+/// Input channels from which the products saved pay for tiles that hang over the plane's
+/// edge by more than a quarter (an odd side of 5: 25 outputs in 36 tile places).
+const WINOGRAD_ANY_TILES_FROM: usize = 32;
+
+/// Whether firmware should run a layer that [`conv2d_winograd`] takes ([`winograd_fits`]) by
+/// it: where it took fewer instructions than the direct `SMLAD` kernel on Cortex-M7 (QEMU;
+/// BENCHMARKS.md). The transforms and the tiles' output stage cost per tile and channel
+/// pair; on small planes or few channels too few products share them. Measured: planes of
+/// 1x1 to 3x3 took 1.2-4.4x the direct instructions at 4 to 48 channels; 4 channels took
+/// 0.97x (4x4) to 1.27x (5x5); 16 channels 0.89x (4x4), 1.14x (5x5), 0.94x (7x7); 48
+/// channels 0.63-0.83x from 4x4 up.
+pub const fn winograd_pays(params: &Conv2dParams) -> bool {
+    let out = &params.window.output;
+    let (th, tw) = tile_grid(params);
+    let (channels, side) = WINOGRAD_PAYS_FROM;
+    winograd_fits(params)
+        && params.window.input.channels >= channels
+        && out.height >= side
+        && out.width >= side
+        // The outputs fill at least three quarters of the tiles' places, or many channels.
+        && (out.height * out.width >= 3 * th * tw
+            || params.window.input.channels >= WINOGRAD_ANY_TILES_FROM)
 }
 
 /// Pairs of input channels: the `i16` pairs of a transformed tile's words.
@@ -614,6 +643,25 @@ mod tests {
             }
             pairs!(2 3 4 5 6 7 15 17 48);
             (got, want)
+        }
+    }
+
+    /// Firmware runs by Winograd the layers it was measured faster on, and not the others.
+    #[test]
+    fn winograd_pays_where_it_was_measured_to() {
+        let pays = |cin: usize, side: usize, cout: usize| {
+            let shape = crate::Shape3::new(cin, side, side);
+            let params =
+                Conv2dParams::new(shape, cout, [3, 3], [1, 1], [1, 1], Activation::Relu).unwrap();
+            winograd_pays(&params)
+        };
+        // vgg-small 4.0x's conv2-conv5 (0.56-0.89x the direct instructions).
+        assert!(pays(11, 28, 14) && pays(14, 14, 30) && pays(30, 14, 33) && pays(33, 7, 122));
+        // 0.63-0.94x.
+        assert!(pays(16, 4, 16) && pays(16, 7, 16) && pays(48, 4, 48) && pays(48, 5, 48));
+        // 1.06-4.4x.
+        for (cin, side) in [(16, 1), (16, 2), (16, 3), (48, 3), (16, 5), (4, 5), (4, 7)] {
+            assert!(!pays(cin, side, cin), "{cin} channels, {side}x{side}");
         }
     }
 
