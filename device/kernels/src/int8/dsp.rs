@@ -327,7 +327,7 @@ fn widen_pair<const ROW: usize>(weights: &[i8], wide: &mut [u32; ROW]) {
 /// As [`dot2x2`], with the channel pair's weights widened ([`widen_pair`]): `codes` is one
 /// pixel pair's gathered words and `wide` as many, both a multiple of 4, word aligned.
 #[inline(always)]
-fn dot2x2_i16(acc: &mut [i32; 4], codes: &[u32], wide: &[u32]) {
+pub(super) fn dot2x2_i16(acc: &mut [i32; 4], codes: &[u32], wide: &[u32]) {
     assert!(codes.len() == wide.len() && codes.len().is_multiple_of(4) && !codes.is_empty());
     #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
     // SAFETY: `acc` holds 4 values; `codes` and `wide` are `4 * steps` words each (checked

@@ -174,7 +174,6 @@ pub fn conv2d_winograd<const WORDS: usize>(
         "conv2d_winograd: not a layer it takes"
     );
     assert_eq!(WORDS, winograd_pair_words(params), "conv2d_winograd words");
-    let pairs = winograd_pairs(params);
     assert_eq!(input.len(), w.input.len(), "int8 conv input length");
     assert_eq!(output.len(), w.output.len(), "int8 conv output length");
     assert_eq!(
@@ -202,31 +201,30 @@ pub fn conv2d_winograd<const WORDS: usize>(
         stage,
         input,
     };
-    let words = WORDS;
     let mut pair = [0u32; WORDS];
     // Written whole by each tile pair's products: zeroed once.
     let mut m = [0i32; 64];
     let mut band_at = usize::MAX;
     if winograd_weights_whole(params) {
-        let whole = &mut whole[..channel_pairs(params) * words];
-        for (cp, u) in whole.chunks_exact_mut(words).enumerate() {
-            layer.transform_weights(cp, u, pairs);
+        let whole = &mut whole[..channel_pairs(params) * WORDS];
+        for (cp, u) in whole.chunks_exact_mut(WORDS).enumerate() {
+            layer.transform_weights(cp, u);
         }
         for tp in 0..tile_pairs(params) {
-            layer.transform_inputs(tp, band, &mut band_at, &mut pair, pairs);
-            for (cp, u) in whole.chunks_exact(words).enumerate() {
-                layer.outputs(tp, cp, &pair, u, pairs, &mut m, output);
+            layer.transform_inputs(tp, band, &mut band_at, &mut pair);
+            for (cp, u) in whole.chunks_exact(WORDS).enumerate() {
+                layer.outputs(tp, cp, &pair, u, &mut m, output);
             }
         }
     } else {
-        let whole = &mut whole[..tile_pairs(params) * words];
-        for (tp, v) in whole.chunks_exact_mut(words).enumerate() {
-            layer.transform_inputs(tp, band, &mut band_at, v, pairs);
+        let whole = &mut whole[..tile_pairs(params) * WORDS];
+        for (tp, v) in whole.chunks_exact_mut(WORDS).enumerate() {
+            layer.transform_inputs(tp, band, &mut band_at, v);
         }
         for cp in 0..channel_pairs(params) {
-            layer.transform_weights(cp, &mut pair, pairs);
-            for (tp, v) in whole.chunks_exact(words).enumerate() {
-                layer.outputs(tp, cp, v, &pair, pairs, &mut m, output);
+            layer.transform_weights(cp, &mut pair);
+            for (tp, v) in whole.chunks_exact(WORDS).enumerate() {
+                layer.outputs(tp, cp, v, &pair, &mut m, output);
             }
         }
     }
@@ -247,8 +245,9 @@ impl Tiles<'_> {
     /// Channel pair `cp`'s weights transformed (`G' g G'^T`) into `u` (`pair_words(pairs)`),
     /// input channels and a missing second output channel past the layer as zeros.
     #[inline(always)]
-    fn transform_weights(&self, cp: usize, u: &mut [u32], pairs: usize) {
+    fn transform_weights(&self, cp: usize, u: &mut [u32]) {
         let w = &self.params.window;
+        let pairs = winograd_pairs(self.params);
         let (cin, cout) = (w.input.channels, w.output.channels);
         const NONE: [i8; 9] = [0; 9];
         for item in 0..2 {
@@ -304,17 +303,10 @@ impl Tiles<'_> {
     /// are dropped). `band` holds the padded input rows of two rows of tiles from
     /// `*band_at`, refilled when the pair starts on a later row.
     #[inline(always)]
-    fn transform_inputs(
-        &self,
-        tp: usize,
-        band: &mut [i8],
-        band_at: &mut usize,
-        v: &mut [u32],
-        pairs: usize,
-    ) {
+    fn transform_inputs(&self, tp: usize, band: &mut [i8], band_at: &mut usize, v: &mut [u32]) {
         let w = &self.params.window;
         let (th, tw) = tile_grid(self.params);
-        let cin = w.input.channels;
+        let (cin, pairs) = (w.input.channels, winograd_pairs(self.params));
         let first = 2 * tp;
         let second = (first + 1).min(th * tw - 1);
         let top = first / tw;
@@ -406,21 +398,19 @@ impl Tiles<'_> {
     /// tile's `A^T M A`, a quarter of it plus the bias requantised. Outputs past the layer (a
     /// missing channel or tile, the odd edge of a tile) are dropped.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
     fn outputs(
         &self,
         tp: usize,
         cp: usize,
         v: &[u32],
         u: &[u32],
-        pairs: usize,
         m: &mut [i32; 64],
         out: &mut [i8],
     ) {
         let w = &self.params.window;
         let (th, tw) = tile_grid(self.params);
         let (height, width, cout) = (w.output.height, w.output.width, w.output.channels);
-        products(m, v, u, pairs);
+        products(m, v, u, winograd_pairs(self.params));
         let m = &*m;
         // Per channel `c` and tile `p` of the pairs (the sums' order: channel-major), the
         // tile's four values, 4 times the accumulators.
@@ -504,14 +494,9 @@ fn products(m: &mut [i32; 64], v: &[u32], u: &[u32], pairs: usize) {
         .zip(u.chunks_exact(2 * pairs))
     {
         let mut acc = [0i32; 4];
-        // Steps of four channels: two words of each item.
+        // Steps of four channels (two words of each item): the dense kernel's inner product.
         let whole = 4 * (pairs / 2);
-        for (x, w) in vk[..whole].chunks_exact(4).zip(uk[..whole].chunks_exact(4)) {
-            acc[0] = smlad(w[1], x[1], smlad(w[0], x[0], acc[0]));
-            acc[1] = smlad(w[1], x[3], smlad(w[0], x[2], acc[1]));
-            acc[2] = smlad(w[3], x[1], smlad(w[2], x[0], acc[2]));
-            acc[3] = smlad(w[3], x[3], smlad(w[2], x[2], acc[3]));
-        }
+        super::dsp::dot2x2_i16(&mut acc, &vk[..whole], &uk[..whole]);
         // The last pair of an odd count: one word of each.
         if let ([x0, x1], [w0, w1]) = (&vk[whole..], &uk[whole..]) {
             acc[0] = smlad(*w0, *x0, acc[0]);
