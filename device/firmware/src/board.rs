@@ -225,16 +225,6 @@ pub fn board_names() -> Vec<&'static str> {
     BOARDS.iter().map(|b| b.name).collect()
 }
 
-/// The boards whose int8 kernels can run 3x3 convolutions by Winograd's F(2x2, 3x3)
-/// ([`Int8Simd::with_winograd`]), for messages.
-pub fn winograd_board_names() -> Vec<&'static str> {
-    BOARDS
-        .iter()
-        .filter(|b| b.int8_simd().with_winograd(true).winograd())
-        .map(|b| b.name)
-        .collect()
-}
-
 /// The SIMD instructions a board's int8 kernels use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Int8Simd {
@@ -342,6 +332,26 @@ impl Board {
             Harness::CortexMQemu | Harness::CortexMProbe => 8 * KIB,
             Harness::Std => 2 * MIB,
         }
+    }
+
+    /// Why `precision` firmware on this board cannot run its 3x3 convolutions by Winograd's
+    /// F(2x2, 3x3) ([`Int8Simd::with_winograd`]), naming the boards that can; `None` where
+    /// it can.
+    pub fn winograd_refusal(&self, precision: dnal_export::Precision) -> Option<String> {
+        let can = |b: &Board| b.int8_simd().with_winograd(true).winograd();
+        let why = if precision != dnal_export::Precision::Int8 {
+            format!("this is {} firmware", precision.name())
+        } else if !can(self) {
+            format!("{} has none", self.name)
+        } else {
+            return None;
+        };
+        let boards: Vec<&str> = BOARDS.iter().filter(|b| can(b)).map(|b| b.name).collect();
+        Some(format!(
+            "Winograd's 3x3 convolutions are int8 kernels for boards with the DSP extension \
+             ({}), and {why}",
+            boards.join(", ")
+        ))
     }
 
     pub fn is_cortex_m(&self) -> bool {

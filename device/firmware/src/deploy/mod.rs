@@ -286,11 +286,8 @@ pub enum DeployError {
     },
     #[error("{0}")]
     Images(String),
-    #[error(
-        "Winograd's 3x3 convolutions are int8 kernels for boards with the DSP extension \
-         ({boards}): {reason}"
-    )]
-    NoWinograd { boards: String, reason: String },
+    #[error("{0}")]
+    NoWinograd(String),
     #[error("{path}: {reason}", path = .path.display())]
     OutDir { path: PathBuf, reason: String },
     #[error("{path}: {source}", path = .path.display())]
@@ -672,27 +669,19 @@ fn int8_simd(
     export: Network<'_>,
     req: &DeployRequest,
 ) -> Result<Int8Simd, DeployError> {
-    let simd = board.int8_simd().with_winograd(req.winograd);
-    if req.winograd {
-        let reason = if export.precision() != Precision::Int8 {
-            Some(format!(
-                "{} is {} (quantise it first: `dnal quantize`)",
-                req.export_dir.display(),
-                export.precision().name()
-            ))
-        } else if !simd.winograd() {
-            Some(format!("{} has none", board.name))
-        } else {
-            None
+    if req.winograd
+        && let Some(reason) = board.winograd_refusal(export.precision())
+    {
+        let fix = match export.precision() {
+            Precision::Int8 => String::new(),
+            Precision::F32 => format!(
+                " ({}: quantise it first, `dnal quantize`)",
+                req.export_dir.display()
+            ),
         };
-        if let Some(reason) = reason {
-            return Err(DeployError::NoWinograd {
-                boards: board::winograd_board_names().join(", "),
-                reason,
-            });
-        }
+        return Err(DeployError::NoWinograd(format!("{reason}{fix}")));
     }
-    Ok(simd)
+    Ok(board.int8_simd().with_winograd(req.winograd))
 }
 
 /// Writes the crate into `dir`, builds it and checks its sizes against the budget.

@@ -78,22 +78,19 @@ pub fn profile(
                 .into(),
         });
     }
-    let simd = board.int8_simd().with_winograd(options.winograd);
-    if options.winograd && (options.precision != Precision::Int8 || !simd.winograd()) {
+    if options.winograd
+        && let Some(reason) = board.winograd_refusal(options.precision)
+    {
+        let fix = match options.precision {
+            Precision::Int8 => "",
+            Precision::F32 => " (profile with --precision int8)",
+        };
         return Err(LatencyError::CannotProfile {
             board: board.name.to_string(),
-            reason: format!(
-                "Winograd's 3x3 convolutions are int8 kernels for boards with the DSP \
-                 extension ({}), and this is {}",
-                board::winograd_board_names().join(", "),
-                if simd.winograd() {
-                    "f32 firmware (profile with --precision int8)".to_string()
-                } else {
-                    format!("{}, which has none", board.name)
-                }
-            ),
+            reason: format!("{reason}{fix}"),
         });
     }
+    let simd = board.int8_simd().with_winograd(options.winograd);
     let summary = arch.summary()?;
     let numbers = Numbers {
         precision: options.precision,

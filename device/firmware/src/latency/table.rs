@@ -355,18 +355,9 @@ impl LatencyTable {
             ));
         }
         if self.winograd
-            && (self.precision != Precision::Int8
-                || !board.int8_simd().with_winograd(true).winograd())
+            && let Some(reason) = board.winograd_refusal(self.precision)
         {
-            return Err(invalid(
-                "winograd".into(),
-                format!(
-                    "is true, but Winograd's 3x3 convolutions are int8 kernels for boards with \
-                     the DSP extension, and this is a {} table for {}",
-                    self.precision.name(),
-                    board.name
-                ),
-            ));
+            return Err(invalid("winograd".into(), format!("is true, but {reason}")));
         }
         let positive = |v: f64| v.is_finite() && v > 0.0;
         if !positive(self.clock.hz) {
