@@ -573,10 +573,10 @@ struct DeployArgs {
     /// An int8 export on a Cortex-M4/M7 board: run its 3x3 convolutions at stride 1 by
     /// Winograd's F(2x2, 3x3) where that takes fewer instructions (8 to 96 input channels,
     /// outputs of at least 4x4): 16 multiplies per 2x2 block of outputs and input channel
-    /// where the direct way takes 36. Bit-exact with the direct way, about a
-    /// quarter fewer instructions on vgg-small, for a larger arena (the layer's transformed
-    /// weights or inputs, whichever are smaller: 2.3x on vgg-small). A latency table for it is profiled with
-    /// `dnal profile --precision int8 --winograd`.
+    /// where the direct way takes 36. Bit-exact with the direct way, about a quarter fewer
+    /// instructions on vgg-small, for a larger arena (the layer's transformed weights or
+    /// inputs, whichever are smaller: 2.3x on vgg-small). A latency table for it is profiled
+    /// with `dnal profile --precision int8 --winograd`.
     #[arg(long)]
     winograd: bool,
     /// Print deploy.json as one JSON document on standard output, for scripts (progress and

@@ -122,11 +122,15 @@ impl SweepPlan {
         if let Some(path) = &self.base.latency_table
             && path.exists()
         {
-            let table = LatencyTable::load(path)?;
-            check_table_precision(&table, path, "--latency-table", self.base.precision)?;
-            check_table_winograd(&table, path, "--latency-table", self.base.winograd)?;
+            self.check_table(&LatencyTable::load(path)?, path)?;
         }
         Ok(())
+    }
+
+    /// Refuses a given table (from `path`) of other firmware than the points run.
+    fn check_table(&self, table: &LatencyTable, path: &Path) -> Result<(), SearchError> {
+        check_table_precision(table, path, "--latency-table", self.base.precision)?;
+        check_table_winograd(table, path, "--latency-table", self.base.winograd)
     }
 
     /// The search config of one point.
@@ -192,7 +196,7 @@ pub fn prepare(dir: &Path, observer: &mut dyn SearchObserver) -> Result<(), Sear
         match &plan.base.latency_table {
             Some(given) => {
                 let table = LatencyTable::load(given)?;
-                check_table_winograd(&table, given, "--latency-table", plan.base.winograd)?;
+                plan.check_table(&table, given)?;
                 table.write(&table_path)?;
             }
             None => {
