@@ -122,6 +122,14 @@ pub struct SearchConfig {
     /// Peak learning rate of quantisation-aware training (cosine schedule).
     #[serde(default = "default_lr_qat")]
     pub lr_qat: f64,
+    /// Weight of the f32 network's soft targets in quantisation-aware training (0: the
+    /// labels alone; see [`crate::quantize::aware`]). A search configured before it existed
+    /// trained on the labels alone, and goes on so.
+    #[serde(default)]
+    pub distill_qat: f64,
+    /// Temperature that softens the f32 network's outputs for `distill_qat`.
+    #[serde(default = "default_distill_temperature_qat")]
+    pub distill_temperature_qat: f64,
     /// Training images int8 calibration observes.
     #[serde(default = "default_calibration_images")]
     pub calibration_images: usize,
@@ -229,6 +237,10 @@ fn default_lr_qat() -> f64 {
     0.001
 }
 
+fn default_distill_temperature_qat() -> f64 {
+    crate::quantize::aware::DEFAULT_DISTILL_TEMPERATURE
+}
+
 fn default_calibration_images() -> usize {
     crate::quantize::DEFAULT_CALIBRATION_IMAGES
 }
@@ -274,6 +286,8 @@ impl Default for SearchConfig {
             precision: Precision::F32,
             epochs_qat: default_epochs_qat(),
             lr_qat: default_lr_qat(),
+            distill_qat: crate::quantize::aware::DEFAULT_DISTILL,
+            distill_temperature_qat: default_distill_temperature_qat(),
             calibration_images: default_calibration_images(),
             winograd: false,
         }
@@ -397,20 +411,14 @@ impl SearchConfig {
                 "must be a positive number",
             );
         }
-        if !(0.0..=1.0).contains(&self.distill) {
-            return bad(
-                "--distill",
-                self.distill.to_string(),
-                "is the weight of the parent's soft targets: a number in [0, 1] (0 turns distillation off)",
-            );
-        }
-        if !(self.distill_temperature.is_finite() && self.distill_temperature > 0.0) {
-            return bad(
-                "--distill-temperature",
-                self.distill_temperature.to_string(),
-                "must be a positive number (4 is usual)",
-            );
-        }
+        check_distillation(
+            ("--distill", self.distill),
+            ("--distill-temperature", self.distill_temperature),
+        )?;
+        check_distillation(
+            ("--distill-qat", self.distill_qat),
+            ("--distill-temperature-qat", self.distill_temperature_qat),
+        )?;
         for (option, limit) in [
             ("--train-limit", self.train_limit),
             ("--test-limit", self.test_limit),
@@ -443,6 +451,31 @@ impl SearchConfig {
         }
         Ok(())
     }
+}
+
+/// Refuses a distillation weight outside [0, 1] or a temperature that is not positive, naming
+/// the option that set it.
+pub fn check_distillation(
+    (weight_option, weight): (&'static str, f64),
+    (temperature_option, temperature): (&'static str, f64),
+) -> Result<(), SearchError> {
+    if !(0.0..=1.0).contains(&weight) {
+        return Err(SearchError::InvalidOption {
+            option: weight_option,
+            value: weight.to_string(),
+            reason: "is the weight of the teacher's soft targets: a number in [0, 1] (0 turns \
+                     distillation off)"
+                .into(),
+        });
+    }
+    if !(temperature.is_finite() && temperature > 0.0) {
+        return Err(SearchError::InvalidOption {
+            option: temperature_option,
+            value: temperature.to_string(),
+            reason: "must be a positive number".into(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -552,6 +585,20 @@ mod tests {
                     ..ok.clone()
                 },
                 "--distill-temperature",
+            ),
+            (
+                SearchConfig {
+                    distill_qat: -0.5,
+                    ..ok.clone()
+                },
+                "--distill-qat",
+            ),
+            (
+                SearchConfig {
+                    distill_temperature_qat: f64::NAN,
+                    ..ok.clone()
+                },
+                "--distill-temperature-qat",
             ),
             (
                 SearchConfig {

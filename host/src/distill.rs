@@ -1,10 +1,13 @@
-//! Knowledge distillation from the trained parent while the pruned network is finetuned.
+//! Knowledge distillation: a trained network's softened outputs as targets besides the labels.
 //!
-//! The pruned network starts from the parent's weights but has lost channels; besides the
-//! labels it learns the parent's softened class probabilities (Hinton, Vinyals and Dean,
-//! "Distilling the Knowledge in a Neural Network", 2015), which carry how the parent ranks the
-//! wrong classes. The parent is trained once by the weight stage, so its guidance costs one
-//! forward pass of the parent per step and no extra training.
+//! Two students learn from a teacher. The pruned network, while it is finetuned, learns from
+//! the trained parent: it starts from the parent's weights but has lost channels, and the
+//! parent's softened class probabilities (Hinton, Vinyals and Dean, "Distilling the Knowledge
+//! in a Neural Network", 2015) carry how the parent ranks the wrong classes. The int8 network,
+//! while it trains quantisation-aware, learns from its own f32 export: the f32 network is what
+//! the int8 one should reproduce, so matching its outputs keeps training from wandering off
+//! the f32 network's function while it absorbs the rounding. The teacher is trained already,
+//! so its guidance costs one forward pass per step and no extra training.
 
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
@@ -12,14 +15,23 @@ use burn::tensor::{Device, Tensor};
 use dnal_datasets::BatchData;
 use dnal_models::{GateMode, GatedNet};
 
-/// The parent as teacher, and how much its soft targets weigh.
+use crate::export::ExportNet;
+
+/// The network whose outputs a student learns.
+enum Teacher {
+    /// The trained parent, an inference copy (batch norm on its running statistics).
+    Parent(GatedNet),
+    /// An f32 export (batch norm folded), on the inference device.
+    Export(ExportNet),
+}
+
+/// A teacher, and how much its soft targets weigh.
 ///
 /// The finetune loss is `(1 - alpha) * CE(student, labels) + alpha * T^2 * KL(p_T || q_T)`,
 /// where `p_T = softmax(teacher / T)` and `q_T = softmax(student / T)`; `T^2` keeps the soft
 /// term's gradient on the scale of the cross entropy's as `T` grows.
 pub struct Distillation {
-    /// The trained parent, an inference copy (batch norm on its running statistics).
-    teacher: GatedNet,
+    teacher: Teacher,
     /// The inference device the teacher runs on.
     device: Device,
     /// Weight of the soft term, in (0, 1].
@@ -41,8 +53,24 @@ impl Distillation {
     /// inference side of `device`.
     pub fn new(teacher: &GatedNet, device: &Device, alpha: f64, temperature: f64) -> Self {
         Self {
-            teacher: teacher.valid(),
+            teacher: Teacher::Parent(teacher.valid()),
             device: device.clone().without_autodiff(),
+            alpha,
+            temperature,
+        }
+    }
+
+    /// A teacher from an f32 export, run unquantised on the inference side of `device`.
+    pub fn from_export(
+        export: &dnal_export::Export,
+        device: &Device,
+        alpha: f64,
+        temperature: f64,
+    ) -> Self {
+        let device = device.clone().without_autodiff();
+        Self {
+            teacher: Teacher::Export(ExportNet::new(export, &device)),
+            device,
             alpha,
             temperature,
         }
@@ -54,9 +82,11 @@ impl Distillation {
     /// # Shapes
     /// - returns probabilities `[batch, classes]`
     pub fn targets(&self, data: &BatchData, train_device: &Device) -> SoftTargets {
-        let logits = self
-            .teacher
-            .forward(data.images_tensor(&self.device), GateMode::Off);
+        let images = data.images_tensor(&self.device);
+        let logits = match &self.teacher {
+            Teacher::Parent(parent) => parent.forward(images, GateMode::Off),
+            Teacher::Export(export) => export.forward(images),
+        };
         let logits = Tensor::<2>::from_data(logits.into_data(), train_device);
         SoftTargets::soften(logits, self.temperature)
     }

@@ -16,7 +16,7 @@ use crate::data::ExportTestSet;
 use crate::error::SearchError;
 use crate::export::ExportNet;
 use crate::report::NetReport;
-use crate::train::{Accuracy, EVAL_BATCH, evaluate, score_logits};
+use crate::train::{Accuracy, EVAL_BATCH, PredictionTally, Predictions, predict};
 
 /// What `dnal eval` found.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -100,7 +100,7 @@ pub fn evaluate_export(
     };
     let arch = export.arch();
     let set = ExportTestSet::load(export.arch(), dir, data_dir, test_limit)?;
-    let accuracy = evaluate_f32(&export, &set, &backend.device()?, dir)?;
+    let accuracy = evaluate_f32(&export, &set, &backend.device()?, dir)?.accuracy;
     Ok(EvalResult {
         dataset: set.dataset,
         precision: Precision::F32,
@@ -123,16 +123,17 @@ pub fn check_test_limit(test_limit: Option<usize>) -> Result<(), SearchError> {
     Ok(())
 }
 
-/// The f32 export's (read from `dir`) accuracy on `set`, with burn on `device`.
+/// The f32 export's (read from `dir`) accuracy and predictions on `set`, with burn on
+/// `device`.
 pub fn evaluate_f32(
     export: &Export,
     set: &ExportTestSet,
     device: &Device,
     dir: &Path,
-) -> Result<Accuracy, SearchError> {
+) -> Result<Predictions, SearchError> {
     let test = Batcher::new(set.test.clone(), set.normalization.clone(), EVAL_BATCH);
     let net = ExportNet::new(export, device);
-    evaluate(&test, export.arch().num_classes, device, |x| net.forward(x)).map_err(|bad| {
+    predict(&test, export.arch().num_classes, device, |x| net.forward(x)).map_err(|bad| {
         SearchError::NonFiniteOutput {
             what: format!("the network of {}", dir.display()),
             image: bad.image,
@@ -152,7 +153,7 @@ fn evaluate_int8_export(
 ) -> Result<EvalResult, SearchError> {
     let arch = export.arch();
     let set = ExportTestSet::load(arch, dir, data_dir, test_limit)?;
-    let accuracy = evaluate_int8(export, &set, &mut |_, _| {});
+    let accuracy = evaluate_int8(export, &set, &mut |_, _| {}).accuracy;
     Ok(EvalResult {
         dataset: set.dataset,
         precision: Precision::Int8,
@@ -166,16 +167,16 @@ fn evaluate_int8_export(
 /// Images the int8 evaluation runs between progress reports.
 const EVAL_CHUNK: usize = 256;
 
-/// The int8 network's accuracy on the test images, computed with the portable int8 kernels
-/// (bit-exact with the integer reference), images in parallel.
+/// The int8 network's accuracy and predictions on the test images, computed with the portable
+/// int8 kernels (bit-exact with the integer reference), images in parallel.
 pub fn evaluate_int8(
     export: &Int8Export,
     set: &ExportTestSet,
     progress: &mut dyn FnMut(usize, usize),
-) -> Accuracy {
+) -> Predictions {
     let classes = export.output_len();
     let total = set.test.len();
-    let (mut top1, mut top5) = (0, 0);
+    let mut tally = PredictionTally::with_capacity(total);
     progress(0, total);
     for start in (0..total).step_by(EVAL_CHUNK) {
         let end = (start + EVAL_CHUNK).min(total);
@@ -191,18 +192,10 @@ pub fn evaluate_int8(
             })
             .collect();
         let labels: Vec<i64> = (start..end).map(|i| set.test.label(i) as i64).collect();
-        let (a, b) = score_logits(&logits, classes, &labels);
-        top1 += a;
-        top5 += b;
+        tally.add(&logits, classes, &labels);
         progress(end, total);
     }
-    let n = total.max(1) as f64;
-    Accuracy {
-        top1: top1 as f64 / n,
-        top5: top5 as f64 / n,
-        images: total,
-        top1_hits: top1,
-    }
+    tally.finish()
 }
 
 /// How `accuracy` compares with the `pruned` figures of `report.json` in `dir`, if any.

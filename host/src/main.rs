@@ -89,7 +89,7 @@ enum Command {
 
 /// The stage settings a resumed run takes from its folder: giving one with --resume is an
 /// error rather than silently ignored.
-const TRAINING_OPTIONS: [&str; 30] = [
+const TRAINING_OPTIONS: [&str; 32] = [
     "dataset",
     "data_dir",
     "input_size",
@@ -118,6 +118,8 @@ const TRAINING_OPTIONS: [&str; 30] = [
     "precision",
     "epochs_qat",
     "lr_qat",
+    "distill_qat",
+    "distill_temperature_qat",
     "calibration_images",
     "winograd",
 ];
@@ -354,6 +356,15 @@ struct TrainingOptions {
     /// Peak learning rate of quantisation-aware training (cosine schedule to 0).
     #[arg(long, value_name = "X", default_value_t = SearchConfig::default().lr_qat)]
     lr_qat: f64,
+    /// Quantisation-aware training with the f32 network as teacher: the weight of its
+    /// softened outputs in the loss, (1 - X) * cross entropy + X * T^2 * KL(f32 || int8), in
+    /// [0, 1]. 1 (the default) trains int8 to answer as f32 does; 0 trains on the labels
+    /// alone, which moves more of the network's answers (BENCHMARKS.md).
+    #[arg(long, value_name = "X", default_value_t = SearchConfig::default().distill_qat)]
+    distill_qat: f64,
+    /// Temperature T that softens the f32 network's outputs for --distill-qat.
+    #[arg(long, value_name = "T", default_value_t = SearchConfig::default().distill_temperature_qat)]
+    distill_temperature_qat: f64,
     /// Training images whose value ranges set the int8 activation scales (--precision int8).
     #[arg(long, value_name = "N", default_value_t = SearchConfig::default().calibration_images)]
     calibration_images: usize,
@@ -399,6 +410,8 @@ impl TrainingOptions {
             precision: self.precision,
             epochs_qat: self.epochs_qat,
             lr_qat: self.lr_qat,
+            distill_qat: self.distill_qat,
+            distill_temperature_qat: self.distill_temperature_qat,
             calibration_images: self.calibration_images,
             winograd: self.winograd,
             ..SearchConfig::default()
@@ -524,6 +537,16 @@ struct QuantizeArgs {
     /// search's momentum and weight decay).
     #[arg(long, value_name = "X", default_value_t = SearchConfig::default().lr_qat)]
     lr: f64,
+    /// Quantisation-aware training with the f32 export as teacher: the weight of its softened
+    /// outputs in the loss, (1 - X) * cross entropy + X * T^2 * KL(f32 || int8), in [0, 1].
+    /// 1 (the default) trains int8 to answer as f32 does; 0 trains on the labels alone, which
+    /// moves more of the network's answers (BENCHMARKS.md).
+    #[arg(long, value_name = "X", default_value_t = dnal::quantize::aware::DEFAULT_DISTILL)]
+    distill: f64,
+    /// Temperature T that softens the f32 export's outputs for --distill.
+    #[arg(long, value_name = "T",
+          default_value_t = dnal::quantize::aware::DEFAULT_DISTILL_TEMPERATURE)]
+    distill_temperature: f64,
     /// Folder holding the dataset (default: the one the search used).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -978,6 +1001,8 @@ fn quantize(args: QuantizeArgs) -> Result<()> {
             lr: args.lr,
             momentum: SearchConfig::default().momentum,
             weight_decay: SearchConfig::default().weight_decay,
+            distill: args.distill,
+            distill_temperature: args.distill_temperature,
         }),
         data_dir: args.data_dir,
         test_limit: args.test_limit,
@@ -1002,7 +1027,7 @@ fn quantize(args: QuantizeArgs) -> Result<()> {
         report.calibration_images,
         report.dataset,
         match &report.training {
-            Some(t) => format!(", then {} epochs of quantisation-aware training", t.epochs),
+            Some(t) => format!(", then {}", t.describe()),
             None => String::new(),
         }
     );
@@ -1021,6 +1046,9 @@ fn quantize(args: QuantizeArgs) -> Result<()> {
         100.0 * report.f32.top5,
         100.0 * report.int8.top5
     );
+    if let Some(agreement) = &report.f32_agreement {
+        println!("{}", agreement.describe());
+    }
     println!(
         "weights: {} bytes as f32, {} as int8 ({:.2}x, per-channel scales and requantisation included)",
         report.f32_weight_bytes,

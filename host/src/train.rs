@@ -288,6 +288,69 @@ pub struct NonFiniteLogit {
     pub value: f32,
 }
 
+/// An evaluation: the accuracy, and each image's predicted class.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Predictions {
+    /// Top-1 and top-5 accuracy.
+    pub accuracy: Accuracy,
+    /// Each image's best class (the first of equal best logits, as top-1 counts it), in the
+    /// order of the evaluated set.
+    pub classes: Vec<u32>,
+}
+
+/// [`Predictions`] counted as batches come in.
+pub struct PredictionTally {
+    top1: usize,
+    top5: usize,
+    classes: Vec<u32>,
+}
+
+impl PredictionTally {
+    /// A tally expecting about `images` images.
+    pub fn with_capacity(images: usize) -> Self {
+        Self {
+            top1: 0,
+            top5: 0,
+            classes: Vec::with_capacity(images),
+        }
+    }
+
+    /// Scores a batch of logits (row-major `[batch, classes]`) against its labels.
+    pub fn add(&mut self, logits: &[f32], classes: usize, labels: &[i64]) {
+        let (top1, top5) = score_logits(logits, classes, labels);
+        self.top1 += top1;
+        self.top5 += top5;
+        self.classes
+            .extend(logits.chunks(classes).map(|row| best_class(row) as u32));
+    }
+
+    /// The accuracy and predictions of every batch added.
+    pub fn finish(self) -> Predictions {
+        let images = self.classes.len();
+        let n = images.max(1) as f64;
+        Predictions {
+            accuracy: Accuracy {
+                top1: self.top1 as f64 / n,
+                top5: self.top5 as f64 / n,
+                images,
+                top1_hits: self.top1,
+            },
+            classes: self.classes,
+        }
+    }
+}
+
+/// The index of the first of a row's largest values.
+fn best_class(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
 /// Evaluates a forward function over every batch of `batcher` (epoch 0, unshuffled as built).
 /// A NaN or infinite logit is an error, not a score: NaN compares false with everything, so it
 /// would rank as a hit.
@@ -295,30 +358,31 @@ pub fn evaluate(
     batcher: &Batcher,
     classes: usize,
     device: &Device,
-    mut forward: impl FnMut(Tensor<4>) -> Tensor<2>,
+    forward: impl FnMut(Tensor<4>) -> Tensor<2>,
 ) -> Result<Accuracy, NonFiniteLogit> {
-    let (mut top1, mut top5, mut images) = (0, 0, 0);
+    predict(batcher, classes, device, forward).map(|p| p.accuracy)
+}
+
+/// [`evaluate`], keeping each image's predicted class.
+pub fn predict(
+    batcher: &Batcher,
+    classes: usize,
+    device: &Device,
+    mut forward: impl FnMut(Tensor<4>) -> Tensor<2>,
+) -> Result<Predictions, NonFiniteLogit> {
+    let mut tally = PredictionTally::with_capacity(batcher.set().len());
     for data in batcher.epoch(0) {
         let logits = forward(data.images_tensor(device));
         let logits = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
         if let Some((i, &value)) = logits.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(NonFiniteLogit {
-                image: images + i / classes.max(1),
+                image: tally.classes.len() + i / classes.max(1),
                 value,
             });
         }
-        let (a, b) = score_logits(&logits, classes, &data.labels);
-        top1 += a;
-        top5 += b;
-        images += data.len();
+        tally.add(&logits, classes, &data.labels);
     }
-    let n = images.max(1) as f64;
-    Ok(Accuracy {
-        top1: top1 as f64 / n,
-        top5: top5 as f64 / n,
-        images,
-        top1_hits: top1,
-    })
+    Ok(tally.finish())
 }
 
 /// Evaluates a gated net (its inference copy) with its gates in `mode`.
@@ -407,6 +471,26 @@ mod tests {
         let (top1, top5) = score_logits(&logits, 6, &[0, 2, 5, 1]);
         assert_eq!(top1, 1);
         assert_eq!(top5, 3);
+    }
+
+    #[test]
+    fn predictions_are_the_classes_top1_counts() {
+        // The same rows in two batches: the best class is the first of equal best logits,
+        // so a tie with an earlier class predicts that class, and the label misses.
+        let logits = [
+            9.0, 1.0, 2.0, 3.0, 4.0, 5.0, //
+            9.0, 8.0, 7.0, 1.0, 2.0, 3.0, //
+            9.0, 8.0, 7.0, 6.0, 5.0, 1.0, //
+            5.0, 5.0, 1.0, 1.0, 1.0, 1.0,
+        ];
+        let mut tally = PredictionTally::with_capacity(4);
+        tally.add(&logits[..12], 6, &[0, 2]);
+        tally.add(&logits[12..], 6, &[5, 1]);
+        let predictions = tally.finish();
+        assert_eq!(predictions.classes, [0, 0, 0, 0]);
+        let accuracy = predictions.accuracy;
+        assert_eq!((accuracy.images, accuracy.top1_hits), (4, 1));
+        assert_eq!((accuracy.top1, accuracy.top5), (0.25, 0.75));
     }
 
     #[test]

@@ -732,6 +732,16 @@ fn search_with_precision_int8_ends_with_quantisation_aware_training() {
     assert_eq!(arch["precision"], "int8");
     assert_eq!(arch["quantization"]["calibration"]["images"], 64);
     assert_eq!(arch["quantization"]["calibration"]["training"]["epochs"], 1);
+    // By default the f32 network teaches the int8 one.
+    assert_eq!(
+        arch["quantization"]["calibration"]["training"]["distill"],
+        1.0
+    );
+    assert!(
+        stderr(&out).contains("the f32 network as teacher"),
+        "{}",
+        stderr(&out)
+    );
 
     // report.json gives both networks: top-1 and weight bytes, and the training's epochs.
     let report: serde_json::Value =
@@ -741,6 +751,7 @@ fn search_with_precision_int8_ends_with_quantisation_aware_training() {
     assert!(int8["int8"]["top1"].is_number() && int8["post_training"]["top1"].is_number());
     assert_eq!(int8["history"].as_array().unwrap().len(), 1);
     assert_eq!(int8["history"][0]["stage"], "qat");
+    assert_eq!(int8["f32_agreement"]["images"], int8["int8"]["images"]);
     let (f32_bytes, int8_bytes) = (
         int8["f32_weight_bytes"].as_f64().unwrap(),
         int8["int8_weight_bytes"].as_f64().unwrap(),
@@ -795,10 +806,16 @@ fn quantize_writes_an_int8_export_that_eval_reproduces_and_never_overwrites_f32(
     let text = String::from_utf8_lossy(&q.stdout);
     assert!(text.contains("calibrated on 64 training images"), "{text}");
     assert!(text.contains("f32") && text.contains("int8"), "{text}");
+    assert!(text.contains("int8 answers as f32 on"), "{text}");
     let arch: serde_json::Value =
         serde_json::from_slice(&std::fs::read(int8.join("arch.json")).unwrap()).unwrap();
     assert_eq!(arch["precision"], "int8");
     assert_eq!(arch["quantization"]["calibration"]["images"], 64);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(int8.join("report.json")).unwrap()).unwrap();
+    let agreement = &report["quantization"]["f32_agreement"];
+    let same = agreement["same_class"].as_u64().unwrap();
+    assert!(same <= agreement["images"].as_u64().unwrap(), "{report}");
 
     let e = dnal(&["eval", "--export", int8_s]);
     assert!(e.status.success(), "{}", stderr(&e));
@@ -860,6 +877,20 @@ fn quantize_writes_an_int8_export_that_eval_reproduces_and_never_overwrites_f32(
         ],
         "--calibration-images",
     );
+    refused(
+        &[
+            "quantize",
+            "--export",
+            run_s,
+            "--out",
+            int8_s,
+            "--epochs",
+            "1",
+            "--distill",
+            "2",
+        ],
+        "--distill",
+    );
     // Quantisation-aware training from the export: the report says how it trained and what
     // post-training quantisation alone gave, and eval reproduces the trained int8 network.
     let qat = dir.path().join("run-qat");
@@ -877,7 +908,10 @@ fn quantize_writes_an_int8_export_that_eval_reproduces_and_never_overwrites_f32(
     assert!(q.status.success(), "{}", stderr(&q));
     let text = String::from_utf8_lossy(&q.stdout);
     assert!(
-        text.contains("1 epochs of quantisation-aware training"),
+        text.contains(
+            "1 epochs of quantisation-aware training, the f32 network as teacher (weight 1, \
+             temperature 1)"
+        ),
         "{text}"
     );
     assert!(text.contains("post-training quantisation alone"), "{text}");

@@ -172,6 +172,8 @@ fn the_real_export_quantises_and_trains_to_int8_and_keeps_its_accuracy() {
             lr: 0.001,
             momentum: 0.9,
             weight_decay: 5e-4,
+            distill: 0.0,
+            distill_temperature: 1.0,
         }),
         data_dir: None,
         test_limit: None,
@@ -201,6 +203,18 @@ fn the_real_export_quantises_and_trains_to_int8_and_keeps_its_accuracy() {
         report.f32.top1,
         report.int8.top1
     );
+    // Image by image, the hits that int8 gained and lost are the difference of the top-1
+    // counts, and the networks answer alike on most images.
+    let agreement = report
+        .f32_agreement
+        .expect("a new report compares the networks");
+    assert_eq!(agreement.images, 1000);
+    assert_eq!(
+        report.int8.top1_hits as i64 - report.f32.top1_hits as i64,
+        agreement.gained as i64 - agreement.lost as i64
+    );
+    assert!(agreement.fraction_same() > 0.9, "{agreement:?}");
+    assert!(agreement.same_class + agreement.lost + agreement.gained <= 1000);
     // int8 weights, int32 biases and per-channel requantisation: under 0.3x the f32 bytes.
     assert!(
         (report.int8_weight_bytes as f64) < 0.3 * report.f32_weight_bytes as f64,

@@ -14,6 +14,7 @@ use dnal_export::int8::ValueQuantization;
 use dnal_models::GateMode;
 use serde::{Deserialize, Serialize};
 
+use crate::distill::Distillation;
 use crate::export::ExportNet;
 use crate::report::EpochRecord;
 use crate::schedule::CosineSchedule;
@@ -33,6 +34,46 @@ pub struct AwareTraining {
     pub momentum: f64,
     /// L2 weight decay.
     pub weight_decay: f64,
+    /// Weight of the f32 export's softened outputs in the loss, in [0, 1]:
+    /// `(1 - X) * CE + X * T^2 * KL(f32 || int8)` ([`Distillation`]). 0 trains on the labels
+    /// alone.
+    #[serde(default)]
+    pub distill: f64,
+    /// Temperature T that softens the f32 export's outputs.
+    #[serde(default = "default_distill_temperature")]
+    pub distill_temperature: f64,
+}
+
+impl AwareTraining {
+    /// What it does, for people: "2 epochs of quantisation-aware training, ...".
+    pub fn describe(&self) -> String {
+        let teacher = if self.distill > 0.0 {
+            format!(
+                ", the f32 network as teacher (weight {}, temperature {})",
+                self.distill, self.distill_temperature
+            )
+        } else {
+            ", on the labels alone".to_string()
+        };
+        format!(
+            "{} epochs of quantisation-aware training{teacher}",
+            self.epochs
+        )
+    }
+}
+
+/// The weight of the f32 export's soft targets unless told otherwise (`dnal quantize
+/// --distill`, `dnal search --distill-qat`).
+pub const DEFAULT_DISTILL: f64 = 1.0;
+
+/// The temperature of distillation from the f32 export unless told otherwise: 1, the f32
+/// network's own probabilities, whose largest is the answer int8 should keep.
+pub const DEFAULT_DISTILL_TEMPERATURE: f64 = 1.0;
+
+/// The temperature in a report that predates distillation (unused there: such reports did
+/// not distill).
+fn default_distill_temperature() -> f64 {
+    DEFAULT_DISTILL_TEMPERATURE
 }
 
 /// What one quantisation-aware training reports as it goes.
@@ -116,6 +157,14 @@ pub fn train_quantization_aware(
     };
     let lr = move |step: usize| schedule.at(step);
     let mode = |_: usize| GateMode::Off;
+    let teacher = (settings.distill > 0.0).then(|| {
+        Distillation::from_export(
+            export,
+            &device,
+            settings.distill,
+            settings.distill_temperature,
+        )
+    });
     let mut records = Vec::with_capacity(settings.epochs);
     for epoch in 0..settings.epochs {
         let plan = StepPlan {
@@ -123,7 +172,7 @@ pub fn train_quantization_aware(
             mode: &mode,
             first_step: epoch * steps,
             data_epoch: first_data_epoch + epoch as u64,
-            distill: None,
+            distill: teacher.as_ref(),
         };
         let (trained, stats) = train_epoch(
             net,
@@ -256,9 +305,9 @@ mod tests {
         Export::new(arch, tensors).unwrap()
     }
 
-    #[test]
-    fn training_moves_the_weights_and_keeps_the_architecture() {
-        let export = export();
+    /// Quantisation-aware training of [`export`] on the tiny task, calibrated on its training
+    /// images as `dnal quantize` does.
+    fn train(export: &Export, settings: &AwareTraining) -> (Export, Vec<EpochRecord>) {
         let norm = Normalization {
             mean: vec![0.5],
             std: vec![0.25],
@@ -266,28 +315,33 @@ mod tests {
         let device = Device::flex();
         let train = Batcher::new(task(64), norm.clone(), 16).with_shuffle(3);
         let test = Batcher::new(task(32), norm.clone(), 32);
-        // Calibrate on the training images, as `dnal quantize` does.
-        let values = crate::quantize::quantize_for_board(&export, task(64), &norm, &device)
+        let values = crate::quantize::quantize_for_board(export, task(64), &norm, &device)
             .unwrap()
             .arch()
             .quantization
             .clone()
             .unwrap()
             .values;
+        let training = Training {
+            settings,
+            batches: &train,
+            first_data_epoch: 0,
+        };
+        train_quantization_aware(export, values, training, &test, &device, &mut Quiet).unwrap()
+    }
+
+    #[test]
+    fn training_moves_the_weights_and_keeps_the_architecture() {
+        let export = export();
         let settings = AwareTraining {
             epochs: 3,
             lr: 0.05,
             momentum: 0.9,
             weight_decay: 0.0,
+            distill: 0.0,
+            distill_temperature: 1.0,
         };
-        let training = Training {
-            settings: &settings,
-            batches: &train,
-            first_data_epoch: 0,
-        };
-        let (trained, records) =
-            train_quantization_aware(&export, values, training, &test, &device, &mut Quiet)
-                .unwrap();
+        let (trained, records) = train(&export, &settings);
         assert_eq!(records.len(), 3);
         assert!(
             records
@@ -304,5 +358,33 @@ mod tests {
             records[2].cross_entropy < records[0].cross_entropy,
             "{records:?}"
         );
+    }
+
+    #[test]
+    fn distillation_teaches_the_f32_exports_own_outputs() {
+        // With the f32 export as the only teacher (X = 1) the loss is T^2 * KL(f32 || int8):
+        // the int8 network starts as the f32 one rounded, so the loss starts near 0 while
+        // the labels' cross entropy does not. A teacher other than the export (or none)
+        // would not give a loss far below the cross entropy.
+        let export = export();
+        let settings = AwareTraining {
+            epochs: 1,
+            lr: 1e-6,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            distill: 1.0,
+            distill_temperature: 2.0,
+        };
+        let (_, records) = train(&export, &settings);
+        let first = &records[0];
+        assert!(first.cross_entropy > 0.3, "{first:?}");
+        assert!(first.loss < 0.02 * first.cross_entropy, "{first:?}");
+        // Without the teacher the loss is the cross entropy.
+        let plain = AwareTraining {
+            distill: 0.0,
+            ..settings
+        };
+        let (_, records) = train(&export, &plain);
+        assert_eq!(records[0].loss, records[0].cross_entropy);
     }
 }

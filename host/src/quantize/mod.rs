@@ -8,6 +8,7 @@
 //! bit-exact with the integer reference (`dnal_export::int8::reference_forward`) and so with
 //! what every int8 firmware computes.
 
+pub mod agreement;
 pub mod aware;
 pub mod fake;
 
@@ -19,15 +20,17 @@ use dnal_export::int8::{Int8Export, ValueRanges, quantize};
 use dnal_export::{ARCH_FILE, Export, Precision};
 use serde::{Deserialize, Serialize};
 
+use self::agreement::Agreement;
 use self::aware::{AwareProgress, AwareTraining, Training, train_quantization_aware};
 
 use crate::backend::Backend;
+use crate::config::check_distillation;
 use crate::data::ExportTestSet;
 use crate::error::SearchError;
 use crate::eval::{check_test_limit, evaluate_f32, evaluate_int8};
 use crate::export::ExportNet;
 use crate::report::{EpochRecord, NetReport};
-use crate::train::{Accuracy, EVAL_BATCH, EpochStats};
+use crate::train::{Accuracy, EVAL_BATCH, EpochStats, Predictions};
 
 /// Training images calibration observes unless told otherwise: enough for stable ranges of a
 /// small network, a few seconds of forward passes.
@@ -105,6 +108,10 @@ pub struct QuantizeReport {
     pub int8: Accuracy,
     /// `int8.top1 - f32.top1`, in percentage points.
     pub top1_change_pp: f64,
+    /// The int8 network's answers against the f32 network's, image by image (absent from the
+    /// reports of an older dnal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f32_agreement: Option<Agreement>,
     /// With quantisation-aware training: the int8 accuracy of post-training quantisation
     /// alone (the same calibration, the weights before training).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,6 +139,9 @@ pub fn quantize_export(
 ) -> Result<QuantizeReport, SearchError> {
     check_calibration_images(options.calibration_images)?;
     check_test_limit(options.test_limit)?;
+    if let Some(training) = &options.training {
+        check_training(training)?;
+    }
     check_out_dir(&options.export_dir, &options.out_dir)?;
     let export = Export::load(&options.export_dir)?;
     // Training reads the whole training half; calibration alone only its first images.
@@ -159,7 +169,7 @@ pub fn quantize_export(
         }),
     };
     let (int8, report) =
-        quantize_network(&export, &options.export_dir, f32, data, &device, progress)?;
+        quantize_network(&export, &options.export_dir, &f32, data, &device, progress)?;
     int8.write(&options.out_dir)?;
     write_report(&options.out_dir, &report)?;
     Ok(report)
@@ -175,13 +185,13 @@ pub struct QuantizeData<'a> {
     pub training: Option<Training<'a>>,
 }
 
-/// Quantises `export` (read from `source`, whose `f32` accuracy is known): calibrates the
+/// Quantises `export` (read from `source`, whose `f32` predictions on `data.test` are known): calibrates the
 /// value ranges, quantises, and, with training, trains the fake-quantised network and
 /// quantises the result on the same grids. Returns the int8 export and the report.
 pub fn quantize_network(
     export: &Export,
     source: &Path,
-    f32: Accuracy,
+    f32: &Predictions,
     data: QuantizeData<'_>,
     device: &Device,
     progress: &mut dyn QuantizeProgress,
@@ -213,7 +223,8 @@ pub fn quantize_network(
         Some(training) => {
             let ptq = evaluate_int8(&post_training, data.test, &mut |done, total| {
                 progress.progress(QuantizePhase::EvaluatePtq, done, total)
-            });
+            })
+            .accuracy;
             let values = post_training
                 .arch()
                 .quantization
@@ -243,14 +254,21 @@ pub fn quantize_network(
             (int8, Some(ptq), history)
         }
     };
-    let int8_accuracy = evaluate_int8(&int8, data.test, &mut |done, total| {
+    let int8_predictions = evaluate_int8(&int8, data.test, &mut |done, total| {
         progress.progress(QuantizePhase::EvaluateInt8, done, total)
     });
+    let agreement = Agreement::of(
+        &f32.classes,
+        &int8_predictions.classes,
+        data.test.test.labels(),
+    );
+    let int8_accuracy = int8_predictions.accuracy;
     let report = QuantizeReport {
         dataset: data.test.dataset.clone(),
         calibration_images: ranges.images(),
-        top1_change_pp: 100.0 * (int8_accuracy.top1 - f32.top1),
-        f32,
+        top1_change_pp: 100.0 * (int8_accuracy.top1 - f32.accuracy.top1),
+        f32_agreement: Some(agreement),
+        f32: f32.accuracy,
         int8: int8_accuracy,
         post_training,
         training: data.training.map(|t| t.settings.clone()),
@@ -309,6 +327,21 @@ pub fn check_calibration_images(images: usize) -> Result<(), SearchError> {
         });
     }
     Ok(())
+}
+
+/// Refuses quantisation-aware settings that cannot train, naming `dnal quantize`'s option.
+fn check_training(training: &AwareTraining) -> Result<(), SearchError> {
+    if !(training.lr.is_finite() && training.lr > 0.0) {
+        return Err(SearchError::InvalidOption {
+            option: "--lr",
+            value: training.lr.to_string(),
+            reason: "must be a positive number".into(),
+        });
+    }
+    check_distillation(
+        ("--distill", training.distill),
+        ("--distill-temperature", training.distill_temperature),
+    )
 }
 
 /// Refuses to write the int8 export over its source or over an f32 export; an earlier int8

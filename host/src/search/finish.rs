@@ -24,7 +24,7 @@ use crate::quantize::{
     quantize_for_board, quantize_network, write_report,
 };
 use crate::report::{EpochRecord, GroupChannels, LatencyReport, Report, SupernetLayer};
-use crate::train::{Accuracy, EpochStats, evaluate};
+use crate::train::{EpochStats, Predictions, predict};
 
 impl Search {
     /// Exports the trained, unpruned network to `OUT/parent` (once), so that it can be
@@ -66,7 +66,7 @@ impl Search {
         &self,
         net: &GatedNet,
         masks: &ChannelMasks,
-    ) -> Result<(Export, Accuracy), SearchError> {
+    ) -> Result<(Export, Predictions), SearchError> {
         let export = build_export(
             &net.valid(),
             &self.parent.plan,
@@ -78,11 +78,11 @@ impl Search {
         let written = Export::load(&self.out)?;
         let eval_device = self.device.clone().without_autodiff();
         let export_net = ExportNet::new(&written, &eval_device);
-        let accuracy = evaluate(&self.test, written.arch().num_classes, &eval_device, |x| {
+        let predictions = predict(&self.test, written.arch().num_classes, &eval_device, |x| {
             export_net.forward(x)
         })
         .map_err(|bad| self.non_finite("the exported network".into(), bad))?;
-        Ok((written, accuracy))
+        Ok((written, predictions))
     }
 
     /// Measures `export` (`what` it is, for the progress line) on the board of the search's
@@ -138,7 +138,7 @@ impl Search {
     fn quantize_pruned(
         &mut self,
         export: &Export,
-        f32: Accuracy,
+        f32: &Predictions,
         observer: &mut dyn SearchObserver,
     ) -> Result<(Int8Export, QuantizeReport), SearchError> {
         let started = Instant::now();
@@ -153,6 +153,8 @@ impl Search {
             lr: config.lr_qat,
             momentum: config.momentum,
             weight_decay: config.weight_decay,
+            distill: config.distill_qat,
+            distill_temperature: config.distill_temperature_qat,
         });
         let data = QuantizeData {
             test: &test,
@@ -173,7 +175,7 @@ impl Search {
             "quantising to int8: calibrating on {} training images{}",
             config.calibration_images,
             match &settings {
-                Some(s) => format!(", then {} epochs of quantisation-aware training", s.epochs),
+                Some(s) => format!(", then {}", s.describe()),
                 None => String::new(),
             }
         ));
@@ -190,6 +192,9 @@ impl Search {
         let stage = self.state.stage_report(aware::STAGE);
         stage.seconds += started.elapsed().as_secs_f64();
         stage.epochs = report.history.len();
+        if let Some(agreement) = &report.f32_agreement {
+            observer.message(&agreement.describe());
+        }
         observer.message(&format!(
             "int8 export in {}: top-1 {:.2}% (f32 {:.2}%{}), weights {} bytes ({:.2}x f32)",
             dir.display(),
@@ -221,12 +226,12 @@ impl Search {
             .masks
             .clone()
             .expect("the finetune stage runs on a pruned network");
-        let (export, accuracy) = self.export_pruned(net, &masks)?;
+        let (export, predictions) = self.export_pruned(net, &masks)?;
         let parent = self.state.parent.clone().unwrap_or_default();
-        let pruned = net_report(net, accuracy);
+        let pruned = net_report(net, predictions.accuracy);
         self.state.stage_report("export").seconds += started.elapsed().as_secs_f64();
         let int8 = match self.config().precision {
-            Precision::Int8 => Some(self.quantize_pruned(&export, accuracy, observer)?),
+            Precision::Int8 => Some(self.quantize_pruned(&export, &predictions, observer)?),
             Precision::F32 => None,
         };
         let latency = match &int8 {
