@@ -166,14 +166,15 @@ fn the_real_export_quantises_and_trains_to_int8_and_keeps_its_accuracy() {
         export_dir: SEARCH.out.clone(),
         out_dir: out.clone(),
         calibration_images: 500,
-        // One epoch of quantisation-aware training on the search's 3,000 training images.
+        // One epoch of quantisation-aware training on the search's 3,000 training images,
+        // with the f32 export as teacher (the default).
         training: Some(dnal::quantize::aware::AwareTraining {
             epochs: 1,
             lr: 0.001,
             momentum: 0.9,
             weight_decay: 5e-4,
-            distill: 0.0,
-            distill_temperature: 1.0,
+            distill: dnal::quantize::aware::DEFAULT_DISTILL,
+            distill_temperature: dnal::quantize::aware::DEFAULT_DISTILL_TEMPERATURE,
         }),
         data_dir: None,
         test_limit: None,
