@@ -128,7 +128,7 @@ pub struct SearchConfig {
     #[serde(default)]
     pub distill_qat: f64,
     /// Temperature that softens the f32 network's outputs for `distill_qat`.
-    #[serde(default = "default_distill_temperature_qat")]
+    #[serde(default = "crate::quantize::aware::default_distill_temperature")]
     pub distill_temperature_qat: f64,
     /// Training images int8 calibration observes.
     #[serde(default = "default_calibration_images")]
@@ -237,10 +237,6 @@ fn default_lr_qat() -> f64 {
     0.001
 }
 
-fn default_distill_temperature_qat() -> f64 {
-    crate::quantize::aware::DEFAULT_DISTILL_TEMPERATURE
-}
-
 fn default_calibration_images() -> usize {
     crate::quantize::DEFAULT_CALIBRATION_IMAGES
 }
@@ -287,7 +283,7 @@ impl Default for SearchConfig {
             epochs_qat: default_epochs_qat(),
             lr_qat: default_lr_qat(),
             distill_qat: crate::quantize::aware::DEFAULT_DISTILL,
-            distill_temperature_qat: default_distill_temperature_qat(),
+            distill_temperature_qat: crate::quantize::aware::DEFAULT_DISTILL_TEMPERATURE,
             calibration_images: default_calibration_images(),
             winograd: false,
         }

@@ -9,6 +9,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Int, Tensor};
 use dnal_datasets::Batcher;
+use dnal_firmware::deploy::top1_class;
 use dnal_models::{GateMode, GatedNet};
 use serde::{Deserialize, Serialize};
 
@@ -321,7 +322,7 @@ impl PredictionTally {
         self.top1 += top1;
         self.top5 += top5;
         self.classes
-            .extend(logits.chunks(classes).map(|row| best_class(row) as u32));
+            .extend(logits.chunks(classes).map(|row| top1_class(row) as u32));
     }
 
     /// The accuracy and predictions of every batch added.
@@ -338,17 +339,6 @@ impl PredictionTally {
             classes: self.classes,
         }
     }
-}
-
-/// The index of the first of a row's largest values.
-fn best_class(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// Evaluates a forward function over every batch of `batcher` (epoch 0, unshuffled as built).
@@ -459,16 +449,19 @@ mod tests {
         }
     }
 
+    /// 6 classes, 4 rows; with [`RANKED_LABELS`]: label best, label 3rd, label 6th, tie with
+    /// an earlier class.
+    const RANKED_LOGITS: [f32; 24] = [
+        9.0, 1.0, 2.0, 3.0, 4.0, 5.0, //
+        9.0, 8.0, 7.0, 1.0, 2.0, 3.0, //
+        9.0, 8.0, 7.0, 6.0, 5.0, 1.0, //
+        5.0, 5.0, 1.0, 1.0, 1.0, 1.0,
+    ];
+    const RANKED_LABELS: [i64; 4] = [0, 2, 5, 1];
+
     #[test]
     fn top1_and_top5_count_ranks() {
-        // 6 classes; rows: label best, label 3rd, label 6th, tie with an earlier class.
-        let logits = [
-            9.0, 1.0, 2.0, 3.0, 4.0, 5.0, //
-            9.0, 8.0, 7.0, 1.0, 2.0, 3.0, //
-            9.0, 8.0, 7.0, 6.0, 5.0, 1.0, //
-            5.0, 5.0, 1.0, 1.0, 1.0, 1.0,
-        ];
-        let (top1, top5) = score_logits(&logits, 6, &[0, 2, 5, 1]);
+        let (top1, top5) = score_logits(&RANKED_LOGITS, 6, &RANKED_LABELS);
         assert_eq!(top1, 1);
         assert_eq!(top5, 3);
     }
@@ -477,15 +470,9 @@ mod tests {
     fn predictions_are_the_classes_top1_counts() {
         // The same rows in two batches: the best class is the first of equal best logits,
         // so a tie with an earlier class predicts that class, and the label misses.
-        let logits = [
-            9.0, 1.0, 2.0, 3.0, 4.0, 5.0, //
-            9.0, 8.0, 7.0, 1.0, 2.0, 3.0, //
-            9.0, 8.0, 7.0, 6.0, 5.0, 1.0, //
-            5.0, 5.0, 1.0, 1.0, 1.0, 1.0,
-        ];
         let mut tally = PredictionTally::with_capacity(4);
-        tally.add(&logits[..12], 6, &[0, 2]);
-        tally.add(&logits[12..], 6, &[5, 1]);
+        tally.add(&RANKED_LOGITS[..12], 6, &RANKED_LABELS[..2]);
+        tally.add(&RANKED_LOGITS[12..], 6, &RANKED_LABELS[2..]);
         let predictions = tally.finish();
         assert_eq!(predictions.classes, [0, 0, 0, 0]);
         let accuracy = predictions.accuracy;

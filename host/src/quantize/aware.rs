@@ -70,9 +70,9 @@ pub const DEFAULT_DISTILL: f64 = 1.0;
 /// network's own probabilities, whose largest is the answer int8 should keep.
 pub const DEFAULT_DISTILL_TEMPERATURE: f64 = 1.0;
 
-/// The temperature in a report that predates distillation (unused there: such reports did
-/// not distill).
-fn default_distill_temperature() -> f64 {
+/// [`DEFAULT_DISTILL_TEMPERATURE`], where a report or a search's configuration predates
+/// distillation from the f32 export.
+pub(crate) fn default_distill_temperature() -> f64 {
     DEFAULT_DISTILL_TEMPERATURE
 }
 

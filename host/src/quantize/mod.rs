@@ -185,9 +185,10 @@ pub struct QuantizeData<'a> {
     pub training: Option<Training<'a>>,
 }
 
-/// Quantises `export` (read from `source`, whose `f32` predictions on `data.test` are known): calibrates the
-/// value ranges, quantises, and, with training, trains the fake-quantised network and
-/// quantises the result on the same grids. Returns the int8 export and the report.
+/// Quantises `export` (read from `source`, whose `f32` predictions on `data.test` are
+/// known): calibrates the value ranges, quantises, and, with training, trains the
+/// fake-quantised network and quantises the result on the same grids. Returns the int8
+/// export and the report.
 pub fn quantize_network(
     export: &Export,
     source: &Path,

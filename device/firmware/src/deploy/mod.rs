@@ -184,22 +184,26 @@ pub struct Top1Agreement {
     pub disagreements: Vec<usize>,
 }
 
+/// The class a row of logits picks: the first of its largest values, as top-1 counts it (0
+/// for an empty row).
+pub fn top1_class(logits: &[f32]) -> usize {
+    logits
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
+            if x > best.1 { (i, x) } else { best }
+        })
+        .0
+}
+
 impl Top1Agreement {
     /// Compares `got` with `want` row by row.
     pub fn of(reference: PathBuf, got: &[Vec<f32>], want: &[Vec<f32>]) -> Self {
-        let argmax = |v: &[f32]| {
-            v.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
-                    if x > best.1 { (i, x) } else { best }
-                })
-                .0
-        };
         let disagreements: Vec<usize> = got
             .iter()
             .zip(want)
             .enumerate()
-            .filter(|(_, (g, w))| argmax(g) != argmax(w))
+            .filter(|(_, (g, w))| top1_class(g) != top1_class(w))
             .map(|(i, _)| i)
             .collect();
         let images = got.len().min(want.len());
@@ -949,14 +953,6 @@ pub fn check_parity(
             want.len()
         ))));
     }
-    let argmax = |v: &[f32]| {
-        v.iter()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
-                if x > best.1 { (i, x) } else { best }
-            })
-            .0
-    };
     let logit_scale = want.iter().flatten().fold(1.0f32, |m, v| m.max(v.abs()));
     let allowed = tolerance.max_rel_diff * logit_scale;
     let mut max_abs_diff = 0.0f32;
@@ -965,7 +961,7 @@ pub fn check_parity(
         for (a, b) in g.iter().zip(w) {
             max_abs_diff = max_abs_diff.max((a - b).abs());
         }
-        let (pick, best) = (argmax(g), argmax(w));
+        let (pick, best) = (top1_class(g), top1_class(w));
         // A near-tie in the reference may fall either way.
         if !w.is_empty() && pick != best && w[best] - w[pick] > allowed {
             top1_disagreements.push(image);
