@@ -19,6 +19,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use dnal_export::{Export, Precision};
+use dnal_firmware::DeployError;
 use dnal_firmware::latency::{LatencyTable, TABLE_FILE};
 use dnal_models::NetPlan;
 use serde::{Deserialize, Serialize};
@@ -36,7 +37,7 @@ use crate::lock::OutputLock;
 use crate::plot::{Front, Pareto, write_figure};
 use crate::progress::SearchObserver;
 use crate::quantize::{BOARD_CALIBRATION_IMAGES, quantize_for_board};
-use crate::report::Report;
+use crate::report::{LatencyReport, NetReport, Report, StageReport};
 use crate::search::{PARENT_EXPORT, SearchState, fork_after_weights, train_weights};
 
 /// `DIR/sweep-plan.json`: what a sweep runs.
@@ -284,19 +285,23 @@ pub struct SweepRow {
     pub budget_ms: Option<f64>,
     /// The latency table's prediction.
     pub predicted_ms: f64,
-    /// Measured on the board.
-    pub measured_ms: f64,
-    /// `(predicted - measured) / measured`, percent.
-    pub error_pct: f64,
+    /// Measured on the board; `None` for a network that does not fit it (the parent can be
+    /// too big for a board its pruned networks fit), with the reason in `not_measured`.
+    pub measured_ms: Option<f64>,
+    /// `(predicted - measured) / measured`, percent; `None` where not measured.
+    pub error_pct: Option<f64>,
+    /// Why the network was not measured on the board, where it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_measured: Option<String>,
     /// Test top-1, a fraction: the int8 network's in an int8 sweep (the parent's is f32).
     pub top1: f64,
     /// MACs per image.
     pub flops: u64,
     /// Parameters.
     pub params: u64,
-    /// Flash of the firmware, bytes.
+    /// Flash of the firmware, bytes (0 where not measured).
     pub flash_bytes: u64,
-    /// Static RAM of the firmware, bytes.
+    /// Static RAM of the firmware, bytes (0 where not measured).
     pub ram_bytes: u64,
     /// Seconds of the point's own stages (gate stage, prune, finetune, export, measure).
     pub seconds: f64,
@@ -362,6 +367,57 @@ fn firmware_sizes(firmware: &Path) -> (u64, u64) {
     )
 }
 
+/// The parent of the sweep in `dir` measured on the board, as an int8 firmware in an int8
+/// sweep (its budgets are the int8 firmware's).
+fn measure_parent(
+    plan: &SweepPlan,
+    table: &LatencyTable,
+    export_dir: &Path,
+) -> Result<LatencyReport, SearchError> {
+    let export = Export::load(export_dir)?;
+    let (set, train) = ExportTestSet::load_with_train(
+        export.arch(),
+        export_dir,
+        plan.base.data_dir.as_deref(),
+        Some(MEASURE_IMAGES),
+        Some(BOARD_CALIBRATION_IMAGES),
+    )?;
+    let images = set.normalised_images(MEASURE_IMAGES);
+    let dirs = (export_dir, export_dir);
+    match plan.base.precision {
+        Precision::F32 => measure_on_board((&export).into(), dirs, table, &images, "the parent"),
+        Precision::Int8 => {
+            let int8 = quantize_for_board(
+                &export,
+                train.images,
+                &set.normalization,
+                &plan.base.backend.device()?,
+            )?;
+            measure_on_board((&int8).into(), dirs, table, &images, "the int8 parent")
+        }
+    }
+}
+
+/// The parent's row without its measurement on the board.
+fn parent_row(parent: &NetReport, weight_stage: &StageReport, folder: &Path) -> SweepRow {
+    SweepRow {
+        cost: "parent".into(),
+        budget_ms: None,
+        predicted_ms: 0.0,
+        measured_ms: None,
+        error_pct: None,
+        not_measured: None,
+        top1: parent.top1,
+        flops: parent.flops,
+        params: parent.params,
+        flash_bytes: 0,
+        ram_bytes: 0,
+        seconds: weight_stage.seconds,
+        epochs: weight_stage.epochs,
+        folder: folder.to_path_buf(),
+    }
+}
+
 /// Gathers every finished point into `sweep.json`, `sweep.md` and the Pareto plot
 /// (`pareto.svg`, `pareto.png`); measures the parent on the board once.
 pub fn collect(dir: &Path, observer: &mut dyn SearchObserver) -> Result<SweepReport, SearchError> {
@@ -385,63 +441,54 @@ pub fn collect(dir: &Path, observer: &mut dyn SearchObserver) -> Result<SweepRep
         .cloned()
         .unwrap_or_default();
 
-    // The parent on the board, measured once and kept.
+    // The parent on the board, measured once and kept. A parent too big for the board is
+    // only predicted: it is the sweep's reference, and its pruned networks may well fit.
     let parent_export_dir = weights_dir.join(PARENT_EXPORT);
     let parent_firmware = dir.join(PARENT_FIRMWARE);
     let parent_latency_path = parent_firmware.join("latency.json");
-    let parent_latency: crate::report::LatencyReport = match read_json(&parent_latency_path) {
-        Ok(l) => l,
+    let parent_latency = match read_json::<LatencyReport>(&parent_latency_path) {
+        Ok(l) => Ok(l),
         Err(_) => {
             observer.message(&format!("measuring the parent on {}", plan.board));
-            let export = Export::load(&parent_export_dir)?;
-            let (set, train) = ExportTestSet::load_with_train(
-                export.arch(),
-                &parent_export_dir,
-                plan.base.data_dir.as_deref(),
-                Some(MEASURE_IMAGES),
-                Some(BOARD_CALIBRATION_IMAGES),
-            )?;
-            let images = set.normalised_images(MEASURE_IMAGES);
-            let dirs = (parent_export_dir.as_path(), parent_export_dir.as_path());
-            let measured = match plan.base.precision {
-                Precision::F32 => {
-                    measure_on_board((&export).into(), dirs, &table, &images, "the parent")?
+            match measure_parent(&plan, &table, &parent_export_dir) {
+                Ok(measured) => {
+                    std::fs::create_dir_all(&parent_firmware).map_err(SearchError::io(
+                        &parent_firmware,
+                        "creating",
+                        "check the sweep folder's permissions",
+                    ))?;
+                    write_json(&parent_latency_path, &measured)?;
+                    Ok(measured)
                 }
-                // An int8 sweep's budgets are the int8 firmware's: its parent is measured so.
-                Precision::Int8 => {
-                    let int8 = quantize_for_board(
-                        &export,
-                        train.images,
-                        &set.normalization,
-                        &plan.base.backend.device()?,
-                    )?;
-                    measure_on_board((&int8).into(), dirs, &table, &images, "the int8 parent")?
+                Err(SearchError::Deploy(err @ DeployError::OverBudget { .. })) => {
+                    let reason = err.to_string();
+                    observer.message(&format!(
+                        "the parent is not measured, only predicted by the table: {reason}"
+                    ));
+                    Err(reason)
                 }
-            };
-            std::fs::create_dir_all(&parent_firmware).map_err(SearchError::io(
-                &parent_firmware,
-                "creating",
-                "check the sweep folder's permissions",
-            ))?;
-            write_json(&parent_latency_path, &measured)?;
-            measured
+                Err(err) => return Err(err),
+            }
         }
     };
-    let (flash, ram) = firmware_sizes(&parent_latency.firmware);
-    let parent = SweepRow {
-        cost: "parent".into(),
-        budget_ms: None,
-        predicted_ms: parent_latency.predicted_ms,
-        measured_ms: parent_latency.measured_ms,
-        error_pct: parent_latency.error_pct,
-        top1: parent_report.top1,
-        flops: parent_report.flops,
-        params: parent_report.params,
-        flash_bytes: flash,
-        ram_bytes: ram,
-        seconds: weight_stage.seconds,
-        epochs: weight_stage.epochs,
-        folder: weights_dir.clone(),
+    let parent = match parent_latency {
+        Ok(measured) => {
+            let (flash, ram) = firmware_sizes(&measured.firmware);
+            SweepRow {
+                predicted_ms: measured.predicted_ms,
+                measured_ms: Some(measured.measured_ms),
+                error_pct: Some(measured.error_pct),
+                not_measured: None,
+                flash_bytes: flash,
+                ram_bytes: ram,
+                ..parent_row(&parent_report, &weight_stage, &weights_dir)
+            }
+        }
+        Err(reason) => SweepRow {
+            predicted_ms: table.predict(Export::load(&parent_export_dir)?.arch())?.ms,
+            not_measured: Some(reason),
+            ..parent_row(&parent_report, &weight_stage, &weights_dir)
+        },
     };
 
     let mut points = Vec::new();
@@ -466,8 +513,9 @@ pub fn collect(dir: &Path, observer: &mut dyn SearchObserver) -> Result<SweepRep
             cost: point.cost.to_string(),
             budget_ms: Some(point.budget_ms),
             predicted_ms: latency.predicted_ms,
-            measured_ms: latency.measured_ms,
-            error_pct: latency.error_pct,
+            measured_ms: Some(latency.measured_ms),
+            error_pct: Some(latency.error_pct),
+            not_measured: None,
             // What is deployed: the int8 network of an int8 sweep.
             top1: report
                 .int8
@@ -527,13 +575,16 @@ pub fn collect(dir: &Path, observer: &mut dyn SearchObserver) -> Result<SweepRep
                 .points
                 .iter()
                 .filter(|p| p.cost == cost.to_string())
-                .map(|p| (p.measured_ms, 100.0 * p.top1))
+                .filter_map(|p| Some((p.measured_ms?, 100.0 * p.top1)))
                 .collect(),
         })
         .collect();
     let figure = Pareto {
         fronts,
-        parent: Some((report.parent.measured_ms, 100.0 * report.parent.top1)),
+        parent: report
+            .parent
+            .measured_ms
+            .map(|ms| (ms, 100.0 * report.parent.top1)),
         x_label: format!(
             "latency on {} (ms; {} at {:.0} MHz)",
             report.board,
@@ -568,21 +619,31 @@ pub fn markdown(report: &SweepReport) -> String {
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for row in std::iter::once(&report.parent).chain(&report.points) {
+        let measured = |bytes: u64| match row.measured_ms {
+            Some(_) => bytes.to_string(),
+            None => "-".into(),
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {:.3} | {:.3} | {:+.1}% | {:.2}% | {} | {} | {} | {} | {:.0} | {} |",
+            "| {} | {} | {:.3} | {} | {} | {:.2}% | {} | {} | {} | {} | {:.0} | {} |",
             row.cost,
             row.budget_ms.map_or("-".into(), |b| format!("{b}")),
             row.predicted_ms,
-            row.measured_ms,
-            row.error_pct,
+            row.measured_ms.map_or("-".into(), |ms| format!("{ms:.3}")),
+            row.error_pct.map_or("-".into(), |e| format!("{e:+.1}%")),
             100.0 * row.top1,
             row.flops,
             row.params,
-            row.flash_bytes,
-            row.ram_bytes,
+            measured(row.flash_bytes),
+            measured(row.ram_bytes),
             row.seconds,
             row.epochs
+        );
+    }
+    if let Some(reason) = &report.parent.not_measured {
+        let _ = writeln!(
+            out,
+            "\nThe parent was not measured, only predicted by the table: {reason}."
         );
     }
     let c = &report.cost;
@@ -622,4 +683,91 @@ pub fn resume(dir: &Path, observer: &mut dyn SearchObserver) -> Result<SweepRepo
         run_point(dir, index, observer)?;
     }
     collect(dir, observer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOO_BIG: &str = "the model does not fit cortex-m7-qemu: flash needs 1651752 bytes, \
+                           the board has 1048576";
+
+    /// A sweep of one point whose parent was too big for the board.
+    fn report_with_unmeasured_parent() -> SweepReport {
+        let parent_net = NetReport {
+            top1: 0.834,
+            flops: 12_841_824,
+            params: 401_610,
+            ..NetReport::default()
+        };
+        let parent = SweepRow {
+            predicted_ms: 151.2,
+            not_measured: Some(TOO_BIG.into()),
+            ..parent_row(&parent_net, &StageReport::default(), Path::new("weights"))
+        };
+        let point = SweepRow {
+            cost: "latency".into(),
+            budget_ms: Some(15.0),
+            predicted_ms: 14.978,
+            measured_ms: Some(14.951),
+            error_pct: Some(0.18),
+            not_measured: None,
+            ..parent.clone()
+        };
+        SweepReport {
+            board: "cortex-m7-qemu".into(),
+            unit: "instructions".into(),
+            clock_hz: 216e6,
+            model: "mobilenetv2".into(),
+            dataset: "fashion-mnist".into(),
+            parent,
+            points: vec![point],
+            missing: vec![],
+            cost: SweepCost {
+                weight_epochs: 10,
+                weight_seconds: 250.0,
+                point_epochs: 7,
+                point_seconds: 270.0,
+                sweep_epochs: 17,
+                sweep_seconds: 520.0,
+                separate_epochs: 17,
+                separate_seconds_estimate: 520.0,
+            },
+        }
+    }
+
+    #[test]
+    fn a_parent_too_big_for_the_board_is_shown_predicted_and_why() {
+        let md = markdown(&report_with_unmeasured_parent());
+        let parent_line = md.lines().find(|l| l.starts_with("| parent")).unwrap();
+        assert!(
+            parent_line.starts_with(
+                "| parent | - | 151.200 | - | - | 83.40% | 12841824 | 401610 | - | - |"
+            ),
+            "{parent_line}"
+        );
+        let point_line = md.lines().find(|l| l.starts_with("| latency")).unwrap();
+        assert!(
+            point_line.starts_with("| latency | 15 | 14.978 | 14.951 | +0.2% |"),
+            "{point_line}"
+        );
+        assert!(
+            md.contains(&format!(
+                "The parent was not measured, only predicted by the table: {TOO_BIG}."
+            )),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn sweep_json_keeps_why_the_parent_was_not_measured() {
+        let report = report_with_unmeasured_parent();
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["parent"]["measured_ms"], serde_json::Value::Null);
+        assert_eq!(json["parent"]["not_measured"], TOO_BIG);
+        // A measured row does not carry the field at all.
+        assert!(json["points"][0].get("not_measured").is_none(), "{json}");
+        let back: SweepReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back, report);
+    }
 }
