@@ -367,8 +367,8 @@ fn firmware_sizes(firmware: &Path) -> (u64, u64) {
     )
 }
 
-/// The parent of the sweep in `dir` measured on the board, as an int8 firmware in an int8
-/// sweep (its budgets are the int8 firmware's).
+/// The sweep's parent (exported in `export_dir`) measured on the board; as an int8
+/// firmware in an int8 sweep, whose budgets are the int8 firmware's.
 fn measure_parent(
     plan: &SweepPlan,
     table: &LatencyTable,
