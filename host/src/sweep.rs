@@ -367,14 +367,14 @@ fn firmware_sizes(firmware: &Path) -> (u64, u64) {
     )
 }
 
-/// The sweep's parent (exported in `export_dir`) measured on the board; as an int8
-/// firmware in an int8 sweep, whose budgets are the int8 firmware's.
+/// The sweep's parent (`export`, exported in `export_dir`) measured on the board; as an
+/// int8 firmware in an int8 sweep, whose budgets are the int8 firmware's.
 fn measure_parent(
     plan: &SweepPlan,
     table: &LatencyTable,
+    export: &Export,
     export_dir: &Path,
 ) -> Result<LatencyReport, SearchError> {
-    let export = Export::load(export_dir)?;
     let (set, train) = ExportTestSet::load_with_train(
         export.arch(),
         export_dir,
@@ -385,16 +385,30 @@ fn measure_parent(
     let images = set.normalised_images(MEASURE_IMAGES);
     let dirs = (export_dir, export_dir);
     match plan.base.precision {
-        Precision::F32 => measure_on_board((&export).into(), dirs, table, &images, "the parent"),
+        Precision::F32 => measure_on_board(export.into(), dirs, table, &images, "the parent"),
         Precision::Int8 => {
             let int8 = quantize_for_board(
-                &export,
+                export,
                 train.images,
                 &set.normalization,
                 &plan.base.backend.device()?,
             )?;
             measure_on_board((&int8).into(), dirs, table, &images, "the int8 parent")
         }
+    }
+}
+
+/// `row` with its measurement on the board (`measured`) and its firmware's flash and RAM.
+fn with_measurement(row: SweepRow, measured: &LatencyReport) -> SweepRow {
+    let (flash_bytes, ram_bytes) = firmware_sizes(&measured.firmware);
+    SweepRow {
+        predicted_ms: measured.predicted_ms,
+        measured_ms: Some(measured.measured_ms),
+        error_pct: Some(measured.error_pct),
+        not_measured: None,
+        flash_bytes,
+        ram_bytes,
+        ..row
     }
 }
 
@@ -446,11 +460,13 @@ pub fn collect(dir: &Path, observer: &mut dyn SearchObserver) -> Result<SweepRep
     let parent_export_dir = weights_dir.join(PARENT_EXPORT);
     let parent_firmware = dir.join(PARENT_FIRMWARE);
     let parent_latency_path = parent_firmware.join("latency.json");
-    let parent_latency = match read_json::<LatencyReport>(&parent_latency_path) {
-        Ok(l) => Ok(l),
+    let unmeasured = parent_row(&parent_report, &weight_stage, &weights_dir);
+    let parent = match read_json::<LatencyReport>(&parent_latency_path) {
+        Ok(measured) => with_measurement(unmeasured, &measured),
         Err(_) => {
             observer.message(&format!("measuring the parent on {}", plan.board));
-            match measure_parent(&plan, &table, &parent_export_dir) {
+            let export = Export::load(&parent_export_dir)?;
+            match measure_parent(&plan, &table, &export, &parent_export_dir) {
                 Ok(measured) => {
                     std::fs::create_dir_all(&parent_firmware).map_err(SearchError::io(
                         &parent_firmware,
@@ -458,37 +474,22 @@ pub fn collect(dir: &Path, observer: &mut dyn SearchObserver) -> Result<SweepRep
                         "check the sweep folder's permissions",
                     ))?;
                     write_json(&parent_latency_path, &measured)?;
-                    Ok(measured)
+                    with_measurement(unmeasured, &measured)
                 }
                 Err(SearchError::Deploy(err @ DeployError::OverBudget { .. })) => {
                     let reason = err.to_string();
                     observer.message(&format!(
                         "the parent is not measured, only predicted by the table: {reason}"
                     ));
-                    Err(reason)
+                    SweepRow {
+                        predicted_ms: table.predict(export.arch())?.ms,
+                        not_measured: Some(reason),
+                        ..unmeasured
+                    }
                 }
                 Err(err) => return Err(err),
             }
         }
-    };
-    let parent = match parent_latency {
-        Ok(measured) => {
-            let (flash, ram) = firmware_sizes(&measured.firmware);
-            SweepRow {
-                predicted_ms: measured.predicted_ms,
-                measured_ms: Some(measured.measured_ms),
-                error_pct: Some(measured.error_pct),
-                not_measured: None,
-                flash_bytes: flash,
-                ram_bytes: ram,
-                ..parent_row(&parent_report, &weight_stage, &weights_dir)
-            }
-        }
-        Err(reason) => SweepRow {
-            predicted_ms: table.predict(Export::load(&parent_export_dir)?.arch())?.ms,
-            not_measured: Some(reason),
-            ..parent_row(&parent_report, &weight_stage, &weights_dir)
-        },
     };
 
     let mut points = Vec::new();
@@ -619,7 +620,7 @@ pub fn markdown(report: &SweepReport) -> String {
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for row in std::iter::once(&report.parent).chain(&report.points) {
-        let measured = |bytes: u64| match row.measured_ms {
+        let if_measured = |bytes: u64| match row.measured_ms {
             Some(_) => bytes.to_string(),
             None => "-".into(),
         };
@@ -634,8 +635,8 @@ pub fn markdown(report: &SweepReport) -> String {
             100.0 * row.top1,
             row.flops,
             row.params,
-            measured(row.flash_bytes),
-            measured(row.ram_bytes),
+            if_measured(row.flash_bytes),
+            if_measured(row.ram_bytes),
             row.seconds,
             row.epochs
         );
