@@ -75,10 +75,7 @@ fn run(arch: Arch, board: &str, work: &std::path::Path, int8: bool) -> DeployRep
         .join(&name)
         .join(if int8 { "export8" } else { "export" });
     if int8 {
-        let mut ranges = ValueRanges::new(export.arch().layers.len() + 1);
-        for image in synthetic_images(export.input_len(), 8) {
-            ranges.observe(&dnal_export::reference_values(&export, &image));
-        }
+        let ranges = ValueRanges::of_images(&export, synthetic_images(export.input_len(), 8));
         let quantized = quantize(&export, &ranges, serde_json::Value::Null).expect("quantises");
         quantized.write(&export_dir).expect("write int8 export");
     } else {

@@ -62,10 +62,7 @@ fn measure(case: &Case, board: &str, winograd: bool, work: &std::path::Path) -> 
     );
     let arch = Arch::new(&name, case.input, case.out_channels, layers);
     let export = random_export(arch, 7).expect("valid layer");
-    let mut ranges = ValueRanges::new(export.arch().layers.len() + 1);
-    for image in synthetic_images(export.input_len(), 4) {
-        ranges.observe(&dnal_export::reference_values(&export, &image));
-    }
+    let ranges = ValueRanges::of_images(&export, synthetic_images(export.input_len(), 4));
     let int8 = quantize(&export, &ranges, serde_json::Value::Null).expect("quantises");
     let dir = work.join(&name);
     int8.write(dir.join("export8")).expect("write int8 export");

@@ -158,11 +158,30 @@ fn images(rng: &mut Rng, export: &Export, n: usize) -> Vec<Vec<f32>> {
 
 fn calibrated(export: &Export, seed: u32) -> Int8Export {
     let mut rng = Rng(seed | 1);
-    let mut ranges = ValueRanges::new(export.arch().layers.len() + 1);
-    for image in images(&mut rng, export, 24) {
-        ranges.observe(&reference_values(export, &image));
-    }
+    let ranges = ValueRanges::of_images(export, images(&mut rng, export, 24));
     quantize(export, &ranges, serde_json::json!({"images": 24})).expect("quantisable")
+}
+
+#[test]
+fn the_ranges_of_some_images_span_each_value_over_them() {
+    let export = random_export(3);
+    let images = images(&mut Rng(7), &export, 5);
+    let ranges = ValueRanges::of_images(&export, &images);
+    assert_eq!(ranges.images(), 5);
+    let values: Vec<_> = images
+        .iter()
+        .map(|x| reference_values(&export, x))
+        .collect();
+    for v in 0..=export.arch().layers.len() {
+        let (lo, hi) = values
+            .iter()
+            .flat_map(|image| image[v].iter().copied())
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), x| {
+                (lo.min(x), hi.max(x))
+            });
+        assert!(lo < hi, "value {v} varies over five random images");
+        assert_eq!(ranges.range(v), (lo, hi), "value {v}");
+    }
 }
 
 #[test]

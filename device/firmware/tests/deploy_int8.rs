@@ -22,10 +22,8 @@ fn shared_target_dir() -> std::path::PathBuf {
 /// (other images than the ones embedded, which start at the first: some of their values
 /// saturate), written to `dir`.
 fn quantised(export: &Export, skip: usize, dir: &std::path::Path) -> Int8Export {
-    let mut ranges = ValueRanges::new(export.arch().layers.len() + 1);
-    for image in synthetic_images(export.input_len(), 8).iter().skip(skip) {
-        ranges.observe(&dnal_export::reference_values(export, image));
-    }
+    let images = synthetic_images(export.input_len(), 8);
+    let ranges = ValueRanges::of_images(export, images.iter().skip(skip));
     let int8 = quantize(export, &ranges, serde_json::Value::Null).unwrap();
     int8.write(dir).unwrap();
     int8

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use dnal_export::int8::{ValueRanges, quantize};
-use dnal_export::{Arch, Layer, Op, Precision, reference_values};
+use dnal_export::{Arch, Layer, Op, Precision};
 use dnal_firmware::deploy::{DeployRequest, deploy, synthetic_images};
 use dnal_firmware::latency::{
     Grid, GridOptions, LatencyError, LatencyTable, ProfileOptions, profile,
@@ -158,8 +158,7 @@ fn measure_int8(arch: Arch, board: &str, dir: &std::path::Path) -> f64 {
 fn measure_int8_by(arch: Arch, board: &str, dir: &std::path::Path, winograd: bool) -> f64 {
     let export = random_export(arch, 3).unwrap();
     let image = &synthetic_images(export.input_len(), 1)[0];
-    let mut ranges = ValueRanges::new(export.arch().layers.len() + 1);
-    ranges.observe(&reference_values(&export, image));
+    let ranges = ValueRanges::of_images(&export, [image]);
     let int8 = quantize(&export, &ranges, serde_json::Value::Null).unwrap();
     int8.write(dir.join("export8")).unwrap();
     let mut req = DeployRequest::new(dir.join("export8"), board, dir.join("fw8"));

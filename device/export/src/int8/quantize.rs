@@ -17,7 +17,7 @@ use dnal_kernels::int8::{Quantization, Requantize, add_left_shift, round_half_aw
 use super::{
     AddRescale, Int8Export, Int8Layer, Int8Weights, QuantizationSpec, SCALES, ValueQuantization,
 };
-use crate::{Export, ExportError, INT8_VERSION, Op, Precision};
+use crate::{Export, ExportError, INT8_VERSION, Op, Precision, reference_values};
 
 /// The range each value of a network took over some images.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,7 +37,24 @@ impl ValueRanges {
         }
     }
 
-    /// Widens the ranges by one image's values (as `reference_values` returns them).
+    /// The ranges every value of `export` takes over `images`, by the f32 reference forward
+    /// pass ([`reference_values`]): calibration without a training framework, as the
+    /// firmware's tests, tables and benchmarks of random networks need it.
+    ///
+    /// Panics if an image has the wrong length for `export`.
+    pub fn of_images<I>(export: &Export, images: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[f32]>,
+    {
+        let mut ranges = ValueRanges::new(export.arch().layers.len() + 1);
+        for image in images {
+            ranges.observe(&reference_values(export, image.as_ref()));
+        }
+        ranges
+    }
+
+    /// Widens the ranges by one image's values (as [`reference_values`] returns them).
     pub fn observe(&mut self, values: &[Vec<f32>]) {
         assert_eq!(values.len(), self.min.len(), "one range per value");
         for ((lo, hi), v) in self.min.iter_mut().zip(&mut self.max).zip(values) {

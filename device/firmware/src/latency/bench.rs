@@ -523,8 +523,7 @@ pub(crate) fn model_rs(
             let image: Vec<f32> = (0..arch.input.len())
                 .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
                 .collect();
-            let mut ranges = ValueRanges::new(arch.layers.len() + 1);
-            ranges.observe(&dnal_export::reference_values(&export, &image));
+            let ranges = ValueRanges::of_images(&export, [image]);
             let int8 = quantize(&export, &ranges, serde_json::Value::Null)
                 .map_err(|e| LatencyError::Profile(format!("quantising the parent: {e}")))?;
             let generated = int8::generate_int8_model(&int8, numbers.simd)?;
