@@ -408,6 +408,18 @@ mod tests {
                 [3, 1, 3, 3],
                 ConvOptions::new([1, 2], [0, 0], [1, 1], 3),
             ),
+            // Stride 1 on planes of more than 16 outputs (`phases`), kernels 5 and 7: the
+            // input gradient as the forward convolution with the filters turned.
+            (
+                [2, 3, 12, 11],
+                [3, 1, 5, 5],
+                ConvOptions::new([1, 1], [2, 2], [1, 1], 3),
+            ),
+            (
+                [2, 2, 9, 10],
+                [2, 1, 7, 7],
+                ConvOptions::new([1, 1], [3, 1], [1, 1], 2),
+            ),
             // A supernet's 7x7 candidate on the 2x2 planes of the last stages: taps that
             // reach no output at all.
             (

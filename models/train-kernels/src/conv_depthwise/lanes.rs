@@ -3,7 +3,7 @@
 //! (one per plane) next to one another ([`Frame`]), so that every tap of every output is one
 //! multiply-add of [`LANES`]-wide vectors, whatever the plane's size or the stride. The
 //! strategy for small planes and strided layers (see [`super`]). On x86-64 the block loops
-//! are also compiled for AVX2 and chosen at run time ([`with_avx2`]), so that a vector is one
+//! are also compiled for AVX2 and chosen at run time (`with_avx2!`), so that a vector is one
 //! register.
 
 use rayon::prelude::*;
@@ -13,30 +13,6 @@ use crate::conv_gemm::ConvGeometry;
 
 /// Planes computed side by side, one per lane: eight `f32`, one AVX register.
 const LANES: usize = 8;
-
-/// Defines `$name`, which runs `$body` compiled for AVX2 where the CPU has it (checked at run
-/// time, once per call) and for the baseline target otherwise. The bodies are
-/// `#[inline(always)]`, so each copy is vectorised for its own target.
-macro_rules! with_avx2 {
-    ($(#[$doc:meta])* fn $name:ident / $avx2:ident = $body:ident($($arg:ident: $ty:ty),* $(,)?)) => {
-        $(#[$doc])*
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx2") {
-                // SAFETY: the only requirement of a `#[target_feature(enable = "avx2")]`
-                // function is a CPU with AVX2, which was checked just above.
-                return unsafe { $avx2($($arg),*) };
-            }
-            $body($($arg),*)
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2")]
-        fn $avx2($($arg: $ty),*) {
-            $body($($arg),*)
-        }
-    };
-}
 
 /// An `h x w` plane inside an interleaved buffer `cols` pixels wide, at `(top, left)`: pixel
 /// `(r, c)` of lane `l` lies at `((r + top) * cols + c + left) * LANES + l`.

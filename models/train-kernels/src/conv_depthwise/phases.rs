@@ -1,7 +1,10 @@
 //! Depthwise convolution plane by plane: each plane is laid out zero padded and split by
-//! stride phase ([`Phases`]), so that every tap is one contiguous multiply-add over the whole
-//! plane; several small planes make one rayon task. The strategy for large planes at stride
-//! 1, where the rows are long enough to vectorise (see [`super`]).
+//! stride phase ([`Phases`]), so that every tap reads the plane contiguously; several small
+//! planes make one rayon task. The forward pass sums every tap of a block of outputs in
+//! registers ([`correlate`]), the input gradient is the forward pass with the filters turned
+//! (at stride 1), and the weight gradient is a dot product per tap. The strategy for large
+//! planes at stride 1, where the rows are long enough to vectorise (see [`super`]); on x86-64
+//! each plane's loops are also compiled for AVX2 and chosen at run time (`with_avx2!`).
 
 use rayon::prelude::*;
 
@@ -65,6 +68,7 @@ impl Phases {
 
     /// Writes input plane `x` into `phases`. Only the positions of input pixels are written:
     /// the padding keeps what it holds, so a buffer zeroed once serves every plane.
+    #[inline(always)]
     fn scatter(&self, x: &[f32], g: &ConvGeometry, phases: &mut [f32]) {
         for r in 0..g.in_h {
             let row = &x[r * g.in_w..][..g.in_w];
@@ -82,6 +86,7 @@ impl Phases {
     }
 
     /// Reads input plane `x` back out of `phases` (the inverse of [`Phases::scatter`]).
+    #[inline(always)]
     fn gather(&self, phases: &[f32], g: &ConvGeometry, x: &mut [f32]) {
         for r in 0..g.in_h {
             let row = &mut x[r * g.in_w..][..g.in_w];
@@ -117,6 +122,7 @@ impl Phases {
     }
 
     /// Output plane `y` from grid values `grid` (dropping the columns past `out_w`).
+    #[inline(always)]
     fn crop_grid(&self, grid: &[f32], g: &ConvGeometry, y: &mut [f32]) {
         for (oh, row) in y.chunks_exact_mut(g.out_w).enumerate() {
             copy_row(row, &grid[oh * self.row_pitch..][..g.out_w]);
@@ -125,6 +131,7 @@ impl Phases {
 
     /// Grid values from output plane `dy`. The columns past `out_w` are not written: a grid
     /// zeroed once keeps them zero for every plane.
+    #[inline(always)]
     fn spread_to_grid(&self, dy: &[f32], g: &ConvGeometry, grid: &mut [f32]) {
         for (oh, row) in dy.chunks_exact(g.out_w).enumerate() {
             copy_row(&mut grid[oh * self.row_pitch..][..g.out_w], row);
@@ -159,7 +166,7 @@ fn copy_row(dst: &mut [f32], src: &[f32]) {
 }
 
 /// `acc[q] += tap * src[q]`.
-#[inline]
+#[inline(always)]
 fn axpy(acc: &mut [f32], tap: f32, src: &[f32]) {
     for (a, &v) in acc.iter_mut().zip(src) {
         *a += tap * v;
@@ -173,17 +180,17 @@ fn axpy(acc: &mut [f32], tap: f32, src: &[f32]) {
 const TAPS_PER_PASS: usize = 4;
 
 /// `lanes[t][l] += sum over q = l mod 8 of grid[q] * src[starts[t] + q]` for the `N` taps
-/// starting at `starts`. A single tap's dot product waits on the previous add every
-/// eight values (the add's latency, not its throughput, set its pace); `N` of them in one
-/// pass overlap.
+/// starting at `starts`, over a grid of whole vectors (see [`PlaneScratch`]). A single tap's
+/// dot product waits on the previous add every eight values (the add's latency, not its
+/// throughput, set its pace); `N` of them in one pass overlap.
 #[inline(always)]
 fn dot_taps<const N: usize>(lanes: &mut [[f32; 8]], grid: &[f32], src: &[f32], starts: &[usize]) {
     let n = grid.len();
+    assert_eq!(n % 8, 0, "a grid of whole vectors");
     let taps: [&[f32]; N] = core::array::from_fn(|t| &src[starts[t]..starts[t] + n]);
     let mut acc = [[0.0f32; 8]; N];
-    let full = n - n % 8;
     let mut q = 0;
-    while q < full {
+    while q < n {
         let g: &[f32; 8] = grid[q..q + 8].try_into().expect("eight grid values");
         for (acc, tap) in acc.iter_mut().zip(&taps) {
             let v: &[f32; 8] = tap[q..q + 8].try_into().expect("eight tap values");
@@ -193,11 +200,8 @@ fn dot_taps<const N: usize>(lanes: &mut [[f32; 8]], grid: &[f32], src: &[f32], s
         }
         q += 8;
     }
-    for (t, (acc, tap)) in acc.iter_mut().zip(&taps).enumerate() {
-        for (lane, q) in (full..n).enumerate() {
-            acc[lane] += grid[q] * tap[q];
-        }
-        for (sum, &a) in lanes[t].iter_mut().zip(acc.iter()) {
+    for (t, acc) in acc.iter().enumerate() {
+        for (sum, &a) in lanes[t].iter_mut().zip(acc) {
             *sum += a;
         }
     }
@@ -205,7 +209,7 @@ fn dot_taps<const N: usize>(lanes: &mut [[f32; 8]], grid: &[f32], src: &[f32], s
 
 /// [`dot_taps`] for every tap, [`TAPS_PER_PASS`] or fewer at a time, in passes of even
 /// size (9 taps: three passes of three, not 4 + 4 + 1).
-#[inline(never)]
+#[inline(always)]
 fn dot_all_taps(tap_lanes: &mut [[f32; 8]], grid: &[f32], src: &[f32], starts: &[usize]) {
     let passes = starts.len().div_ceil(TAPS_PER_PASS);
     let mut first = 0;
@@ -223,59 +227,142 @@ fn dot_all_taps(tap_lanes: &mut [[f32; 8]], grid: &[f32], src: &[f32], starts: &
     }
 }
 
-/// One plane of [`forward`]: `y` from `x` and its channel's `filter`.
-#[inline(never)]
-fn forward_plane(
-    x: &[f32],
-    filter: &[f32],
-    g: &ConvGeometry,
-    phases: &Phases,
-    scratch: &mut [f32],
+/// Outputs that one pass of [`correlate`] keeps in registers across every tap: four
+/// vectors of eight (eight of four without AVX2), whose sums are independent of one another,
+/// so their adds overlap.
+const BLOCK: usize = 32;
+
+/// `grid[q..q + N] = sum over taps t of filter[t] * src[starts[t] + q..][..N]`, summed in tap
+/// order in registers: each tap costs a load and a multiply-add per value, where a pass per
+/// tap over the whole grid also loaded and stored the sum (which bound the stores' port).
+#[inline(always)]
+fn correlate_block<const N: usize>(
     grid: &mut [f32],
-    y: &mut [f32],
+    src: &[f32],
+    starts: &[usize],
+    filter: &[f32],
+    q: usize,
 ) {
-    phases.scatter(x, g, scratch);
-    // The first tap sets the grid, the others add to it.
-    for (o, &v) in grid.iter_mut().zip(scratch.iter()) {
-        *o = filter[0] * v;
+    let first: &[f32; N] = src[starts[0] + q..][..N].try_into().expect("N values");
+    let mut acc = [0.0f32; N];
+    for (a, &v) in acc.iter_mut().zip(first) {
+        *a = filter[0] * v;
     }
-    for i in 0..g.kh {
-        for j in 0..g.kw {
-            if i + j > 0 {
-                let start = phases.tap_start(i, j);
-                axpy(grid, filter[i * g.kw + j], &scratch[start..]);
-            }
+    for (&start, &tap) in starts[1..].iter().zip(&filter[1..]) {
+        let v: &[f32; N] = src[start + q..][..N].try_into().expect("N values");
+        for (a, &v) in acc.iter_mut().zip(v) {
+            *a += tap * v;
         }
     }
-    phases.crop_grid(grid, g, y);
+    grid[q..q + N].copy_from_slice(&acc);
 }
 
-/// One plane of [`input_grad`]: `dx` from `dy` and its channel's `filter`.
-#[inline(never)]
-fn input_grad_plane(
+/// Every grid output from the phase buffer `src`: [`correlate_block`] in blocks of
+/// [`BLOCK`] (or eight), the last block moved back to end at the grid's end, recomputing some
+/// outputs rather than finishing one at a time (a tail of single outputs is a chain of
+/// dependent adds per output: on a 7x7 plane it cost as much as the blocks).
+#[inline(always)]
+fn correlate(grid: &mut [f32], src: &[f32], starts: &[usize], filter: &[f32]) {
+    #[inline(always)]
+    fn blocks<const N: usize>(grid: &mut [f32], src: &[f32], starts: &[usize], filter: &[f32]) {
+        let n = grid.len();
+        let mut q = 0;
+        while q < n {
+            let at = q.min(n - N);
+            correlate_block::<N>(grid, src, starts, filter, at);
+            q += N;
+        }
+    }
+    match grid.len() {
+        n if n >= BLOCK => blocks::<BLOCK>(grid, src, starts, filter),
+        n if n >= 8 => blocks::<8>(grid, src, starts, filter),
+        _ => blocks::<1>(grid, src, starts, filter),
+    }
+}
+
+/// Where each tap of grid output 0 reads in the phase buffer, taps in row-major order.
+fn tap_starts(phases: &Phases, g: &ConvGeometry) -> Vec<usize> {
+    (0..g.kh)
+        .flat_map(|i| (0..g.kw).map(move |j| (i, j)))
+        .map(|(i, j)| phases.tap_start(i, j))
+        .collect()
+}
+
+/// The buffers one plane of a pass needs: its input's phases and the output grid. Both run
+/// on past their ends, the grid to a whole number of vectors and the phases by a vector, with
+/// zeros no pass writes: the weight gradient's dot products then end on a whole vector
+/// (products of zeros), where a tail a value at a time cost a tenth of its time.
+struct PlaneScratch {
+    phases: Vec<f32>,
+    grid: Vec<f32>,
+}
+
+impl PlaneScratch {
+    fn new(phases: &Phases) -> Self {
+        Self {
+            phases: vec![0.0; phases.len() + 8],
+            grid: vec![0.0; phases.grid.next_multiple_of(8)],
+        }
+    }
+}
+
+/// A plane of [`forward`] with what every plane shares.
+struct PlaneForward<'a> {
+    g: &'a ConvGeometry,
+    phases: &'a Phases,
+    starts: &'a [usize],
+}
+
+#[inline(always)]
+fn forward_plane_body(
+    pass: &PlaneForward,
+    x: &[f32],
+    filter: &[f32],
+    scratch: &mut PlaneScratch,
+    y: &mut [f32],
+) {
+    pass.phases.scatter(x, pass.g, &mut scratch.phases);
+    let grid = &mut scratch.grid[..pass.phases.grid];
+    correlate(grid, &scratch.phases, pass.starts, filter);
+    pass.phases.crop_grid(&scratch.grid, pass.g, y);
+}
+
+with_avx2! {
+    /// One plane of [`forward`]: `y` from `x` and its channel's `filter`.
+    fn forward_plane / forward_plane_avx2 = forward_plane_body(
+        pass: &PlaneForward,
+        x: &[f32],
+        filter: &[f32],
+        scratch: &mut PlaneScratch,
+        y: &mut [f32],
+    )
+}
+
+/// One plane of [`input_grad`] where the padding exceeds `k - 1` (see there): `dx` from `dy`
+/// and its channel's `filter`, each tap sending the gradient of every output back to the
+/// input it read.
+fn input_grad_plane_by_taps(
     dy: &[f32],
     filter: &[f32],
     g: &ConvGeometry,
     phases: &Phases,
-    scratch: &mut [f32],
-    grid: &mut [f32],
+    scratch: &mut PlaneScratch,
     dx: &mut [f32],
 ) {
-    // Each tap sends the gradient of every output back to the input it read; the grid's
-    // dropped columns carry zeros.
-    phases.spread_to_grid(dy, g, grid);
-    scratch.fill(0.0);
+    // The grid's dropped columns carry zeros.
+    phases.spread_to_grid(dy, g, &mut scratch.grid);
+    scratch.phases.fill(0.0);
     for i in 0..g.kh {
         for j in 0..g.kw {
             let start = phases.tap_start(i, j);
             axpy(
-                &mut scratch[start..start + phases.grid],
+                &mut scratch.phases[start..start + phases.grid],
                 filter[i * g.kw + j],
-                grid,
+                &scratch.grid[..phases.grid],
             );
         }
     }
-    phases.gather(scratch, g, dx);
+    phases.gather(&scratch.phases, g, dx);
 }
 
 /// `y = depthwise(x, w)`.
@@ -287,44 +374,105 @@ fn input_grad_plane(
 pub(super) fn forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (in_plane, out_plane, taps) = (g.in_h * g.in_w, g.out_h * g.out_w, g.kh * g.kw);
     let phases = Phases::new(g);
-    let scratch = || (vec![0.0f32; phases.len()], vec![0.0f32; phases.grid]);
+    let starts = tap_starts(&phases, g);
+    let pass = PlaneForward {
+        g,
+        phases: &phases,
+        starts: &starts,
+    };
     map_planes(
         x,
         in_plane,
         out_plane,
         planes_per_task(g, 1),
         1,
-        scratch,
-        |(scratch, grid), plane, x, y| {
+        || PlaneScratch::new(&phases),
+        |scratch, plane, x, y| {
             let channel = plane % g.in_channels;
             let filter = &w[channel * taps..][..taps];
-            forward_plane(x, filter, g, &phases, scratch, grid, y);
+            forward_plane(&pass, x, filter, scratch, y);
         },
     )
 }
 
 /// The gradient w.r.t. `x` given `dy`, the gradient w.r.t. the output.
 ///
+/// At stride 1 with padding `p <= k - 1` this is the forward convolution of `dy`, padded by
+/// `k - 1 - p`, with the filters turned by 180 degrees, and runs as [`forward`] does (on
+/// MobileNetV2's and the supernet's layers; a tap at a time over the plane took 2-3x as long).
+/// Other paddings send each tap's gradients back a tap at a time.
+///
 /// # Shapes
 /// - `dy`: `[batch, channels, out_h, out_w]`
 /// - `w`: `[channels, 1, kh, kw]`
 /// - result: `[batch, channels, in_h, in_w]`
 pub(super) fn input_grad(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    if let Some(turned) = turned_geometry(g) {
+        let taps = g.kh * g.kw;
+        let turned_w: Vec<f32> = w
+            .chunks_exact(taps)
+            .flat_map(|filter| filter.iter().rev().copied())
+            .collect();
+        return forward(dy, &turned_w, &turned);
+    }
     let (in_plane, out_plane, taps) = (g.in_h * g.in_w, g.out_h * g.out_w, g.kh * g.kw);
     let phases = Phases::new(g);
-    let scratch = || (vec![0.0f32; phases.len()], vec![0.0f32; phases.grid]);
     map_planes(
         dy,
         out_plane,
         in_plane,
         planes_per_task(g, 1),
         1,
-        scratch,
-        |(scratch, grid), plane, dy, dx| {
+        || PlaneScratch::new(&phases),
+        |scratch, plane, dy, dx| {
             let channel = plane % g.in_channels;
             let filter = &w[channel * taps..][..taps];
-            input_grad_plane(dy, filter, g, &phases, scratch, grid, dx);
+            input_grad_plane_by_taps(dy, filter, g, &phases, scratch, dx);
         },
+    )
+}
+
+/// The geometry of the forward convolution that computes `g`'s input gradient: `dy` as the
+/// input, padded by `k - 1 - p`, giving `g`'s input size. `None` where that padding would be
+/// negative or the stride is not 1.
+fn turned_geometry(g: &ConvGeometry) -> Option<ConvGeometry> {
+    let fits = g.stride == [1, 1] && g.padding[0] < g.kh && g.padding[1] < g.kw;
+    fits.then(|| {
+        let channels = g.in_channels;
+        let turned = ConvGeometry::grouped(
+            [g.batch, channels, g.out_h, g.out_w],
+            [channels, 1, g.kh, g.kw],
+            channels,
+            [1, 1],
+            [g.kh - 1 - g.padding[0], g.kw - 1 - g.padding[1]],
+            [1, 1],
+        );
+        debug_assert_eq!([turned.out_h, turned.out_w], [g.in_h, g.in_w]);
+        turned
+    })
+}
+
+#[inline(always)]
+fn weight_grad_plane_body(
+    pass: &PlaneForward,
+    x: &[f32],
+    dy: &[f32],
+    scratch: &mut PlaneScratch,
+    tap_lanes: &mut [[f32; 8]],
+) {
+    pass.phases.scatter(x, pass.g, &mut scratch.phases);
+    pass.phases.spread_to_grid(dy, pass.g, &mut scratch.grid);
+    dot_all_taps(tap_lanes, &scratch.grid, &scratch.phases, pass.starts);
+}
+
+with_avx2! {
+    /// One plane's share of [`weight_grad`], added to its channel's per-tap lanes.
+    fn weight_grad_plane / weight_grad_plane_avx2 = weight_grad_plane_body(
+        pass: &PlaneForward,
+        x: &[f32],
+        dy: &[f32],
+        scratch: &mut PlaneScratch,
+        tap_lanes: &mut [[f32; 8]],
     )
 }
 
@@ -338,25 +486,23 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (in_plane, out_plane, taps) = (g.in_h * g.in_w, g.out_h * g.out_w, g.kh * g.kw);
     let channels = g.in_channels;
     let phases = Phases::new(g);
-    let starts: Vec<usize> = (0..g.kh)
-        .flat_map(|i| (0..g.kw).map(move |j| (i, j)))
-        .map(|(i, j)| phases.tap_start(i, j))
-        .collect();
+    let starts = tap_starts(&phases, g);
+    let pass = PlaneForward {
+        g,
+        phases: &phases,
+        starts: &starts,
+    };
     let mut dw = vec![0.0f32; channels * taps];
     dw.par_chunks_mut(taps)
         .enumerate()
         .for_each(|(c, filter_grad)| {
-            let mut scratch = vec![0.0f32; phases.len()];
-            let mut grid = vec![0.0f32; phases.grid];
+            let mut scratch = PlaneScratch::new(&phases);
             let mut tap_lanes = vec![[0.0f32; 8]; taps];
             for n in 0..g.batch {
                 let plane = n * channels + c;
                 let x = &x[plane * in_plane..][..in_plane];
                 let dy = &dy[plane * out_plane..][..out_plane];
-                // One plane's share, added to the channel's per-tap lanes.
-                phases.scatter(x, g, &mut scratch);
-                phases.spread_to_grid(dy, g, &mut grid);
-                dot_all_taps(&mut tap_lanes, &grid, &scratch, &starts);
+                weight_grad_plane(&pass, x, dy, &mut scratch, &mut tap_lanes);
             }
             for (out, lanes) in filter_grad.iter_mut().zip(&tap_lanes) {
                 *out = lanes.iter().map(|&v| v as f64).sum::<f64>() as f32;
