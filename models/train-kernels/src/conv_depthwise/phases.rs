@@ -306,8 +306,9 @@ impl PlaneScratch {
     }
 }
 
-/// A plane of [`forward`] with what every plane shares.
-struct PlaneForward<'a> {
+/// What every plane of a pass ([`forward`], [`weight_grad`]) shares: the geometry, its phases
+/// and where each tap reads.
+struct PlanePass<'a> {
     g: &'a ConvGeometry,
     phases: &'a Phases,
     starts: &'a [usize],
@@ -315,7 +316,7 @@ struct PlaneForward<'a> {
 
 #[inline(always)]
 fn forward_plane_body(
-    pass: &PlaneForward,
+    pass: &PlanePass,
     x: &[f32],
     filter: &[f32],
     scratch: &mut PlaneScratch,
@@ -330,7 +331,7 @@ fn forward_plane_body(
 with_avx2! {
     /// One plane of [`forward`]: `y` from `x` and its channel's `filter`.
     fn forward_plane / forward_plane_avx2 = forward_plane_body(
-        pass: &PlaneForward,
+        pass: &PlanePass,
         x: &[f32],
         filter: &[f32],
         scratch: &mut PlaneScratch,
@@ -375,7 +376,7 @@ pub(super) fn forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (in_plane, out_plane, taps) = (g.in_h * g.in_w, g.out_h * g.out_w, g.kh * g.kw);
     let phases = Phases::new(g);
     let starts = tap_starts(&phases, g);
-    let pass = PlaneForward {
+    let pass = PlanePass {
         g,
         phases: &phases,
         starts: &starts,
@@ -454,7 +455,7 @@ fn turned_geometry(g: &ConvGeometry) -> Option<ConvGeometry> {
 
 #[inline(always)]
 fn weight_grad_plane_body(
-    pass: &PlaneForward,
+    pass: &PlanePass,
     x: &[f32],
     dy: &[f32],
     scratch: &mut PlaneScratch,
@@ -468,7 +469,7 @@ fn weight_grad_plane_body(
 with_avx2! {
     /// One plane's share of [`weight_grad`], added to its channel's per-tap lanes.
     fn weight_grad_plane / weight_grad_plane_avx2 = weight_grad_plane_body(
-        pass: &PlaneForward,
+        pass: &PlanePass,
         x: &[f32],
         dy: &[f32],
         scratch: &mut PlaneScratch,
@@ -487,7 +488,7 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let channels = g.in_channels;
     let phases = Phases::new(g);
     let starts = tap_starts(&phases, g);
-    let pass = PlaneForward {
+    let pass = PlanePass {
         g,
         phases: &phases,
         starts: &starts,
