@@ -280,14 +280,6 @@ fn correlate(grid: &mut [f32], src: &[f32], starts: &[usize], filter: &[f32]) {
     }
 }
 
-/// Where each tap of grid output 0 reads in the phase buffer, taps in row-major order.
-fn tap_starts(phases: &Phases, g: &ConvGeometry) -> Vec<usize> {
-    (0..g.kh)
-        .flat_map(|i| (0..g.kw).map(move |j| (i, j)))
-        .map(|(i, j)| phases.tap_start(i, j))
-        .collect()
-}
-
 /// The buffers one plane of a pass needs: its input's phases and the output grid. Both run
 /// on past their ends, the grid to a whole number of vectors and the phases by a vector, with
 /// zeros no pass writes: the weight gradient's dot products then end on a whole vector
@@ -310,8 +302,20 @@ impl PlaneScratch {
 /// and where each tap reads.
 struct PlanePass<'a> {
     g: &'a ConvGeometry,
-    phases: &'a Phases,
-    starts: &'a [usize],
+    phases: Phases,
+    /// Where each tap of grid output 0 reads in the phase buffer, taps in row-major order.
+    starts: Vec<usize>,
+}
+
+impl<'a> PlanePass<'a> {
+    fn new(g: &'a ConvGeometry) -> Self {
+        let phases = Phases::new(g);
+        let starts = (0..g.kh)
+            .flat_map(|i| (0..g.kw).map(move |j| (i, j)))
+            .map(|(i, j)| phases.tap_start(i, j))
+            .collect();
+        Self { g, phases, starts }
+    }
 }
 
 #[inline(always)]
@@ -324,7 +328,7 @@ fn forward_plane_body(
 ) {
     pass.phases.scatter(x, pass.g, &mut scratch.phases);
     let grid = &mut scratch.grid[..pass.phases.grid];
-    correlate(grid, &scratch.phases, pass.starts, filter);
+    correlate(grid, &scratch.phases, &pass.starts, filter);
     pass.phases.crop_grid(&scratch.grid, pass.g, y);
 }
 
@@ -374,20 +378,14 @@ fn input_grad_plane_by_taps(
 /// - result: `[batch, channels, out_h, out_w]`
 pub(super) fn forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (in_plane, out_plane, taps) = (g.in_h * g.in_w, g.out_h * g.out_w, g.kh * g.kw);
-    let phases = Phases::new(g);
-    let starts = tap_starts(&phases, g);
-    let pass = PlanePass {
-        g,
-        phases: &phases,
-        starts: &starts,
-    };
+    let pass = PlanePass::new(g);
     map_planes(
         x,
         in_plane,
         out_plane,
         planes_per_task(g, 1),
         1,
-        || PlaneScratch::new(&phases),
+        || PlaneScratch::new(&pass.phases),
         |scratch, plane, x, y| {
             let channel = plane % g.in_channels;
             let filter = &w[channel * taps..][..taps];
@@ -463,7 +461,7 @@ fn weight_grad_plane_body(
 ) {
     pass.phases.scatter(x, pass.g, &mut scratch.phases);
     pass.phases.spread_to_grid(dy, pass.g, &mut scratch.grid);
-    dot_all_taps(tap_lanes, &scratch.grid, &scratch.phases, pass.starts);
+    dot_all_taps(tap_lanes, &scratch.grid, &scratch.phases, &pass.starts);
 }
 
 with_avx2! {
@@ -486,18 +484,12 @@ with_avx2! {
 pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (in_plane, out_plane, taps) = (g.in_h * g.in_w, g.out_h * g.out_w, g.kh * g.kw);
     let channels = g.in_channels;
-    let phases = Phases::new(g);
-    let starts = tap_starts(&phases, g);
-    let pass = PlanePass {
-        g,
-        phases: &phases,
-        starts: &starts,
-    };
+    let pass = PlanePass::new(g);
     let mut dw = vec![0.0f32; channels * taps];
     dw.par_chunks_mut(taps)
         .enumerate()
         .for_each(|(c, filter_grad)| {
-            let mut scratch = PlaneScratch::new(&phases);
+            let mut scratch = PlaneScratch::new(&pass.phases);
             let mut tap_lanes = vec![[0.0f32; 8]; taps];
             for n in 0..g.batch {
                 let plane = n * channels + c;
