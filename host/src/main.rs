@@ -130,11 +130,18 @@ struct SweepArgs {
     /// Continue the sweep in this folder (its plan is read from DIR/sweep-plan.json; every
     /// other setting comes from there, so none may be given).
     #[arg(long, value_name = "DIR", conflicts_with_all = TRAINING_OPTIONS,
-          conflicts_with_all = ["out", "budgets_ms", "board", "latency_table", "costs"])]
+          conflicts_with_all = ["out", "budgets_ms", "board", "latency_table", "costs", "from_weights"])]
     resume: Option<PathBuf>,
     /// The sweep's folder (a new one, or the same as before to continue).
     #[arg(long, value_name = "DIR", required_unless_present = "resume")]
     out: Option<PathBuf>,
+    /// Share the finished weight stage of this search, or of this other sweep, instead of
+    /// training a parent: an int8 sweep, or one on another board, from the same trained
+    /// network as an f32 sweep, for a comparison that differs only where it should. Its
+    /// dataset, data folder, model, width, --train-limit, --test-limit, --epochs-weights,
+    /// --seed and --gate-position are taken from it; one given here must agree.
+    #[arg(long, value_name = "DIR")]
+    from_weights: Option<PathBuf>,
     /// Latency budgets in milliseconds, comma-separated.
     #[arg(long, value_name = "MS,...", value_delimiter = ',')]
     budgets_ms: Vec<f64>,
@@ -160,6 +167,9 @@ struct SweepArgs {
     /// Whether --lambda was given (not its default).
     #[arg(skip)]
     lambda_given: bool,
+    /// The options given on the command line (not defaults), by id.
+    #[arg(skip)]
+    given: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -663,16 +673,19 @@ fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // `--from-weights` inherits what was not given: which options were is kept.
-    if let (Command::Search(args), Some(("search", sub))) = (&mut cli.command, matches.subcommand())
-    {
-        args.given = sub
-            .ids()
+    let given = |sub: &clap::ArgMatches| {
+        sub.ids()
             .filter(|id| sub.value_source(id.as_str()) == Some(ValueSource::CommandLine))
             .map(|id| id.as_str().to_string())
-            .collect();
+            .collect()
+    };
+    if let (Command::Search(args), Some(("search", sub))) = (&mut cli.command, matches.subcommand())
+    {
+        args.given = given(sub);
     }
     if let (Command::Sweep(args), Some(("sweep", sub))) = (&mut cli.command, matches.subcommand()) {
         args.lambda_given = sub.value_source("lambda") == Some(ValueSource::CommandLine);
+        args.given = given(sub);
     }
     dnal::allocator::keep_freed_memory();
     default_device_on_the_cpu();
@@ -1228,17 +1241,33 @@ fn sweep(args: SweepArgs) -> Result<()> {
                     .board
                     .clone()
                     .context("a new sweep needs --board (and --budgets-ms)")?;
+                let mut base = SearchConfig {
+                    latency_table: args.latency_table.clone(),
+                    // Every point has a budget: as a search, it starts lambda_a where the
+                    // data balance it unless --lambda says where.
+                    lambda_from_data: !args.lambda_given,
+                    ..args.training.config()
+                };
+                let from_weights = match &args.from_weights {
+                    Some(from) => {
+                        let stage = dnal::sweep::weight_stage_in(from);
+                        let source = dnal::search::settings_of(&stage).with_context(|| {
+                            format!("reading the weight stage in {}", stage.display())
+                        })?;
+                        inherit_weight_stage(&mut base, &source, &stage, |id| {
+                            args.given.iter().any(|g| g == id)
+                        })?;
+                        // Kept in the plan, which cluster jobs read from other folders.
+                        Some(std::path::absolute(from).unwrap_or_else(|_| from.clone()))
+                    }
+                    None => None,
+                };
                 let plan = dnal::sweep::SweepPlan {
-                    base: SearchConfig {
-                        latency_table: args.latency_table.clone(),
-                        // Every point has a budget: as a search, it starts lambda_a where the
-                        // data balance it unless --lambda says where.
-                        lambda_from_data: !args.lambda_given,
-                        ..args.training.config()
-                    },
+                    base,
                     board,
                     budgets_ms: args.budgets_ms.clone(),
                     costs: args.costs.clone(),
+                    from_weights,
                 };
                 dnal::sweep::start(&plan, dir)
                     .with_context(|| format!("starting the sweep in {}", dir.display()))?;

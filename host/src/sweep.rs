@@ -6,7 +6,8 @@
 //! ```text
 //! DIR/sweep-plan.json            what to run (written first; later runs continue it)
 //! DIR/latency.json               the board's latency table for the model (profiled once)
-//! DIR/weights/                   the shared weight stage (a search folder stopped after it)
+//! DIR/weights/                   the shared weight stage (a search folder stopped after it, or
+//!                                forked from another's with `--from-weights`)
 //! DIR/parent-firmware/           the unpruned network on the board
 //! DIR/points/COST-BUDGETms/      one search folder per point (forked from weights/)
 //! DIR/sweep.json, DIR/pareto.svg, DIR/pareto.png, DIR/sweep.md
@@ -38,7 +39,9 @@ use crate::plot::{Front, Pareto, write_figure};
 use crate::progress::SearchObserver;
 use crate::quantize::{BOARD_CALIBRATION_IMAGES, quantize_for_board};
 use crate::report::{LatencyReport, NetReport, Report, StageReport};
-use crate::search::{PARENT_EXPORT, SearchState, fork_after_weights, train_weights};
+use crate::search::{
+    PARENT_EXPORT, SearchState, finished_weight_stage, fork_after_weights, train_weights,
+};
 
 /// `DIR/sweep-plan.json`: what a sweep runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,6 +54,11 @@ pub struct SweepPlan {
     pub budgets_ms: Vec<f64>,
     /// The cost weightings compared (latency-aware first).
     pub costs: Vec<CostWeighting>,
+    /// A finished weight stage to share instead of training one (a search folder, or another
+    /// sweep's, whose `weights/` is used; see [`weight_stage_in`]): an int8 sweep, or one on
+    /// another board, from the same trained parent as an f32 sweep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_weights: Option<PathBuf>,
 }
 
 /// One job of a sweep: a cost weighting at a budget.
@@ -73,6 +81,16 @@ const PLAN_FILE: &str = "sweep-plan.json";
 const WEIGHTS_DIR: &str = "weights";
 const POINTS_DIR: &str = "points";
 const PARENT_FIRMWARE: &str = "parent-firmware";
+
+/// The search folder holding the weight stage that `from` names: a sweep's shared `weights/`,
+/// or `from` itself (a search).
+pub fn weight_stage_in(from: &Path) -> PathBuf {
+    if from.join(PLAN_FILE).exists() {
+        from.join(WEIGHTS_DIR)
+    } else {
+        from.to_path_buf()
+    }
+}
 
 impl SweepPlan {
     /// Every point, in order: budgets within each cost weighting.
@@ -124,6 +142,10 @@ impl SweepPlan {
             && path.exists()
         {
             self.check_table(&LatencyTable::load(path)?, path)?;
+        }
+        // A weight stage to share must be finished and must have trained this parent.
+        if let Some(from) = &self.from_weights {
+            finished_weight_stage(&weight_stage_in(from), &self.base)?;
         }
         Ok(())
     }
@@ -226,12 +248,49 @@ pub fn prepare(dir: &Path, observer: &mut dyn SearchObserver) -> Result<(), Sear
             }
         }
     }
-    observer.message(&format!(
-        "shared weight stage in {}",
-        dir.join(WEIGHTS_DIR).display()
-    ));
-    train_weights(plan.base.clone(), &dir.join(WEIGHTS_DIR), observer)?;
+    let weights = dir.join(WEIGHTS_DIR);
+    if let Some(from) = &plan.from_weights {
+        share_weight_stage(&weight_stage_in(from), &weights, &plan.base, observer)?;
+    }
+    observer.message(&format!("shared weight stage in {}", weights.display()));
+    train_weights(plan.base.clone(), &weights, observer)?;
     Ok(())
+}
+
+/// Makes `to` (once) a search folder stopped after the weight stage of the search in `from`:
+/// its final checkpoint, checked against its checksums, and its parent export, written last
+/// (a fork killed before it is finished here next time).
+fn share_weight_stage(
+    from: &Path,
+    to: &Path,
+    base: &SearchConfig,
+    observer: &mut dyn SearchObserver,
+) -> Result<(), SearchError> {
+    let source_parent = from.join(PARENT_EXPORT);
+    let parent = to.join(PARENT_EXPORT);
+    if parent.join(dnal_export::ARCH_FILE).exists() {
+        return Ok(());
+    }
+    if !source_parent.join(dnal_export::ARCH_FILE).exists() {
+        return Err(SearchError::Checkpoint {
+            path: source_parent,
+            reason: "the weight stage to share has no parent export; continue that search (`dnal search --resume`) to write it".into(),
+        });
+    }
+    if !crate::checkpoint::CheckpointDir::new(to)
+        .state_path()
+        .exists()
+    {
+        observer.message(&format!(
+            "shared weight stage: the trained parent of {}, forked into {}",
+            from.display(),
+            to.display()
+        ));
+        fork_after_weights(from, to, base.clone())?;
+    }
+    Export::load(&source_parent)?
+        .write(&parent)
+        .map_err(SearchError::from)
 }
 
 /// Runs point `index` of the plan (after [`prepare`]), continuing it if it was interrupted
@@ -318,6 +377,10 @@ pub struct SweepCost {
     pub weight_epochs: usize,
     /// Its seconds.
     pub weight_seconds: f64,
+    /// The search whose weight stage this sweep shares (`--from-weights`): its epochs and
+    /// seconds were spent there, so the sweep's own below leave them out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_from: Option<PathBuf>,
     /// Epochs of all points' own stages.
     pub point_epochs: usize,
     /// Their seconds.
@@ -534,13 +597,18 @@ pub fn collect(dir: &Path, observer: &mut dyn SearchObserver) -> Result<SweepRep
     let point_seconds: f64 = points.iter().map(|p| p.seconds).sum();
     let point_epochs: usize = points.iter().map(|p| p.epochs).sum();
     let n = points.len();
+    let (own_weight_epochs, own_weight_seconds) = match weight_stage.inherited_from {
+        Some(_) => (0, 0.0),
+        None => (weight_stage.epochs, weight_stage.seconds),
+    };
     let cost = SweepCost {
         weight_epochs: weight_stage.epochs,
         weight_seconds: weight_stage.seconds,
+        weights_from: weight_stage.inherited_from.clone(),
         point_epochs,
         point_seconds,
-        sweep_epochs: weight_stage.epochs + point_epochs,
-        sweep_seconds: weight_stage.seconds + point_seconds,
+        sweep_epochs: own_weight_epochs + point_epochs,
+        sweep_seconds: own_weight_seconds + point_seconds,
         separate_epochs: n * weight_stage.epochs + point_epochs,
         separate_seconds_estimate: n as f64 * weight_stage.seconds + point_seconds,
     };
@@ -650,9 +718,15 @@ pub fn markdown(report: &SweepReport) -> String {
     let c = &report.cost;
     let _ = writeln!(
         out,
-        "\nShared weight stage: {} epochs, {:.0} s once. Sweep: {} epochs, {:.0} s; {} separate searches: {} epochs, about {:.0} s.",
+        "\nShared weight stage: {} epochs, {:.0} s once{}. Sweep: {} epochs, {:.0} s; {} separate searches: {} epochs, about {:.0} s.",
         c.weight_epochs,
         c.weight_seconds,
+        c.weights_from
+            .as_ref()
+            .map_or(String::new(), |from| format!(
+                ", in {} (this sweep ran none of it)",
+                from.display()
+            )),
         c.sweep_epochs,
         c.sweep_seconds,
         report.points.len(),
@@ -727,6 +801,7 @@ mod tests {
             cost: SweepCost {
                 weight_epochs: 10,
                 weight_seconds: 250.0,
+                weights_from: None,
                 point_epochs: 7,
                 point_seconds: 270.0,
                 sweep_epochs: 17,

@@ -484,6 +484,7 @@ fn an_interrupted_sweep_resumes_without_redoing_finished_points() {
         board: BOARD.into(),
         budgets_ms: vec![30.0, 60.0],
         costs: vec![CostWeighting::Latency],
+        from_weights: None,
     };
     dnal::sweep::start(&plan, dir.path()).unwrap();
     dnal::sweep::prepare(dir.path(), &mut Silent).unwrap();
@@ -534,6 +535,64 @@ fn an_interrupted_sweep_resumes_without_redoing_finished_points() {
     for file in ["sweep.json", "sweep.md", "pareto.svg", "pareto.png"] {
         assert!(dir.path().join(file).exists(), "{file} missing");
     }
+
+    // A second sweep sharing this one's weight stage, as an int8 sweep or one on another board
+    // would: it trains no parent of its own and starts from the same one.
+    let sharing_dir = tempfile::tempdir().unwrap();
+    let sharing = SweepPlan {
+        budgets_ms: vec![60.0],
+        costs: vec![CostWeighting::Flops],
+        from_weights: Some(dir.path().to_path_buf()),
+        ..plan.clone()
+    };
+    dnal::sweep::start(&sharing, sharing_dir.path()).unwrap();
+    let shared = dnal::sweep::resume(sharing_dir.path(), &mut Silent).unwrap();
+    assert_eq!(shared.points.len(), 1, "{shared:?}");
+    assert_eq!(shared.parent.top1, report.parent.top1);
+    assert_eq!(shared.parent.params, report.parent.params);
+    assert_eq!(
+        shared.cost.weights_from.as_deref(),
+        Some(dir.path().join("weights").as_path())
+    );
+    assert_eq!(shared.cost.weight_epochs, 2);
+    assert_eq!(shared.cost.sweep_epochs, shared.cost.point_epochs);
+    let final_weights = |root: &std::path::Path| {
+        let folder = root.join("weights/checkpoint/weights-final");
+        let mut files: Vec<_> = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| {
+                let path = e.unwrap().path();
+                (
+                    path.file_name().unwrap().to_owned(),
+                    std::fs::read(&path).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    assert!(!final_weights(dir.path()).is_empty());
+    assert_eq!(final_weights(sharing_dir.path()), final_weights(dir.path()));
+    assert!(
+        std::fs::read_to_string(sharing_dir.path().join("sweep.md"))
+            .unwrap()
+            .contains("this sweep ran none of it")
+    );
+    // A weight stage of another seed is refused before anything is written.
+    let mismatch_dir = tempfile::tempdir().unwrap();
+    let mismatch = SweepPlan {
+        base: SearchConfig {
+            seed: sharing.base.seed + 1,
+            ..sharing.base.clone()
+        },
+        ..sharing
+    };
+    let err = dnal::sweep::start(&mismatch, mismatch_dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("seed"), "{err}");
+    assert!(!mismatch_dir.path().join("sweep-plan.json").exists());
+
     // Another plan in the same folder is refused.
     let other = SweepPlan {
         budgets_ms: vec![10.0],

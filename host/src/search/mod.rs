@@ -122,29 +122,7 @@ pub fn settings_of(from: &Path) -> Result<SearchConfig, SearchError> {
 pub fn fork_after_weights(from: &Path, to: &Path, config: SearchConfig) -> Result<(), SearchError> {
     config.validate()?;
     let source = CheckpointDir::new(from);
-    let state = read_state(from)?;
-    if state.stage == Stage::Weights {
-        return Err(SearchError::Checkpoint {
-            path: source.state_path(),
-            reason: "its weight stage has not finished; run it first".into(),
-        });
-    }
-    let same = |a: &SearchConfig, b: &SearchConfig| {
-        a.dataset == b.dataset
-            && a.model == b.model
-            && a.train_limit == b.train_limit
-            && a.epochs_weights == b.epochs_weights
-            && a.seed == b.seed
-            && a.gate_position == b.gate_position
-            && a.image_size == b.image_size
-            && a.channels == b.channels
-    };
-    if !same(&state.config, &config) {
-        return Err(SearchError::Checkpoint {
-            path: source.state_path(),
-            reason: "its weight stage used another dataset, image shape, model, limit, seed, gate position or epoch count than this search".into(),
-        });
-    }
+    let state = finished_weight_stage(from, &config)?;
     let _lock = OutputLock::acquire(to)?;
     prepare_out(to)?;
     let target = CheckpointDir::new(to);
@@ -184,6 +162,41 @@ pub fn fork_after_weights(from: &Path, to: &Path, config: SearchConfig) -> Resul
         warnings: Vec::new(),
     };
     write_json(&target.state_path(), &forked)
+}
+
+/// The state of the search in `from`, if its weight stage has finished with the settings that
+/// decide a parent for `config` (data, image shape, model, limit, seed, gate position, epochs):
+/// what a search or sweep may start from in its place.
+pub fn finished_weight_stage(
+    from: &Path,
+    config: &SearchConfig,
+) -> Result<SearchState, SearchError> {
+    let state = read_state(from)?;
+    let path = CheckpointDir::new(from).state_path();
+    if state.stage == Stage::Weights {
+        return Err(SearchError::Checkpoint {
+            path,
+            reason: "its weight stage has not finished; run it first".into(),
+        });
+    }
+    let same = |a: &SearchConfig, b: &SearchConfig| {
+        a.dataset == b.dataset
+            && a.model == b.model
+            && a.width == b.width
+            && a.train_limit == b.train_limit
+            && a.epochs_weights == b.epochs_weights
+            && a.seed == b.seed
+            && a.gate_position == b.gate_position
+            && a.image_size == b.image_size
+            && a.channels == b.channels
+    };
+    if !same(&state.config, config) {
+        return Err(SearchError::Checkpoint {
+            path,
+            reason: "its weight stage used another dataset, image shape, model, width, limit, seed, gate position or epoch count than this search".into(),
+        });
+    }
+    Ok(state)
 }
 
 /// Refuses an `--out` folder that already holds something, or that cannot be written. The
