@@ -145,9 +145,35 @@ impl ConvBn {
     /// # Shapes
     /// - input and output: `[batch, channels, height, width]`
     pub fn bn_forward(&self, x: Tensor<4>, activation: Activation) -> Tensor<4> {
+        self.bn_forward_gated(x, None, activation)
+    }
+
+    /// [`bn_forward`](Self::bn_forward) with every channel scaled by its gate value between
+    /// the batch norm and `activation` (a gate after the batch norm). In training the gate is
+    /// folded into the batch norm's scale and shift (`g * (gamma * x_hat + beta)` is a batch norm
+    /// with `g * gamma` and `g * beta`), so the rectifier stays in the fused passes and the gate
+    /// costs no pass over the activations, nor does its gradient.
+    ///
+    /// # Shapes
+    /// - `x` and output: `[batch, channels, height, width]`
+    /// - `gate`: `[channels]`
+    pub fn bn_forward_gated(
+        &self,
+        x: Tensor<4>,
+        gate: Option<Tensor<1>>,
+        activation: Activation,
+    ) -> Tensor<4> {
         let bn = &self.bn;
         if !(x.device().is_autodiff() && bn.training.is_enabled()) {
-            return activate(bn.forward(x), activation);
+            let y = bn.forward(x);
+            let y = match gate {
+                Some(g) => {
+                    let [c] = g.dims();
+                    y * g.reshape([1, c, 1, 1])
+                }
+                None => y,
+            };
+            return activate(y, activation);
         }
         let device = x.device();
         // Only flex has fused kernels: elsewhere burn's backward would recompute the batch
@@ -158,8 +184,11 @@ impl ConvBn {
         } else {
             Rectifier::None
         };
-        let result =
-            batch_norm_op::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, in_pass);
+        let (gamma, beta) = match gate {
+            Some(g) => (bn.gamma.val() * g.clone(), bn.beta.val() * g),
+            None => (bn.gamma.val(), bn.beta.val()),
+        };
+        let result = batch_norm_op::batch_norm_train(x, gamma, beta, bn.epsilon, in_pass);
         // The same exponential moving average as burn's BatchNorm.
         let momentum = bn.momentum;
         let update = |state: &burn::module::RunningState<Tensor<1>>, batch: Tensor<1>| {
@@ -342,17 +371,12 @@ impl GatedNet {
                     };
                     let y = unit.conv_forward(take(node.inputs[0]));
                     let y = gated(y, GatePosition::BeforeBn);
-                    // A rectifier straight after the batch norm runs with it (in one pass on
-                    // the CPU); a gate that acts between them keeps them apart.
-                    let gate_between = gate.is_some()
-                        && plan.gate_position == GatePosition::AfterBn
-                        && mode != GateMode::Off;
-                    let y = if gate_between {
-                        let y = gated(unit.bn_forward(y, Activation::None), GatePosition::AfterBn);
-                        activate(y, *activation)
-                    } else {
-                        unit.bn_forward(y, *activation)
-                    };
+                    // A gate between the batch norm and the rectifier is folded into the batch
+                    // norm, so that the rectifier still runs with it (in one pass on the CPU).
+                    let gate_between = gate
+                        .filter(|_| plan.gate_position == GatePosition::AfterBn)
+                        .and_then(|gate| gate.values(mode));
+                    let y = unit.bn_forward_gated(y, gate_between, *activation);
                     gated(y, GatePosition::AfterActivation)
                 }
                 Op::MaxPool { kernel, stride } => {
@@ -433,7 +457,8 @@ impl GatedNet {
 mod tests {
     use super::*;
     use crate::spec::SpecBuilder;
-    use burn::tensor::Distribution;
+    use burn::tensor::activation::sigmoid;
+    use burn::tensor::{Distribution, TensorData};
 
     /// On the CPU, with autodiff, ReLU6 by two ReLUs gives `clamp(0, 6)`'s values exactly and
     /// its gradient (1 inside, 0 outside; at the ends what it is on `(0, 6]`), at the edges and
@@ -520,6 +545,69 @@ mod tests {
         );
         assert!((a - activation::relu(b)).abs().max().into_scalar::<f32>() < 1e-6);
         assert_eq!(diff(before, frozen.bn.running_mean.value_sync()), 0.0);
+    }
+
+    /// A gate folded into the batch norm (`bn_forward_gated`) computes what the gate applied
+    /// between the batch norm and the rectifier computes, and passes back the same gradients
+    /// to the input, the batch norm's scale and shift, and the gate's `s`.
+    #[test]
+    fn a_gate_folded_into_the_batch_norm_acts_as_one_between_it_and_the_rectifier() {
+        let device = Device::flex().autodiff();
+        let block = ConvBn {
+            conv: Conv2dConfig::new([2, 3], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_bias(false)
+                .init(&device),
+            bn: BatchNormConfig::new(3).init(&device),
+        };
+        let shape = [4, 3, 5, 5];
+        let x = Tensor::<4>::random(shape, Distribution::Normal(1.0, 2.0), &device);
+        // Weights that make the loss depend on every output differently.
+        let w = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let s = Tensor::<1>::from_data(TensorData::new(vec![-0.4f32, 0.1, 0.7], [3]), &device);
+        let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+        let grads_of = |folded: bool, act: Activation| {
+            let x = x.clone().detach().require_grad();
+            let s = s.clone().detach().require_grad();
+            let g = sigmoid(s.clone().mul_scalar(3.0));
+            let y = if folded {
+                block.bn_forward_gated(x.clone(), Some(g), act)
+            } else {
+                let y = block.bn_forward(x.clone(), Activation::None);
+                activate(y * g.reshape([1, 3, 1, 1]), act)
+            };
+            let out = values(y.clone());
+            let grads = (y * w.clone()).sum().backward();
+            let vec = |t: Option<Tensor<1>>| t.unwrap().into_data().try_to_vec::<f32>().unwrap();
+            let dx = values(x.grad(&grads).unwrap());
+            let ds = vec(s.grad(&grads));
+            let dgamma = vec(block.bn.gamma.val().grad(&grads));
+            let dbeta = vec(block.bn.beta.val().grad(&grads));
+            (out, dx, ds, dgamma, dbeta)
+        };
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            assert_eq!(a.len(), b.len());
+            for (i, (p, q)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                    "{what}[{i}]: folded {p}, between {q}"
+                );
+            }
+        };
+        for act in [Activation::None, Activation::Relu, Activation::Relu6] {
+            let folded = grads_of(true, act);
+            let between = grads_of(false, act);
+            close(&folded.0, &between.0, &format!("{act:?} output"));
+            close(&folded.1, &between.1, &format!("{act:?} dx"));
+            close(&folded.2, &between.2, &format!("{act:?} ds"));
+            close(&folded.3, &between.3, &format!("{act:?} dgamma"));
+            close(&folded.4, &between.4, &format!("{act:?} dbeta"));
+            assert!(
+                folded.2.iter().all(|d| *d != 0.0),
+                "{act:?}: ds {:?}",
+                folded.2
+            );
+        }
     }
 
     #[test]
