@@ -869,6 +869,9 @@ pub(crate) mod tests {
             ConvGeometry::new([1, 3, 16, 15], [2, 3, 3, 3], [1, 1], [2, 0], [2, 1]),
             // The same with groups of images side by side, the last one short.
             ConvGeometry::new([7, 3, 14, 14], [2, 3, 3, 3], [1, 1], [1, 1], [1, 1]),
+            // 1x1 kernels on planes wide enough for one image per gemm, at strides 1 and 2.
+            ConvGeometry::new([3, 3, 24, 24], [4, 3, 1, 1], [1, 1], [0, 0], [1, 1]),
+            ConvGeometry::new([2, 3, 46, 46], [4, 3, 1, 1], [2, 2], [0, 0], [1, 1]),
         ]
     }
 
