@@ -326,10 +326,11 @@ fn activate<const D: usize>(x: Tensor<D>, activation: Activation) -> Tensor<D> {
     }
 }
 
-/// ReLU6 as `relu(x) - relu(x - 6)`, for the CPU backend: burn's `clamp` there is two
-/// compares and two masked fills each way, which took a third of a gate-stage step of the
-/// supernet (where a gate between the batch norm and the rectifier keeps the rectifier out of
-/// the batch norm's fused passes); two ReLUs trained that stage at 1.46x the images per second.
+/// ReLU6 as `relu(x) - relu(x - 6)`, for the CPU backend where it runs apart from the batch
+/// norm's fused passes (a frozen batch norm, as in a `--gate-norm running` gate stage; a
+/// forward pass without autodiff): burn's `clamp` there is two compares and two masked fills
+/// each way, which took a third of a supernet gate-stage step when the gate still sat between
+/// the batch norm and the rectifier as an op of its own; two ReLUs ran that step at 1.46x.
 /// Exact for `|x| < 2^24`, where `x - 6` is exact, and so is its gradient (1 on `(0, 6]`, else
 /// 0); beyond, an activation no trained network reaches, it may round.
 fn relu6_by_relus<const D: usize>(x: Tensor<D>) -> Tensor<D> {
