@@ -164,9 +164,6 @@ struct SweepArgs {
     point: Option<usize>,
     #[command(flatten)]
     training: TrainingOptions,
-    /// Whether --lambda was given (not its default).
-    #[arg(skip)]
-    lambda_given: bool,
     /// The options given on the command line (not defaults), by id.
     #[arg(skip)]
     given: Vec<String>,
@@ -684,7 +681,6 @@ fn main() -> ExitCode {
         args.given = given(sub);
     }
     if let (Command::Sweep(args), Some(("sweep", sub))) = (&mut cli.command, matches.subcommand()) {
-        args.lambda_given = sub.value_source("lambda") == Some(ValueSource::CommandLine);
         args.given = given(sub);
     }
     dnal::allocator::keep_freed_memory();
@@ -1241,11 +1237,12 @@ fn sweep(args: SweepArgs) -> Result<()> {
                     .board
                     .clone()
                     .context("a new sweep needs --board (and --budgets-ms)")?;
+                let given = |id: &str| args.given.iter().any(|g| g == id);
                 let mut base = SearchConfig {
                     latency_table: args.latency_table.clone(),
                     // Every point has a budget: as a search, it starts lambda_a where the
                     // data balance it unless --lambda says where.
-                    lambda_from_data: !args.lambda_given,
+                    lambda_from_data: !given("lambda"),
                     ..args.training.config()
                 };
                 let from_weights = match &args.from_weights {
@@ -1254,9 +1251,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
                         let source = dnal::search::settings_of(&stage).with_context(|| {
                             format!("reading the weight stage in {}", stage.display())
                         })?;
-                        inherit_weight_stage(&mut base, &source, &stage, |id| {
-                            args.given.iter().any(|g| g == id)
-                        })?;
+                        inherit_weight_stage(&mut base, &source, &stage, given)?;
                         // Kept in the plan, which cluster jobs read from other folders.
                         Some(std::path::absolute(from).unwrap_or_else(|_| from.clone()))
                     }

@@ -65,10 +65,7 @@ impl Gate {
     pub fn forward(&self, x: Tensor<4>, mode: GateMode) -> Tensor<4> {
         match self.values(mode) {
             None => x,
-            Some(g) => {
-                let [c] = g.dims();
-                x * g.reshape([1, c, 1, 1])
-            }
+            Some(g) => scale_channels(x, g),
         }
     }
 
@@ -91,6 +88,16 @@ impl Gate {
             .try_to_vec::<f32>()
             .unwrap_or_default()
     }
+}
+
+/// `x` with channel `c` scaled by `g[c]`.
+///
+/// # Shapes
+/// - `x` and output: `[batch, channels, height, width]`
+/// - `g`: `[channels]`
+pub fn scale_channels(x: Tensor<4>, g: Tensor<1>) -> Tensor<4> {
+    let [c] = g.dims();
+    x * g.reshape([1, c, 1, 1])
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cost::{CostKind, CostModel};
 use crate::error::ModelError;
-use crate::gate::{Gate, GateConfig, GateMode};
+use crate::gate::{Gate, GateConfig, GateMode, scale_channels};
 use crate::groups::ChannelGroups;
 use crate::spec::{Activation, NetSpec, Op, Shape3};
 use dnal_train_kernels::batch_norm_op::{self, Rectifier};
@@ -167,10 +167,7 @@ impl ConvBn {
         if !(x.device().is_autodiff() && bn.training.is_enabled()) {
             let y = bn.forward(x);
             let y = match gate {
-                Some(g) => {
-                    let [c] = g.dims();
-                    y * g.reshape([1, c, 1, 1])
-                }
+                Some(g) => scale_channels(y, g),
                 None => y,
             };
             return activate(y, activation);
