@@ -368,6 +368,24 @@ pub struct SweepRow {
     pub epochs: usize,
     /// The point's folder.
     pub folder: PathBuf,
+    /// How far the gate stage's own network (`s > 0`) was from the budget before the fit,
+    /// percent (the point's `budget.fit.landing_pct`): near 0, the network is DNAL's choice at
+    /// this budget; far under it, mostly the fit's. `None` for the parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landing_pct: Option<f64>,
+    /// Channels the fit reopened and closed to land on the budget. `None` for the parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit_channels: Option<FitChannels>,
+}
+
+/// What the fit changed in the gate stage's network: channels reopened (closed by `s > 0`)
+/// and closed (kept by it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FitChannels {
+    /// Reopened.
+    pub reopened: usize,
+    /// Closed.
+    pub closed: usize,
 }
 
 /// What the shared weight stage saved.
@@ -492,6 +510,8 @@ fn parent_row(parent: &NetReport, weight_stage: &StageReport, folder: &Path) -> 
         seconds: weight_stage.seconds,
         epochs: weight_stage.epochs,
         folder: folder.to_path_buf(),
+        landing_pct: None,
+        fit_channels: None,
     }
 }
 
@@ -592,6 +612,11 @@ pub fn collect(dir: &Path, observer: &mut dyn SearchObserver) -> Result<SweepRep
             seconds: own.iter().map(|s| s.seconds).sum(),
             epochs: own.iter().map(|s| s.epochs).sum(),
             folder,
+            landing_pct: report.budget.as_ref().map(|b| b.fit.landing_pct),
+            fit_channels: report.budget.as_ref().map(|b| FitChannels {
+                reopened: b.fit.reopened,
+                closed: b.fit.closed,
+            }),
         });
     }
     let point_seconds: f64 = points.iter().map(|p| p.seconds).sum();
@@ -681,11 +706,11 @@ pub fn markdown(report: &SweepReport) -> String {
     );
     let _ = writeln!(
         out,
-        "| c_l | budget ms | predicted ms | measured ms | error | top-1 | MACs | params | flash B | RAM B | s | epochs |"
+        "| c_l | budget ms | predicted ms | measured ms | error | top-1 | MACs | params | flash B | RAM B | s | epochs | gates landed | fit reopened/closed |"
     );
     let _ = writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for row in std::iter::once(&report.parent).chain(&report.points) {
         let if_measured = |bytes: u64| match row.measured_ms {
@@ -694,7 +719,7 @@ pub fn markdown(report: &SweepReport) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {:.3} | {} | {} | {:.2}% | {} | {} | {} | {} | {:.0} | {} |",
+            "| {} | {} | {:.3} | {} | {} | {:.2}% | {} | {} | {} | {} | {:.0} | {} | {} | {} |",
             row.cost,
             row.budget_ms.map_or("-".into(), |b| format!("{b}")),
             row.predicted_ms,
@@ -706,7 +731,10 @@ pub fn markdown(report: &SweepReport) -> String {
             if_measured(row.flash_bytes),
             if_measured(row.ram_bytes),
             row.seconds,
-            row.epochs
+            row.epochs,
+            row.landing_pct.map_or("-".into(), |l| format!("{l:+.1}%")),
+            row.fit_channels
+                .map_or("-".into(), |f| format!("+{}/-{}", f.reopened, f.closed)),
         );
     }
     if let Some(reason) = &report.parent.not_measured {
@@ -787,6 +815,11 @@ mod tests {
             measured_ms: Some(14.951),
             error_pct: Some(0.18),
             not_measured: None,
+            landing_pct: Some(-27.6),
+            fit_channels: Some(FitChannels {
+                reopened: 243,
+                closed: 0,
+            }),
             ..parent.clone()
         };
         SweepReport {
@@ -827,6 +860,12 @@ mod tests {
             point_line.starts_with("| latency | 15 | 14.978 | 14.951 | +0.2% |"),
             "{point_line}"
         );
+        // How far the gate stage landed, and what the fit did about it.
+        assert!(
+            point_line.ends_with(" | -27.6% | +243/-0 |"),
+            "{point_line}"
+        );
+        assert!(parent_line.ends_with(" | - | - |"), "{parent_line}");
         assert!(
             md.contains(&format!(
                 "The parent was not measured, only predicted by the table: {TOO_BIG}."
