@@ -11,28 +11,13 @@
 //! cargo run --release -p dnal-bench --bin conv_split -- --model mobilenetv2 --width 0.35
 //! ```
 
-use std::time::Instant;
-
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use dnal::backend::Backend;
-use dnal_models::{GatePosition, NetPlan, Op, Shape3, model_spec_at_width};
+use dnal_bench::{LayerBenchArgs, best_ms};
+use dnal_models::{Op, Shape3};
 use dnal_train_kernels::conv_op::conv2d as dnal_conv2d;
-
-/// The fastest of `runs` calls of `f` in milliseconds, after one warm-up call: the best case
-/// is what the kernels can do; medians of single calls swing with thread wake-ups on a shared
-/// machine (PyTorch's OpenMP pool more than rayon).
-fn best_ms(runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .fold(f64::INFINITY, f64::min)
-}
 
 /// Which gradient the backward pass computes.
 #[derive(Clone, Copy)]
@@ -93,37 +78,28 @@ fn forward_backward(
 }
 
 fn main() {
-    let mut model = "vgg-small".to_string();
-    let mut width = None;
-    let mut input = Shape3::new(1, 28, 28);
-    let mut batch = 64;
-    let mut runs = 21;
     let mut kernels = Kernels::Dnal;
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--model" => model = value(),
-            "--width" => width = Some(value().parse().unwrap()),
-            "--input" => {
-                let v: Vec<usize> = value().split(',').map(|x| x.parse().unwrap()).collect();
-                input = Shape3::new(v[0], v[1], v[2]);
-            }
-            "--batch" => batch = value().parse().unwrap(),
-            "--runs" => runs = value().parse().unwrap(),
-            "--kernels" => {
-                kernels = match value().as_str() {
-                    "burn" => Kernels::Burn,
-                    "dnal" => Kernels::Dnal,
-                    other => panic!("--kernels is burn or dnal, not {other}"),
-                }
-            }
-            other => panic!("unknown flag {other}"),
-        }
+    let args = LayerBenchArgs {
+        model: "vgg-small".into(),
+        width: None,
+        input: Shape3::new(1, 28, 28),
+        batch: 64,
+        runs: 21,
     }
+    .parse(|flag, value| {
+        if flag != "--kernels" {
+            return false;
+        }
+        kernels = match value().as_str() {
+            "burn" => Kernels::Burn,
+            "dnal" => Kernels::Dnal,
+            other => panic!("--kernels is burn or dnal, not {other}"),
+        };
+        true
+    });
+    let (batch, runs) = (args.batch, args.runs);
     dnal::allocator::keep_freed_memory();
-    let spec = model_spec_at_width(&model, input, 10, width).expect("a known model");
-    let plan = NetPlan::new(spec, GatePosition::AfterBn).expect("a valid model");
+    let plan = args.plan();
     let device: Device = Backend::Cpu.device().expect("the CPU backend");
     let train = device.clone().autodiff();
     let macs_per_node = plan

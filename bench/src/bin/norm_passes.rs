@@ -11,61 +11,33 @@
 //! To compare two versions of the kernels, build this harness at both and alternate them: a
 //! shared machine's noise moves single runs by more than most changes.
 
-use std::time::Instant;
-
-use dnal_models::{GatePosition, NetPlan, Op, Shape3, model_spec_at_width};
+use dnal_bench::{LayerBenchArgs, best_ms};
+use dnal_models::{Op, Shape3};
 use dnal_train_kernels::batch_norm_fused::{
     NormAffine, NormShape, Rectifier, batch_norm_train, batch_norm_train_backward,
 };
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
-/// The fastest of `runs` calls of `f` in milliseconds, after one warm-up call.
-fn best_ms(runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .fold(f64::INFINITY, f64::min)
-}
-
-/// `len` values in [-1, 1) + `offset`, from a seeded LCG (no allocation in the timed calls).
-fn values(len: usize, seed: u32, offset: f32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(7);
+/// `len` values uniform in [-1, 1) + `offset` (made before the timed calls).
+fn values(rng: &mut StdRng, len: usize, offset: f32) -> Vec<f32> {
     (0..len)
-        .map(|_| {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0 + offset
-        })
+        .map(|_| rng.random_range(-1.0f32..1.0) + offset)
         .collect()
 }
 
 fn main() {
-    let mut model = "mobilenetv2".to_string();
-    let mut width = Some(0.35);
-    let mut input = Shape3::new(1, 28, 28);
-    let mut batch = 64;
-    let mut runs = 21;
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--model" => model = value(),
-            "--width" => width = Some(value().parse().unwrap()),
-            "--no-width" => width = None,
-            "--input" => {
-                let v: Vec<usize> = value().split(',').map(|x| x.parse().unwrap()).collect();
-                input = Shape3::new(v[0], v[1], v[2]);
-            }
-            "--batch" => batch = value().parse().unwrap(),
-            "--runs" => runs = value().parse().unwrap(),
-            other => panic!("unknown flag {other}"),
-        }
+    let args = LayerBenchArgs {
+        model: "mobilenetv2".into(),
+        width: Some(0.35),
+        input: Shape3::new(1, 28, 28),
+        batch: 64,
+        runs: 21,
     }
+    .parse(|_, _| false);
+    let (model, batch, runs) = (args.model.clone(), args.batch, args.runs);
     dnal::allocator::keep_freed_memory();
-    let spec = model_spec_at_width(&model, input, 10, width).expect("a known model");
-    let plan = NetPlan::new(spec, GatePosition::AfterBn).expect("a valid model");
+    let plan = args.plan();
     let (mut forward_total, mut backward_total, mut values_total) = (0.0, 0.0, 0usize);
     for (index, node) in plan.spec.nodes.iter().enumerate() {
         let Op::Conv { out_channels, .. } = node.op else {
@@ -78,10 +50,11 @@ fn main() {
             spatial: out.height * out.width,
         };
         let len = batch * out_channels * shape.spatial;
-        let x = values(len, index as u32, 0.5);
-        let dy = values(len, 1000 + index as u32, 0.0);
-        let gamma = values(out_channels, 2000 + index as u32, 1.0);
-        let beta = values(out_channels, 3000 + index as u32, 0.0);
+        let mut rng = StdRng::seed_from_u64(index as u64);
+        let x = values(&mut rng, len, 0.5);
+        let dy = values(&mut rng, len, 0.0);
+        let gamma = values(&mut rng, out_channels, 1.0);
+        let beta = values(&mut rng, out_channels, 0.0);
         let affine = NormAffine {
             gamma: &gamma,
             beta: &beta,
