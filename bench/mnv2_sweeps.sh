@@ -52,7 +52,6 @@ else
   # Each seed's own copy: a table learns from the measurements kept beside it, and seeds
   # that shared one would not be independent.
   cp "$table" "$out-table.json"
-  parent=()
   if [[ $kind != f32 && -d $runs/m7-f32-s$seed/weights ]]; then
     parent=(--from-weights "$runs/m7-f32-s$seed")
   else
