@@ -223,6 +223,73 @@ impl BudgetControl {
     }
 }
 
+/// Samples a gate stage keeps per epoch of its course ([`LandingTrace`]): enough to see the
+/// controller swing within an epoch, few enough that a long stage's report stays small.
+pub const LANDING_SAMPLES_PER_EPOCH: usize = 64;
+
+/// The course of a budget-mode gate stage, step by step (every `stride`-th step): what the
+/// per-epoch lines cannot show, such as the gates overshooting within an epoch while
+/// lambda_a was still rising. Kept in `report.json` (`budget.trace`) and drawn as
+/// `landing.svg`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LandingTrace {
+    /// Steps in one epoch of the stage.
+    pub steps_per_epoch: usize,
+    /// Steps between samples.
+    pub stride: usize,
+    /// Gate-stage steps so far.
+    pub steps: usize,
+    /// The budget the cost ratios are shares of, in the budget's unit.
+    pub target: f64,
+    /// How far off the budget (a share of it) the gates may be before delta is held
+    /// ([`crate::schedule::LandingDelta::band`]).
+    pub band: f64,
+    /// The samples, oldest first.
+    pub samples: Vec<LandingSample>,
+}
+
+/// One step of a gate stage's [`LandingTrace`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LandingSample {
+    /// The gate-stage step (1-based, counted over all its epochs).
+    pub step: usize,
+    /// The cost of the network the gates' signs describe after the step, as a share of the
+    /// budget (1: on it).
+    pub cost_ratio: f64,
+    /// lambda_a the step ran with.
+    pub lambda: f64,
+    /// delta the step ran at.
+    pub delta: f64,
+}
+
+impl LandingTrace {
+    /// An empty trace of a stage with `steps_per_epoch` steps an epoch, towards `target`,
+    /// whose delta is held off `band`.
+    pub fn new(steps_per_epoch: usize, target: f64, band: f64) -> Self {
+        Self {
+            steps_per_epoch,
+            stride: steps_per_epoch.div_ceil(LANDING_SAMPLES_PER_EPOCH).max(1),
+            steps: 0,
+            target,
+            band,
+            samples: Vec::new(),
+        }
+    }
+
+    /// Counts a step, and keeps it when it is the first or falls on the stride.
+    pub fn record(&mut self, cost: f64, lambda: f64, delta: f64) {
+        self.steps += 1;
+        if self.steps == 1 || self.steps.is_multiple_of(self.stride) {
+            self.samples.push(LandingSample {
+                step: self.steps,
+                cost_ratio: cost / self.target,
+                lambda,
+                delta,
+            });
+        }
+    }
+}
+
 /// How [`fit_to_budget`] changed DNAL's `s > 0` rule.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BudgetFit {
@@ -646,6 +713,31 @@ mod tests {
         );
         let full = flops.total(&plan.full_counts());
         check_reachable(&plan, &flops, Budget::Flops(0.05 * full)).unwrap();
+    }
+
+    #[test]
+    fn a_landing_trace_keeps_the_first_step_and_every_strideth() {
+        // 469 steps an epoch (Fashion-MNIST at batch 128): a sample every 8 steps.
+        let mut trace = LandingTrace::new(469, 20.0, 0.05);
+        assert_eq!(trace.stride, 8);
+        for step in 1..=3 * 469 {
+            trace.record(20.0 + step as f64, 1e-3, 2.0);
+        }
+        assert_eq!(trace.steps, 1407);
+        let steps: Vec<usize> = trace.samples.iter().map(|s| s.step).collect();
+        assert_eq!(steps[..3], [1, 8, 16]);
+        assert_eq!(*steps.last().unwrap(), 1400);
+        assert_eq!(steps.len(), 1 + 1407 / 8);
+        // The ratio is of the target; lambda and delta are the step's.
+        let last = trace.samples.last().unwrap();
+        assert_eq!(last.cost_ratio, (20.0 + 1400.0) / 20.0);
+        assert_eq!((last.lambda, last.delta), (1e-3, 2.0));
+        // A tiny stage keeps every step.
+        let mut small = LandingTrace::new(5, 1.0, 0.05);
+        for _ in 0..5 {
+            small.record(1.0, 1.0, 1.0);
+        }
+        assert_eq!(small.samples.len(), 5);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
+use crate::budget::LandingTrace;
 use crate::error::SearchError;
 use crate::report::{Report, SupernetLayer};
 
@@ -310,6 +311,137 @@ impl Figure for SupernetFigure<'_> {
     }
 }
 
+/// A budget-mode gate stage's course ([`LandingTrace`]): above, the binarised network's cost
+/// as a share of the budget with the band in which delta grows; below, log10 of lambda_a and
+/// of delta; a grey line at every epoch's end.
+pub struct LandingFigure<'a> {
+    /// The trace.
+    pub trace: &'a LandingTrace,
+    /// The budget, for the title (`30 ms`, `5140000 MACs`).
+    pub budget: String,
+}
+
+impl Figure for LandingFigure<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let trace = self.trace;
+        let (top, bottom) = root.split_vertically(root.dim_in_pixel().1 / 2);
+        let steps = trace.steps.max(1) as f64;
+        let ratios: Vec<(f64, f64)> = trace
+            .samples
+            .iter()
+            .map(|s| (s.step as f64, s.cost_ratio))
+            .collect();
+        let hi = ratios
+            .iter()
+            .map(|p| p.1)
+            .fold(1.0 + 2.0 * trace.band, f64::max);
+        let lo = ratios
+            .iter()
+            .map(|p| p.1)
+            .fold(1.0 - 2.0 * trace.band, f64::min);
+        let epoch_ends: Vec<f64> = (1..)
+            .map(|e| (e * trace.steps_per_epoch.max(1)) as f64)
+            .take_while(|&s| s < steps)
+            .collect();
+        let mut chart = ChartBuilder::on(&top)
+            .caption(
+                format!("the gate stage's landing on {}", self.budget),
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(32)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0f64..steps, lo.max(0.0) * 0.95..hi * 1.05)
+            .map_err(text)?;
+        chart
+            .configure_mesh()
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_desc("binarised cost / budget")
+            .draw()
+            .map_err(text)?;
+        let grey = RGBColor(190, 190, 190);
+        let epoch_color = RGBColor(110, 110, 110);
+        for (i, &x) in epoch_ends.iter().enumerate() {
+            let series = chart
+                .draw_series(LineSeries::new([(x, lo), (x, hi)], epoch_color))
+                .map_err(text)?;
+            if i == 0 {
+                series
+                    .label("end of an epoch")
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], epoch_color));
+            }
+        }
+        for (y, label) in [
+            (1.0 - trace.band, "band delta grows in"),
+            (1.0 + trace.band, ""),
+        ] {
+            let series = chart
+                .draw_series(LineSeries::new(
+                    [(0.0, y), (steps, y)],
+                    grey.stroke_width(2),
+                ))
+                .map_err(text)?;
+            if !label.is_empty() {
+                series
+                    .label(label)
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], grey));
+            }
+        }
+        draw_line(
+            &mut chart,
+            vec![(0.0, 1.0), (steps, 1.0)],
+            BLACK,
+            "budget",
+            0,
+        )?;
+        draw_line(&mut chart, ratios, palette(3), "binarised cost", 0)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+
+        let log = |v: f64| v.max(1e-12).log10();
+        let lambdas: Vec<(f64, f64)> = trace
+            .samples
+            .iter()
+            .map(|s| (s.step as f64, log(s.lambda)))
+            .collect();
+        let deltas: Vec<(f64, f64)> = trace
+            .samples
+            .iter()
+            .filter(|s| s.delta.is_finite())
+            .map(|s| (s.step as f64, log(s.delta)))
+            .collect();
+        let values = lambdas.iter().chain(&deltas).map(|p| p.1);
+        let (y_lo, y_hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+            (a.min(y), b.max(y))
+        });
+        let (y_lo, y_hi) = if y_lo.is_finite() {
+            (y_lo.floor(), y_hi.ceil().max(y_lo.floor() + 1.0))
+        } else {
+            (0.0, 1.0)
+        };
+        let mut chart = ChartBuilder::on(&bottom)
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0f64..steps, y_lo..y_hi)
+            .map_err(text)?;
+        chart
+            .configure_mesh()
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .x_desc("gate-stage step")
+            .y_desc("log10")
+            .draw()
+            .map_err(text)?;
+        for &x in &epoch_ends {
+            chart
+                .draw_series(LineSeries::new([(x, y_lo), (x, y_hi)], epoch_color))
+                .map_err(text)?;
+        }
+        draw_line(&mut chart, lambdas, palette(0), "lambda_a", 0)?;
+        draw_line(&mut chart, deltas, palette(1), "delta", 0)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)
+    }
+}
+
 /// One front of a Pareto plot.
 #[derive(Clone, Debug)]
 pub struct Front {
@@ -377,6 +509,27 @@ impl Figure for Pareto {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_landing_figure_is_drawn_from_a_trace() {
+        let mut trace = LandingTrace::new(40, 30.0, 0.05);
+        for step in 0..120 {
+            // Over the budget, down through it, and back.
+            let cost = 30.0 * (1.3 - 0.01 * step as f64).max(0.8);
+            trace.record(cost, 1e-4 * (1.0 + step as f64), 1.05f64.powi(step));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let stem = dir.path().join("landing");
+        let figure = LandingFigure {
+            trace: &trace,
+            budget: "30 ms".into(),
+        };
+        write_figure(&stem, (900, 600), &figure).unwrap();
+        let svg = std::fs::read_to_string(stem.with_extension("svg")).unwrap();
+        for label in ["30 ms", "binarised cost", "lambda_a", "delta"] {
+            assert!(svg.contains(label), "no {label} in the figure");
+        }
+    }
 
     #[test]
     fn a_pareto_plot_is_written_as_svg_and_png() {

@@ -6,7 +6,7 @@ use dnal_firmware::latency::PredictionErrors;
 use dnal_models::{ChannelMasks, NetPlan};
 use serde::{Deserialize, Serialize};
 
-use crate::budget::{Budget, BudgetFit};
+use crate::budget::{Budget, BudgetFit, LandingTrace};
 use crate::config::SearchConfig;
 use crate::quantize::QuantizeReport;
 use crate::train::{Accuracy, EpochStats};
@@ -269,6 +269,9 @@ pub struct BudgetReport {
     /// that did not fit).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub oversized_fits: Vec<OversizedFit>,
+    /// The gate stage's course towards the budget, step by step (every `stride`-th).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<LandingTrace>,
 }
 
 /// A fitted network whose firmware did not fit the board.

@@ -13,7 +13,7 @@ use dnal_firmware::deploy::top1_class;
 use dnal_models::{GateMode, GatedNet};
 use serde::{Deserialize, Serialize};
 
-use crate::budget::{BudgetControl, hard_counts};
+use crate::budget::{BudgetControl, LandingTrace, hard_counts};
 use crate::distill::Distillation;
 use crate::schedule::LandingDelta;
 
@@ -31,6 +31,8 @@ pub struct GatePenalty {
     pub budget: Option<BudgetControl>,
     /// In budget mode, delta, held while the gates are off the budget.
     pub delta: Option<LandingDelta>,
+    /// In budget mode, the stage's course: cost, lambda_a and delta step by step.
+    pub trace: Option<LandingTrace>,
 }
 
 /// A network [`train_epoch`] can train: a burn module with logits for a batch.
@@ -126,6 +128,10 @@ impl StepPenalty<GatedNet> for GatePenalty {
     fn after_step(&mut self, net: &GatedNet) {
         if let Some(budget) = &mut self.budget {
             let cost = budget.estimate.total(&hard_counts(net));
+            if let Some(trace) = &mut self.trace {
+                let delta = self.delta.map_or(f64::NAN, |d| d.delta);
+                trace.record(cost, self.lambda, delta);
+            }
             self.lambda = budget.update(self.lambda, cost);
             if let Some(delta) = &mut self.delta {
                 delta.after_step(cost / budget.target);
@@ -417,6 +423,7 @@ mod tests {
             weights: vec![1.0; net.gates.len()],
             budget: None,
             delta: Some(landing),
+            trace: None,
         };
         let net = penalty.constrain(net);
         for ((gate, was), id) in net.gates.iter().zip(&before).zip(&ids) {

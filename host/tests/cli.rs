@@ -340,6 +340,19 @@ fn from_weights_inherits_the_weight_stage_and_names_a_mismatch() {
     let budget = report["budget"]["budget"]["value"].as_f64().unwrap();
     assert!((budget - 0.4 * parent_macs).abs() < 1.0, "{report}");
     assert!(report["pruned"]["flops"].as_f64().unwrap() <= budget);
+    // The gate stage's course: its 4 steps (256 images, batch 64), ending where the fit found
+    // the gates, and drawn.
+    let trace = &report["budget"]["trace"];
+    assert_eq!(trace["steps"], 4, "{report}");
+    let samples = trace["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 4);
+    let last = samples[3]["cost_ratio"].as_f64().unwrap() * budget;
+    let at_zero = report["budget"]["fit"]["cost_at_zero"].as_f64().unwrap();
+    assert!(
+        (last - at_zero).abs() <= 1e-6 * at_zero,
+        "{last} against {at_zero}"
+    );
+    assert!(second.join("landing.svg").exists() && second.join("landing.png").exists());
     assert_eq!(report["config"]["train_limit"], 256);
     assert_eq!(report["config"]["test_limit"], 64);
     assert_eq!(report["parent"]["images"], 64);

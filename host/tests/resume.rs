@@ -47,6 +47,8 @@ fn outcome(report: &serde_json::Value) -> serde_json::Value {
         "channels": report["channels"],
         "gates": report["gates"],
         "history": history,
+        // The gate stage's course towards the default budget, over the kill.
+        "trace": report["budget"]["trace"],
     })
 }
 
@@ -110,6 +112,15 @@ fn a_killed_search_resumes_and_matches_an_uninterrupted_run() {
     let resumed = read_json(&killed.join("report.json"));
     let reference = read_json(&whole.join("report.json"));
     assert_eq!(outcome(&resumed), outcome(&reference));
+    // Every step of both gate epochs (8 a epoch) is in it, the killed one's included.
+    assert_eq!(resumed["budget"]["trace"]["steps"], 16, "{resumed}");
+    assert_eq!(
+        resumed["budget"]["trace"]["samples"]
+            .as_array()
+            .unwrap()
+            .len(),
+        16
+    );
     // The killed stage's time is counted once per run that worked on it, never reset.
     assert!(resumed["stages"][1]["seconds"].as_f64().unwrap() > 0.0);
 

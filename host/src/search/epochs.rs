@@ -116,6 +116,7 @@ impl Search {
                     .as_ref()
                     .and_then(|p| p.budget.as_ref())
                     .map(|b| b.trend);
+                self.state.gate_trace = penalty.as_ref().and_then(|p| p.trace.clone());
                 let gate_mode =
                     landing.map_or(mode(last_step), |l| GateMode::Soft { delta: l.delta });
                 let record = self.gate_record(&net, epoch + 1, gate_mode, lambda);

@@ -16,7 +16,7 @@ use crate::data::{ExportTestSet, normalised_images};
 use crate::error::SearchError;
 use crate::export::{ExportNet, SearchInfo, build_export};
 use crate::latency::{MEASURE_IMAGES, measure_on_board};
-use crate::plot::{SearchCurves, SupernetFigure, write_figure};
+use crate::plot::{LandingFigure, SearchCurves, SupernetFigure, write_figure};
 use crate::progress::SearchObserver;
 use crate::quantize::aware::{self, AwareTraining, Training};
 use crate::quantize::{
@@ -268,6 +268,19 @@ impl Search {
             &SearchCurves { report: &report },
         ) {
             observer.message(&format!("warning: no curves plot: {e}"));
+        }
+        if let Some(budget) = &report.budget
+            && let Some(trace) = &budget.trace
+            && let Err(e) = write_figure(
+                &self.out.join("landing"),
+                (1000, 640),
+                &LandingFigure {
+                    trace,
+                    budget: budget.budget.to_string(),
+                },
+            )
+        {
+            observer.message(&format!("warning: no landing plot: {e}"));
         }
         if !report.supernet.is_empty()
             && let Err(e) = write_figure(

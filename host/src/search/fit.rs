@@ -44,6 +44,7 @@ impl Search {
             fit: BudgetFit::default(),
             measured_fits: Vec::new(),
             oversized_fits: Vec::new(),
+            trace: self.state.gate_trace.clone(),
         };
         let mut landing = match budget {
             Budget::LatencyMs(budget_ms) => Some(LatencyLanding::new(budget_ms)),

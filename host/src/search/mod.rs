@@ -157,6 +157,7 @@ pub fn fork_after_weights(from: &Path, to: &Path, config: SearchConfig) -> Resul
         gate_lambda: None,
         gate_landing: None,
         gate_trend: None,
+        gate_trace: None,
         budget: None,
         checksums: sums.map(|s| (tag, s)).into_iter().collect(),
         warnings: Vec::new(),

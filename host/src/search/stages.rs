@@ -9,7 +9,7 @@ use dnal_models::{ChannelMasks, GateMode, GatedNet};
 use super::epochs::StageRun;
 use super::run::Search;
 use super::state::Stage;
-use crate::budget::{BudgetControl, CostEstimate};
+use crate::budget::{BudgetControl, CostEstimate, LandingTrace};
 use crate::config::{GateStageNorm, LrSchedule};
 use crate::distill::Distillation;
 use crate::error::SearchError;
@@ -137,11 +137,18 @@ impl Search {
                 )
             })
         });
+        let trace = budget.as_ref().map(|control| {
+            self.state
+                .gate_trace
+                .clone()
+                .unwrap_or_else(|| LandingTrace::new(steps, control.target, LANDING_BAND))
+        });
         let mut penalty = GatePenalty {
             lambda,
             weights,
             budget,
             delta: landing,
+            trace,
         };
         let lr = move |_: usize| config.lr_gates;
         let mode = move |step: usize| GateMode::Soft {

@@ -7,7 +7,7 @@ use std::path::Path;
 use dnal_models::ChannelMasks;
 use serde::{Deserialize, Serialize};
 
-use crate::budget::CostTrend;
+use crate::budget::{CostTrend, LandingTrace};
 use crate::checkpoint::{CheckpointDir, Checksums, read_json};
 use crate::config::SearchConfig;
 use crate::error::SearchError;
@@ -72,6 +72,9 @@ pub struct SearchState {
     /// Budget mode: where the cost was heading at the last gate-stage checkpoint.
     #[serde(default)]
     pub gate_trend: Option<CostTrend>,
+    /// Budget mode: the gate stage's course up to the last gate-stage checkpoint.
+    #[serde(default)]
+    pub gate_trace: Option<LandingTrace>,
     /// How the kept channels met the budget, in budget mode.
     #[serde(default)]
     pub budget: Option<BudgetReport>,
@@ -103,6 +106,7 @@ impl SearchState {
             gate_lambda: None,
             gate_landing: None,
             gate_trend: None,
+            gate_trace: None,
             budget: None,
             checksums: BTreeMap::new(),
             warnings: Vec::new(),
