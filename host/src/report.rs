@@ -225,7 +225,8 @@ pub struct Report {
     /// (drawn in `supernet.svg`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub supernet: Vec<SupernetLayer>,
-    /// What the search found wrong but went on with (a network collapsed by the gate stage).
+    /// What the search found wrong but went on with (a network collapsed by the gate stage,
+    /// or squeezed to one channel where every image passes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     /// With `--precision int8`: the int8 network in `OUT/int8` against the f32 one (`pruned`),

@@ -651,6 +651,48 @@ fn a_collapsed_network_is_said_not_returned_silently() {
 }
 
 #[test]
+fn a_stream_squeezed_to_one_channel_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = noise_folder(dir.path());
+    let warnings = |report: &serde_json::Value| -> Vec<String> {
+        report["warnings"].as_array().map_or_else(Vec::new, |w| {
+            w.iter().map(|w| w.as_str().unwrap().to_owned()).collect()
+        })
+    };
+    // Half the parameters: every group the images pass through keeps channels.
+    let loose = quick_mobile_search(
+        &data,
+        &dir.path().join("loose"),
+        "mobilenetv2",
+        &["--params-budget", "50%", "--cost", "params"],
+    );
+    assert!(warnings(&loose).is_empty(), "{loose}");
+    // A twentieth: the late coupled streams and `last`, which hold most of the parameters,
+    // go down to one channel, and the warning names them with the way out.
+    let tight = quick_mobile_search(
+        &data,
+        &dir.path().join("tight"),
+        "mobilenetv2",
+        &["--params-budget", "5%", "--cost", "params"],
+    );
+    let said = warnings(&tight);
+    assert_eq!(said.len(), 1, "{tight}");
+    let warning = &said[0];
+    for needle in [
+        "channel groups every image passes through kept a single channel",
+        "s6b1.project+s6b2.project+s6b3.project at 1 of 56",
+        "last at 1 of 1280",
+        "give a larger --params-budget",
+        "--cost uniform",
+    ] {
+        assert!(warning.contains(needle), "{needle}: {warning}");
+    }
+    let channels = tight["channels"].as_array().unwrap();
+    let last = channels.iter().find(|c| c["layers"] == "last").unwrap();
+    assert_eq!(last["pruned"], 1, "{channels:?}");
+}
+
+#[test]
 fn a_folder_keeps_its_images_shape_unless_told_otherwise() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("marks");

@@ -173,6 +173,44 @@ impl ChannelGroups {
             .any(|set| set.branches.iter().any(|b| b.group == group))
     }
 
+    /// The prunable groups that every path from the image to the logits passes through, in
+    /// order. Nothing past such a group sees more feature maps than it keeps, so one kept at a
+    /// single channel squeezes the whole image through one map: every group of a plain conv
+    /// chain, a mobile network's coupled streams (not the expansions its residual adds
+    /// bypass), a supernet's streams (not its candidates' hidden channels).
+    pub fn bottlenecks(&self, spec: &NetSpec) -> Vec<usize> {
+        let values = self.value_group.len();
+        let mut readers = vec![Vec::new(); values];
+        for (index, node) in spec.nodes.iter().enumerate() {
+            for &v in &node.inputs {
+                readers[v].push(index + 1);
+            }
+        }
+        let output = values - 1;
+        // A group is on every path when the logits cannot be reached from the image without
+        // passing through one of its values.
+        let reaches_output_without = |group: usize| {
+            let mut seen = vec![false; values];
+            let mut stack = vec![0];
+            seen[0] = true;
+            while let Some(v) = stack.pop() {
+                if v == output {
+                    return true;
+                }
+                for &next in &readers[v] {
+                    if !seen[next] && self.value_group[next] != group {
+                        seen[next] = true;
+                        stack.push(next);
+                    }
+                }
+            }
+            false
+        };
+        (0..self.groups.len())
+            .filter(|&g| self.groups[g].prunable && !reaches_output_without(g))
+            .collect()
+    }
+
     /// The gate a conv node applies, if its output group is prunable.
     pub fn gate_of_value(&self, value: usize) -> Option<usize> {
         self.gate_of_group[self.value_group[value]]
@@ -299,10 +337,28 @@ mod tests {
         assert_eq!(groups.groups[g[1]].producers, vec![0, 3]);
         assert_eq!(groups.groups[g[2]].producers, vec![1, 2]);
         assert_eq!(groups.group_of_gate.len(), 2);
+        assert_eq!(
+            groups.bottlenecks(&spec),
+            vec![g[1]],
+            "the residual add bypasses c1's expansion, not the stream"
+        );
         assert_eq!(groups.describe(&spec, g[1]), "stem+c2");
         // Many writers are abbreviated, with their count.
         let mut many = groups.clone();
         many.groups[g[1]].producers = vec![0, 1, 2, 3, 0];
         assert_eq!(many.describe(&spec, g[1]), "stem+c1+...+stem (5 layers)");
+    }
+
+    #[test]
+    fn without_a_residual_every_group_is_a_bottleneck() {
+        let mut b = SpecBuilder::new("chain", Shape3::new(1, 8, 8), 2);
+        let stem = b.conv("stem", 0, 4, 3, 1, Activation::Relu);
+        let c1 = b.conv("c1", stem, 6, 3, 1, Activation::Relu);
+        b.classifier(c1);
+        let spec = b.finish();
+        let shapes = spec.value_shapes().unwrap();
+        let groups = ChannelGroups::analyse(&spec, &shapes).unwrap();
+        let g = &groups.value_group;
+        assert_eq!(groups.bottlenecks(&spec), vec![g[1], g[2]]);
     }
 }

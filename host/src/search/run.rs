@@ -280,7 +280,7 @@ impl Search {
                         ));
                     }
                     self.state.budget = budget;
-                    if let Some(warning) = self.collapse(&masks) {
+                    if let Some(warning) = self.collapse(&masks).or_else(|| self.squeezed(&masks)) {
                         observer.message(&format!("warning: {warning}"));
                         self.state.warnings.push(warning);
                     }

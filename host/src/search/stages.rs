@@ -9,6 +9,7 @@ use dnal_models::{ChannelMasks, GateMode, GatedNet};
 use super::epochs::StageRun;
 use super::run::Search;
 use super::state::Stage;
+use crate::arch_cost::CostWeighting;
 use crate::budget::{BudgetControl, CostEstimate, LandingTrace};
 use crate::config::{GateStageNorm, LrSchedule};
 use crate::distill::Distillation;
@@ -307,6 +308,60 @@ impl Search {
             ));
         }
         None
+    }
+
+    /// What is wrong when a channel group that every image passes through (a plain layer, a
+    /// mobile network's or a supernet's coupled stream: [`ChannelGroups::bottlenecks`]) kept
+    /// a single channel: the network after it sees one feature map, whatever survives around
+    /// it. A network can still learn through that, so it is said, not refused.
+    ///
+    /// [`ChannelGroups::bottlenecks`]: dnal_models::ChannelGroups::bottlenecks
+    pub(super) fn squeezed(&self, masks: &ChannelMasks) -> Option<String> {
+        let plan = &self.parent.plan;
+        let bottlenecks = plan.groups.bottlenecks(&plan.spec);
+        let squeezed: Vec<usize> = bottlenecks
+            .iter()
+            .copied()
+            .filter(|&g| masks.kept(g).len() <= 1 && plan.groups.groups[g].channels > 1)
+            .collect();
+        if squeezed.is_empty() {
+            return None;
+        }
+        let coupled = squeezed
+            .iter()
+            .any(|&g| plan.groups.groups[g].producers.len() > 1);
+        let config = self.config();
+        let fix = match self.budget() {
+            Some(budget) => {
+                let mut fix = format!("give a larger {}", budget.option());
+                // A coupled stream's channel is charged for every layer that writes or
+                // reads it, which makes it the dearest channel when those are many.
+                if coupled && matches!(config.cost, CostWeighting::Params | CostWeighting::Flops) {
+                    fix.push_str(&format!(
+                        ", or weigh channels with --cost uniform (--cost {} charges a stream's \
+                         channel for every layer it joins)",
+                        config.cost
+                    ));
+                }
+                fix
+            }
+            None => "lower --lambda".into(),
+        };
+        Some(format!(
+            "{} of the {} channel groups every image passes through kept a single channel, so \
+             the layers after each see one feature map: {}; {fix}",
+            squeezed.len(),
+            bottlenecks.len(),
+            squeezed
+                .iter()
+                .map(|&g| format!(
+                    "{} at 1 of {}",
+                    plan.groups.describe(&plan.spec, g),
+                    plan.groups.groups[g].channels
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
     }
 
     /// Finetuning the pruned network (cosine learning rate), with the trained parent as

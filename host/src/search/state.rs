@@ -81,7 +81,8 @@ pub struct SearchState {
     /// The SHA-256 of every file of every checkpoint still kept, by checkpoint folder: each is
     /// verified before it is loaded.
     pub checksums: BTreeMap<String, Checksums>,
-    /// What the search found wrong but went on with (a collapsed network), for the report.
+    /// What the search found wrong but went on with (a collapsed or squeezed network), for
+    /// the report.
     #[serde(default)]
     pub warnings: Vec<String>,
 }
