@@ -651,6 +651,45 @@ fn a_collapsed_network_is_said_not_returned_silently() {
 }
 
 #[test]
+fn a_supernet_that_removed_candidates_is_not_called_collapsed_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = noise_folder(dir.path());
+    // At 8% of the MACs, every channel weighed alike, about half the candidates close
+    // entirely: the search's choice, which the collapse check must not count as layers at one
+    // channel (it once said "78 of 133 gated layers keep a single channel" here, 63 of them
+    // removed).
+    let report = quick_mobile_search(
+        &data,
+        &dir.path().join("run"),
+        "proxyless",
+        &["--flops-budget", "8%", "--cost", "uniform"],
+    );
+    let removed = report["supernet"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|layer| layer["candidates"].as_array().unwrap())
+        .filter(|c| c["pruned"] == 0)
+        .count();
+    let channels = report["channels"].as_array().unwrap();
+    let left = channels.len() - removed;
+    let single = channels.iter().filter(|c| c["pruned"] == 1).count();
+    assert!(removed > 0, "no candidate was removed: {channels:?}");
+    let said_collapsed = report["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|w| w.as_str().unwrap().contains("collapsed"));
+    // The rule on the layers that remain, recomputed from what the report shows.
+    assert_eq!(
+        said_collapsed,
+        2 * single >= left,
+        "{single} of {left} layers left at one channel, {removed} candidates removed: {}",
+        report["warnings"]
+    );
+}
+
+#[test]
 fn a_stream_squeezed_to_one_channel_is_said() {
     let dir = tempfile::tempdir().unwrap();
     let data = noise_folder(dir.path());

@@ -258,14 +258,20 @@ impl Search {
     /// What is wrong when the gate stage pruned the network to (next to) nothing: its
     /// binarised network classifies at chance although the parent learned (without a budget,
     /// whose fit would reopen channels), or half or more of the gated layers kept a single
-    /// channel. `None` for a network worth finetuning.
+    /// channel (a supernet's candidates removed whole are not counted: removing them is the
+    /// search's choice). `None` for a network worth finetuning.
     pub(super) fn collapse(&self, masks: &ChannelMasks) -> Option<String> {
         let groups = &self.parent.plan.groups;
+        // A supernet's candidate that lost every channel was removed, which is how the search
+        // chooses among candidates, not a collapse: count only the layers that remain.
         let kept: Vec<usize> = groups
             .group_of_gate
             .iter()
-            .map(|&g| masks.kept(g).len())
+            .map(|&g| (g, masks.kept(g).len()))
+            .filter(|&(g, k)| k > 0 || !groups.removable(g))
+            .map(|(_, k)| k)
             .collect();
+        let removed = groups.group_of_gate.len() - kept.len();
         let at_floor = kept.iter().filter(|&&k| k <= 1).count();
         let classes = self.dataset.train.num_classes().max(1);
         let chance = 1.0 / classes as f64;
@@ -301,10 +307,16 @@ impl Search {
             ));
         }
         if kept.len() >= 2 && 2 * at_floor >= kept.len() {
+            let layers = match removed {
+                0 => format!("{} gated layers", kept.len()),
+                _ => format!(
+                    "{} gated layers left (besides {removed} candidates removed whole)",
+                    kept.len()
+                ),
+            };
             return Some(format!(
-                "the gate stage collapsed the network: {at_floor} of {} gated layers keep a single \
-                 channel at lambda_a {lambda:.2e}; {fix}",
-                kept.len()
+                "the gate stage collapsed the network: {at_floor} of {layers} keep a single \
+                 channel at lambda_a {lambda:.2e}; {fix}"
             ));
         }
         None
