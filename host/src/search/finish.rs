@@ -11,6 +11,7 @@ use dnal_models::{ChannelMasks, GatedNet, NetPlan};
 use super::run::{Search, net_report};
 use super::state::Stage;
 use super::{INT8_EXPORT, PARENT_EXPORT};
+use crate::budget::Budget;
 use crate::checkpoint::write_json;
 use crate::data::{ExportTestSet, normalised_images};
 use crate::error::SearchError;
@@ -213,6 +214,34 @@ impl Search {
         Ok((int8, report))
     }
 
+    /// What is wrong when the network as delivered measured over a latency budget. The fit
+    /// measured it under, on the gate stage's weights; finetuning changes only the weights,
+    /// and the int8 firmware's instructions do not depend on them (its zero points are
+    /// opaque to the compiler), so this says that something else moved the cost.
+    fn over_budget(&self, latency: Option<&LatencyReport>) -> Option<String> {
+        let (Some(Budget::LatencyMs(budget)), Some(latency)) = (self.budget(), latency) else {
+            return None;
+        };
+        let kept = self.state.budget.as_ref().and_then(|b| {
+            b.measured_fits
+                .iter()
+                .map(|f| f.measured_ms)
+                .filter(|&ms| ms <= budget)
+                .reduce(f64::max)
+        });
+        (latency.measured_ms > budget).then(|| {
+            format!(
+                "the network measured {:.3} ms on {}, over the {budget} ms budget{}; search \
+                 again with a budget lower by the difference",
+                latency.measured_ms,
+                latency.board,
+                kept.map_or(String::new(), |ms| format!(
+                    " (its fit measured {ms:.3} ms)"
+                ))
+            )
+        })
+    }
+
     /// Exports the pruned network, evaluates the export as written, measures it on the board
     /// and writes the report.
     pub(super) fn finish(
@@ -238,6 +267,10 @@ impl Search {
             Some((int8, _)) => self.measure(&export, Some(int8), "the int8 network", observer)?,
             None => self.measure(&export, None, "the pruned network", observer)?,
         };
+        if let Some(warning) = self.over_budget(latency.as_ref()) {
+            observer.message(&format!("warning: {warning}"));
+            self.state.warnings.push(warning);
+        }
         let int8 = int8.map(|(_, report)| report);
         let channels = channel_groups(&self.parent.plan, &masks);
         let report = Report {

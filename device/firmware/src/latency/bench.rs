@@ -185,8 +185,12 @@ pub(crate) fn bench_code(
         }
         Precision::Int8 => {
             let simd = int8::simd_conv(&layer, &info, numbers.simd);
-            let code = int8::layer_code_int8(&ident, &layer, &info, INT8_ZERO, INT8_STAGE, simd)
-                .map_err(fail)?;
+            // The model's layer's zero points are constants in its firmware where they are
+            // in the benchmark's, opaque where opaque.
+            let fixed = int8::FixedZeroPoints::of_layer(arch, plan.index);
+            let code =
+                int8::layer_code_int8(&ident, &layer, &info, INT8_ZERO, INT8_STAGE, fixed, simd)
+                    .map_err(fail)?;
             let (weights_len, bias_len) = match (&info.tensor_shapes, &simd) {
                 (Some(_), Some(int8::SimdConv::Dense(p))) => {
                     (dsp_weights_len(p), info.output.channels)
