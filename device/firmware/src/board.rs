@@ -263,6 +263,18 @@ impl Int8Simd {
         }
     }
 
+    /// The multiple a dense convolution's row of inputs (kernel taps times input channels)
+    /// is padded to by these kernels ([`dnal_kernels::int8::dsp_row_len`],
+    /// [`dnal_kernels::int8::sdot_row_len`]); `None` for the portable ones, which read it
+    /// as it is.
+    pub fn row_quantum(self) -> Option<usize> {
+        match self {
+            Int8Simd::None => None,
+            Int8Simd::Dsp { .. } => Some(4),
+            Int8Simd::Dot => Some(16),
+        }
+    }
+
     /// These kernels with 3x3 convolutions by Winograd's F(2x2, 3x3) (`on`) or directly;
     /// only the DSP kernels have the choice, so the others are returned as they are.
     pub fn with_winograd(self, on: bool) -> Int8Simd {

@@ -144,30 +144,12 @@ pub fn generate_int8_model(
                 &format!("core::hint::black_box(&weights::{ident}_RQ)"),
             );
         if let Int8Layer::Add(a) = data {
-            let zeros: Vec<String> = layer
+            let zeros: Vec<i32> = layer
                 .inputs
                 .iter()
-                .map(|&v| export.value(v).zero_point.to_string())
+                .map(|&v| export.value(v).zero_point)
                 .collect();
-            call = call
-                .replace(
-                    "{zeros}",
-                    &if fixed.input {
-                        format!("[{}]", zeros.join(", "))
-                    } else {
-                        format!("core::hint::black_box([{}])", zeros.join(", "))
-                    },
-                )
-                .replace(
-                    "{out_rq}",
-                    // Opaque as the other factors: seen, LLVM multiplied by the constant in
-                    // three instructions instead of `SMMULR`'s one, and clamped in six
-                    // instead of `SSAT`'s one (an add of MobileNetV2 -13% without).
-                    &format!(
-                        "core::hint::black_box(kernels::Requantize {{ multiplier: {}, shift: {} }})",
-                        a.output.multiplier, a.output.shift
-                    ),
-                );
+            call = fill_add_call(&call, &zeros, fixed, &a.output);
         }
         emit_layer(
             (&mut functions, &mut body),
@@ -402,6 +384,36 @@ fn rectified(arch: &Arch, v: usize) -> bool {
             .first()
             .is_some_and(|&input| rectified(arch, input)),
     }
+}
+
+/// An add's call with its input zero points and output rescale filled in, as the model and
+/// its latency table's benchmarks both pass them.
+pub(crate) fn fill_add_call(
+    call: &str,
+    zeros: &[i32],
+    fixed: FixedZeroPoints,
+    output: &Requantize,
+) -> String {
+    let zeros: Vec<String> = zeros.iter().map(i32::to_string).collect();
+    let zeros = format!("[{}]", zeros.join(", "));
+    call.replace(
+        "{zeros}",
+        &if fixed.input {
+            zeros
+        } else {
+            format!("core::hint::black_box({zeros})")
+        },
+    )
+    .replace(
+        "{out_rq}",
+        // Opaque as the other factors: seen, LLVM multiplied by the constant in three
+        // instructions instead of `SMMULR`'s one, and clamped in six instead of `SSAT`'s one
+        // (an add of MobileNetV2 -13% without).
+        &format!(
+            "core::hint::black_box(kernels::Requantize {{ multiplier: {}, shift: {} }})",
+            output.multiplier, output.shift
+        ),
+    )
 }
 
 /// A zero point as the generated code passes it: a literal where it is fixed, else opaque.

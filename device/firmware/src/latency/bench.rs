@@ -24,7 +24,7 @@ use dnal_export::int8::{ValueRanges, quantize};
 use dnal_export::{Arch, ArchSummary, Conv2dSpec, Layer, LayerSummary, LinearSpec, Op, Precision};
 use dnal_kernels::Shape3;
 use dnal_kernels::arena::Span;
-use dnal_kernels::int8::{OutputStage, dsp_weights_len, sdot_weights_len};
+use dnal_kernels::int8::{OutputStage, Requantize, dsp_weights_len, sdot_weights_len};
 
 use crate::board::Int8Simd;
 
@@ -103,9 +103,12 @@ const INT8_STAGE: OutputStage = OutputStage {
     factors_below_half: true,
     factors_short: true,
 };
-/// A requantisation factor below a half (0.71 * 2^-1, [`kernels::Requantize::is_short`]), as a
+/// A requantisation factor below a half (0.71 * 2^-1, [`Requantize::is_short`]), as a
 /// layer's usually is.
-const INT8_RQ: &str = "kernels::Requantize { multiplier: 1518500250, shift: -1 }";
+const INT8_OUTPUT_RQ: Requantize = Requantize {
+    multiplier: 1518500250,
+    shift: -1,
+};
 
 /// The parent layer `plan.index` with `in_channels` / `out_channels` channels, as a
 /// one-layer network reading the image: its layer and summary (shapes, weight shapes).
@@ -205,7 +208,6 @@ pub(crate) fn bench_code(
                 Op::Add(_) => layer.inputs.len(),
                 _ => bias_len,
             };
-            let zeros = vec![INT8_ZERO.to_string(); layer.inputs.len()];
             // Biases and requantisation pairs as a model passes its own: of a constant
             // length, their values hidden from the optimiser (see `generate_int8_model`).
             let opaque = |name: &str, ty: &str, len: usize| {
@@ -220,9 +222,10 @@ pub(crate) fn bench_code(
                 .replace(
                     "{rq}",
                     &opaque(SHARED_REQUANTIZE, "kernels::Requantize", rq_len),
-                )
-                .replace("{zeros}", &format!("[{}]", zeros.join(", ")))
-                .replace("{out_rq}", INT8_RQ);
+                );
+            // An add's zero points and output rescale as the model's firmware passes them.
+            let zeros = vec![INT8_ZERO; layer.inputs.len()];
+            let call = int8::fill_add_call(&call, &zeros, fixed, &INT8_OUTPUT_RQ);
             let scratch_len = simd.map_or(0, |d| d.scratch_len());
             (code, weights_len, bias_len, rq_len, scratch_len, call)
         }

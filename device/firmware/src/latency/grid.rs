@@ -11,10 +11,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::LatencyError;
-use super::table::{Grid, LayerStructure};
+use super::table::{Grid, InRow, LayerStructure};
 use crate::board::Int8Simd;
-use dnal_export::{Arch, ArchSummary, Op};
+use dnal_export::{Arch, ArchSummary, Layer, LayerSummary, Op};
 use dnal_kernels::f32::OUT_BLOCK;
+use dnal_kernels::int8::ADD_TABLE_MIN_LEN;
 use dnal_kernels::{Conv2dParams, Shape3};
 
 /// How densely to measure.
@@ -73,6 +74,7 @@ pub(crate) enum Axes {
         in_channels: Vec<usize>,
         out_channels: Vec<usize>,
         out_block: usize,
+        in_row: Option<InRow>,
     },
     Channels(Vec<usize>),
 }
@@ -100,10 +102,12 @@ impl Axes {
                 in_channels,
                 out_channels,
                 out_block,
+                in_row,
             } => Grid::InOut {
                 in_channels: in_channels.clone(),
                 out_channels: out_channels.clone(),
                 out_block: *out_block,
+                in_row: *in_row,
                 cost: costs
                     .chunks(out_channels.len())
                     .map(|row| row.to_vec())
@@ -141,7 +145,15 @@ pub(crate) fn plan_layers(
             let axes = match &layer.op {
                 Op::Conv2d(c) if !c.is_depthwise() => {
                     let mut axes = in_out(c_in, c_out, in_fixed, out_fixed, options);
-                    if let (false, Axes::InOut { in_channels, .. }) = (in_fixed, &mut axes) {
+                    if let (
+                        false,
+                        Axes::InOut {
+                            in_channels,
+                            in_row,
+                            ..
+                        },
+                    ) = (in_fixed, &mut axes)
+                    {
                         let kernel = |channels: usize| {
                             let shape = Shape3::new(channels, input.height, input.width);
                             Conv2dParams::new(
@@ -154,6 +166,23 @@ pub(crate) fn plan_layers(
                             )
                             .map_or(0, |p| simd.dense_kernel(&p))
                         };
+                        // A SIMD kernel that pads each output's row of inputs (not
+                        // Winograd's) costs by the padded length: the points go where rows
+                        // are whole, so that each measures a full row.
+                        let kernels: Vec<u8> = (1..=c_in).map(kernel).collect();
+                        *in_row = simd
+                            .row_quantum()
+                            .filter(|_| kernels.iter().all(|&k| k == 1 || k == 2))
+                            .map(|quantum| InRow {
+                                taps: c.kernel[0] * c.kernel[1],
+                                quantum,
+                            });
+                        if let Some(row) = in_row {
+                            let whole = row.whole_rows();
+                            for n in in_channels.iter_mut().filter(|n| **n > 1) {
+                                *n = (n.div_ceil(whole) * whole).min(c_in);
+                            }
+                        }
                         let jumps = (1..c_in).filter(|&n| kernel(n) != kernel(n + 1));
                         in_channels.extend(jumps.flat_map(|n| [n, n + 1]));
                         in_channels.sort_unstable();
@@ -165,7 +194,12 @@ pub(crate) fn plan_layers(
                 _ => Axes::Channels(if in_fixed || out_fixed {
                     vec![c_in]
                 } else {
-                    spread(c_in, options.channel_points)
+                    let mut channels = spread(c_in, options.channel_points);
+                    channels.extend(channel_jumps(layer, info, simd));
+                    channels.retain(|&n| n <= c_in);
+                    channels.sort_unstable();
+                    channels.dedup();
+                    channels
                 }),
             };
             LayerPlan {
@@ -176,6 +210,27 @@ pub(crate) fn plan_layers(
             }
         })
         .collect()
+}
+
+/// Both sides of every count where a layer that keeps its channel count changes kernels,
+/// so that no interpolation runs across the change: a depthwise conv of one channel is
+/// exported as a dense conv of one input and one output (1 and 2); an int8 add on a
+/// Cortex-M looks its inputs up in tables from [`ADD_TABLE_MIN_LEN`] outputs on, which
+/// costs a fixed 512 lookups' building and less per output.
+fn channel_jumps(layer: &Layer, info: &LayerSummary, simd: Int8Simd) -> Vec<usize> {
+    match &layer.op {
+        Op::Conv2d(c) if c.is_depthwise() => vec![1, 2],
+        Op::Add(_) if matches!(simd, Int8Simd::Dsp { .. }) => {
+            let pixels = (info.output.height * info.output.width).max(1);
+            let first = ADD_TABLE_MIN_LEN.div_ceil(pixels);
+            if first >= 2 {
+                vec![first - 1, first]
+            } else {
+                Vec::new()
+            }
+        }
+        _ => Vec::new(),
+    }
 }
 
 fn in_out(c_in: usize, c_out: usize, in_fixed: bool, out_fixed: bool, o: &GridOptions) -> Axes {
@@ -191,6 +246,7 @@ fn in_out(c_in: usize, c_out: usize, in_fixed: bool, out_fixed: bool, o: &GridOp
             blocked_points(c_out, o.out_points, OUT_BLOCK)
         },
         out_block: OUT_BLOCK,
+        in_row: None,
     }
 }
 
@@ -312,8 +368,29 @@ mod tests {
             vec![1, 33, 42, 43, 56, 57, 64]
         );
         // conv2's 32 channels fit whole, and its rows of 14 pairs go in blocks at every
-        // count: no extra points.
-        assert_eq!(in_axis(&int8_plans, "conv2"), in_axis(&f32_plans, "conv2"));
+        // count: no extra points, but the middle one where a row of 9 codes a channel needs
+        // no padding to 4 (20 channels, not 17); the f32 kernels pad nothing.
+        assert_eq!(in_axis(&f32_plans, "conv2"), vec![1, 17, 32]);
+        assert_eq!(in_axis(&int8_plans, "conv2"), vec![1, 20, 32]);
+        let row = |plans: &[LayerPlan], name: &str| match &plans
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap()
+            .axes
+        {
+            Axes::InOut { in_row, .. } => *in_row,
+            a => panic!("{a:?}"),
+        };
+        assert_eq!(row(&f32_plans, "conv2"), None);
+        assert_eq!(
+            row(&int8_plans, "conv2"),
+            Some(InRow {
+                taps: 9,
+                quantum: 4
+            })
+        );
+        // conv4 runs the portable kernel from 57 channels, which pads nothing.
+        assert_eq!(row(&int8_plans, "conv4"), None);
     }
 
     #[test]
@@ -336,16 +413,29 @@ mod tests {
             Axes::InOut {
                 in_channels: vec![3],
                 out_channels: vec![1, 2, 3, 4, 5, 6, 7, 8],
-                out_block: 4
+                out_block: 4,
+                in_row: None,
             }
         );
-        assert_eq!(plans[1].axes, Axes::Channels(vec![1, 5, 8]));
+        // The depthwise layer: one channel is exported as a dense conv, so 2 is measured too.
+        assert_eq!(plans[1].axes, Axes::Channels(vec![1, 2, 5, 8]));
+        // The add (12x12 outputs): the int8 Cortex-M add looks codes up in tables from 512
+        // outputs (4 channels), so 3 and 4 are measured too; elsewhere not.
+        assert_eq!(plans[3].axes, Axes::Channels(vec![1, 5, 8]));
+        let dsp = plan_layers(
+            &arch,
+            &summary,
+            &GridOptions::default(),
+            Int8Simd::Dsp { winograd: false },
+        );
+        assert_eq!(dsp[3].axes, Axes::Channels(vec![1, 3, 4, 5, 8]));
         assert_eq!(
             plans[8].axes,
             Axes::InOut {
                 in_channels: vec![1, 4, 6],
                 out_channels: vec![10],
-                out_block: 4
+                out_block: 4,
+                in_row: None,
             }
         );
         assert_eq!(plans[8].axes.points().len(), 3);

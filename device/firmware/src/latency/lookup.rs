@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::table::{Grid, LatencyTable, LayerLatency, LayerStructure};
+use super::table::{Grid, InRow, LatencyTable, LayerLatency, LayerStructure};
 use super::{LatencyError, TableRef};
 use dnal_export::Arch;
 
@@ -142,6 +142,7 @@ impl LatencyTable {
                 out_channels: outs,
                 out_block,
                 cost,
+                ..
             } => {
                 let per_in_channel = if ins.len() < 2 {
                     0.0
@@ -257,6 +258,7 @@ impl LatencyTable {
                 in_channels: ins,
                 out_channels: outs,
                 out_block,
+                in_row,
                 cost,
             } => {
                 if outs.len() == 1 && outs[0] != out_channels {
@@ -274,14 +276,13 @@ impl LatencyTable {
                         extrapolated,
                     });
                 }
-                let (k0, k1) = segment(ins, in_channels);
+                let (k0, k1, t) = in_axis(ins, *in_row, in_channels);
                 let row = |k: usize| {
                     out_axis(outs, &cost[k], *out_block, out_channels)
                         .ok_or_else(|| fixed("output", outs[0], out_channels))
                 };
                 let (c0, e0) = row(k0)?;
                 let (c1, e1) = row(k1)?;
-                let t = (in_channels as f64 - ins[k0] as f64) / (ins[k1] as f64 - ins[k0] as f64);
                 let outside = in_channels < ins[0] || in_channels > *ins.last().unwrap_or(&0);
                 Ok(Lookup {
                     // Extrapolating downwards could in principle dip below zero; no layer
@@ -323,6 +324,22 @@ fn segment(xs: &[usize], x: usize) -> (usize, usize) {
         .unwrap_or(xs.len() - 1)
         .max(1);
     (k - 1, k)
+}
+
+/// Where `in_channels` lies on an input axis: the segment `(k0, k1)` and the weight `t` of
+/// `k1`'s end (beyond the ends, the end segment continued). Along the padded row where the
+/// kernel pads one ([`InRow`]: a staircase in the channels), else along the channels; two
+/// points of one row length cost alike.
+fn in_axis(ins: &[usize], in_row: Option<InRow>, in_channels: usize) -> (usize, usize, f64) {
+    let (k0, k1) = segment(ins, in_channels);
+    let x = |c: usize| in_row.map_or(c, |r| r.len(c)) as f64;
+    let span = x(ins[k1]) - x(ins[k0]);
+    let t = if span > 0.0 {
+        (x(in_channels) - x(ins[k0])) / span
+    } else {
+        0.0
+    };
+    (k0, k1, t)
 }
 
 /// Piecewise-linear interpolation through `(xs, ys)` at `x`, continuing the end segments
@@ -465,6 +482,38 @@ mod tests {
         assert_eq!(piecewise(&xs, &ys, 5.0), Some((50.0, true)));
         assert_eq!(piecewise(&[2.0], &[7.0], 2.0), Some((7.0, false)));
         assert_eq!(piecewise(&[2.0], &[7.0], 3.0), None);
+    }
+
+    #[test]
+    fn a_padded_row_makes_the_input_axis_a_staircase() {
+        // A 1x1 conv under SMLAD: rows of 4 codes, so 5 to 8 inputs cost what 8 do.
+        let row = Some(InRow {
+            taps: 1,
+            quantum: 4,
+        });
+        for c in 5..=8 {
+            assert_eq!(in_axis(&[1, 8, 16], row, c), (0, 1, 1.0), "{c}");
+        }
+        // 9 to 12 inputs read 12 codes: half way from 8 to 16.
+        assert_eq!(in_axis(&[1, 8, 16], row, 11), (1, 2, 0.5));
+        // 1 and 4 are one row long: the segment between them weighs nothing.
+        assert_eq!(in_axis(&[1, 4, 16], row, 3), (0, 1, 0.0));
+        // Without padding, along the channels.
+        assert_eq!(in_axis(&[1, 8, 16], None, 11), (1, 2, 3.0 / 8.0));
+        // A 3x3 conv: 9 codes a channel, padded to 4: 20 channels are whole rows (180).
+        let row = InRow {
+            taps: 9,
+            quantum: 4,
+        };
+        assert_eq!((row.len(17), row.len(20), row.whole_rows()), (156, 180, 4));
+        assert_eq!(
+            InRow {
+                taps: 1,
+                quantum: 16
+            }
+            .whole_rows(),
+            16
+        );
     }
 
     #[test]

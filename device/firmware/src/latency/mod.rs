@@ -29,8 +29,8 @@ pub use lookup::{LayerPrediction, Lookup, Marginal, Prediction};
 pub(crate) use profile::modelled_table;
 pub use profile::{ProfileOptions, profile};
 pub use table::{
-    Calibration, Clock, FORMAT, Grid, LatencyTable, LayerLatency, LayerStructure, TABLE_FILE,
-    VERSION,
+    Calibration, Clock, FORMAT, Grid, InRow, LatencyTable, LayerLatency, LayerStructure,
+    TABLE_FILE, VERSION,
 };
 
 use crate::codegen::CodegenError;

@@ -222,6 +222,32 @@ impl LayerStructure {
     }
 }
 
+/// The row of codes an int8 SIMD convolution reads for each output: `taps` (kernel height
+/// times width) per input channel, padded to a multiple of `quantum` (4 for `SMLAD`,
+/// [`dnal_kernels::int8::dsp_row_len`]; 16 for `SDOT`, [`dnal_kernels::int8::sdot_row_len`]).
+/// A 1x1 convolution of 5 to 8 inputs reads 8 codes under `SMLAD` and costs the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InRow {
+    pub taps: usize,
+    pub quantum: usize,
+}
+
+impl InRow {
+    /// The padded row's length at `in_channels`.
+    pub fn len(&self, in_channels: usize) -> usize {
+        (in_channels * self.taps).div_ceil(self.quantum) * self.quantum
+    }
+
+    /// The fewest input channels whose row needs no padding: a grid point there measures
+    /// the kernel at a whole row.
+    pub fn whole_rows(&self) -> usize {
+        fn gcd(a: usize, b: usize) -> usize {
+            if b == 0 { a } else { gcd(b, a % b) }
+        }
+        self.quantum / gcd(self.quantum, self.taps)
+    }
+}
+
 /// The channel counts a layer was measured at, and the cost at each.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "axes", rename_all = "snake_case")]
@@ -235,6 +261,12 @@ pub enum Grid {
         /// count is full blocks, interpolated between multiples of `out_block`, plus the
         /// channels left over, each costing what the points below `out_block` say.
         out_block: usize,
+        /// How the kernel reads each output's inputs, where it pads them (the int8 SIMD
+        /// kernels): the cost then follows the padded row's length, a staircase in the input
+        /// channels, and the input axis is interpolated over that length. Absent in tables
+        /// from before it was kept, and for kernels whose cost is linear in the channels.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_row: Option<InRow>,
         cost: Vec<Vec<f64>>,
     },
     /// The cost depends on one channel count, the layer's input and output alike (pools,
@@ -541,9 +573,20 @@ impl Grid {
                 in_channels,
                 out_channels,
                 out_block,
+                in_row,
                 cost,
             } => {
                 axis("in_channels", in_channels)?;
+                if let Some(row) = in_row {
+                    for (name, v) in [("taps", row.taps), ("quantum", row.quantum)] {
+                        if v == 0 || v > MAX_DIM {
+                            return Err((
+                                format!("grid.in_row.{name}"),
+                                format!("is {v}, must be 1 to {MAX_DIM}"),
+                            ));
+                        }
+                    }
+                }
                 axis("out_channels", out_channels)?;
                 if *out_block == 0 || *out_block > MAX_DIM {
                     return Err((

@@ -23,7 +23,7 @@ pub const fn add_left_shift(inputs: usize) -> u32 {
 /// on aarch64, whose NEON rescales eight at a time): building the two tables costs about as
 /// much as 180 outputs.
 #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
-const TABLE_MIN_LEN: usize = 512;
+pub const ADD_TABLE_MIN_LEN: usize = 512;
 
 /// An add's input rescaled as [`add`] rescales it, for each of the 256 codes (code `c` at
 /// `c + 128`): `rescale((c - zero) << left_shift)`.
@@ -111,7 +111,7 @@ pub fn add(
         // codes, built once per call (2 KiB of stack): the two rescales cost about 40
         // instructions per output on Cortex-M, a table 256 of each.
         #[cfg(not(target_arch = "aarch64"))]
-        if output.len() >= TABLE_MIN_LEN {
+        if output.len() >= ADD_TABLE_MIN_LEN {
             let (ta, tb) = (
                 rescaled_codes(*za, ra, shift),
                 rescaled_codes(*zb, rb, shift),
@@ -150,7 +150,7 @@ mod tests {
     fn a_two_input_add_equals_the_formula() {
         // On aarch64 (tests/aarch64_under_qemu.rs) the add takes NEON eight at a time.
         let mut rng = Rng(0x2545_f491);
-        for len in [1, 7, 8, 9, 16, 23, TABLE_MIN_LEN, TABLE_MIN_LEN + 9] {
+        for len in [1, 7, 8, 9, 16, 23, ADD_TABLE_MIN_LEN, ADD_TABLE_MIN_LEN + 9] {
             // The larger scale's input at exactly a half (shift 0), the other below.
             let rescale = [
                 Requantize::from_real(0.5).unwrap(),

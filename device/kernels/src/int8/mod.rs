@@ -31,7 +31,7 @@ pub use dsp::{
     DSP_STACK_WORDS, MAX_DSP_ROW, WordAligned, conv2d_dsp, dsp_block_words, dsp_row_len,
     dsp_scratch_len, dsp_weights_len, pack_conv2d_dsp,
 };
-pub use elementwise::{add, add_left_shift, rescaled_codes};
+pub use elementwise::{ADD_TABLE_MIN_LEN, add, add_left_shift, rescaled_codes};
 pub use linear::linear;
 pub use pool::{MAX_POOL_CELLS, avg_pool2d, global_avg_pool, max_pool2d, mean_code};
 pub use requantize::{
