@@ -73,7 +73,8 @@ pub fn deploy_export(options: &DeployOptions) -> Result<DeployReport, SearchErro
     };
     if let (Some((table, prediction)), Some(cost)) = (&predicted, &report.cost) {
         let what = format!("dnal deploy of {}", options.export_dir.display());
-        report.prediction = Some(table.check_and_learn(prediction, cost.per_inference, &what)?);
+        let check = table.check_and_learn(prediction, cost.per_inference, &what)?;
+        report.prediction = Some(check.with_layers(prediction, &cost.per_layer));
     }
     report.write(&report.firmware_dir.clone())?;
     Ok(report)
@@ -162,8 +163,29 @@ pub fn describe_prediction(check: &PredictionCheck) -> String {
         .errors
         .map(|e| format!("; {}", e.describe()))
         .unwrap_or_default();
+    // Where the table is furthest off, in its unit: what to look at when it is.
+    let layers: Vec<String> = check
+        .most_off(3)
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {:+.0} ({:+.1}%)",
+                l.name,
+                l.predicted - l.measured,
+                l.error_pct()
+            )
+        })
+        .collect();
+    let layers = match layers.is_empty() {
+        true => String::new(),
+        false => format!(
+            "; layers most off, in {}: {}",
+            check.unit,
+            layers.join(", ")
+        ),
+    };
     format!(
-        "measured {:.3} ms, table {:.3} ms ({:+.2}%){corrected}{errors}",
+        "measured {:.3} ms, table {:.3} ms ({:+.2}%){corrected}{errors}{layers}",
         check.measured_ms, check.predicted_ms, check.error_pct
     )
 }

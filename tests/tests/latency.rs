@@ -459,6 +459,32 @@ fn a_table_that_predicts_low_is_corrected_by_measuring_the_fit() {
     let check = deployed.prediction.expect("checked against the table");
     assert!((check.error_pct + 4.0).abs() < 1.0, "{check:?}");
     assert!(check.corrected_error_pct.unwrap().abs() < 0.5, "{check:?}");
+    // Layer by layer: every layer of the export, whose predictions add up to the table's,
+    // and the layers most off named first.
+    let arch = dnal_export::Export::load(dir.path().join("run"))
+        .unwrap()
+        .arch()
+        .clone();
+    let names: Vec<&str> = check.per_layer.iter().map(|l| l.name.as_str()).collect();
+    let layers: Vec<&str> = arch.layers.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, layers);
+    let overhead = LatencyTable::load(&table).unwrap().overhead;
+    let summed: f64 = check.per_layer.iter().map(|l| l.predicted).sum::<f64>() + overhead;
+    assert!(
+        (summed - check.predicted).abs() < 1e-6 * check.predicted,
+        "{check:?}"
+    );
+    let off = |l: &dnal_firmware::latency::LayerCheck| (l.predicted - l.measured).abs();
+    let most = check.most_off(3);
+    assert!(check.per_layer.iter().all(|l| off(l) <= off(most[0])));
+    let said = dnal::deploy::describe_prediction(&check);
+    assert!(
+        said.contains(&format!(
+            "layers most off, in instructions: {}",
+            most[0].name
+        )),
+        "{said}"
+    );
     let on_disk: dnal_firmware::DeployReport =
         serde_json::from_slice(&std::fs::read(dir.path().join("fw/deploy.json")).unwrap()).unwrap();
     assert_eq!(on_disk.prediction, Some(check));

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::table::file_error;
 use super::{LatencyError, LatencyTable, Prediction};
+use crate::deploy::LayerCost;
 
 /// `format` of a measurement log.
 pub const LOG_FORMAT: &str = "dnal-latency-measurements";
@@ -98,6 +99,57 @@ pub struct PredictionCheck {
     pub errors: Option<PredictionErrors>,
     /// The log the pair was kept in (none for a table not read from a file).
     pub log: Option<PathBuf>,
+    /// Each layer's prediction beside its measurement, where the board measured layers
+    /// ([`PredictionCheck::with_layers`]): which layers the table misjudges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_layer: Vec<LayerCheck>,
+}
+
+/// One layer's share of a [`PredictionCheck`], in the table's unit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerCheck {
+    pub name: String,
+    pub predicted: f64,
+    pub measured: f64,
+}
+
+impl LayerCheck {
+    /// `(predicted - measured) / measured` in percent.
+    pub fn error_pct(&self) -> f64 {
+        100.0 * (self.predicted - self.measured) / self.measured.max(1.0)
+    }
+}
+
+impl PredictionCheck {
+    /// This check with each layer of `prediction` beside the board's measurement of the
+    /// layer of the same name (`measured`, as deploy reports it); layers the board did not
+    /// measure are left out.
+    pub fn with_layers(mut self, prediction: &Prediction, measured: &[LayerCost]) -> Self {
+        self.per_layer = prediction
+            .per_layer
+            .iter()
+            .filter_map(|p| {
+                let m = measured.iter().find(|m| m.name == p.name)?;
+                Some(LayerCheck {
+                    name: p.name.clone(),
+                    predicted: p.cost,
+                    measured: m.cost,
+                })
+            })
+            .collect();
+        self
+    }
+
+    /// The `n` layers the table misjudges by the most units, most first.
+    pub fn most_off(&self, n: usize) -> Vec<&LayerCheck> {
+        let mut layers: Vec<&LayerCheck> = self.per_layer.iter().collect();
+        layers.sort_by(|a, b| {
+            let off = |l: &LayerCheck| (l.predicted - l.measured).abs();
+            off(b).total_cmp(&off(a))
+        });
+        layers.truncate(n);
+        layers
+    }
 }
 
 impl LatencyTable {
@@ -134,6 +186,7 @@ impl LatencyTable {
             correction,
             errors: log.errors(),
             log: written,
+            per_layer: Vec::new(),
         })
     }
 }

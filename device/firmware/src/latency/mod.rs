@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 pub use grid::GridOptions;
 pub use learned::{
-    Correction, LOG_FORMAT, LOG_VERSION, MAX_MEASUREMENTS, Measurement, MeasurementLog,
+    Correction, LOG_FORMAT, LOG_VERSION, LayerCheck, MAX_MEASUREMENTS, Measurement, MeasurementLog,
     PredictionCheck, PredictionErrors, fingerprint,
 };
 pub use lookup::{LayerPrediction, Lookup, Marginal, Prediction};
