@@ -224,8 +224,8 @@ impl LayerStructure {
 
 /// The row of codes an int8 SIMD convolution reads for each output: `taps` (kernel height
 /// times width) per input channel, padded to a multiple of `quantum` (4 for `SMLAD`,
-/// [`dnal_kernels::int8::dsp_row_len`]; 16 for `SDOT`, [`dnal_kernels::int8::sdot_row_len`]).
-/// A 1x1 convolution of 5 to 8 inputs reads 8 codes under `SMLAD` and costs the same.
+/// [`dnal_kernels::int8::dsp_row_len`]; [`crate::board::Int8Simd::row_quantum`]). A 1x1
+/// convolution of 5 to 8 inputs reads 8 codes under `SMLAD` and costs the same.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InRow {
     pub taps: usize,
