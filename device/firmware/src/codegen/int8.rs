@@ -345,8 +345,8 @@ pub(crate) fn plan_int8(export: &Int8Export, simd: Int8Simd) -> MemoryPlan {
 /// calibration. The fit measures a network quantised from the gate stage's weights, the
 /// search's result is quantised after finetuning: seen, the same MobileNetV2 moved by up to
 /// 0.14% between the two (30.012 ms measured for a 30 ms budget whose fit had measured
-/// 29.971). Opaque, its three calibrations measured within 3 instructions of each other
-/// (6.46M), and 0.3% fewer than any of them before.
+/// 29.971). Opaque, its three calibrations measured within 7 instructions of each other
+/// (6.46M), and 0.39% fewer than any of them before.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct FixedZeroPoints {
     /// The layer's (first) input's.
