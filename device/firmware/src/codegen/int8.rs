@@ -396,32 +396,26 @@ pub(crate) fn fill_add_call(
 ) -> String {
     let zeros: Vec<String> = zeros.iter().map(i32::to_string).collect();
     let zeros = format!("[{}]", zeros.join(", "));
-    call.replace(
-        "{zeros}",
-        &if fixed.input {
-            zeros
-        } else {
-            format!("core::hint::black_box({zeros})")
-        },
-    )
-    .replace(
-        "{out_rq}",
-        // Opaque as the other factors: seen, LLVM multiplied by the constant in three
-        // instructions instead of `SMMULR`'s one, and clamped in six instead of `SSAT`'s one
-        // (an add of MobileNetV2 -13% without).
-        &format!(
-            "core::hint::black_box(kernels::Requantize {{ multiplier: {}, shift: {} }})",
-            output.multiplier, output.shift
-        ),
-    )
+    call.replace("{zeros}", &opaque_unless_fixed(zeros, fixed.input))
+        .replace(
+            "{out_rq}",
+            // Opaque as the other factors: seen, LLVM multiplied by the constant in three
+            // instructions instead of `SMMULR`'s one, and clamped in six instead of `SSAT`'s one
+            // (an add of MobileNetV2 -13% without).
+            &format!(
+                "core::hint::black_box(kernels::Requantize {{ multiplier: {}, shift: {} }})",
+                output.multiplier, output.shift
+            ),
+        )
 }
 
-/// A zero point as the generated code passes it: a literal where it is fixed, else opaque.
-fn zero_point_expr(zero: i32, fixed: bool) -> String {
+/// Zero points (`expr`: one, or an add's array) as the generated code passes them: as they
+/// are where fixed, else opaque.
+fn opaque_unless_fixed(expr: String, fixed: bool) -> String {
     if fixed {
-        zero.to_string()
+        expr
     } else {
-        format!("core::hint::black_box({zero})")
+        format!("core::hint::black_box({expr})")
     }
 }
 
@@ -444,7 +438,7 @@ pub(crate) fn layer_code_int8(
          factors_short: {} }}",
         stage.zero_point, stage.min, stage.max, stage.factors_below_half, stage.factors_short
     );
-    let input_zero = zero_point_expr(input_zero, fixed.input);
+    let input_zero = opaque_unless_fixed(input_zero.to_string(), fixed.input);
     let stage_arg = if fixed.output {
         format!("{ident}_STAGE")
     } else {

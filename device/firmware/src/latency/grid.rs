@@ -183,7 +183,8 @@ pub(crate) fn plan_layers(
                                 *n = (n.div_ceil(whole) * whole).min(c_in);
                             }
                         }
-                        let jumps = (1..c_in).filter(|&n| kernel(n) != kernel(n + 1));
+                        // `kernels[n - 1]` is `kernel(n)`: a change between n and n + 1.
+                        let jumps = (1..c_in).filter(|&n| kernels[n - 1] != kernels[n]);
                         in_channels.extend(jumps.flat_map(|n| [n, n + 1]));
                         in_channels.sort_unstable();
                         in_channels.dedup();

@@ -282,8 +282,9 @@ pub fn conv2d_sdot<const ROW: usize>(
             let mut blocks = packed.chunks_exact(4 * ROW);
             for (block, weights) in (&mut blocks).take(full_blocks).enumerate() {
                 let first = 4 * block;
-                // SAFETY: `block < full`, so `first + 4 <= 4 * full <= out_channels`, the
-                // length of `folded_bias` and of `requantize` (asserted above).
+                // SAFETY: `block < full_blocks`, which is `full` (`black_box` returns its
+                // argument), so `first + 4 <= 4 * full <= out_channels`, the length of
+                // `folded_bias` and of `requantize` (asserted above).
                 let (bias, factors) = unsafe {
                     (
                         &*folded_bias.as_ptr().add(first).cast::<[i32; 4]>(),
