@@ -177,6 +177,9 @@ pub fn profile(
         .firmware_target_dir
         .clone()
         .unwrap_or_else(|| deploy::default_target_dir(work.join("target")));
+    // Two profiles of one model on one board (a search and `dnal profile`, two tests) share
+    // the default folder: each holds it for its whole run, the other waits.
+    let _held = hold_work_dir(&work)?;
     prepare_work_dir(&work)?;
     let package = deploy::package_name("dnal-prof", &arch.name, board.name, &work);
 
@@ -621,6 +624,28 @@ fn qemu_version(program: &str) -> String {
 
 /// Creates `dir`, or empties one written by an earlier profile; refuses a folder with other
 /// contents.
+/// An exclusive lock on `dir` for as long as the returned file is open: a file beside it,
+/// `NAME.lock` (inside it, the folder would not be empty for [`prepare_work_dir`]'s check).
+/// Blocks while another process or thread holds it.
+fn hold_work_dir(dir: &Path) -> Result<std::fs::File, LatencyError> {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Err(LatencyError::WorkDir {
+            path: dir.to_path_buf(),
+            reason: "has no parent folder to hold its lock file in".into(),
+        });
+    };
+    std::fs::create_dir_all(parent).map_err(deploy::io_err(parent))?;
+    let path = parent.join(format!("{}.lock", name.to_string_lossy()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(deploy::io_err(&path))?;
+    file.lock().map_err(deploy::io_err(&path))?;
+    Ok(file)
+}
+
 fn prepare_work_dir(dir: &Path) -> Result<(), LatencyError> {
     if dir.exists() {
         let ours = dir.join(MARKER_FILE).exists();
@@ -651,6 +676,23 @@ fn prepare_work_dir(dir: &Path) -> Result<(), LatencyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// While one profile holds its folder, another cannot take it; once the first is done,
+    /// it can, and the folder itself stays empty of the lock (so `prepare_work_dir` takes it).
+    #[test]
+    fn a_work_dir_is_held_by_one_profile_at_a_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let work = tmp.path().join("vgg-small-cortex-m7-qemu");
+        let held = hold_work_dir(&work).unwrap();
+        let other = std::fs::File::open(tmp.path().join("vgg-small-cortex-m7-qemu.lock")).unwrap();
+        assert!(matches!(
+            other.try_lock(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ));
+        prepare_work_dir(&work).unwrap();
+        drop(held);
+        other.try_lock().unwrap();
+    }
 
     #[test]
     fn marks_parse_and_skip_the_total() {
