@@ -26,6 +26,10 @@ const LANDING_BAND: f64 = 0.05;
 /// and ResNet-20's gates opened up to it by delta 30-45, MobileNetV2's (on data alone) by 20.
 const LANDING_APPROACH_DELTA: f64 = 100.0;
 
+/// How fast the gates' cost must rise (a share of the budget over the whole gate stage) to
+/// count as climbing towards it, which holds lambda_a ([`BudgetControl::climb`]).
+const CLIMB_PER_STAGE: f64 = 0.1;
+
 /// The share of the channels to close for a network of `cost_share` of its parent's cost:
 /// cost grows about with the square of the channels kept (a conv's inputs times its outputs),
 /// so about `1 - sqrt(cost_share)`, kept within 5-95%.
@@ -95,6 +99,8 @@ impl Search {
             estimate: self.estimate(budget),
             // The gates' momentum carries them on for about 1 / (1 - momentum) steps.
             horizon: 1.0 / (1.0 - config.momentum).max(0.01),
+            // Climbing at a pace that would cover a tenth of the budget over the stage.
+            climb: CLIMB_PER_STAGE * budget.target() / total.max(1) as f64,
             trend: self.state.gate_trend.unwrap_or_default(),
         });
         let weights = config.cost.weights(
