@@ -179,7 +179,7 @@ pub fn expected_counts(net: &GatedNet, delta: f64) -> Vec<f64> {
 /// on would only store up an overshoot. Gates held at the reversible bound answer slowly
 /// while delta is small and then all at once: on MobileNetV2's full data the controller
 /// lowered lambda_a 36x while they crept from 13% to 23% of a budget, to 0.07x the value
-/// they settled at, and they opened to 1.72x the budget within 30 steps.
+/// they settled at; then they opened past the budget within 30 steps, and on to 1.72x it.
 #[derive(Clone)]
 pub struct BudgetControl {
     /// The target cost.
