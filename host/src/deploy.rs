@@ -176,13 +176,14 @@ pub fn describe_prediction(check: &PredictionCheck) -> String {
             )
         })
         .collect();
-    let layers = match layers.is_empty() {
-        true => String::new(),
-        false => format!(
+    let layers = if layers.is_empty() {
+        String::new()
+    } else {
+        format!(
             "; layers most off, in {}: {}",
             check.unit,
             layers.join(", ")
-        ),
+        )
     };
     format!(
         "measured {:.3} ms, table {:.3} ms ({:+.2}%){corrected}{errors}{layers}",

@@ -264,17 +264,18 @@ impl Int8Simd {
     }
 
     /// The multiple a dense convolution's row of inputs (kernel taps times input channels)
-    /// is padded to by these kernels, where their cost follows the padded length
-    /// ([`dnal_kernels::int8::dsp_row_len`]): a latency table interpolates along it. `None`
-    /// for the portable kernels, which read the row as it is, and for `SDOT`'s: it pads to
-    /// 16 ([`dnal_kernels::int8::sdot_row_len`]), but measured on aarch64-qemu its cost is
-    /// not a staircase in 16s (a 1x1 conv of 7 inputs took 19% more than one of 1), and
-    /// interpolating along the row priced MobileNetV2's pointwise layers further off (-8.8%
-    /// against -3.8%).
-    pub fn row_quantum(self) -> Option<usize> {
-        match self {
-            Int8Simd::Dsp { .. } => Some(4),
-            Int8Simd::None | Int8Simd::Dot => None,
+    /// is padded to by `kernel` (a [`Int8Simd::dense_kernel`] of these kernels), where its
+    /// cost follows the padded length ([`dnal_kernels::int8::dsp_row_len`]): a latency table
+    /// interpolates along it. `Some` for the `SMLAD` kernels that read rows (1 and 2);
+    /// `None` for the portable kernel, which reads the row as it is, for Winograd's, which
+    /// reads tiles, and for `SDOT`'s: it pads to 16 ([`dnal_kernels::int8::sdot_row_len`]),
+    /// but measured on aarch64-qemu its cost is not a staircase in 16s (a 1x1 conv of 7
+    /// inputs took 19% more than one of 1), and interpolating along the row priced
+    /// MobileNetV2's pointwise layers further off (-8.8% against -3.8%).
+    pub fn row_quantum(self, kernel: u8) -> Option<usize> {
+        match (self, kernel) {
+            (Int8Simd::Dsp { .. }, 1 | 2) => Some(4),
+            _ => None,
         }
     }
 

@@ -166,13 +166,13 @@ pub(crate) fn plan_layers(
                             )
                             .map_or(0, |p| simd.dense_kernel(&p))
                         };
-                        // A SIMD kernel that pads each output's row of inputs (not
-                        // Winograd's) costs by the padded length: the points go where rows
-                        // are whole, so that each measures a full row.
+                        // A SIMD kernel that pads each output's row of inputs costs by the
+                        // padded length, where it does so at every count: the points go where
+                        // rows are whole, so that each measures a full row.
                         let kernels: Vec<u8> = (1..=c_in).map(kernel).collect();
                         *in_row = simd
-                            .row_quantum()
-                            .filter(|_| kernels.iter().all(|&k| k == 1 || k == 2))
+                            .row_quantum(kernels[0])
+                            .filter(|&q| kernels.iter().all(|&k| simd.row_quantum(k) == Some(q)))
                             .map(|quantum| InRow {
                                 taps: c.kernel[0] * c.kernel[1],
                                 quantum,

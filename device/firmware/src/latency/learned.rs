@@ -108,8 +108,11 @@ pub struct PredictionCheck {
 /// One layer's share of a [`PredictionCheck`], in the table's unit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerCheck {
+    /// The layer's name in the export.
     pub name: String,
+    /// What the table predicted for it.
     pub predicted: f64,
+    /// What the board measured.
     pub measured: f64,
 }
 

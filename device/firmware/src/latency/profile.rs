@@ -622,8 +622,6 @@ fn qemu_version(program: &str) -> String {
         .unwrap_or_else(|| program.to_string())
 }
 
-/// Creates `dir`, or empties one written by an earlier profile; refuses a folder with other
-/// contents.
 /// An exclusive lock on `dir` for as long as the returned file is open: a file beside it,
 /// `NAME.lock` (inside it, the folder would not be empty for [`prepare_work_dir`]'s check).
 /// Blocks while another process or thread holds it.
@@ -646,6 +644,8 @@ fn hold_work_dir(dir: &Path) -> Result<std::fs::File, LatencyError> {
     Ok(file)
 }
 
+/// Creates `dir`, or empties one written by an earlier profile; refuses a folder with other
+/// contents.
 fn prepare_work_dir(dir: &Path) -> Result<(), LatencyError> {
     if dir.exists() {
         let ours = dir.join(MARKER_FILE).exists();
