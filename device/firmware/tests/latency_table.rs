@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use dnal_export::{Arch, Layer, Op};
-use dnal_firmware::latency::{GridOptions, LatencyError, LatencyTable, LayerStructure, profile};
+use dnal_firmware::latency::{
+    Grid, GridOptions, InRow, LatencyError, LatencyTable, LayerStructure, profile,
+};
 use dnal_firmware::synth::{conv, linear, modelled_latency_table, vgg_small_arch, with_channels};
 use dnal_kernels::{Activation, Shape3};
 
@@ -486,4 +488,44 @@ fn huge_numbers_hostile_names_and_odd_files_are_refused_cleanly() {
         matches!(e, LatencyError::FileTooLarge { size, .. } if size == 1 << 30),
         "{e}"
     );
+}
+
+#[test]
+fn a_padded_rows_marginal_input_channel_is_the_rows_mean_slope() {
+    // conv2 (3x3) as an int8 SMLAD kernel reads 9 codes per input channel padded to 4: a
+    // staircase that is flat within a padded row. The grid's points lie at whole rows (4
+    // channels, 36 codes).
+    let row = InRow {
+        taps: 9,
+        quantum: 4,
+    };
+    let (ins, outs) = (vec![1, 4, 8, 16, 32], vec![1, 2, 3, 4, 8, 16, 32]);
+    let cost = |i: usize, o: usize| 100.0 + o as f64 * (50.0 + 2.0 * row.len(i) as f64);
+    let mut t = table();
+    let conv2 = t.layers.iter_mut().find(|l| l.name == "conv2").unwrap();
+    conv2.grid = Grid::InOut {
+        cost: ins
+            .iter()
+            .map(|&i| outs.iter().map(|&o| cost(i, o)).collect())
+            .collect(),
+        in_channels: ins,
+        out_channels: outs,
+        out_block: 4,
+        in_row: Some(row),
+    };
+    // The lookup follows the staircase: 17 channels (156 codes) cost what the padded row
+    // costs, between 16's (144) and 20's (180).
+    for i in 4..=32 {
+        let l = t.lookup("conv2", i, 8).unwrap();
+        assert!((l.cost - cost(i, 8)).abs() < 1e-9, "{i}: {}", l.cost);
+    }
+    // One more input channel costs the segment's mean, 8 outputs * 2 * 36 codes / 4
+    // channels between 4 and 8, at every count in it: the padded row grows unevenly there
+    // (by 12, 8, 8 and 8 codes), the mean does not.
+    for i in 5..=8 {
+        let m = t.marginal("conv2", i, 8).unwrap();
+        let mean = (cost(8, 8) - cost(4, 8)) / 4.0;
+        assert!((m.per_in_channel - mean).abs() < 1e-9, "{i}: {m:?}");
+        assert!((m.per_in_channel - 144.0).abs() < 1e-9, "{i}: {m:?}");
+    }
 }
