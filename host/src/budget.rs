@@ -221,15 +221,15 @@ impl std::fmt::Debug for BudgetControl {
 impl BudgetControl {
     /// The new lambda_a after a step whose gates describe a network of cost `cost`:
     /// `log(lambda) += gain * clamp(ahead / target - 1, -1, 1)`, where `ahead = cost + horizon *
-    /// trend.per_step`; unchanged while the cost is under the target and rising by more than
-    /// `climb` a step.
-    pub fn update(&mut self, lambda: f64, cost: f64) -> f64 {
+    /// trend.per_step`; unchanged while the gates' answer is `quickening` and the cost is
+    /// under the target and rising by more than `climb` a step.
+    pub fn update(&mut self, lambda: f64, cost: f64, quickening: bool) -> f64 {
         let trend = &mut self.trend;
         if let Some(last) = trend.last {
             trend.per_step += 0.2 * (cost - last - trend.per_step);
         }
         trend.last = Some(cost);
-        if cost < self.target && trend.per_step > self.climb {
+        if quickening && cost < self.target && trend.per_step > self.climb {
             return lambda;
         }
         let ahead = cost + self.horizon * trend.per_step;
@@ -765,11 +765,11 @@ mod tests {
             climb: 0.1,
             trend: CostTrend::default(),
         };
-        assert!(control.update(1e-3, 150.0) > 1e-3);
-        assert!(control.update(1e-3, 50.0) < 1e-3);
-        assert_eq!(control.update(1e-3, 100.0), 1e-3);
+        assert!(control.update(1e-3, 150.0, false) > 1e-3);
+        assert!(control.update(1e-3, 50.0, false) < 1e-3);
+        assert_eq!(control.update(1e-3, 100.0, false), 1e-3);
         // Far off, the step is bounded.
-        assert!((control.update(1e-3, 1e9) / 1e-3 - 0.1f64.exp()).abs() < 1e-12);
+        assert!((control.update(1e-3, 1e9, false) / 1e-3 - 0.1f64.exp()).abs() < 1e-12);
         // Looking ahead: over the target but falling fast towards it, lambda_a is lowered
         // before the cost gets there (the trend after 200 -> 150 is -10 per step).
         let mut ahead = BudgetControl {
@@ -777,13 +777,13 @@ mod tests {
             trend: CostTrend::default(),
             ..control.clone()
         };
-        assert!(ahead.update(1e-3, 200.0) > 1e-3);
-        assert!(ahead.update(1e-3, 150.0) < 1e-3);
+        assert!(ahead.update(1e-3, 200.0, false) > 1e-3);
+        assert!(ahead.update(1e-3, 150.0, false) < 1e-3);
         // Steady over it, it raises lambda_a again.
         for _ in 0..40 {
-            ahead.update(1e-3, 150.0);
+            ahead.update(1e-3, 150.0, false);
         }
-        assert!(ahead.update(1e-3, 150.0) > 1e-3);
+        assert!(ahead.update(1e-3, 150.0, false) > 1e-3);
     }
 
     #[test]
@@ -798,29 +798,38 @@ mod tests {
         };
         // Far under the target and falling: lowered.
         let mut falling = control.clone();
-        assert!(falling.update(1e-3, 30.0) < 1e-3);
-        assert!(falling.update(1e-3, 20.0) < 1e-3);
+        assert!(falling.update(1e-3, 30.0, true) < 1e-3);
+        assert!(falling.update(1e-3, 20.0, true) < 1e-3);
         // Climbing by 1 a step, far under it (looking 10 steps ahead alone would lower it):
         // held once the trend shows the climb.
         let mut climbing = control.clone();
         let mut lambda = 1e-3;
         for cost in (10..20).map(f64::from) {
-            lambda = climbing.update(lambda, cost);
+            lambda = climbing.update(lambda, cost, true);
         }
         let held = lambda;
         for cost in (20..60).map(f64::from) {
-            lambda = climbing.update(lambda, cost);
+            lambda = climbing.update(lambda, cost, true);
         }
         assert_eq!(lambda, held);
+        // The same climb once delta has stopped growing is the gates' answer to this
+        // lambda_a, maybe an equilibrium under the target: lowered all along.
+        let mut answered = control.clone();
+        let mut lowered = 1e-3;
+        for cost in (10..60).map(f64::from) {
+            let next = answered.update(lowered, cost, false);
+            assert!(next < lowered, "{cost}");
+            lowered = next;
+        }
         // Stalled under it: lowered again once the trend has decayed under `climb`.
         for _ in 0..40 {
-            lambda = climbing.update(lambda, 60.0);
+            lambda = climbing.update(lambda, 60.0, true);
         }
         assert!(lambda < held);
         // Climbing past it: raised.
         let before = lambda;
         for cost in [90.0, 110.0, 130.0] {
-            lambda = climbing.update(lambda, cost);
+            lambda = climbing.update(lambda, cost, true);
         }
         assert!(lambda > before);
     }

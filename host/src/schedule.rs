@@ -93,6 +93,15 @@ impl LandingDelta {
             .then(|| REVERSIBLE_LOGIT / self.delta.min(self.approach))
     }
 
+    /// Whether the gates' answer to lambda_a is still speeding up: delta grows towards the
+    /// approach, and a step moves a gate by about delta² in `delta * s` (the gradient on `s`
+    /// scales with delta), so a gate held at the reversible bound crosses zero in steps that
+    /// fall as 1/delta². Their climb then understates where they are going; once delta
+    /// stops growing it is their answer to this lambda_a.
+    pub fn quickening(&self) -> bool {
+        !self.reached && self.delta < self.approach
+    }
+
     /// After a step whose binarised network costs `cost_ratio` times the target.
     pub fn after_step(&mut self, cost_ratio: f64) {
         self.reached |= cost_ratio >= 1.0 - self.band;
@@ -160,11 +169,14 @@ mod tests {
     fn landing_delta_is_held_off_the_budget() {
         let mut d = LandingDelta::new(1.0, 1e4, 4, 0.05, 50.0);
         // Under the budget before the gates first reached it, it grows (10x per step here),
-        // up to the approach's ceiling.
+        // up to the approach's ceiling: the gates' answer quickens until then.
+        assert!(d.quickening());
         d.after_step(0.2);
         assert!((d.delta - 10.0).abs() < 1e-9, "{}", d.delta);
+        assert!(d.quickening());
         d.after_step(0.2);
         assert!((d.delta - 50.0).abs() < 1e-9, "{}", d.delta);
+        assert!(!d.quickening());
         d.after_step(0.3);
         assert!((d.delta - 50.0).abs() < 1e-9, "{}", d.delta);
         d.delta = 10.0;
@@ -172,11 +184,15 @@ mod tests {
         d.after_step(1.05);
         assert!((d.delta - 100.0).abs() < 1e-9, "{}", d.delta);
         // Over the band it is held, however long; and under it too, now that the gates have
-        // reached the budget once.
+        // reached the budget once (and their answer no longer quickens, though delta is
+        // under the approach's again).
         for ratio in [1.06, 1.5, 0.94, 0.5] {
             d.after_step(ratio);
             assert!((d.delta - 100.0).abs() < 1e-9, "{ratio}: {}", d.delta);
         }
+        d.delta = 20.0;
+        assert!(!d.quickening());
+        d.delta = 100.0;
         // Off the band the gates are held reversible: |delta * s| <= REVERSIBLE_LOGIT up to
         // the approach's delta (50 here), then by that delta's bound.
         assert_eq!(d.reversible_bound(), Some(REVERSIBLE_LOGIT / 50.0));

@@ -132,7 +132,8 @@ impl StepPenalty<GatedNet> for GatePenalty {
                 let delta = self.delta.map_or(f64::NAN, |d| d.delta);
                 trace.record(cost, self.lambda, delta);
             }
-            self.lambda = budget.update(self.lambda, cost);
+            let quickening = self.delta.is_some_and(|d| d.quickening());
+            self.lambda = budget.update(self.lambda, cost, quickening);
             if let Some(delta) = &mut self.delta {
                 delta.after_step(cost / budget.target);
             }
