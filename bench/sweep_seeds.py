@@ -3,12 +3,14 @@
 the top-1 of each seed, their mean and range, and each seed's paired difference between
 two weightings (the points of one seed share its weight stage).
 
-    python3 bench/sweep_seeds.py runs/mnv2-s0 bench/results/mnv2-m7-f32-s1.json ... [--against latency,flops]
+    python3 bench/sweep_seeds.py runs/mnv2-s0 bench/results/mnv2-m7-f32-s1.json ... [--against latency,flops] [--partial]
 
 Each argument is a sweep folder (its sweep.json is read) or a sweep.json kept elsewhere
 (bench/results/ keeps finished sweeps, since run folders do not outlive a machine). A file
 with a "transcribed_from" key holds figures copied from a note, not a sweep.json: the
-tables say so. Prints Markdown tables (BENCHMARKS.md).
+tables say so. A sweep with unfinished points is refused, unless --partial: then only the
+points every sweep finished are tabled, and the tables say which were left out. Prints
+Markdown tables (BENCHMARKS.md).
 """
 import json
 import sys
@@ -37,10 +39,22 @@ def main(argv):
         del argv[i : i + 2]
     if len(against) != 2 or not argv:
         sys.exit(__doc__)
+    partial = "--partial" in argv
+    if partial:
+        argv.remove("--partial")
     sweeps = [json.loads(sweep_json(d).read_text()) for d in argv]
     for d, s in zip(argv, sweeps):
-        if s["missing"]:
-            sys.exit(f"{d}: points not finished: {', '.join(s['missing'])}")
+        if s["missing"] and not partial:
+            sys.exit(f"{d}: points not finished: {', '.join(s['missing'])} (--partial tables the rest)")
+    if partial:
+        keys = [{(p["cost"], p["budget_ms"]) for p in s["points"]} for s in sweeps]
+        common = set.intersection(*keys)
+        dropped = sorted(set.union(*keys) - common, key=lambda k: (k[1], k[0]))
+        for s in sweeps:
+            s["points"] = [p for p in s["points"] if (p["cost"], p["budget_ms"]) in common]
+        if dropped:
+            left = ", ".join(f"{c} {b:g} ms" for c, b in dropped)
+            print(f"Partial: left out, as not every sweep finished them: {left}.\n")
 
     # top1[(cost, budget)] = [per seed, in the order given]
     top1, measured, landed = {}, {}, {}
