@@ -53,8 +53,9 @@ pub struct Marginal {
     /// ([`InRow`]) the cost is a staircase in the channels, flat within a padded row; this is
     /// its mean slope over the segment, taken along the channels: the grid's points lie where
     /// rows are whole, so the segment's cost difference over its channels is what each
-    /// channel adds on average. A gate needs that push: the staircase's own slope is 0 on
-    /// most channels and the whole row's cost on the one that starts it.
+    /// channel adds on average. A gate needs that push: the staircase's own slope is uneven
+    /// (for a 1x1 conv under `SMLAD`, 0 on three channels of four and a whole row's cost on
+    /// the fourth).
     pub per_in_channel: f64,
     /// One more output channel, averaged over a register block: the slope of the cost through
     /// the multiples of `out_block`, so that it reflects the trend rather than the saw-tooth
