@@ -493,7 +493,7 @@ fn huge_numbers_hostile_names_and_odd_files_are_refused_cleanly() {
 #[test]
 fn a_padded_rows_marginal_input_channel_is_the_rows_mean_slope() {
     // conv2 (3x3) as an int8 SMLAD kernel reads 9 codes per input channel padded to 4: a
-    // staircase that is flat within a padded row. The grid's points lie at whole rows (4
+    // staircase in the channels. The grid's points lie at whole rows (multiples of 4
     // channels, 36 codes).
     let row = InRow {
         taps: 9,

@@ -50,8 +50,8 @@ pub struct LayerPrediction {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Marginal {
     /// One more input channel. Where a SIMD kernel pads each output's row of inputs
-    /// ([`InRow`]) the cost is a staircase in the channels, flat within a padded row; this is
-    /// its mean slope over the segment, taken along the channels: the grid's points lie where
+    /// ([`InRow`]) the cost follows the padded row's length, a staircase in the channels; this
+    /// is its mean slope over the segment, taken along the channels: the grid's points lie where
     /// rows are whole, so the segment's cost difference over its channels is what each
     /// channel adds on average. A gate needs that push: the staircase's own slope is uneven
     /// (for a 1x1 conv under `SMLAD`, 0 on three channels of four and a whole row's cost on
