@@ -29,21 +29,27 @@ impl DeltaSchedule {
 /// is 0.982, its slope 0.018.
 pub const REVERSIBLE_LOGIT: f64 = 4.0;
 
-/// Budget mode's delta: it grows by `factor` per step, and is held while the binarised network
-/// (the gates' signs) costs more than `band` off the target, over or (once it has reached the
-/// band) under. A gate can change its decision only while `|delta * s|` is small: with the
+/// Budget mode's delta: it grows by `factor` per step while the binarised network (the gates'
+/// signs) costs within `band` of the target, and off the band (over it, or under it once it
+/// has reached the band) it is held, or backs off by `factor` per step where it had grown past
+/// `approach`. A gate can change its decision only while `|delta * s|` is small: with the
 /// paper's schedule delta outgrew lambda_a's controller and froze the decisions up to +65%
 /// over the budget (issue 16); held, the gates stay movable until the controller has brought
-/// them back. Under the budget at the start (the gates start at `s = 0`, all closed) delta
-/// grows all the same, up to `approach`: at small delta the data's push on the gates is too
-/// weak to open channels (held at 1, the gates stayed at 10-40% of the budget for the whole
-/// stage), while unbounded growth froze MobileNetV2's gates 25% under the budget before
-/// lambda_a had come down.
+/// them back. Held past the approach was not enough: gates that overshot the budget after
+/// reaching it were pushed closed to `|delta * s|` of 4 * delta / approach, up to 10 at delta
+/// 250, fell under the band and stayed there (vgg-small at 60% of its MACs, 21% under); backed
+/// off to the approach's delta they are within `REVERSIBLE_LOGIT` again.
+///
+/// Under the budget at the start (the gates start at `s = 0`, all closed) delta grows all the
+/// same, up to `approach`: at small delta the data's push on the gates is too weak to open
+/// channels (held at 1, the gates stayed at 10-40% of the budget for the whole stage), while
+/// unbounded growth froze MobileNetV2's gates 25% under the budget before lambda_a had come
+/// down.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LandingDelta {
     /// delta now.
     pub delta: f64,
-    /// Growth per step not held.
+    /// Growth per step in the band, and the back-off per step off it past `approach`.
     pub factor: f64,
     /// delta's ceiling (the paper: 1e4).
     pub end: f64,
@@ -86,8 +92,9 @@ impl LandingDelta {
     /// Past the approach's delta the bound stays `REVERSIBLE_LOGIT / approach`: a bound
     /// shrinking with delta would hold every gate within a step of zero once decisions
     /// should settle, and one step then flipped many at once (vgg-small on a 20 ms budget
-    /// ended 17% under it). In the band the gates are free, and decisions freeze as delta
-    /// grows, as in the paper.
+    /// ended 17% under it). Instead delta backs off to the approach's while the gates stay
+    /// off the band ([`LandingDelta::after_step`]). In the band the gates are free, and
+    /// decisions freeze as delta grows, as in the paper.
     pub fn reversible_bound(&self) -> Option<f64> {
         self.steering
             .then(|| REVERSIBLE_LOGIT / self.delta.min(self.approach))
@@ -107,9 +114,15 @@ impl LandingDelta {
         self.reached |= cost_ratio >= 1.0 - self.band;
         let (over, under) = (cost_ratio > 1.0 + self.band, cost_ratio < 1.0 - self.band);
         self.steering = over || under;
-        // Held off the band: over it, or under it once the gates have reached it.
+        // Off the band: over it, or under it once the gates have reached it.
         let off = over || (self.reached && under);
-        if !off {
+        if off {
+            // Back towards the approach's delta, where the gates held at the reversible bound
+            // are within `REVERSIBLE_LOGIT` of their sigmoid's middle again.
+            if self.delta > self.approach {
+                self.delta = (self.delta / self.factor).max(self.approach);
+            }
+        } else {
             let ceiling = if self.reached {
                 self.end
             } else {
@@ -166,7 +179,7 @@ mod tests {
     }
 
     #[test]
-    fn landing_delta_is_held_off_the_budget() {
+    fn landing_delta_backs_off_to_the_approach_off_the_budget() {
         let mut d = LandingDelta::new(1.0, 1e4, 4, 0.05, 50.0);
         // Under the budget before the gates first reached it, it grows (10x per step here),
         // up to the approach's ceiling: the gates' answer quickens until then.
@@ -183,14 +196,24 @@ mod tests {
         // Within the band it grows.
         d.after_step(1.05);
         assert!((d.delta - 100.0).abs() < 1e-9, "{}", d.delta);
-        // Over the band it is held, however long; and under it too, now that the gates have
-        // reached the budget once (and their answer no longer quickens, though delta is
-        // under the approach's again).
+        // Over the band it backs off, a step's factor at a time, to the approach's delta
+        // (50 here), and stays there however long; under it too, now that the gates have
+        // reached the budget once.
+        d.delta = 1e3;
+        d.after_step(1.5);
+        assert!((d.delta - 100.0).abs() < 1e-9, "{}", d.delta);
         for ratio in [1.06, 1.5, 0.94, 0.5] {
             d.after_step(ratio);
-            assert!((d.delta - 100.0).abs() < 1e-9, "{ratio}: {}", d.delta);
+            assert!((d.delta - 50.0).abs() < 1e-9, "{ratio}: {}", d.delta);
         }
+        d.delta = 1e3;
+        d.after_step(0.5);
+        assert!((d.delta - 100.0).abs() < 1e-9, "{}", d.delta);
+        // Under the approach's delta it is held off the band, not raised to it (and the
+        // gates' answer no longer quickens, though delta is under the approach's).
         d.delta = 20.0;
+        d.after_step(0.5);
+        assert!((d.delta - 20.0).abs() < 1e-9, "{}", d.delta);
         assert!(!d.quickening());
         d.delta = 100.0;
         // Off the band the gates are held reversible: |delta * s| <= REVERSIBLE_LOGIT up to

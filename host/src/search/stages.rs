@@ -78,8 +78,8 @@ impl Search {
     }
 
     /// The gate stage: only the gates learn, under the architecture loss, while delta grows;
-    /// in budget mode lambda_a is steered to the budget, and delta is held while the gates are
-    /// off it ([`LandingDelta`]).
+    /// in budget mode lambda_a is steered to the budget, and delta is held (or backs off to the
+    /// approach's) while the gates are off it ([`LandingDelta`]).
     pub(super) fn gate_stage(
         &mut self,
         net: GatedNet,
@@ -176,8 +176,8 @@ impl Search {
             && landing.delta < landing.end
         {
             observer.message(&format!(
-                "delta ended at {:.3e}, short of {:.0e}: it was held while the gates were off the \
-                 budget; the pruned network is the gates' signs all the same, and more \
+                "delta ended at {:.3e}, short of {:.0e}: it was held or backed off while the gates \
+                 were off the budget; the pruned network is the gates' signs all the same, and more \
                  --epochs-gates give them time to settle",
                 landing.delta, landing.end
             ));
