@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """How budget-mode gate stages went, from their `report.json` (`budget.trace`): where the
 gates landed, how far lambda_a fell under the value it ended at (the controller's windup),
-how far the gates overshot the budget after first reaching it, and when they settled.
+how far the gates overshot the budget after first reaching it, when they settled, and the delta
+the stage ended at (under 1e4: held or backed off while the gates were off the budget).
 
     python3 bench/landing_course.py runs/aw/old-22 runs/aw/new-22 ...
 
@@ -39,15 +40,15 @@ def course(trace, band):
 
 
 def main(args):
-    print("| run | landed | lambda_a start / end | end / lowest (windup) | first in band | peak after | settled from |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| run | landed | lambda_a start / end | end / lowest (windup) | first in band | peak after | settled from | delta at the end |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for arg in args:
         r = report(arg)
         budget = r.get("budget") or {}
         trace = budget.get("trace")
         fit = budget.get("fit") or {}
         if not trace:
-            print(f"| {arg} | no trace | | | | | |")
+            print(f"| {arg} | no trace | | | | | | |")
             continue
         c = course(trace, trace["band"])
         start = trace["samples"][0]["lambda"]
@@ -58,7 +59,8 @@ def main(args):
         landed = "?" if landed is None else f"{landed:+.1f}%"
         print(
             f"| {arg} | {landed} | {start:.2e} / {end:.2e} | {c['windup']:.1f}x | "
-            f"{step(c['reached'])} | {peak} | {step(c['settled'])} of {c['steps']} |"
+            f"{step(c['reached'])} | {peak} | {step(c['settled'])} of {c['steps']} | "
+            f"{trace['samples'][-1]['delta']:.3g} |"
         )
 
 
