@@ -9,9 +9,11 @@
 #   bench/mnv2_sweeps.sh aarch64 SEED    # aarch64-qemu (f32), budgets 1.25/2.5/5 ms
 #
 # One f32 seed takes about 2 hours of a 2-core machine (10 weight epochs of 2.5-4.5 minutes,
-# then six points of 9-13 minutes). The int8 and aarch64 sweeps share f32 seed SEED's weight
-# stage when its folder is there (`--from-weights`), else train their own, which is the same
-# network (a seed fixes the whole run). Calling it again continues where it stopped.
+# then six points of 9-13 minutes, two at a time). The int8 and aarch64 sweeps share f32 seed
+# SEED's weight stage when its folder is there (`--from-weights`), else train their own, which
+# is the same network (a seed fixes the whole run). Calling it again continues where it
+# stopped; bench/results/ gets the sweep.json after every budget's pair of points (with the
+# rest listed as missing, for `bench/sweep_seeds.py --partial`).
 #
 # Environment:
 #   RUNS      folder for the tables and sweep folders (default runs/mnv2-sweeps)
@@ -46,9 +48,7 @@ if [[ ! -f $table ]]; then
 fi
 
 out=$runs/$tag-s$seed
-if [[ -d $out ]]; then
-  "$DNAL_BIN" sweep --resume "$out"
-else
+if [[ ! -f $out/sweep-plan.json ]]; then
   # Each seed's own copy: a table learns from the measurements kept beside it, and seeds
   # that shared one would not be independent.
   cp "$table" "$out-table.json"
@@ -59,10 +59,31 @@ else
   fi
   "$DNAL_BIN" sweep "${parent[@]}" "${precision[@]}" --board "$board" --budgets-ms "$budgets" \
     --latency-table "$out-table.json" --costs latency,flops \
-    --epochs-gates 3 --epochs-finetune 4 ${TRIAL:-} --out "$out"
+    --epochs-gates 3 --epochs-finetune 4 ${TRIAL:-} --out "$out" --only prepare
+else
+  "$DNAL_BIN" sweep --resume "$out" --only prepare
 fi
-[[ -z ${TRIAL:-} ]] || { echo "a trial: $out/sweep.json is not kept"; exit 0; }
 
+# The points a budget at a time, its latency- and FLOPs-aware point at once (point K and
+# K + budgets: `--only prepare` lists them), collected after each: a run stopped short
+# (a machine that goes away after a few hours) keeps whole pairs, which is what
+# bench/sweep_seeds.py compares.
+n=$(tr ',' '\n' <<<"$budgets" | wc -l)
 kept=bench/results/mnv2-$tag-s$seed.json
-cp "$out/sweep.json" "$kept"
-echo "kept $kept; python3 bench/sweep_seeds.py bench/results/mnv2-$tag-s*.json tables the seeds"
+for ((k = 0; k < n; k++)); do
+  pids=()
+  for point in $k $((k + n)); do
+    "$DNAL_BIN" sweep --resume "$out" --only point --point "$point" >"$out/point-$point.log" 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" || { echo "a point failed: see $out/point-*.log" >&2; exit 1; }
+  done
+  "$DNAL_BIN" sweep --resume "$out" --only collect
+  if [[ -z ${TRIAL:-} ]]; then
+    cp "$out/sweep.json" "$kept"
+    echo "kept $kept ($((k + 1)) of $n budgets)"
+  fi
+done
+[[ -z ${TRIAL:-} ]] || { echo "a trial: $out/sweep.json is not kept"; exit 0; }
+echo "python3 bench/sweep_seeds.py bench/results/mnv2-$tag-s*.json tables the seeds"
