@@ -132,8 +132,8 @@ impl StepPenalty<GatedNet> for GatePenalty {
                 let delta = self.delta.map_or(f64::NAN, |d| d.delta);
                 trace.record(cost, self.lambda, delta);
             }
-            let quickening = self.delta.is_some_and(|d| d.quickening());
-            self.lambda = budget.update(self.lambda, cost, quickening);
+            let response = self.delta.map_or(1.0, |d| d.response());
+            self.lambda = budget.update(self.lambda, cost, response);
             if let Some(delta) = &mut self.delta {
                 delta.after_step(cost / budget.target);
             }
@@ -442,6 +442,8 @@ mod tests {
         // In the band the gates are free.
         let held: Vec<Vec<f32>> = net.gates.iter().map(|g| g.scores()).collect();
         let mut free = landing;
+        // A cost settled in the band (the band is tested on the cost's running mean).
+        free.level = Some(1.01);
         free.after_step(1.01);
         assert_eq!(free.reversible_bound(), None);
         penalty.delta = Some(free);
