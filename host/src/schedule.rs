@@ -30,15 +30,15 @@ impl DeltaSchedule {
 pub const REVERSIBLE_LOGIT: f64 = 4.0;
 
 /// Budget mode's delta: it grows by `factor` per step while the binarised network (the gates'
-/// signs) costs within `band` of the target (on its running mean), and off the band (over it, or under it once it
-/// has reached the band) it is held, or backs off by `factor` per step where it had grown past
-/// `approach`. A gate can change its decision only while `|delta * s|` is small: with the
-/// paper's schedule delta outgrew lambda_a's controller and froze the decisions up to +65%
-/// over the budget (issue 16); held, the gates stay movable until the controller has brought
-/// them back. Held past the approach was not enough: gates that overshot the budget after
-/// reaching it were pushed closed to `|delta * s|` of 4 * delta / approach, up to 10 at delta
-/// 250, fell under the band and stayed there (vgg-small at 60% of its MACs, 21% under); backed
-/// off to the approach's delta they are within `REVERSIBLE_LOGIT` again.
+/// signs) costs within `band` of the target (on its running mean), and off the band (over it, or
+/// under it once it has reached the band) it is held, or backs off by `factor` per step where it
+/// had grown past `approach`. A gate can change its decision only while `|delta * s|` is small:
+/// with the paper's schedule delta outgrew lambda_a's controller and froze the decisions up to +65%
+/// over the budget (issue 16); held, the gates stay movable until the controller has brought them
+/// back. Held past the approach was not enough: gates that overshot the budget after reaching it
+/// were pushed closed to `|delta * s|` of 4 * delta / approach, up to 10 at delta 250, fell under
+/// the band and stayed there (vgg-small at 60% of its MACs, 21% under); backed off to the
+/// approach's delta they are within `REVERSIBLE_LOGIT` again.
 ///
 /// Under the budget at the start (the gates start at `s = 0`, all closed) delta grows all the
 /// same, up to `approach`: at small delta the data's push on the gates is too weak to open
