@@ -385,10 +385,11 @@ pub fn check_reachable(
 
 /// The masks keeping the channels with `s > tau` (at least one per group, or per set of a
 /// supernet's branches: [`ChannelMasks::above`]), for the lowest `tau` whose network costs
-/// at most `target`. Channels of equal `s` are taken one at a time, the cheaper first: a
-/// gate stage that ended off the budget leaves many gates at the same clamped `s`
-/// ([`crate::schedule::LandingDelta::reversible_bound`]), and a threshold alone could only
-/// keep or close all of them at once, landing far under the budget. Every candidate also
+/// at most `target`. Channels of equal `s` are taken one at a time, the cheaper first: gates
+/// clamped to the reversible bound ([`crate::schedule::LandingDelta::reversible_bound`],
+/// which they are now scaled into instead) left many at the same `s` when a gate stage ended
+/// off the budget, and a threshold alone could only keep or close all of them at once,
+/// landing far under the budget. Every candidate also
 /// keeps the channels that cost nothing ([`open_free_channels`]), so the threshold can go
 /// lower where a latency table says some layers are cheaper with a full register block.
 pub fn fit_to_budget(
@@ -712,8 +713,8 @@ mod tests {
 
     #[test]
     fn channels_of_equal_s_are_fitted_one_at_a_time() {
-        // Every gate at the same s, as the clamp of a gate stage that ended off the budget
-        // leaves them: a threshold alone could keep all or one per layer.
+        // Every gate at the same s, as a clamp to the reversible bound left them: a threshold
+        // alone could keep all or one per layer.
         let mut net = net_with_scores(4);
         for gate in &mut net.gates {
             let [n] = gate.s.dims();

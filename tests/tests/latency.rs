@@ -421,8 +421,13 @@ fn a_table_that_predicts_low_is_corrected_by_measuring_the_fit() {
     let scale = log.correction().unwrap().scale;
     assert!((scale * 0.96 - 1.0).abs() < 0.01, "{scale}");
 
-    // The table's 4% showed in the first fit.
-    assert!(fits[0].measured_ms > 1.02 * budget_ms, "{fits:?}");
+    // The table's 4% showed in the first fit: measured over its prediction by about that
+    // much (not over the budget by that much: the fit lands up to a channel's cost under
+    // its aim, 2.8% once the gates were scaled rather than clamped into their bound).
+    assert!(
+        fits[0].measured_ms > 1.02 * fits[0].predicted_ms,
+        "{fits:?}"
+    );
     // A second search with the table aims with the correction: its first fit measures within
     // the board's residual noise of the budget (not 4% over), and its final prediction is
     // within 1% of the board.
