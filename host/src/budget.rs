@@ -384,14 +384,13 @@ pub fn check_reachable(
 }
 
 /// The masks keeping the channels with `s > tau` (at least one per group, or per set of a
-/// supernet's branches: [`ChannelMasks::above`]), for the lowest `tau` whose network costs
-/// at most `target`. Channels of equal `s` are taken one at a time, the cheaper first: gates
-/// clamped to the reversible bound ([`crate::schedule::LandingDelta::reversible_bound`],
-/// which they are now scaled into instead) left many at the same `s` when a gate stage ended
-/// off the budget, and a threshold alone could only keep or close all of them at once,
-/// landing far under the budget. Every candidate also
-/// keeps the channels that cost nothing ([`open_free_channels`]), so the threshold can go
-/// lower where a latency table says some layers are cheaper with a full register block.
+/// supernet's branches: [`ChannelMasks::above`]), for the lowest `tau` whose network costs at most
+/// `target`. Channels of equal `s` are taken one at a time, the cheaper first: gates clamped to the
+/// reversible bound ([`crate::schedule::LandingDelta::reversible_bound`], which they are now scaled
+/// into instead) left many at the same `s` when a gate stage ended off the budget, and a threshold
+/// alone could only keep or close all of them at once, landing far under the budget. Every
+/// candidate also keeps the channels that cost nothing ([`open_free_channels`]), so the threshold
+/// can go lower where a latency table says some layers are cheaper with a full register block.
 pub fn fit_to_budget(
     net: &GatedNet,
     estimate: &dyn CostEstimate,

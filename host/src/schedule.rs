@@ -97,14 +97,13 @@ impl LandingDelta {
         }
     }
 
-    /// While the gates are off the band, the bound on `|s|` (a layer's gates are scaled into
-    /// it, keeping their order and spacing) that keeps every gate's decision reversible up to
-    /// the approach's delta: `|delta * s| <= REVERSIBLE_LOGIT`, where the
-    /// sigmoid's slope is still 1.8% of its peak, so the data and the architecture loss can
-    /// move a gate back across zero within a few steps. Unbounded, a hard early push
-    /// (lambda_a's start too high) drove MobileNetV2's closed gates to `delta * s` near -50,
-    /// where nothing moves them again: the controller brought lambda_a down 500x and the
-    /// gates stayed 14% under a 40% budget.
+    /// While the gates are off the band, the bound on `|s|` (a layer's gates are scaled into it,
+    /// keeping their order and spacing) that keeps every gate's decision reversible up to the
+    /// approach's delta: `|delta * s| <= REVERSIBLE_LOGIT`, where the sigmoid's slope is still 1.8%
+    /// of its peak, so the data and the architecture loss can move a gate back across zero within a
+    /// few steps. Unbounded, a hard early push (lambda_a's start too high) drove MobileNetV2's
+    /// closed gates to `delta * s` near -50, where nothing moves them again: the controller brought
+    /// lambda_a down 500x and the gates stayed 14% under a 40% budget.
     ///
     /// Past the approach's delta the bound stays `REVERSIBLE_LOGIT / approach`: a bound
     /// shrinking with delta would hold every gate within a step of zero once decisions
