@@ -341,7 +341,7 @@ pub struct BudgetFit {
     /// Channels under the threshold kept because the cost says they are free: they fill a
     /// register block of a kernel that runs a partly filled block's channels slower, so the
     /// layer costs no more with them (a latency table knows this; MACs and parameters never
-    /// fall with more channels). See [`open_free_channels`].
+    /// fall with more channels). The fit finds them with `open_free_channels`.
     #[serde(default)]
     pub free: usize,
     /// How far the gate stage itself landed from the budget before the fit: `cost_at_zero /
@@ -389,7 +389,7 @@ pub fn check_reachable(
 /// reversible bound ([`crate::schedule::LandingDelta::reversible_bound`], which they are now scaled
 /// into instead) left many at the same `s` when a gate stage ended off the budget, and a threshold
 /// alone could only keep or close all of them at once, landing far under the budget. Every
-/// candidate also keeps the channels that cost nothing ([`open_free_channels`]), so the threshold
+/// candidate also keeps the channels that cost nothing (`open_free_channels`), so the threshold
 /// can go lower where a latency table says some layers are cheaper with a full register block.
 pub fn fit_to_budget(
     net: &GatedNet,

@@ -4,7 +4,7 @@
 //! list) and `weights.safetensors` (its f32 weights, batch norm folded). This crate holds the
 //! types for `arch.json`, a loader that validates everything the format promises, a writer
 //! that never leaves a half-written folder, the per-layer shapes, MACs and parameter counts of
-//! a layer list ([`ArchSummary`]), and the naive [`reference`] forward pass that firmware is
+//! a layer list ([`ArchSummary`]), and the naive [`reference`](mod@reference) forward pass that firmware is
 //! checked against. It knows nothing of training (burn) or of firmware: the host writes
 //! exports with it, dnal-firmware reads them.
 //!

@@ -7,7 +7,7 @@
 //! - [`codegen`]: the code generator (memory plan, `model.rs`, `weights.rs`, the firmware
 //!   crate around them);
 //! - [`board`]: the boards dnal knows (QEMU machines, real boards through probe-rs, the host);
-//! - [`deploy`]: builds and runs a firmware and reports sizes, cost and parity in
+//! - [`deploy`](mod@deploy): builds and runs a firmware and reports sizes, cost and parity in
 //!   `deploy.json`;
 //! - [`latency`]: measures a model's layers over channel counts into a latency table and
 //!   predicts what pruned networks cost;

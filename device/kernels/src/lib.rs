@@ -7,7 +7,7 @@
 //! - [`params`]: shapes ([`Shape3`]), activations ([`Activation`]) and the layer parameters
 //!   ([`Conv2dParams`], [`Pool2dParams`], [`LinearParams`]), validated when they are built,
 //!   in `const` contexts too ([`const_params!`]);
-//! - [`f32`]: the kernels themselves (convolution, depthwise, pointwise, pooling, linear,
+//! - [`f32`](mod@f32): the kernels themselves (convolution, depthwise, pointwise, pooling, linear,
 //!   elementwise), with hand-scheduled Thumb-2 tiles on Cortex-M4F/M7;
 //! - [`int8`]: quantised inference: the arithmetic (requantisation, zero points, clamps) and
 //!   portable kernels for every op, bit-exact with dnal-export's integer reference;

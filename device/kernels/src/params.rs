@@ -389,7 +389,7 @@ impl Conv2dParams {
     }
 
     /// True when the dense convolution is a plain 1x1 (pointwise) one: kernel 1, stride 1,
-    /// no padding; [`f32::pointwise_conv`] handles those faster.
+    /// no padding; [`crate::f32::pointwise_conv`] handles those faster.
     pub const fn is_pointwise(&self) -> bool {
         let w = &self.window;
         w.kernel[0] == 1

@@ -1,5 +1,5 @@
 //! Batch norm in training mode for the gated nets: on the flex CPU backend forward and
-//! backward run as the fused passes of [`batch_norm_fused`](crate::batch_norm_fused); on every
+//! backward run as the fused passes of [`batch_norm_fused`]; on every
 //! other backend (GPUs, ndarray) as tensor ops that reduce one axis at a time. A backward
 //! step of our own for autodiff.
 //!

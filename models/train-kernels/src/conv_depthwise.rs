@@ -2,10 +2,10 @@
 //! the forward pass and both gradients, in one of two strategies (one file each).
 //!
 //! burn's grouped convolution unfolds every group into a gemm of one channel, which leaves a
-//! depthwise layer (k*k multiply-adds per output) dominated by overhead. [`phases`] computes
+//! depthwise layer (k*k multiply-adds per output) dominated by overhead. `phases` computes
 //! a plane at a time, each tap a contiguous read of the whole plane: fast on large planes,
 //! but on the 4x4 planes of a mobile network's last stages, and at stride 2 (whose phase split
-//! copies a value at a time), per-plane and per-row overhead took most of the time. [`lanes`]
+//! copies a value at a time), per-plane and per-row overhead took most of the time. `lanes`
 //! computes eight planes side by side, each tap of each output one eight-wide multiply-add,
 //! with no per-plane overhead but a transpose in and out. Measured on MobileNetV2 (width
 //! 0.35, batch 64, `bench/conv_split.sh`, sums over layers): on its strided layers and 4x4
@@ -114,10 +114,10 @@ fn map_planes<S>(
     unsafe { dst.assume_written() }
 }
 
-/// Output planes of at most this many values take [`lanes`] at any stride.
+/// Output planes of at most this many values take `lanes` at any stride.
 const SMALL_PLANE: usize = 16;
 
-/// Whether [`lanes`] computes a layer (see the module's notes), rather than [`phases`].
+/// Whether `lanes` computes a layer (see the module's notes), rather than `phases`.
 fn by_lanes(g: &ConvGeometry) -> bool {
     g.stride != [1, 1] || g.out_h * g.out_w <= SMALL_PLANE
 }

@@ -1,7 +1,7 @@
 //! The convolution the gated nets train with: burn's `conv2d` everywhere, except that on the
 //! flex CPU backend the forward pass and both gradients run as im2col + gemm
-//! ([`conv_gemm`](crate::conv_gemm)), or by Winograd F(2x2, 3x3)
-//! ([`conv_winograd`](crate::conv_winograd)) for the 3x3 layers where that
+//! ([`conv_gemm`]), or by Winograd F(2x2, 3x3)
+//! ([`conv_winograd`]) for the 3x3 layers where that
 //! [pays off](conv_winograd::pays_off), with a backward pass of our own for autodiff.
 //!
 //! burn lets a crate add backend operations through a backend extension: [`ConvGemmOps`] is

@@ -38,7 +38,7 @@ pub const fn sdot_weights_len(params: &Conv2dParams) -> usize {
 }
 
 /// Codes of scratch [`conv2d_sdot`] needs: for a padded layer, the `kh` input rows of one
-/// output row with the padding written out ([`super::dsp::padded_rows_len`]); 0 without
+/// output row with the padding written out (`padded_rows_len`); 0 without
 /// padding.
 pub const fn sdot_scratch_len(params: &Conv2dParams) -> usize {
     super::dsp::padded_rows_len(params)
@@ -175,7 +175,7 @@ fn requantize4(acc: &[i32; 4], factors: &[Requantize], stage: OutputStage) -> [i
 /// [`MAX_SDOT_ROW`].
 ///
 /// A padded layer copies, per output row, the `kh` input rows it reads into `scratch`
-/// ([`copy_padded_rows`](super::dsp::copy_padded_rows), as [`super::conv2d_dsp`] does) and
+/// (`copy_padded_rows`, as [`super::conv2d_dsp`] does) and
 /// convolves that block without padding, so no gather tests a border.
 ///
 /// # Shapes

@@ -46,7 +46,7 @@ const fn pair_words(pairs: usize) -> usize {
 
 /// Words of one channel pair's transformed weights or one tile pair's transformed inputs
 /// (the `WORDS` of [`conv2d_winograd`]): 16 tile positions of one word per pair of input
-/// channels ([`winograd_pairs`]) for each of the pair.
+/// channels (`winograd_pairs`) for each of the pair.
 pub const fn winograd_pair_words(params: &Conv2dParams) -> usize {
     pair_words(winograd_pairs(params))
 }
