@@ -114,10 +114,10 @@ fn map_planes<S>(
     unsafe { dst.assume_written() }
 }
 
-/// Output planes of at most this many values take `lanes` at any stride.
+/// Output planes of at most this many values take [`lanes`] at any stride.
 const SMALL_PLANE: usize = 16;
 
-/// Whether `lanes` computes a layer (see the module's notes), rather than `phases`.
+/// Whether [`lanes`] computes a layer (see the module's notes), rather than [`phases`].
 fn by_lanes(g: &ConvGeometry) -> bool {
     g.stride != [1, 1] || g.out_h * g.out_w <= SMALL_PLANE
 }

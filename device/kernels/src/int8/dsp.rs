@@ -72,7 +72,7 @@ const fn padded_input_rows(params: &Conv2dParams, rows: usize) -> usize {
     }
 }
 
-/// Output rows [`conv2d_dsp`] takes at once: two for a `word_gather` layer of odd width
+/// Output rows [`conv2d_dsp`] takes at once: two for a [`word_gather`] layer of odd width
 /// (and more than one row), whose pixel pairs then run on across the end of a row; one
 /// otherwise. A row of odd width alone pairs its last pixel with a neighbour whose sums are
 /// dropped: a row of 7 wasted an eighth of its inner products.
@@ -108,7 +108,7 @@ pub const fn word_gather(params: &Conv2dParams) -> bool {
 }
 
 /// Where code `k` of the receptive field (`[ic][ky][kx]`) lies in a row of a layer that
-/// `word_gather`s: see there.
+/// [`word_gather`]s: see there.
 const fn word_gather_position(channels: usize, k: usize) -> usize {
     let (ic, r, kx) = (k / 9, (k % 9) / 3, k % 3);
     match (r, kx) {
@@ -242,7 +242,7 @@ pub const fn dsp_block_words(params: &Conv2dParams) -> usize {
 
 /// Words [`conv2d_dsp`] keeps on the stack beside a block of pixel pairs: a channel pair's
 /// widened weights (a row), and for a layer gathered through its table of input offsets
-/// (neither pointwise nor a `word_gather`; `u16` per code) half a row more.
+/// (neither pointwise nor a [`word_gather`]; `u16` per code) half a row more.
 pub const fn words_beside_block(params: &Conv2dParams) -> usize {
     let row = dsp_row_len(params);
     if params.is_pointwise() || word_gather(params) {
@@ -324,7 +324,7 @@ fn widen_pair<const ROW: usize>(weights: &[i8], wide: &mut [u32; ROW]) {
     }
 }
 
-/// As [`dot2x2`], with the channel pair's weights widened (`widen_pair`): `codes` is one
+/// As [`dot2x2`], with the channel pair's weights widened ([`widen_pair`]): `codes` is one
 /// pixel pair's gathered words and `wide` as many, both a multiple of 4, word aligned.
 #[inline(always)]
 pub(super) fn dot2x2_i16(acc: &mut [i32; 4], codes: &[u32], wide: &[u32]) {
@@ -545,7 +545,7 @@ impl<const ROW: usize> PixelPairs for RowPairs<'_, ROW> {
     }
 }
 
-/// A pass of a `word_gather` layer's output rows ([`rows_per_pass`]) from its padded
+/// A pass of a [`word_gather`] layer's output rows ([`rows_per_pass`]) from its padded
 /// input rows ([`WordPairs::gather_words`]): pixel `i` is pixel `i % out_w` of the pass's row
 /// `i / out_w`, and a pair may run across the end of a row.
 struct WordPairs<'a, const PASS: usize> {
@@ -656,7 +656,7 @@ impl ConvRow<'_> {
         }
     }
 
-    /// A layer that `word_gather`s, `PASS` output rows at a time (`rows_per_pass`; an
+    /// A layer that [`word_gather`]s, `PASS` output rows at a time ([`rows_per_pass`]; an
     /// odd last row alone): each pass's input rows are copied with their padding into
     /// `scratch`, then gathered in pairs of pixels that may run across a row's end.
     #[inline(always)]
@@ -831,7 +831,7 @@ impl ConvRow<'_> {
     }
 
     /// Every output channel at `pixels` output pixels, the `i`-th at `at + i` in each
-    /// channel's plane, in equal blocks of at least `MIN_BLOCK_PAIRS` pixel pairs held in
+    /// channel's plane, in equal blocks of at least [`MIN_BLOCK_PAIRS`] pixel pairs held in
     /// `block` ([`dsp_block_words`], a multiple of `ROW`), gathered by `row`.
     #[inline(always)]
     fn blocks<const ROW: usize>(
@@ -857,7 +857,7 @@ impl ConvRow<'_> {
 
     /// Every output channel at the `pixels` pixels from `at`, gathered in `block` (pair `p`
     /// in words `p * ROW..`): each channel pair's weights are widened once
-    /// (`widen_pair`) and run against every pair, 0.67 instructions per MAC in the inner
+    /// ([`widen_pair`]) and run against every pair, 0.67 instructions per MAC in the inner
     /// product on Cortex-M4/M7 against 0.94 with the widening inside it ([`dot2x2`]).
     #[inline(always)]
     fn outputs_block<const ROW: usize>(
@@ -940,7 +940,7 @@ impl<const PASS: usize> WordPairs<'_, PASS> {
 
     /// Gathers the pixels whose windows start at codes `at[0]` and `at[1]` of the first
     /// channel's padded rows (loads may reach 3 codes past a window) as pixels 0 and 1 of
-    /// `cols`, `x - x_zero` in `word_gather`'s order. `ADJACENT`: `at[1] = at[0] + 1`, and one
+    /// `cols`, `x - x_zero` in [`word_gather`]'s order. `ADJACENT`: `at[1] = at[0] + 1`, and one
     /// word per row holds both windows: per channel three word loads, six `SXTAB16` and two
     /// half-word packs for its 16 codes, the channels' last codes joined four channels to a
     /// step; about 1.2 instructions per code against 4.5. Otherwise (a pair across the end of
