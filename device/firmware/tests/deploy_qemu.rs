@@ -4,6 +4,7 @@
 //! Needs qemu-system-arm, qemu-user, gcc (for the plugin), gcc-aarch64-linux-gnu and the
 //! thumbv7em-none-eabihf and aarch64-unknown-linux-gnu rustup targets (CI installs them).
 
+use dnal_export::{Export, Tensor};
 use dnal_firmware::DeployRequest;
 use dnal_firmware::deploy::{DeployReport, deploy, synthetic_images};
 use dnal_firmware::synth::{random_export, tiny_cnn_arch};
@@ -98,4 +99,47 @@ fn cortex_m7_in_qemu() {
 #[test]
 fn aarch64_in_qemu_user() {
     deploy_and_run("aarch64-qemu");
+}
+
+/// Per-layer instruction counts of `export` on `board`, one image, one run.
+fn per_layer_costs(export: &Export, board: &str) -> Vec<f64> {
+    let tmp = tempfile::tempdir().unwrap();
+    let export_dir = tmp.path().join("export");
+    export.write(&export_dir).unwrap();
+    let mut req = DeployRequest::new(&export_dir, board, tmp.path().join("fw"));
+    req.run = true;
+    req.firmware_target_dir = Some(shared_target_dir());
+    req.images = synthetic_images(export.input_len(), 1);
+    let report = deploy(&req).unwrap_or_else(|e| panic!("{board}: {e}"));
+    let cost = report.cost.unwrap();
+    cost.per_layer.iter().map(|l| l.cost).collect()
+}
+
+/// A network's cost is its architecture's, whatever its weights: the search measures a fit
+/// before finetuning and promises the budget after it. Weights the compiler could fold into
+/// the code if it saw them (zeros, values one `fmov` encodes) cost exactly what random ones
+/// cost, on every layer.
+#[test]
+fn the_cost_does_not_depend_on_the_weights() {
+    let random = random_export(tiny_cnn_arch("tiny-weights"), 11).unwrap();
+    // Eighths in -2..2: zero, or a value `fmov` takes as an immediate on both ISAs.
+    let eighths = random
+        .tensors()
+        .iter()
+        .map(|(name, t)| {
+            let data = t.data.iter().map(|v| (v * 8.0).round() / 8.0).collect();
+            (name.clone(), Tensor::new(t.shape.clone(), data))
+        })
+        .collect();
+    let eighths = Export::new(random.arch().clone(), eighths).unwrap();
+    let other = random_export(tiny_cnn_arch("tiny-weights"), 12).unwrap();
+    for board in ["cortex-m7-qemu", "aarch64-qemu"] {
+        let want = per_layer_costs(&random, board);
+        assert_eq!(per_layer_costs(&eighths, board), want, "{board}: eighths");
+        assert_eq!(
+            per_layer_costs(&other, board),
+            want,
+            "{board}: another seed"
+        );
+    }
 }
