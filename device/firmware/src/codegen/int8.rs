@@ -125,16 +125,23 @@ pub fn generate_int8_model(
             }
             Int8Layer::Pool => {}
         }
-        // Biases and requantisation pairs behind `black_box`: their values are then unknown
-        // to the optimiser, as in the latency benchmarks, which stand in other values. Seen,
-        // they let LLVM specialise a layer's code on them, so the same layer compiled up to
-        // 13% differently in a model and alone, and a latency table measured alone
-        // mispredicted the 4x vgg-small by 1.8% instead of 0.7%. It costs 0.2% of its
-        // instructions (the per-output test of each factor, which LLVM used to fold and which
-        // cost 3% hidden, is gone: `OutputStage::factors_below_half`).
+        // Weight codes, biases and requantisation pairs behind `black_box`: their values are
+        // then unknown to the optimiser, as in the latency benchmarks, which stand in other
+        // values. Seen, they let LLVM specialise a layer's code on them, so the same layer
+        // compiled up to 13% differently in a model and alone, and a latency table measured
+        // alone mispredicted the 4x vgg-small by 1.8% instead of 0.7%. Biases and pairs
+        // hidden cost 0.2% of its instructions (the per-output test of each factor, which
+        // LLVM used to fold and which cost 3% hidden, is gone:
+        // `OutputStage::factors_below_half`). Codes in sight made a network's cost depend on
+        // them (a tiny network with all-zero or all-one codes ran 1-5% fewer instructions
+        // in some layers, half as many in its classifier): hidden, they cost 0.7% on a
+        // MobileNetV2 on the M7 (some kernels load a channel's weights again per run).
         let mut call = code
             .call
-            .replace("{w}", &format!("&weights::{ident}_W"))
+            .replace(
+                "{w}",
+                &format!("core::hint::black_box(&weights::{ident}_W)"),
+            )
             .replace(
                 "{b}",
                 &format!("core::hint::black_box(&weights::{ident}_B)"),
@@ -667,7 +674,11 @@ mod tests {
         };
         let opaque_stage = "zero_point: core::hint::black_box(";
         // pw: a rectified input (-128, literal), an output calibration chooses.
-        assert!(body("pw").contains("_PW, -128, &weights"), "{}", body("pw"));
+        assert!(
+            body("pw").contains("_PW, -128, core::hint::black_box(&weights"),
+            "{}",
+            body("pw")
+        );
         assert!(body("pw").contains(opaque_stage), "{}", body("pw"));
         // res: adds pw's output to conv1's; its output is rectified.
         let pw_zero = int8.value(3).zero_point;

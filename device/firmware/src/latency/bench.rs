@@ -171,8 +171,8 @@ pub(crate) fn bench_code(
             layer.name, bench.in_channels, bench.out_channels
         ))
     };
-    // Weights and biases (int8: biases and requantisation pairs) as a model passes its own:
-    // of a constant length, their values hidden from the optimiser (see `codegen::generate`).
+    // Weights, biases (and int8 requantisation pairs) as a model passes its own: of a
+    // constant length, their values hidden from the optimiser (see `codegen::generate`).
     let opaque = codegen::opaque_prefix;
     let (code, weights_len, bias_len, rq_len, scratch_len, call) = match numbers.precision {
         Precision::F32 => {
@@ -212,14 +212,7 @@ pub(crate) fn bench_code(
             };
             let call = code
                 .call
-                // Weight codes as a model passes its own, in sight: hidden, the optimiser
-                // reloads them in some kernels (0.7% more instructions in a MobileNetV2 on the
-                // M7), and seen, they did not change its code (random codes and biases
-                // measured the same there and on aarch64).
-                .replace(
-                    "{w}",
-                    &format!("&weights::{}[..{weights_len}]", codegen::SHARED_WEIGHTS),
-                )
+                .replace("{w}", &opaque(codegen::SHARED_WEIGHTS, "i8", weights_len))
                 .replace("{b}", &opaque(codegen::SHARED_BIAS, "i32", bias_len))
                 .replace(
                     "{rq}",
