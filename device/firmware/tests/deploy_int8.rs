@@ -301,6 +301,10 @@ fn recode(dir: &std::path::Path, code: impl Fn(usize) -> i8, bias: impl Fn(usize
     std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
 }
 
+/// The `i`-th weight code, or bias, of a [`recode`]d export.
+type CodeAt = fn(usize) -> i8;
+type BiasAt = fn(usize) -> i32;
+
 /// Per-layer instruction counts of the int8 export in `dir` on `board`, one image.
 fn int8_layer_costs(dir: &std::path::Path, board: &str, input_len: usize) -> Vec<f64> {
     let out = tempfile::tempdir().unwrap();
@@ -324,26 +328,26 @@ fn int8_cost_does_not_depend_on_the_weight_codes_or_biases() {
     let export = random_export(tiny_cnn_arch("tiny8-codes"), 23).unwrap();
     let dir = tmp.path().join("export8");
     quantised(&export, 5, &dir);
-    let pseudo_random = |i: usize| (i.wrapping_mul(2_654_435_761) >> 7) % 255;
+    fn pseudo_random(i: usize) -> i32 {
+        ((i.wrapping_mul(2_654_435_761) >> 7) % 255) as i32
+    }
+    let variants: [(&str, CodeAt, BiasAt); 2] = [
+        ("zeros", |_| 0, |_| 0),
+        (
+            "pseudo-random",
+            |i| (pseudo_random(i) - 127) as i8,
+            |i| pseudo_random(i) * 40 - 5_000,
+        ),
+    ];
     for board in ["cortex-m7-qemu", "aarch64-qemu"] {
         let want = int8_layer_costs(&dir, board, export.input_len());
-        let variants: [(&str, &dyn Fn(&std::path::Path)); 2] = [
-            ("zeros", &|d| recode(d, |_| 0, |_| 0)),
-            ("pseudo-random", &|d| {
-                recode(
-                    d,
-                    |i| (pseudo_random(i) as i32 - 127) as i8,
-                    |i| pseudo_random(i) as i32 * 40 - 5_000,
-                )
-            }),
-        ];
-        for (what, variant) in variants {
+        for (what, code, bias) in variants {
             let copy = tmp.path().join(format!("{board}-{what}"));
             std::fs::create_dir_all(&copy).unwrap();
             for file in ["arch.json", "weights.safetensors"] {
                 std::fs::copy(dir.join(file), copy.join(file)).unwrap();
             }
-            variant(&copy);
+            recode(&copy, code, bias);
             let got = int8_layer_costs(&copy, board, export.input_len());
             assert_eq!(got, want, "{board}: {what} codes and biases");
         }
