@@ -317,11 +317,10 @@ fn int8_layer_costs(dir: &std::path::Path, board: &str, input_len: usize) -> Vec
     cost.per_layer.iter().map(|l| l.cost).collect()
 }
 
-/// int8 weight codes stay in the compiler's sight (hidden behind `black_box` as biases are,
-/// some kernels reload them: 0.7% more instructions in a MobileNetV2), which is sound only
-/// while no kernel's code depends on them: with its codes and biases replaced (all zero,
-/// then pseudo-random), the tiny network costs what it cost, on every layer. Its zero points
-/// and requantisation stay: they are constants of the code.
+/// An int8 network's cost is its architecture's, whatever its codes: the compiler cannot see
+/// the weight codes and biases (statics defined in assembly), so with them replaced (all
+/// zero, then pseudo-random) the tiny network costs what it cost, on every layer. Its zero
+/// points and requantisation stay: they are constants of the code.
 #[test]
 fn int8_cost_does_not_depend_on_the_weight_codes_or_biases() {
     let tmp = tempfile::tempdir().unwrap();

@@ -12,10 +12,10 @@ use dnal_kernels::{Conv2dParams, LinearParams};
 
 use crate::board::Int8Simd;
 
+use super::hidden::emit_hidden;
 use super::{
     CodegenError, GeneratedModel, LayerCode, MemoryPlan, act_expr, act_suffix, conv_params_expr,
-    emit_layer, emit_static, emit_static_in, inert, layer_ident, plan_memory_with_scratch,
-    shape_expr,
+    emit_layer, inert, layer_ident, plan_memory_with_scratch, shape_expr,
 };
 
 /// Generates `model.rs` and `weights.rs` for a validated int8 export. With `simd`, the
@@ -40,10 +40,7 @@ pub fn generate_int8_model(
          dnal-firmware.\n\
          #![cfg_attr(rustfmt, rustfmt::skip)]\n\n\
          #[allow(unused_imports)]\n\
-         use dnal_kernels::int8::{{Requantize, WordAligned}};\n\n\
-         #[allow(dead_code)]\n\
-         const fn rq(multiplier: i32, shift: i32) -> Requantize {{\n    \
-         Requantize {{ multiplier, shift }}\n}}",
+         use dnal_kernels::int8::{{Requantize, WordAligned}};",
         inert(&arch.name)
     );
     for (index, ((layer, info), data)) in arch
@@ -82,16 +79,14 @@ pub fn generate_int8_model(
                 };
                 // Word aligned, whichever kernel reads them: the SMLAD convolution's
                 // `LDRD` faults on codes that a plain `[i8; N]` left at an odd address.
-                weights_bytes += emit_static_in(
+                weights_bytes += emit_hidden(
                     &mut weights,
-                    (&format!("{ident}_W"), "i8"),
-                    Some("WordAligned"),
-                    &codes,
                     (
-                        &format!("{} weights (codes, {order})", inert(&layer.name)),
-                        16,
+                        &format!("{ident}_W"),
+                        &format!("WordAligned<{}>", codes.len()),
                     ),
-                    |v| v.to_string(),
+                    &codes,
+                    &format!("{} weights (codes, {order})", inert(&layer.name)),
                 );
                 // `SDOT` multiplies raw codes: the zero point's share comes off the bias.
                 let (bias, bias_doc) = match &simd_params {
@@ -102,9 +97,9 @@ pub fn generate_int8_model(
                     }
                     _ => (w.bias.clone(), "bias"),
                 };
-                weights_bytes += emit_ints(
+                weights_bytes += emit_hidden(
                     &mut weights,
-                    (&format!("{ident}_B"), "i32"),
+                    (&format!("{ident}_B"), &format!("[i32; {}]", bias.len())),
                     &bias,
                     &format!("{} {bias_doc}", inert(&layer.name)),
                 );
@@ -125,23 +120,18 @@ pub fn generate_int8_model(
             }
             Int8Layer::Pool => {}
         }
-        // Weight codes, biases and requantisation pairs behind `black_box`: their values are
-        // then unknown to the optimiser, as in the latency benchmarks, which stand in other
-        // values. Seen, they let LLVM specialise a layer's code on them, so the same layer
-        // compiled up to 13% differently in a model and alone, and a latency table measured
-        // alone mispredicted the 4x vgg-small by 1.8% instead of 0.7%. Biases and pairs
-        // hidden cost 0.2% of its instructions (the per-output test of each factor, which
-        // LLVM used to fold and which cost 3% hidden, is gone:
-        // `OutputStage::factors_below_half`). Codes in sight made a network's cost depend on
-        // them (a tiny network with all-zero or all-one codes ran 1-5% fewer instructions
-        // in some layers, half as many in its classifier): hidden, they cost 0.7% on a
-        // MobileNetV2 on the M7 (some kernels load a channel's weights again per run).
+        // Weight codes, biases and requantisation pairs are hidden statics (`hidden`): their
+        // values are unknown to the optimiser, as in the latency benchmarks, which stand in
+        // other values. Seen, they let LLVM specialise a layer's code on them, so the same
+        // layer compiled up to 13% differently in a model and alone (a latency table measured
+        // alone mispredicted the 4x vgg-small by 1.8% instead of 0.7%), and a network's cost
+        // depended on its codes (a tiny network with all-zero or all-one codes ran 1-5% fewer
+        // instructions in some layers, half as many in its classifier). Biases and pairs also
+        // go through `black_box` (their address out of sight too): 0.3% fewer instructions on
+        // a MobileNetV2 on the M7 and 0.1% on aarch64 than with it in sight.
         let mut call = code
             .call
-            .replace(
-                "{w}",
-                &format!("core::hint::black_box(&weights::{ident}_W)"),
-            )
+            .replace("{w}", &format!("&weights::{ident}_W"))
             .replace(
                 "{b}",
                 &format!("core::hint::black_box(&weights::{ident}_B)"),
@@ -604,22 +594,10 @@ pub(crate) fn layer_code_int8(
     Ok(code)
 }
 
-/// Writes `pub static NAME: [TY; N]` of integers (`decl` is `(NAME, TY)`); returns bytes.
-fn emit_ints<T: std::fmt::Display>(
-    out: &mut String,
-    decl: (&str, &str),
-    values: &[T],
-    doc: &str,
-) -> u64 {
-    emit_static(out, decl, values, doc, 16, |v| v.to_string())
-}
-
-/// Writes `pub static NAME: [Requantize; N]` through `weights.rs`'s `rq` constructor;
-/// returns its bytes (8 per pair).
+/// Writes the hidden static `NAME: [Requantize; N]`; returns its bytes (8 per pair).
 fn emit_requantize(out: &mut String, name: &str, values: &[Requantize], doc: &str) -> u64 {
-    emit_static(out, (name, "Requantize"), values, doc, 4, |r| {
-        format!("rq({}, {})", r.multiplier, r.shift)
-    })
+    let ty = format!("[Requantize; {}]", values.len());
+    emit_hidden(out, (name, &ty), values, doc)
 }
 
 #[cfg(test)]
@@ -674,11 +652,7 @@ mod tests {
         };
         let opaque_stage = "zero_point: core::hint::black_box(";
         // pw: a rectified input (-128, literal), an output calibration chooses.
-        assert!(
-            body("pw").contains("_PW, -128, core::hint::black_box(&weights"),
-            "{}",
-            body("pw")
-        );
+        assert!(body("pw").contains("_PW, -128, &weights"), "{}", body("pw"));
         assert!(body("pw").contains(opaque_stage), "{}", body("pw"));
         // res: adds pw's output to conv1's; its output is rectified.
         let pw_zero = int8.value(3).zero_point;

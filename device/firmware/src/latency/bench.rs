@@ -18,6 +18,7 @@ use std::path::Path;
 use super::LatencyError;
 use super::grid::LayerPlan;
 use crate::board::{Board, Harness};
+use crate::codegen::hidden::emit_hidden;
 use crate::codegen::plan::{Place, plan_memory_with_scratch};
 use crate::codegen::{self, WeightSource, int8};
 use dnal_export::int8::{ValueRanges, quantize};
@@ -171,9 +172,11 @@ pub(crate) fn bench_code(
             layer.name, bench.in_channels, bench.out_channels
         ))
     };
-    // Weights, biases (and int8 requantisation pairs) as a model passes its own: of a
-    // constant length, their values hidden from the optimiser (see `codegen::generate`).
-    let opaque = codegen::opaque_prefix;
+    // Weights, biases (and int8 requantisation pairs) as a model passes its own: hidden
+    // statics of a constant length, biases and pairs through `black_box` (see
+    // `codegen::generate`).
+    let shared = codegen::shared_prefix;
+    let opaque = |name, ty, len| format!("core::hint::black_box({})", shared(name, ty, len));
     let (code, weights_len, bias_len, rq_len, scratch_len, call) = match numbers.precision {
         Precision::F32 => {
             let code = codegen::layer_code(&ident, &layer, &info).map_err(fail)?;
@@ -183,7 +186,7 @@ pub(crate) fn bench_code(
             };
             let call = code
                 .call
-                .replace("{w}", &opaque(codegen::SHARED_WEIGHTS, "f32", weights_len))
+                .replace("{w}", &shared(codegen::SHARED_WEIGHTS, "f32", weights_len))
                 .replace("{b}", &opaque(codegen::SHARED_BIAS, "f32", bias_len));
             let scratch_len = codegen::layer_scratch_len(&layer, &info);
             (code, weights_len, bias_len, 0, scratch_len, call)
@@ -212,7 +215,7 @@ pub(crate) fn bench_code(
             };
             let call = code
                 .call
-                .replace("{w}", &opaque(codegen::SHARED_WEIGHTS, "i8", weights_len))
+                .replace("{w}", &shared(codegen::SHARED_WEIGHTS, "i8", weights_len))
                 .replace("{b}", &opaque(codegen::SHARED_BIAS, "i32", bias_len))
                 .replace(
                     "{rq}",
@@ -319,87 +322,69 @@ pub(crate) fn weights_rs(
          #![cfg_attr(rustfmt, rustfmt::skip)]\n#![allow(dead_code)]\n",
     );
     let mut state: u32 = 0x2545_f491;
-    // Integers -100..=100, each written by `literal`: short literals, exact enough. Weight
-    // codes go in a `wrapper` that aligns them, as the SMLAD convolution reads them.
-    let mut array = |out: &mut String,
-                     decl: (&str, &str),
-                     wrapper: Option<&str>,
-                     len: usize,
-                     doc: &str,
-                     literal: &dyn Fn(i32) -> String| {
-        let values: Vec<i32> = (0..len)
+    // Integers -100..=100: short literals, exact enough.
+    let mut draw = |len: usize| -> Vec<i32> {
+        (0..len)
             .map(|_| {
                 state ^= state << 13;
                 state ^= state >> 17;
                 state ^= state << 5;
                 (state % 201) as i32 - 100
             })
-            .collect();
-        codegen::emit_static_in(out, decl, wrapper, &values, (doc, 16), |k| literal(*k));
+            .collect()
     };
     let (w, b) = (codegen::SHARED_WEIGHTS, codegen::SHARED_BIAS);
+    let (weights_len, bias_len, rq_len) = (weights_len.max(1), bias_len.max(1), rq_len.max(1));
+    // Weights, biases and pairs hidden from the optimiser as a model's are (`codegen::hidden`);
+    // the image a plain static, as a model's test images are.
     match numbers.precision {
         Precision::F32 => {
-            let scaled = |scale: f32| move |k: i32| format!("{:?}", k as f32 * scale);
-            array(
-                &mut out,
-                (w, "f32"),
-                None,
-                weights_len.max(1),
-                "Weights",
-                &scaled(0.001),
-            );
-            array(
-                &mut out,
-                (b, "f32"),
-                None,
-                bias_len.max(1),
-                "Biases",
-                &scaled(0.001),
-            );
-            array(
-                &mut out,
-                ("IMAGE", "f32"),
-                None,
-                input_len,
-                "The input image",
-                &scaled(0.01),
-            );
+            let scaled = |k: Vec<i32>, scale: f32| -> Vec<f32> {
+                k.into_iter().map(|k| k as f32 * scale).collect()
+            };
+            let ty = |n: usize| format!("[f32; {n}]");
+            let values = scaled(draw(weights_len), 0.001);
+            emit_hidden(&mut out, (w, &ty(weights_len)), &values, "Weights");
+            let values = scaled(draw(bias_len), 0.001);
+            emit_hidden(&mut out, (b, &ty(bias_len)), &values, "Biases");
+            let image = scaled(draw(input_len), 0.01);
+            codegen::emit_array(&mut out, "IMAGE", &image, "The input image");
         }
         Precision::Int8 => {
-            let int = |k: i32| k.to_string();
-            array(
+            let codes: Vec<i8> = draw(weights_len).into_iter().map(|k| k as i8).collect();
+            let ty = format!("dnal_kernels::int8::WordAligned<{weights_len}>");
+            emit_hidden(&mut out, (w, &ty), &codes, "Weight codes");
+            let biases: Vec<i32> = draw(bias_len).into_iter().map(|k| k * 50).collect();
+            emit_hidden(
                 &mut out,
-                (w, "i8"),
-                Some("dnal_kernels::int8::WordAligned"),
-                weights_len.max(1),
-                "Weight codes",
-                &int,
-            );
-            array(
-                &mut out,
-                (b, "i32"),
-                None,
-                bias_len.max(1),
+                (b, &format!("[i32; {bias_len}]")),
+                &biases,
                 "Biases",
-                &|k| (k * 50).to_string(),
             );
-            array(
+            let image = draw(input_len);
+            codegen::emit_static(
                 &mut out,
                 ("IMAGE", "i8"),
-                None,
-                input_len,
+                &image,
                 "The quantised input image",
-                &int,
+                16,
+                |k| k.to_string(),
             );
             // One factor for all: the kernels' path does not depend on its value as long as
             // it is below a half, as a layer's is.
-            let _ = writeln!(
-                out,
-                "\n/// Requantisation pairs: {n} values.\n\
-                 pub static {SHARED_REQUANTIZE}: [dnal_kernels::int8::Requantize; {n}] = \
-                 [dnal_kernels::int8::Requantize {{ multiplier: 1518500250, shift: -10 }}; {n}];",
-                n = rq_len.max(1)
+            let pairs = vec![
+                Requantize {
+                    multiplier: 1518500250,
+                    shift: -10,
+                };
+                rq_len
+            ];
+            let ty = format!("[dnal_kernels::int8::Requantize; {rq_len}]");
+            emit_hidden(
+                &mut out,
+                (SHARED_REQUANTIZE, &ty),
+                &pairs,
+                "Requantisation pairs",
             );
         }
     }

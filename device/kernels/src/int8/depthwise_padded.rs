@@ -47,10 +47,9 @@ pub fn depthwise3x3_padded<const SW: usize>(
     let mut acc = [0i32; ROW_CHUNK];
     for c in 0..channels {
         let start = planes.channel(params, input_zero, c, input, weights, bias, scratch);
-        // The channel's taps in registers for all its rows: firmware passes the codes behind
-        // `black_box` (so that its code does not depend on them), and the optimiser, unable to
-        // tell them from the planes, would load them again for every row (12% more
-        // instructions in MobileNetV2's 7x7 layers).
+        // The channel's taps in registers for all its rows: read from `weights` in the loop,
+        // the optimiser loads them again for every row (a MobileNetV2 ran 7% more
+        // instructions, 12% more in its 7x7 layers, with the codes as firmware keeps them).
         let k: [i32; 9] = core::array::from_fn(|tap| weights[c * 9 + tap] as i32);
         let out = &mut output[c * out_plane..(c + 1) * out_plane];
         for oy in 0..out_h {
