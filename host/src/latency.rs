@@ -281,6 +281,7 @@ pub fn measure_on_board(
         errors: check.errors,
         measurements: check.log,
         firmware,
+        note: check.note,
     })
 }
 

@@ -351,6 +351,10 @@ pub struct LatencyReport {
     pub measurements: Option<PathBuf>,
     /// The firmware folder (deploy.json).
     pub firmware: PathBuf,
+    /// Why the table may predict this firmware less well than its errors say: it was
+    /// profiled with other firmware code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl LatencyReport {

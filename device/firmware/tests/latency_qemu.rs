@@ -92,6 +92,12 @@ fn m4_profile_predicts_pruned_variants() {
     assert_eq!(table.model, "mini-vgg");
     assert_eq!(table.clock.hz, 168e6);
     assert!(table.measured.contains("mps2-an386"), "{}", table.measured);
+    // The code that measured it, so that firmware of other code is noted.
+    assert_eq!(
+        table.code.as_deref(),
+        Some(dnal_firmware::codegen::code_stamp())
+    );
+    assert!(table.code_note().is_none(), "{:?}", table.code_note());
     assert_eq!(table.layers.len(), parent.layers.len());
     // Every grid holds the parent's own counts, the counts below a register block, and
     // positive costs; counts that cannot change (the image's, the logits') have one point.

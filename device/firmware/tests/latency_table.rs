@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use dnal_export::{Arch, Layer, Op};
+use dnal_firmware::codegen::code_stamp;
 use dnal_firmware::latency::{
     Grid, GridOptions, InRow, LatencyError, LatencyTable, LayerStructure, profile,
 };
@@ -528,4 +529,46 @@ fn a_padded_rows_marginal_input_channel_is_the_rows_mean_slope() {
         assert!((m.per_in_channel - mean).abs() < 1e-9, "{i}: {m:?}");
         assert!((m.per_in_channel - 144.0).abs() < 1e-9, "{i}: {m:?}");
     }
+}
+
+/// A table says which firmware code measured it (`code`); one of other code, or from a dnal
+/// that did not record it, is noted wherever it predicts a measured network, naming both codes
+/// and the fix.
+#[test]
+fn a_table_of_other_firmware_code_is_noted_with_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("latency.json");
+    let mut ours = table();
+    ours.code = Some(code_stamp().to_string());
+    ours.write(&path).unwrap();
+    let ours = LatencyTable::load(&path).unwrap();
+    assert_eq!(ours.code.as_deref(), Some(code_stamp()));
+    assert_eq!(ours.code_note(), None);
+
+    let mut other = ours.clone();
+    other.code = Some("dnal-firmware 0.0.9, code 0123456789abcdef".into());
+    let note = other.code_note().unwrap();
+    for part in [
+        &path.display().to_string(),
+        "0123456789abcdef",
+        code_stamp(),
+        "dnal profile --board cortex-m7-qemu",
+    ] {
+        assert!(note.contains(part), "{part:?} missing from: {note}");
+    }
+    let mut unrecorded = ours.clone();
+    unrecorded.code = None;
+    let old = unrecorded.code_note().unwrap();
+    assert!(old.contains("did not record its firmware code"), "{old}");
+
+    // The note travels with every check of a prediction against a measurement.
+    let prediction = other.predict(&vgg_small_arch()).unwrap();
+    let check = other
+        .check_and_learn(&prediction, prediction.total * 1.01, "a test")
+        .unwrap();
+    assert_eq!(check.note.as_deref(), Some(note.as_str()));
+    let check = ours
+        .check_and_learn(&prediction, prediction.total * 1.01, "a test")
+        .unwrap();
+    assert_eq!(check.note, None);
 }

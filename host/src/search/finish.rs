@@ -271,6 +271,12 @@ impl Search {
             observer.message(&format!("warning: {warning}"));
             self.state.warnings.push(warning);
         }
+        if let Some(note) = latency.as_ref().and_then(|l| l.note.clone())
+            && !self.state.warnings.contains(&note)
+        {
+            observer.message(&format!("warning: {note}"));
+            self.state.warnings.push(note);
+        }
         let int8 = int8.map(|(_, report)| report);
         let channels = channel_groups(&self.parent.plan, &masks);
         let report = Report {

@@ -1,17 +1,19 @@
-//! Code generation: an export folder -> a no_std Rust model (weights as statics hidden from
-//! the optimiser, [`hidden`], in the order the kernels read them, a planned static activation arena, `infer`), wrapped in
-//! a firmware crate for one [`crate::board::Board`].
+//! Code generation: an export folder -> a no_std Rust model (weights in the order the
+//! kernels read them, as statics whose values the optimiser cannot see; a planned static
+//! activation arena; `infer`), wrapped in a firmware crate for one [`crate::board::Board`].
 
 mod firmware;
 pub(crate) mod hidden;
 pub(crate) mod int8;
 pub mod plan;
+pub(crate) mod stamp;
 pub mod vendor;
 
 pub(crate) use firmware::write_crate_scaffold;
 pub use firmware::{FirmwareCrate, FirmwareOptions, write_firmware_crate};
 pub use int8::generate_int8_model;
 pub use plan::{MemoryPlan, Place, plan_memory, plan_memory_with_scratch};
+pub use stamp::code_stamp;
 
 use std::fmt::Write as _;
 use std::fs;

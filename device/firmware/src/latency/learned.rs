@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::table::file_error;
 use super::{LatencyError, LatencyTable, Prediction};
+use crate::codegen::stamp::Fnv1a;
 use crate::deploy::LayerCost;
 
 /// `format` of a measurement log.
@@ -103,6 +104,10 @@ pub struct PredictionCheck {
     /// ([`PredictionCheck::with_layers`]): which layers the table misjudges.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub per_layer: Vec<LayerCheck>,
+    /// Why the table may predict this firmware less well than its errors say
+    /// ([`LatencyTable::code_note`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// One layer's share of a [`PredictionCheck`], in the table's unit.
@@ -190,6 +195,7 @@ impl LatencyTable {
             errors: log.errors(),
             log: written,
             per_layer: Vec::new(),
+            note: self.code_note(),
         })
     }
 }
@@ -237,16 +243,10 @@ impl Correction {
 /// A fingerprint of a table's predictions (its overhead and every layer's costs): FNV-1a over
 /// their JSON, as hex.
 pub fn fingerprint(table: &LatencyTable) -> String {
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
-    let mut feed = |bytes: &[u8]| {
-        for &b in bytes {
-            hash ^= b as u64;
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    feed(&table.overhead.to_le_bytes());
-    feed(&serde_json::to_vec(&table.layers).expect("a table serialises"));
-    format!("{hash:016x}")
+    let mut hash = Fnv1a::new();
+    hash.feed(&table.overhead.to_le_bytes());
+    hash.feed(&serde_json::to_vec(&table.layers).expect("a table serialises"));
+    hash.hex()
 }
 
 impl MeasurementLog {

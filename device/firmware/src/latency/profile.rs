@@ -335,6 +335,7 @@ pub fn profile(
         calibration,
         precision: options.precision,
         winograd: numbers.simd.winograd(),
+        code: Some(crate::codegen::code_stamp().to_string()),
         ..table_for(
             board,
             arch,
@@ -377,6 +378,7 @@ fn table_for(
         model: arch.name.clone(),
         precision: Precision::F32,
         winograd: false,
+        code: None,
         input: arch.input,
         overhead: 0.0,
         calibration: None,

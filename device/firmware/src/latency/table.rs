@@ -50,6 +50,11 @@ pub struct LatencyTable {
     /// what the table predicts for (absent in the file: directly).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub winograd: bool,
+    /// The code that generated the measured firmware ([`crate::codegen::code_stamp`]): the
+    /// table predicts exactly only firmware of the same code (absent in tables written
+    /// before dnal recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
     /// The model's input (the image).
     #[serde(with = "kernel_serde::shape3")]
     pub input: Shape3,
@@ -339,6 +344,28 @@ impl LatencyTable {
     /// The file the table was loaded from, if any.
     pub fn origin(&self) -> Option<&Path> {
         self.origin.0.as_deref()
+    }
+
+    /// Why the table may not predict this dnal's firmware exactly: it was measured on
+    /// firmware of other code than [`crate::codegen::code_stamp`]'s, or by a dnal that did
+    /// not record its code. `None` when it is this code's.
+    pub fn code_note(&self) -> Option<String> {
+        let ours = crate::codegen::code_stamp();
+        let theirs = match &self.code {
+            Some(code) if code == ours => return None,
+            Some(code) => format!("firmware of other code ({code})"),
+            None => "a dnal that did not record its firmware code".to_string(),
+        };
+        let name = self.origin().map_or_else(
+            || "the latency table".to_string(),
+            |p| format!("latency table {}", p.display()),
+        );
+        Some(format!(
+            "{name} was profiled with {theirs}; this dnal generates {ours}. A layer may cost \
+             a little differently (a fraction of a percent), which the measurements kept beside \
+             the table correct; `dnal profile --board {}` measures a table for this code",
+            self.board
+        ))
     }
 
     /// The layer named `name`.
