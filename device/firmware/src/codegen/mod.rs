@@ -835,36 +835,20 @@ pub(crate) fn emit_array(out: &mut String, name: &str, values: &[f32], doc: &str
 }
 
 /// Writes `pub static NAME: [TY; N] = [...];` (`decl` is `(NAME, TY)`) after a doc line,
-/// `per_line` literals a line, each written by `literal`. Returns the array's bytes.
+/// `per_line` literals a line, each written by `literal`. Returns the array's bytes. (Weights
+/// go through [`hidden::emit_hidden`] instead: these are the test images.)
 pub(crate) fn emit_static<T>(
     out: &mut String,
-    decl: (&str, &str),
+    (name, ty): (&str, &str),
     values: &[T],
     doc: &str,
     per_line: usize,
     literal: impl Fn(&T) -> String,
 ) -> u64 {
-    emit_static_in(out, decl, None, values, (doc, per_line), literal)
-}
-
-/// [`emit_static`], the array wrapped in the tuple struct `wrapper` if given (`pub static
-/// NAME: WRAPPER<N> = WRAPPER([...]);`, for a wrapper generic over the length).
-pub(crate) fn emit_static_in<T>(
-    out: &mut String,
-    (name, ty): (&str, &str),
-    wrapper: Option<&str>,
-    values: &[T],
-    (doc, per_line): (&str, usize),
-    literal: impl Fn(&T) -> String,
-) -> u64 {
     let n = values.len();
-    let (decl, open, close) = match wrapper {
-        Some(w) => (format!("{w}<{n}>"), format!("{w}(["), "]);"),
-        None => (format!("[{ty}; {n}]"), "[".to_string(), "];"),
-    };
     let _ = writeln!(
         out,
-        "\n/// {doc}: {n} values.\npub static {name}: {decl} = {open}"
+        "\n/// {doc}: {n} values.\npub static {name}: [{ty}; {n}] = ["
     );
     for chunk in values.chunks(per_line) {
         out.push_str("    ");
@@ -874,8 +858,7 @@ pub(crate) fn emit_static_in<T>(
         out.pop();
         out.push('\n');
     }
-    out.push_str(close);
-    out.push('\n');
+    out.push_str("];\n");
     std::mem::size_of_val(values) as u64
 }
 
