@@ -14,8 +14,8 @@ use crate::board::Int8Simd;
 
 use super::hidden::emit_hidden;
 use super::{
-    CodegenError, GeneratedModel, LayerCode, MemoryPlan, act_expr, act_suffix, conv_params_expr,
-    emit_layer, inert, layer_ident, plan_memory_with_scratch, shape_expr,
+    CodegenError, GeneratedModel, LayerCode, MemoryPlan, act_expr, act_suffix, bind_tensors,
+    conv_params_expr, emit_layer, inert, layer_ident, plan_memory_with_scratch, shape_expr,
 };
 
 /// Generates `model.rs` and `weights.rs` for a validated int8 export. With `simd`, the
@@ -126,20 +126,13 @@ pub fn generate_int8_model(
         // layer compiled up to 13% differently in a model and alone (a latency table measured
         // alone mispredicted the 4x vgg-small by 1.8% instead of 0.7%), and a network's cost
         // depended on its codes (a tiny network with all-zero or all-one codes ran 1-5% fewer
-        // instructions in some layers, half as many in its classifier). Biases and pairs also
-        // go through `black_box` (their address out of sight too): 0.3% fewer instructions on
-        // a MobileNetV2 on the M7 and 0.1% on aarch64 than with it in sight.
-        let mut call = code
-            .call
-            .replace("{w}", &format!("&weights::{ident}_W"))
-            .replace(
-                "{b}",
-                &format!("core::hint::black_box(&weights::{ident}_B)"),
-            )
-            .replace(
-                "{rq}",
-                &format!("core::hint::black_box(&weights::{ident}_RQ)"),
-            );
+        // instructions in some layers, half as many in its classifier).
+        let mut call = bind_tensors(
+            &code.call,
+            &format!("&weights::{ident}_W"),
+            &format!("&weights::{ident}_B"),
+            Some(&format!("&weights::{ident}_RQ")),
+        );
         if let Int8Layer::Add(a) = data {
             let zeros: Vec<i32> = layer
                 .inputs

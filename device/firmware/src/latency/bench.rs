@@ -172,11 +172,9 @@ pub(crate) fn bench_code(
             layer.name, bench.in_channels, bench.out_channels
         ))
     };
-    // Weights, biases (and int8 requantisation pairs) as a model passes its own: hidden
-    // statics of a constant length, biases and pairs through `black_box` (see
-    // `codegen::generate`).
+    // Weights, biases (and int8 requantisation pairs) as a model passes its own: prefixes
+    // of constant length of the shared hidden statics, bound by `codegen::bind_tensors`.
     let shared = codegen::shared_prefix;
-    let opaque = |name, ty, len| format!("core::hint::black_box({})", shared(name, ty, len));
     let (code, weights_len, bias_len, rq_len, scratch_len, call) = match numbers.precision {
         Precision::F32 => {
             let code = codegen::layer_code(&ident, &layer, &info).map_err(fail)?;
@@ -184,10 +182,12 @@ pub(crate) fn bench_code(
                 Some([w, b]) => (w.iter().product(), b.iter().product()),
                 None => (0, 0),
             };
-            let call = code
-                .call
-                .replace("{w}", &shared(codegen::SHARED_WEIGHTS, "f32", weights_len))
-                .replace("{b}", &opaque(codegen::SHARED_BIAS, "f32", bias_len));
+            let call = codegen::bind_tensors(
+                &code.call,
+                &shared(codegen::SHARED_WEIGHTS, "f32", weights_len),
+                &shared(codegen::SHARED_BIAS, "f32", bias_len),
+                None,
+            );
             let scratch_len = codegen::layer_scratch_len(&layer, &info);
             (code, weights_len, bias_len, 0, scratch_len, call)
         }
@@ -213,14 +213,12 @@ pub(crate) fn bench_code(
                 Op::Add(_) => layer.inputs.len(),
                 _ => bias_len,
             };
-            let call = code
-                .call
-                .replace("{w}", &shared(codegen::SHARED_WEIGHTS, "i8", weights_len))
-                .replace("{b}", &opaque(codegen::SHARED_BIAS, "i32", bias_len))
-                .replace(
-                    "{rq}",
-                    &opaque(SHARED_REQUANTIZE, "kernels::Requantize", rq_len),
-                );
+            let call = codegen::bind_tensors(
+                &code.call,
+                &shared(codegen::SHARED_WEIGHTS, "i8", weights_len),
+                &shared(codegen::SHARED_BIAS, "i32", bias_len),
+                Some(&shared(SHARED_REQUANTIZE, "kernels::Requantize", rq_len)),
+            );
             // An add's zero points and output rescale as the model's firmware passes them.
             let zeros = vec![INT8_ZERO; layer.inputs.len()];
             let call = int8::fill_add_call(&call, &zeros, fixed, &INT8_OUTPUT_RQ);
