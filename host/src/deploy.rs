@@ -185,13 +185,8 @@ pub fn describe_prediction(check: &PredictionCheck) -> String {
             layers.join(", ")
         )
     };
-    let note = check
-        .note
-        .as_ref()
-        .map(|n| format!("\nwarning: {n}"))
-        .unwrap_or_default();
     format!(
-        "measured {:.3} ms, table {:.3} ms ({:+.2}%){corrected}{errors}{layers}{note}",
+        "measured {:.3} ms, table {:.3} ms ({:+.2}%){corrected}{errors}{layers}",
         check.measured_ms, check.predicted_ms, check.error_pct
     )
 }

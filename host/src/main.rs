@@ -1131,6 +1131,9 @@ fn deploy(args: DeployArgs) -> Result<()> {
     }
     if let Some(check) = &report.prediction {
         println!("latency: {}", dnal::deploy::describe_prediction(check));
+        if let Some(note) = &check.note {
+            eprintln!("warning: {note}");
+        }
     }
     if let Some(agreement) = &report.f32_agreement {
         println!(
